@@ -1,0 +1,9 @@
+"""Allow ``python -m comfywatch``."""
+
+from __future__ import annotations
+
+import sys
+
+from comfywatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+"""Pure parsers: JSON values in, typed observations out.
+
+Every function in this package takes already-decoded JSON (or bytes/str where noted) and either returns a
+typed, immutable observation or raises :class:`ParseError`. Nothing else may escape: callers rely on that to
+turn any malformed answer into ``reason="invalid_response"`` without a catch-all ``except Exception``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ParseError"]
+
+
+class ParseError(ValueError):
+    """A response did not have the shape the real server produces.
+
+    The message names the JSON path that was wrong (``queue_running[0][1]: expected str``) and never contains
+    response values, which may hold prompt text or secrets.
+    """
