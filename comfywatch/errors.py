@@ -1,14 +1,36 @@
 """The one failure taxonomy (DESIGN §4): reasons, their remediation hints, and classification.
 
 Metrics (``reason`` label), logs, doctor check results and alert rules all use these values. Nothing else in
-the code base may invent a reason string.
+the code base may invent a reason string, and every hint a user reads comes from :data:`HINTS`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["Reason"]
+import httpx
+
+from comfywatch.parse import ParseError
+
+__all__ = [
+    "BILLING_ERROR_TYPES",
+    "HINTS",
+    "JOB_REASONS",
+    "TRANSPORT_REASONS",
+    "BodyTooLargeError",
+    "Failure",
+    "Reason",
+    "classify_exception",
+    "classify_execution_error",
+    "classify_status",
+    "hint_for",
+]
 
 
 class Reason(StrEnum):
@@ -33,3 +55,290 @@ class Reason(StrEnum):
     INTERRUPTED = "interrupted"
     LOST = "lost"
     OUTPUT_INVALID = "output_invalid"
+
+
+#: Reasons a single HTTP/WebSocket exchange can end with (the ``comfyui_request_failures_total`` set).
+TRANSPORT_REASONS: tuple[Reason, ...] = (
+    Reason.DNS,
+    Reason.CONNECT,
+    Reason.TLS,
+    Reason.TIMEOUT,
+    Reason.AUTH,
+    Reason.FORBIDDEN,
+    Reason.PAYMENT,
+    Reason.RATE_LIMITED,
+    Reason.QUEUE_FULL,
+    Reason.NOT_FOUND,
+    Reason.INVALID_REQUEST,
+    Reason.SERVER_ERROR,
+    Reason.INVALID_RESPONSE,
+)
+
+#: Reasons a finished job can fail with (``comfyui_job_failures_total``).
+JOB_REASONS: tuple[Reason, ...] = (
+    Reason.EXECUTION_ERROR,
+    Reason.OOM,
+    Reason.INTERRUPTED,
+    Reason.LOST,
+    Reason.PAYMENT,
+)
+
+#: Comfy Cloud ``error.type`` values that mean "the plan or the credits refuse this" (CLOUD.md §2, §7).
+BILLING_ERROR_TYPES: frozenset[str] = frozenset(
+    {
+        "PAYMENT_REQUIRED",
+        "FREE_TIER_UNAVAILABLE",
+        "FREE_TIER_EXHAUSTED",
+        "FREE_TIER_NOT_ALLOWED",
+        "PARTNER_NODE_PAYMENT_REQUIRED",
+        "CLOUD_SUBSCRIPTION_REQUIRED",
+        "MODEL_PAYMENT_REQUIRED",
+        "insufficient_credits",
+    }
+)
+
+HINTS: Mapping[Reason, str] = {
+    Reason.DNS: "The host name does not resolve: check the URL's host, /etc/hosts and the DNS server.",
+    Reason.CONNECT: (
+        "Nothing accepts connections there: is ComfyUI running, on which port (default 8188), and does "
+        "--listen include this interface? Check firewalls between this host and the server."
+    ),
+    Reason.TLS: (
+        "The TLS handshake failed: the certificate is expired, self-signed, for another host name or from "
+        "an untrusted CA. Renew it or configure the CA file."
+    ),
+    Reason.TIMEOUT: (
+        "The server did not answer in time: it may be overloaded (a long job holding the GIL, swapping) "
+        "or a proxy in front of it hangs. Raise the timeout only if the server is known to be slow."
+    ),
+    Reason.AUTH: (
+        "401 Unauthorized: ComfyUI itself has no authentication, so this comes from the proxy in front "
+        "(basic auth / bearer token) or from Comfy Cloud (invalid or revoked API key). Fix the credentials."
+    ),
+    Reason.FORBIDDEN: (
+        "403 Forbidden: for local ComfyUI usually the Origin check (an Origin header whose host differs "
+        "from Host) or a proxy's access rules; on Comfy Cloud the key may not be allowed API access."
+    ),
+    Reason.PAYMENT: (
+        "Comfy Cloud refuses for billing reasons (402, or a 429 with a billing error type): add credits "
+        "or activate a paid subscription (Standard, Creator or Pro). Retrying does not help."
+    ),
+    Reason.RATE_LIMITED: (
+        "429 Too Many Requests: slow down. comfywatch waits for Retry-After; lower the poll rate or "
+        "max_requests_per_minute if this persists."
+    ),
+    Reason.QUEUE_FULL: (
+        "Comfy Cloud's queue for this workspace is full (429 QUEUE_LIMIT): jobs are piling up faster than "
+        "the plan's concurrency runs them. Wait, cancel stuck jobs, or upgrade the plan."
+    ),
+    Reason.NOT_FOUND: (
+        "404 Not Found: the URL path is wrong (a reverse-proxy prefix?) or the server is too old for "
+        "this endpoint."
+    ),
+    Reason.INVALID_REQUEST: (
+        "The server rejected the request as malformed (400/413/422): check the workflow and the request "
+        "size limit (--max-upload-size)."
+    ),
+    Reason.SERVER_ERROR: (
+        "The server (or the proxy in front of it) failed with a 5xx: a 502/504 HTML page means the "
+        "proxy cannot reach ComfyUI; read the ComfyUI log for a traceback."
+    ),
+    Reason.INVALID_RESPONSE: (
+        "The answer is not what ComfyUI sends (not JSON, wrong shape, too large): is another service "
+        "listening on that port, or a proxy answering with an HTML page?"
+    ),
+    Reason.VALIDATION: (
+        "ComfyUI rejected the workflow (node_errors): a custom node or a model file is missing, or an "
+        "input is invalid. Run `comfywatch doctor --workflow FILE` to see each problem."
+    ),
+    Reason.EXECUTION_ERROR: (
+        "A node raised an exception while running: read the traceback in the ComfyUI log or in "
+        "/history for the failing node."
+    ),
+    Reason.OOM: (
+        "Out of GPU memory: use smaller images or batches, run ComfyUI with --lowvram or --reserve-vram, "
+        "free memory with POST /free, or stop other processes using the GPU."
+    ),
+    Reason.INTERRUPTED: "The job was interrupted (POST /interrupt, a cancel, or the UI's cancel button).",
+    Reason.LOST: (
+        "The job vanished without finishing: the server restarted (queue and history are in memory only) "
+        "or Comfy Cloud lost the worker. Check the server's uptime and logs."
+    ),
+    Reason.OUTPUT_INVALID: (
+        "The job succeeded but its output is wrong (missing, not an image of the expected size, text not "
+        "echoed): check the nodes and the /view route through any proxy."
+    ),
+}
+
+
+def hint_for(reason: Reason) -> str:
+    """The one remediation hint for *reason*, shared by logs, doctor and the runbook."""
+    return HINTS[reason]
+
+
+class BodyTooLargeError(Exception):
+    """A response body exceeded the configured cap; reading stopped before it could exhaust memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response body larger than {limit} bytes")
+        self.limit = limit
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A classified failure: a :class:`Reason` plus safe, bounded detail for logs and doctor.
+
+    ``detail`` never contains header values, keys or response bodies: only exception class names,
+    status codes and short fixed texts.
+    """
+
+    reason: Reason
+    detail: str
+    status: int | None = None
+    retry_after: float | None = None
+    error_type: str | None = None
+
+    @property
+    def hint(self) -> str:
+        """The remediation hint for this failure's reason."""
+        return HINTS[self.reason]
+
+
+def _error_type(body: Any) -> str | None:
+    """Comfy Cloud's discriminator: ``error.type`` (v1 prompt errors) or ``error.code`` (v2)."""
+    if not isinstance(body, Mapping):
+        return None
+    error = body.get("error")
+    if isinstance(error, Mapping):
+        for key in ("type", "code"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value[:64]
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only; HTTP-dates are rare on APIs)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if seconds < 0 or seconds != seconds:  # negative or NaN
+        return None
+    return min(seconds, 3600.0)
+
+
+def classify_status(status: int, body: Any = None, retry_after: str | None = None) -> Failure | None:
+    """Classify an HTTP status (with the decoded JSON *body* when there is one); ``None`` for success.
+
+    429 has three meanings on Comfy Cloud and is told apart by ``error.type`` (CLOUD.md §2): a billing
+    type is ``payment``, ``QUEUE_LIMIT``/``queue_full`` is ``queue_full``, anything else is rate limiting.
+    """
+    if 200 <= status < 300:
+        return None
+    error_type = _error_type(body)
+    delay = parse_retry_after(retry_after)
+    reason: Reason
+    if status == 401:
+        reason = Reason.AUTH
+    elif status == 402:
+        reason = Reason.PAYMENT
+    elif status == 403:
+        reason = Reason.FORBIDDEN
+    elif status == 404:
+        reason = Reason.NOT_FOUND
+    elif status == 429:
+        if error_type in BILLING_ERROR_TYPES:
+            reason = Reason.PAYMENT
+        elif error_type in {"QUEUE_LIMIT", "queue_full"}:
+            reason = Reason.QUEUE_FULL
+        else:
+            reason = Reason.RATE_LIMITED
+    elif status >= 500:
+        reason = Reason.SERVER_ERROR
+    elif 400 <= status < 500:
+        reason = Reason.INVALID_REQUEST
+    else:
+        # 1xx/3xx reaching us means a redirect we refused to follow or something that is not ComfyUI.
+        reason = Reason.INVALID_RESPONSE
+    return Failure(reason, f"HTTP {status}", status=status, retry_after=delay, error_type=error_type)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 16:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def classify_exception(exc: BaseException) -> Failure:
+    """Map any exception raised while talking to a server to a :class:`Failure`.
+
+    Walks the cause chain because httpx wraps the interesting part (``socket.gaierror`` for DNS,
+    ``ssl.SSLError`` for TLS) inside its own ``ConnectError``.
+    """
+    name = type(exc).__name__
+    chain = _causes(exc)
+    if isinstance(exc, ParseError):
+        return Failure(Reason.INVALID_RESPONSE, f"unexpected response shape: {str(exc)[:200]}")
+    if isinstance(exc, BodyTooLargeError):
+        return Failure(Reason.INVALID_RESPONSE, str(exc))
+    if isinstance(exc, UnicodeDecodeError):
+        return Failure(Reason.INVALID_RESPONSE, "response is not valid UTF-8")
+    if isinstance(exc, ValueError) and name == "JSONDecodeError":
+        return Failure(Reason.INVALID_RESPONSE, "response is not valid JSON")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return Failure(Reason.INVALID_RESPONSE, "redirect loop")
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return Failure(Reason.DNS, f"name resolution failed ({name})")
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return Failure(Reason.TLS, f"TLS failure: {type(cause).__name__}: {_ssl_reason(cause)}")
+    if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
+        return Failure(Reason.TIMEOUT, f"timed out ({name})")
+    ws_status = _websocket_status(exc)
+    if ws_status is not None:
+        failure = classify_status(ws_status)
+        if failure is not None:
+            return Failure(failure.reason, f"WebSocket upgrade refused: HTTP {ws_status}", status=ws_status)
+    if isinstance(exc, httpx.TransportError | OSError | EOFError):
+        return Failure(Reason.CONNECT, f"connection failed ({name})")
+    if name in {"InvalidHandshake", "InvalidMessage", "InvalidUpgrade", "ConnectionClosedError",
+                "ConnectionClosed", "ConnectionClosedOK", "InvalidURI", "PayloadTooBig", "ProtocolError"}:
+        return Failure(Reason.CONNECT, f"WebSocket failure ({name})")
+    return Failure(Reason.INVALID_RESPONSE, f"unexpected error ({name})")
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+    return str(reason)[:120] if reason else type(exc).__name__
+
+
+def _websocket_status(exc: BaseException) -> int | None:
+    """The HTTP status of a refused WebSocket upgrade (websockets' ``InvalidStatus``), if any."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+_OOM_MARKERS = ("outofmemory", "out of memory", "oomerror", "allocation on device", "cuda error: out of")
+_PAYMENT_EXCEPTIONS = frozenset({"InsufficientFundsError", "InactiveSubscriptionError"})
+
+
+def classify_execution_error(exception_type: str | None, exception_message: str | None) -> Reason:
+    """Reason for a job that failed while running: ``oom``, ``payment`` (Cloud billing) or ``execution_error``.
+
+    Out-of-memory shows up as ``torch.OutOfMemoryError`` / ``torch.cuda.OutOfMemoryError`` locally, as
+    Comfy Cloud's ``OOMError``, and sometimes only in the message of a generic ``RuntimeError``.
+    """
+    kind = (exception_type or "").strip()
+    if kind.rsplit(".", 1)[-1] in _PAYMENT_EXCEPTIONS:
+        return Reason.PAYMENT
+    text = f"{kind} {(exception_message or '')[:2000]}".lower()
+    if any(marker in text for marker in _OOM_MARKERS):
+        return Reason.OOM
+    return Reason.EXECUTION_ERROR

@@ -1,0 +1,356 @@
+"""The pooled HTTP client every check uses (aiohttp underneath, one session per target).
+
+Why aiohttp and not httpx here: DESIGN §7 measured the CPU cost per request on this kind of machine
+(httpx ≈ 790 µs, aiohttp ≈ 160 µs); polling 1000 targets every 15 s must stay under 1 ms per target per
+cycle, which only aiohttp's client allows. One-shot paths (doctor's phase timings) use httpx.
+
+Every exchange is classified with :mod:`comfywatch.errors` and reported to a :class:`RequestObserver`,
+which is how ``comfyui_requests_total`` / ``comfyui_request_failures_total`` get counted in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+from yarl import URL
+
+from comfywatch.errors import BodyTooLargeError, Failure, Reason, classify_exception, classify_status
+from comfywatch.parse import ParseError
+
+__all__ = [
+    "ClientSettings",
+    "HttpClient",
+    "HttpResult",
+    "PhaseTimes",
+    "RequestFailed",
+    "RequestObserver",
+]
+
+T = TypeVar("T")
+
+
+class RequestObserver(Protocol):
+    """Receives every exchange once, and every failure once (``code`` is None when no response came)."""
+
+    def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None: ...
+
+    def on_failure(self, endpoint: str, reason: Reason) -> None: ...
+
+
+class _NullObserver:
+    def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
+        return None
+
+    def on_failure(self, endpoint: str, reason: Reason) -> None:
+        return None
+
+
+class RequestFailed(Exception):
+    """A request ended in a classified :class:`Failure` (transport error, non-2xx, unparseable body)."""
+
+    def __init__(self, failure: Failure, endpoint: str, body: Any = None) -> None:
+        super().__init__(f"{endpoint}: {failure.reason}: {failure.detail}")
+        self.failure = failure
+        self.endpoint = endpoint
+        self.body = body
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimes:
+    """HTTP phases of one request in seconds (``None`` when the phase did not happen, e.g. reused)."""
+
+    dns: float | None
+    connect: float | None
+    tls: float | None
+    processing: float
+    transfer: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResult:
+    status: int
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+    seconds: float
+    phases: PhaseTimes | None = None
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    base_url: str
+    timeout: float = 5.0
+    connect_timeout: float | None = None
+    max_body_size: int = 32 * 2**20
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    ssl_context: ssl.SSLContext | bool = True
+    max_connections: int = 4
+    user_agent: str = "comfywatch"
+
+
+class _PhaseTrace:
+    """Collects aiohttp trace callbacks of one request into :class:`PhaseTimes`."""
+
+    __slots__ = ("connect_end", "connect_start", "dns_end", "dns_start", "headers_at", "sent_at", "start")
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.dns_start: float | None = None
+        self.dns_end: float | None = None
+        self.connect_start: float | None = None
+        self.connect_end: float | None = None
+        self.sent_at: float | None = None
+        self.headers_at: float | None = None
+
+    def result(self, done: float) -> PhaseTimes:
+        dns = self.dns_end - self.dns_start if self.dns_start and self.dns_end else None
+        connect = tls = None
+        if self.connect_start is not None and self.connect_end is not None:
+            connect = max(0.0, self.connect_end - self.connect_start - (dns or 0.0))
+        sent = self.sent_at or self.connect_end or self.start
+        headers = self.headers_at or done
+        return PhaseTimes(dns, connect, tls, max(0.0, headers - sent), max(0.0, done - headers))
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    def ctx(params: Any) -> _PhaseTrace | None:
+        trace = params.trace_request_ctx
+        return trace if isinstance(trace, _PhaseTrace) else None
+
+    async def dns_start(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.dns_start = time.perf_counter()
+
+    async def dns_end(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.dns_end = time.perf_counter()
+
+    async def conn_start(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.connect_start = time.perf_counter()
+
+    async def conn_end(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.connect_end = time.perf_counter()
+
+    async def headers_sent(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.sent_at = time.perf_counter()
+
+    async def request_end(_s: Any, context: Any, _p: Any) -> None:
+        if (t := ctx(context)) is not None:
+            t.headers_at = time.perf_counter()
+
+    config = aiohttp.TraceConfig(trace_config_ctx_factory=lambda trace_request_ctx: trace_request_ctx)
+    config.on_dns_resolvehost_start.append(dns_start)
+    config.on_dns_resolvehost_end.append(dns_end)
+    config.on_connection_create_start.append(conn_start)
+    config.on_connection_create_end.append(conn_end)
+    config.on_request_headers_sent.append(headers_sent)
+    config.on_request_end.append(request_end)
+    return config
+
+
+class HttpClient:
+    """One target's connection pool, with per-phase timeouts and a hard body-size cap.
+
+    The session is created lazily inside the running loop and reused for the daemon's lifetime.
+    """
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        observer: RequestObserver | None = None,
+        limiter: asyncio.Semaphore | None = None,
+        before_request: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base = URL(settings.base_url.rstrip("/"))
+        self.observer: RequestObserver = observer or _NullObserver()
+        self._limiter = limiter
+        self._before_request = before_request
+        self._session: aiohttp.ClientSession | None = None
+        self._trace_phases = False
+
+    # Session management.
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.max_connections,
+            ssl=s.ssl_context if isinstance(s.ssl_context, ssl.SSLContext) else (None if s.ssl_context else False),
+            ttl_dns_cache=60,
+            keepalive_timeout=30,
+        )
+        headers = {"User-Agent": s.user_agent, **dict(s.headers)}
+        auth = aiohttp.BasicAuth(*s.basic_auth) if s.basic_auth else None
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            auth=auth,
+            trace_configs=[_trace_config()],
+            # Environment proxies must not silently reroute probes of loopback servers.
+            trust_env=False,
+            # Never follow redirects with our credentials attached; callers that expect one handle it.
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = self._make_session()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    def url(self, path: str) -> URL:
+        return self.base.with_path(self.base.path.rstrip("/") + path, encoded=False)
+
+    # Requests.
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        timeout: float | None = None,
+        expect_ok: bool = True,
+        allow_redirects: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+        record_phases: bool = False,
+    ) -> HttpResult:
+        """Send one request and read the (capped) body.
+
+        Raises:
+            RequestFailed: transport failure, body too large, or (with ``expect_ok``) a non-2xx status.
+        """
+        total = timeout if timeout is not None else self.settings.timeout
+        connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
+        client_timeout = aiohttp.ClientTimeout(total=total, connect=connect, sock_read=total)
+        started = time.perf_counter()
+        trace = _PhaseTrace() if record_phases else None
+        if self._before_request is not None:
+            await self._before_request()
+        try:
+            if self._limiter is not None:
+                async with self._limiter:
+                    result = await self._send(
+                        method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace
+                    )
+            else:
+                result = await self._send(
+                    method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is classified, none escapes unclassified
+            failure = classify_exception(exc)
+            self.observer.on_exchange(endpoint, None, time.perf_counter() - started)
+            self.observer.on_failure(endpoint, failure.reason)
+            raise RequestFailed(failure, endpoint) from None
+        self.observer.on_exchange(endpoint, result.status, result.seconds)
+        if expect_ok:
+            body = _maybe_json(result)
+            failure = classify_status(result.status, body, result.headers.get("Retry-After"))
+            if failure is not None:
+                self.observer.on_failure(endpoint, failure.reason)
+                raise RequestFailed(failure, endpoint, body)
+        return result
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        client_timeout: aiohttp.ClientTimeout,
+        allow_redirects: bool,
+        extra_headers: Mapping[str, str] | None,
+        trace: _PhaseTrace | None,
+    ) -> HttpResult:
+        started = time.perf_counter()
+        limit = self.settings.max_body_size
+        async with self.session.request(
+            method,
+            self.url(path),
+            params=params,
+            json=json_body,
+            timeout=client_timeout,
+            allow_redirects=allow_redirects,
+            headers=extra_headers,
+            trace_request_ctx=trace,
+        ) as response:
+            declared = response.content_length
+            if declared is not None and declared > limit:
+                raise BodyTooLargeError(limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLargeError(limit)
+                chunks.append(chunk)
+            done = time.perf_counter()
+            return HttpResult(
+                status=response.status,
+                body=b"".join(chunks),
+                content_type=response.content_type,
+                headers={k: v for k, v in response.headers.items()},
+                seconds=done - started,
+                phases=trace.result(done) if trace is not None else None,
+            )
+
+    async def get_json(
+        self,
+        path: str,
+        *,
+        endpoint: str,
+        parser: Callable[[Any], T],
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        record_phases: bool = False,
+    ) -> tuple[T, HttpResult]:
+        """GET, decode JSON and parse it with *parser*; a bad body is an ``invalid_response`` failure."""
+        result = await self.request(
+            "GET", path, endpoint=endpoint, params=params, timeout=timeout, record_phases=record_phases
+        )
+        return self.decode(result, endpoint, parser), result
+
+    def decode(self, result: HttpResult, endpoint: str, parser: Callable[[Any], T]) -> T:
+        """Decode and parse a 2xx body; failures are counted as ``invalid_response`` for *endpoint*.
+
+        ``request()`` already counted the exchange under its status code; this adds only the failure.
+        """
+        try:
+            return parser(json.loads(result.body))
+        except (ValueError, ParseError, RecursionError) as exc:
+            failure = classify_exception(exc)
+            if failure.reason is not Reason.INVALID_RESPONSE:
+                failure = Failure(Reason.INVALID_RESPONSE, "response is not valid JSON")
+            self.observer.on_failure(endpoint, failure.reason)
+            raise RequestFailed(failure, endpoint) from None
+
+
+def _maybe_json(result: HttpResult) -> Any:
+    if not result.body or len(result.body) > 2**20 or "json" not in result.content_type:
+        return None
+    try:
+        return json.loads(result.body)
+    except (ValueError, RecursionError):
+        return None

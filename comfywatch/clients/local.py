@@ -1,0 +1,147 @@
+"""ComfyUI's local REST API (DESIGN §1, COMFYUI.md §2) over the pooled :class:`HttpClient`.
+
+Routes are called under ``/api/`` (ComfyUI 0.3.x serves every route there too, and reverse proxies are often
+configured to forward only ``/api``); a server answering 404 there is retried once without the prefix and
+remembered, so older servers keep working.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from yarl import URL
+
+from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
+from comfywatch.errors import Reason
+from comfywatch.parse._shape import as_map
+from comfywatch.parse.history import HistoryEntry, parse_history, parse_history_entry
+from comfywatch.parse.jobs import JobsPage, parse_jobs
+from comfywatch.parse.prompt import PromptAccepted, parse_prompt_accepted
+from comfywatch.parse.queue import QueueSnapshot, parse_queue
+from comfywatch.parse.system import SystemStats, parse_system_stats
+
+__all__ = ["LocalApi"]
+
+
+def _identity(body: Any) -> Any:
+    return body
+
+
+class LocalApi:
+    """Typed calls to one ComfyUI server. Every method raises :class:`RequestFailed` on failure."""
+
+    def __init__(self, http: HttpClient, *, api_prefix: str = "/api") -> None:
+        self.http = http
+        self.prefix = api_prefix
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def _get(
+        self, route: str, endpoint: str, parser: Any, params: Mapping[str, str] | None = None,
+        *, record_phases: bool = False, timeout: float | None = None,
+    ) -> tuple[Any, HttpResult]:
+        try:
+            return await self.http.get_json(
+                self.prefix + route, endpoint=endpoint, parser=parser, params=params,
+                record_phases=record_phases, timeout=timeout,
+            )
+        except RequestFailed as failed:
+            if failed.failure.reason is Reason.NOT_FOUND and self.prefix and endpoint == "system_stats":
+                # An old server (or a proxy) without the /api duplication: fall back to bare routes.
+                self.prefix = ""
+                return await self.http.get_json(
+                    route, endpoint=endpoint, parser=parser, params=params,
+                    record_phases=record_phases, timeout=timeout,
+                )
+            raise
+
+    async def system_stats(self, *, record_phases: bool = True) -> tuple[SystemStats, HttpResult]:
+        return await self._get("/system_stats", "system_stats", parse_system_stats, record_phases=record_phases)
+
+    async def queue(self) -> QueueSnapshot:
+        snapshot, _ = await self._get("/queue", "queue", parse_queue)
+        return snapshot  # type: ignore[no-any-return]
+
+    async def history(self, max_items: int) -> list[HistoryEntry]:
+        entries, _ = await self._get("/history", "history", parse_history, {"max_items": str(max_items)})
+        return entries  # type: ignore[no-any-return]
+
+    async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None:
+        """The finished entry, or ``None`` while it is unknown, queued or running (ComfyUI answers ``{}``)."""
+
+        def parse(body: Any) -> HistoryEntry | None:
+            root = as_map(body, "$")
+            if prompt_id not in root:
+                return None
+            return parse_history_entry(prompt_id, root[prompt_id], "$")
+
+        entry, _ = await self._get(f"/history/{prompt_id}", "history", parse, timeout=timeout)
+        return entry  # type: ignore[no-any-return]
+
+    async def jobs(self, limit: int) -> JobsPage:
+        params = {"limit": str(limit), "sort_by": "create_time", "sort_order": "desc"}
+        page, _ = await self._get("/jobs", "jobs", parse_jobs, params)
+        return page  # type: ignore[no-any-return]
+
+    async def submit(
+        self, prompt: Mapping[str, Any], client_id: str, *, extra: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> PromptAccepted:
+        """POST /prompt. A 400 raises RequestFailed whose ``body`` holds ComfyUI's node_errors."""
+        payload: dict[str, Any] = {"prompt": prompt, "client_id": client_id}
+        if extra:
+            payload["extra_data"] = dict(extra)
+        result = await self.http.request(
+            "POST", self.prefix + "/prompt", endpoint="prompt", json_body=payload, timeout=timeout
+        )
+        return self.http.decode(result, "prompt", parse_prompt_accepted)
+
+    async def _post_empty(self, route: str, endpoint: str, body: Any) -> None:
+        await self.http.request("POST", self.prefix + route, endpoint=endpoint, json_body=body)
+
+    async def delete_history(self, prompt_ids: Sequence[str]) -> None:
+        await self._post_empty("/history", "history", {"delete": list(prompt_ids)})
+
+    async def delete_pending(self, prompt_ids: Sequence[str]) -> None:
+        """Remove pending items (ComfyUI wants a *list*; a running id is a silent no-op)."""
+        await self._post_empty("/queue", "queue", {"delete": list(prompt_ids)})
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """Targeted interrupt: acts only if *prompt_id* is the one running (never someone else's job)."""
+        await self._post_empty("/interrupt", "interrupt", {"prompt_id": prompt_id})
+
+    async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult:
+        params = {"filename": filename, "subfolder": subfolder, "type": kind}
+        return await self.http.request("GET", self.prefix + "/view", endpoint="view", params=params)
+
+    async def object_info(self, class_type: str | None = None) -> dict[str, Any]:
+        route = "/object_info" if class_type is None else f"/object_info/{class_type}"
+        body, _ = await self._get(route, "object_info", _identity, timeout=max(self.http.settings.timeout, 30.0))
+        return dict(as_map(body, "$"))
+
+    def ws_url(self, client_id: str) -> str:
+        base = self.http.base
+        scheme = "wss" if base.scheme == "https" else "ws"
+        path = base.path.rstrip("/") + self.prefix + "/ws"
+        return str(URL.build(scheme=scheme, host=base.host or "", port=base.explicit_port, path=path)) + "?" + urlencode(
+            {"clientId": client_id}
+        )
+
+    def ws_headers(self) -> dict[str, str]:
+        """Headers the WebSocket upgrade needs: the same proxy credentials as HTTP (never an Origin)."""
+        headers = dict(self.http.settings.headers)
+        if self.http.settings.basic_auth is not None:
+            import base64
+
+            user, password = self.http.settings.basic_auth
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

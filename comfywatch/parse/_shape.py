@@ -1,0 +1,64 @@
+"""Small shape checkers shared by the parsers; each raises ParseError naming the JSON path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from comfywatch.parse import ParseError
+
+__all__ = ["as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_str"]
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def as_map(value: object, path: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ParseError(f"{path}: expected object, got {_kind(value)}")
+    return value
+
+
+def as_list(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ParseError(f"{path}: expected array, got {_kind(value)}")
+    return value
+
+
+def as_str(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise ParseError(f"{path}: expected string, got {_kind(value)}")
+    return value
+
+
+def as_opt_str(value: object, path: str) -> str | None:
+    return None if value is None else as_str(value, path)
+
+
+def as_bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ParseError(f"{path}: expected boolean, got {_kind(value)}")
+    return value
+
+
+def as_float(value: object, path: str) -> float:
+    # bool is an int subclass; a true/false where a number belongs is a wrong shape.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParseError(f"{path}: expected number, got {_kind(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ParseError(f"{path}: expected a finite number")
+    return number
+
+
+def as_int(value: object, path: str) -> int:
+    number = as_float(value, path)
+    if number != int(number):
+        raise ParseError(f"{path}: expected an integer")
+    return int(number)
+
+
+def as_opt_int(value: object, path: str) -> int | None:
+    return None if value is None else as_int(value, path)

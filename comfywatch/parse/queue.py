@@ -1,0 +1,74 @@
+"""``GET /queue`` (local ComfyUI and Comfy Cloud ``/api/queue``) -> :class:`QueueSnapshot`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from comfywatch.parse import ParseError
+from comfywatch.parse._shape import as_float, as_list, as_map, as_str
+
+__all__ = ["QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """One queue entry: ``[number, prompt_id, prompt_graph, extra_data, outputs_to_execute]``.
+
+    The graph itself is not kept: it can be megabytes and holds the user's prompts.
+    """
+
+    number: float
+    prompt_id: str
+    client_id: str | None
+    create_time_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    running: tuple[QueueItem, ...]
+    pending: tuple[QueueItem, ...]
+
+
+def _extra_create_time(extra: Any) -> tuple[str | None, int | None]:
+    if not isinstance(extra, dict):
+        return None, None
+    client = extra.get("client_id")
+    created = extra.get("create_time")
+    create_ms = int(created) if isinstance(created, int | float) and not isinstance(created, bool) else None
+    return (client if isinstance(client, str) else None), create_ms
+
+
+def _item(value: Any, path: str) -> QueueItem:
+    raw = as_list(value, path)
+    if len(raw) < 2:
+        raise ParseError(f"{path}: expected a 5-element array, got {len(raw)} elements")
+    number = as_float(raw[0], f"{path}[0]")
+    prompt_id = as_str(raw[1], f"{path}[1]")
+    # Local ComfyUI puts extra_data at [3]; Comfy Cloud puts {"create_time"} at [4] (CLOUD.md §3.5).
+    client_id: str | None = None
+    create_ms: int | None = None
+    for extra in raw[3:5]:
+        found_client, found_ms = _extra_create_time(extra)
+        client_id = client_id or found_client
+        create_ms = create_ms if create_ms is not None else found_ms
+    return QueueItem(number=number, prompt_id=prompt_id, client_id=client_id, create_time_ms=create_ms)
+
+
+def parse_queue(body: Any) -> QueueSnapshot:
+    """Parse ``{"queue_running": [...], "queue_pending": [...]}``."""
+    root = as_map(body, "$")
+    running = as_list(root.get("queue_running"), "queue_running")
+    pending = as_list(root.get("queue_pending"), "queue_pending")
+    return QueueSnapshot(
+        running=tuple(_item(v, f"queue_running[{i}]") for i, v in enumerate(running)),
+        pending=tuple(_item(v, f"queue_pending[{i}]") for i, v in enumerate(pending)),
+    )
+
+
+def parse_queue_remaining(body: Any) -> int:
+    """Parse ``GET /prompt``: ``{"exec_info": {"queue_remaining": N}}`` (pending + running)."""
+    root = as_map(body, "$")
+    info = as_map(root.get("exec_info"), "exec_info")
+    value = as_float(info.get("queue_remaining"), "exec_info.queue_remaining")
+    return int(value)

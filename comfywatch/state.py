@@ -1,0 +1,214 @@
+"""Per-target state: the latest observations, counters and histograms (DESIGN §2 "state").
+
+Checks produce observations; the scheduler applies them here; the exporter renders a snapshot. All
+containers are bounded: label sets come from fixed enumerations (endpoints, reasons, phases, canaries), and
+per-job memory lives only in the bounded trackers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from comfywatch.clients.http import PhaseTimes
+from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason
+from comfywatch.parse.system import SystemStats
+from comfywatch.trackers import QueueTracker, QueueView, SeenSet
+
+__all__ = [
+    "CANARY_BUCKETS",
+    "JOB_BUCKETS",
+    "REQUEST_BUCKETS",
+    "CanaryState",
+    "CheckState",
+    "CloudState",
+    "Histogram",
+    "TargetState",
+]
+
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+CANARY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
+
+
+class Histogram:
+    """A cumulative-bucket histogram without labels (labels are where it is stored)."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        if value != value:  # NaN never enters a histogram
+            return
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[int]:
+        total, out = 0, []
+        for c in self.counts:
+            total += c
+            out.append(total)
+        return out
+
+
+@dataclass
+class CheckState:
+    duration: float | None = None
+    overruns: int = 0
+    last_success: float | None = None
+    last_reason: Reason | None = None
+
+
+@dataclass
+class CanaryState:
+    name: str
+    success: float | None = None
+    runs: int = 0
+    skipped: int = 0
+    failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
+    phases: dict[str, float] = field(default_factory=dict)
+    server_seconds: float | None = None
+    websocket_ok: float | None = None
+    last_success_ts: float | None = None
+    duration: Histogram = field(default_factory=lambda: Histogram(CANARY_BUCKETS))
+    last_reason: Reason | None = None
+    runs_today: int | None = None
+
+
+@dataclass
+class CloudState:
+    balance_usd: float | None = None
+    effective_balance_usd: float | None = None
+    has_funds: float | None = None
+    subscription_active: float | None = None
+    subscription_tier: str | None = None
+    subscription_status: str | None = None
+    max_concurrent_jobs: float | None = None
+    jobs_stuck: float | None = None
+    retry_after_until: float = 0.0
+
+    def retry_after_seconds(self, now: float) -> float:
+        return max(0.0, self.retry_after_until - now)
+
+
+class TargetState:
+    """Everything known about one target. Also the :class:`RequestObserver` of its HTTP client."""
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        public_url: str,
+        *,
+        endpoints: Iterable[str],
+        labels: dict[str, str] | None = None,
+        stall_after: float = 600.0,
+        idle_polls: int = 4,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.public_url = public_url
+        self.labels = dict(labels or {})
+        self.up: float | None = None
+        self.up_reason: Reason | None = None
+        self.system: SystemStats | None = None
+        self.queue: QueueView | None = None
+        self.queue_tracker = QueueTracker(stall_after, idle_polls)
+        self.seen_jobs = SeenSet()
+        self.jobs_total = 0
+        self.job_failures: dict[Reason, int] = dict.fromkeys(JOB_REASONS, 0)
+        self.job_duration = Histogram(JOB_BUCKETS)
+        self.requests: dict[tuple[str, str], int] = {}
+        self.request_failures: dict[tuple[str, Reason], int] = {}
+        self.request_durations: dict[str, Histogram] = {}
+        for endpoint in endpoints:
+            self._init_endpoint(endpoint)
+        self.phases: PhaseTimes | None = None
+        self.tls_not_after: float | None = None
+        self.canaries: dict[str, CanaryState] = {}
+        self.checks: dict[str, CheckState] = {}
+        self.websocket_connected: float | None = None
+        self.cloud: CloudState | None = CloudState() if kind == "cloud" else None
+        self.jobs_api: bool | None = None
+        self.server_version: str | None = None
+
+    def _init_endpoint(self, endpoint: str) -> None:
+        if endpoint in self.request_durations:
+            return
+        self.request_durations[endpoint] = Histogram(REQUEST_BUCKETS)
+        for reason in TRANSPORT_REASONS:
+            self.request_failures.setdefault((endpoint, reason), 0)
+
+    # RequestObserver.
+
+    def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
+        self._init_endpoint(endpoint)
+        key = (endpoint, str(code) if code is not None else "none")
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if code is not None:
+            self.request_durations[endpoint].observe(seconds)
+
+    def on_failure(self, endpoint: str, reason: Reason) -> None:
+        self._init_endpoint(endpoint)
+        key = (endpoint, reason)
+        self.request_failures[key] = self.request_failures.get(key, 0) + 1
+
+    # Observations.
+
+    def check(self, name: str) -> CheckState:
+        state = self.checks.get(name)
+        if state is None:
+            state = self.checks[name] = CheckState()
+        return state
+
+    def canary(self, name: str) -> CanaryState:
+        state = self.canaries.get(name)
+        if state is None:
+            state = self.canaries[name] = CanaryState(name)
+        return state
+
+    def set_up(self, up: bool, reason: Reason | None = None) -> None:
+        self.up = 1.0 if up else 0.0
+        self.up_reason = None if up else reason
+
+    def apply_system(self, stats: SystemStats, phases: PhaseTimes | None) -> None:
+        if self.server_version is not None and stats.comfyui_version != self.server_version:
+            self.jobs_api = None  # a new server version may have grown /api/jobs: probe again
+        self.server_version = stats.comfyui_version
+        self.system = stats
+        if phases is not None:
+            self.phases = phases
+
+    def apply_queue(self, view: QueueView) -> None:
+        self.queue = view
+
+    def count_finished_job(self, failure: Reason | None, server_seconds: float | None) -> None:
+        self.jobs_total += 1
+        if failure is not None:
+            self.job_failures[failure] = self.job_failures.get(failure, 0) + 1
+        if server_seconds is not None:
+            self.job_duration.observe(server_seconds)
+
+    def summary(self) -> dict[str, Any]:
+        """Small JSON-able status for logs, /healthz and sd_notify STATUS=."""
+        return {
+            "target": self.name,
+            "up": self.up,
+            "reason": self.up_reason,
+            "queue": None if self.queue is None else {"running": self.queue.running, "pending": self.queue.pending},
+        }
+
+
+def now() -> float:
+    """Wall-clock seconds (timestamps exported to Prometheus are wall-clock)."""
+    return time.time()

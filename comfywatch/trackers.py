@@ -1,0 +1,132 @@
+"""Pure, bounded trackers that turn successive polls into facts: job ages, stalls, new finished jobs.
+
+No I/O and no clock of their own: every method takes ``now`` (seconds), which keeps them testable with
+simulated time and makes stall detection deterministic.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from comfywatch.parse.queue import QueueSnapshot
+
+__all__ = ["QueueTracker", "QueueView", "SeenSet"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    running: int
+    pending: int
+    running_prompt_id: str | None
+    running_seconds: float
+    oldest_pending_seconds: float
+    stalled: bool
+    worker_not_consuming: bool
+
+
+class QueueTracker:
+    """Follows the queue across polls.
+
+    * The age of the running job is measured from when comfywatch first saw it running (0.3.64's queue
+      carries no timestamps); newer servers and Comfy Cloud send ``create_time``, used for pending items.
+    * **Stalled**: the same prompt has been running longer than ``stall_after`` with no sign of progress
+      (a WebSocket progress event for it, reported through :meth:`progress`).
+    * **Worker not consuming**: pending > 0 with nothing running for ``idle_polls`` consecutive polls.
+    """
+
+    def __init__(self, stall_after: float, idle_polls: int) -> None:
+        self.stall_after = stall_after
+        self.idle_polls = idle_polls
+        self._running_id: str | None = None
+        self._running_since = 0.0
+        self._last_progress = 0.0
+        self._pending_seen: dict[str, float] = {}
+        self._idle_streak = 0
+
+    def progress(self, prompt_id: str | None, now: float) -> None:
+        """A progress/executing event arrived for *prompt_id* (or for an unknown one, when None)."""
+        if prompt_id is None or prompt_id == self._running_id:
+            self._last_progress = now
+
+    def reset(self) -> None:
+        """Forget everything (the server restarted: its queue is gone)."""
+        self._running_id = None
+        self._pending_seen.clear()
+        self._idle_streak = 0
+
+    def observe(self, snapshot: QueueSnapshot, now: float) -> QueueView:
+        running = snapshot.running[0] if snapshot.running else None
+        if running is None:
+            self._running_id = None
+        elif running.prompt_id != self._running_id:
+            self._running_id = running.prompt_id
+            self._running_since = now
+            self._last_progress = now
+        running_seconds = now - self._running_since if running is not None else 0.0
+
+        present = {item.prompt_id for item in snapshot.pending}
+        for stale in [pid for pid in self._pending_seen if pid not in present]:
+            del self._pending_seen[stale]
+        oldest = 0.0
+        for item in snapshot.pending:
+            first = self._pending_seen.setdefault(item.prompt_id, now)
+            if item.create_time_ms is not None:
+                first = min(first, item.create_time_ms / 1000.0)
+            oldest = max(oldest, now - first)
+
+        if snapshot.pending and not snapshot.running:
+            self._idle_streak += 1
+        else:
+            self._idle_streak = 0
+        stalled = running is not None and (now - max(self._running_since, self._last_progress)) >= self.stall_after
+        return QueueView(
+            running=len(snapshot.running),
+            pending=len(snapshot.pending),
+            running_prompt_id=self._running_id,
+            running_seconds=max(0.0, running_seconds),
+            oldest_pending_seconds=max(0.0, oldest),
+            stalled=stalled,
+            worker_not_consuming=self._idle_streak >= self.idle_polls,
+        )
+
+
+class SeenSet:
+    """Remembers the most recent *capacity* ids, to count each finished job exactly once.
+
+    ComfyUI's history is read through a window of the newest N entries, so an id can only be seen again
+    while it is among the N newest; keeping more than the largest window is enough, and memory stays bounded.
+    """
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self.primed = False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._ids
+
+    def add_all(self, ids: Iterable[str]) -> None:
+        for item in ids:
+            self._ids[item] = None
+            self._ids.move_to_end(item)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+    def new_ids(self, ids: Sequence[str]) -> list[str]:
+        """Ids not seen before, in the given order; they are remembered from now on.
+
+        The first call only primes the set: jobs that finished before comfywatch started are not counted,
+        as a Prometheus counter starts at the process's start.
+        """
+        if not self.primed:
+            self.primed = True
+            self.add_all(ids)
+            return []
+        fresh = [item for item in ids if item not in self._ids]
+        self.add_all(ids)
+        return fresh
