@@ -79,8 +79,8 @@ def _target(f: _Families, state: TargetState, with_target: bool, now: float) -> 
     f[m.JOBS].add(p, float(state.jobs_total))
     for reason, count in state.job_failures.items():
         f[m.JOB_FAILURES].add(_join(p, f'reason="{reason}"'), float(count))
-    h = state.job_duration
-    f[m.JOB_DURATION].add_histogram(p, h.bounds, h.cumulative(), h.sum, h.count)
+    jobs = state.job_duration
+    f[m.JOB_DURATION].add_histogram(p, jobs.bounds, jobs.cumulative(), jobs.sum, jobs.count)
     for endpoint, hist in state.request_durations.items():
         f[m.REQUEST_DURATION].add_histogram(
             _join(p, f'endpoint="{endpoint}"'), hist.bounds, hist.cumulative(), hist.sum, hist.count
@@ -107,8 +107,8 @@ def _target(f: _Families, state: TargetState, with_target: bool, now: float) -> 
                 f[m.CANARY_PHASE].add(f'{c},phase="{phase}"', canary.phases[phase])
         f[m.CANARY_SERVER_SECONDS].add(c, canary.server_seconds)
         f[m.CANARY_WEBSOCKET_OK].add(c, canary.websocket_ok)
-        d = canary.duration
-        f[m.CANARY_DURATION].add_histogram(c, d.bounds, d.cumulative(), d.sum, d.count)
+        hist = canary.duration
+        f[m.CANARY_DURATION].add_histogram(c, hist.bounds, hist.cumulative(), hist.sum, hist.count)
         f[m.CANARY_LAST_SUCCESS].add(c, canary.last_success_ts)
         if state.kind == "cloud" and canary.runs_today is not None:
             f[m.CLOUD_CANARY_TODAY].add(p, float(canary.runs_today))
@@ -119,8 +119,8 @@ def _target(f: _Families, state: TargetState, with_target: bool, now: float) -> 
         f[m.CLOUD_HAS_FUNDS].add(p, cloud.has_funds)
         f[m.CLOUD_SUB_ACTIVE].add(p, cloud.subscription_active)
         if cloud.subscription_status is not None or cloud.subscription_tier is not None:
-            info = (("tier", cloud.subscription_tier or "none"), ("status", cloud.subscription_status or "unknown"))
-            f[m.CLOUD_SUB_INFO].add(_join(p, labels_text(info)), 1.0)
+            sub = (("tier", cloud.subscription_tier or "none"), ("status", cloud.subscription_status or "unknown"))
+            f[m.CLOUD_SUB_INFO].add(_join(p, labels_text(sub)), 1.0)
         f[m.CLOUD_MAX_CONCURRENT].add(p, cloud.max_concurrent_jobs)
         f[m.CLOUD_JOBS_STUCK].add(p, cloud.jobs_stuck)
         f[m.CLOUD_RETRY_AFTER].add(p, cloud.retry_after_seconds(now))

@@ -120,10 +120,14 @@ class _PhaseTrace:
         return PhaseTimes(dns, connect, tls, max(0.0, headers - sent), max(0.0, done - headers))
 
 
+def _trace_context(trace_request_ctx: Any = None) -> Any:
+    return trace_request_ctx
+
+
 def _trace_config() -> aiohttp.TraceConfig:
-    def ctx(params: Any) -> _PhaseTrace | None:
-        trace = params.trace_request_ctx
-        return trace if isinstance(trace, _PhaseTrace) else None
+    # The ctx factory below hands each callback the request's own trace_request_ctx (or None).
+    def ctx(context: Any) -> _PhaseTrace | None:
+        return context if isinstance(context, _PhaseTrace) else None
 
     async def dns_start(_s: Any, context: Any, _p: Any) -> None:
         if (t := ctx(context)) is not None:
@@ -149,7 +153,7 @@ def _trace_config() -> aiohttp.TraceConfig:
         if (t := ctx(context)) is not None:
             t.headers_at = time.perf_counter()
 
-    config = aiohttp.TraceConfig(trace_config_ctx_factory=lambda trace_request_ctx: trace_request_ctx)
+    config = aiohttp.TraceConfig(trace_config_ctx_factory=_trace_context)  # type: ignore[arg-type]
     config.on_dns_resolvehost_start.append(dns_start)
     config.on_dns_resolvehost_end.append(dns_end)
     config.on_connection_create_start.append(conn_start)
@@ -187,7 +191,7 @@ class HttpClient:
         s = self.settings
         connector = aiohttp.TCPConnector(
             limit=s.max_connections,
-            ssl=s.ssl_context if isinstance(s.ssl_context, ssl.SSLContext) else (None if s.ssl_context else False),
+            ssl=s.ssl_context if isinstance(s.ssl_context, ssl.SSLContext) else bool(s.ssl_context),
             ttl_dns_cache=60,
             keepalive_timeout=30,
         )
@@ -267,10 +271,10 @@ class HttpClient:
         self.observer.on_exchange(endpoint, result.status, result.seconds)
         if expect_ok:
             body = _maybe_json(result)
-            failure = classify_status(result.status, body, result.headers.get("Retry-After"))
-            if failure is not None:
-                self.observer.on_failure(endpoint, failure.reason)
-                raise RequestFailed(failure, endpoint, body)
+            refused = classify_status(result.status, body, result.headers.get("Retry-After"))
+            if refused is not None:
+                self.observer.on_failure(endpoint, refused.reason)
+                raise RequestFailed(refused, endpoint, body)
         return result
 
     async def _send(

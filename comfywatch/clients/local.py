@@ -82,6 +82,24 @@ class LocalApi:
         entry, _ = await self._get(f"/history/{prompt_id}", "history", parse, timeout=timeout)
         return entry  # type: ignore[no-any-return]
 
+    async def in_flight(self, prompt_id: str) -> bool:
+        """True while *prompt_id* is running or pending (the canary's "lost" check)."""
+        snapshot = await self.queue()
+        return any(i.prompt_id == prompt_id for i in (*snapshot.running, *snapshot.pending))
+
+    async def cancel_own(self, prompt_id: str) -> None:
+        """Cancel only *prompt_id*: delete it if pending, targeted interrupt if running."""
+        snapshot = await self.queue()
+        if any(i.prompt_id == prompt_id for i in snapshot.pending):
+            await self.delete_pending([prompt_id])
+        elif any(i.prompt_id == prompt_id for i in snapshot.running):
+            await self.interrupt(prompt_id)
+
+    async def busy(self) -> tuple[int, int]:
+        """(running, pending) right now."""
+        snapshot = await self.queue()
+        return len(snapshot.running), len(snapshot.pending)
+
     async def jobs(self, limit: int) -> JobsPage:
         params = {"limit": str(limit), "sort_by": "create_time", "sort_order": "desc"}
         page, _ = await self._get("/jobs", "jobs", parse_jobs, params)

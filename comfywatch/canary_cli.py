@@ -1,0 +1,88 @@
+"""``comfywatch canary``: run one canary now and print the phase table (exit 0 success, 1 failure)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from comfywatch.checks.canary import CanaryResult, CanaryRunner
+from comfywatch.config import Config, ConfigError, TargetConfig, load_config
+from comfywatch.errors import hint_for
+from comfywatch.runtime import build_runtime, ssl_context_for
+from comfywatch.workflows import WorkflowError, load_workflow
+
+__all__ = ["canary_main", "format_phases", "pick_target"]
+
+
+def pick_target(config: Config, name: str | None, url: str | None) -> TargetConfig:
+    if url:
+        return TargetConfig(name="cli", kind="local", url=url)
+    candidates = [t for t in config.targets if name is None or t.name == name]
+    if not candidates:
+        raise ConfigError([f"no target named {name!r}"], "command line")
+    return candidates[0]
+
+
+def format_phases(result: CanaryResult) -> str:
+    lines = [f"canary {result.canary}: " + ("ok" if result.ok else f"FAILED ({result.reason})")]
+    for phase in ("submit", "queue", "execute", "fetch", "total"):
+        if phase in result.phases:
+            lines.append(f"  {phase:<8} {result.phases[phase] * 1000:10.1f} ms")
+    if result.server_seconds is not None:
+        lines.append(f"  {'server':<8} {result.server_seconds * 1000:10.1f} ms  (execution by the server's clock)")
+    if result.websocket_ok is False:
+        lines.append("  websocket: unavailable, fell back to polling /history")
+    if not result.ok and result.reason is not None:
+        if result.detail:
+            lines.append(f"  detail: {result.detail}")
+        for problem in result.problems:
+            lines.append(f"  - {problem}")
+        lines.append(f"  fix: {hint_for(result.reason)}")
+    if result.skipped:
+        lines = [f"canary {result.canary}: skipped ({result.detail})"]
+    return "\n".join(lines)
+
+
+async def _run(target: TargetConfig, config: Config, workflow_spec: str | None, timeout: float) -> CanaryResult:
+    spec = workflow_spec or target.canary.workflow
+    name = target.canary.canary_name if workflow_spec is None else (
+        spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).stem)
+    workflow = load_workflow(spec, name, target.canary.verify)
+    runtime = build_runtime(config, target)
+    assert runtime.local is not None
+    runner = CanaryRunner(runtime.local, workflow, timeout=timeout, when_busy="queue",
+                          ssl_context=ssl_context_for(target))
+    try:
+        return await runner.run()
+    finally:
+        await runtime.close()
+
+
+def canary_main(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        target = pick_target(config, args.target, args.url)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"comfywatch canary: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if target.kind != "local":
+        print("comfywatch canary: Cloud canaries cost credits; run them through the daemon's budget",
+              file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(_run(target, config, args.workflow, args.timeout))
+    except WorkflowError as exc:
+        print(f"comfywatch canary: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(format_phases(result))
+    return 0 if result.ok else 1

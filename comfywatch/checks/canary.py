@@ -1,0 +1,373 @@
+"""``canary``: submit a tiny workflow end to end and time every phase (issue 3).
+
+One run: open a WebSocket with a fresh clientId -> wait for its ``status`` frame -> ``POST /prompt`` with
+that client_id -> follow *our* prompt's events -> confirm via ``/history/{id}`` -> fetch and verify the
+output (``/view`` for images, the echoed text) -> delete our history entry. If the WebSocket cannot be
+opened (a proxy dropping ``Upgrade``) the run falls back to polling ``/history/{id}`` and says so.
+On timeout it cancels only its own prompt (delete if pending, targeted interrupt if running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+import struct
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from websockets.asyncio.client import ClientConnection, connect
+
+from comfywatch.canary_events import Progress, PromptFollower
+from comfywatch.checks import CANARY_CLIENT_PREFIX
+from comfywatch.clients.http import HttpResult, RequestFailed
+from comfywatch.errors import Failure, Reason, classify_exception
+from comfywatch.parse import ParseError
+from comfywatch.parse.history import HistoryEntry, Outcome
+from comfywatch.parse.prompt import PromptAccepted, parse_ws_text
+from comfywatch.state import TargetState
+from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
+
+__all__ = ["CanaryResult", "CanaryRunner", "png_size"]
+
+log = structlog.get_logger("comfywatch.canary")
+
+WS_MAX_SIZE = 16 * 2**20
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class CanaryResult:
+    canary: str
+    ok: bool = False
+    skipped: bool = False
+    reason: Reason | None = None
+    detail: str = ""
+    prompt_id: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    server_seconds: float | None = None
+    websocket_ok: bool | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "canary": self.canary, "ok": self.ok, "skipped": self.skipped,
+            "reason": None if self.reason is None else str(self.reason), "detail": self.detail,
+            "phases": {k: round(v, 6) for k, v in self.phases.items()},
+            "server_seconds": self.server_seconds, "websocket_ok": self.websocket_ok,
+            "problems": self.problems,
+        }
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG, or None when *data* is not one."""
+    if len(data) < 24 or not data.startswith(_PNG_MAGIC) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+class CanaryApi(Protocol):
+    """What the canary needs from a server: local ComfyUI (:class:`LocalApi`) or Comfy Cloud."""
+
+    async def busy(self) -> tuple[int, int]: ...
+    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
+                     ) -> PromptAccepted: ...
+    def ws_url(self, client_id: str) -> str: ...
+    def ws_headers(self) -> dict[str, str]: ...
+    async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None: ...
+    async def in_flight(self, prompt_id: str) -> bool: ...
+    async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult: ...
+    async def cancel_own(self, prompt_id: str) -> None: ...
+    async def delete_history(self, prompt_ids: Sequence[str]) -> None: ...
+
+
+class _Failed(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class CanaryRunner:
+    """Runs one canary workflow against one local ComfyUI; never two runs at once."""
+
+    def __init__(
+        self,
+        api: CanaryApi,
+        workflow: CanaryWorkflow,
+        *,
+        timeout: float,
+        when_busy: str = "skip",
+        ssl_context: ssl.SSLContext | bool = True,
+        on_result: Callable[[CanaryResult], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.workflow = workflow
+        self.timeout = timeout
+        self.when_busy = when_busy
+        self.ssl_context = ssl_context
+        self.on_result = on_result
+        self._lock = asyncio.Lock()
+
+    async def run(self) -> CanaryResult:
+        if self._lock.locked():
+            return CanaryResult(self.workflow.name, skipped=True, detail="previous run still going")
+        async with self._lock:
+            result = await self._run()
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    async def _run(self) -> CanaryResult:
+        result = CanaryResult(self.workflow.name)
+        prompt, values = render_workflow(self.workflow.template)
+        started = time.perf_counter()
+        deadline = started + self.timeout
+        ws: ClientConnection | None = None
+        follower: PromptFollower | None = None
+        try:
+            if self.when_busy == "skip":
+                running, pending = await self.api.busy()
+                if running or pending:
+                    result.skipped = True
+                    result.detail = f"queue busy ({running} running, {pending} pending)"
+                    return result
+            client_id = CANARY_CLIENT_PREFIX + uuid.uuid4().hex
+            ws = await self._open_ws(client_id, deadline, result)
+            submit_start = time.perf_counter()
+            try:
+                accepted = await self.api.submit(prompt, client_id, timeout=max(0.1, deadline - submit_start))
+            except RequestFailed as failed:
+                raise self._submit_failure(failed, result) from None
+            accepted_at = time.perf_counter()
+            result.phases["submit"] = accepted_at - submit_start
+            result.prompt_id = accepted.prompt_id
+            follower = PromptFollower(accepted.prompt_id)
+            entry = await self._await_completion(ws, follower, deadline, result)
+            if follower.started_at is not None:
+                result.phases["queue"] = max(0.0, follower.started_at - accepted_at)
+                end = follower.succeeded_at or follower.ended_at or time.perf_counter()
+                result.phases["execute"] = max(0.0, end - follower.started_at)
+            fetch_start = time.perf_counter()
+            if entry is None:
+                entry = await self._history_entry(accepted.prompt_id, deadline)
+            if entry is None:
+                raise _Failed(Reason.LOST, "finished but no history entry (server restarted?)")
+            if entry.outcome is not Outcome.SUCCESS:
+                raise _Failed(entry.failure_reason or Reason.EXECUTION_ERROR, f"history says {entry.outcome}")
+            result.server_seconds = entry.server_seconds or follower.server_seconds
+            if follower.started_at is None and result.server_seconds is not None:
+                # Polling fallback: only the server's clock saw the execution.
+                waited = time.perf_counter() - accepted_at
+                result.phases["execute"] = result.server_seconds
+                result.phases["queue"] = max(0.0, waited - result.server_seconds)
+            outputs = follower.outputs or entry.outputs
+            await self._verify(outputs, values, deadline)
+            result.phases["fetch"] = time.perf_counter() - fetch_start
+            result.ok = True
+        except _Failed as failed:
+            result.reason, result.detail = failed.reason, failed.detail
+        except RequestFailed as failed:
+            result.reason, result.detail = failed.failure.reason, failed.failure.detail
+        except TimeoutError:
+            result.reason, result.detail = Reason.TIMEOUT, f"no result within {self.timeout:g}s"
+        finally:
+            if ws is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 1.0)
+            result.phases["total"] = time.perf_counter() - started
+            if result.prompt_id is not None:
+                await self._cleanup(result, follower)
+        if result.ok:
+            log.debug("canary_ok", canary=result.canary, total=round(result.phases["total"], 4))
+        return result
+
+    # ----------------------------------------------------------------------------------------------------
+
+    def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
+        if failed.failure.status == 400 and isinstance(failed.body, dict):
+            from comfywatch.nodeerrors import summarise_prompt_error
+
+            try:
+                rejection = summarise_prompt_error(failed.body)
+            except ParseError:
+                return _Failed(Reason.INVALID_REQUEST, "400 with an unrecognised body")
+            result.problems = [node.line for node in rejection.nodes][:20]
+            if not result.problems:
+                result.problems = [f"{rejection.error_type}: {rejection.message}"[:200]]
+            log.warning("canary_rejected", canary=result.canary, error_type=rejection.error_type,
+                        nodes=result.problems)
+            return _Failed(Reason.VALIDATION, f"{rejection.error_type}: {rejection.message}"[:200])
+        return _Failed(failed.failure.reason, failed.failure.detail)
+
+    async def _open_ws(self, client_id: str, deadline: float, result: CanaryResult) -> ClientConnection | None:
+        url = self.api.ws_url(client_id)
+        timeout = max(0.1, min(10.0, deadline - time.perf_counter()))
+        try:
+            ws = await connect(
+                url,
+                additional_headers=self.api.ws_headers(),
+                open_timeout=timeout,
+                max_size=WS_MAX_SIZE,
+                proxy=None,
+                ping_interval=None,
+                compression=None,
+                ssl=self.ssl_context if url.startswith("wss:") and isinstance(self.ssl_context, ssl.SSLContext)
+                else None,
+            )
+        except Exception as exc:  # any failure to upgrade means: poll instead, and report it
+            failure = classify_exception(exc)
+            log.warning("canary_websocket_unavailable", canary=result.canary, reason=str(failure.reason),
+                        detail=failure.detail)
+            result.websocket_ok = False
+            return None
+        try:
+            # Registration is complete once the server sent our first status frame: only then POST, or
+            # the first events could be sent before the server knows our socket.
+            async with asyncio.timeout(timeout):
+                while True:
+                    message = await ws.recv()
+                    if isinstance(message, str):
+                        with contextlib.suppress(ParseError):
+                            if parse_ws_text(message).type == "status":
+                                break
+        except Exception:
+            result.websocket_ok = False
+            with contextlib.suppress(Exception):
+                await ws.close()
+            log.warning("canary_websocket_silent", canary=result.canary)
+            return None
+        result.websocket_ok = True
+        return ws
+
+    async def _await_completion(
+        self, ws: ClientConnection | None, follower: PromptFollower, deadline: float, result: CanaryResult
+    ) -> HistoryEntry | None:
+        if ws is not None:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    while not follower.finished:
+                        message = await ws.recv()
+                        if isinstance(message, bytes):
+                            continue
+                        try:
+                            follower.feed(parse_ws_text(message), time.perf_counter())
+                        except ParseError:
+                            continue
+            except TimeoutError:
+                raise
+            except Exception:
+                # The socket died mid-run (server restart, proxy timeout): keep going by polling.
+                result.websocket_ok = False
+                log.warning("canary_websocket_closed", canary=result.canary)
+            else:
+                if follower.state is Progress.FAILED:
+                    raise _Failed(follower.failure or Reason.EXECUTION_ERROR, follower.failure_detail)
+                return None
+        return await self._poll(follower, deadline)
+
+    async def _poll(self, follower: PromptFollower, deadline: float) -> HistoryEntry | None:
+        """Poll /history/{id} with back-off; decide ``lost`` when the prompt is in neither queue nor history."""
+        delay = 0.05
+        last_failure: Failure | None = None
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                if last_failure is not None:
+                    raise _Failed(last_failure.reason, last_failure.detail)
+                raise TimeoutError
+            try:
+                entry = await self.api.history_entry(follower.prompt_id, timeout=min(remaining, 5.0))
+                if entry is not None:
+                    return entry
+                if not await self.api.in_flight(follower.prompt_id):
+                    # Finished between the two reads? Look once more before calling it lost.
+                    entry = await self.api.history_entry(follower.prompt_id, timeout=min(remaining, 5.0))
+                    if entry is not None:
+                        return entry
+                    raise _Failed(Reason.LOST, "prompt vanished from queue and history (server restarted?)")
+                last_failure = None
+            except RequestFailed as failed:
+                last_failure = failed.failure
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.perf_counter())))
+            delay = min(delay * 2, 2.0)
+
+    async def _history_entry(self, prompt_id: str, deadline: float) -> HistoryEntry | None:
+        # The end marker is sent after the history entry is written, so one read is enough.
+        return await self.api.history_entry(prompt_id, timeout=max(0.1, deadline - time.perf_counter()))
+
+    async def _verify(self, outputs: dict[str, Any], values: dict[str, str], deadline: float) -> None:
+        expect = self.workflow.expect
+        images = [img for out in outputs.values() if isinstance(out, dict)
+                  for img in (out.get("images") or []) if isinstance(img, dict)]
+        texts = [str(t) for out in outputs.values() if isinstance(out, dict)
+                 for t in (out.get("text") or []) if isinstance(t, str | int | float)]
+        if expect.any_output and not outputs:
+            raise _Failed(Reason.OUTPUT_INVALID, "no output")
+        if expect.images is not None and len(images) != expect.images:
+            raise _Failed(Reason.OUTPUT_INVALID, f"expected {expect.images} images, got {len(images)}")
+        for image in images[:4]:
+            filename, subfolder, kind = image.get("filename"), image.get("subfolder", ""), image.get("type")
+            if not isinstance(filename, str) or not isinstance(kind, str):
+                raise _Failed(Reason.OUTPUT_INVALID, "image output without filename/type")
+            if kind == "output" and expect.images is not None:
+                # Canaries must never leave files in output/; the built-ins use temp/ only.
+                log.warning("canary_wrote_output", canary=self.workflow.name)
+            fetched = await self.api.view(filename, str(subfolder or ""), kind)
+            size = png_size(fetched.body)
+            if fetched.content_type.startswith("image/png") or size is not None:
+                if size is None:
+                    raise _Failed(Reason.OUTPUT_INVALID, "/view did not return a PNG")
+                if expect.image_size is not None and size != expect.image_size:
+                    raise _Failed(Reason.OUTPUT_INVALID, f"image is {size[0]}x{size[1]}, expected "
+                                  f"{expect.image_size[0]}x{expect.image_size[1]}")
+            elif not fetched.content_type.startswith("image/"):
+                raise _Failed(Reason.OUTPUT_INVALID, f"/view returned {fetched.content_type[:40]}")
+        if expect.text_equals_placeholder is not None:
+            wanted = fill_text(expect.text_equals_placeholder, values)
+            if wanted not in texts:
+                raise _Failed(Reason.OUTPUT_INVALID, "text output does not echo the input")
+        if expect.text_matches is not None and not any(re.search(expect.text_matches, t) for t in texts):
+            raise _Failed(Reason.OUTPUT_INVALID, "no text output matches the configured pattern")
+
+    async def _cleanup(self, result: CanaryResult, follower: PromptFollower | None) -> None:
+        prompt_id = result.prompt_id
+        assert prompt_id is not None
+        try:
+            async with asyncio.timeout(5.0):
+                if result.reason is Reason.TIMEOUT:
+                    await self.api.cancel_own(prompt_id)
+                await self.api.delete_history([prompt_id])
+        except (RequestFailed, TimeoutError):
+            log.info("canary_cleanup_failed", canary=result.canary)
+
+
+def apply_result(state: TargetState, result: CanaryResult) -> None:
+    """Record a finished run in the target's state (the exporter renders it)."""
+    canary = state.canary(result.canary)
+    if result.skipped:
+        canary.skipped += 1
+        return
+    canary.runs += 1
+    canary.success = 1.0 if result.ok else 0.0
+    canary.phases = dict(result.phases)
+    canary.server_seconds = result.server_seconds
+    if result.websocket_ok is not None:
+        canary.websocket_ok = 1.0 if result.websocket_ok else 0.0
+    if result.ok:
+        canary.last_success_ts = time.time()
+        canary.duration.observe(result.phases.get("total", 0.0))
+        canary.last_reason = None
+    else:
+        reason = result.reason or Reason.INVALID_RESPONSE
+        canary.failures[reason] = canary.failures.get(reason, 0) + 1
+        if canary.last_reason != reason:
+            log.warning("canary_failed", target=state.name, canary=result.canary, reason=str(reason),
+                        detail=result.detail, problems=result.problems[:10])
+        canary.last_reason = reason

@@ -1,0 +1,20 @@
+"""``system``: is the target up, what is it, how much RAM/VRAM is left (``/system_stats``)."""
+
+from __future__ import annotations
+
+from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.local import LocalApi
+from comfywatch.state import TargetState
+
+__all__ = ["run"]
+
+
+async def run(api: LocalApi, state: TargetState) -> None:
+    """Poll ``/system_stats``; ``comfyui_up`` follows the result of this one request."""
+    try:
+        stats, result = await api.system_stats(record_phases=True)
+    except RequestFailed as failed:
+        state.set_up(False, failed.failure.reason)
+        raise
+    state.apply_system(stats, result.phases)
+    state.set_up(True)

@@ -1,0 +1,445 @@
+"""``comfywatch run``: the scheduler, the exporter server, signals, reload and sd_notify (DESIGN §2).
+
+Data flows one way: scheduler -> check -> client -> observation -> state -> exporter. A check can fail,
+hang or raise anything: it is wrapped in a timeout and a catch-all here, so the daemon keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from comfywatch import sdnotify
+from comfywatch.checks import jobs as jobs_check
+from comfywatch.checks import queue as queue_check
+from comfywatch.checks import system as system_check
+from comfywatch.clients.http import RequestFailed
+from comfywatch.config import Config, ConfigError, TargetConfig, load_config
+from comfywatch.errors import Reason
+from comfywatch.exporter import DaemonInfo
+from comfywatch.runtime import TargetRuntime, build_runtime
+from comfywatch.state import TargetState
+from comfywatch.web import create_app
+
+__all__ = ["CheckSpec", "Daemon"]
+
+log = structlog.get_logger("comfywatch.daemon")
+
+HEARTBEAT_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One scheduled check of one target."""
+
+    name: str
+    interval: float
+    timeout: float
+    run: Callable[[], Awaitable[Any]]
+
+
+def _spread(name: str, check: str, interval: float) -> float:
+    """A stable offset in [0, min(interval, 5 s)): 1000 targets must not poll in the same millisecond."""
+    digest = hashlib.blake2b(f"{name}\0{check}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") / 2**32 * min(interval, 5.0)
+
+
+class Daemon:
+    """The long-running process. ``await run()`` returns the exit code."""
+
+    def __init__(
+        self,
+        config_path: Path | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        listen: str | None = None,
+        shard: str | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.env = env
+        self.listen_override = listen
+        self.shard_override = shard
+        self.config: Config | None = None
+        self.runtimes: dict[str, TargetRuntime] = {}
+        self.scheduler: AsyncIOScheduler | None = None
+        self.limiter: asyncio.Semaphore | None = None
+        self.reload_success = True
+        self.reload_timestamp = 0.0
+        self.last_tick = time.monotonic()
+        self._stop = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._last_status = ""
+        self.bound_address: tuple[str, int] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._discovery_seen: tuple[tuple[str, int, int], ...] = ()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Configuration.
+
+    def load(self) -> Config:
+        config = load_config(self.config_path, self.env)
+        updates: dict[str, Any] = {}
+        if self.listen_override:
+            updates["listen"] = self.listen_override
+        if self.shard_override:
+            updates["shard"] = self.shard_override
+        if updates:
+            data = config.model_dump()
+            data["server"].update(updates)
+            try:
+                config = Config.model_validate(data)
+            except ValueError as exc:
+                raise ConfigError([str(exc).splitlines()[0]], "command line") from None
+        return config
+
+    def owned_targets(self, config: Config) -> list[TargetConfig]:
+        from comfywatch.shard import owns
+
+        index, count = config.server.shard_index, config.server.shard_count
+        targets = list(config.targets) + self.discovered_targets(config)
+        return [t for t in targets if owns(t.name, index, count)]
+
+    def discovered_targets(self, config: Config) -> list[TargetConfig]:
+        """Targets from file_sd files (see :mod:`comfywatch.discovery`); static names win on a clash."""
+        if not config.discovery.files:
+            return []
+        from comfywatch.discovery import load_discovered
+
+        static = {t.name for t in config.targets}
+        found, problems = load_discovered(config.discovery)
+        for problem in problems:
+            log.warning("discovery_problem", problem=problem)
+        return [t for t in found if t.name not in static]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Checks.
+
+    def checks_for(self, runtime: TargetRuntime) -> list[CheckSpec]:
+        assert self.config is not None
+        config, target = self.config, runtime.config
+        interval = config.interval_of(target)
+        # A check must end before its next run is due, or max_instances=1 starts skipping runs.
+        budget = max(0.5, min(config.timeout_of(target) * 2, interval * 0.9))
+        specs: list[CheckSpec] = []
+        if target.kind == "local" and runtime.local is not None:
+            api, state = runtime.local, runtime.state
+            wanted = target.checks or ("system", "queue", "jobs")
+            if "system" in wanted:
+                specs.append(CheckSpec("system", interval, budget, lambda: system_check.run(api, state)))
+            if "queue" in wanted:
+                specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state)))
+            if "jobs" in wanted:
+                specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state)))
+        specs.extend(self.extra_checks(runtime))
+        return specs
+
+    def extra_checks(self, runtime: TargetRuntime) -> list[CheckSpec]:
+        """Canary and Cloud checks (kept apart so the polling core stays small)."""
+        from comfywatch.schedule_extra import extra_checks
+
+        assert self.config is not None
+        return extra_checks(self, runtime)
+
+    async def run_check(self, state: TargetState, spec: CheckSpec) -> None:
+        check = state.check(spec.name)
+        started = time.perf_counter()
+        reason: Reason | None = None
+        try:
+            async with asyncio.timeout(spec.timeout):
+                await spec.run()
+        except RequestFailed as failed:
+            reason = failed.failure.reason
+            self._log_change(state, spec.name, check.last_reason, reason, failed.failure.detail)
+        except TimeoutError:
+            reason = Reason.TIMEOUT
+            check.overruns += 1
+            if spec.name in {"system", "auth"}:
+                state.set_up(False, Reason.TIMEOUT)
+            self._log_change(state, spec.name, check.last_reason, reason, "check timed out")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = Reason.INVALID_RESPONSE
+            log.error("check_crashed", target=state.name, check=spec.name, error=type(exc).__name__, exc_info=True)
+        else:
+            if check.last_reason is not None:
+                log.info("check_recovered", target=state.name, check=spec.name, was=str(check.last_reason))
+            check.last_success = time.time()
+        finally:
+            check.duration = time.perf_counter() - started
+        check.last_reason = reason
+
+    def _log_change(
+        self, state: TargetState, check: str, before: Reason | None, after: Reason, detail: str
+    ) -> None:
+        # Log transitions, not every failing poll: a target down for a day must not flood the journal.
+        if before != after:
+            log.warning("check_failed", target=state.name, check=check, reason=str(after), detail=detail)
+
+    def _schedule(self, runtime: TargetRuntime) -> None:
+        assert self.scheduler is not None
+        now = datetime.now(UTC)
+        for spec in self.checks_for(runtime):
+            job_id = f"{runtime.config.name}\0{spec.name}"
+            first = now + timedelta(seconds=_spread(runtime.config.name, spec.name, spec.interval))
+            self.scheduler.add_job(
+                self.run_check,
+                IntervalTrigger(seconds=spec.interval, jitter=min(1.0, spec.interval * 0.05)),
+                args=(runtime.state, spec),
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                next_run_time=first,
+                misfire_grace_time=max(1, int(spec.interval)),
+                coalesce=True,
+                max_instances=1,
+            )
+
+    def _unschedule(self, name: str) -> None:
+        if self.scheduler is None:
+            return
+        for job in list(self.scheduler.get_jobs()):
+            if job.id.split("\0", 1)[0] == name:
+                job.remove()
+
+    def _on_skipped(self, event: JobExecutionEvent) -> None:
+        target, _, check = str(event.job_id).partition("\0")
+        runtime = self.runtimes.get(target)
+        if runtime is not None and check:
+            runtime.state.check(check).overruns += 1
+
+    # ----------------------------------------------------------------------------------------------------
+    # Targets.
+
+    async def apply_config(self, config: Config) -> None:
+        """Switch to *config*: unchanged targets keep their state; changed ones are rebuilt."""
+        old = self.config
+        self.config = config
+        if self.limiter is None or old is None or old.server.max_concurrency != config.server.max_concurrency:
+            self.limiter = asyncio.Semaphore(config.server.max_concurrency)
+        wanted = {t.name: t for t in self.owned_targets(config)}
+        for name in list(self.runtimes):
+            runtime = self.runtimes[name]
+            if name not in wanted or wanted[name] != runtime.config or (old is not None and old.defaults != config.defaults):
+                self._unschedule(name)
+                del self.runtimes[name]
+                await runtime.close()
+        for name, target in wanted.items():
+            if name in self.runtimes:
+                continue
+            runtime = build_runtime(config, target, limiter=self.limiter)
+            self.runtimes[name] = runtime
+            self._schedule(runtime)
+        log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
+
+    def trigger(self, target: str, check: str) -> None:
+        """Run a check now (e.g. the monitor WebSocket closed: is the server gone?)."""
+        if self.scheduler is None:
+            return
+        job = self.scheduler.get_job(f"{target}\0{check}")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    # ----------------------------------------------------------------------------------------------------
+    # Metrics source, health, status.
+
+    def snapshot(self) -> tuple[list[TargetState], DaemonInfo]:
+        config = self.config
+        info = DaemonInfo(
+            reload_success=self.reload_success,
+            reload_timestamp=self.reload_timestamp,
+            shard_index=config.server.shard_index if config else 0,
+            shard_count=config.server.shard_count if config else 1,
+        )
+        return [r.state for r in self.runtimes.values()], info
+
+    def alive(self) -> bool:
+        return (
+            self.scheduler is not None
+            and self.scheduler.running
+            and time.monotonic() - self.last_tick < HEARTBEAT_SECONDS * 5
+        )
+
+    def status_line(self) -> str:
+        states = [r.state for r in self.runtimes.values()]
+        up = sum(1 for s in states if s.up == 1.0)
+        down = [s for s in states if s.up == 0.0]
+        text = f"{len(states)} targets: {up} up, {len(down)} down"
+        if down:
+            text += " (" + ", ".join(f"{s.name}: {s.up_reason}" for s in down[:3])
+            text += ", ..." if len(down) > 3 else ""
+            text += ")"
+        return text
+
+    async def _heartbeat(self) -> None:
+        self.last_tick = time.monotonic()
+        status = self.status_line()
+        if status != self._last_status:
+            self._last_status = status
+            sdnotify.notify(f"STATUS={status}")
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            task = asyncio.get_running_loop().create_task(self.reload())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    def _discovery_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        from comfywatch.discovery import discovery_fingerprint
+
+        return discovery_fingerprint(self.config.discovery) if self.config is not None else ()
+
+    async def _refresh_discovery(self) -> None:
+        """Re-read file_sd files when any changed (mtime/size); unchanged targets keep their state."""
+        fingerprint = self._discovery_fingerprint()
+        if fingerprint != self._discovery_seen and self.config is not None:
+            self._discovery_seen = fingerprint
+            log.info("discovery_changed", files=len(fingerprint))
+            await self.apply_config(self.config)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Lifecycle.
+
+    async def reload(self) -> bool:
+        sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            self.reload_success = False
+            self.reload_timestamp = time.time()
+            log.error("reload_failed", problems=exc.problems[:20], source=exc.source)
+            sdnotify.notify("READY=1", f"STATUS=reload failed, old configuration kept: {self.status_line()}")
+            return False
+        await self.apply_config(config)
+        self.reload_success = True
+        self.reload_timestamp = time.time()
+        log.info("reloaded")
+        sdnotify.notify("READY=1", f"STATUS={self.status_line()}")
+        return True
+
+    async def _start_server(self, config: Config) -> None:
+        from comfywatch.probe import make_probe_handler
+
+        middlewares: list[object] = []
+        ssl_context = None
+        headers: Mapping[str, str] = {}
+        if config.server.web_config_file is not None:
+            from comfywatch.webconfig import basic_auth_middleware, load_web_config
+
+            web_config = load_web_config(config.server.web_config_file)
+            ssl_context = web_config.ssl_context
+            headers = web_config.headers
+            if web_config.basic_auth_users:
+                middlewares.append(basic_auth_middleware(web_config.basic_auth_users))
+        app = create_app(
+            self.snapshot, probe=make_probe_handler(lambda: self.config), healthy=self.alive,
+            middlewares=middlewares,
+        )
+        if headers:
+            from comfywatch.webconfig import install_response_headers
+
+            install_response_headers(app, headers)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await self._runner.setup()
+        host, _, port = config.server.listen.rpartition(":")
+        site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.bound_address = (str(address[0]), int(address[1]))
+        log.info("listening", address=f"{self.bound_address[0]}:{self.bound_address[1]}",
+                 tls=ssl_context is not None, basic_auth=bool(middlewares))
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested.set()
+        # Also wake the loop now rather than at the next heartbeat.
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            task = loop.create_task(self._reload_now())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reload_now(self) -> None:
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            await self.reload()
+
+    async def run(self, *, install_signals: bool = True, ready_file: Path | None = None) -> int:
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("config_invalid", source=exc.source, problem=problem)
+            return 2
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        self.scheduler = AsyncIOScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 15}
+        )
+        self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        try:
+            await self._start_server(config)
+        except (OSError, ValueError) as exc:
+            log.error("listen_failed", address=config.server.listen, error=str(exc)[:200])
+            return 1
+        self.scheduler.start()
+        self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="\0heartbeat",
+                               next_run_time=datetime.now(UTC))
+        await self.apply_config(config)
+        self._discovery_seen = self._discovery_fingerprint()
+        self.scheduler.add_job(self._refresh_discovery, IntervalTrigger(seconds=config.discovery.refresh_interval),
+                               id="\0discovery")
+        self.reload_timestamp = time.time()
+        self.last_tick = time.monotonic()
+        watchdog = sdnotify.Watchdog(self.alive)
+        watchdog.start()
+        # READY only now: configuration loaded, server listening, first round of checks scheduled.
+        sdnotify.notify("READY=1", f"STATUS={self.status_line()}", f"MAINPID={__import__('os').getpid()}")
+        if ready_file is not None and self.bound_address is not None:
+            ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")
+        log.info("started", targets=len(self.runtimes), shard=config.server.shard)
+        await self._stop.wait()
+        sdnotify.notify("STOPPING=1")
+        log.info("stopping")
+        await watchdog.stop()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._background):
+            task.cancel()
+        # Cancel check tasks still running so clients can close cleanly.
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()
+                   and getattr(t.get_coro(), "__qualname__", "").startswith("Daemon.run_check")]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+        for runtime in list(self.runtimes.values()):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runtime.close(), timeout=1.0)
+        self.runtimes.clear()
+        if self._runner is not None:
+            await self._runner.cleanup()

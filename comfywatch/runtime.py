@@ -1,0 +1,98 @@
+"""Build the per-target objects (client, API adapter, state) from configuration.
+
+Shared by the daemon, ``/probe``, ``comfywatch canary`` and ``comfywatch doctor`` so that all of them talk
+to a target the same way (same headers, auth, TLS settings, body cap, timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from comfywatch import __version__
+from comfywatch.clients.cloud import CloudApi, RateBudget
+from comfywatch.clients.http import ClientSettings, HttpClient, RequestObserver
+from comfywatch.clients.local import LocalApi
+from comfywatch.config import Config, Credentials, TargetConfig, resolve_credentials, url_without_userinfo
+from comfywatch.redact import register_secret
+from comfywatch.state import TargetState
+
+__all__ = ["LOCAL_ENDPOINTS", "TargetRuntime", "build_runtime", "ssl_context_for"]
+
+LOCAL_ENDPOINTS = ("system_stats", "queue", "history")
+CLOUD_ENDPOINTS = ("user", "billing_balance", "billing_status", "features", "queue", "jobs")
+
+
+def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
+    if target.tls_insecure_skip_verify:
+        return False
+    if target.tls_ca_file is not None:
+        return ssl.create_default_context(cafile=str(target.tls_ca_file))
+    return True
+
+
+@dataclass
+class TargetRuntime:
+    """Everything the daemon holds for one target; ``config`` equality decides reuse on reload."""
+
+    config: TargetConfig
+    credentials: Credentials
+    state: TargetState
+    http: HttpClient
+    local: LocalApi | None
+    extras: dict[str, object] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+def client_settings(config: Config, target: TargetConfig, credentials: Credentials) -> ClientSettings:
+    headers = dict(credentials.headers)
+    if target.kind == "cloud" and credentials.api_key:
+        headers["X-API-Key"] = credentials.api_key
+    return ClientSettings(
+        base_url=url_without_userinfo(target.url),
+        timeout=config.timeout_of(target),
+        max_body_size=config.defaults.max_body_size,
+        headers=headers,
+        basic_auth=credentials.basic_auth,
+        ssl_context=ssl_context_for(target),
+        user_agent=f"comfywatch/{__version__}",
+    )
+
+
+def build_runtime(
+    config: Config,
+    target: TargetConfig,
+    *,
+    limiter: asyncio.Semaphore | None = None,
+    observer: RequestObserver | None = None,
+    credentials: Credentials | None = None,
+) -> TargetRuntime:
+    """Create the client and state for *target*; every secret it holds is registered for redaction."""
+    credentials = credentials if credentials is not None else resolve_credentials(target)
+    for secret in credentials.secret_values():
+        register_secret(secret)
+    endpoints = CLOUD_ENDPOINTS if target.kind == "cloud" else LOCAL_ENDPOINTS
+    state = TargetState(
+        target.name,
+        target.kind,
+        target.public_url,
+        endpoints=endpoints,
+        labels=target.labels,
+        stall_after=config.stall_after_of(target),
+        idle_polls=config.defaults.worker_idle_polls,
+    )
+    budget = RateBudget(target.max_requests_per_minute) if target.kind == "cloud" else None
+    http = HttpClient(
+        client_settings(config, target, credentials),
+        observer=observer if observer is not None else state,
+        limiter=limiter,
+        before_request=budget.take if budget is not None else None,
+    )
+    local = LocalApi(http) if target.kind == "local" else None
+    runtime = TargetRuntime(config=target, credentials=credentials, state=state, http=http, local=local)
+    if target.kind == "cloud":
+        runtime.extras["cloud"] = CloudApi(http, divisor=target.balance_divisor)
+    return runtime

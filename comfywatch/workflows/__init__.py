@@ -1,0 +1,113 @@
+"""Canary workflows: the built-ins shipped here and users' API-format files, with ``{{placeholders}}``.
+
+Placeholders vary an input every run so ComfyUI's cache cannot answer instead of executing:
+``{{uuid}}`` (random hex), ``{{seed}}`` (random 0..2^32-1), ``{{timestamp}}`` (Unix ms), ``{{color}}``
+(random 24-bit colour). A string that is exactly one numeric placeholder becomes a number.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from comfywatch.config import VerifyConfig
+
+__all__ = ["BUILTINS", "CanaryWorkflow", "WorkflowError", "load_workflow", "render_workflow"]
+
+
+class WorkflowError(ValueError):
+    """The canary workflow file cannot be used (unreadable, not JSON, not API format)."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the output must be: ``images`` of ``image_size`` and/or text equal to / matching something."""
+
+    images: int | None = None
+    image_size: tuple[int, int] | None = None
+    text_equals_placeholder: str | None = None
+    text_matches: str | None = None
+    any_output: bool = True
+
+
+@dataclass(frozen=True)
+class CanaryWorkflow:
+    name: str
+    template: dict[str, Any] = field(repr=False)
+    expect: Expectation
+
+
+BUILTINS: dict[str, Expectation] = {
+    "preview-image": Expectation(images=1, image_size=(64, 64)),
+    "echo-text": Expectation(text_equals_placeholder="comfywatch canary {{uuid}}"),
+}
+
+
+def _api_format(body: Any) -> dict[str, Any]:
+    if isinstance(body, dict) and isinstance(body.get("prompt"), dict):
+        body = body["prompt"]
+    if isinstance(body, dict) and ("nodes" in body and "links" in body):
+        raise WorkflowError('this is a UI-format workflow: export it with "Save (API Format)"')
+    if not isinstance(body, dict) or not body or not all(
+        isinstance(node, dict) and isinstance(node.get("class_type"), str) for node in body.values()
+    ):
+        raise WorkflowError('not an API-format workflow ({"<id>": {"class_type", "inputs"}})')
+    return body
+
+
+def load_workflow(spec: str, name: str, verify: VerifyConfig | None = None) -> CanaryWorkflow:
+    """Load ``builtin:NAME`` or a file path."""
+    if spec.startswith("builtin:"):
+        builtin = spec.removeprefix("builtin:")
+        if builtin not in BUILTINS:
+            raise WorkflowError(f"unknown built-in canary {builtin!r} (have: {', '.join(sorted(BUILTINS))})")
+        text = resources.files(__package__).joinpath(f"{builtin}.json").read_text(encoding="utf-8")
+        return CanaryWorkflow(name, _api_format(json.loads(text)), BUILTINS[builtin])
+    try:
+        body = json.loads(Path(spec).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise WorkflowError(f"cannot read {spec}: {exc.strerror or type(exc).__name__}") from None
+    except (ValueError, RecursionError):
+        raise WorkflowError(f"{spec} is not valid JSON") from None
+    verify = verify or VerifyConfig()
+    expect = Expectation(images=verify.images, text_matches=verify.text_matches, any_output=verify.any_output)
+    return CanaryWorkflow(name, _api_format(body), expect)
+
+
+def render_workflow(template: dict[str, Any], rng: random.Random | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Fill placeholders; returns the prompt and the values used (to verify echoes)."""
+    rng = rng or random.Random()
+    values: dict[str, Any] = {
+        "uuid": uuid.uuid4().hex,
+        "seed": rng.randrange(0, 2**32),
+        "timestamp": int(time.time() * 1000),
+        "color": rng.randrange(0, 2**24),
+    }
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            for key, replacement in values.items():
+                token = "{{" + key + "}}"
+                if value == token and isinstance(replacement, int):
+                    return replacement
+                value = value.replace(token, str(replacement))
+            return value
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    return fill(template), {k: str(v) for k, v in values.items()}
+
+
+def fill_text(text: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
