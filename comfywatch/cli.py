@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     source = doctor.add_mutually_exclusive_group()
     source.add_argument("--config", "-c")
     source.add_argument("--url", help="ComfyUI URL (userinfo allowed: http://user:pass@host:8188)")
-    source.add_argument("--cloud", action="store_true", help="check Comfy Cloud (key from env/credential)")
+    doctor.add_argument("--cloud", action="store_true",
+                        help="check Comfy Cloud (key from COMFYWATCH_CLOUD_API_KEY or the credential; "
+                             "--url overrides https://cloud.comfy.org)")
     doctor.add_argument("--target", help="only this target of the config")
     doctor.add_argument("--workflow", help="lint this API-format workflow against the server")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
