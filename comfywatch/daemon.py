@@ -242,7 +242,11 @@ class Daemon:
         for name, target in wanted.items():
             if name in self.runtimes:
                 continue
-            runtime = build_runtime(config, target, limiter=self.limiter)
+            try:
+                runtime = build_runtime(config, target, limiter=self.limiter, env=self.env)
+            except ValueError as exc:  # a secret file vanished between validation and now
+                log.error("target_unusable", target=name, problem=str(exc)[:200])
+                continue
             self.runtimes[name] = runtime
             self._schedule(runtime)
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])

@@ -8,13 +8,14 @@ negotiates. Its output is checked against ``prometheus_client``'s parsers and ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
+    "bucket_bounds",
+    "format_value",
     "CONTENT_TYPE_TEXT",
     "Family",
     "MetricDef",
@@ -54,10 +55,12 @@ class Family:
     """Samples of one family. ``samples`` hold (labels_text, value); ``histograms`` (labels_text, hist)."""
 
     metric: MetricDef
-    samples: list[tuple[str, float]] = field(default_factory=list)
+    samples: list[tuple[str, float | int]] = field(default_factory=list)
+    #: Complete sample lines produced by a caller that caches its label prefixes (the exporter's hot path).
+    lines: list[str] = field(default_factory=list)
     histograms: list[tuple[str, tuple[float, ...], Sequence[int], float, int]] = field(default_factory=list)
 
-    def add(self, labels: str, value: float | None) -> None:
+    def add(self, labels: str, value: float | int | None) -> None:
         if value is not None:
             self.samples.append((labels, value))
 
@@ -79,20 +82,39 @@ def labels_text(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{escape(v)}"' for k, v in pairs)
 
 
-def _value(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if value == -math.inf:
-        return "-Inf"
-    if value != value:
+def format_value(value: float | int) -> str:
+    """A sample value in exposition syntax."""
+    return str(value) if value.__class__ is int else _value(value)
+
+
+def bucket_bounds(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """``le`` label values for a bucket layout, ``+Inf`` last."""
+    return _bounds(bounds)
+
+
+def _value(value: float | int) -> str:
+    # Hot path (one call per series): repr() of a float is already valid exposition syntax except for the
+    # non-finite values, which both formats spell +Inf/-Inf/NaN.
+    if value.__class__ is int:
+        return str(value)
+    text = repr(value)
+    last = text[-1]
+    if last == "f":
+        return "-Inf" if text[0] == "-" else "+Inf"
+    if last == "n":
         return "NaN"
-    if value == int(value) and abs(value) < 1e15:
-        return f"{int(value)}.0" if value or math.copysign(1.0, value) > 0 else "-0.0"
-    return repr(float(value))
+    return text
 
 
-def _bound(bound: float) -> str:
-    return "+Inf" if bound == math.inf else repr(float(bound))
+_BOUNDS_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
+
+
+def _bounds(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    """``le`` label values for a bucket layout (+Inf last), computed once per layout."""
+    cached = _BOUNDS_CACHE.get(bounds)
+    if cached is None:
+        cached = _BOUNDS_CACHE[bounds] = (*(repr(float(b)) for b in bounds), "+Inf")
+    return cached
 
 
 def _help(text: str) -> str:
@@ -110,12 +132,16 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
         append(f"# HELP {family_name} {_help(metric.help)}")
         append(f"# TYPE {family_name} {kind}")
         name = metric.name
+        open_brace = f"{name}{{"
         for labels, value in family.samples:
-            append(f"{name}{{{labels}}} {_value(value)}" if labels else f"{name} {_value(value)}")
+            text = str(value) if value.__class__ is int else _value(value)
+            append(f"{open_brace}{labels}}} {text}" if labels else f"{name} {text}")
+        out.extend(family.lines)
+        bucket = f"{name}_bucket{{"
         for labels, bounds, cumulative, total, count in family.histograms:
-            prefix = f"{labels}," if labels else ""
-            for bound, running in zip((*bounds, math.inf), cumulative, strict=True):
-                append(f'{name}_bucket{{{prefix}le="{_bound(bound)}"}} {running}')
+            head = f"{bucket}{labels}," if labels else bucket
+            for le, running in zip(_bounds(bounds), cumulative, strict=True):
+                append(f'{head}le="{le}"}} {running}')
             braces = f"{{{labels}}}" if labels else ""
             append(f"{name}_sum{braces} {_value(total)}")
             append(f"{name}_count{braces} {count}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from comfywatch import __version__
@@ -69,9 +70,10 @@ def build_runtime(
     limiter: asyncio.Semaphore | None = None,
     observer: RequestObserver | None = None,
     credentials: Credentials | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> TargetRuntime:
     """Create the client and state for *target*; every secret it holds is registered for redaction."""
-    credentials = credentials if credentials is not None else resolve_credentials(target)
+    credentials = credentials if credentials is not None else resolve_credentials(target, env)
     for secret in credentials.secret_values():
         register_secret(secret)
     endpoints = CLOUD_ENDPOINTS if target.kind == "cloud" else LOCAL_ENDPOINTS

@@ -1,0 +1,94 @@
+"""Shared test helpers: scrape and query metrics, poll with a deadline, run the daemon in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from comfywatch.daemon import Daemon
+from tests.conftest import TIMEOUT_FACTOR
+
+__all__ = ["Metrics", "eventually", "running_daemon", "scrape"]
+
+T = TypeVar("T")
+
+
+class Metrics:
+    """A parsed exposition: ``metrics.value("comfyui_up", target="a")``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: list[tuple[str, dict[str, str], float]] = []
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples.append((sample.name, dict(sample.labels), float(sample.value)))
+
+    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+        return [(lab, val) for n, lab, val in self.samples
+                if n == name and all(lab.get(k) == v for k, v in labels.items())]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        found = self.find(name, **labels)
+        if not found:
+            return None
+        if len(found) > 1:
+            raise AssertionError(f"{name}{labels} matches {len(found)} series")
+        return found[0][1]
+
+    def total(self, name: str, **labels: str) -> float:
+        return sum(value for _, value in self.find(name, **labels))
+
+
+async def scrape(url: str, *, accept: str | None = None) -> Metrics:
+    headers = {"Accept": accept} if accept else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        assert response.status == 200, response.status
+        return Metrics(await response.text())
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], *, timeout: float = 10.0, what: str = ""
+) -> T:
+    """Call *probe* until *check* accepts its result; fail with the last value after *timeout* seconds."""
+    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
+    delay = 0.02
+    last: Any = None
+    while True:
+        last = await probe()
+        if check(last):
+            return last
+        if time.monotonic() > deadline:
+            shown = last.text[-3000:] if isinstance(last, Metrics) else repr(last)[:3000]
+            raise AssertionError(f"condition not met within {timeout}s: {what}\nlast: {shown}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config_text: str, tmp_path: Path, env: dict[str, str] | None = None
+                         ) -> AsyncIterator[tuple[Daemon, str]]:
+    """Run the real daemon in this loop on an ephemeral port; yields (daemon, base_url)."""
+    path = tmp_path / "comfywatch.toml"
+    path.write_text(config_text, encoding="utf-8")
+    daemon = Daemon(path, env=env or {}, listen="127.0.0.1:0")
+    task = asyncio.get_running_loop().create_task(daemon.run(install_signals=False))
+    deadline = time.monotonic() + 10 * TIMEOUT_FACTOR
+    while daemon.bound_address is None or not daemon.runtimes:
+        if task.done():
+            raise AssertionError(f"daemon exited early with {task.result()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("daemon did not start")
+        await asyncio.sleep(0.01)
+    host, port = daemon.bound_address
+    try:
+        yield daemon, f"http://{host}:{port}"
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 10) == 0
