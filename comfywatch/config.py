@@ -49,7 +49,9 @@ DEFAULT_CLOUD_URL = "https://cloud.comfy.org"
 CREDENTIAL_NAME = "comfywatch_cloud_api_key"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_RESERVED_LABELS = frozenset({"target", "job", "instance", "__name__", "reason", "endpoint", "canary", "phase"})
+_RESERVED_LABELS = frozenset(
+    {"target", "job", "instance", "__name__", "reason", "endpoint", "canary", "phase"}
+)
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -110,6 +112,8 @@ class Defaults(_Strict):
     max_body_size: Size = 32 * 2**20
     #: Consecutive polls with pending > 0 and nothing running before the worker counts as not consuming.
     worker_idle_polls: int = Field(default=4, ge=1, le=1000)
+    #: Keep a WebSocket open to each local target: detects a dead server within a second and sees progress.
+    websocket_monitor: bool = True
 
 
 class VerifyConfig(_Strict):
@@ -320,6 +324,9 @@ def _read_secret_file(path: Path, what: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ValueError(f"cannot read {what} {str(path)!r}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        # The codec's message quotes the offending byte, which is part of the secret.
+        raise ValueError(f"cannot read {what} {str(path)!r}: not valid UTF-8") from None
 
 
 def parse_headers_file(text: str) -> dict[str, str]:
@@ -366,7 +373,11 @@ def resolve_credentials(target: TargetConfig, env: Mapping[str, str] | None = No
         creds_dir = env.get("CREDENTIALS_DIRECTORY")
         if creds_dir:
             credential = Path(creds_dir) / CREDENTIAL_NAME
-            if credential.is_file():
+            try:
+                present = credential.is_file()
+            except OSError:  # e.g. EACCES on the directory: let the read report it as a config problem
+                present = True
+            if present:
                 candidates.append(_read_secret_file(credential, "credential"))
         if target.api_key is not None:
             candidates.append(target.api_key.get_secret_value())
@@ -402,13 +413,25 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], Any]]:
             continue
         path = [part.lower() for part in rest.split("__")]
         try:
-            value: Any = json.loads(raw)
-            if isinstance(value, dict | list) or not isinstance(value, str | int | float | bool):
-                value = value if isinstance(value, dict | list) else raw
-        except ValueError:
-            value = raw
+            decoded: Any = json.loads(raw)
+        except (ValueError, RecursionError):
+            decoded = raw
+        # Arrays, objects and quoted strings come from JSON. Numbers and booleans stay text, which
+        # pydantic converts where a number or boolean belongs, so a string field still accepts "123".
+        value = decoded if isinstance(decoded, dict | list | str) else raw
         overrides.append((path, value))
     return overrides
+
+
+#: Highest list index an override may name: a typo such as ``TARGETS__10000000000__URL`` must not make
+#: the loader build a list of ten billion tables.
+_MAX_INDEX = 9_999
+
+
+def _index(part: str) -> int:
+    if not (part.isascii() and part.isdigit()) or int(part) > _MAX_INDEX:
+        raise ValueError("list index out of range")
+    return int(part)
 
 
 def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
@@ -416,7 +439,7 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
     for position, part in enumerate(path[:-1]):
         following = path[position + 1]
         if isinstance(node, list):
-            index = int(part)
+            index = _index(part)
             while len(node) <= index:
                 node.append({})
             node = node[index]
@@ -426,7 +449,7 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
         node = node[part]
     last = path[-1]
     if isinstance(node, list):
-        index = int(last)
+        index = _index(last)
         while len(node) <= index:
             node.append({})
         node[index] = value
@@ -459,7 +482,9 @@ def format_validation_error(error: ValidationError) -> list[str]:
         shown = ""
         if loc and loc[-1] not in _SECRET_FIELDS and item["type"] not in {"extra_forbidden", "missing"}:
             value = item.get("input")
-            if isinstance(value, str | int | float | bool) and len(str(value)) <= 60:
+            # A URL's userinfo is a secret: never echo a value that could carry one.
+            scalar = isinstance(value, str | int | float | bool)
+            if scalar and len(str(value)) <= 60 and "@" not in str(value):
                 shown = f" (got {value!r})"
         problems.append(f"{_location(loc)}: {message}{shown}")
     return problems
@@ -477,6 +502,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ConfigError(["invalid TOML: nested too deeply"], source) from None
         except OSError as exc:
             raise ConfigError([f"cannot read file: {exc.strerror or type(exc).__name__}"], source) from None
         except UnicodeDecodeError:
@@ -488,8 +515,11 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
             _apply(data, key_path, value)
     except (ValueError, TypeError, IndexError):
         raise ConfigError(["invalid COMFYWATCH_* override path"], source) from None
-    if not data.get("targets") and not data.get("discovery", {}).get("files"):
-        data["targets"] = [{"name": "local", "kind": "local", "url": env.get("COMFYWATCH_URL", DEFAULT_LOCAL_URL)}]
+    discovery = data.get("discovery")
+    discovery_files = discovery.get("files") if isinstance(discovery, dict) else None
+    if not data.get("targets") and not discovery_files:
+        url = env.get("COMFYWATCH_URL", DEFAULT_LOCAL_URL)
+        data["targets"] = [{"name": "local", "kind": "local", "url": url}]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:

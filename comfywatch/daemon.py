@@ -249,7 +249,20 @@ class Daemon:
                 continue
             self.runtimes[name] = runtime
             self._schedule(runtime)
+            if runtime.local is not None and config.defaults.websocket_monitor:
+                self._start_monitor(runtime)
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
+
+    def _start_monitor(self, runtime: TargetRuntime) -> None:
+        from comfywatch.checks.monitor import WebSocketMonitor
+        from comfywatch.runtime import ssl_context_for
+
+        assert runtime.local is not None
+        name = runtime.config.name
+        monitor = WebSocketMonitor(runtime.local, runtime.state, on_disconnect=lambda: self.trigger(name, "system"),
+                                   ssl_context=ssl_context_for(runtime.config))
+        runtime.extras["monitor"] = monitor
+        monitor.start()
 
     def trigger(self, target: str, check: str) -> None:
         """Run a check now (e.g. the monitor WebSocket closed: is the server gone?)."""

@@ -45,6 +45,10 @@ class TargetRuntime:
     extras: dict[str, object] = field(default_factory=dict)
 
     async def close(self) -> None:
+        monitor = self.extras.pop("monitor", None)
+        stop = getattr(monitor, "stop", None)
+        if stop is not None:
+            await stop()
         await self.http.close()
 
 

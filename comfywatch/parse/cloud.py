@@ -71,6 +71,7 @@ __all__ = [
     "parse_retry_after",
     "parse_submit",
     "parse_user",
+    "trusted_balance_usd",
 ]
 
 MAX_TEXT = 200
@@ -658,6 +659,20 @@ def parse_balance(body: object, divisor: float = 100.0) -> Balance:
     )
 
 
+def trusted_balance_usd(balance: Balance, status: BillingStatus | None) -> float | None:
+    """The balance to export, or ``None`` when it cannot be trusted (CLOUD.md §9 "billing data gaps").
+
+    Paying customers whose billing rows were mid-migration saw "$0.00": a zero (or absent) balance together
+    with ``has_funds=false`` and no subscription tier is therefore unknown, not an empty account.
+    """
+    if balance.balance_usd is None:
+        return None
+    gap = status is not None and not status.has_funds and status.tier is None
+    if balance.balance_usd == 0 and gap:
+        return None
+    return balance.balance_usd
+
+
 def parse_billing_status(body: object) -> BillingStatus:
     """Parse ``GET /api/billing/status``; ``is_active`` and ``has_funds`` are required, enums are open.
 
@@ -990,8 +1005,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if value is None:
         return None
     text = value.strip()
-    if _DIGITS_RE.fullmatch(text):
-        return max(0.0, float(int(text)))
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        return float(int(text))
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

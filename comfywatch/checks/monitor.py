@@ -1,0 +1,110 @@
+"""A long-lived monitoring WebSocket per local target: fast down-detection and progress signals.
+
+* When the socket closes (ComfyUI died or restarted) the ``system`` check is triggered at once, so
+  ``comfyui_up`` drops within about a second instead of at the next poll (issue 9).
+* ``progress``/``progress_state``/``executing`` frames are broadcast for every user's prompt; they are the
+  "sign of progress" that keeps a long but healthy job from being reported as stalled.
+Each connection uses a fresh clientId (reusing one silences the older socket, COMFYUI.md §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+
+import structlog
+from websockets.asyncio.client import connect
+
+from comfywatch.checks import CANARY_CLIENT_PREFIX
+from comfywatch.clients.local import LocalApi
+from comfywatch.parse import ParseError
+from comfywatch.parse.prompt import parse_ws_text
+from comfywatch.state import TargetState
+
+__all__ = ["PROGRESS_EVENTS", "WebSocketMonitor"]
+
+log = structlog.get_logger("comfywatch.monitor")
+
+PROGRESS_EVENTS = frozenset({"progress", "progress_state", "executing", "executed", "execution_start",
+                             "execution_cached"})
+MAX_BACKOFF = 30.0
+
+
+class WebSocketMonitor:
+    def __init__(
+        self,
+        api: LocalApi,
+        state: TargetState,
+        *,
+        on_disconnect: Callable[[], None],
+        ssl_context: ssl.SSLContext | bool = True,
+        open_timeout: float = 5.0,
+    ) -> None:
+        self.api = api
+        self.state = state
+        self.on_disconnect = on_disconnect
+        self.ssl_context = ssl_context
+        self.open_timeout = open_timeout
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"monitor:{self.state.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self.state.websocket_connected = None
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            connected_at = await self._session()
+            if connected_at is not None and time.monotonic() - connected_at > 10:
+                backoff = 1.0
+            # Jitter so a fleet whose proxy restarted does not reconnect in lockstep.
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _session(self) -> float | None:
+        url = self.api.ws_url(CANARY_CLIENT_PREFIX + "monitor-" + uuid.uuid4().hex)
+        use_ssl = self.ssl_context if url.startswith("wss:") and isinstance(self.ssl_context, ssl.SSLContext) else None
+        try:
+            ws = await connect(url, additional_headers=self.api.ws_headers(), open_timeout=self.open_timeout,
+                               max_size=16 * 2**20, proxy=None, compression=None, ssl=use_ssl,
+                               ping_interval=20, ping_timeout=20, close_timeout=1)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.state.websocket_connected = 0.0
+            return None
+        connected_at = time.monotonic()
+        self.state.websocket_connected = 1.0
+        try:
+            async for message in ws:
+                if isinstance(message, bytes):
+                    continue
+                try:
+                    event = parse_ws_text(message)
+                except ParseError:
+                    continue
+                if event.type in PROGRESS_EVENTS:
+                    self.state.queue_tracker.progress(event.prompt_id, time.time())
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+            raise
+        except Exception:  # noqa: S110 - any receive failure means the socket is gone: handled below
+            pass
+        self.state.websocket_connected = 0.0
+        log.info("monitor_websocket_closed", target=self.state.name)
+        self.on_disconnect()
+        return connected_at
