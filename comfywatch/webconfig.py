@@ -1,0 +1,452 @@
+"""Protect ``/metrics`` with the Prometheus exporter-toolkit ``web-config.yml`` (TLS and basic auth).
+
+Users already write this file for node_exporter and friends, so comfywatch reads the same format::
+
+    tls_server_config:
+      cert_file: server.crt            # relative paths are relative to this file, as in the toolkit
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven / NoClientCert
+      client_ca_file: clients-ca.crt
+      min_version: TLS12               # TLS12 | TLS13
+    http_server_config:
+      http2: true                      # accepted and ignored: aiohttp serves HTTP/1.1
+      headers:
+        X-Content-Type-Options: nosniff
+    basic_auth_users:
+      prometheus: $2y$10$...           # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':\\n'`
+
+Differences from the Go toolkit, each refused with a clear :class:`WebConfigError` rather than ignored:
+inline ``cert``/``key``/``client_ca``, ``RequestClientCert``/``RequireAnyClientCert`` (Python's ``ssl``
+cannot ask for a certificate without verifying it), ``client_allowed_sans``, ``curve_preferences``,
+``rate_limit`` and TLS 1.0/1.1. Certificates are read when the file is loaded (startup and SIGHUP reload),
+not on every connection.
+
+Error messages name the file and the offending key, never a password or hash value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import ssl
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import bcrypt
+import yaml
+from aiohttp import BasicAuth, hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+__all__ = [
+    "AUTH_REALM",
+    "WebConfig",
+    "WebConfigError",
+    "basic_auth_middleware",
+    "install_response_headers",
+    "load_web_config",
+]
+
+AUTH_REALM = "comfywatch"
+
+
+class WebConfigError(ValueError):
+    """The web config file is unreadable or invalid; the message says which file and key."""
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What a ``web-config.yml`` asks of the HTTP server.
+
+    Attributes:
+        ssl_context: server-side TLS context, or None to serve plain HTTP (no ``tls_server_config``).
+        basic_auth_users: user name → bcrypt hash; empty means no authentication.
+        headers: extra response headers (``http_server_config.headers``).
+    """
+
+    ssl_context: ssl.SSLContext | None = None
+    basic_auth_users: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}))
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# Top-level and per-section keys of the toolkit format, with the ones comfywatch cannot honour.
+_TOP_KEYS = frozenset({"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit"})
+_TLS_KEYS = frozenset(
+    {
+        "cert_file",
+        "key_file",
+        "client_auth_type",
+        "client_ca_file",
+        "min_version",
+        "max_version",
+        "cipher_suites",
+        "prefer_server_cipher_suites",
+        "cert",
+        "key",
+        "client_ca",
+        "client_allowed_sans",
+        "curve_preferences",
+    }
+)
+_HTTP_KEYS = frozenset({"http2", "headers"})
+_UNSUPPORTED = {
+    "rate_limit": "put a reverse proxy in front of comfywatch for rate limiting",
+    "tls_server_config.cert": "write the certificate to a file and use cert_file",
+    "tls_server_config.key": "write the key to a file and use key_file",
+    "tls_server_config.client_ca": "write the CA to a file and use client_ca_file",
+    "tls_server_config.client_allowed_sans": "issue client certificates from a dedicated CA instead",
+    "tls_server_config.curve_preferences": "remove it; OpenSSL's defaults are used",
+}
+
+_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+
+# Go (IANA) names accepted by the toolkit → OpenSSL names. TLS 1.3 suites are not configurable in Go
+# either, so they are accepted and have no effect.
+_CIPHERS = {
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+}
+_TLS13_CIPHERS = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+
+# The toolkit allows only these headers, and for two of them only these values (keeps the ecosystem
+# consistent; a typo is an error, not a silently missing header).
+_HEADERS: dict[str, frozenset[str] | None] = {
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": frozenset({"nosniff"}),
+    "X-Frame-Options": frozenset({"deny", "sameorigin"}),
+    "X-XSS-Protection": None,
+    "Content-Security-Policy": None,
+}
+
+_BCRYPT_HASH = re.compile(rb"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
+# Loading.
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Read and validate a ``web-config.yml``; build the TLS context and the user table.
+
+    Raises:
+        WebConfigError: unreadable file, bad YAML, unknown or unsupported key, wrong type, unloadable
+            certificate or key, or a password entry that is not a bcrypt hash.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WebConfigError(f"{path}: cannot read web config: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise WebConfigError(f"{path}: cannot read web config: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        # The YAML error text can quote the offending line, which may hold a hash: say where, not what.
+        raise WebConfigError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        data = {}
+    root = _mapping(data, path, "the file")
+    _check_keys(root, _TOP_KEYS, path, "")
+
+    tls = _mapping(root.get("tls_server_config") or {}, path, "tls_server_config")
+    http = _mapping(root.get("http_server_config") or {}, path, "http_server_config")
+    users = _mapping(root.get("basic_auth_users") or {}, path, "basic_auth_users")
+    _check_keys(tls, _TLS_KEYS, path, "tls_server_config.")
+    _check_keys(http, _HTTP_KEYS, path, "http_server_config.")
+
+    return WebConfig(
+        ssl_context=_ssl_context(tls, path.parent, path),
+        basic_auth_users=MappingProxyType(_users(users, path)),
+        headers=MappingProxyType(_headers(http, path)),
+    )
+
+
+def _mapping(value: object, path: Path, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise WebConfigError(f"{path}: {where} must be a mapping of names to values")
+    return value
+
+
+def _check_keys(section: Mapping[str, Any], known: frozenset[str], path: Path, prefix: str) -> None:
+    for key in section:
+        full = prefix + key
+        if key not in known:
+            raise WebConfigError(f"{path}: unknown key {full!r} (valid: {', '.join(sorted(known))})")
+        if full in _UNSUPPORTED:
+            raise WebConfigError(f"{path}: {full} is not supported by comfywatch: {_UNSUPPORTED[full]}")
+
+
+def _string(section: Mapping[str, Any], key: str, path: Path, prefix: str) -> str | None:
+    value = section.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise WebConfigError(f"{path}: {prefix}{key} must be a string")
+    return value
+
+
+def _resolve(value: str, base: Path) -> Path:
+    # Relative to the config file's directory, like the toolkit's SetDirectory.
+    return (base / value) if not os.path.isabs(value) else Path(value)
+
+
+def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLContext | None:
+    p = "tls_server_config."
+    cert = _string(tls, "cert_file", path, p)
+    key = _string(tls, "key_file", path, p)
+    client_auth = _string(tls, "client_auth_type", path, p)
+    client_ca = _string(tls, "client_ca_file", path, p)
+    if not (cert or key or client_auth or client_ca):
+        return None  # the toolkit's "TLS config is not present": plain HTTP
+    if not cert:
+        raise WebConfigError(f"{path}: {p}cert_file is required when TLS is configured")
+    if not key:
+        raise WebConfigError(f"{path}: {p}key_file is required when TLS is configured")
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _version(tls, "min_version", ssl.TLSVersion.TLSv1_2, path)
+    ctx.maximum_version = _version(tls, "max_version", ssl.TLSVersion.TLSv1_3, path)
+    if ctx.minimum_version > ctx.maximum_version:
+        raise WebConfigError(f"{path}: {p}min_version is above max_version")
+    try:
+        ctx.load_cert_chain(_resolve(cert, base), _resolve(key, base))
+    except FileNotFoundError as exc:
+        raise WebConfigError(f"{path}: {p}cert_file/key_file: file not found: {exc.filename}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise WebConfigError(
+            f"{path}: {p}cert_file/key_file: cannot load the certificate and key "
+            f"(not PEM, encrypted key, or key does not match certificate): {type(exc).__name__}"
+        ) from None
+
+    mode_name = client_auth or "NoClientCert"
+    if mode_name not in _CLIENT_AUTH:
+        hint = (
+            " (Python's ssl cannot request a certificate without verifying it)"
+            if mode_name in {"RequestClientCert", "RequireAnyClientCert", "RequireClientCert"}
+            else ""
+        )
+        raise WebConfigError(
+            f"{path}: {p}client_auth_type {mode_name!r} is not supported{hint}; "
+            f"use one of {', '.join(_CLIENT_AUTH)}"
+        )
+    mode = _CLIENT_AUTH[mode_name]
+    if client_ca and mode == ssl.CERT_NONE:
+        # Same rule as the toolkit: a CA without a policy is almost certainly a mistake.
+        raise WebConfigError(f"{path}: {p}client_ca_file is set but client_auth_type is NoClientCert")
+    if mode != ssl.CERT_NONE and not client_ca:
+        raise WebConfigError(f"{path}: {p}client_auth_type {mode_name} needs client_ca_file")
+    if client_ca:
+        try:
+            ctx.load_verify_locations(cafile=_resolve(client_ca, base))
+        except FileNotFoundError as exc:
+            raise WebConfigError(f"{path}: {p}client_ca_file: file not found: {exc.filename}") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise WebConfigError(
+                f"{path}: {p}client_ca_file: no PEM certificate could be loaded ({type(exc).__name__})"
+            ) from None
+    ctx.verify_mode = mode
+
+    _ciphers(ctx, tls, path)
+    prefer = tls.get("prefer_server_cipher_suites", True)
+    if not isinstance(prefer, bool):
+        raise WebConfigError(f"{path}: {p}prefer_server_cipher_suites must be true or false")
+    if prefer:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def _version(tls: Mapping[str, Any], key: str, default: ssl.TLSVersion, path: Path) -> ssl.TLSVersion:
+    name = _string(tls, key, path, "tls_server_config.")
+    if name is None:
+        return default
+    if name not in _TLS_VERSIONS:
+        extra = " (TLS 1.0 and 1.1 are insecure and not offered)" if name in {"TLS10", "TLS11"} else ""
+        raise WebConfigError(
+            f"{path}: tls_server_config.{key} {name!r} is not supported{extra}; use TLS12 or TLS13"
+        )
+    return _TLS_VERSIONS[name]
+
+
+def _ciphers(ctx: ssl.SSLContext, tls: Mapping[str, Any], path: Path) -> None:
+    suites = tls.get("cipher_suites")
+    if suites is None or suites == []:
+        return
+    if not isinstance(suites, list) or not all(isinstance(s, str) for s in suites):
+        raise WebConfigError(f"{path}: tls_server_config.cipher_suites must be a list of names")
+    names = []
+    for suite in suites:
+        if suite in _TLS13_CIPHERS:
+            continue
+        if suite not in _CIPHERS:
+            raise WebConfigError(f"{path}: tls_server_config.cipher_suites: unknown cipher {suite!r}")
+        names.append(_CIPHERS[suite])
+    if names:
+        try:
+            ctx.set_ciphers(":".join(names))
+        except ssl.SSLError:
+            raise WebConfigError(
+                f"{path}: tls_server_config.cipher_suites: none of the listed ciphers is available"
+            ) from None
+
+
+def _users(users: Mapping[str, Any], path: Path) -> dict[str, bytes]:
+    table: dict[str, bytes] = {}
+    for name, value in users.items():
+        if not name or ":" in name:
+            raise WebConfigError(f"{path}: basic_auth_users: user name {name!r} is empty or contains ':'")
+        hashed = value.encode() if isinstance(value, str) else b""
+        if not _BCRYPT_HASH.fullmatch(hashed):
+            raise WebConfigError(
+                f"{path}: basic_auth_users.{name}: the value is not a bcrypt hash "
+                "(expected $2y$/$2b$ followed by cost and 53 characters, e.g. from `htpasswd -nBC 10`)"
+            )
+        table[name] = hashed
+    return table
+
+
+def _headers(http: Mapping[str, Any], path: Path) -> dict[str, str]:
+    if "http2" in http and not isinstance(http["http2"], bool):
+        raise WebConfigError(f"{path}: http_server_config.http2 must be true or false")
+    raw = _mapping(http.get("headers") or {}, path, "http_server_config.headers")
+    headers: dict[str, str] = {}
+    for name, value in raw.items():
+        if name not in _HEADERS:
+            raise WebConfigError(
+                f"{path}: http_server_config.headers: header {name!r} cannot be configured "
+                f"(allowed: {', '.join(_HEADERS)})"
+            )
+        if not isinstance(value, str):
+            raise WebConfigError(f"{path}: http_server_config.headers.{name} must be a string")
+        allowed = _HEADERS[name]
+        if allowed is not None and value not in allowed:
+            raise WebConfigError(
+                f"{path}: http_server_config.headers.{name} must be one of {', '.join(sorted(allowed))}"
+            )
+        if "\r" in value or "\n" in value:
+            raise WebConfigError(f"{path}: http_server_config.headers.{name} must be a single line")
+        if value:
+            headers[name] = value
+    return headers
+
+
+# Serving.
+
+
+def install_response_headers(app: web.Application, headers: Mapping[str, str]) -> None:
+    """Add ``headers`` to every response of ``app``, including 401s and errors. Call before the app starts."""
+    if not headers:
+        return
+    frozen = dict(headers)
+
+    async def _add(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(frozen)
+
+    app.on_response_prepare.append(_add)
+
+
+class _BcryptVerifier:
+    """Checks passwords against bcrypt hashes off the event loop, remembering recent successes.
+
+    bcrypt is deliberately slow (~100 ms at cost 10-12) and Prometheus scrapes every 15 s with the same
+    credentials, so without a cache authentication alone would keep a core busy and stall the loop. The
+    cache holds only *successful* checks, keyed by an HMAC of (user, hash, password) under a per-process
+    random key: the plain password is never stored, and a leaked cache key is useless offline. Failures
+    are never cached, so guessing still pays full bcrypt price, and bcrypt runs one at a time (like the
+    toolkit's mutex) so a flood of bad passwords cannot occupy every worker thread.
+    """
+
+    _CACHE_SIZE = 64
+
+    def __init__(self, users: Mapping[str, bytes]) -> None:
+        self._users = dict(users)
+        self._key = secrets.token_bytes(32)
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = asyncio.Lock()
+        self._dummy: bytes | None = None
+        # Unknown users are checked against a dummy hash of the same cost, so response time does not
+        # reveal which user names exist.
+        self._dummy_cost = max((int(h.split(b"$")[2]) for h in self._users.values()), default=10)
+
+    async def verify(self, user: str, password: str) -> bool:
+        hashed = self._users.get(user)
+        digest = hmac.new(
+            self._key, b"\0".join([user.encode(), hashed or b"", password.encode()]), hashlib.sha256
+        ).digest()
+        if hashed is not None and digest in self._ok:
+            self._ok.move_to_end(digest)
+            return True
+        async with self._lock:
+            ok = await asyncio.to_thread(self._check, hashed, password.encode())
+        if ok and hashed is not None:
+            self._ok[digest] = None
+            while len(self._ok) > self._CACHE_SIZE:
+                self._ok.popitem(last=False)
+        return ok and hashed is not None
+
+    def _check(self, hashed: bytes | None, password: bytes) -> bool:
+        if hashed is None:
+            if self._dummy is None:
+                salt = bcrypt.gensalt(self._dummy_cost)
+                self._dummy = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), salt)
+            hashed = self._dummy
+        try:
+            return bcrypt.checkpw(password, hashed)
+        except ValueError:  # bcrypt refuses passwords over 72 bytes
+            return False
+
+
+def basic_auth_middleware(
+    users: Mapping[str, bytes], *, exempt_paths: frozenset[str] = frozenset({"/healthz"})
+) -> Middleware:
+    """An aiohttp middleware that requires HTTP basic auth from one of ``users`` (name → bcrypt hash).
+
+    Requests to ``exempt_paths`` pass without credentials (liveness checks). Missing, malformed or wrong
+    credentials get ``401`` with ``WWW-Authenticate: Basic realm="comfywatch"``; the response never says
+    which part was wrong. With no users, every request passes.
+    """
+    verifier = _BcryptVerifier(users)
+    challenge = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{AUTH_REALM}"'}
+
+    @web.middleware
+    async def _basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not users or request.path in exempt_paths:
+            return await handler(request)
+        header = request.headers.get(hdrs.AUTHORIZATION, "")
+        try:
+            creds = BasicAuth.decode(header, encoding="utf-8")
+        except (ValueError, UnicodeDecodeError):
+            creds = None
+        if creds is None or not await verifier.verify(creds.login, creds.password):
+            return web.Response(status=401, text="401: Unauthorized\n", headers=challenge)
+        return await handler(request)
+
+    return _basic_auth
