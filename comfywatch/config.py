@@ -171,7 +171,7 @@ class TargetConfig(_Strict):
     tls_ca_file: Path | None = None
     tls_insecure_skip_verify: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
-    checks: tuple[str, ...] | None = None
+    checks: tuple[Literal["system", "queue", "jobs"], ...] | None = None
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     @field_validator("name")
