@@ -1,0 +1,1 @@
+"""Tests of the Prometheus rules in alerts/ and of their runbook."""
