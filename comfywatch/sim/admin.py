@@ -1,0 +1,317 @@
+"""Control of running simulators: the admin HTTP API (its own port) and the in-process :class:`SimHandle`.
+
+The admin port stays reachable while a ``down`` fault has closed the simulated server's port, and HTTP
+faults never apply to it. Routes (``target`` is a target index, or absent/``null`` for the root server):
+
+- ``GET /_sim/state?target=i``: the target's state (faults, queue and history ids, files, job counters...).
+- ``POST /_sim/faults`` ``{"target": i|null, "faults": [...], "slow_ms": n}``: replace the fault set
+  (``restart`` in it is performed once). 400 ``{"error"}`` for unknown faults or targets.
+- ``POST /_sim/restart`` ``{"target": i|null}``: the one-shot restart.
+- ``POST /_sim/submit`` ``{"target": i|null, "job_ms": n?, "client_id": s?}``: queue one background job now;
+  answers ``{"prompt_id", "number", "node_errors"}``.
+- ``GET /_sim/info``: ``{"url", "admin_url", "targets", "mode"}``.
+
+In Cloud mode (``cloud=True``) the state is ``SimCloud.snapshot()``, faults go to ``SimCloud.set_faults``
+except ``down``, which closes the port here like for the local sim; ``restart``/``submit`` answer 400.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from comfywatch.sim.engine import SimOptions, SimServer
+from comfywatch.sim.faults import DEFAULT_SLOW_MS
+from comfywatch.sim.local import Listener, SimCluster
+
+__all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "create_admin_app", "start_sim"]
+
+ADMIN_PREFIX = "/_sim"
+
+
+class CloudSim(Protocol):
+    """The part of ``comfywatch.sim.cloud.SimCloud`` the admin layer uses."""
+
+    slow_ms: int
+
+    def set_faults(self, names: Iterable[str]) -> None:
+        """Replace the active Cloud faults."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The Cloud account state."""
+
+
+class _BadRequestError(Exception):
+    """An admin request the sim cannot act on (answered 400)."""
+
+
+class SimHandle:
+    """A running simulator: its URLs, state and fault switches.
+
+    ``url`` is the root server (``http://host:port``), ``target_url(i)`` a prefixed one, ``admin_url`` the
+    admin API. Use ``async with await start_sim(...) as sim:`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        *,
+        cluster: SimCluster | None,
+        cloud: CloudSim | None,
+        listener: Listener,
+        admin: Listener,
+    ) -> None:
+        self.cluster = cluster
+        self.cloud = cloud
+        self._listener = listener
+        self._admin = admin
+        self._cloud_down = False
+
+    @property
+    def url(self) -> str:
+        """Base URL of the root simulated server (no trailing slash)."""
+        return f"http://{self._listener.host}:{self._listener.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin API (no trailing slash)."""
+        return f"http://{self._admin.host}:{self._admin.port}"
+
+    @property
+    def targets(self) -> int:
+        """How many prefixed targets (``/t/0`` ...) are served besides the root."""
+        return self.cluster.targets if self.cluster is not None else 0
+
+    def target_url(self, target: int | None) -> str:
+        """Base URL of a target: ``url`` for ``None``, ``url/t/{i}`` otherwise."""
+        if target is None:
+            return self.url
+        self._local().server(target)  # validates the index
+        return f"{self.url}/t/{target}"
+
+    def _local(self) -> SimCluster:
+        if self.cluster is None:
+            raise _BadRequestError("not available for the simulated Cloud")
+        return self.cluster
+
+    def server(self, target: int | None = None) -> SimServer:
+        """The engine of a local target, for tests that need more than :meth:`state`."""
+        return self._local().server(target)
+
+    def state(self, target: int | None = None) -> dict[str, Any]:
+        """The state the admin API serves for ``target`` (``None``: root)."""
+        if self.cloud is not None:
+            return {**self.cloud.snapshot(), "listening": self._listener.listening}
+        cluster = self._local()
+        state = cluster.server(target).snapshot()
+        state["target"] = target
+        state["listening"] = cluster.listening
+        return state
+
+    async def set_faults(
+        self, faults: Iterable[str], target: int | None = None, slow_ms: int | None = None
+    ) -> None:
+        """Replace the faults of ``target``; ``ValueError`` for unknown fault names (nothing changes)."""
+        wanted = list(faults)
+        if self.cloud is not None:
+            if target is not None:
+                raise _BadRequestError("the simulated Cloud has no targets")
+            self.cloud.set_faults([f for f in wanted if f != "down"])
+            if slow_ms is not None:
+                self.cloud.slow_ms = slow_ms
+            if "down" in wanted:
+                await self._listener.stop()
+            else:
+                await self._listener.reopen()
+            return
+        await self._local().set_faults(target, wanted, slow_ms)
+
+    async def restart(self, target: int | None = None) -> None:
+        """Perform the one-shot ``restart`` fault on ``target``."""
+        await self._local().restart(target)
+
+    async def submit(
+        self, target: int | None = None, job_ms: float | None = None, client_id: str | None = None
+    ) -> dict[str, Any]:
+        """Queue one background ("other user") job on ``target`` now."""
+        return self._local().server(target).submit_background(job_ms, client_id)
+
+    async def close(self) -> None:
+        """Stop the simulator and the admin API."""
+        if self.cluster is not None:
+            await self.cluster.close()
+        else:
+            await self._listener.close()
+        await self._admin.close()
+
+    async def __aenter__(self) -> SimHandle:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+HANDLE_KEY = web.AppKey("comfywatch_sim_handle", SimHandle)
+
+
+def _target(value: Any) -> int | None:
+    if value is None or value in ("", "null", "root"):
+        return None
+    if isinstance(value, bool):
+        raise _BadRequestError(f"bad target: {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _BadRequestError(f"bad target: {value!r}") from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except json.JSONDecodeError as ex:
+        raise _BadRequestError(f"body is not JSON: {ex}") from None
+    if not isinstance(data, dict):
+        raise _BadRequestError("body must be a JSON object")
+    return data
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except (_BadRequestError, ValueError, KeyError) as ex:
+        message = ex.args[0] if isinstance(ex, KeyError) and ex.args else str(ex)
+        return web.json_response({"error": message}, status=400)
+    return response
+
+
+async def _state(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    return web.json_response(handle.state(_target(request.rel_url.query.get("target"))))
+
+
+async def _faults(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    body = await _body(request)
+    faults = body.get("faults", [])
+    if not isinstance(faults, list) or not all(isinstance(f, str) for f in faults):
+        raise _BadRequestError("faults must be a list of fault names")
+    slow_ms = body.get("slow_ms")
+    if slow_ms is not None and (isinstance(slow_ms, bool) or not isinstance(slow_ms, int) or slow_ms < 0):
+        raise _BadRequestError("slow_ms must be a non-negative integer")
+    target = _target(body.get("target"))
+    await handle.set_faults(faults, target, slow_ms)
+    return web.json_response(handle.state(target))
+
+
+async def _restart(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    target = _target((await _body(request)).get("target"))
+    await handle.restart(target)
+    return web.json_response(handle.state(target))
+
+
+async def _submit(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    body = await _body(request)
+    job_ms = body.get("job_ms")
+    if job_ms is not None and (
+        isinstance(job_ms, bool) or not isinstance(job_ms, (int, float)) or job_ms < 0
+    ):
+        raise _BadRequestError("job_ms must be a non-negative number")
+    client_id = body.get("client_id")
+    if client_id is not None and not isinstance(client_id, str):
+        raise _BadRequestError("client_id must be a string")
+    result = await handle.submit(_target(body.get("target")), job_ms, client_id)
+    return web.json_response(result)
+
+
+async def _info(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    mode = "cloud" if handle.cloud is not None else "local"
+    return web.json_response(
+        {"url": handle.url, "admin_url": handle.admin_url, "targets": handle.targets, "mode": mode}
+    )
+
+
+def create_admin_app(handle: SimHandle | None = None) -> web.Application:
+    """The admin API application; ``handle`` may be attached later (``app[HANDLE_KEY] = handle``)."""
+    app = web.Application(middlewares=[_errors])
+    if handle is not None:
+        app[HANDLE_KEY] = handle
+    app.router.add_get(f"{ADMIN_PREFIX}/state", _state)
+    app.router.add_post(f"{ADMIN_PREFIX}/faults", _faults)
+    app.router.add_post(f"{ADMIN_PREFIX}/restart", _restart)
+    app.router.add_post(f"{ADMIN_PREFIX}/submit", _submit)
+    app.router.add_get(f"{ADMIN_PREFIX}/info", _info)
+    return app
+
+
+async def start_sim(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    admin_port: int = 0,
+    faults: Iterable[str] = (),
+    slow_ms: int = DEFAULT_SLOW_MS,
+    targets: int = 0,
+    load_per_min: float = 0.0,
+    job_ms: float = 1000.0,
+    exec_ms: float = 4.0,
+    jobs_api: bool = False,
+    history_max: int = 10000,
+    max_files: int = 1000,
+    cloud: bool = False,
+    cloud_api_keys: Sequence[str] = (),
+) -> SimHandle:
+    """Start a simulated ComfyUI 0.3.64 (or, with ``cloud=True``, Comfy Cloud) plus its admin API.
+
+    ``faults`` apply to every target from the start; ``targets=N`` adds ``/t/0`` ... ``/t/{N-1}``;
+    ``load_per_min`` submits background jobs of ``job_ms`` to every target; ``exec_ms`` is the
+    simulated run time of a posted prompt. Raises ``ValueError`` for bad options (unknown faults...).
+    """
+    wanted = list(faults)
+    if targets < 0 or load_per_min < 0 or job_ms < 0 or exec_ms < 0 or slow_ms < 0:
+        raise ValueError("targets, load_per_min, job_ms, exec_ms and slow_ms must not be negative")
+    cluster: SimCluster | None = None
+    cloud_sim: CloudSim | None = None
+    if cloud:
+        from comfywatch.sim.cloud import SimCloud, create_cloud_app
+
+        sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != "down"])
+        sim.slow_ms = slow_ms
+        cloud_sim = sim
+        listener = Listener(create_cloud_app(sim))
+        await listener.start(host, port)
+        if "down" in wanted:
+            await listener.stop()
+    else:
+        options = SimOptions(
+            exec_ms=exec_ms,
+            job_ms=job_ms,
+            load_per_min=load_per_min,
+            jobs_api=jobs_api,
+            history_max=history_max,
+            max_files=max_files,
+            slow_ms=slow_ms,
+        )
+        cluster = SimCluster(options, targets=targets, faults=wanted)
+        await cluster.start(host, port)
+        listener = cluster.listener
+    admin_app = create_admin_app()
+    admin = Listener(admin_app)
+    handle = SimHandle(cluster=cluster, cloud=cloud_sim, listener=listener, admin=admin)
+    admin_app[HANDLE_KEY] = handle
+    try:
+        await admin.start(host, admin_port)
+    except BaseException:
+        await handle.close()
+        raise
+    return handle

@@ -1,0 +1,1901 @@
+"""The state of one simulated ComfyUI 0.3.64 server: validation, queue, worker, history, WebSocket fan-out.
+
+Nothing here knows about aiohttp. The HTTP layer (:mod:`comfywatch.sim.local`) turns requests into calls
+on :class:`SimServer` and its results into responses; WebSockets are reached through the small
+:class:`Socket` protocol. Execution happens in simulated time: a node "runs" by sleeping, and the only
+real work is building tiny PNGs and running ``re.sub`` for ``RegexReplace`` (so its errors are Python's).
+
+Behaviour mirrors ComfyUI's ``server.py``, ``execution.py`` (``validate_prompt``, ``PromptQueue``,
+``PromptExecutor``), ``main.py`` (``prompt_worker``) and ``comfy_execution/progress.py``, checked event
+for event against the recorded fixtures. Where the sim deviates it says so in a comment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import heapq
+import json
+import random
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Protocol
+
+from comfywatch.sim.faults import DEFAULT_SLOW_MS, JOB_FAILURE_FAULTS, Fault
+from comfywatch.sim.png import encode_solid_png
+
+__all__ = [
+    "FEATURES",
+    "JOB_STATUSES",
+    "MAXIMUM_HISTORY_SIZE",
+    "SENSITIVE_EXTRA_DATA_KEYS",
+    "Catalog",
+    "MalformedRequestError",
+    "SimOptions",
+    "SimServer",
+    "Socket",
+    "StoredImage",
+    "default_catalog",
+    "validate_prompt",
+]
+
+MAXIMUM_HISTORY_SIZE = 10000
+SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
+
+# Binary WebSocket event types (comfy/protocol.py).
+PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
+_PNG_FORMAT = 2
+
+# ComfyUI's PreviewImage picks its temp suffix from this alphabet (sic: "p" twice, no "w").
+_SUFFIX_ALPHABET = "abcdefghijklmnopqrstupvxyz"
+
+# Tracebacks as the real server formats them (paths from the recording machine).
+_VALIDATION_TRACEBACK = [
+    '  File "/opt/ComfyUI/execution.py", line 1010, in validate_prompt\n'
+    "    m = await validate_inputs(prompt_id, prompt, o, validated)\n"
+    "        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n",
+    '  File "/opt/ComfyUI/execution.py", line 788, in validate_inputs\n'
+    "    o_class_type = prompt[o_id]['class_type']\n"
+    "                   ~~~~~~^^^^^^\n",
+]
+_EXECUTE_FRAMES = [
+    '  File "/opt/ComfyUI/execution.py", line 496, in execute\n'
+    "    output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data("
+    "prompt_id, unique_id, obj, input_data_all, execution_block_cb=execution_block_cb, "
+    "pre_execute_cb=pre_execute_cb, hidden_inputs=hidden_inputs)\n",
+    '  File "/opt/ComfyUI/execution.py", line 315, in get_output_data\n'
+    "    return_values = await _async_map_node_over_list(prompt_id, unique_id, obj, input_data_all, "
+    "obj.FUNCTION, allow_interrupt=True, execution_block_cb=execution_block_cb, "
+    "pre_execute_cb=pre_execute_cb, hidden_inputs=hidden_inputs)\n",
+    '  File "/opt/ComfyUI/execution.py", line 289, in _async_map_node_over_list\n'
+    "    await process_inputs(input_dict, i)\n",
+    '  File "/opt/ComfyUI/execution.py", line 277, in process_inputs\n    result = f(**inputs)\n',
+]
+_REGEX_TRACEBACK_TAIL = [
+    '  File "/opt/ComfyUI/comfy_api/internal/__init__.py", line 149, in wrapped_func\n'
+    "    return method(locked_class, **inputs)\n",
+    '  File "/opt/ComfyUI/comfy_api/latest/_io.py", line 1270, in EXECUTE_NORMALIZED\n'
+    "    to_return = cls.execute(*args, **kwargs)\n",
+    '  File "/opt/ComfyUI/comfy_extras/nodes_string.py", line 363, in execute\n'
+    "    result = re.sub(regex_pattern, replace, string, count=count, flags=flags)\n",
+    '  File "/usr/lib/python3.11/re/__init__.py", line 185, in sub\n'
+    "    return _compile(pattern, flags).sub(repl, string, count)\n",
+    '  File "/usr/lib/python3.11/re/__init__.py", line 294, in _compile\n'
+    "    p = _compiler.compile(pattern, flags)\n",
+]
+_OOM_TRACEBACK_TAIL = [
+    '  File "/opt/ComfyUI/nodes.py", line 1525, in sample\n'
+    "    return common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, "
+    "latent_image, denoise=denoise)\n",
+    '  File "/opt/ComfyUI/comfy/ldm/modules/attention.py", line 470, in attention_pytorch\n'
+    "    out = comfy.ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, "
+    "is_causal=False)\n",
+]
+_RUNTIME_TRACEBACK_TAIL = [
+    '  File "/opt/ComfyUI/comfy/ops.py", line 94, in forward\n'
+    "    return torch.nn.functional.linear(input, weight, bias)\n",
+]
+OOM_MESSAGE = (
+    "Allocation on device 0 would exceed allowed memory. (out of memory)\n"
+    "Currently allocated     : 21.87 GiB\n"
+    "Requested               : 1.50 GiB\n"
+    "Device limit            : 23.64 GiB\n"
+    "Free (according to CUDA): 19.06 MiB\n"
+    "PyTorch limit (set by user-supplied memory fraction)\n"
+    "                        : 17179869184.00 GiB"
+)
+_OOM_TIPS = (
+    "This error means you ran out of memory on your GPU.\n\n"
+    "TIPS: If the workflow worked before you might have accidentally set the batch_size to a large number."
+)
+RUNTIME_ERROR_MESSAGE = "mat1 and mat2 shapes cannot be multiplied (77x768 and 1024x320)"
+
+
+class MalformedRequestError(Exception):
+    """The request body made ComfyUI's handler raise: the real server answers 500 text/plain."""
+
+
+class Socket(Protocol):
+    """A connected WebSocket as the engine sees it."""
+
+    async def send_text(self, data: str) -> None:
+        """Send one text frame."""
+
+    async def send_binary(self, data: bytes) -> None:
+        """Send one binary frame."""
+
+    def abort(self) -> None:
+        """Drop the connection without a close frame, as a dying process does."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Node catalogue (object_info) and validation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """The parts of one ``object_info`` entry that validation and execution need."""
+
+    name: str
+    required: Mapping[str, list[Any]]
+    optional: Mapping[str, list[Any]]
+    output: tuple[str, ...]
+    output_node: bool
+
+    def input_info(self, name: str) -> tuple[Any, str, dict[str, Any]]:
+        """``(type, category, extra_info)`` like ComfyUI's ``get_input_info``."""
+        if name in self.required:
+            spec, category = self.required[name], "required"
+        else:
+            spec, category = self.optional[name], "optional"
+        extra = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        return spec[0], category, extra
+
+    def default(self, name: str) -> Any:
+        """The declared default of an input, or ``None``."""
+        return self.input_info(name)[2].get("default")
+
+
+class Catalog:
+    """The node classes the sim supports, from the trimmed ``object_info`` shipped in ``data/``."""
+
+    def __init__(self, object_info: Mapping[str, Any]) -> None:
+        self.object_info: dict[str, Any] = dict(object_info)
+        self.specs: dict[str, NodeSpec] = {}
+        for name, info in self.object_info.items():
+            inputs = info["input"]
+            self.specs[name] = NodeSpec(
+                name=name,
+                required=inputs.get("required", {}),
+                optional=inputs.get("optional", {}),
+                output=tuple(info["output"]),
+                output_node=bool(info["output_node"]),
+            )
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The packaged catalogue (``data/object_info.json``, loaded once)."""
+    text = resources.files("comfywatch.sim").joinpath("data/object_info.json").read_text("utf-8")
+    return Catalog(json.loads(text))
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list)
+
+
+def validate_node_input(received_type: Any, input_type: Any) -> bool:
+    """ComfyUI's non-strict type compatibility: equal, ``*`` on either side, or overlapping unions."""
+    if received_type == input_type:
+        return True
+    if not isinstance(received_type, str) or not isinstance(input_type, str):
+        return False
+    received = {t.strip() for t in received_type.split(",")}
+    accepted = {t.strip() for t in input_type.split(",")}
+    if "*" in received or "*" in accepted:
+        return True
+    return bool(received & accepted)
+
+
+def _full_type_name(kind: type) -> str:
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+class _Validator:
+    """``validate_inputs`` of one prompt, memoised per node like the real ``validated`` dict."""
+
+    def __init__(self, catalog: Catalog, prompt: dict[str, Any]) -> None:
+        self.catalog = catalog
+        self.prompt = prompt
+        self.validated: dict[Any, tuple[bool, list[dict[str, Any]], Any]] = {}
+        self._visiting: set[Any] = set()
+
+    def validate(self, unique_id: Any) -> tuple[bool, list[dict[str, Any]], Any]:
+        if unique_id in self.validated:
+            return self.validated[unique_id]
+        if unique_id in self._visiting:
+            # The real recursion never terminates on a cycle and dies with RecursionError.
+            raise RecursionError("maximum recursion depth exceeded")
+        self._visiting.add(unique_id)
+        try:
+            return self._validate(unique_id)
+        finally:
+            self._visiting.discard(unique_id)
+
+    def _validate(self, unique_id: Any) -> tuple[bool, list[dict[str, Any]], Any]:
+        node = self.prompt[unique_id]
+        inputs = node["inputs"]
+        spec = self.catalog.specs[node["class_type"]]
+        errors: list[dict[str, Any]] = []
+        valid = True
+        for name in [*spec.required, *spec.optional]:
+            input_type, category, extra_info = spec.input_info(name)
+            if name not in inputs:
+                if category == "required":
+                    errors.append(
+                        {
+                            "type": "required_input_missing",
+                            "message": "Required input is missing",
+                            "details": f"{name}",
+                            "extra_info": {"input_name": name},
+                        }
+                    )
+                continue
+            val = inputs[name]
+            info = [input_type, extra_info]
+            if _is_link(val):
+                if len(val) != 2:
+                    errors.append(
+                        {
+                            "type": "bad_linked_input",
+                            "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                            "details": f"{name}",
+                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
+                        }
+                    )
+                    continue
+                o_id = val[0]
+                o_class_type = self.prompt[o_id]["class_type"]
+                received_type = self.catalog.specs[o_class_type].output[val[1]]
+                if not validate_node_input(received_type, input_type):
+                    errors.append(
+                        {
+                            "type": "return_type_mismatch",
+                            "message": "Return type mismatch between linked nodes",
+                            "details": (
+                                f"{name}, received_type({received_type}) mismatch input_type({input_type})"
+                            ),
+                            "extra_info": {
+                                "input_name": name,
+                                "input_config": info,
+                                "received_type": received_type,
+                                "linked_node": val,
+                            },
+                        }
+                    )
+                    continue
+                try:
+                    if self.validate(o_id)[0] is False:
+                        valid = False
+                        continue
+                except Exception as ex:
+                    valid = False
+                    self.validated[o_id] = (
+                        False,
+                        [
+                            {
+                                "type": "exception_during_inner_validation",
+                                "message": "Exception when validating inner node",
+                                "details": str(ex),
+                                "extra_info": {
+                                    "input_name": name,
+                                    "input_config": info,
+                                    "exception_message": str(ex),
+                                    "exception_type": _full_type_name(type(ex)),
+                                    "traceback": list(_VALIDATION_TRACEBACK),
+                                    "linked_node": val,
+                                },
+                            }
+                        ],
+                        o_id,
+                    )
+                    continue
+            else:
+                try:
+                    if isinstance(val, dict) and "__value__" in val:
+                        val = val["__value__"]
+                        inputs[name] = val
+                    # The same coercions as ComfyUI, applied to the posted prompt in place (so the queued
+                    # and historic copies show the converted values, as on the real server).
+                    if input_type == "INT":
+                        val = int(val)
+                        inputs[name] = val
+                    if input_type == "FLOAT":
+                        val = float(val)
+                        inputs[name] = val
+                    if input_type == "STRING":
+                        val = str(val)
+                        inputs[name] = val
+                    if input_type == "BOOLEAN":
+                        val = bool(val)
+                        inputs[name] = val
+                except Exception as ex:
+                    errors.append(
+                        {
+                            "type": "invalid_input_type",
+                            "message": f"Failed to convert an input value to a {input_type} value",
+                            "details": f"{name}, {val}, {ex}",
+                            "extra_info": {
+                                "input_name": name,
+                                "input_config": info,
+                                "received_value": val,
+                                "exception_message": str(ex),
+                            },
+                        }
+                    )
+                    continue
+                if "min" in extra_info and val < extra_info["min"]:
+                    errors.append(
+                        {
+                            "type": "value_smaller_than_min",
+                            "message": f"Value {val} smaller than min of {extra_info['min']}",
+                            "details": f"{name}",
+                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
+                        }
+                    )
+                    continue
+                if "max" in extra_info and val > extra_info["max"]:
+                    errors.append(
+                        {
+                            "type": "value_bigger_than_max",
+                            "message": f"Value {val} bigger than max of {extra_info['max']}",
+                            "details": f"{name}",
+                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
+                        }
+                    )
+                    continue
+                if isinstance(input_type, list) or input_type == "COMBO":
+                    options = extra_info.get("options", []) if input_type == "COMBO" else input_type
+                    if val not in options:
+                        input_config: Any = info
+                        # Long lists (scanned model files) are summarised, as the real server does.
+                        if len(options) > 20:
+                            list_info = f"(list of length {len(options)})"
+                            input_config = None
+                        else:
+                            list_info = str(options)
+                        errors.append(
+                            {
+                                "type": "value_not_in_list",
+                                "message": "Value not in list",
+                                "details": f"{name}: '{val}' not in {list_info}",
+                                "extra_info": {
+                                    "input_name": name,
+                                    "input_config": input_config,
+                                    "received_value": val,
+                                },
+                            }
+                        )
+                        continue
+        result = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
+        self.validated[unique_id] = result
+        return result
+
+
+@dataclass
+class ValidationResult:
+    """What ``validate_prompt`` returns: ``(ok, error, good_outputs, node_errors)``."""
+
+    ok: bool
+    error: dict[str, Any] | None
+    good_outputs: list[str]
+    node_errors: dict[str, Any]
+
+
+def _invalid_prompt(message: str, node_id: Any) -> ValidationResult:
+    error = {
+        "type": "invalid_prompt",
+        "message": message,
+        "details": f"Node ID '#{node_id}'",
+        "extra_info": {},
+    }
+    return ValidationResult(False, error, [], {})
+
+
+def validate_prompt(catalog: Catalog, prompt: Any, partial_targets: Any = None) -> ValidationResult:
+    """Validate an API-format prompt exactly like ComfyUI 0.3.64's ``execution.validate_prompt``.
+
+    Raises ``MalformedRequestError`` where the real code raises (a ``prompt`` that is a non-empty string
+    or list, a node that is not an object...), which the server answers with a 500.
+    """
+    try:
+        return _validate_prompt(catalog, prompt, partial_targets)
+    except MalformedRequestError:
+        raise
+    except Exception as ex:
+        raise MalformedRequestError(f"{type(ex).__name__}: {ex}") from ex
+
+
+def _validate_prompt(catalog: Catalog, prompt: Any, partial_targets: Any) -> ValidationResult:
+    no_outputs = {
+        "type": "prompt_no_outputs",
+        "message": "Prompt has no outputs",
+        "details": "",
+        "extra_info": {},
+    }
+    if isinstance(prompt, (str, list)) and len(prompt) == 0:
+        # The real loop `for x in prompt` simply finds nothing in an empty string or list.
+        return ValidationResult(False, no_outputs, [], {})
+    if not isinstance(prompt, dict):
+        # `prompt[x]` raises TypeError for a string, list or number in the real code.
+        raise MalformedRequestError("prompt must be an object")
+    outputs: list[str] = []
+    for node_id in prompt:
+        node = prompt[node_id]
+        if not isinstance(node, (dict, str, list)):
+            raise MalformedRequestError("node must be an object")
+        if "class_type" not in node:
+            return _invalid_prompt(
+                "Cannot execute because a node is missing the class_type property.", node_id
+            )
+        if not isinstance(node, dict):
+            raise MalformedRequestError("node must be an object")
+        class_type = node["class_type"]
+        if not isinstance(class_type, str) or class_type not in catalog.specs:
+            return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", node_id)
+        if catalog.specs[class_type].output_node and (partial_targets is None or node_id in partial_targets):
+            outputs.append(node_id)
+    if not outputs:
+        return ValidationResult(False, no_outputs, [], {})
+
+    validator = _Validator(catalog, prompt)
+    good_outputs: list[str] = []
+    failed: list[tuple[str, list[dict[str, Any]]]] = []
+    node_errors: dict[str, Any] = {}
+    for output in outputs:
+        try:
+            valid, reasons, _ = validator.validate(output)
+        except Exception as ex:
+            valid = False
+            reasons = [
+                {
+                    "type": "exception_during_validation",
+                    "message": "Exception when validating node",
+                    "details": str(ex),
+                    "extra_info": {
+                        "exception_type": _full_type_name(type(ex)),
+                        "traceback": list(_VALIDATION_TRACEBACK),
+                    },
+                }
+            ]
+            validator.validated[output] = (False, reasons, output)
+        if valid is True:
+            good_outputs.append(output)
+            continue
+        failed.append((output, reasons))
+        for node_id, (node_valid, node_reasons, _) in validator.validated.items():
+            # Nodes downstream of a broken one are invalid without reasons of their own; only nodes
+            # with reasons are reported.
+            if node_valid is not True and node_reasons:
+                if node_id not in node_errors:
+                    node_errors[node_id] = {
+                        "errors": node_reasons,
+                        "dependent_outputs": [],
+                        "class_type": prompt[node_id]["class_type"],
+                    }
+                node_errors[node_id]["dependent_outputs"].append(output)
+    if not good_outputs:
+        details = "\n".join(f"{e['message']}: {e['details']}" for _, reasons in failed for e in reasons)
+        error = {
+            "type": "prompt_outputs_failed_validation",
+            "message": "Prompt outputs failed validation",
+            "details": details,
+            "extra_info": {},
+        }
+        return ValidationResult(False, error, [], node_errors)
+    return ValidationResult(True, None, good_outputs, node_errors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Queue, files, progress
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QueueItem:
+    """One queued prompt: the 5-array ComfyUI shows, plus what the sim needs to run it."""
+
+    number: int | float
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs: list[str]
+    exec_ms: float
+    create_ms: int
+
+    def as_list(self) -> list[Any]:
+        """``[number, prompt_id, prompt, extra_data, outputs_to_execute]`` as served by ``/queue``."""
+        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """A PNG "written" by PreviewImage/SaveImage; the bytes are produced when ``/view`` asks for them."""
+
+    width: int
+    height: int
+    color: int
+    text: tuple[tuple[str, str], ...]
+    mtime: float
+
+    def png(self) -> bytes:
+        """The PNG bytes of this file."""
+        return encode_solid_png(self.width, self.height, self.color, text=dict(self.text))
+
+
+class FileStore:
+    """An in-memory output or temp folder: ``(subfolder, filename) -> StoredImage``, newest last.
+
+    Deviation: only the newest ``max_files`` are kept (real folders grow forever); ``writes`` still
+    counts every file ever written.
+    """
+
+    def __init__(self, max_files: int) -> None:
+        self.files: OrderedDict[tuple[str, str], StoredImage] = OrderedDict()
+        self.counters: dict[tuple[str, str], int] = {}
+        self.max_files = max_files
+        self.writes = 0
+
+    def next_counter(self, subfolder: str, prefix: str) -> int:
+        """ComfyUI's ``get_save_image_path`` counter: one more than the highest used for the prefix."""
+        value = self.counters.get((subfolder, prefix), 0) + 1
+        self.counters[(subfolder, prefix)] = value
+        return value
+
+    def write(self, subfolder: str, filename: str, image: StoredImage) -> None:
+        """Store a file, evicting the oldest beyond the cap."""
+        self.files[(subfolder, filename)] = image
+        self.files.move_to_end((subfolder, filename))
+        self.writes += 1
+        while len(self.files) > self.max_files:
+            self.files.popitem(last=False)
+
+    def clear(self) -> None:
+        """Empty the folder (ComfyUI wipes temp/ at start-up)."""
+        self.files.clear()
+        self.counters.clear()
+
+    def names(self) -> list[str]:
+        """``subfolder/filename`` of every stored file, oldest first."""
+        return [f"{sub}/{name}" if sub else name for sub, name in self.files]
+
+
+@dataclass(frozen=True)
+class SimImage:
+    """An IMAGE value flowing between simulated nodes (a batch of solid-colour frames)."""
+
+    width: int
+    height: int
+    batch: int
+    color: int
+
+    def __str__(self) -> str:
+        return f"tensor of shape torch.Size([{self.batch}, {self.height}, {self.width}, 3])"
+
+
+class _Progress:
+    """``comfy_execution.progress`` registry: per-node states, sent whole on every change."""
+
+    def __init__(self, prompt_id: str) -> None:
+        self.prompt_id = prompt_id
+        self.nodes: dict[str, dict[str, Any]] = {}
+
+    def _entry(self, node_id: str) -> dict[str, Any]:
+        if node_id not in self.nodes:
+            self.nodes[node_id] = {"value": 0, "max": 1, "state": "pending"}
+        return self.nodes[node_id]
+
+    def start(self, node_id: str) -> None:
+        entry = self._entry(node_id)
+        entry.update(state="running", value=0.0, max=1.0)
+
+    def update(self, node_id: str, value: Any, maximum: Any) -> None:
+        entry = self._entry(node_id)
+        entry.update(state="running", value=value, max=maximum)
+
+    def finish(self, node_id: str) -> None:
+        entry = self._entry(node_id)
+        entry.update(state="finished", value=entry["max"])
+
+    def payload(self) -> dict[str, Any]:
+        nodes = {
+            node_id: {
+                "value": state["value"],
+                "max": state["max"],
+                "state": state["state"],
+                "node_id": node_id,
+                "prompt_id": self.prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+            }
+            for node_id, state in self.nodes.items()
+            if state["state"] != "pending"
+        }
+        return {"prompt_id": self.prompt_id, "nodes": nodes}
+
+
+class _Interrupted(Exception):
+    """``comfy.model_management.InterruptProcessingException``."""
+
+
+class _NodeFailure(Exception):
+    """A node raised while executing; carries the formatted error details."""
+
+    def __init__(self, exception_type: str, message: str, traceback: list[str]) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+        self.message = message
+        self.traceback = traceback
+
+
+@dataclass
+class _CacheEntry:
+    outputs: tuple[Any, ...]
+    ui: dict[str, Any] | None
+
+
+@dataclass
+class SimOptions:
+    """Behaviour knobs of every simulated ComfyUI in a process."""
+
+    exec_ms: float = 4.0
+    job_ms: float = 1000.0
+    load_per_min: float = 0.0
+    jobs_api: bool = False
+    history_max: int = MAXIMUM_HISTORY_SIZE
+    max_files: int = 1000
+    slow_ms: int = DEFAULT_SLOW_MS
+
+
+@dataclass
+class _Stats:
+    submitted: int = 0
+    background_submitted: int = 0
+    finished: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    interrupted: int = 0
+    restarts: int = 0
+    huge_bodies_active: int = 0
+    huge_body_bytes: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# WebSocket fan-out
+# --------------------------------------------------------------------------------------------------
+
+
+class _Hub:
+    """``PromptServer.sockets`` plus its ``publish_loop``: frames leave in the order they were queued."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, Socket] = {}
+        self.metadata: dict[str, dict[str, Any]] = {}
+        self.every_socket: set[Socket] = set()
+        self._queue: asyncio.Queue[tuple[str | bytes, str | None]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def supports_metadata(self, sid: str | None) -> bool:
+        if sid is None or sid not in self.metadata:
+            return False
+        return bool(self.metadata[sid].get("feature_flags", {}).get("supports_preview_metadata", False))
+
+    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
+        """Queue a JSON frame for one socket id (``None``: every registered socket)."""
+        if self.sockets:
+            self._enqueue(json.dumps({"type": event, "data": data}), sid)
+
+    def send_bytes_sync(self, payload: bytes, sid: str | None = None) -> None:
+        """Queue a binary frame."""
+        if self.sockets:
+            self._enqueue(payload, sid)
+
+    def _enqueue(self, frame: str | bytes, sid: str | None) -> None:
+        self._queue.put_nowait((frame, sid))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._publish_loop())
+
+    async def send_now(self, event: str, data: Any, sid: str) -> None:
+        """Send directly from the connection handler (the first ``status`` frame)."""
+        socket = self.sockets.get(sid)
+        if socket is not None:
+            await _send_catching(socket, json.dumps({"type": event, "data": data}))
+
+    async def _publish_loop(self) -> None:
+        while not self._queue.empty():
+            frame, sid = self._queue.get_nowait()
+            targets = (
+                list(self.sockets.values())
+                if sid is None
+                else [self.sockets[sid]]
+                if sid in self.sockets
+                else []
+            )
+            for socket in targets:
+                await _send_catching(socket, frame)
+
+    async def close(self) -> None:
+        """Drop every socket and wait for the publisher to stop."""
+        task = self._task
+        self.drop_all()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def drop_all(self) -> None:
+        """Abort every socket (also ones silenced by a reconnect) and forget queued frames."""
+        for socket in list(self.every_socket):
+            socket.abort()
+        self.every_socket.clear()
+        self.sockets.clear()
+        self.metadata.clear()
+        self._queue = asyncio.Queue()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+async def _send_catching(socket: Socket, frame: str | bytes) -> None:
+    # server.py send_socket_catch_exception: a dead socket must not stop the fan-out.
+    with contextlib.suppress(Exception):
+        if isinstance(frame, str):
+            await socket.send_text(frame)
+        else:
+            await socket.send_binary(frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------
+
+
+class SimServer:
+    """One simulated ComfyUI: its queue, history, worker, files, WebSockets and faults."""
+
+    def __init__(self, catalog: Catalog, options: SimOptions, *, faults: Iterable[Fault] = ()) -> None:
+        self.catalog = catalog
+        self.options = options
+        self.faults: frozenset[Fault] = frozenset(faults) - {Fault.RESTART}
+        self.slow_ms = options.slow_ms
+        self.stats = _Stats()
+        self.temp = FileStore(options.max_files)
+        self.output = FileStore(options.max_files)
+        self.hub = _Hub()
+        self._generation = 0
+        self._changed = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._reset_state()
+        if options.load_per_min > 0:
+            self._load_task = asyncio.get_running_loop().create_task(self._load_loop())
+
+    def _reset_state(self) -> None:
+        self.number = 0
+        self.pending: list[tuple[float, str, int, QueueItem]] = []
+        self._seq = 0
+        self.running: QueueItem | None = None
+        self.history: dict[str, dict[str, Any]] = {}
+        self.client_id: str | None = None
+        self.last_node_id: str | None = None
+        self._interrupt = False
+        self._cache: dict[str, _CacheEntry] = {}
+        self._object_suffixes: dict[tuple[str, str], str] = {}
+
+    # ---- faults -------------------------------------------------------------------------------
+
+    def set_faults(self, faults: Iterable[Fault], slow_ms: int | None = None) -> None:
+        """Replace the active faults; ``restart`` in the set is performed once and not kept."""
+        wanted = frozenset(faults)
+        if slow_ms is not None:
+            self.slow_ms = slow_ms
+        if Fault.RESTART in wanted:
+            self.restart()
+        self.faults = wanted - {Fault.RESTART}
+        self._changed.set()
+
+    def restart(self) -> None:
+        """What a process restart does to ComfyUI: queue, history, counter, cache and temp/ are gone."""
+        if self._worker_task is not None:
+            self._worker_task.cancel()
+            self._worker_task = None
+        self.drop_sockets()
+        self._reset_state()
+        self.temp.clear()
+        self.stats.restarts += 1
+        self._changed.set()
+
+    async def close(self) -> None:
+        """Stop the worker, the background load and the WebSocket fan-out."""
+        tasks = [t for t in (self._worker_task, self._load_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._worker_task = self._load_task = None
+        await self.hub.close()
+
+    # ---- HTTP-facing state --------------------------------------------------------------------
+
+    def tasks_remaining(self) -> int:
+        """``queue_remaining``: pending plus running."""
+        return len(self.pending) + (1 if self.running is not None else 0)
+
+    def queue_info(self) -> dict[str, Any]:
+        """``GET /prompt`` and the ``status`` frame body."""
+        return {"exec_info": {"queue_remaining": self.tasks_remaining()}}
+
+    def get_queue(self) -> dict[str, Any]:
+        """``GET /queue``: running and pending 5-arrays, pending in heap order (as the real server)."""
+        running = [self.running.as_list()] if self.running is not None else []
+        return {
+            "queue_running": copy.deepcopy(running),
+            "queue_pending": [copy.deepcopy(e[3].as_list()) for e in self.pending],
+        }
+
+    def _queue_updated(self) -> None:
+        self.hub.send_sync("status", {"status": self.queue_info()})
+
+    def post_queue(self, body: Any) -> None:
+        """``POST /queue``: ``clear`` wipes pending, ``delete`` removes pending ids; running is untouched."""
+        try:
+            # Membership then indexing, as the real handler does: a list body behaves differently from .get().
+            if "clear" in body and body["clear"]:  # noqa: RUF019
+                self.pending = []
+                self._queue_updated()
+            if "delete" in body:
+                for prompt_id in body["delete"]:
+                    self._delete_pending(prompt_id)
+        except Exception as ex:
+            raise MalformedRequestError(str(ex)) from ex
+
+    def _delete_pending(self, prompt_id: Any) -> None:
+        for index, entry in enumerate(self.pending):
+            if entry[3].prompt_id == prompt_id:
+                self.pending.pop(index)
+                heapq.heapify(self.pending)
+                self._queue_updated()
+                return
+
+    def interrupt(self, prompt_id: Any = None) -> None:
+        """``POST /interrupt``: global, or only if ``prompt_id`` is the running prompt."""
+        if prompt_id and (self.running is None or self.running.prompt_id != prompt_id):
+            return
+        self._interrupt = True
+        self._changed.set()
+
+    def get_history(self, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
+        """``GET /history``: insertion order; ``max_items`` alone gives the newest N."""
+        out: dict[str, Any] = {}
+        if offset < 0 and max_items is not None:
+            offset = len(self.history) - max_items
+        for i, key in enumerate(self.history):
+            if i >= offset:
+                out[key] = self.history[key]
+                if max_items is not None and len(out) >= max_items:
+                    break
+        return out
+
+    def get_history_item(self, prompt_id: str) -> dict[str, Any]:
+        """``GET /history/{id}``: ``{}`` until the prompt finished, and for unknown ids."""
+        if prompt_id in self.history:
+            return {prompt_id: copy.deepcopy(self.history[prompt_id])}
+        return {}
+
+    def post_history(self, body: Any) -> None:
+        """``POST /history``: ``clear`` and/or ``delete`` (a list of ids)."""
+        try:
+            # Membership then indexing, as the real handler does: a list body behaves differently from .get().
+            if "clear" in body and body["clear"]:  # noqa: RUF019
+                self.history = {}
+            if "delete" in body:
+                for prompt_id in body["delete"]:
+                    self.history.pop(prompt_id, None)
+        except Exception as ex:
+            raise MalformedRequestError(str(ex)) from ex
+
+    def post_prompt(self, body: Any, *, exec_ms: float | None = None) -> tuple[int, dict[str, Any]]:
+        """``POST /prompt`` on a decoded JSON body: ``(status, json)``.
+
+        Raises ``MalformedRequestError`` where the real handler raises (the server then answers 500).
+        """
+        try:
+            return self._post_prompt(body, exec_ms)
+        except MalformedRequestError:
+            raise
+        except Exception as ex:
+            raise MalformedRequestError(f"{type(ex).__name__}: {ex}") from ex
+
+    def _post_prompt(self, body: Any, exec_ms: float | None) -> tuple[int, dict[str, Any]]:
+        # Same order of operations as server.py post_prompt: the counter moves even for rejected prompts.
+        number: int | float
+        if "number" in body:
+            number = float(body["number"])
+        else:
+            number = self.number
+            if "front" in body and body["front"]:  # noqa: RUF019
+                number = -number
+            self.number += 1
+        if "prompt" not in body:
+            error = {
+                "type": "no_prompt",
+                "message": "No prompt provided",
+                "details": "No prompt provided",
+                "extra_info": {},
+            }
+            return 400, {"error": error, "node_errors": {}}
+        prompt = body["prompt"]
+        prompt_id = str(body.get("prompt_id", uuid.uuid4()))
+        partial = body.get("partial_execution_targets")
+        result = validate_prompt(self.catalog, prompt, partial)
+        extra_data: Any = {}
+        if "extra_data" in body:
+            extra_data = body["extra_data"]
+        if "client_id" in body:
+            extra_data["client_id"] = body["client_id"]
+        if not result.ok:
+            return 400, {"error": result.error, "node_errors": result.node_errors}
+        if not isinstance(extra_data, dict):
+            raise MalformedRequestError("extra_data must be an object")
+        now_ms = int(time.time() * 1000)
+        if self.options.jobs_api:
+            # Newer servers (with /api/jobs) stamp queued items; 0.3.64 does not.
+            extra_data["create_time"] = now_ms
+        # A top-level "sim_exec_ms" (ignored by a real server) sets this prompt's simulated run time.
+        sim_ms = body.get("sim_exec_ms")
+        if isinstance(sim_ms, (int, float)) and not isinstance(sim_ms, bool):
+            run_ms = float(sim_ms)
+        else:
+            run_ms = self.options.exec_ms if exec_ms is None else exec_ms
+        item = QueueItem(
+            number=number,
+            prompt_id=prompt_id,
+            prompt=prompt,
+            extra_data=extra_data,
+            outputs=_ordered_outputs(prompt, result.good_outputs),
+            exec_ms=run_ms,
+            create_ms=now_ms,
+        )
+        self._put(item)
+        self.stats.submitted += 1
+        return 200, {"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors}
+
+    def _put(self, item: QueueItem) -> None:
+        self._seq += 1
+        heapq.heappush(self.pending, (item.number, item.prompt_id, self._seq, item))
+        self._queue_updated()
+        self._ensure_worker()
+        self._changed.set()
+
+    def submit_background(self, job_ms: float | None = None, client_id: str | None = None) -> dict[str, Any]:
+        """Queue one job from "another user" (their own client id), like ``load_per_min`` does."""
+        self.stats.background_submitted += 1
+        color = random.randrange(0, 1 << 24)
+        prompt = {
+            "1": {
+                "class_type": "EmptyImage",
+                "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": color},
+            },
+            "2": {
+                "class_type": "ImageScale",
+                "inputs": {
+                    "image": ["1", 0],
+                    "upscale_method": "nearest-exact",
+                    "width": 32,
+                    "height": 32,
+                    "crop": "disabled",
+                },
+            },
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+        }
+        body = {"prompt": prompt, "client_id": client_id or uuid.uuid4().hex}
+        status, response = self.post_prompt(body, exec_ms=self.options.job_ms if job_ms is None else job_ms)
+        if status != 200:
+            raise RuntimeError(f"background job rejected: {response}")
+        return response
+
+    def view(
+        self, filename: str | None, subfolder: str | None, kind: str | None
+    ) -> tuple[int, StoredImage | None, str]:
+        """``GET /view``: ``(status, file, basename)``.
+
+        404 for a missing file, 400 for a bad name or type, 403 for a subfolder escaping the folder.
+        """
+        if filename is None:
+            return 404, None, ""
+        folder_kind: str | None = None
+        for annotation in ("output", "input", "temp"):
+            suffix = f" [{annotation}]"
+            if filename.endswith(suffix):
+                filename, folder_kind = filename[: -len(suffix)], annotation
+                break
+        if not filename:
+            return 400, None, ""
+        if filename[0] == "/" or ".." in filename:
+            return 400, None, ""
+        if folder_kind is None:
+            folder_kind = kind if kind is not None else "output"
+        if folder_kind not in ("output", "input", "temp"):
+            return 400, None, ""
+        sub = ""
+        if subfolder is not None:
+            # os.path.join + commonpath in the real handler: absolute or climbing subfolders are refused.
+            if subfolder.startswith(("/", "\\")):
+                return 403, None, ""
+            parts: list[str] = []
+            for part in subfolder.replace("\\", "/").split("/"):
+                if part == "..":
+                    if not parts:
+                        return 403, None, ""
+                    parts.pop()
+                elif part not in ("", "."):
+                    parts.append(part)
+            sub = "/".join(parts)
+        basename = filename.replace("\\", "/").rsplit("/", 1)[-1]
+        store = {"output": self.output, "temp": self.temp}.get(folder_kind)
+        image = store.files.get((sub, basename)) if store is not None else None
+        if image is None:
+            return 404, None, basename
+        return 200, image, basename
+
+    # ---- WebSockets ---------------------------------------------------------------------------
+
+    async def ws_open(self, client_id: str, socket: Socket) -> tuple[str, int]:
+        """Register a socket like ``websocket_handler``: reuse replaces the old registration.
+
+        Returns the socket id and the server generation to hand back to :meth:`ws_closed`.
+        """
+        sid = client_id
+        if sid:
+            self.hub.sockets.pop(sid, None)
+        else:
+            sid = uuid.uuid4().hex
+        self.hub.sockets[sid] = socket
+        self.hub.metadata[sid] = {"feature_flags": {}}
+        self.hub.every_socket.add(socket)
+        await self.hub.send_now("status", {"status": self.queue_info(), "sid": sid}, sid)
+        if self.client_id == sid and self.last_node_id is not None:
+            await self.hub.send_now("executing", {"node": self.last_node_id}, sid)
+        return sid, self._generation
+
+    async def ws_message(self, sid: str, text: str, first: bool) -> bool:
+        """A text frame from the client: only a first ``feature_flags`` message means anything.
+
+        Returns whether the frame counted as the first message (the real handler only clears its
+        "first message" flag for a frame that decoded to a JSON object).
+        """
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        if first and data.get("type") == "feature_flags":
+            flags = data.get("data", {})
+            if sid in self.hub.metadata:
+                self.hub.metadata[sid]["feature_flags"] = flags if isinstance(flags, dict) else {}
+            await self.hub.send_now("feature_flags", dict(FEATURES), sid)
+        return True
+
+    def ws_closed(self, sid: str, socket: Socket, generation: int) -> None:
+        """The socket ended. Like the real server this pops ``sid`` even if a newer socket owns it now.
+
+        Sockets from before a restart or outage belong to the "old process" and change nothing.
+        """
+        if generation != self._generation:
+            return
+        self.hub.sockets.pop(sid, None)
+        self.hub.metadata.pop(sid, None)
+        self.hub.every_socket.discard(socket)
+
+    def drop_sockets(self) -> None:
+        """Abort every WebSocket, as a dying process or a network outage does."""
+        self._generation += 1
+        self.hub.drop_all()
+
+    def track_socket(self, socket: Socket) -> None:
+        """Remember a socket that is not registered (``ws_silent``) so restart/down can drop it."""
+        self.hub.every_socket.add(socket)
+
+    def untrack_socket(self, socket: Socket) -> None:
+        """Forget an unregistered socket."""
+        self.hub.every_socket.discard(socket)
+
+    # ---- background load ----------------------------------------------------------------------
+
+    def _load_blocked(self) -> bool:
+        # "Other users" reach the server through the same network and proxy: they cannot submit while
+        # it is down or answering errors, but they keep submitting to a slow, stalled or failing one.
+        blocking = {
+            Fault.DOWN,
+            Fault.HTTP_401,
+            Fault.HTTP_403,
+            Fault.HTTP_429,
+            Fault.HTTP_500,
+            Fault.HTTP_502_HTML,
+        }
+        return bool(self.faults & (blocking | {Fault.GARBAGE_JSON, Fault.HUGE_BODY}))
+
+    async def _load_loop(self) -> None:
+        interval = 60.0 / self.options.load_per_min
+        # Spread many targets' first jobs instead of submitting them all at once.
+        await asyncio.sleep(random.uniform(0, interval))
+        while True:
+            if not self._load_blocked():
+                self.submit_background()
+            await asyncio.sleep(interval)
+
+    # ---- worker -------------------------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        if self._worker_task is None or self._worker_task.done():
+            self._worker_task = asyncio.get_running_loop().create_task(self._worker_loop())
+
+    async def _worker_loop(self) -> None:
+        while True:
+            while not self.pending or Fault.WORKER_DEAD in self.faults:
+                self._changed.clear()
+                await self._changed.wait()
+            item = heapq.heappop(self.pending)[3]
+            self.running = item
+            self._queue_updated()
+            success, interrupted, history_result, messages = await self._execute(item)
+            self._task_done(item, success, history_result, messages)
+            self.stats.finished += 1
+            if success:
+                self.stats.succeeded += 1
+            elif interrupted:
+                self.stats.interrupted += 1
+            else:
+                self.stats.failed += 1
+            if self.client_id is not None:
+                self.hub.send_sync("executing", {"node": None, "prompt_id": item.prompt_id}, self.client_id)
+
+    def _task_done(
+        self, item: QueueItem, success: bool, result: dict[str, Any], messages: list[list[Any]]
+    ) -> None:
+        self.running = None
+        while len(self.history) >= self.options.history_max:
+            self.history.pop(next(iter(self.history)))
+        for key in SENSITIVE_EXTRA_DATA_KEYS:
+            item.extra_data.pop(key, None)
+        entry: dict[str, Any] = {
+            "prompt": item.as_list(),
+            "outputs": {},
+            "status": {
+                "status_str": "success" if success else "error",
+                "completed": success,
+                "messages": messages,
+            },
+        }
+        entry.update(result)
+        self.history[item.prompt_id] = entry
+        self._queue_updated()
+
+    async def _node_wait(self, seconds: float) -> None:
+        """Spend simulated execution time.
+
+        The time behaves like sampler steps: an interrupt ends it at once (a real ``ImageScale`` would
+        finish first, but long real jobs are samplers). ``stall`` freezes it until cleared or interrupted.
+        """
+        loop = asyncio.get_running_loop()
+        remaining = seconds
+        while True:
+            if self._interrupt:
+                raise _Interrupted
+            if Fault.STALL in self.faults:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            start = loop.time()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+            remaining -= loop.time() - start
+
+    def _add_message(
+        self, messages: list[list[Any]], event: str, data: dict[str, Any], broadcast: bool
+    ) -> None:
+        data = {**data, "timestamp": int(time.time() * 1000)}
+        messages.append([event, data])
+        if self.client_id is not None or broadcast:
+            self.hub.send_sync(event, data, self.client_id)
+
+    async def _execute(self, item: QueueItem) -> tuple[bool, bool, dict[str, Any], list[list[Any]]]:
+        """``PromptExecutor.execute``: returns ``(success, interrupted, history_result, messages)``."""
+        prompt, prompt_id = item.prompt, item.prompt_id
+        self._interrupt = False
+        client_id = item.extra_data.get("client_id")
+        self.client_id = client_id if isinstance(client_id, str) else None
+        messages: list[list[Any]] = []
+        self._add_message(messages, "execution_start", {"prompt_id": prompt_id}, broadcast=False)
+
+        failing = bool(self.faults & set(JOB_FAILURE_FAULTS))
+        signatures = _signatures(self.catalog, prompt)
+        # The classic cache keeps only what the current prompt can use.
+        self._cache = (
+            {} if failing else {s: e for s, e in self._cache.items() if s in set(signatures.values())}
+        )
+        self._object_suffixes = {k: v for k, v in self._object_suffixes.items() if k[0] in prompt}
+        cached_nodes = [nid for nid in prompt if signatures[nid] in self._cache]
+        self._add_message(
+            messages, "execution_cached", {"nodes": cached_nodes, "prompt_id": prompt_id}, broadcast=False
+        )
+
+        progress = _Progress(prompt_id)
+        values: dict[str, tuple[Any, ...]] = {
+            nid: self._cache[signatures[nid]].outputs for nid in cached_nodes
+        }
+        ui_outputs: dict[str, dict[str, Any]] = {}
+        executed: list[str] = []
+        plan = _ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes))
+        busy_node = _ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes)).busy_node()
+        success, interrupted = True, False
+        while True:
+            node_id = plan.next_node()
+            if node_id is None:
+                break
+            class_type = prompt[node_id]["class_type"]
+            entry = self._cache.get(signatures[node_id])
+            if entry is not None:
+                # Cached output node: no "executing", but still "executed" with the cached UI.
+                if self.client_id is not None:
+                    output = entry.ui if entry.ui else None
+                    self.hub.send_sync(
+                        "executed",
+                        {"node": node_id, "display_node": node_id, "output": output, "prompt_id": prompt_id},
+                        self.client_id,
+                    )
+                if entry.ui:
+                    ui_outputs[node_id] = entry.ui
+                progress.finish(node_id)
+                self.hub.send_sync("progress_state", progress.payload(), self.client_id)
+                values[node_id] = entry.outputs
+                plan.complete(node_id)
+                continue
+            progress.start(node_id)
+            self.hub.send_sync("progress_state", progress.payload(), self.client_id)
+            if self.client_id is not None:
+                self.last_node_id = node_id
+                self.hub.send_sync(
+                    "executing",
+                    {"node": node_id, "display_node": node_id, "prompt_id": prompt_id},
+                    self.client_id,
+                )
+            inputs = self._resolve_inputs(prompt[node_id], values)
+            try:
+                if self._interrupt:
+                    raise _Interrupted
+                await self._node_wait(item.exec_ms / 1000.0 if node_id == busy_node else 0.0)
+                if failing and node_id == busy_node:
+                    # The failure faults strike where the work is, after the node's run time.
+                    raise _fault_failure(self.faults)
+                outputs, ui = await self._run_node(class_type, node_id, prompt_id, inputs, progress, item)
+            except _Interrupted:
+                mes = {
+                    "prompt_id": prompt_id,
+                    "node_id": node_id,
+                    "node_type": class_type,
+                    "executed": executed[::-1],
+                }
+                self._add_message(messages, "execution_interrupted", mes, broadcast=True)
+                success, interrupted = False, True
+                break
+            except _NodeFailure as failure:
+                self._add_message(
+                    messages,
+                    "execution_error",
+                    {
+                        "prompt_id": prompt_id,
+                        "node_id": node_id,
+                        "node_type": class_type,
+                        "executed": executed[::-1],
+                        "exception_message": failure.message,
+                        "exception_type": failure.exception_type,
+                        "traceback": failure.traceback,
+                        "current_inputs": _format_inputs(prompt[node_id], inputs),
+                        "current_outputs": list(prompt),
+                    },
+                    broadcast=False,
+                )
+                success = False
+                break
+            if ui:
+                ui_outputs[node_id] = ui
+                if self.client_id is not None:
+                    self.hub.send_sync(
+                        "executed",
+                        {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
+                        self.client_id,
+                    )
+            progress.finish(node_id)
+            self.hub.send_sync("progress_state", progress.payload(), self.client_id)
+            executed.append(node_id)
+            values[node_id] = outputs
+            if not failing:
+                self._cache[signatures[node_id]] = _CacheEntry(outputs, ui)
+            plan.complete(node_id)
+        if success and plan.error is not None:
+            self._add_message(
+                messages, "execution_error", plan.error_message(prompt_id, executed), broadcast=False
+            )
+            success = False
+        if success:
+            self._add_message(messages, "execution_success", {"prompt_id": prompt_id}, broadcast=False)
+        meta = {
+            nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
+            for nid in ui_outputs
+        }
+        self.last_node_id = None
+        return success, interrupted, {"outputs": ui_outputs, "meta": meta}, messages
+
+    def _resolve_inputs(self, node: dict[str, Any], values: Mapping[str, tuple[Any, ...]]) -> dict[str, Any]:
+        spec = self.catalog.specs[node["class_type"]]
+        resolved: dict[str, Any] = {}
+        for name in [*spec.required, *spec.optional]:
+            if name in node["inputs"]:
+                value = node["inputs"][name]
+                resolved[name] = values[value[0]][value[1]] if _is_link(value) else value
+            elif name in spec.optional:
+                resolved[name] = spec.default(name)
+        return resolved
+
+    def _suffix(self, node_id: str, class_type: str) -> str:
+        # Node objects (and so PreviewImage's random suffix) live as long as the node id keeps its class.
+        key = (node_id, class_type)
+        if key not in self._object_suffixes:
+            self._object_suffixes[key] = "".join(random.choice(_SUFFIX_ALPHABET) for _ in range(5))
+        return self._object_suffixes[key]
+
+    async def _run_node(
+        self,
+        class_type: str,
+        node_id: str,
+        prompt_id: str,
+        inputs: dict[str, Any],
+        progress: _Progress,
+        item: QueueItem,
+    ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        runner = _NODE_RUNNERS.get(class_type)
+        if runner is None:
+            raise _NodeFailure(
+                "RuntimeError", f"{class_type} is not simulated\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL
+            )
+        return await runner(self, _NodeContext(node_id, prompt_id, progress, item), inputs)
+
+    def _save_images(
+        self, image: SimImage, store: FileStore, kind: str, prefix: str, item: QueueItem
+    ) -> dict[str, Any]:
+        subfolder, _, name = prefix.replace("\\", "/").rpartition("/")
+        if ".." in subfolder.split("/") or subfolder.startswith("/"):
+            raise _NodeFailure(
+                "Exception",
+                f"**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: "
+                f"{subfolder}\n         output_dir: /opt/ComfyUI/output\n",
+                _EXECUTE_FRAMES,
+            )
+        text = [("prompt", json.dumps(item.prompt))]
+        pnginfo = item.extra_data.get("extra_pnginfo")
+        if isinstance(pnginfo, dict):
+            text.extend((key, json.dumps(value)) for key, value in pnginfo.items())
+        images = []
+        for _ in range(image.batch):
+            counter = store.next_counter(subfolder, name)
+            filename = f"{name}_{counter:05}_.png"
+            store.write(
+                subfolder,
+                filename,
+                StoredImage(image.width, image.height, image.color, tuple(text), time.time()),
+            )
+            images.append({"filename": filename, "subfolder": subfolder, "type": kind})
+        return {"images": images}
+
+    # ---- newer /api/jobs (only served with jobs_api=True) ---------------------------------------
+
+    def list_jobs(
+        self,
+        statuses: Iterable[str] | None,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """``get_all_jobs`` of ``comfy_execution/jobs.py``: ``(page, total)``."""
+        wanted = set(JOB_STATUSES if statuses is None else statuses)
+        jobs: list[dict[str, Any]] = []
+        if "in_progress" in wanted and self.running is not None:
+            jobs.append(_queue_job(self.running, "in_progress"))
+        if "pending" in wanted:
+            jobs.extend(_queue_job(entry[3], "pending") for entry in self.pending)
+        if wanted & {"completed", "failed"}:
+            for prompt_id, entry in self.history.items():
+                job = _history_job(prompt_id, entry)
+                if job["status"] in wanted:
+                    jobs.append(job)
+        if sort_by == "execution_duration":
+
+            def key(job: dict[str, Any]) -> float:
+                start, end = job.get("execution_start_time", 0), job.get("execution_end_time", 0)
+                return float(end - start) if end and start else 0.0
+
+        else:
+
+            def key(job: dict[str, Any]) -> float:
+                return float(job.get("create_time", 0))
+
+        jobs.sort(key=key, reverse=sort_order == "desc")
+        total = len(jobs)
+        if offset > 0:
+            jobs = jobs[offset:]
+        if limit is not None:
+            jobs = jobs[:limit]
+        return jobs, total
+
+    def get_job(self, prompt_id: str) -> dict[str, Any] | None:
+        """``get_job``: the full job (with outputs and workflow) or ``None``."""
+        if prompt_id in self.history:
+            return _history_job(prompt_id, self.history[prompt_id], include_outputs=True)
+        if self.running is not None and self.running.prompt_id == prompt_id:
+            return _queue_job(self.running, "in_progress", include_workflow=True)
+        for entry in self.pending:
+            if entry[3].prompt_id == prompt_id:
+                return _queue_job(entry[3], "pending", include_workflow=True)
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything tests and the admin API look at, as plain JSON."""
+        return {
+            "faults": sorted(f.value for f in self.faults),
+            "slow_ms": self.slow_ms,
+            "queue_running": [self.running.prompt_id] if self.running is not None else [],
+            "queue_pending": [e[3].prompt_id for e in sorted(self.pending)],
+            "history": list(self.history),
+            "number": self.number,
+            "output_files": self.output.names(),
+            "temp_files": self.temp.names(),
+            "output_writes": self.output.writes,
+            "temp_writes": self.temp.writes,
+            "jobs_submitted": self.stats.submitted,
+            "jobs_background_submitted": self.stats.background_submitted,
+            "jobs_finished": self.stats.finished,
+            "jobs_succeeded": self.stats.succeeded,
+            "jobs_failed": self.stats.failed,
+            "jobs_interrupted": self.stats.interrupted,
+            "restarts": self.stats.restarts,
+            "ws_clients": sorted(self.hub.sockets),
+            "ws_connections": len(self.hub.every_socket),
+            "huge_bodies_active": self.stats.huge_bodies_active,
+            "huge_body_bytes": self.stats.huge_body_bytes,
+            "client_id": self.client_id,
+        }
+
+
+# Job states of the original /api/jobs (Comfy-Org/ComfyUI#11054). Later versions added "cancelled" for
+# interrupted prompts; here an interrupted prompt is "failed", as it was then.
+JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
+
+
+def _prune(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _queue_job(item: QueueItem, status: str, include_workflow: bool = False) -> dict[str, Any]:
+    extra = item.extra_data
+    pnginfo = extra.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    job = _prune(
+        {
+            "id": item.prompt_id,
+            "status": status,
+            "priority": item.number,
+            "create_time": extra.get("create_time"),
+            "outputs_count": 0,
+            "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
+        }
+    )
+    if include_workflow:
+        job["workflow"] = {"prompt": item.prompt, "extra_data": extra}
+    return job
+
+
+def _outputs_summary(outputs: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    count = 0
+    preview: dict[str, Any] | None = None
+    fallback: dict[str, Any] | None = None
+    for node_id, node_outputs in outputs.items():
+        if not isinstance(node_outputs, dict):
+            continue
+        for media_type, items in node_outputs.items():
+            if media_type == "animated" or not isinstance(items, list):
+                continue
+            for entry in items:
+                if not isinstance(entry, dict):
+                    continue
+                count += 1
+                if media_type in ("images", "video", "audio"):
+                    enriched = {**entry, "nodeId": node_id, "mediaType": media_type}
+                    if entry.get("type") == "output" and preview is None:
+                        preview = enriched
+                    elif fallback is None:
+                        fallback = enriched
+    return count, preview or fallback
+
+
+def _history_job(prompt_id: str, entry: Mapping[str, Any], include_outputs: bool = False) -> dict[str, Any]:
+    number, _, prompt, extra, _ = entry["prompt"]
+    status_info = entry.get("status") or {}
+    start = end = None
+    error = None
+    for event, data in status_info.get("messages", []):
+        if event == "execution_start":
+            start = data.get("timestamp")
+        elif event in ("execution_success", "execution_error", "execution_interrupted"):
+            end = data.get("timestamp")
+            if event == "execution_error":
+                error = data
+    outputs = entry.get("outputs", {})
+    count, preview = _outputs_summary(outputs)
+    pnginfo = extra.get("extra_pnginfo")
+    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+    job = _prune(
+        {
+            "id": prompt_id,
+            "status": "completed" if status_info.get("status_str") != "error" else "failed",
+            "priority": number,
+            "create_time": extra.get("create_time"),
+            "execution_start_time": start,
+            "execution_end_time": end,
+            "execution_error": error,
+            "outputs_count": count,
+            "preview_output": preview,
+            "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
+        }
+    )
+    if include_outputs:
+        job["outputs"] = outputs
+        job["execution_status"] = status_info
+        job["workflow"] = {"prompt": prompt, "extra_data": extra}
+    return job
+
+
+def _ordered_outputs(prompt: dict[str, Any], good: list[str]) -> list[str]:
+    wanted = set(good)
+    return [nid for nid in prompt if nid in wanted]
+
+
+def _fault_failure(faults: frozenset[Fault]) -> _NodeFailure:
+    if Fault.OOM in faults:
+        return _NodeFailure(
+            "torch.OutOfMemoryError", f"{OOM_MESSAGE}\n{_OOM_TIPS}", _EXECUTE_FRAMES + _OOM_TRACEBACK_TAIL
+        )
+    return _NodeFailure(
+        "RuntimeError", f"{RUNTIME_ERROR_MESSAGE}\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL
+    )
+
+
+def _format_value(value: Any) -> Any:
+    if value is None or isinstance(value, (int, float, bool, str)):
+        return value
+    return str(value)
+
+
+def _format_inputs(node: dict[str, Any], inputs: Mapping[str, Any]) -> dict[str, list[Any]]:
+    # Only inputs present in the prompt, in the prompt's order (execution.get_input_data).
+    return {name: [_format_value(inputs[name])] for name in node["inputs"] if name in inputs}
+
+
+def _link_source(value: Any, prompt: Mapping[str, Any]) -> str | None:
+    if _is_link(value) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
+        return value[0]
+    return None
+
+
+def _signatures(catalog: Catalog, prompt: dict[str, Any]) -> dict[str, str]:
+    """Cache keys: class, literal inputs and upstream signatures (``IS_CHANGED`` nodes never match).
+
+    Nodes outside the validated outputs may still be malformed, so nothing here may raise.
+    """
+    memo: dict[str, str] = {}
+
+    def sig(node_id: str, depth: int = 0) -> str:
+        if node_id in memo:
+            return memo[node_id]
+        node = prompt[node_id]
+        if depth > 200:
+            return uuid.uuid4().hex
+        inputs = node.get("inputs")
+        parts: dict[str, Any] = {}
+        for name, value in inputs.items() if isinstance(inputs, dict) else ():
+            source = _link_source(value, prompt)
+            parts[name] = ["link", sig(source, depth + 1), value[1]] if source is not None else value
+        key = json.dumps([node["class_type"], parts], sort_keys=True, default=str)
+        if node["class_type"] in _ALWAYS_CHANGED:
+            key += uuid.uuid4().hex
+        memo[node_id] = key
+        return key
+
+    return {nid: sig(nid) for nid in prompt}
+
+
+class _ExecutionList:
+    """``comfy_execution.graph.ExecutionList`` reduced to what the sim needs: dependency order and the
+    "UX friendly" pick that runs output nodes (and what feeds them) as early as possible."""
+
+    def __init__(
+        self, catalog: Catalog, prompt: dict[str, Any], outputs: list[str], cached: set[str]
+    ) -> None:
+        self.catalog = catalog
+        self.prompt = prompt
+        self.pending: dict[str, None] = {}
+        self.block_count: dict[str, int] = {}
+        self.blocking: dict[str, set[str]] = {}
+        self.error: str | None = None
+        self._error_node: str | None = None
+        for output in outputs:
+            self._add(output, cached)
+
+    def _add(self, root: str, cached: set[str]) -> None:
+        stack = [root]
+        links: list[tuple[str, str]] = []
+        while stack:
+            node_id = stack.pop()
+            if node_id in self.pending:
+                continue
+            self.pending[node_id] = None
+            self.block_count.setdefault(node_id, 0)
+            self.blocking.setdefault(node_id, set())
+            for value in self.prompt[node_id]["inputs"].values():
+                if _is_link(value) and value[0] not in cached:
+                    stack.append(value[0])
+                    links.append((value[0], node_id))
+        for upstream, downstream in links:
+            if downstream not in self.blocking[upstream]:
+                self.blocking[upstream].add(downstream)
+                self.block_count[downstream] += 1
+
+    def _is_output(self, node_id: str) -> bool:
+        return self.catalog.specs[self.prompt[node_id]["class_type"]].output_node
+
+    def next_node(self) -> str | None:
+        """The next node to run, ``None`` when done (or stuck on a cycle, which sets ``error``)."""
+        if not self.pending:
+            return None
+        available = [n for n in self.pending if self.block_count[n] == 0]
+        if not available:
+            self.error = "Dependency cycle detected"
+            self._error_node = next(iter(self.pending))
+            return None
+        for node_id in available:
+            if self._is_output(node_id):
+                return node_id
+        for node_id in available:
+            if any(self._is_output(b) for b in self.blocking[node_id]):
+                return node_id
+        for node_id in available:
+            if any(self._is_output(b2) for b in self.blocking[node_id] for b2 in self.blocking[b]):
+                return node_id
+        return available[0]
+
+    def busy_node(self) -> str | None:
+        """Where a prompt's simulated run time goes: the last non-output node before the first output
+        node (the ImageScale or sampler feeding the preview), else the first node. Consumes the list."""
+        order: list[str] = []
+        while (node_id := self.next_node()) is not None:
+            order.append(node_id)
+            self.complete(node_id)
+        if not order:
+            return None
+        first_output = next((i for i, n in enumerate(order) if self._is_output(n)), len(order))
+        before = [n for n in order[:first_output] if not self._is_output(n)]
+        return before[-1] if before else order[0]
+
+    def complete(self, node_id: str) -> None:
+        """Mark a node done and release what it blocked."""
+        self.pending.pop(node_id, None)
+        for downstream in self.blocking.get(node_id, ()):
+            self.block_count[downstream] -= 1
+
+    def error_message(self, prompt_id: str, executed: list[str]) -> dict[str, Any]:
+        """The ``execution_error`` body for a graph that cannot be ordered."""
+        node_id = self._error_node or ""
+        return {
+            "prompt_id": prompt_id,
+            "node_id": node_id,
+            "node_type": self.prompt[node_id]["class_type"] if node_id in self.prompt else "",
+            "executed": executed[::-1],
+            "exception_message": f"{self.error}\n",
+            "exception_type": "comfy_execution.graph.DependencyCycleError",
+            "traceback": [],
+            "current_inputs": [],
+            "current_outputs": list(self.prompt),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Node behaviours
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _NodeContext:
+    node_id: str
+    prompt_id: str
+    progress: _Progress
+    item: QueueItem
+
+
+_NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]
+_Runner = Callable[[SimServer, _NodeContext, dict[str, Any]], Awaitable[_NodeResult]]
+_ALWAYS_CHANGED = frozenset({"SaveImageWebsocket"})  # IS_CHANGED returns time.time()
+
+
+async def _run_empty_image(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    return (SimImage(inputs["width"], inputs["height"], inputs["batch_size"], inputs["color"]),), None
+
+
+async def _run_image_scale(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    image: SimImage = inputs["image"]
+    width, height = inputs["width"], inputs["height"]
+    if width == 0 and height == 0:
+        return (image,), None
+    if width == 0:
+        width = max(1, round(image.width * height / image.height))
+    elif height == 0:
+        height = max(1, round(image.height * width / image.width))
+    return (SimImage(width, height, image.batch, image.color),), None
+
+
+async def _run_preview_image(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    prefix = "ComfyUI_temp_" + server._suffix(ctx.node_id, "PreviewImage")
+    return (), server._save_images(inputs["images"], server.temp, "temp", prefix, ctx.item)
+
+
+async def _run_save_image(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return (), server._save_images(
+        inputs["images"], server.output, "output", str(inputs["filename_prefix"]), ctx.item
+    )
+
+
+async def _run_save_image_websocket(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    image: SimImage = inputs["images"]
+    hub, sid = server.hub, server.client_id
+    png = encode_solid_png(image.width, image.height, image.color, compress_level=1)
+    for step in range(image.batch):
+        # ProgressBar.update_absolute -> progress registry (progress_state, maybe the type-4 preview),
+        # then main.py's hook sends "progress" and, for clients without metadata support, type 1.
+        ctx.progress.update(ctx.node_id, step, image.batch)
+        hub.send_sync("progress_state", ctx.progress.payload(), sid)
+        progress = {"value": step, "max": image.batch, "prompt_id": ctx.prompt_id, "node": ctx.node_id}
+        if hub.supports_metadata(sid):
+            metadata = json.dumps(
+                {
+                    "node_id": ctx.node_id,
+                    "prompt_id": ctx.prompt_id,
+                    "display_node_id": ctx.node_id,
+                    "parent_node_id": None,
+                    "real_node_id": ctx.node_id,
+                    "image_type": "image/png",
+                }
+            ).encode()
+            frame = (
+                PREVIEW_IMAGE_WITH_METADATA.to_bytes(4, "big")
+                + len(metadata).to_bytes(4, "big")
+                + metadata
+                + png
+            )
+            hub.send_bytes_sync(frame, sid)
+            hub.send_sync("progress", progress, sid)
+        else:
+            hub.send_sync("progress", progress, sid)
+            frame = PREVIEW_IMAGE.to_bytes(4, "big") + _PNG_FORMAT.to_bytes(4, "big") + png
+            hub.send_bytes_sync(frame, sid)
+    return (), None
+
+
+async def _run_primitive_string(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    return (inputs["value"],), None
+
+
+async def _run_preview_any(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    source = inputs["source"]
+    value = "None"
+    if isinstance(source, str):
+        value = source
+    elif isinstance(source, (int, float, bool)):
+        value = str(source)
+    elif source is not None:
+        try:
+            value = json.dumps(source)
+        except TypeError:
+            value = str(source)
+    return (), {"text": [value]}
+
+
+async def _run_regex_replace(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    flags = 0
+    if inputs.get("case_insensitive"):
+        flags |= re.IGNORECASE
+    if inputs.get("multiline"):
+        flags |= re.MULTILINE
+    if inputs.get("dotall"):
+        flags |= re.DOTALL
+    try:
+        result = re.sub(
+            inputs["regex_pattern"],
+            inputs["replace"],
+            inputs["string"],
+            count=inputs.get("count") or 0,
+            flags=flags,
+        )
+    except re.error as ex:
+        tail = [
+            '  File "/usr/lib/python3.11/re/_parser.py", line 874, in _parse\n'
+            '    raise source.error("missing ), unterminated subpattern",\n'
+        ]
+        raise _NodeFailure(
+            _full_type_name(type(ex)), f"{ex}\n", _EXECUTE_FRAMES + _REGEX_TRACEBACK_TAIL + tail
+        ) from ex
+    return (result,), None
+
+
+async def _run_empty_latent(
+    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
+) -> tuple[tuple[Any, ...], None]:
+    return (
+        {"samples": f"latent {inputs['batch_size']}x4x{inputs['height'] // 8}x{inputs['width'] // 8}"},
+    ), None
+
+
+_NODE_RUNNERS: dict[str, _Runner] = {
+    "EmptyImage": _run_empty_image,
+    "ImageScale": _run_image_scale,
+    "PreviewImage": _run_preview_image,
+    "SaveImage": _run_save_image,
+    "SaveImageWebsocket": _run_save_image_websocket,
+    "PrimitiveString": _run_primitive_string,
+    "PreviewAny": _run_preview_any,
+    "RegexReplace": _run_regex_replace,
+    "EmptyLatentImage": _run_empty_latent,
+}

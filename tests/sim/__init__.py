@@ -1,0 +1,1 @@
+"""Tests of the simulated ComfyUI (comfywatch.sim)."""

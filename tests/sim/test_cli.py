@@ -1,0 +1,99 @@
+"""``comfywatch simulate`` as a real process: port file, answers, admin API, clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from comfywatch.sim.cli import main
+from tests.sim.conftest import eventually
+
+
+@asynccontextmanager
+async def _simulate(
+    tmp_path: Path, *args: str
+) -> AsyncIterator[tuple[dict[str, Any], asyncio.subprocess.Process]]:
+    port_file = tmp_path / "sim.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "comfywatch.sim.cli",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await eventually(lambda: port_file.exists() or process.returncode is not None, timeout=30)
+        if process.returncode is not None:
+            _, err = await process.communicate()
+            raise AssertionError(f"simulator exited {process.returncode}: {err.decode()}")
+        yield json.loads(port_file.read_text()), process
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_cli_writes_port_file_and_serves(tmp_path: Path) -> None:
+    """The process prints and writes {url, admin_url}, answers HTTP, honours --fault, exits 0 on SIGTERM."""
+    async with _simulate(tmp_path, "--fault", "worker_dead", "--targets", "2") as (info, process):
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 10)
+        assert json.loads(line) == info
+        async with aiohttp.ClientSession() as http:
+            async with http.get(info["url"] + "/api/queue") as response:
+                assert await response.json() == {"queue_running": [], "queue_pending": []}
+            async with http.get(info["url"] + "/t/1/prompt") as response:
+                assert response.status == 200
+            async with http.get(info["admin_url"] + "/_sim/state") as response:
+                assert (await response.json())["faults"] == ["worker_dead"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+def test_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage errors exit 2 with a message: --cloud without a key, negative numbers, unknown faults."""
+    for argv in (["--cloud"], ["--targets", "-1"]):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+    assert main(["--port", "0", "--fault", "nope"]) == 2
+    assert "unknown fault(s): nope" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("comfywatch.sim.cloud") is None,
+    reason="comfywatch.sim.cloud (the simulated Cloud, written separately) is not available",
+)
+async def test_cli_cloud_mode(tmp_path: Path) -> None:
+    """--cloud serves the simulated Comfy Cloud; the admin API reports its snapshot and switches faults."""
+    async with (
+        _simulate(tmp_path, "--cloud", "--cloud-api-key", "test-key") as (info, _),
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(info["admin_url"] + "/_sim/state") as response:
+            assert response.status == 200
+            state = await response.json()
+        assert state["listening"] is True
+        assert "test-key" not in json.dumps(state)
+        async with http.post(info["admin_url"] + "/_sim/faults", json={"faults": ["down"]}) as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientConnectorError):
+            async with http.get(info["url"] + "/api/queue"):
+                pass
+        async with http.get(info["admin_url"] + "/_sim/info") as response:
+            assert (await response.json())["mode"] == "cloud"
