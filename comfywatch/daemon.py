@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -56,6 +57,22 @@ def _spread(name: str, check: str, interval: float) -> float:
     """A stable offset in [0, min(interval, 5 s)): 1000 targets must not poll in the same millisecond."""
     digest = hashlib.blake2b(f"{name}\0{check}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big") / 2**32 * min(interval, 5.0)
+
+
+def _rss_bytes() -> int | None:
+    # /proc/self/statm is readable under ProcSubset=pid (unlike /proc/stat); field 2 is resident pages.
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _open_fds() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
 
 
 class Daemon:
@@ -282,6 +299,9 @@ class Daemon:
             reload_timestamp=self.reload_timestamp,
             shard_index=config.server.shard_index if config else 0,
             shard_count=config.server.shard_count if config else 1,
+            tasks=len(asyncio.all_tasks()),
+            rss_bytes=_rss_bytes(),
+            open_fds=_open_fds(),
         )
         return [r.state for r in self.runtimes.values()], info
 
@@ -430,7 +450,7 @@ class Daemon:
         watchdog = sdnotify.Watchdog(self.alive)
         watchdog.start()
         # READY only now: configuration loaded, server listening, first round of checks scheduled.
-        sdnotify.notify("READY=1", f"STATUS={self.status_line()}", f"MAINPID={__import__('os').getpid()}")
+        sdnotify.notify("READY=1", f"STATUS={self.status_line()}", f"MAINPID={os.getpid()}")
         if ready_file is not None and self.bound_address is not None:
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")
         log.info("started", targets=len(self.runtimes), shard=config.server.shard)

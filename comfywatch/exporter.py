@@ -25,6 +25,9 @@ class DaemonInfo:
     reload_timestamp: float = 0.0
     shard_index: int = 0
     shard_count: int = 1
+    tasks: int | None = None
+    rss_bytes: int | None = None
+    open_fds: int | None = None
 
 
 class _Families:
@@ -220,6 +223,9 @@ def collect(
         f[m.RELOAD_SUCCESS].add("", 1.0 if daemon.reload_success else 0.0)
         f[m.RELOAD_TIMESTAMP].add("", daemon.reload_timestamp)
         f[m.SHARD_INFO].add(f'shard="{daemon.shard_index}",shards="{daemon.shard_count}"', 1.0)
+        f[m.TASKS].add("", daemon.tasks)
+        f[m.RSS].add("", daemon.rss_bytes)
+        f[m.OPEN_FDS].add("", daemon.open_fds)
     if daemon is None:
         # /probe output: daemon-scoped families are not part of it.
         return [fam for fam in f.values() if fam.samples or fam.histograms or fam.lines]

@@ -139,6 +139,9 @@ RELOAD_TIMESTAMP = MetricDef(
     "comfywatch_config_last_reload_timestamp_seconds", "gauge", "When the configuration was last (re)loaded."
 )
 SHARD_INFO = MetricDef("comfywatch_shard_info", "info", "This replica's shard.", ("shard", "shards"))
+TASKS = MetricDef("comfywatch_asyncio_tasks", "gauge", "asyncio tasks alive in the daemon (leak detection).")
+RSS = MetricDef("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+OPEN_FDS = MetricDef("process_open_fds", "gauge", "Number of open file descriptors.")
 
 TARGET: tuple[MetricDef, ...] = (
     UP, TARGET_INFO, INFO, RAM_TOTAL, RAM_FREE, VRAM_TOTAL, VRAM_FREE, TORCH_VRAM_TOTAL, TORCH_VRAM_FREE,
@@ -153,6 +156,6 @@ CLOUD: tuple[MetricDef, ...] = (
 )
 DAEMON: tuple[MetricDef, ...] = (
     BUILD_INFO, CHECK_DURATION, CHECK_OVERRUNS, CHECK_LAST_SUCCESS, TARGETS, WEBSOCKET_CONNECTED, RELOAD_SUCCESS,
-    RELOAD_TIMESTAMP, SHARD_INFO,
+    RELOAD_TIMESTAMP, SHARD_INFO, TASKS, RSS, OPEN_FDS,
 )
 ALL: tuple[MetricDef, ...] = TARGET + CLOUD + DAEMON

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from comfywatch import metrics
+
 __all__ = [
     "DASHBOARDS_DIR",
     "EXPORTED",
@@ -27,60 +29,11 @@ DASHBOARDS_DIR = REPO / "dashboards"
 
 Kind = Literal["gauge", "counter", "histogram"]
 
+# Derived from the exporter's own catalogue (one place for metric names), plus /probe's two gauges.
 EXPORTED: dict[str, Kind] = {
-    # Target state.
-    "comfyui_up": "gauge",
-    "comfyui_target_info": "gauge",
-    "comfyui_info": "gauge",
-    "comfyui_ram_total_bytes": "gauge",
-    "comfyui_ram_free_bytes": "gauge",
-    "comfyui_device_vram_total_bytes": "gauge",
-    "comfyui_device_vram_free_bytes": "gauge",
-    "comfyui_device_torch_vram_total_bytes": "gauge",
-    "comfyui_device_torch_vram_free_bytes": "gauge",
-    "comfyui_queue_running": "gauge",
-    "comfyui_queue_pending": "gauge",
-    "comfyui_queue_running_seconds": "gauge",
-    "comfyui_queue_oldest_pending_seconds": "gauge",
-    "comfyui_queue_stalled": "gauge",
-    "comfyui_queue_worker_not_consuming": "gauge",
-    "comfyui_http_phase_seconds": "gauge",
-    "comfyui_tls_cert_not_after_timestamp_seconds": "gauge",
-    "comfyui_canary_success": "gauge",
-    "comfyui_canary_phase_seconds": "gauge",
-    "comfyui_canary_server_execution_seconds": "gauge",
-    "comfyui_canary_websocket_ok": "gauge",
-    "comfyui_canary_last_success_timestamp_seconds": "gauge",
-    "comfyui_jobs_total": "counter",
-    "comfyui_job_failures_total": "counter",
-    "comfyui_requests_total": "counter",
-    "comfyui_request_failures_total": "counter",
-    "comfyui_canary_runs_total": "counter",
-    "comfyui_canary_failures_total": "counter",
-    "comfyui_canary_skipped_total": "counter",
-    "comfyui_job_duration_seconds": "histogram",
-    "comfyui_request_duration_seconds": "histogram",
-    "comfyui_canary_duration_seconds": "histogram",
-    # Comfy Cloud.
-    "comfy_cloud_balance_usd": "gauge",
-    "comfy_cloud_effective_balance_usd": "gauge",
-    "comfy_cloud_has_funds": "gauge",
-    "comfy_cloud_subscription_active": "gauge",
-    "comfy_cloud_subscription_info": "gauge",
-    "comfy_cloud_max_concurrent_jobs": "gauge",
-    "comfy_cloud_jobs_stuck": "gauge",
-    "comfy_cloud_retry_after_seconds": "gauge",
-    "comfy_cloud_canary_runs_today": "gauge",
-    # The daemon.
-    "comfywatch_build_info": "gauge",
-    "comfywatch_check_duration_seconds": "gauge",
-    "comfywatch_check_overruns_total": "counter",
-    "comfywatch_check_last_success_timestamp_seconds": "gauge",
-    "comfywatch_targets": "gauge",
-    "comfywatch_websocket_connected": "gauge",
-    "comfywatch_config_last_reload_success": "gauge",
-    "comfywatch_config_last_reload_timestamp_seconds": "gauge",
-    "comfywatch_shard_info": "gauge",
+    **{d.name: ("gauge" if d.kind == "info" else d.kind) for d in metrics.ALL},
+    "comfyui_probe_success": "gauge",
+    "comfyui_probe_duration_seconds": "gauge",
 }
 
 # Series Prometheus itself creates.
