@@ -29,8 +29,11 @@ class QueueView:
 class QueueTracker:
     """Follows the queue across polls.
 
-    * The age of the running job is measured from when comfywatch first saw it running (0.3.64's queue
-      carries no timestamps); newer servers and Comfy Cloud send ``create_time``, used for pending items.
+    * The age of the running job is measured from the last poll that did *not* see it running: the earliest
+      moment it can have started (0.3.64's queue carries no timestamps). Counting from the first poll that
+      saw it instead would report a stall up to two intervals after ``stall_after``; this way it is at most
+      one interval late (and at most one interval early). Newer servers and Comfy Cloud send
+      ``create_time``, used for pending items.
     * **Stalled**: the same prompt has been running longer than ``stall_after`` with no sign of progress
       (a WebSocket progress event for it, reported through :meth:`progress`).
     * **Worker not consuming**: pending > 0 with nothing running for ``idle_polls`` consecutive polls.
@@ -44,6 +47,7 @@ class QueueTracker:
         self._last_progress = 0.0
         self._pending_seen: dict[str, float] = {}
         self._idle_streak = 0
+        self._last_poll: float | None = None
 
     def progress(self, prompt_id: str | None, now: float) -> None:
         """A progress/executing event arrived for *prompt_id* (or for an unknown one, when None)."""
@@ -55,6 +59,7 @@ class QueueTracker:
         self._running_id = None
         self._pending_seen.clear()
         self._idle_streak = 0
+        self._last_poll = None
 
     def observe(self, snapshot: QueueSnapshot, now: float) -> QueueView:
         running = snapshot.running[0] if snapshot.running else None
@@ -62,8 +67,11 @@ class QueueTracker:
             self._running_id = None
         elif running.prompt_id != self._running_id:
             self._running_id = running.prompt_id
-            self._running_since = now
-            self._last_progress = now
+            # Earliest possible start, unless polls are so far apart (a gap over half of stall_after) that
+            # this would call a job stalled on first sight.
+            last = self._last_poll
+            self._running_since = last if last is not None and now - last <= self.stall_after / 2 else now
+            self._last_progress = self._running_since
         running_seconds = now - self._running_since if running is not None else 0.0
 
         present = {item.prompt_id for item in snapshot.pending}
@@ -80,7 +88,9 @@ class QueueTracker:
             self._idle_streak += 1
         else:
             self._idle_streak = 0
-        stalled = running is not None and (now - max(self._running_since, self._last_progress)) >= self.stall_after
+        quiet_since = max(self._running_since, self._last_progress)
+        stalled = running is not None and now - quiet_since >= self.stall_after
+        self._last_poll = now
         return QueueView(
             running=len(snapshot.running),
             pending=len(snapshot.pending),
@@ -127,6 +137,12 @@ class SeenSet:
             self.primed = True
             self.add_all(ids)
             return []
-        fresh = [item for item in ids if item not in self._ids]
+        fresh: list[str] = []
+        taken: set[str] = set()
+        for item in ids:
+            # An id listed twice in one page (paginated /api/jobs can shift under us) still counts once.
+            if item not in self._ids and item not in taken:
+                taken.add(item)
+                fresh.append(item)
         self.add_all(ids)
         return fresh
