@@ -45,8 +45,8 @@ class CloudSim(Protocol):
         """The Cloud account state."""
 
 
-class _BadRequestError(Exception):
-    """An admin request the sim cannot act on (answered 400)."""
+class _BadRequestError(ValueError):
+    """A request the sim cannot act on (the admin API answers 400)."""
 
 
 class SimHandle:
@@ -111,9 +111,7 @@ class SimHandle:
         state["listening"] = cluster.listening
         return state
 
-    async def set_faults(
-        self, faults: Iterable[str], target: int | None = None, slow_ms: int | None = None
-    ) -> None:
+    async def set_faults(self, faults: Iterable[str], target: int | None = None, slow_ms: int | None = None) -> None:
         """Replace the faults of ``target``; ``ValueError`` for unknown fault names (nothing changes)."""
         wanted = list(faults)
         if self.cloud is not None:
@@ -222,9 +220,7 @@ async def _submit(request: web.Request) -> web.StreamResponse:
     handle = request.app[HANDLE_KEY]
     body = await _body(request)
     job_ms = body.get("job_ms")
-    if job_ms is not None and (
-        isinstance(job_ms, bool) or not isinstance(job_ms, (int, float)) or job_ms < 0
-    ):
+    if job_ms is not None and (isinstance(job_ms, bool) or not isinstance(job_ms, (int, float)) or job_ms < 0):
         raise _BadRequestError("job_ms must be a non-negative number")
     client_id = body.get("client_id")
     if client_id is not None and not isinstance(client_id, str):

@@ -28,15 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a simulated ComfyUI 0.3.64 server (or Comfy Cloud) with fault injection.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=8188, help="port of the simulated server (0: any free port)"
-    )
-    parser.add_argument(
-        "--admin-port", type=int, default=0, help="port of the admin API (default: any free port)"
-    )
-    parser.add_argument(
-        "--port-file", type=Path, help='write {"url", "admin_url"} as JSON here once listening'
-    )
+    parser.add_argument("--port", type=int, default=8188, help="port of the simulated server (0: any free port)")
+    parser.add_argument("--admin-port", type=int, default=0, help="port of the admin API (default: any free port)")
+    parser.add_argument("--port-file", type=Path, help='write {"url", "admin_url"} as JSON here once listening')
     parser.add_argument(
         "--fault",
         action="append",
@@ -44,9 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="fault active from the start (repeatable)",
     )
-    parser.add_argument(
-        "--slow-ms", type=int, default=DEFAULT_SLOW_MS, help="delay of the 'slow' fault in ms"
-    )
+    parser.add_argument("--slow-ms", type=int, default=DEFAULT_SLOW_MS, help="delay of the 'slow' fault in ms")
     parser.add_argument("--targets", type=int, default=0, help="also serve N targets under /t/0 ... /t/N-1")
     parser.add_argument(
         "--load-per-min",
@@ -57,9 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job-ms", type=float, default=1000.0, help="run time of a background job in ms")
     parser.add_argument("--exec-ms", type=float, default=4.0, help="run time of a posted prompt in ms")
     parser.add_argument("--jobs-api", action="store_true", help="also serve the newer /api/jobs endpoints")
-    parser.add_argument(
-        "--cloud", action="store_true", help="simulate Comfy Cloud instead of a local ComfyUI"
-    )
+    parser.add_argument("--cloud", action="store_true", help="simulate Comfy Cloud instead of a local ComfyUI")
     parser.add_argument(
         "--cloud-api-key",
         action="append",

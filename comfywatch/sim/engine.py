@@ -89,8 +89,7 @@ _REGEX_TRACEBACK_TAIL = [
     "    result = re.sub(regex_pattern, replace, string, count=count, flags=flags)\n",
     '  File "/usr/lib/python3.11/re/__init__.py", line 185, in sub\n'
     "    return _compile(pattern, flags).sub(repl, string, count)\n",
-    '  File "/usr/lib/python3.11/re/__init__.py", line 294, in _compile\n'
-    "    p = _compiler.compile(pattern, flags)\n",
+    '  File "/usr/lib/python3.11/re/__init__.py", line 294, in _compile\n    p = _compiler.compile(pattern, flags)\n',
 ]
 _OOM_TRACEBACK_TAIL = [
     '  File "/opt/ComfyUI/nodes.py", line 1525, in sample\n'
@@ -273,9 +272,7 @@ class _Validator:
                         {
                             "type": "return_type_mismatch",
                             "message": "Return type mismatch between linked nodes",
-                            "details": (
-                                f"{name}, received_type({received_type}) mismatch input_type({input_type})"
-                            ),
+                            "details": (f"{name}, received_type({received_type}) mismatch input_type({input_type})"),
                             "extra_info": {
                                 "input_name": name,
                                 "input_config": info,
@@ -446,9 +443,7 @@ def _validate_prompt(catalog: Catalog, prompt: Any, partial_targets: Any) -> Val
         if not isinstance(node, (dict, str, list)):
             raise MalformedRequestError("node must be an object")
         if "class_type" not in node:
-            return _invalid_prompt(
-                "Cannot execute because a node is missing the class_type property.", node_id
-            )
+            return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
         if not isinstance(node, dict):
             raise MalformedRequestError("node must be an object")
         class_type = node["class_type"]
@@ -726,13 +721,7 @@ class _Hub:
     async def _publish_loop(self) -> None:
         while not self._queue.empty():
             frame, sid = self._queue.get_nowait()
-            targets = (
-                list(self.sockets.values())
-                if sid is None
-                else [self.sockets[sid]]
-                if sid in self.sockets
-                else []
-            )
+            targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
             for socket in targets:
                 await _send_catching(socket, frame)
 
@@ -1173,9 +1162,7 @@ class SimServer:
             if self.client_id is not None:
                 self.hub.send_sync("executing", {"node": None, "prompt_id": item.prompt_id}, self.client_id)
 
-    def _task_done(
-        self, item: QueueItem, success: bool, result: dict[str, Any], messages: list[list[Any]]
-    ) -> None:
+    def _task_done(self, item: QueueItem, success: bool, result: dict[str, Any], messages: list[list[Any]]) -> None:
         self.running = None
         while len(self.history) >= self.options.history_max:
             self.history.pop(next(iter(self.history)))
@@ -1219,9 +1206,7 @@ class SimServer:
                 return
             remaining -= loop.time() - start
 
-    def _add_message(
-        self, messages: list[list[Any]], event: str, data: dict[str, Any], broadcast: bool
-    ) -> None:
+    def _add_message(self, messages: list[list[Any]], event: str, data: dict[str, Any], broadcast: bool) -> None:
         data = {**data, "timestamp": int(time.time() * 1000)}
         messages.append([event, data])
         if self.client_id is not None or broadcast:
@@ -1239,9 +1224,7 @@ class SimServer:
         failing = bool(self.faults & set(JOB_FAILURE_FAULTS))
         signatures = _signatures(self.catalog, prompt)
         # The classic cache keeps only what the current prompt can use.
-        self._cache = (
-            {} if failing else {s: e for s, e in self._cache.items() if s in set(signatures.values())}
-        )
+        self._cache = {} if failing else {s: e for s, e in self._cache.items() if s in set(signatures.values())}
         self._object_suffixes = {k: v for k, v in self._object_suffixes.items() if k[0] in prompt}
         cached_nodes = [nid for nid in prompt if signatures[nid] in self._cache]
         self._add_message(
@@ -1249,9 +1232,7 @@ class SimServer:
         )
 
         progress = _Progress(prompt_id)
-        values: dict[str, tuple[Any, ...]] = {
-            nid: self._cache[signatures[nid]].outputs for nid in cached_nodes
-        }
+        values: dict[str, tuple[Any, ...]] = {nid: self._cache[signatures[nid]].outputs for nid in cached_nodes}
         ui_outputs: dict[str, dict[str, Any]] = {}
         executed: list[str] = []
         plan = _ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes))
@@ -1342,15 +1323,12 @@ class SimServer:
                 self._cache[signatures[node_id]] = _CacheEntry(outputs, ui)
             plan.complete(node_id)
         if success and plan.error is not None:
-            self._add_message(
-                messages, "execution_error", plan.error_message(prompt_id, executed), broadcast=False
-            )
+            self._add_message(messages, "execution_error", plan.error_message(prompt_id, executed), broadcast=False)
             success = False
         if success:
             self._add_message(messages, "execution_success", {"prompt_id": prompt_id}, broadcast=False)
         meta = {
-            nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid}
-            for nid in ui_outputs
+            nid: {"node_id": nid, "display_node": nid, "parent_node": None, "real_node_id": nid} for nid in ui_outputs
         }
         self.last_node_id = None
         return success, interrupted, {"outputs": ui_outputs, "meta": meta}, messages
@@ -1594,9 +1572,7 @@ def _fault_failure(faults: frozenset[Fault]) -> _NodeFailure:
         return _NodeFailure(
             "torch.OutOfMemoryError", f"{OOM_MESSAGE}\n{_OOM_TIPS}", _EXECUTE_FRAMES + _OOM_TRACEBACK_TAIL
         )
-    return _NodeFailure(
-        "RuntimeError", f"{RUNTIME_ERROR_MESSAGE}\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL
-    )
+    return _NodeFailure("RuntimeError", f"{RUNTIME_ERROR_MESSAGE}\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL)
 
 
 def _format_value(value: Any) -> Any:
@@ -1647,9 +1623,7 @@ class _ExecutionList:
     """``comfy_execution.graph.ExecutionList`` reduced to what the sim needs: dependency order and the
     "UX friendly" pick that runs output nodes (and what feeds them) as early as possible."""
 
-    def __init__(
-        self, catalog: Catalog, prompt: dict[str, Any], outputs: list[str], cached: set[str]
-    ) -> None:
+    def __init__(self, catalog: Catalog, prompt: dict[str, Any], outputs: list[str], cached: set[str]) -> None:
         self.catalog = catalog
         self.prompt = prompt
         self.pending: dict[str, None] = {}
@@ -1785,9 +1759,7 @@ async def _run_preview_image(
 async def _run_save_image(
     server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    return (), server._save_images(
-        inputs["images"], server.output, "output", str(inputs["filename_prefix"]), ctx.item
-    )
+    return (), server._save_images(inputs["images"], server.output, "output", str(inputs["filename_prefix"]), ctx.item)
 
 
 async def _run_save_image_websocket(
@@ -1813,12 +1785,7 @@ async def _run_save_image_websocket(
                     "image_type": "image/png",
                 }
             ).encode()
-            frame = (
-                PREVIEW_IMAGE_WITH_METADATA.to_bytes(4, "big")
-                + len(metadata).to_bytes(4, "big")
-                + metadata
-                + png
-            )
+            frame = PREVIEW_IMAGE_WITH_METADATA.to_bytes(4, "big") + len(metadata).to_bytes(4, "big") + metadata + png
             hub.send_bytes_sync(frame, sid)
             hub.send_sync("progress", progress, sid)
         else:
@@ -1874,18 +1841,14 @@ async def _run_regex_replace(
             '  File "/usr/lib/python3.11/re/_parser.py", line 874, in _parse\n'
             '    raise source.error("missing ), unterminated subpattern",\n'
         ]
-        raise _NodeFailure(
-            _full_type_name(type(ex)), f"{ex}\n", _EXECUTE_FRAMES + _REGEX_TRACEBACK_TAIL + tail
-        ) from ex
+        raise _NodeFailure(_full_type_name(type(ex)), f"{ex}\n", _EXECUTE_FRAMES + _REGEX_TRACEBACK_TAIL + tail) from ex
     return (result,), None
 
 
 async def _run_empty_latent(
     server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], None]:
-    return (
-        {"samples": f"latent {inputs['batch_size']}x4x{inputs['height'] // 8}x{inputs['width'] // 8}"},
-    ), None
+    return ({"samples": f"latent {inputs['batch_size']}x4x{inputs['height'] // 8}x{inputs['width'] // 8}"},), None
 
 
 _NODE_RUNNERS: dict[str, _Runner] = {

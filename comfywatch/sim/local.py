@@ -261,16 +261,12 @@ async def _jobs(call: _Call) -> web.StreamResponse:
         statuses = [s.strip().lower() for s in query["status"].split(",") if s.strip()]
         invalid = [s for s in statuses if s not in JOB_STATUSES]
         if invalid:
-            message = (
-                f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(JOB_STATUSES)}"
-            )
+            message = f"Invalid status value(s): {', '.join(invalid)}. Valid values: {', '.join(JOB_STATUSES)}"
             return web.json_response({"error": message}, status=400)
     sort_by = query.get("sort_by", "created_at").lower()
     sort_order = query.get("sort_order", "desc").lower()
     if sort_by not in ("created_at", "execution_duration"):
-        return web.json_response(
-            {"error": "sort_by must be 'created_at' or 'execution_duration'"}, status=400
-        )
+        return web.json_response({"error": "sort_by must be 'created_at' or 'execution_duration'"}, status=400)
     if sort_order not in ("asc", "desc"):
         return web.json_response({"error": "sort_order must be 'asc' or 'desc'"}, status=400)
     limit: int | None = None
@@ -606,9 +602,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
             return await _static_404(request)
         # ComfyUI's static route also answers every path for GET/HEAD, hence the Allow header.
         allowed |= {"GET", "HEAD"}
-        return web.Response(
-            status=405, text="405: Method Not Allowed", headers={"Allow": ",".join(sorted(allowed))}
-        )
+        return web.Response(status=405, text="405: Method Not Allowed", headers={"Allow": ",".join(sorted(allowed))})
     try:
         return await handler(_Call(cluster, server, request, params))
     except MalformedRequestError:

@@ -123,9 +123,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) ->
         await asyncio.sleep(0.005)
 
 
-async def post_prompt(
-    http: aiohttp.ClientSession, base: str, body: dict[str, Any]
-) -> tuple[int, dict[str, Any]]:
+async def post_prompt(http: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST /prompt and decode the JSON answer."""
     async with http.post(f"{base}/prompt", json=body) as response:
         return response.status, await response.json()

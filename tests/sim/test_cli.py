@@ -20,9 +20,7 @@ from tests.sim.conftest import eventually
 
 
 @asynccontextmanager
-async def _simulate(
-    tmp_path: Path, *args: str
-) -> AsyncIterator[tuple[dict[str, Any], asyncio.subprocess.Process]]:
+async def _simulate(tmp_path: Path, *args: str) -> AsyncIterator[tuple[dict[str, Any], asyncio.subprocess.Process]]:
     port_file = tmp_path / "sim.json"
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -23,9 +23,7 @@ def _text_prompt(value: str) -> dict[str, object]:
     }
 
 
-async def test_down_refuses_connections_and_recovers_on_same_port(
-    sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_down_refuses_connections_and_recovers_on_same_port(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """down closes the listening socket (connection refused) and drops WebSockets; clearing reopens it."""
     ws = await http.ws_connect(sim.url + "/ws?clientId=w")
     await receive(ws)
@@ -74,9 +72,7 @@ async def test_stall_freezes_running_job_until_cleared(sim: SimHandle, http: aio
     await sim.set_faults(["stall"])
     async with http.ws_connect(sim.url + "/ws?clientId=me") as ws:
         await receive(ws)
-        _, answer = await post_prompt(
-            http, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "me"}
-        )
+        _, answer = await post_prompt(http, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "me"})
         types = []
         while "executing" not in types:
             types.append((await receive(ws))["msg"]["type"])
@@ -259,9 +255,7 @@ async def test_ws_silent(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     await sim.set_faults(["ws_silent"])
     async with http.ws_connect(sim.url + "/ws?clientId=quiet") as ws:
         await eventually(lambda: sim.state()["ws_connections"] == 1)
-        _, answer = await post_prompt(
-            http, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "quiet"}
-        )
+        _, answer = await post_prompt(http, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "quiet"})
         await eventually(lambda: answer["prompt_id"] in sim.state()["history"])
         with pytest.raises(asyncio.TimeoutError):
             await ws.receive(timeout=0.05)

@@ -96,9 +96,7 @@ async def _replay(
 
 
 @pytest.mark.parametrize("file", _STATELESS_FILES)
-async def test_stateless_responses_match_recording(
-    sim: SimHandle, http: aiohttp.ClientSession, file: str
-) -> None:
+async def test_stateless_responses_match_recording(sim: SimHandle, http: aiohttp.ClientSession, file: str) -> None:
     """Replaying a recorded stateless request gives the same status, headers and exact body bytes."""
     entry = manifest_entry(file)
     response, body = await _replay(http, sim.url, entry)
@@ -247,9 +245,7 @@ async def test_save_image_writes_output(sim: SimHandle, http: aiohttp.ClientSess
 
 async def test_view_subfolder_escape_is_403(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """A subfolder climbing out of the folder is refused with 403 and no body."""
-    async with http.get(
-        sim.url + "/view", params={"filename": "x.png", "subfolder": "../..", "type": "temp"}
-    ) as r:
+    async with http.get(sim.url + "/view", params={"filename": "x.png", "subfolder": "../..", "type": "temp"}) as r:
         assert r.status == 403
         assert await r.read() == b""
 
@@ -296,9 +292,7 @@ async def test_number_counter_explicit_and_front(sim: SimHandle, http: aiohttp.C
     ] == "comfywatch-canary-0001"
 
 
-async def test_sensitive_extra_data_stripped_from_history_only(
-    sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_sensitive_extra_data_stripped_from_history_only(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """api_key_comfy_org stays in the queued extra_data (0.3.64) but never reaches history."""
     async with await start_sim(faults=["worker_dead"]) as stuck:
         body = {
@@ -322,9 +316,7 @@ async def test_sensitive_extra_data_stripped_from_history_only(
 
 
 async def _slow_prompt(http: aiohttp.ClientSession, base: str, exec_ms: int = 60000, **extra: Any) -> str:
-    _, answer = await post_prompt(
-        http, base, {"prompt": workflow("slow_cpu_6s"), "sim_exec_ms": exec_ms, **extra}
-    )
+    _, answer = await post_prompt(http, base, {"prompt": workflow("slow_cpu_6s"), "sim_exec_ms": exec_ms, **extra})
     return str(answer["prompt_id"])
 
 
@@ -452,9 +444,7 @@ async def test_jobs_api_optional(http: aiohttp.ClientSession) -> None:
         await eventually(lambda: pending["prompt_id"] in sim.state()["history"])
         _, failed = await post_prompt(http, sim.url, {"prompt": workflow("runtime_error_regex")})
         await eventually(lambda: failed["prompt_id"] in sim.state()["history"])
-        async with http.get(
-            sim.url + "/api/jobs", params={"status": "failed,completed", "limit": "1"}
-        ) as response:
+        async with http.get(sim.url + "/api/jobs", params={"status": "failed,completed", "limit": "1"}) as response:
             page = await response.json()
         assert page["pagination"] == {"offset": 0, "limit": 1, "total": 2, "has_more": True}
         async with http.get(f"{sim.url}/api/jobs/{failed['prompt_id']}") as response:

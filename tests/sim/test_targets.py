@@ -55,9 +55,7 @@ async def test_unknown_target_falls_through_to_root_404(http: aiohttp.ClientSess
 async def test_per_target_faults(http: aiohttp.ClientSession) -> None:
     """Faults switched on one target (via the admin API) leave the others alone; down drops connections."""
     async with await start_sim(targets=3) as sim:
-        async with http.post(
-            sim.admin_url + "/_sim/faults", json={"target": 2, "faults": ["http_502_html"]}
-        ) as r:
+        async with http.post(sim.admin_url + "/_sim/faults", json={"target": 2, "faults": ["http_502_html"]}) as r:
             assert (await r.json())["faults"] == ["http_502_html"]
         await sim.set_faults(["down"], target=0)
         async with http.get(sim.target_url(2) + "/queue") as response:
@@ -96,9 +94,7 @@ async def test_restart_one_target(http: aiohttp.ClientSession) -> None:
     async with await start_sim(targets=2) as multi:
         ids = {}
         for target in (0, 1):
-            _, answer = await post_prompt(
-                http, multi.target_url(target), {"prompt": workflow("canary_preview_image")}
-            )
+            _, answer = await post_prompt(http, multi.target_url(target), {"prompt": workflow("canary_preview_image")})
             ids[target] = answer["prompt_id"]
         await eventually(lambda: all(ids[t] in multi.state(t)["history"] for t in ids))
         await multi.restart(0)

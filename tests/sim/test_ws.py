@@ -109,9 +109,7 @@ async def test_binary_preview_frames(sim: SimHandle, http: aiohttp.ClientSession
     assert data[8 + length : 16 + length] == b"\x89PNG\r\n\x1a\n"
 
 
-async def test_observer_sees_only_status_of_other_clients(
-    sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_observer_sees_only_status_of_other_clients(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """Another client's prompt shows up on an observer socket only as status frames."""
     async with (
         http.ws_connect(sim.url + "/ws?clientId=obs") as observer,
@@ -149,9 +147,7 @@ async def test_interrupted_stream(sim: SimHandle, http: aiohttp.ClientSession) -
             http, sim.url, {"prompt": workflow("slow_cpu_6s"), "client_id": "me", "sim_exec_ms": 60000}
         )
         frames: list[dict[str, Any]] = []
-        while not (
-            frames and frames[-1]["msg"]["type"] == "executing" and frames[-1]["msg"]["data"]["node"] == "3"
-        ):
+        while not (frames and frames[-1]["msg"]["type"] == "executing" and frames[-1]["msg"]["data"]["node"] == "3"):
             frames.append(await receive(ws))
         async with http.post(sim.url + "/interrupt", json={"prompt_id": answer["prompt_id"]}):
             pass
@@ -168,15 +164,11 @@ async def test_interrupted_stream(sim: SimHandle, http: aiohttp.ClientSession) -
     assert interrupted["executed"] == ["2", "1"]
 
 
-async def test_interrupt_of_client_less_prompt_is_broadcast(
-    sim: SimHandle, http: aiohttp.ClientSession
-) -> None:
+async def test_interrupt_of_client_less_prompt_is_broadcast(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """execution_interrupted of a prompt posted without client_id reaches every socket."""
     async with http.ws_connect(sim.url + "/ws?clientId=obs") as observer:
         await receive(observer)
-        _, answer = await post_prompt(
-            http, sim.url, {"prompt": workflow("slow_cpu_6s"), "sim_exec_ms": 60000}
-        )
+        _, answer = await post_prompt(http, sim.url, {"prompt": workflow("slow_cpu_6s"), "sim_exec_ms": 60000})
         await eventually(lambda: sim.state()["queue_running"] == [answer["prompt_id"]])
         async with http.post(sim.url + "/interrupt", json={}):
             pass
@@ -214,9 +206,7 @@ async def test_old_socket_closing_drops_the_new_one(sim: SimHandle, http: aiohtt
     await receive(old)
     async with http.ws_connect(sim.url + "/ws?clientId=dup") as new:
         frame = await receive(new)
-        assert signature(frame) == signature(
-            recorded_frames("ws_new_socket_after_old_same_client_id_closed.jsonl")[0]
-        )
+        assert signature(frame) == signature(recorded_frames("ws_new_socket_after_old_same_client_id_closed.jsonl")[0])
         await old.close()
         await eventually(lambda: sim.state()["ws_clients"] == [])
         async with http.ws_connect(sim.url + "/ws?clientId=other") as other:
@@ -236,9 +226,7 @@ async def test_end_marker_comes_after_history(sim: SimHandle, http: aiohttp.Clie
     """When executing {node: null} arrives, GET /history/{id} already has the entry."""
     async with http.ws_connect(sim.url + "/ws?clientId=me") as ws:
         await receive(ws)
-        _, answer = await post_prompt(
-            http, sim.url, {"prompt": workflow("canary_text_preview_any"), "client_id": "me"}
-        )
+        _, answer = await post_prompt(http, sim.url, {"prompt": workflow("canary_text_preview_any"), "client_id": "me"})
         while not is_end(await receive(ws), answer["prompt_id"]):
             pass
         async with http.get(f"{sim.url}/history/{answer['prompt_id']}") as response:
@@ -257,9 +245,7 @@ async def test_timestamps_are_wall_clock_ms(sim: SimHandle, http: aiohttp.Client
     before = int(time.time() * 1000)
     async with http.ws_connect(sim.url + "/ws?clientId=me") as ws:
         await receive(ws)
-        _, frames = await run_to_end(
-            http, ws, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "me"}
-        )
+        _, frames = await run_to_end(http, ws, sim.url, {"prompt": workflow("canary_preview_image"), "client_id": "me"})
     after = int(time.time() * 1000)
     stamps = [f["msg"]["data"]["timestamp"] for f in frames if "timestamp" in f["msg"]["data"]]
     assert len(stamps) == 3 and all(before <= stamp <= after for stamp in stamps)
