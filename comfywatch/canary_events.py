@@ -103,6 +103,10 @@ class PromptFollower:
 
 
 def _ms(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # NaN, Infinity and 400-digit integers (json.loads accepts all three) would raise in int() or in the
+    # server_seconds arithmetic; the follower must never raise.
+    if not -1e18 < value < 1e18:
         return None
     return int(value)

@@ -162,6 +162,11 @@ class Daemon:
                 specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state)))
             if "jobs" in wanted:
                 specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state)))
+        if target.url.startswith("https://"):
+            from comfywatch.checks import tls as tls_check
+
+            specs.append(CheckSpec("tls", max(interval, 300.0), budget,
+                                   lambda: tls_check.run(target, runtime.state, config.timeout_of(target))))
         specs.extend(self.extra_checks(runtime))
         return specs
 

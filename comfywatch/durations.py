@@ -1,7 +1,8 @@
-"""Durations and sizes as people write them in config files: ``"15s"``, ``"10m"``, ``"1h30m"``, ``"16MiB"``."""
+"""Durations and sizes as people write them in config files: ``"15s"``, ``"1h30m"``, ``"16MiB"``."""
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["format_duration", "parse_duration", "parse_size"]
@@ -17,7 +18,10 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as \"15s\" or \"10m\"")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond float range (e.g. from a JSON environment override)
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if not text:
@@ -33,7 +37,8 @@ def parse_duration(value: object) -> float:
                 seconds = float(text)
             except ValueError:
                 raise ValueError(
-                    f"invalid duration {value[:40]!r}: use a number with a unit, e.g. \"15s\", \"10m\", \"1h\""
+                    f"invalid duration {value[:40]!r}: use a number with a unit, "
+                    'e.g. "15s", "10m", "1h"'
                 ) from None
     else:
         raise ValueError("expected a duration such as \"15s\" or \"10m\"")
@@ -63,7 +68,10 @@ def parse_size(value: object) -> int:
         match = _SIZE.match(value)
         if not match:
             raise ValueError(f"invalid size {value[:40]!r}: use e.g. \"16MiB\" or a number of bytes")
-        size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        number = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+        if not math.isfinite(number):  # hundreds of digits overflow to inf, which int() refuses
+            raise ValueError(f"invalid size {value[:40]!r}: too large")
+        size = int(number)
     else:
         raise ValueError("expected a size such as \"16MiB\"")
     if size <= 0:

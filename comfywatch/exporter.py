@@ -180,10 +180,11 @@ def _target(f: _Families, state: TargetState, with_target: bool, now: float) -> 
         f[m.CANARY_WEBSOCKET_OK].add(c, canary.websocket_ok)
         lab.histogram(f[m.CANARY_DURATION].lines, m.CANARY_DURATION.name, c, canary.duration)
         f[m.CANARY_LAST_SUCCESS].add(c, canary.last_success_ts)
-        if state.kind == "cloud" and canary.runs_today is not None:
-            f[m.CLOUD_CANARY_TODAY].add(p, canary.runs_today)
     cloud = state.cloud
     if cloud is not None:
+        today = [c.runs_today for c in state.canaries.values() if c.runs_today is not None]
+        if today:  # one series per target: the daily budget is per target
+            f[m.CLOUD_CANARY_TODAY].add(p, sum(today))
         f[m.CLOUD_BALANCE].add(p, cloud.balance_usd)
         f[m.CLOUD_EFFECTIVE_BALANCE].add(p, cloud.effective_balance_usd)
         f[m.CLOUD_HAS_FUNDS].add(p, cloud.has_funds)
@@ -210,7 +211,7 @@ def collect(
 ) -> list[Family]:
     """Families for *states* (and the daemon's own metrics when *daemon* is given)."""
     now = time.time() if now is None else now
-    f = _Families(m.TARGET + m.CLOUD + (m.DAEMON if daemon is not None else ()))
+    f = _Families(m.TARGET + m.CLOUD + m.DAEMON)
     for state in states:
         _target(f, state, with_target, now)
     if daemon is not None:

@@ -8,7 +8,13 @@ from typing import Any
 
 from comfywatch.parse import ParseError
 
-__all__ = ["as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_str"]
+__all__ = [
+    "as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_str", "opt_timestamp_ms",
+]
+
+#: Far beyond any real timestamp in ms (year 31 million), yet small enough that arithmetic on it stays in
+#: float range: json.loads keeps 400-digit integers exact, and ``big / 1000.0`` would overflow.
+_MAX_TIMESTAMP = 1e18
 
 
 def _kind(value: object) -> str:
@@ -47,7 +53,10 @@ def as_float(value: object, path: str) -> float:
     # bool is an int subclass; a true/false where a number belongs is a wrong shape.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ParseError(f"{path}: expected number, got {_kind(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a JSON integer beyond float range (json.loads keeps arbitrary precision)
+        raise ParseError(f"{path}: expected a finite number") from None
     if not math.isfinite(number):
         raise ParseError(f"{path}: expected a finite number")
     return number
@@ -55,6 +64,9 @@ def as_float(value: object, path: str) -> float:
 
 def as_int(value: object, path: str) -> int:
     number = as_float(value, path)
+    if isinstance(value, int):
+        # Exact: going through float would round byte counts above 2**53.
+        return value
     if number != int(number):
         raise ParseError(f"{path}: expected an integer")
     return int(number)
@@ -62,3 +74,12 @@ def as_int(value: object, path: str) -> int:
 
 def as_opt_int(value: object, path: str) -> int | None:
     return None if value is None else as_int(value, path)
+
+
+def opt_timestamp_ms(value: object) -> int | None:
+    """A server timestamp (ms), or None for anything unusable: not a number, NaN, +-Infinity, absurdly large."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not -_MAX_TIMESTAMP < value < _MAX_TIMESTAMP:  # NaN fails both comparisons
+        return None
+    return int(value)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from comfywatch.errors import Reason, classify_execution_error
-from comfywatch.parse._shape import as_bool, as_list, as_map, as_opt_str, as_str
+from comfywatch.parse._shape import as_bool, as_list, as_map, as_opt_str, as_str, opt_timestamp_ms
 
 __all__ = ["HistoryEntry", "Outcome", "parse_history", "parse_history_entry"]
 
@@ -46,11 +46,8 @@ class HistoryEntry:
 
 
 def _timestamp(data: Any) -> int | None:
-    if isinstance(data, dict):
-        value = data.get("timestamp")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return int(value)
-    return None
+    # NaN, Infinity or a 400-digit integer (all accepted by json.loads) count as no timestamp.
+    return opt_timestamp_ms(data.get("timestamp")) if isinstance(data, dict) else None
 
 
 def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryEntry:
@@ -85,7 +82,8 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
             exception_type = raw_type[:200] if isinstance(raw_type, str) else None
             node = data.get("node_type")
             node_type = node[:200] if isinstance(node, str) else None
-            reason = classify_execution_error(exception_type, raw_message if isinstance(raw_message, str) else None)
+            message_text = raw_message if isinstance(raw_message, str) else None
+            reason = classify_execution_error(exception_type, message_text)
         elif event == "execution_interrupted":
             end_ms, outcome, reason = _timestamp(data), Outcome.FAILED, Reason.INTERRUPTED
             node = data.get("node_type")

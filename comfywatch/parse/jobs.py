@@ -44,9 +44,11 @@ class JobsPage:
 
 def to_ms(value: Any) -> int | None:
     """A timestamp in ms; values below 1e12 are taken as seconds (the specs disagree on the unit)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if value <= 0:
+    # Also rules out NaN, Infinity and 400-digit integers (json.loads accepts all three), whose arithmetic
+    # would raise later.
+    if not 0 < value < 1e18:
         return None
     return int(value if value > 1e12 else value * 1000)
 

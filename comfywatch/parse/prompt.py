@@ -26,10 +26,14 @@ def parse_prompt_accepted(body: Any) -> PromptAccepted:
     if "error" in root and "prompt_id" not in root:
         raise ParseError("$: a 200 answer carrying an error object")
     number = root.get("number")
+    priority: float | None = None
+    # float() overflows on JSON integers beyond float range; NaN/Infinity are no priority either.
+    if isinstance(number, int | float) and not isinstance(number, bool) and abs(number) < 1e300:
+        priority = float(number)
     node_errors = root.get("node_errors") or {}
     return PromptAccepted(
         prompt_id=as_str(root.get("prompt_id"), "prompt_id"),
-        number=float(number) if isinstance(number, int | float) and not isinstance(number, bool) else None,
+        number=priority,
         node_errors=dict(as_map(node_errors, "node_errors")),
     )
 

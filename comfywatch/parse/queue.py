@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.parse import ParseError
-from comfywatch.parse._shape import as_float, as_list, as_map, as_str
+from comfywatch.parse._shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
 
 __all__ = ["QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
 
@@ -35,8 +35,8 @@ def _extra_create_time(extra: Any) -> tuple[str | None, int | None]:
         return None, None
     client = extra.get("client_id")
     created = extra.get("create_time")
-    create_ms = int(created) if isinstance(created, int | float) and not isinstance(created, bool) else None
-    return (client if isinstance(client, str) else None), create_ms
+    # An unusable create_time (NaN, Infinity, a 400-digit integer) is simply absent.
+    return (client if isinstance(client, str) else None), opt_timestamp_ms(created)
 
 
 def _item(value: Any, path: str) -> QueueItem:

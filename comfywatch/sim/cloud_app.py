@@ -297,19 +297,39 @@ async def _history_list(request: web.Request) -> web.Response:
     offset = _query_int(request, "offset", 0, 0, 10**9)
     if max_items is None or offset is None:
         return _error(400, "INVALID_PARAMETER", "max_items and offset must be non-negative integers")
-    done = [job for job in reversed(_sim(request).jobs_of(request[_OWNER_KEY])) if job.terminal]
+    sim = _sim(request)
+    done = [job for job in reversed(sim.jobs_of(request[_OWNER_KEY]))
+            if job.terminal and job.id not in sim.history_deleted]
     return web.json_response(
         {"history": [render.history_entry(job) for job in done[offset : offset + max_items]]}
     )
 
 
 async def _history_detail(request: web.Request) -> web.Response:
-    job = _sim(request).jobs.get(request.match_info["prompt_id"])
-    if job is None or job.owner != request[_OWNER_KEY]:
+    sim = _sim(request)
+    job = sim.jobs.get(request.match_info["prompt_id"])
+    if job is None or job.owner != request[_OWNER_KEY] or job.id in sim.history_deleted:
         # The spec declares no 403 here: another user's prompt is simply not found.
         return _error(404, "NOT_FOUND", "Prompt not found")
     # Like ComfyUI's /history/{id}: an unfinished prompt has no history entry yet.
     return web.json_response(render.history_detail(job) if job.terminal else {})
+
+
+async def _manage_history(request: web.Request) -> web.Response:
+    """POST /api/history: ``{"delete": [ids]}`` or ``{"clear": true}`` (spec operationId manageHistory)."""
+    sim = _sim(request)
+    owner = request[_OWNER_KEY]
+    body = await _read_json(request)
+    if not isinstance(body, dict) or not body or set(body) - {"delete", "clear"}:
+        return _error(400, "INVALID_REQUEST", 'Expected {"delete": [ids]} or {"clear": true}')
+    delete = body.get("delete", [])
+    if not isinstance(delete, list) or not all(isinstance(item, str) for item in delete):
+        return _error(400, "INVALID_REQUEST", "delete must be an array of prompt ids")
+    mine = {job.id for job in sim.jobs_of(owner) if job.terminal}
+    if body.get("clear") is True:
+        sim.history_deleted.update(mine)
+    sim.history_deleted.update(pid for pid in delete if pid in mine)
+    return web.Response(status=200)
 
 
 async def _history_legacy(request: web.Request) -> web.Response:
@@ -462,6 +482,7 @@ def create_cloud_app(sim: SimCloud) -> web.Application:
     app.router.add_post("/api/jobs/{job_id}/cancel", _job_cancel)
     app.router.add_get("/api/job/{job_id}/status", _job_status)
     app.router.add_get("/api/history", _history_legacy)
+    app.router.add_post("/api/history", _manage_history)
     app.router.add_get("/api/history_v2", _history_list)
     app.router.add_get("/api/history_v2/{prompt_id}", _history_detail)
     app.router.add_get("/api/view", _view)

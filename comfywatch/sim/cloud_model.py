@@ -96,6 +96,8 @@ class SimCloud:
         self.max_jobs_kept = 1000
         self.clock: Callable[[], int] = _wall_ms
         self.jobs: dict[str, SimJob] = {}
+        #: Prompt ids removed from history views by POST /api/history (the jobs themselves stay in /api/jobs).
+        self.history_deleted: set[str] = set()
         self.requests: Counter[str] = Counter()
         self.requests_by_method: Counter[str] = Counter()
         self.key_leaks = 0
@@ -470,6 +472,7 @@ class SimCloud:
             return
         for job in [job for job in self.jobs.values() if job.terminal][:excess]:
             del self.jobs[job.id]
+            self.history_deleted.discard(job.id)
             for filename in job.files:
                 self._files.pop(filename, None)
                 self._blobs.pop(_blob_of(job.owner, filename), None)

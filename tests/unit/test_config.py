@@ -1,0 +1,579 @@
+"""Tests for comfywatch.config: TOML + COMFYWATCH_* overrides + secrets, and the error messages users read."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from comfywatch.config import (
+    CREDENTIAL_NAME,
+    DEFAULT_CLOUD_URL,
+    DEFAULT_LISTEN,
+    DEFAULT_LOCAL_URL,
+    Config,
+    ConfigError,
+    Credentials,
+    TargetConfig,
+    load_config,
+    parse_headers_file,
+    quote_userinfo,
+    resolve_credentials,
+    strip_secrets_from_url,
+    url_without_userinfo,
+    validate_labels,
+)
+
+SECRET = "sk-live-7f3a9c0e1d2b4a68"
+
+
+def write(tmp_path: Path, text: str, name: str = "comfywatch.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Config:
+    return load_config(write(tmp_path, text), env or {})
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    return info.value.problems
+
+
+def local_target(**fields: object) -> TargetConfig:
+    return TargetConfig.model_validate({"name": "t", "url": "http://127.0.0.1:8188", **fields})
+
+
+DESIGN_EXAMPLE = """
+[server]
+listen = "127.0.0.1:9877"
+
+[defaults]
+interval = "15s"
+timeout = "5s"
+
+[[targets]]
+name = "studio-gpu-1"
+kind = "local"
+url = "http://127.0.0.1:8188"
+headers_file = "{headers}"
+stall_after = "10m"
+  [targets.canary]
+  workflow = "builtin:preview-image"
+  interval = "60s"
+  timeout = "120s"
+  when_busy = "skip"
+
+[[targets]]
+name = "cloud"
+kind = "cloud"
+url = "https://cloud.comfy.org"
+api_key_file = "{key}"
+  [targets.canary]
+  enabled = false
+  max_runs_per_day = 24
+"""
+
+
+class TestDefaults:
+    def test_no_file_gives_one_local_target(self) -> None:
+        """Without a file: one local target on 127.0.0.1:8188 and /metrics on 127.0.0.1:9877."""
+        config = load_config(None, {})
+        (target,) = config.targets
+        assert (target.name, target.kind, target.url) == ("local", "local", DEFAULT_LOCAL_URL)
+        assert config.server.listen == DEFAULT_LISTEN == "127.0.0.1:9877"
+        assert (config.interval_of(target), config.timeout_of(target), config.stall_after_of(target)) == (
+            15.0,
+            5.0,
+            600.0,
+        )
+        assert config.defaults.max_body_size == 32 * 2**20
+        assert config.defaults.worker_idle_polls == 4
+        assert target.canary_enabled is True
+        assert target.canary.workflow == "builtin:preview-image"
+        assert set(config.modules) == {"local"}
+        assert (config.server.shard_index, config.server.shard_count) == (0, 1)
+
+    def test_empty_file_same_as_none(self, tmp_path: Path) -> None:
+        """An empty TOML file gives the same configuration as no file."""
+        assert load(tmp_path, "") == load_config(None, {})
+
+    def test_comfywatch_url_replaces_default_target(self) -> None:
+        """COMFYWATCH_URL sets the default target's URL."""
+        config = load_config(None, {"COMFYWATCH_URL": "http://gpu-box:8188"})
+        assert [t.url for t in config.targets] == ["http://gpu-box:8188"]
+
+    def test_comfywatch_url_ignored_with_targets(self, tmp_path: Path) -> None:
+        """With [[targets]] in the file, COMFYWATCH_URL adds nothing."""
+        config = load(tmp_path, '[[targets]]\nname = "a"\nurl = "http://a:1"\n', {"COMFYWATCH_URL": "http://b:2"})
+        assert [(t.name, t.url) for t in config.targets] == [("a", "http://a:1")]
+
+    def test_discovery_only_has_no_default_target(self, tmp_path: Path) -> None:
+        """With discovery files and no targets, no default target is invented."""
+        config = load(tmp_path, '[discovery]\nfiles = ["/etc/comfywatch/targets.d/*.json"]\n')
+        assert config.targets == ()
+        assert config.discovery.canary.enabled is False
+
+    def test_state_dir_resolution(self) -> None:
+        """state_dir: explicit, then $STATE_DIRECTORY (first entry), then XDG_STATE_HOME, then ~/.local/state."""
+        config = load_config(None, {})
+        assert config.resolved_state_dir({"STATE_DIRECTORY": "/var/lib/comfywatch:/other"}) == Path(
+            "/var/lib/comfywatch"
+        )
+        assert config.resolved_state_dir({"XDG_STATE_HOME": "/x"}) == Path("/x/comfywatch")
+        assert config.resolved_state_dir({"HOME": "/home/u"}) == Path("/home/u/.local/state/comfywatch")
+        explicit = config.model_copy(update={"state_dir": Path("/srv/state")})
+        assert explicit.resolved_state_dir({"STATE_DIRECTORY": "/nope"}) == Path("/srv/state")
+
+
+class TestTargets:
+    def test_design_example(self, tmp_path: Path) -> None:
+        """The DESIGN §3 example loads, with per-target overrides and the cloud canary off."""
+        headers = write(tmp_path, "X-Proxy-Token: abc\n", "proxy-headers")
+        key = write(tmp_path, SECRET + "\n", "cloud_api_key")
+        config = load(tmp_path, DESIGN_EXAMPLE.format(headers=headers, key=key))
+        gpu, cloud = config.targets
+        assert config.stall_after_of(gpu) == 600.0
+        assert config.interval_of(gpu) == 15.0
+        assert (gpu.canary.interval, gpu.canary.timeout, gpu.canary.when_busy) == (60.0, 120.0, "skip")
+        assert gpu.canary_enabled is True
+        assert (cloud.kind, cloud.url, cloud.canary_enabled, cloud.canary.max_runs_per_day) == (
+            "cloud",
+            DEFAULT_CLOUD_URL,
+            False,
+            24,
+        )
+        assert resolve_credentials(cloud, {}).api_key == SECRET
+
+    def test_cloud_defaults(self) -> None:
+        """A cloud target defaults to https://cloud.comfy.org with its canary off (it costs credits)."""
+        target = TargetConfig.model_validate({"name": "c", "kind": "cloud"})
+        assert (target.url, target.canary_enabled) == (DEFAULT_CLOUD_URL, False)
+
+    def test_target_overrides_defaults(self, tmp_path: Path) -> None:
+        """A target's interval/timeout/stall_after win over [defaults]."""
+        config = load(
+            tmp_path, '[defaults]\ninterval = "30s"\n[[targets]]\nname = "a"\nurl = "http://a"\ntimeout = 2\n'
+        )
+        (target,) = config.targets
+        assert (config.interval_of(target), config.timeout_of(target)) == (30.0, 2.0)
+
+    def test_canary_name(self) -> None:
+        """The canary name comes from name=, the builtin's name, or the workflow file's stem."""
+        assert local_target().canary.canary_name == "preview-image"
+        assert local_target(canary={"workflow": "/etc/comfywatch/my-flow.json"}).canary.canary_name == "my-flow"
+        assert local_target(canary={"workflow": "/x.json", "name": "custom"}).canary.canary_name == "custom"
+
+    def test_checks_and_labels(self) -> None:
+        """checks and extra labels are kept."""
+        target = local_target(checks=["system", "queue"], labels={"rack": "b2", "gpu": "4090"})
+        assert target.checks == ("system", "queue")
+        assert target.labels == {"rack": "b2", "gpu": "4090"}
+
+    def test_public_url_has_no_secrets(self) -> None:
+        """public_url drops userinfo, query and fragment (it becomes a label)."""
+        target = local_target(url=f"https://admin:{SECRET}@comfy.example:8443/prefix/?token={SECRET}#x")
+        assert target.public_url == "https://comfy.example:8443/prefix"
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[[targets]]\nname = "a b"\nurl = "http://a"\n', "targets[0].name: use 1-63 letters"),
+            ('[[targets]]\nname = ""\nurl = "http://a"\n', "targets[0].name: use 1-63 letters"),
+            ('[[targets]]\nname = "a"\n', "targets[0]: url is required for local targets"),
+            ('[[targets]]\nname = "a"\nurl = "ftp://a"\n', "targets[0]: url: expected http:// or https:// with a host"),
+            ('[[targets]]\nname = "a"\nurl = "http://"\n', "targets[0]: url: expected http:// or https:// with a host"),
+            ('[[targets]]\nname = "a"\nurl = "http://a:99999"\n', "targets[0]: url: invalid port"),
+            (
+                '[[targets]]\nname = "a"\nkind = "remote"\nurl = "http://a"\n',
+                "targets[0].kind: Input should be 'local' or 'cloud'",
+            ),
+            ('[[targets]]\nname = "a"\nurl = "http://a"\nlabels = {target = "x"}\n', "label name 'target' is reserved"),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\nlabels = {"1x" = "x"}\n',
+                "is not a valid Prometheus label name",
+            ),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\n[targets.canary]\nwhen_busy = "wait"\n',
+                "targets[0].canary.when_busy",
+            ),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\n[targets.canary.verify]\ntext_matches = "("\n',
+                "targets[0].canary.verify.text_matches: invalid regular expression",
+            ),
+            ('[server]\nlisten = "9877"\n', 'server.listen: expected "host:port"'),
+            ('[server]\nshard = "3/3"\n', 'server.shard: expected "i/N" with 0 <= i < N'),
+            ("[server]\nmax_concurrency = 0\n", "server.max_concurrency: Input should be greater than or equal to 1"),
+        ],
+    )
+    def test_invalid_values(self, tmp_path: Path, text: str, expected: str) -> None:
+        """Each invalid value is reported at its location with a helpful message."""
+        assert any(expected in p for p in problems(tmp_path, text)), problems(tmp_path, text)
+
+    def test_duplicate_names(self, tmp_path: Path) -> None:
+        """Two targets with one name would share a target label: refused."""
+        text = '[[targets]]\nname = "a"\nurl = "http://a"\n[[targets]]\nname = "a"\nurl = "http://b"\n'
+        assert problems(tmp_path, text) == ["(top level): duplicate target names: a"]
+
+
+class TestErrorMessages:
+    def test_location_and_value(self, tmp_path: Path) -> None:
+        """A bad duration in the second target reads `targets[1].interval: invalid duration ...`."""
+        text = (
+            '[[targets]]\nname = "a"\nurl = "http://a"\n[[targets]]\nname = "b"\nurl = "http://b"\ninterval = "abc"\n'
+        )
+        (problem,) = problems(tmp_path, text)
+        assert problem.startswith("targets[1].interval: invalid duration 'abc'")
+
+    def test_source_prefixes_every_line(self, tmp_path: Path) -> None:
+        """str(ConfigError) prefixes each problem with the file name, one per line."""
+        path = write(tmp_path, '[server]\nlistn = 1\n[defaults]\ntimeout = "x"\n')
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        lines = str(info.value).splitlines()
+        assert len(lines) == 2
+        assert all(line.startswith(f"{path}: ") for line in lines)
+        assert info.value.source == str(path)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[server]\nlistn = "x"\n', "server.listn: unknown key (typo?)"),
+            ('intervall = "15s"\n', "intervall: unknown key (typo?)"),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\nintervall = "1s"\n',
+                "targets[0].intervall: unknown key (typo?)",
+            ),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\n[targets.canary]\nworkflw = "x"\n',
+                "targets[0].canary.workflw: unknown key (typo?)",
+            ),
+            ('[modules.gpu]\ntimeuot = "1s"\n', "modules.gpu.timeuot: unknown key (typo?)"),
+        ],
+    )
+    def test_unknown_keys_are_errors(self, tmp_path: Path, text: str, expected: str) -> None:
+        """A typo anywhere is an error naming the key, never silently ignored."""
+        assert problems(tmp_path, text) == [expected]
+
+    def test_every_problem_reported(self, tmp_path: Path) -> None:
+        """All problems are collected in one pass."""
+        text = '[server]\nlisten = "x"\n[defaults]\ninterval = "?"\ntimeout = -1\n'
+        assert len(problems(tmp_path, text)) == 3
+
+    def test_invalid_toml(self, tmp_path: Path) -> None:
+        """A TOML syntax error is one problem with the line number."""
+        (problem,) = problems(tmp_path, "[server\nlisten = 1\n")
+        assert problem.startswith("invalid TOML:") and "line 1" in problem
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is reported with the OS reason."""
+        with pytest.raises(ConfigError) as info:
+            load_config(tmp_path / "nope.toml", {})
+        assert info.value.problems == ["cannot read file: No such file or directory"]
+
+    def test_not_utf8(self, tmp_path: Path) -> None:
+        """A file that is not UTF-8 is reported as such."""
+        path = tmp_path / "c.toml"
+        path.write_bytes(b'listen = "\xff"\n')
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        assert info.value.problems == ["file is not valid UTF-8"]
+
+    def test_deeply_nested_toml(self, tmp_path: Path) -> None:
+        """Absurd nesting is a ConfigError, not a RecursionError."""
+        assert problems(tmp_path, "a = " + "[" * 5000 + "]" * 5000) == ["invalid TOML: nested too deeply"]
+
+    def test_wrong_section_types(self, tmp_path: Path) -> None:
+        """A scalar where a table belongs is reported, not an AttributeError."""
+        assert problems(tmp_path, "discovery = 5\n")[0].startswith("discovery: Input should be a valid dictionary")
+        assert problems(tmp_path, "targets = 5\n")[0].startswith("targets: Input should be a valid")
+
+    def test_huge_numbers(self, tmp_path: Path) -> None:
+        """Overflowing sizes and durations are config problems, not crashes."""
+        assert problems(tmp_path, f'[defaults]\nmax_body_size = "{"9" * 400}"\n')[0].startswith(
+            "defaults.max_body_size: invalid size"
+        )
+        assert problems(tmp_path, "", {"COMFYWATCH_DEFAULTS__INTERVAL": "9" * 400}) == [
+            "defaults.interval: duration must be between 0 and 365 days"
+        ]
+
+
+class TestEnvOverrides:
+    def test_section_key(self, tmp_path: Path) -> None:
+        """COMFYWATCH_SERVER__LISTEN overrides the file's value."""
+        config = load(tmp_path, '[server]\nlisten = "127.0.0.1:9877"\n', {"COMFYWATCH_SERVER__LISTEN": "0.0.0.0:9100"})
+        assert config.server.listen == "0.0.0.0:9100"
+
+    def test_plain_text_values_are_converted(self) -> None:
+        """Plain-text numbers, booleans and durations become the field's type."""
+        env = {
+            "COMFYWATCH_DEFAULTS__INTERVAL": "30s",
+            "COMFYWATCH_DEFAULTS__TIMEOUT": "2.5",
+            "COMFYWATCH_SERVER__MAX_CONCURRENCY": "8",
+            "COMFYWATCH_DEFAULTS__MAX_BODY_SIZE": "1048576",
+        }
+        config = load_config(None, env)
+        assert (config.defaults.interval, config.defaults.timeout) == (30.0, 2.5)
+        assert config.server.max_concurrency == 8
+        assert config.defaults.max_body_size == 1048576
+
+    def test_numeric_text_for_string_fields(self) -> None:
+        """A target named "123" or a label value "12" stays a string (values are plain text)."""
+        env = {
+            "COMFYWATCH_TARGETS__0__NAME": "123",
+            "COMFYWATCH_TARGETS__0__URL": "http://h:8188",
+            "COMFYWATCH_TARGETS__0__LABELS__RACK": "12",
+            "COMFYWATCH_TARGETS__0__CANARY__ENABLED": "false",
+        }
+        (target,) = load_config(None, env).targets
+        assert (target.name, target.labels, target.canary_enabled) == ("123", {"rack": "12"}, False)
+
+    def test_json_for_lists_and_tables(self) -> None:
+        """Lists and tables are given as JSON."""
+        env = {
+            "COMFYWATCH_TARGETS__0__NAME": "a",
+            "COMFYWATCH_TARGETS__0__URL": "http://a",
+            "COMFYWATCH_TARGETS__0__CHECKS": '["system", "queue"]',
+            "COMFYWATCH_TARGETS__0__LABELS": '{"rack": "b2"}',
+        }
+        (target,) = load_config(None, env).targets
+        assert (target.checks, target.labels) == (("system", "queue"), {"rack": "b2"})
+
+    def test_index_into_file_targets(self, tmp_path: Path) -> None:
+        """COMFYWATCH_TARGETS__1__URL changes the second target of the file only."""
+        text = '[[targets]]\nname = "a"\nurl = "http://a"\n[[targets]]\nname = "b"\nurl = "http://b"\n'
+        config = load(tmp_path, text, {"COMFYWATCH_TARGETS__1__URL": "http://b2:8188"})
+        assert [t.url for t in config.targets] == ["http://a", "http://b2:8188"]
+
+    def test_not_config_variables_ignored(self) -> None:
+        """Logging, config-path, API-key and foreign variables are not config paths."""
+        env = {
+            "COMFYWATCH_LOG_LEVEL": "debug",
+            "COMFYWATCH_LOG_FORMAT": "json",
+            "COMFYWATCH_CONFIG": "/x.toml",
+            "COMFYWATCH_CLOUD_API_KEY": SECRET,
+            "COMFYWATCH_TARGET_CLOUD_API_KEY": SECRET,
+            "HOME": "/root",
+            "COMFYWATCHER__X": "1",
+            "COMFYWATCH_NOSEPARATOR": "1",
+        }
+        assert load_config(None, env) == load_config(None, {})
+
+    def test_unknown_env_key(self) -> None:
+        """A typo in an override is an unknown key like in the file."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {"COMFYWATCH_SERVER__LISTN": "x"})
+        assert info.value.problems == ["server.listn: unknown key (typo?)"]
+        assert info.value.source == "environment"
+
+    def test_absurd_list_index(self) -> None:
+        """An absurd index is refused at once instead of building a ten-billion-element list."""
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {"COMFYWATCH_TARGETS__99999999999999__URL": "http://x"})
+        assert info.value.problems == ["invalid COMFYWATCH_* override path"]
+        assert time.monotonic() - started < 5
+
+    @pytest.mark.parametrize("index", ["X", "-1", "1x"])
+    def test_non_numeric_index_into_file_list(self, tmp_path: Path, index: str) -> None:
+        """A non-numeric or negative index into an existing list is an override-path problem."""
+        text = '[[targets]]\nname = "a"\nurl = "http://a"\n'
+        assert problems(tmp_path, text, {f"COMFYWATCH_TARGETS__{index}__URL": "http://x"}) == [
+            "invalid COMFYWATCH_* override path"
+        ]
+
+    def test_non_numeric_index_without_list(self) -> None:
+        """With no targets list to index, a non-numeric index makes a table, which validation rejects."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {"COMFYWATCH_TARGETS__X__URL": "http://x"})
+        assert info.value.problems == ["targets: Input should be a valid tuple"]
+
+    def test_deeply_nested_json_value(self) -> None:
+        """A pathological JSON value is taken as text, not a RecursionError."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {"COMFYWATCH_SERVER__LISTEN": "[" * 100_000})
+        assert info.value.problems[0].startswith("server.listen:")
+
+
+class TestSecrets:
+    def test_headers_file(self, tmp_path: Path) -> None:
+        """headers_file holds `Name: value` lines like curl -H @file; comments and blanks are skipped."""
+        headers = write(tmp_path, f"# proxy\n\nX-Api-Token: {SECRET}\nCF-Access-Client-Id:  abc : def \n", "h")
+        target = local_target(headers_file=str(headers))
+        creds = resolve_credentials(target, {})
+        assert creds.headers == {"X-Api-Token": SECRET, "CF-Access-Client-Id": "abc : def"}
+
+    def test_bearer_token_file(self, tmp_path: Path) -> None:
+        """bearer_token_file becomes an Authorization header; the trailing newline is stripped."""
+        token = write(tmp_path, SECRET + "\n", "token")
+        creds = resolve_credentials(local_target(bearer_token_file=str(token)), {})
+        assert creds.headers == {"Authorization": f"Bearer {SECRET}"}
+
+    def test_url_userinfo_is_basic_auth(self) -> None:
+        """URL userinfo becomes basic auth (percent-decoded) and is removed from the URL used and shown."""
+        url = f"http://{quote_userinfo('ops@example', 'p@ss:/w%rd')}@127.0.0.1:8188/comfy/"
+        target = local_target(url=url)
+        assert resolve_credentials(target, {}).basic_auth == ("ops@example", "p@ss:/w%rd")
+        assert url_without_userinfo(target.url) == "http://127.0.0.1:8188/comfy"
+        assert target.public_url == "http://127.0.0.1:8188/comfy"
+
+    def test_no_credentials(self) -> None:
+        """A plain local target has no secrets at all."""
+        creds = resolve_credentials(local_target(), {"COMFYWATCH_CLOUD_API_KEY": SECRET})
+        assert creds == Credentials()
+        assert creds.secret_values() == []
+
+    def test_cloud_key_sources_in_order(self, tmp_path: Path) -> None:
+        """api_key_file > COMFYWATCH_TARGET_<NAME>_API_KEY > COMFYWATCH_CLOUD_API_KEY > credential > plaintext."""
+        creds_dir = tmp_path / "creds"
+        creds_dir.mkdir()
+        (creds_dir / CREDENTIAL_NAME).write_text("from-credential\n")
+        key_file = write(tmp_path, "from-file\n", "key")
+        fields = {"name": "my-cloud.1", "kind": "cloud", "api_key": "from-toml", "allow_plaintext_api_key": True}
+        env = {
+            "COMFYWATCH_TARGET_MY_CLOUD_1_API_KEY": "from-target-env",
+            "COMFYWATCH_CLOUD_API_KEY": "from-env",
+            "CREDENTIALS_DIRECTORY": str(creds_dir),
+        }
+        with_file = TargetConfig.model_validate({**fields, "api_key_file": str(key_file)})
+        without_file = TargetConfig.model_validate(fields)
+        assert resolve_credentials(with_file, env).api_key == "from-file"
+        assert resolve_credentials(without_file, env).api_key == "from-target-env"
+        del env["COMFYWATCH_TARGET_MY_CLOUD_1_API_KEY"]
+        assert resolve_credentials(without_file, env).api_key == "from-env"
+        del env["COMFYWATCH_CLOUD_API_KEY"]
+        assert resolve_credentials(without_file, env).api_key == "from-credential"
+        del env["CREDENTIALS_DIRECTORY"]
+        assert resolve_credentials(without_file, env).api_key == "from-toml"
+
+    def test_systemd_credential(self, tmp_path: Path) -> None:
+        """$CREDENTIALS_DIRECTORY/comfywatch_cloud_api_key (LoadCredential=) is read at load time."""
+        (tmp_path / CREDENTIAL_NAME).write_text(SECRET + "\n")
+        config = load_config(
+            write(tmp_path, '[[targets]]\nname = "cloud"\nkind = "cloud"\n'), {"CREDENTIALS_DIRECTORY": str(tmp_path)}
+        )
+        assert resolve_credentials(config.targets[0], {"CREDENTIALS_DIRECTORY": str(tmp_path)}).api_key == SECRET
+
+    def test_empty_credential_means_no_key(self, tmp_path: Path) -> None:
+        """An empty credential file (docs/install.md: for hosts without a Cloud target) gives no key."""
+        (tmp_path / CREDENTIAL_NAME).write_text("")
+        target = TargetConfig.model_validate({"name": "c", "kind": "cloud"})
+        assert resolve_credentials(target, {"CREDENTIALS_DIRECTORY": str(tmp_path)}).api_key is None
+
+    def test_cloud_env_key(self) -> None:
+        """COMFYWATCH_CLOUD_API_KEY serves a cloud target."""
+        target = TargetConfig.model_validate({"name": "c", "kind": "cloud"})
+        assert resolve_credentials(target, {"COMFYWATCH_CLOUD_API_KEY": SECRET}).api_key == SECRET
+
+    def test_plaintext_key_refused(self, tmp_path: Path) -> None:
+        """api_key in the TOML is refused unless allow_plaintext_api_key, and the key is never echoed."""
+        text = f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key = "{SECRET}"\n'
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {})
+        (problem,) = info.value.problems
+        assert problem.startswith("targets[0]: api_key in the config file is refused: use api_key_file")
+        assert SECRET not in str(info.value)
+
+    def test_plaintext_key_allowed_but_hidden(self, tmp_path: Path) -> None:
+        """With allow_plaintext_api_key the key works, but repr and dumps of the config hide it."""
+        text = f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key = "{SECRET}"\nallow_plaintext_api_key = true\n'
+        config = load(tmp_path, text)
+        assert resolve_credentials(config.targets[0], {}).api_key == SECRET
+        assert SECRET not in repr(config)
+        assert SECRET not in str(config.model_dump())
+
+    def test_credentials_repr_hides_values(self) -> None:
+        """Credentials' repr shows no header, password or key; secret_values lists them for redaction."""
+        creds = Credentials(headers={"X-Token": SECRET}, basic_auth=("user", "pw-123"), api_key="key-456")
+        assert SECRET not in repr(creds) and "pw-123" not in repr(creds) and "key-456" not in repr(creds)
+        assert set(creds.secret_values()) == {SECRET, "user", "pw-123", "key-456"}
+
+    def test_missing_secret_file(self, tmp_path: Path) -> None:
+        """A missing key file is a config problem naming the file and the OS reason."""
+        missing = tmp_path / "nope"
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "{missing}"\n')
+        assert info.value.problems == [f"targets[0]: cannot read api_key_file '{missing}': No such file or directory"]
+
+    def test_secret_file_not_utf8(self, tmp_path: Path) -> None:
+        """A key file that is not UTF-8 is reported without quoting any of its bytes."""
+        key = tmp_path / "key"
+        key.write_bytes(b"\xfe\xff" + SECRET.encode())
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "{key}"\n')
+        assert info.value.problems == [f"targets[0]: cannot read api_key_file '{key}': not valid UTF-8"]
+        assert "0xfe" not in str(info.value) and SECRET not in str(info.value)
+
+    def test_bad_headers_line(self, tmp_path: Path) -> None:
+        """A malformed headers_file line is reported by number without its content."""
+        headers = write(tmp_path, f"X-Ok: 1\nBearer {SECRET}\n", "h")
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, f'[[targets]]\nname = "a"\nurl = "http://a"\nheaders_file = "{headers}"\n')
+        assert info.value.problems == ["targets[0]: headers_file: line 2: expected 'Name: value'"]
+        assert SECRET not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("text", "env"),
+        [
+            (f'targets = ["http://admin:{SECRET}@h:8188"]\n', {}),
+            (f'[[targets]]\nname = "a"\nurl = "ftp://admin:{SECRET}@h"\n', {}),
+            (f'[[targets]]\nname = "a"\nurl = "http://admin:{SECRET}@h:notaport"\n', {}),
+            (f'[[targets]]\nname = "a b"\nurl = "http://admin:{SECRET}@h"\n', {}),
+            (f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key = "{SECRET}"\nbalance_divisor = -1\n', {}),
+            (f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key = ["{SECRET}"]\n', {}),
+            (f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key = {{ k = "{SECRET}" }}\n', {}),
+            ("", {"COMFYWATCH_URL": f"ftp://admin:{SECRET}@h"}),
+            ("", {"COMFYWATCH_URL": f"http://admin:{SECRET}@h:1:2"}),
+            ("", {"COMFYWATCH_TARGETS__0__API_KEY": SECRET}),
+            ("", {"COMFYWATCH_TARGETS__0__URL": f"http://u:{SECRET}@h", "COMFYWATCH_TARGETS__0__NAME": "!"}),
+        ],
+    )
+    def test_secret_never_in_errors(self, tmp_path: Path, text: str, env: dict[str, str]) -> None:
+        """Whatever is wrong, a key or URL password in the config never appears in the error message."""
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path, text, env)
+        assert SECRET not in str(info.value)
+
+
+class TestHelpers:
+    def test_parse_headers_file(self) -> None:
+        """Header names must be RFC 7230 tokens; values keep inner colons."""
+        assert parse_headers_file("A: b:c\n  # c\nX-Y:z") == {"A": "b:c", "X-Y": "z"}
+        with pytest.raises(ValueError, match="line 1"):
+            parse_headers_file("Bad Name: x")
+        with pytest.raises(ValueError, match="line 1"):
+            parse_headers_file("no colon")
+
+    @pytest.mark.parametrize(
+        ("url", "expected"),
+        [
+            ("http://u:p@h:1/x/?token=y#f", "http://h:1/x"),
+            ("https://[::1]:8443/", "https://[::1]:8443"),
+            ("http://h", "http://h"),
+            ("http://h:bad", "<invalid url>"),
+        ],
+    )
+    def test_strip_secrets_from_url(self, url: str, expected: str) -> None:
+        """Userinfo, query and fragment are dropped; IPv6 hosts keep their brackets."""
+        assert strip_secrets_from_url(url) == expected
+
+    def test_url_without_userinfo_keeps_query(self) -> None:
+        """The URL the client uses keeps its query (a proxy may need it) but not the userinfo."""
+        assert url_without_userinfo("https://u:p@[::1]:8443/a/?x=1#f") == "https://[::1]:8443/a?x=1"
+
+    def test_validate_labels(self) -> None:
+        """At most 16 labels, valid names, no reserved or __ names, values up to 128 characters."""
+        assert validate_labels({"a": "1", "_b": ""}) == {"a": "1", "_b": ""}
+        for bad in ({f"l{i}": "x" for i in range(17)}, {"__x": "1"}, {"job": "1"}, {"a-b": "1"}, {"a": "x" * 129}):
+            with pytest.raises(ValueError):
+                validate_labels(bad)
+
+    def test_shard_properties(self) -> None:
+        """server.shard "i/N" is split into index and count."""
+        config = load_config(None, {"COMFYWATCH_SERVER__SHARD": " 2/5 "})
+        assert (config.server.shard, config.server.shard_index, config.server.shard_count) == ("2/5", 2, 5)
