@@ -104,6 +104,7 @@ class Daemon:
         self.bound_address: tuple[str, int] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._discovery_seen: tuple[tuple[str, int, int], ...] = ()
+        self._inflight: dict[str, set[asyncio.Task[Any]]] = {}
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -150,8 +151,10 @@ class Daemon:
         assert self.config is not None
         config, target = self.config, runtime.config
         interval = config.interval_of(target)
-        # A check must end before its next run is due, or max_instances=1 starts skipping runs.
-        budget = max(0.5, min(config.timeout_of(target) * 2, interval * 0.9))
+        # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
+        # own request timeout: a request cut by the check's deadline would go uncounted.
+        request_timeout = config.timeout_of(target)
+        budget = max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9))
         specs: list[CheckSpec] = []
         if target.kind == "local" and runtime.local is not None:
             api, state = runtime.local, runtime.state
@@ -178,6 +181,17 @@ class Daemon:
         return extra_checks(self, runtime)
 
     async def run_check(self, state: TargetState, spec: CheckSpec) -> None:
+        task = asyncio.current_task()
+        inflight = self._inflight.setdefault(state.name, set())
+        if task is not None:
+            inflight.add(task)
+        try:
+            await self._run_check(state, spec)
+        finally:
+            if task is not None:
+                inflight.discard(task)
+
+    async def _run_check(self, state: TargetState, spec: CheckSpec) -> None:
         check = state.check(spec.name)
         started = time.perf_counter()
         reason: Reason | None = None
@@ -260,6 +274,12 @@ class Daemon:
             if name not in wanted or wanted[name] != runtime.config or (old is not None and old.defaults != config.defaults):
                 self._unschedule(name)
                 del self.runtimes[name]
+                # Checks still running for the old target must not outlive it (they would reopen its client).
+                running = [t for t in self._inflight.pop(name, set()) if t is not asyncio.current_task()]
+                for task in running:
+                    task.cancel()
+                if running:
+                    await asyncio.wait(running, timeout=2.0)
                 await runtime.close()
         for name, target in wanted.items():
             if name in self.runtimes:

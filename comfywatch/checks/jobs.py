@@ -43,18 +43,44 @@ def _count_jobs(state: TargetState, jobs: tuple[Job, ...]) -> int:
     return len(fresh)
 
 
+def _reaches_seen(state: TargetState, jobs: tuple[Job, ...]) -> bool:
+    """Whether every finished job beyond this page was seen already, so the page is wide enough.
+
+    ``/api/jobs`` is sorted by creation time, newest first: pending jobs lead, and jobs beyond the page were
+    created no later than its last one. A seen job created strictly after that last one proves that
+    everything beyond finished before it (the queue is FIFO) and was counted. Jobs created in the same
+    millisecond keep the server's list order, which puts the oldest-finished first, hence "strictly".
+    """
+    oldest = jobs[-1].create_ms if jobs else None
+    return any(
+        j.terminal and j.id in state.seen_jobs and (oldest is None or j.create_ms is None or j.create_ms > oldest)
+        for j in jobs
+    )
+
+
+async def _run_jobs_api(api: LocalApi, state: TargetState) -> int:
+    window = WINDOW
+    while True:
+        page = await api.jobs(window)
+        state.jobs_api = True
+        # A pending backlog, or more jobs finished since the last poll than the window holds, can push
+        # unseen finished jobs past the page: widen it (bounded) until it reaches jobs already counted.
+        full = len(page.jobs) >= window
+        if state.seen_jobs.primed and full and window < WINDOW_MAX and not _reaches_seen(state, page.jobs):
+            window *= 4
+            continue
+        return _count_jobs(state, page.jobs)
+
+
 async def run(api: LocalApi, state: TargetState) -> int:
     """Count newly finished jobs; returns how many were new."""
     if state.jobs_api is not False:
         try:
-            page = await api.jobs(WINDOW)
+            return await _run_jobs_api(api, state)
         except RequestFailed as failed:
             if failed.failure.reason is not Reason.NOT_FOUND:
                 raise
             state.jobs_api = False
-        else:
-            state.jobs_api = True
-            return _count_jobs(state, page.jobs)
     window = WINDOW
     while True:
         entries = await api.history(window)

@@ -76,7 +76,9 @@ class WebSocketMonitor:
 
     async def _session(self) -> float | None:
         url = self.api.ws_url(CANARY_CLIENT_PREFIX + "monitor-" + uuid.uuid4().hex)
-        use_ssl = self.ssl_context if url.startswith("wss:") and isinstance(self.ssl_context, ssl.SSLContext) else None
+        from comfywatch.checks.canary import ws_ssl
+
+        use_ssl = ws_ssl(url, self.ssl_context)
         try:
             ws = await connect(url, additional_headers=self.api.ws_headers(), open_timeout=self.open_timeout,
                                max_size=16 * 2**20, proxy=None, compression=None, ssl=use_ssl,

@@ -184,6 +184,7 @@ class HttpClient:
         self._before_request = before_request
         self._session: aiohttp.ClientSession | None = None
         self._trace_phases = False
+        self._closed = False
 
     # Session management.
 
@@ -211,11 +212,16 @@ class HttpClient:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # A check still running for a target removed on reload must not open a session nobody closes.
+            raise ConnectionError("HTTP client closed")
         if self._session is None or self._session.closed:
             self._session = self._make_session()
         return self._session
 
     async def close(self) -> None:
+        """Close the pool for good: later requests fail as ``connect`` instead of reopening it."""
+        self._closed = True
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None

@@ -101,7 +101,9 @@ class LocalApi:
         return len(snapshot.running), len(snapshot.pending)
 
     async def jobs(self, limit: int) -> JobsPage:
-        params = {"limit": str(limit), "sort_by": "create_time", "sort_order": "desc"}
+        # No sort_by: local ComfyUI answers 400 to anything but "created_at"/"execution_duration" (Comfy
+        # Cloud spells it "create_time"), and its default is already newest-created first.
+        params = {"limit": str(limit), "sort_order": "desc"}
         page, _ = await self._get("/jobs", "jobs", parse_jobs, params)
         return page  # type: ignore[no-any-return]
 

@@ -65,7 +65,9 @@ def _job(value: Any, path: str) -> Job:
                 kind if isinstance(kind, str) else None, message if isinstance(message, str) else None
             )
         else:
-            reason = Reason.EXECUTION_ERROR
+            # The first /api/jobs release (ComfyUI#11054) lists an interrupted prompt as "failed" with no
+            # execution_error; a real error always carries one.
+            reason = Reason.INTERRUPTED
     elif status == "cancelled":
         reason = Reason.INTERRUPTED
     return Job(

@@ -1,0 +1,111 @@
+"""``Daemon.reload()`` after rewriting the configuration file: what is kept, added, removed, or refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfywatch.sim.admin import SimHandle, start_sim
+from tests.helpers import Metrics
+from tests.integration.conftest import Watch, config_toml, sim_state_until, target_toml, watching
+
+RELOAD_OK = "comfywatch_config_last_reload_success"
+RELOAD_AT = "comfywatch_config_last_reload_timestamp_seconds"
+
+
+def _config(sim: SimHandle, *names: str) -> str:
+    """Target ``a`` is the simulator's root server, ``b`` its ``/t/0``."""
+    return config_toml(*(target_toml(name, sim.target_url(None if name == "a" else 0)) for name in names))
+
+
+def _targets(m: Metrics) -> set[str]:
+    return {labels["target"] for _, labels, _ in m.samples if "target" in labels}
+
+
+async def _rewrite(watch: Watch, tmp_path: Path, text: str) -> bool:
+    (tmp_path / "comfywatch.toml").write_text(text, encoding="utf-8")
+    return await watch.daemon.reload()
+
+
+async def test_reload_keeps_unchanged_targets_adds_new_ones_and_drops_removed_ones(tmp_path: Path) -> None:
+    """An unchanged target keeps its counters, an added one appears, a removed one's series all disappear."""
+    async with await start_sim(targets=1) as sim, watching(_config(sim, "a"), tmp_path, target="a") as watch:
+        for _ in range(2):
+            await sim.submit(job_ms=1)
+        m = await watch.until(lambda m: m.value("comfyui_jobs_total", target="a") == 2.0, "two jobs on a")
+        state_a = watch.daemon.runtimes["a"].state
+        requests_a = m.value("comfyui_requests_total", target="a", endpoint="system_stats", code="200") or 0.0
+        loaded_at = m.value(RELOAD_AT) or 0.0
+
+        assert await _rewrite(watch, tmp_path, _config(sim, "a", "b"))
+        assert watch.daemon.runtimes["a"].state is state_a
+        m = await watch.metrics()
+        assert m.value("comfyui_jobs_total", target="a") == 2.0
+        assert (m.value("comfyui_requests_total", target="a", endpoint="system_stats", code="200") or 0) >= requests_a
+        assert m.value(RELOAD_OK) == 1.0
+        assert (m.value(RELOAD_AT) or 0) >= loaded_at
+        await watch.ready("b")
+        await sim.submit(target=0, job_ms=1)
+        m = await watch.until(lambda m: m.value("comfyui_jobs_total", target="b") == 1.0, "one job on b")
+        assert m.value("comfyui_jobs_total", target="a") == 2.0
+        assert m.value("comfywatch_targets", kind="local") == 2.0
+
+        assert await _rewrite(watch, tmp_path, _config(sim, "b"))
+        assert set(watch.daemon.runtimes) == {"b"}
+        assert watch.daemon.scheduler is not None
+        assert not [job for job in watch.daemon.scheduler.get_jobs() if job.id.startswith("a\0")]
+        m = await watch.polls(2, target="b")
+        assert _targets(m) == {"b"}, sorted(_targets(m))
+        assert m.value("comfyui_jobs_total", target="b") == 1.0
+        assert m.value("comfywatch_targets", kind="local") == 1.0
+        # The removed target's monitoring WebSocket was closed with it.
+        await sim_state_until(sim, lambda s: not s["ws_clients"], "no WebSocket left on a's server")
+
+
+async def test_invalid_reload_keeps_the_running_configuration(tmp_path: Path) -> None:
+    """A bad new file is refused: the old targets keep polling with their counters, reload_success 0 then 1."""
+    async with await start_sim() as sim, watching(_config(sim, "a"), tmp_path, target="a") as watch:
+        await sim.submit(job_ms=1)
+        await watch.until(lambda m: m.value("comfyui_jobs_total", target="a") == 1.0, "one job on a")
+        state_a = watch.daemon.runtimes["a"].state
+        good = _config(sim, "a")
+        broken = [
+            good.replace('interval = "200ms"', 'interval = "soon"'),   # invalid value
+            good + "\n[defaults]\n",                                    # TOML error: table defined twice
+            good.replace("[[targets]]", "[[targets]]\nintervall = \"1s\"", 1),  # unknown key
+            good + "\n" + target_toml("a", sim.url),                     # duplicate target name
+        ]
+        for text in broken:
+            assert not await _rewrite(watch, tmp_path, text), text
+            assert watch.daemon.runtimes["a"].state is state_a
+            m = await watch.polls(2, target="a")
+            assert m.value(RELOAD_OK) == 0.0
+            assert m.value("comfyui_up", target="a") == 1.0
+            assert m.value("comfyui_jobs_total", target="a") == 1.0
+
+        await sim.submit(job_ms=1)
+        await watch.until(lambda m: m.value("comfyui_jobs_total", target="a") == 2.0, "still counting after failures")
+        assert await _rewrite(watch, tmp_path, good)
+        m = await watch.metrics()
+        assert m.value(RELOAD_OK) == 1.0
+        assert watch.daemon.runtimes["a"].state is state_a
+        assert m.value("comfyui_jobs_total", target="a") == 2.0
+
+
+async def test_removed_target_with_a_canary_in_flight_leaves_no_open_client(tmp_path: Path) -> None:
+    """A canary still running when its target is removed cannot reopen the closed client's connections."""
+    async with await start_sim(targets=1) as sim:
+        config = config_toml(target_toml("a", sim.url, canary="200ms", canary_timeout="1s"))
+        async with watching(config, tmp_path, target="a") as watch:
+            await sim.set_faults(["stall"])
+            await sim_state_until(
+                sim, lambda s: bool(s["queue_running"]) and str(s["client_id"]).startswith("comfywatch-"),
+                "a canary prompt stalled on a's server",
+            )
+            old = watch.daemon.runtimes["a"]
+            assert await _rewrite(watch, tmp_path, _config(sim, "b"))
+            assert old.http._session is None or old.http._session.closed
+            await sim.set_faults([])
+            # The orphaned canary times out, cancels its prompt and deletes it through a's client.
+            await sim_state_until(sim, lambda s: not s["queue_running"] and not s["queue_pending"], "a's queue empty")
+            await watch.polls(3, check="system", target="b")
+            assert old.http._session is None or old.http._session.closed, "a's client opened a new session"
