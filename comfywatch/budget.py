@@ -25,6 +25,8 @@ def _today(now: float) -> str:
 
 
 class DailyBudget:
+    """``limit`` runs per UTC day under ``key`` in a JSON file shared by every canary of the daemon."""
+
     def __init__(self, path: Path, key: str, limit: int) -> None:
         self.path = path
         self.key = key
@@ -58,9 +60,26 @@ class DailyBudget:
     def record(self, now: float | None = None) -> int:
         """Count one run; returns today's total. Raises OSError when the state cannot be saved."""
         now = time.time() if now is None else now
-        data = self._read() or {}
         used = self.used(now) or 0
-        data[self.key] = {"day": _today(now), "runs": used + 1}
+        self._write(now, used + 1)
+        return used + 1
+
+    def release(self, now: float | None = None) -> int | None:
+        """Give back one run recorded today that spent nothing (it was skipped before submitting).
+
+        Returns today's total, or ``None`` when the file is unreadable (then nothing is given back).
+        Raises OSError when the state cannot be saved.
+        """
+        now = time.time() if now is None else now
+        used = self.used(now)
+        if used is None or used == 0:
+            return used
+        self._write(now, used - 1)
+        return used - 1
+
+    def _write(self, now: float, runs: int) -> None:
+        data = self._read() or {}
+        data[self.key] = {"day": _today(now), "runs": runs}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".budget-", dir=self.path.parent)
         try:
@@ -72,4 +91,3 @@ class DailyBudget:
         except OSError:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return used + 1

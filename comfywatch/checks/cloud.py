@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from comfywatch.budget import DailyBudget
-from comfywatch.clients.cloud import CloudApi, RetryAfterActive
+from comfywatch.clients.cloud import BUDGET_WAIT, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.errors import Reason
-from comfywatch.parse.cloud import JobDetail, JobGroup
+from comfywatch.errors import Failure, Reason
+from comfywatch.parse.cloud import CloudJob, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
 from comfywatch.parse.queue import QueueItem, QueueSnapshot
@@ -52,32 +53,51 @@ async def check_auth(api: CloudApi, state: TargetState) -> None:
 
 
 async def check_billing(api: CloudApi, state: TargetState) -> None:
-    """Balance and subscription; a failed balance call makes the balance *absent*, never 0."""
+    """Balance and subscription, fetched side by side; a failed balance call makes the balance *absent*, never 0.
+
+    The two calls run concurrently so that a balance endpoint that fails slowly (three tries with back-off)
+    cannot hold back ``has_funds`` until the check's time budget runs out. A value whose refresh failed or
+    was cut short by that budget is cleared rather than left showing last poll's number as current.
+    """
     cloud = state.cloud
     assert cloud is not None
-    failure: RequestFailed | None = None
-    try:
-        balance = await api.balance()
-    except RequestFailed as failed:
-        cloud.balance_usd = cloud.effective_balance_usd = None
-        failure = failed
-    else:
-        cloud.balance_usd = balance.balance_usd
-        cloud.effective_balance_usd = balance.effective_usd
-    try:
-        status = await api.billing_status()
-    except RequestFailed as failed:
-        cloud.has_funds = cloud.subscription_active = None
-        cloud.subscription_tier = cloud.subscription_status = None
-        failure = failure or failed
-    else:
+    fetched: dict[str, Any] = {}
+
+    async def refresh_balance() -> None:
+        try:
+            balance = await api.balance()
+        except (RequestFailed, asyncio.CancelledError):
+            cloud.balance_usd = cloud.effective_balance_usd = None
+            raise
+        fetched["balance"] = balance
+        cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
+        cloud.effective_balance_usd = balance.effective_usd if cloud.balance_usd is not None else None
+
+    async def refresh_status() -> None:
+        try:
+            status = await api.billing_status()
+        except (RequestFailed, asyncio.CancelledError):
+            cloud.has_funds = cloud.subscription_active = None
+            cloud.subscription_tier = cloud.subscription_status = None
+            raise
+        fetched["status"] = status
         cloud.has_funds = 1.0 if status.has_funds else 0.0
         cloud.subscription_active = 1.0 if status.is_active else 0.0
         cloud.subscription_tier = status.tier
         cloud.subscription_status = status.subscription_status or status.billing_status
-    _sync_retry_after(api, state)
-    if failure is not None:
-        raise failure
+
+    try:
+        outcomes = await asyncio.gather(refresh_balance(), refresh_status(), return_exceptions=True)
+    finally:
+        _sync_retry_after(api, state)
+    balance = fetched.get("balance")
+    if balance is not None:
+        # Judged again with this poll's status: $0 + no funds + no plan is a billing-data gap (CLOUD.md §9).
+        cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
+        cloud.effective_balance_usd = balance.effective_usd if cloud.balance_usd is not None else None
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def check_features(api: CloudApi, state: TargetState) -> None:
@@ -108,21 +128,49 @@ async def check_queue(api: CloudApi, state: TargetState, now: float | None = Non
     state.apply_queue(view)
 
 
+#: Raw-state look-ups per jobs poll: each costs one request of the account's rate budget.
+MAX_STATUS_LOOKUPS = 10
+
+
+def _needs_raw_state(job: CloudJob) -> bool:
+    """``/api/jobs`` only says ``failed``: without an execution error it may be ``lost`` (raw state only)."""
+    return job.state.group is JobGroup.FAILED and job.execution_error is None and job.state.raw != "lost"
+
+
+async def raw_failure(api: CloudApi, job_id: str) -> Reason | None:
+    """The failure reason by the job's raw state (``/api/job/{id}/status``); ``None`` when it cannot be read."""
+    try:
+        status = await api.job_status(job_id)
+    except (RequestFailed, RetryAfterActive):
+        return None
+    return status.failure_reason
+
+
 async def check_jobs(api: CloudApi, state: TargetState, stall_after: float, now: float | None = None) -> int:
-    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state."""
+    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state.
+
+    ``/api/jobs`` reports groups, so a ``lost`` job reads as ``failed``: new failures without an execution
+    error are looked up by raw state (a few per poll) before they are counted, so ``lost`` is its own reason.
+    """
     now = time.time() if now is None else now
     try:
         page = await api.jobs(100)
     finally:
         _sync_retry_after(api, state)
     finished = [j for j in page.jobs if j.state.terminal]
+    reasons = {j.id: j.failure_reason for j in finished}
+    if state.seen_jobs.primed:
+        # Before marking anything seen: a poll cut short here counts these jobs on the next one instead.
+        unclear = [j for j in finished if j.id not in state.seen_jobs and _needs_raw_state(j)]
+        for job in unclear[:MAX_STATUS_LOOKUPS]:
+            reasons[job.id] = await raw_failure(api, job.id) or reasons[job.id]
     fresh = set(state.seen_jobs.new_ids([j.id for j in reversed(finished)]))
     for job in finished:
         if job.id in fresh:
             seconds = None
             if job.execution_start_ms is not None and job.execution_end_ms is not None:
                 seconds = max(0.0, (job.execution_end_ms - job.execution_start_ms) / 1000.0)
-            state.count_finished_job(job.failure_reason, seconds)
+            state.count_finished_job(reasons[job.id], seconds)
     stuck = sum(
         1 for j in page.jobs
         if not j.state.terminal and j.state.group is JobGroup.PENDING and now - j.create_time_ms / 1000.0 > stall_after
@@ -132,55 +180,82 @@ async def check_jobs(api: CloudApi, state: TargetState, stall_after: float, now:
     return len(fresh)
 
 
+@contextlib.contextmanager
+def _paused_as_failure(endpoint: str) -> Iterator[None]:
+    """Inside a canary run a Retry-After pause (or a spent request budget) is a ``rate_limited`` failure.
+
+    The canary engine knows only :class:`RequestFailed`; anything else would crash the run.
+    """
+    try:
+        yield
+    except RetryAfterActive as paused:
+        failure = Failure(Reason.RATE_LIMITED, "not sent: Retry-After pause or request budget spent",
+                          retry_after=paused.remaining)
+        raise RequestFailed(failure, endpoint) from None
+
+
 class CloudCanaryApi:
     """Adapts :class:`CloudApi` to the canary engine (CLOUD.md §3: same prompt/WS shapes, other routes)."""
 
-    def __init__(self, api: CloudApi, api_key: str) -> None:
+    def __init__(self, api: CloudApi, api_key: str, state: TargetState | None = None) -> None:
         self.api = api
         self._key = api_key
+        self._state = state
 
     async def busy(self) -> tuple[int, int]:
-        queue = await self.api.queue()
+        with _paused_as_failure("queue"):
+            queue = await self.api.queue()
         return len(queue.running), len(queue.pending)
 
     async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
                      ) -> PromptAccepted:
-        result = await self.api.submit(prompt, client_id)
+        with _paused_as_failure("prompt"):
+            result = await self.api.submit(prompt, client_id)
+        if self._state is not None:
+            # The canary's job is not a user's job: the jobs check must not count it (as for local targets,
+            # where the canary's client_id gives it away; Cloud's job list carries no client_id).
+            self._state.seen_jobs.add_all([result.prompt_id])
         return PromptAccepted(prompt_id=result.prompt_id, number=None, node_errors={})
 
     def ws_url(self, client_id: str) -> str:
-        from urllib.parse import urlencode
-
         base = self.api.http.base
-        scheme = "wss" if base.scheme == "https" else "ws"
-        port = f":{base.explicit_port}" if base.explicit_port else ""
-        return f"{scheme}://{base.host}{port}/ws?" + urlencode({"clientId": client_id, "token": self._key})
+        # yarl keeps an IPv6 host's brackets and a path prefix (a proxy mounting the API under /comfy).
+        url = base.with_scheme("wss" if base.scheme == "https" else "ws").with_path(base.path.rstrip("/") + "/ws")
+        return str(url.with_query({"clientId": client_id, "token": self._key}))
 
     def ws_headers(self) -> dict[str, str]:
         return {}
 
     async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None:
-        detail = await self.api.job_detail(prompt_id)
+        with _paused_as_failure("jobs"):
+            detail = await self.api.job_detail(prompt_id)
         if not detail.state.terminal:
             return None
-        return _entry(detail)
+        reason = detail.failure_reason
+        if _needs_raw_state(detail):
+            reason = await raw_failure(self.api, prompt_id) or reason
+        return _entry(detail, reason)
 
     async def in_flight(self, prompt_id: str) -> bool:
-        status = await self.api.job_status(prompt_id)
+        with _paused_as_failure("job_status"):
+            status = await self.api.job_status(prompt_id)
         return not status.state.terminal
 
     async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult:
-        return await self.api.view(filename, subfolder, kind)
+        with _paused_as_failure("view"):
+            return await self.api.view(filename, subfolder, kind)
 
     async def cancel_own(self, prompt_id: str) -> None:
-        await self.api.cancel(prompt_id)
+        with _paused_as_failure("jobs"):
+            await self.api.cancel(prompt_id)
 
     async def delete_history(self, prompt_ids: Sequence[str]) -> None:
-        for prompt_id in prompt_ids:
-            await self.api.delete_history(prompt_id)
+        with _paused_as_failure("history"):
+            for prompt_id in prompt_ids:
+                await self.api.delete_history(prompt_id)
 
 
-def _entry(detail: JobDetail) -> HistoryEntry:
+def _entry(detail: JobDetail, reason: Reason | None) -> HistoryEntry:
     outputs: dict[str, Any] = {}
     for output in detail.outputs:
         outputs.setdefault(output.node_id, {}).setdefault(output.kind or "images", []).append(
@@ -190,7 +265,7 @@ def _entry(detail: JobDetail) -> HistoryEntry:
     return HistoryEntry(
         prompt_id=detail.id,
         outcome=Outcome.SUCCESS if success else Outcome.FAILED,
-        failure_reason=None if success else (detail.failure_reason or Reason.EXECUTION_ERROR),
+        failure_reason=None if success else (reason or Reason.EXECUTION_ERROR),
         start_ms=detail.execution_start_ms,
         end_ms=detail.execution_end_ms,
         client_id=None,
@@ -217,11 +292,17 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
 
     def guarded(check: Any) -> Any:
         async def run() -> None:
+            # Waiting longer for the request budget would eat the check's time budget (and then time out,
+            # making a healthy target look down): beyond a quarter of it, skip this run instead.
+            wait_limit = BUDGET_WAIT.set(budget_s / 4)
             try:
                 await check()
-            except RetryAfterActive:
-                # Honour Retry-After: no request was sent; say so without counting a failure.
+            except RetryAfterActive as skipped:
+                # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
                 _sync_retry_after(api, state)
+                log.debug("cloud_check_deferred", target=target.name, reason=str(skipped))
+            finally:
+                BUDGET_WAIT.reset(wait_limit)
         return run
 
     specs = [
@@ -240,9 +321,16 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
             return specs
         budget = DailyBudget(config.resolved_state_dir() / "canary-budget.json", f"{target.name}:{workflow.name}",
                              canary.max_runs_per_day)
+        if canary.max_runs_per_day > 0 and canary.interval * canary.max_runs_per_day < 86_400:
+            # Not an error, but rarely what was meant: the day's runs go in a burst, then nothing until 00:00 UTC.
+            log.warning("cloud_canary_budget_spent_early", target=target.name, interval_s=canary.interval,
+                        max_runs_per_day=canary.max_runs_per_day,
+                        hours_covered=round(canary.interval * canary.max_runs_per_day / 3600, 2),
+                        advice="set the canary interval to at least 24h / max_runs_per_day")
         canary_state = state.canary(workflow.name)
         canary_state.runs_today = budget.used() or 0
-        runner = CanaryRunner(CloudCanaryApi(api, runtime.credentials.api_key), workflow, timeout=canary.timeout,
+        runner = CanaryRunner(CloudCanaryApi(api, runtime.credentials.api_key, state), workflow,
+                              timeout=canary.timeout,
                               when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result))
 
         async def run_canary() -> None:
@@ -256,7 +344,14 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                 log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
                 canary_state.skipped += 1
                 return
-            await runner.run()
+            # Counted before the run so that a crash mid-run cannot hand out a free one; given back when the
+            # run stopped before submitting (busy queue), or a busy account would eat the day's budget.
+            result = await runner.run()
+            if result.skipped:
+                try:
+                    canary_state.runs_today = budget.release()
+                except OSError:
+                    log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
 
         specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, run_canary))
     return specs

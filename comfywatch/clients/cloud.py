@@ -12,13 +12,14 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason
 from comfywatch.parse import cloud as cloud_parse
 
-__all__ = ["CloudApi", "RateBudget", "RetryAfterActive"]
+__all__ = ["BUDGET_WAIT", "BudgetExhausted", "CloudApi", "RateBudget", "RetryAfterActive"]
 
 T = TypeVar("T")
 DEFAULT_RATE_LIMIT_PAUSE = 30.0
@@ -32,16 +33,41 @@ class RetryAfterActive(Exception):
         self.remaining = remaining
 
 
+class BudgetExhausted(RetryAfterActive):
+    """``max_requests_per_minute`` is spent for longer than the caller may wait: no request was sent.
+
+    A subclass of :class:`RetryAfterActive` because callers handle both alike: the request was not made,
+    which is neither a success nor a failure of the server.
+    """
+
+    def __init__(self, remaining: float) -> None:
+        Exception.__init__(self, f"request budget spent: next request possible in {remaining:.1f}s")
+        self.remaining = remaining
+
+
+#: How long a request may wait for the account's request budget, in seconds (``None``: as long as it takes).
+#: The daemon's periodic checks set it so that a budget smaller than what the checks want makes them skip
+#: a run, rather than wait in line until their timeout strikes and the target looks down; one-shot callers
+#: (``doctor``, the canary) leave it unset and wait.
+BUDGET_WAIT: ContextVar[float | None] = ContextVar("comfywatch_cloud_budget_wait", default=None)
+
+
 class RateBudget:
-    """A token bucket: at most ``per_minute`` requests in any minute, with bursts up to a tenth of that."""
+    """A token bucket: at most ``per_minute`` requests in any minute, with bursts up to a tenth of that.
+
+    A bucket of capacity C refilled at r per second lets through up to C - 1 + 60 r requests in a minute
+    (a full bucket, then the refill), so r is (per_minute - C + 1) / 60, not per_minute / 60: the
+    burst comes out of the minute's allowance instead of on top of it.
+    """
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, per_minute / 10.0)
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self.capacity = float(max(1, per_minute // 10))
+        self.rate = (per_minute - self.capacity + 1) / 60.0
         self.tokens = self.capacity
         self.clock = clock
         self.updated = clock()
-        self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
         now = self.clock()
@@ -57,9 +83,19 @@ class RateBudget:
         return (1.0 - self.tokens) / self.rate
 
     async def take(self) -> None:
-        async with self._lock:
-            while (wait := self.try_take()) > 0:
-                await asyncio.sleep(wait)
+        """Wait for a token, at most :data:`BUDGET_WAIT` seconds; raises :class:`BudgetExhausted` beyond that.
+
+        ``try_take`` runs without an ``await`` in between, so concurrent callers never spend one token twice.
+        """
+        limit = BUDGET_WAIT.get()
+        deadline = None if limit is None else self.clock() + limit
+        wait = self.try_take()
+        while wait > 0:
+            if deadline is not None and self.clock() + wait > deadline:
+                raise BudgetExhausted(wait)
+            # A timed wait for the bucket to refill; no event could signal it sooner.
+            await asyncio.sleep(wait)
+            wait = self.try_take()
 
 
 class CloudApi:
@@ -84,11 +120,15 @@ class CloudApi:
             pause = failure.retry_after if failure.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
             self.retry_after_until = max(self.retry_after_until, self.clock() + pause)
 
-    async def _get(self, route: str, endpoint: str, parser: Callable[[Any], T],
-                   params: Mapping[str, str] | None = None) -> T:
+    def _ensure_not_paused(self) -> None:
+        """Raise :class:`RetryAfterActive` inside a Retry-After pause: nothing may be sent to the account."""
         remaining = self.paused_for()
         if remaining > 0:
             raise RetryAfterActive(remaining)
+
+    async def _get(self, route: str, endpoint: str, parser: Callable[[Any], T],
+                   params: Mapping[str, str] | None = None) -> T:
+        self._ensure_not_paused()
         attempt = 0
         while True:
             try:
@@ -132,9 +172,7 @@ class CloudApi:
 
     async def submit(self, prompt: Mapping[str, Any], client_id: str | None = None) -> cloud_parse.SubmitResult:
         """POST /api/prompt once: never retried, since a lost answer may hide an accepted (billed) job."""
-        remaining = self.paused_for()
-        if remaining > 0:
-            raise RetryAfterActive(remaining)
+        self._ensure_not_paused()
         payload: dict[str, Any] = {"prompt": prompt, "extra_data": {}}
         if client_id:
             payload["client_id"] = client_id
@@ -145,15 +183,24 @@ class CloudApi:
             raise
         return self.http.decode(result, "prompt", cloud_parse.parse_submit)
 
+    async def _post(self, route: str, endpoint: str, body: Any) -> HttpResult:
+        self._ensure_not_paused()
+        try:
+            return await self.http.request("POST", route, endpoint=endpoint, json_body=body)
+        except RequestFailed as failed:
+            self._note_failure(failed.failure)
+            raise
+
     async def cancel(self, job_id: str) -> None:
-        await self.http.request("POST", f"/api/jobs/{job_id}/cancel", endpoint="jobs", json_body={})
+        await self._post(f"/api/jobs/{job_id}/cancel", "jobs", {})
 
     async def delete_history(self, job_id: str) -> None:
-        await self.http.request("POST", "/api/history", endpoint="history", json_body={"delete": [job_id]})
+        await self._post("/api/history", "history", {"delete": [job_id]})
 
     async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult:
         """Fetch an output: ``/api/view`` answers 302 to a signed URL, fetched WITHOUT the API key."""
         params = {"filename": filename, "subfolder": subfolder, "type": kind}
+        self._ensure_not_paused()
         redirect = await self.http.request("GET", "/api/view", endpoint="view", params=params, expect_ok=False)
         if redirect.status in {301, 302, 303, 307, 308}:
             location = redirect.headers.get("Location", "")
@@ -162,7 +209,11 @@ class CloudApi:
             return redirect
         from comfywatch.errors import classify_status
 
-        failure = classify_status(redirect.status) or Failure(Reason.INVALID_RESPONSE, "view failed")
+        failure = classify_status(redirect.status, None, redirect.headers.get("Retry-After")) or Failure(
+            Reason.INVALID_RESPONSE, "view failed")
+        # Counted and honoured like every other call (a 429 here pauses the account too).
+        self.http.observer.on_failure("view", failure.reason)
+        self._note_failure(failure)
         raise RequestFailed(failure, "view")
 
 

@@ -637,12 +637,13 @@ class TestJobs:
             ),
             ({"exception_type": "InsufficientFundsError", "exception_message": ""}, Reason.PAYMENT),
             ({"exception_type": None, "exception_message": 5}, Reason.EXECUTION_ERROR),
-            (None, Reason.EXECUTION_ERROR),
-            ("boom", Reason.EXECUTION_ERROR),
+            # ComfyUI#11054's first release lists an interrupted prompt as "failed" with no execution_error.
+            (None, Reason.INTERRUPTED),
+            ("boom", Reason.INTERRUPTED),
         ],
     )
     def test_failed(self, error: Any, reason: Reason) -> None:
-        """A failed job is classified from execution_error like a history entry."""
+        """A failed job is classified from execution_error like a history entry; none means interrupted."""
         (job,) = parse_jobs({"jobs": [_job(status="failed", execution_error=error)]}).jobs
         assert (job.terminal, job.failure_reason) == (True, reason)
 
