@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from comfywatch import sdnotify
+from comfywatch.checks import CheckSkipped
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
@@ -198,6 +199,9 @@ class Daemon:
         try:
             async with asyncio.timeout(spec.timeout):
                 await spec.run()
+        except CheckSkipped:
+            check.duration = time.perf_counter() - started
+            return
         except RequestFailed as failed:
             reason = failed.failure.reason
             self._log_change(state, spec.name, check.last_reason, reason, failed.failure.detail)
@@ -271,7 +275,8 @@ class Daemon:
         wanted = {t.name: t for t in self.owned_targets(config)}
         for name in list(self.runtimes):
             runtime = self.runtimes[name]
-            if name not in wanted or wanted[name] != runtime.config or (old is not None and old.defaults != config.defaults):
+            defaults_changed = old is not None and old.defaults != config.defaults
+            if name not in wanted or wanted[name] != runtime.config or defaults_changed:
                 self._unschedule(name)
                 del self.runtimes[name]
                 # Checks still running for the old target must not outlive it (they would reopen its client).
@@ -479,7 +484,8 @@ class Daemon:
         # READY only now: configuration loaded, server listening, first round of checks scheduled.
         sdnotify.notify("READY=1", f"STATUS={self.status_line()}", f"MAINPID={os.getpid()}")
         if ready_file is not None and self.bound_address is not None:
-            ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")
+            # A few bytes once at start-up (tests and wrappers read the bound port from it).
+            ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
         log.info("started", targets=len(self.runtimes), shard=config.server.shard)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")

@@ -7,3 +7,7 @@ and they raise :class:`comfywatch.clients.http.RequestFailed` (already classifie
 from __future__ import annotations
 
 CANARY_CLIENT_PREFIX = "comfywatch-"
+
+
+class CheckSkipped(Exception):
+    """The check chose not to run (Retry-After pause, request budget): no success, no failure recorded."""

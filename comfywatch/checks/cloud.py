@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from comfywatch.budget import DailyBudget
+from comfywatch.checks import CheckSkipped
 from comfywatch.clients.cloud import BUDGET_WAIT, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason
@@ -301,6 +302,8 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                 # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
                 _sync_retry_after(api, state)
                 log.debug("cloud_check_deferred", target=target.name, reason=str(skipped))
+                # Not a success either: comfywatch_check_last_success_timestamp_seconds must show staleness.
+                raise CheckSkipped from None
             finally:
                 BUDGET_WAIT.reset(wait_limit)
         return run
