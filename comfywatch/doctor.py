@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import email.utils
 import json
+import re
 import sys
 import time
 import uuid
@@ -31,7 +32,7 @@ from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport, probe_url
-from comfywatch.config import Config, ConfigError, TargetConfig, load_config
+from comfywatch.config import Config, ConfigError, TargetConfig, load_config, resolve_credentials
 from comfywatch.errors import Failure, Reason, hint_for
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
@@ -49,6 +50,11 @@ NGINX_WEBSOCKET_HINT = (
     "add to the location block:  proxy_http_version 1.1;  proxy_set_header Upgrade $http_upgrade;  "
     'proxy_set_header Connection "upgrade";  proxy_read_timeout 3600s;'
 )
+WS_SILENT_HINT = (
+    "ComfyUI sends a 'status' frame as soon as a socket opens, so something in between holds the frames back "
+    "(a proxy buffering the stream, or a server too busy to answer). For nginx:  proxy_buffering off;  "
+    "proxy_read_timeout 3600s;  and check the server's load."
+)
 EXPOSED_HINT = (
     "ComfyUI listens on all interfaces (--listen) and answered without any credentials: anyone who can reach "
     "this port can run workflows and read outputs. Put a reverse proxy with authentication in front, or "
@@ -58,6 +64,8 @@ CPU_DEVICE_HINT = (
     "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
     "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
 )
+#: The Date header has 1 s resolution and the request takes time: only a larger skew is meaningful.
+CLOCK_SKEW_WARN_S = 5.0
 JOBS_API_HINT = (
     "This ComfyUI has no /api/jobs (added Dec 2025, Comfy-Org/ComfyUI#11054): comfywatch falls back to "
     "/queue + /history. Upgrade ComfyUI for exact job timestamps."
@@ -116,123 +124,233 @@ def _skip(check_id: str, because: str) -> CheckResult:
 # Local ComfyUI.
 
 
+TLS_HINTS: dict[str, str] = {
+    "expired": "The certificate has expired: renew it (certbot renew, or your CA) and reload the proxy.",
+    "not_yet_valid": "The certificate is not valid yet: check the clock of this host and of the server (NTP), "
+                     "or the certificate's start date.",
+    "self_signed": "The server presents a self-signed certificate: use a CA-signed one (e.g. Let's Encrypt), "
+                   "or trust exactly this certificate with tls_ca_file in the target's config.",
+    "hostname_mismatch": "The certificate is for another name: connect with a host name listed in it, or "
+                         "reissue it with this name as a subjectAltName.",
+    "untrusted_chain": "The certificate is not signed by a CA this host trusts: serve the full chain "
+                       "(fullchain.pem, not cert.pem), or set tls_ca_file to your private CA.",
+}
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def _skip_after(report: TargetReport, failed: str, *later: str) -> None:
+    for check_id in later:
+        report.add(_skip(check_id, failed))
+
+
+def _tls_check(report: TargetReport, net: NetReport) -> bool:
+    tls = net.tls
+    assert tls is not None
+    cert = tls.cert
+    details: dict[str, Any] = {"protocol": tls.protocol, "seconds": tls.seconds, "server_hostname": tls.server_hostname}
+    facts = ""
+    if cert is not None:
+        details.update({"subject": cert.subject_cn, "sans": list(cert.sans), "issuer": cert.issuer,
+                        "days_left": cert.days_left, "not_after": cert.not_after, "self_signed": cert.self_signed})
+        names = ", ".join(cert.sans[:4]) or cert.subject_cn or "?"
+        when = ("" if cert.days_left is None else f", expired {-cert.days_left:.0f} days ago"
+                if cert.days_left < 0 else f", expires in {cert.days_left:.0f} days")
+        facts = f"; certificate for {names} issued by {cert.issuer or '?'}{when}"
+    if not tls.ok:
+        problem = str(tls.problem) if tls.problem is not None else "handshake_failed"
+        hint = TLS_HINTS.get(problem, hint_for(tls.reason or Reason.TLS))
+        report.add(CheckResult("network.tls", "fail", f"TLS failed: {problem} ({tls.error}){facts}", hint,
+                               {"reason": str(tls.reason or Reason.TLS), "problem": problem, **details}))
+        return False
+    checked = (f"certificate verified for {tls.server_hostname}" if tls.verified
+                else "certificate NOT verified (tls_insecure_skip_verify)")
+    if cert is not None and cert.days_left is not None and cert.days_left < 0:
+        # Only reachable without verification, which would have refused an expired certificate.
+        report.add(CheckResult("network.tls", "warn", f"{checked}; it expired {-cert.days_left:.1f} days ago",
+                               TLS_HINTS["expired"], details))
+    elif cert is not None and cert.days_left is not None and cert.days_left < EXPIRY_WARN_DAYS:
+        report.add(CheckResult("network.tls", "warn", f"certificate expires in {cert.days_left:.1f} days "
+                               f"(warning below {EXPIRY_WARN_DAYS:.0f})",
+                               "Renew the certificate (certbot renew / your CA) before it expires.", details))
+    else:
+        left = f", expires in {cert.days_left:.0f} days" if cert and cert.days_left is not None else ""
+        report.add(CheckResult("network.tls", "ok", f"{tls.protocol} handshake in {_ms(tls.seconds)}, "
+                               f"{checked}{left}", details=details))
+    return True
+
+
 def _network_checks(report: TargetReport, net: NetReport) -> bool:
+    """DNS, TCP and (https) TLS; False, with the later network checks marked skipped, on the first failure."""
     dns = net.dns
+    after_tcp = ("network.tls", "http.api") if net.uses_tls else ("http.api",)
     if dns.ok:
-        report.add(CheckResult("network.dns", "ok", f"{net.host} resolves to {', '.join(dns.addresses[:3])}",
+        report.add(CheckResult("network.dns", "ok", f"{net.host} resolves to {', '.join(dns.addresses[:3])} "
+                               f"in {_ms(dns.seconds)}",
                                details={"seconds": dns.seconds, "addresses": list(dns.addresses[:8])}))
     else:
         report.add(CheckResult("network.dns", "fail", f"{net.host} does not resolve: {dns.error}",
                                hint_for(Reason.DNS), {"reason": str(dns.reason)}))
-        for later in ("network.tcp", "network.tls", "http.api"):
-            report.add(_skip(later, "network.dns"))
+        _skip_after(report, "network.dns", "network.tcp", *after_tcp)
         return False
     tcp = net.tcp
     assert tcp is not None
     if tcp.ok:
-        report.add(CheckResult("network.tcp", "ok", f"connected to {tcp.peer} in {tcp.seconds * 1000:.1f} ms",
+        report.add(CheckResult("network.tcp", "ok", f"connected to {tcp.peer} in {_ms(tcp.seconds)}",
                                details={"seconds": tcp.seconds}))
     else:
         detail = str(tcp.detail) if tcp.detail is not None else "error"
         summary = (f"nothing listens on {net.host}:{net.port} (connection refused)" if detail == "refused"
-                   else f"cannot connect to {net.host}:{net.port}: {detail}")
+                   else f"cannot connect to {net.host}:{net.port}: {tcp.error or detail}")
         hint = hint_for(tcp.reason or Reason.CONNECT)
         if detail == "refused":
             hint = (f"Is ComfyUI running, and on port {net.port}? ComfyUI's default is 8188 "
                     "(`python main.py --port 8188`); check `ss -ltnp | grep python`.")
         report.add(CheckResult("network.tcp", "fail", summary, hint,
                                {"reason": str(tcp.reason), "detail": detail}))
-        for later in ("network.tls", "http.api"):
-            report.add(_skip(later, "network.tcp"))
+        _skip_after(report, "network.tcp", *after_tcp)
         return False
-    if net.uses_tls:
-        tls = net.tls
-        assert tls is not None
-        cert = tls.cert
-        details: dict[str, Any] = {"protocol": tls.protocol, "seconds": tls.seconds}
-        if cert is not None:
-            details.update({"subject": cert.subject_cn, "issuer": cert.issuer, "days_left": cert.days_left,
-                            "not_after": cert.not_after})
-        if not tls.ok:
-            problem = str(tls.problem) if tls.problem is not None else "handshake_failed"
-            report.add(CheckResult("network.tls", "fail", f"TLS failed: {problem} ({tls.error})",
-                                   hint_for(Reason.TLS), {"reason": "tls", "problem": problem, **details}))
-            report.add(_skip("http.api", "network.tls"))
-            return False
-        if cert is not None and cert.days_left is not None and cert.days_left < EXPIRY_WARN_DAYS:
-            report.add(CheckResult("network.tls", "warn", f"certificate expires in {cert.days_left:.1f} days",
-                                   "Renew the certificate (certbot renew / your CA) before it expires.", details))
-        else:
-            left = f", expires in {cert.days_left:.0f} days" if cert and cert.days_left is not None else ""
-            report.add(CheckResult("network.tls", "ok", f"{tls.protocol} verified{left}", details=details))
+    if net.uses_tls and not _tls_check(report, net):
+        _skip_after(report, "network.tls", "http.api")
+        return False
     return True
 
 
-def _http_failure(failure: Failure, result_body: Any) -> CheckResult:
+_TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.IGNORECASE)
+
+
+def describe_answer(result: HttpResult) -> str:
+    """What answered instead of ComfyUI, in a few words: status, content type, server, an HTML page's title.
+
+    Never quotes a body beyond an HTML ``<title>`` (cut to 60 characters): a body may hold anything.
+    """
+    parts = [f"HTTP {result.status}", result.content_type or "no content type"]
+    server = result.headers.get("Server")
+    if server:
+        parts.append(f"Server: {server[:60]}")
+    title = _TITLE.search(result.body[:65536])
+    if title:
+        text = " ".join(title.group(1).decode("utf-8", "replace").split())[:60]
+        parts.append(f"page title {text!r}")
+    elif "json" in result.content_type:
+        try:
+            body = json.loads(result.body)
+        except (ValueError, RecursionError):
+            parts.append("body is not valid JSON")
+        else:
+            if isinstance(body, dict):
+                keys = sorted(str(k)[:20] for k in body)[:6]
+                parts.append("JSON keys " + ", ".join(keys) if keys else "an empty JSON object")
+            else:
+                parts.append(f"a JSON {type(body).__name__}")
+    return ", ".join(parts)
+
+
+def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, timeout: float) -> CheckResult:
+    """Tell apart the usual ways /system_stats fails: dead upstream, auth proxy, origin check, wrong service."""
     status = failure.status
+    details: dict[str, Any] = {"reason": str(failure.reason), "status": status}
+    if answer:
+        details["answer"] = answer
+    seen = f" ({answer})" if answer else ""
     if failure.reason is Reason.SERVER_ERROR and status in {502, 503, 504}:
-        return _fail("http.api", failure, f"a proxy answers HTTP {status}: the upstream ComfyUI is down or "
-                     "unreachable from the proxy", status=status)
+        return CheckResult("http.api", "fail", f"a proxy answers HTTP {status}: the upstream ComfyUI is down or "
+                           f"unreachable from the proxy{seen}",
+                           "The reverse proxy is up but cannot reach ComfyUI: start ComfyUI, and check the "
+                           "proxy's upstream address and port (proxy_pass) and its error log.", details)
     if failure.reason is Reason.AUTH:
-        return CheckResult("http.api", "fail", "401 from an authenticating proxy in front of ComfyUI",
+        if credentials_used:
+            return CheckResult("http.api", "fail", f"401 from an authenticating proxy: the credentials were "
+                               f"rejected{seen}", "Check the user name and password (or token) the proxy expects; "
+                               "ComfyUI itself has no authentication.", details)
+        return CheckResult("http.api", "fail", f"401 from an authenticating proxy in front of ComfyUI{seen}",
                            "ComfyUI has no authentication of its own: give comfywatch the proxy's credentials "
-                           "(URL userinfo, headers_file or bearer_token_file).", {"reason": "auth", "status": 401})
+                           "(--url with user:password@ before the host, or headers_file / bearer_token_file in the "
+                           "config).", details)
     if failure.reason is Reason.FORBIDDEN:
-        return CheckResult("http.api", "fail", "403 Forbidden (origin check or proxy rules)",
+        return CheckResult("http.api", "fail", f"403 Forbidden (origin check, proxy rules or credentials){seen}",
                            "ComfyUI answers 403 with an empty body when an Origin header's host differs from "
-                           "Host (loopback servers); a proxy may add Origin or deny this client. Remove the "
-                           "Origin header in the proxy, start ComfyUI with --enable-cors-header, or allow this "
-                           "host in the proxy.", {"reason": "forbidden", "status": 403})
+                           "Host (loopback servers); a proxy may add Origin, deny this client, or want other "
+                           "credentials. Remove the Origin header in the proxy, start ComfyUI with "
+                           "--enable-cors-header, allow this host in the proxy, or fix the credentials.", details)
+    if failure.reason is Reason.TIMEOUT:
+        return CheckResult("http.api", "fail", f"/system_stats did not answer within {timeout:g} s",
+                           hint_for(Reason.TIMEOUT), details)
+    if failure.reason is Reason.NOT_FOUND:
+        return CheckResult("http.api", "fail", f"no /system_stats here{seen}: not ComfyUI, or the URL lacks the "
+                           "reverse proxy's path prefix", hint_for(Reason.NOT_FOUND), details)
     if failure.reason is Reason.INVALID_RESPONSE:
-        return _fail("http.api", failure, "something answers on that port, but it is not ComfyUI's "
-                     "/system_stats JSON (wrong service, or a proxy's page)")
-    return _fail("http.api", failure)
+        return CheckResult("http.api", "fail", "something answers on that port, but not with ComfyUI's "
+                           f"/system_stats JSON{seen}: a wrong service, or a proxy's page",
+                           "Check the port: ComfyUI serves JSON at /system_stats (default port 8188). If a "
+                           "proxy is in front, check that it forwards to ComfyUI.", details)
+    return _fail("http.api", failure, None, **({"answer": answer} if answer else {}))
 
 
 async def _websocket_check(runtime: TargetRuntime, api: LocalApi, timeout: float) -> CheckResult:
+    """Open /ws as the monitor and the canary do, and wait for ComfyUI's first ``status`` frame."""
     from websockets.asyncio.client import connect
 
+    from comfywatch.checks.canary import ws_ssl
     from comfywatch.errors import classify_exception
 
     url = api.ws_url("comfywatch-doctor-" + uuid.uuid4().hex)
-    ssl_ctx = ssl_context_for(runtime.config)
     started = time.perf_counter()
+    opened: float | None = None
     try:
         async with asyncio.timeout(timeout):
             async with connect(url, additional_headers=api.ws_headers(), proxy=None, max_size=16 * 2**20,
-                               ssl=ssl_ctx if url.startswith("wss:") and not isinstance(ssl_ctx, bool) else None,
-                               open_timeout=timeout, ping_interval=None, compression=None) as ws:
+                               ssl=ws_ssl(url, ssl_context_for(runtime.config)), open_timeout=None,
+                               ping_interval=None, compression=None) as ws:
                 opened = time.perf_counter() - started
                 while True:
                     message = await ws.recv()
                     if isinstance(message, str) and parse_ws_text(message).type == "status":
                         break
     except TimeoutError:
-        return CheckResult("websocket.upgrade", "fail", "no status frame arrived over /ws",
-                           "The socket opened (or hung) but ComfyUI never sent its first 'status' frame: a proxy "
-                           "may buffer the stream. " + NGINX_WEBSOCKET_HINT, {"reason": "timeout"})
+        if opened is None:
+            return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade got no answer within {timeout:g} s",
+                               "The server (or a proxy) holds the upgrade request: ComfyUI may be overloaded, or "
+                               "a proxy waits for a response it will never get. " + NGINX_WEBSOCKET_HINT,
+                               {"reason": "timeout"})
+        return CheckResult("websocket.upgrade", "fail", f"/ws upgraded, but no status frame arrived within "
+                           f"{timeout:g} s", WS_SILENT_HINT, {"reason": "timeout", "seconds": opened})
     except Exception as exc:
         failure = classify_exception(exc)
-        if failure.status is not None and failure.status not in {401, 403}:
-            return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade was answered with HTTP "
-                               f"{failure.status} instead of 101", NGINX_WEBSOCKET_HINT,
-                               {"reason": str(failure.reason), "status": failure.status})
+        # websockets' InvalidStatus carries the HTTP answer that came instead of "101 Switching Protocols".
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int) and status in {401, 403}:
+            return _fail("websocket.upgrade", failure, f"the /ws upgrade was refused with HTTP {status}",
+                         status=status)
+        if isinstance(status, int):
+            return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade was answered with HTTP {status} "
+                               "instead of 101 Switching Protocols", NGINX_WEBSOCKET_HINT,
+                               {"reason": str(failure.reason), "status": status})
         return _fail("websocket.upgrade", failure)
-    return CheckResult("websocket.upgrade", "ok", f"/ws upgraded in {opened * 1000:.1f} ms and sent status",
+    return CheckResult("websocket.upgrade", "ok", f"/ws upgraded in {_ms(opened)} and sent status",
                        details={"seconds": opened})
 
 
-def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult, credentials_used: bool) -> None:
+def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult, credentials_used: bool,
+                   received_at: float) -> None:
+    """Version, devices, memory headroom, exposure and clock skew from one /system_stats answer.
+
+    ``received_at`` is this host's clock when the answer arrived (its ``Date`` header is compared to it).
+    """
     report.add(CheckResult("server.version", "ok", f"ComfyUI {stats.comfyui_version}, Python "
                            f"{stats.python_version.split(' ')[0]}, torch {stats.pytorch_version}",
                            details={"version": stats.comfyui_version}))
     devices = stats.devices
     if not devices:
-        report.add(CheckResult("server.device", "warn", "no torch device reported", None))
+        report.add(CheckResult("server.device", "warn", "no torch device reported",
+                               "ComfyUI lists no device: read its startup log for torch/CUDA errors."))
     for device in devices[:4]:
         if not device.vram_meaningful:
-            report.add(CheckResult("server.device", "warn", f"device {device.name} is {device.type}",
-                                   CPU_DEVICE_HINT.format(kind=device.type), {"type": device.type}))
+            report.add(CheckResult("server.device", "warn", f"torch device {device.name!r} has type {device.type}: "
+                                   "no GPU in use", CPU_DEVICE_HINT.format(kind=device.type),
+                                   {"type": device.type, "name": device.name}))
             continue
         total, free = device.vram_total or 0, device.vram_free or 0
         share = free / total if total else 0.0
@@ -240,12 +358,12 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
         report.add(CheckResult("server.device", status, f"{device.name}: {free / 2**30:.1f} of "
                                f"{total / 2**30:.1f} GiB VRAM free",
                                hint_for(Reason.OOM) if status == "warn" else None,
-                               {"type": device.type, "vram_free": free, "vram_total": total}))
+                               {"type": device.type, "name": device.name, "vram_free": free, "vram_total": total}))
     ram_share = stats.ram_free / stats.ram_total if stats.ram_total else 0.0
     report.add(CheckResult("server.memory", "warn" if ram_share < 0.10 else "ok",
                            f"{stats.ram_free / 2**30:.1f} of {stats.ram_total / 2**30:.1f} GiB RAM available",
                            "Little RAM left: models offloaded from VRAM need RAM; close other processes."
-                           if ram_share < 0.10 else None))
+                           if ram_share < 0.10 else None, {"ram_free": stats.ram_free, "ram_total": stats.ram_total}))
     if stats.listens_on_all_interfaces and not credentials_used:
         report.add(CheckResult("server.exposure", "warn", "listening on all interfaces with no authentication",
                                EXPOSED_HINT, {"argv_has_listen": True}))
@@ -258,15 +376,15 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
         except (TypeError, ValueError):
             server_time = None
         if server_time is not None:
-            skew = server_time - time.time()
-            # The Date header has 1 s resolution: only a skew beyond a few seconds is meaningful.
-            if abs(skew) > 5:
+            # Date is truncated to whole seconds: on average the server's clock was half a second further.
+            skew = server_time + 0.5 - received_at
+            if abs(skew) > CLOCK_SKEW_WARN_S:
                 report.add(CheckResult("server.clock", "warn", f"server clock is {skew:+.0f} s off this host's",
                                        "Run NTP (systemd-timesyncd/chrony) on both hosts: job timestamps and "
                                        "durations come from the server's clock.", {"skew_seconds": skew}))
             else:
-                report.add(CheckResult("server.clock", "ok", f"clock skew {skew:+.0f} s",
-                                       details={"skew_seconds": skew}))
+                report.add(CheckResult("server.clock", "ok", f"clock skew {round(skew) or 0:+d} s (within "
+                                       f"±{CLOCK_SKEW_WARN_S:.0f} s)", details={"skew_seconds": skew}))
 
 
 async def _queue_and_history(report: TargetReport, api: LocalApi) -> None:
@@ -322,7 +440,8 @@ async def _canary_check(report: TargetReport, runtime: TargetRuntime, api: Local
     from comfywatch.workflows import load_workflow
 
     workflow = load_workflow("builtin:preview-image", "preview-image")
-    runner = CanaryRunner(api, workflow, timeout=timeout, when_busy="queue", ssl_context=ssl_context_for(runtime.config))
+    runner = CanaryRunner(api, workflow, timeout=timeout, when_busy="queue",
+                          ssl_context=ssl_context_for(runtime.config))
     result = await runner.run()
     details = result.as_dict()
     if result.ok:
@@ -338,12 +457,15 @@ async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -
     from comfywatch.lint import WorkflowFormat, detect_format, lint_workflow
 
     try:
-        workflow = json.loads(Path(workflow_path).read_text(encoding="utf-8"))
+        text = await asyncio.to_thread(Path(workflow_path).read_text, encoding="utf-8")
+        workflow = json.loads(text)
     except OSError as exc:
-        report.add(CheckResult("workflow.lint", "fail", f"cannot read {workflow_path}: {exc.strerror}"))
+        report.add(CheckResult("workflow.lint", "fail", f"cannot read {workflow_path}: {exc.strerror}",
+                               "Give --workflow a readable API-format JSON file."))
         return
     except (ValueError, RecursionError):
-        report.add(CheckResult("workflow.lint", "fail", f"{workflow_path} is not valid JSON"))
+        report.add(CheckResult("workflow.lint", "fail", f"{workflow_path} is not valid JSON",
+                               'Export the workflow again with "Save (API Format)".'))
         return
     if detect_format(workflow) is WorkflowFormat.UI:
         report.add(CheckResult("workflow.lint", "fail", "this is a UI-format workflow, not API format",
@@ -358,11 +480,30 @@ async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -
     if not problems:
         report.add(CheckResult("workflow.lint", "ok", f"{Path(workflow_path).name}: no problems found"))
         return
-    report.add(CheckResult("workflow.lint", "fail", f"{len(problems)} problem(s) in {Path(workflow_path).name}",
-                           hint_for(Reason.VALIDATION),
+    report.add(CheckResult("workflow.lint", "fail", f"{len(problems)} problem(s) in {Path(workflow_path).name}: "
+                           "ComfyUI would reject it (found before submitting)",
+                           "Fix each problem listed (install the missing model or custom node, or change the "
+                           "input), then run doctor --workflow again.",
                            {"problems": [{"node_id": p.node_id, "class_type": p.class_type, "code": p.code,
                                           "message": p.message, "fix": p.fix} for p in problems[:100]],
                             "lines": [f"{p.line} -> {p.fix}" for p in problems[:100]]}))
+
+
+async def _peek(api: LocalApi) -> str | None:
+    """Fetch /system_stats again without judging it, to say what answers there (None if nothing does)."""
+    try:
+        result = await api.http.request("GET", api.prefix + "/system_stats", endpoint="system_stats",
+                                        expect_ok=False)
+    except RequestFailed:
+        return None
+    return describe_answer(result)
+
+
+def canary_timeout(target: TargetConfig, timeout: float) -> float:
+    """The canary's deadline: the target's ``[canary] timeout`` when the config sets one, else >= 30 s."""
+    if "timeout" in target.canary.model_fields_set:
+        return target.canary.timeout
+    return max(timeout, 30.0)
 
 
 async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetReport:
@@ -370,26 +511,38 @@ async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
     report = TargetReport(target.name, target.kind, target.public_url)
     api = runtime.local
     assert api is not None
+    later = ("websocket.upgrade", "server", *(("workflow.lint",) if args.workflow else ()), "canary.run")
     net = await probe_url(target.public_url or target.url, timeout=args.timeout,
                           verify=not target.tls_insecure_skip_verify,
                           ca_file=str(target.tls_ca_file) if target.tls_ca_file else None)
     if not _network_checks(report, net):
-        for later in ("websocket.upgrade", "server", "canary.run"):
-            report.add(_skip(later, "network"))
+        _skip_after(report, "network", *later)
         return report
+    credentials_used = bool(runtime.credentials.headers or runtime.credentials.basic_auth)
     try:
         stats, result = await api.system_stats(record_phases=True)
     except RequestFailed as failed:
-        report.add(_http_failure(failed.failure, failed.body))
-        for later in ("websocket.upgrade", "server", "canary.run"):
-            report.add(_skip(later, "http.api"))
+        failure = failed.failure
+        # A body over the cap would only be read again; transport failures have no answer to describe.
+        answer = None
+        if failure.status is not None or (failure.reason is Reason.INVALID_RESPONSE
+                                          and "larger than" not in failure.detail):
+            answer = await _peek(api)
+        elif failure.reason is Reason.INVALID_RESPONSE:
+            answer = failure.detail
+        report.add(_http_failure(failure, answer, credentials_used, args.timeout))
+        _skip_after(report, "http.api", *later)
         return report
+    received_at = time.time()
     phases = result.phases
-    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {result.seconds * 1000:.1f} ms",
-                           details={"phases": None if phases is None else asdict(phases)}))
+    timing = ""
+    if phases is not None:
+        steps = [("connect", phases.connect), ("server", phases.processing), ("transfer", phases.transfer)]
+        timing = " (" + ", ".join(f"{name} {_ms(value)}" for name, value in steps if value is not None) + ")"
+    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(result.seconds)}{timing}",
+                           details={"seconds": result.seconds, "phases": None if phases is None else asdict(phases)}))
     report.add(await _websocket_check(runtime, api, args.timeout))
-    credentials_used = bool(runtime.credentials.headers or runtime.credentials.basic_auth)
-    _server_checks(report, stats, result, credentials_used)
+    _server_checks(report, stats, result, credentials_used, received_at)
     await _queue_and_history(report, api)
     if args.workflow:
         await _lint_check(report, api, args.workflow)
@@ -397,12 +550,21 @@ async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
         report.add(CheckResult("canary.run", "skipped", "skipped: --no-canary"))
     else:
         # Runs even when the WebSocket check failed: the canary then polls, and shows what still works.
-        await _canary_check(report, runtime, api, max(args.timeout, 30.0))
+        await _canary_check(report, runtime, api, canary_timeout(target, args.timeout))
     return report
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Comfy Cloud.
+
+#: Where the shared hint speaks of a local ComfyUI or its proxy, Comfy Cloud needs its own words.
+CLOUD_HINTS: dict[Reason, str] = {
+    Reason.AUTH: "Comfy Cloud rejected the API key (invalid, revoked or mistyped): create a new key at "
+                 "platform.comfy.org/profile/api-keys and provide it with COMFYWATCH_CLOUD_API_KEY, "
+                 "api_key_file or the systemd credential comfywatch_cloud_api_key.",
+    Reason.SERVER_ERROR: "Comfy Cloud answered with a server error (5xx): nothing to fix on your side; check the "
+                         "Comfy status page and try again later.",
+}
 
 
 async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetReport:
@@ -421,7 +583,10 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
         try:
             return await call()
         except RequestFailed as failed:
-            report.add(_fail(check_id, failed.failure))
+            failure = failed.failure
+            check = _fail(check_id, failure)
+            check.hint = CLOUD_HINTS.get(failure.reason, check.hint)
+            report.add(check)
         except RetryAfterActive as paused:
             report.add(CheckResult(check_id, "fail", f"rate limited: retry in {paused.remaining:.0f} s",
                                    hint_for(Reason.RATE_LIMITED), {"reason": "rate_limited"}))
@@ -429,8 +594,8 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
 
     user = await attempt("cloud.auth", api.user)
     if user is None:
-        for later in ("cloud.subscription", "cloud.funds", "cloud.balance", "cloud.concurrency"):
-            report.add(_skip(later, "cloud.auth"))
+        _skip_after(report, "cloud.auth", "cloud.subscription", "cloud.funds", "cloud.balance",
+                    "cloud.concurrency", "cloud.recent_errors")
         return report
     report.add(CheckResult("cloud.auth", "ok", f"API key valid (account status {user.status})"))
     status = await attempt("cloud.subscription", api.billing_status)
@@ -446,7 +611,8 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
     balance = await attempt("cloud.balance", api.balance)
     if balance is not None:
         if balance.balance_usd is None:
-            report.add(CheckResult("cloud.balance", "warn", "balance unknown (no balance fields in the answer)"))
+            report.add(CheckResult("cloud.balance", "warn", "balance unknown (no balance fields in the answer)",
+                                   "Check the balance at platform.comfy.org; the API answered without one."))
         else:
             low = balance.balance_usd < 1.0
             report.add(CheckResult("cloud.balance", "warn" if low else "ok",
@@ -466,12 +632,19 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
                                details={"max_concurrent_jobs": limit, "running": running}))
     jobs = await attempt("cloud.recent_errors", lambda: api.jobs(100))
     if jobs is not None:
-        payment = sum(1 for j in jobs.jobs if j.failure_reason is Reason.PAYMENT)
-        failed = sum(1 for j in jobs.jobs if j.failure_reason is not None)
-        report.add(CheckResult("cloud.recent_errors", "warn" if payment else "ok",
-                               f"{failed} of the last {len(jobs.jobs)} jobs failed, {payment} for billing reasons",
-                               hint_for(Reason.PAYMENT) if payment else None,
-                               {"failed": failed, "payment": payment}))
+        reasons = [j.failure_reason for j in jobs.jobs if j.failure_reason is not None]
+        payment = sum(1 for r in reasons if r is Reason.PAYMENT)
+        details: dict[str, Any] = {"recent": len(jobs.jobs), "failed": len(reasons), "payment": payment,
+                                   "reasons": {str(r): reasons.count(r) for r in sorted(set(reasons))}}
+        summary = f"{len(reasons)} of the last {len(jobs.jobs)} jobs failed, {payment} for billing reasons"
+        if payment:
+            report.add(CheckResult("cloud.recent_errors", "warn", summary, hint_for(Reason.PAYMENT), details))
+        elif reasons:
+            common = max(sorted(set(reasons)), key=reasons.count)  # sorted: ties resolve the same every run
+            report.add(CheckResult("cloud.recent_errors", "warn", summary + f" (mostly {common})",
+                                   hint_for(common), details))
+        else:
+            report.add(CheckResult("cloud.recent_errors", "ok", summary, details=details))
     return report
 
 
@@ -481,39 +654,83 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
 
 @dataclass
 class DoctorOptions:
+    """What the command line asks for; ``timeout`` bounds each step (DNS, connect, TLS, every request)."""
+
     timeout: float = 10.0
     workflow: str | None = None
     no_canary: bool = False
     strict: bool = False
 
 
+def _url_target(url: str, kind: Literal["local", "cloud"], name: str | None) -> TargetConfig:
+    """A target from ``--url``; problems become a ``ConfigError`` that never repeats the URL (it may hold a
+    password)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError:
+        raise ConfigError(["--url: not a valid URL (host or port)"], "command line") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(["--url: expected http(s)://host[:port]"], "command line")
+    try:
+        return TargetConfig(name=name or parts.hostname[:63], kind=kind, url=url)
+    except ValueError as exc:  # pydantic's ValidationError; its text would quote the URL
+        errors = getattr(exc, "errors", None)
+        messages = [str(e.get("msg", "invalid")) for e in errors()] if callable(errors) else ["invalid"]
+        raise ConfigError([f"--url: {scrub(m)}" for m in messages], "command line") from None
+
+
 def _targets(args: argparse.Namespace) -> tuple[Config, list[TargetConfig]]:
+    import os
+
+    if args.cloud and args.config:
+        raise ConfigError(["--cloud checks the Comfy Cloud API at --url (default https://cloud.comfy.org); "
+                           "for a config's cloud targets use --config alone"], "command line")
+    if args.target and not args.config and not os.environ.get("COMFYWATCH_CONFIG"):
+        raise ConfigError(["--target picks a target of --config FILE"], "command line")
+    if args.timeout is None or not 0 < args.timeout <= 3600:
+        raise ConfigError(["--timeout: expected seconds between 0 and 3600"], "command line")
     if args.cloud:
-        config = load_config(None, {})
-        url = args.url or "https://cloud.comfy.org"
-        return config, [TargetConfig(name="cloud", kind="cloud", url=url)]
+        return load_config(None, {}), [_url_target(args.url or "https://cloud.comfy.org", "cloud", "cloud")]
     if args.url:
-        parts = urlsplit(args.url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ConfigError(["--url: expected http(s)://host[:port]"], "command line")
-        config = load_config(None, {})
-        return config, [TargetConfig(name=parts.hostname, kind="local", url=args.url)]
-    config = load_config(Path(args.config) if args.config else None)
+        return load_config(None, {}), [_url_target(args.url, "local", None)]
+    path = args.config or os.environ.get("COMFYWATCH_CONFIG")
+    config = load_config(Path(path) if path else None)
     targets = [t for t in config.targets if args.target is None or t.name == args.target]
     if not targets:
         raise ConfigError([f"no target named {args.target!r}"], "command line")
     return config, targets
 
 
+def _check_workflow_file(path: str) -> str | None:
+    """Why ``--workflow`` cannot be linted at all (a usage error), or None."""
+    try:
+        json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"--workflow: cannot read {path}: {exc.strerror or type(exc).__name__}"
+    except (ValueError, RecursionError):
+        return f"--workflow: {path} is not valid JSON"
+    return None
+
+
 async def run_doctor(config: Config, targets: list[TargetConfig], options: DoctorOptions) -> Report:
+    """Check every target in turn (in dependency order within each) and collect the report."""
     reports = []
-    for target in targets:
+    for configured in targets:
+        # One patience for every step: the doctor's --timeout, not the daemon's polling timeout.
+        target = configured.model_copy(update={"timeout": options.timeout})
         runtime = build_runtime(config, target)
         try:
             if target.kind == "cloud":
                 reports.append(await _cloud_target(runtime, options))
             else:
                 reports.append(await _local_target(runtime, options))
+        except Exception as exc:  # a bug must not hide the other targets' results
+            report = TargetReport(target.name, target.kind, target.public_url)
+            report.add(CheckResult("doctor.internal", "fail", scrub(f"internal error: {type(exc).__name__}: "
+                                                                    f"{str(exc)[:200]}"),
+                                   "This is a comfywatch bug: please report it with this output."))
+            reports.append(report)
         finally:
             await runtime.close()
     return Report(reports, strict=options.strict)
@@ -538,13 +755,16 @@ def render_text(report: Report, *, color: bool) -> str:
                 console.print(f"      {line}", markup=False)
             if check.id == "canary.run" and check.status != "skipped" and "table" in check.details:
                 for line in str(check.details["table"]).splitlines()[1:]:
-                    console.print(f"    {line}", markup=False)
+                    # the summary already says the detail, and the hint follows as "fix:"
+                    if not line.strip().startswith(("detail:", "fix:")):
+                        console.print(f"    {line}", markup=False)
             if check.hint and check.status in {"warn", "fail"}:
                 console.print(f"      fix: {check.hint}", markup=False, style="dim" if color else None)
     counts = {s: sum(1 for t in report.targets for c in t.checks if c.status == s) for s in SYMBOLS}
     verdict = "healthy" if report.ok else "problems found"
-    console.print(f"{verdict}: {counts['ok']} ok, {counts['warn']} warnings, {counts['fail']} failed, "
-                  f"{counts['skipped']} skipped", markup=False)
+    warnings = f"{counts['warn']} warning" + ("" if counts["warn"] == 1 else "s")
+    console.print(f"{verdict}: {counts['ok']} ok, {warnings}, {counts['fail']} failed, {counts['skipped']} skipped",
+                  markup=False)
     return scrub(buffer.getvalue())
 
 
@@ -555,9 +775,18 @@ def doctor_main(args: argparse.Namespace) -> int:
     configure_logging(fmt="console", level="error", stream=sys.stderr)
     try:
         config, targets = _targets(args)
+        for target in targets:
+            resolve_credentials(target)  # a missing token file is a configuration error, not a check
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"comfywatch doctor: {scrub(str(exc).splitlines()[0])}", file=sys.stderr)
+        return 2
+    unusable = _check_workflow_file(args.workflow) if args.workflow else None
+    if unusable is not None:
+        print(f"comfywatch doctor: {unusable}", file=sys.stderr)
         return 2
     options = DoctorOptions(timeout=args.timeout, workflow=args.workflow, no_canary=args.no_canary,
                             strict=args.strict)
