@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import aiohttp
 import httpx
+from aiohttp.http_exceptions import ContentEncodingError
 
 from comfywatch.parse import ParseError
 
@@ -300,12 +302,28 @@ def classify_exception(exc: BaseException) -> Failure:
             return Failure(Reason.TLS, f"TLS failure: {type(cause).__name__}: {_ssl_reason(cause)}")
     if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
         return Failure(Reason.TIMEOUT, f"timed out ({name})")
-    ws_status = _websocket_status(exc)
+    ws_status = _websocket_status(exc) if type(exc).__module__.startswith("websockets") else None
+    http_status = _websocket_status(exc) if ws_status is None else None
+    if http_status is not None:
+        failure = classify_status(http_status)
+        if failure is not None:
+            return failure
     if ws_status is not None:
         failure = classify_status(ws_status)
         if failure is not None:
             return Failure(failure.reason, f"WebSocket upgrade refused: HTTP {ws_status}", status=ws_status)
+        # 2xx/3xx instead of 101: something in between (a proxy) did not pass the upgrade on.
+        return Failure(Reason.INVALID_RESPONSE, f"WebSocket upgrade answered HTTP {ws_status} instead of 101",
+                       status=ws_status)
     if isinstance(exc, httpx.TransportError | OSError | EOFError):
+        return Failure(Reason.CONNECT, f"connection failed ({name})")
+    # aiohttp's equivalents of httpx's RemoteProtocolError: the server closed or reset the connection before
+    # (ServerDisconnectedError) or while (ClientPayloadError: "not enough data") sending its answer. A body
+    # that arrived whole but would not decompress is the server's answer being wrong, not the connection.
+    if isinstance(exc, aiohttp.ClientConnectionError) or (
+        isinstance(exc, aiohttp.ClientPayloadError)
+        and not any(isinstance(cause, ContentEncodingError) for cause in chain)
+    ):
         return Failure(Reason.CONNECT, f"connection failed ({name})")
     if name in {"InvalidHandshake", "InvalidMessage", "InvalidUpgrade", "ConnectionClosedError",
                 "ConnectionClosed", "ConnectionClosedOK", "InvalidURI", "PayloadTooBig", "ProtocolError"}:
