@@ -61,7 +61,12 @@ class QueueTracker:
         self._idle_streak = 0
         self._last_poll = None
 
-    def observe(self, snapshot: QueueSnapshot, now: float) -> QueueView:
+    def observe(self, snapshot: QueueSnapshot, now: float, clock_offset: float = 0.0) -> QueueView:
+        """Update from one poll at local time *now*.
+
+        *clock_offset* is the server's clock minus ours (from its Date header): ``create_time`` values are the
+        server's wall clock, and a server an hour behind must not make a fresh job look an hour old.
+        """
         running = snapshot.running[0] if snapshot.running else None
         if running is None:
             self._running_id = None
@@ -81,7 +86,7 @@ class QueueTracker:
         for item in snapshot.pending:
             first = self._pending_seen.setdefault(item.prompt_id, now)
             if item.create_time_ms is not None:
-                first = min(first, item.create_time_ms / 1000.0)
+                first = min(first, item.create_time_ms / 1000.0 - clock_offset)
             oldest = max(oldest, now - first)
 
         if snapshot.pending and not snapshot.running:

@@ -11,6 +11,6 @@ __all__ = ["run"]
 
 
 async def run(api: LocalApi, state: TargetState, now: float | None = None) -> None:
-    snapshot = await api.queue()
-    view = state.queue_tracker.observe(snapshot, time.time() if now is None else now)
+    snapshot, offset = await api.queue_and_clock()
+    view = state.queue_tracker.observe(snapshot, time.time() if now is None else now, clock_offset=offset or 0.0)
     state.apply_queue(view)

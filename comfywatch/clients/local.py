@@ -66,6 +66,11 @@ class LocalApi:
         snapshot, _ = await self._get("/queue", "queue", parse_queue)
         return snapshot  # type: ignore[no-any-return]
 
+    async def queue_and_clock(self) -> tuple[QueueSnapshot, float | None]:
+        """The queue plus the server's clock offset (server minus local, seconds) from its Date header."""
+        snapshot, result = await self._get("/queue", "queue", parse_queue)
+        return snapshot, clock_offset(result.headers.get("Date"))
+
     async def history(self, max_items: int) -> list[HistoryEntry]:
         entries, _ = await self._get("/history", "history", parse_history, {"max_items": str(max_items)})
         return entries  # type: ignore[no-any-return]
@@ -161,6 +166,23 @@ class LocalApi:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
         return headers
+
+
+def clock_offset(date_header: str | None, now: float | None = None) -> float | None:
+    """Server clock minus local clock from an HTTP ``Date`` header (1 s resolution), or None."""
+    import email.utils
+    import time
+
+    if not date_header:
+        return None
+    try:
+        server = email.utils.parsedate_to_datetime(date_header).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    local = time.time() if now is None else now
+    # The header truncates to whole seconds: a server in sync looks up to 1 s behind.
+    offset = server - local
+    return 0.0 if -1.5 < offset < 0.5 else offset
 
 
 def dumps(value: Any) -> str:
