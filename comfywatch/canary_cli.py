@@ -62,6 +62,12 @@ async def _run(target: TargetConfig, config: Config, workflow_spec: str | None, 
 
 
 def canary_main(args: argparse.Namespace) -> int:
+    """Run one canary as the command line asked; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    from comfywatch.logs import configure_logging
+
+    # stdout carries the phase table or the JSON document: log lines (the per-node validation summary, a
+    # broken WebSocket) go to stderr, and the debug chatter of a successful run not at all.
+    configure_logging(fmt="console", level="warning", stream=sys.stderr)
     try:
         config = load_config(Path(args.config) if args.config else None)
         target = pick_target(config, args.target, args.url)

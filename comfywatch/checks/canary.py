@@ -4,7 +4,9 @@ One run: open a WebSocket with a fresh clientId -> wait for its ``status`` frame
 that client_id -> follow *our* prompt's events -> confirm via ``/history/{id}`` -> fetch and verify the
 output (``/view`` for images, the echoed text) -> delete our history entry. If the WebSocket cannot be
 opened (a proxy dropping ``Upgrade``) the run falls back to polling ``/history/{id}`` and says so.
-On timeout it cancels only its own prompt (delete if pending, targeted interrupt if running).
+When the run ends without knowing the prompt's fate (timeout, transport failure, a partly rejected
+workflow) it cancels only its own prompt (delete if pending, targeted interrupt if running), waits for it to
+leave the queue, then deletes its history entry. ``total`` runs from submit to the verified output.
 """
 
 from __future__ import annotations
@@ -33,11 +35,23 @@ from comfywatch.parse.prompt import PromptAccepted, parse_ws_text
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
 
-__all__ = ["CanaryResult", "CanaryRunner", "png_size"]
+__all__ = ["CanaryResult", "CanaryRunner", "png_size", "ws_ssl"]
 
 log = structlog.get_logger("comfywatch.canary")
 
 WS_MAX_SIZE = 16 * 2**20
+#: ComfyUI sends the first ``status`` frame right after the upgrade; a socket silent for this long (or a
+#: quarter of the run's budget, if less) is treated as broken and the run falls back to polling.
+STATUS_FRAME_WAIT = 2.0
+#: After this long without an event for our prompt, ask the server whether it still has it (then doubling).
+SILENCE_CHECK_FIRST = 1.0
+SILENCE_CHECK_MAX = 30.0
+#: How long a cancelled canary waits for its prompt to leave the queue before deleting its history entry.
+#: With the socket close (1 s) and the delete (3 s) a run ends within its timeout + 8 s: inside the
+#: daemon's budget for the check (timeout + 10 s), so the result is always recorded.
+CANCEL_WAIT = 4.0
+#: Failures after which the server is known to be done with the prompt.
+_PROMPT_OVER = frozenset({Reason.EXECUTION_ERROR, Reason.OOM, Reason.INTERRUPTED, Reason.LOST})
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -70,6 +84,25 @@ def png_size(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)
+
+
+def ws_ssl(url: str, setting: ssl.SSLContext | bool) -> ssl.SSLContext | None:
+    """The ``ssl`` argument for ``websockets.connect``, honouring the target's TLS settings like HTTP does.
+
+    ``True`` means default verification (websockets' own default for ``wss:``); ``False``
+    (``tls_insecure_skip_verify``) needs an explicit non-verifying context, or the WebSocket would fail
+    where HTTP succeeds and the canary would report a broken WebSocket path that is not broken.
+    """
+    if not url.startswith("wss:"):
+        return None
+    if isinstance(setting, ssl.SSLContext):
+        return setting
+    if setting is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return None
 
 
 class CanaryApi(Protocol):
@@ -129,11 +162,19 @@ class CanaryRunner:
         prompt, values = render_workflow(self.workflow.template)
         started = time.perf_counter()
         deadline = started + self.timeout
+        # "total" is what its metric says: submit -> output verified (the path a user's prompt takes). The
+        # busy check and the WebSocket set-up before it are preparation; a run that fails before submitting
+        # reports the time to that failure instead.
+        measured_from = started
         ws: ClientConnection | None = None
         follower: PromptFollower | None = None
+        accepted_at: float | None = None
+        finished = False  # the server is done with our prompt (no cancel needed)
         try:
             if self.when_busy == "skip":
-                running, pending = await self.api.busy()
+                # Bounded by the canary's own deadline: a slow server must not stretch a run past it.
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    running, pending = await self.api.busy()
                 if running or pending:
                     result.skipped = True
                     result.detail = f"queue busy ({running} running, {pending} pending)"
@@ -141,6 +182,9 @@ class CanaryRunner:
             client_id = CANARY_CLIENT_PREFIX + uuid.uuid4().hex
             ws = await self._open_ws(client_id, deadline, result)
             submit_start = time.perf_counter()
+            if submit_start >= deadline:
+                raise TimeoutError  # never submit a prompt we no longer have time to follow
+            measured_from = submit_start
             try:
                 accepted = await self.api.submit(prompt, client_id, timeout=max(0.1, deadline - submit_start))
             except RequestFailed as failed:
@@ -148,42 +192,39 @@ class CanaryRunner:
             accepted_at = time.perf_counter()
             result.phases["submit"] = accepted_at - submit_start
             result.prompt_id = accepted.prompt_id
+            if accepted.node_errors:
+                # 200 with node_errors: ComfyUI queued only the valid outputs. A canary that runs part of
+                # its workflow proves nothing about the rest; report it (and cancel what was queued).
+                raise self._partial_failure(accepted.node_errors, result)
             follower = PromptFollower(accepted.prompt_id)
             entry = await self._await_completion(ws, follower, deadline, result)
-            if follower.started_at is not None:
-                result.phases["queue"] = max(0.0, follower.started_at - accepted_at)
-                end = follower.succeeded_at or follower.ended_at or time.perf_counter()
-                result.phases["execute"] = max(0.0, end - follower.started_at)
+            finished = True
             fetch_start = time.perf_counter()
-            if entry is None:
-                entry = await self._history_entry(accepted.prompt_id, deadline)
-            if entry is None:
-                raise _Failed(Reason.LOST, "finished but no history entry (server restarted?)")
-            if entry.outcome is not Outcome.SUCCESS:
-                raise _Failed(entry.failure_reason or Reason.EXECUTION_ERROR, f"history says {entry.outcome}")
-            result.server_seconds = entry.server_seconds or follower.server_seconds
-            if follower.started_at is None and result.server_seconds is not None:
-                # Polling fallback: only the server's clock saw the execution.
-                waited = time.perf_counter() - accepted_at
-                result.phases["execute"] = result.server_seconds
-                result.phases["queue"] = max(0.0, waited - result.server_seconds)
-            outputs = follower.outputs or entry.outputs
-            await self._verify(outputs, values, deadline)
+            # The prompt is done; give the fetch at least a second even if that was at the deadline.
+            async with asyncio.timeout(max(1.0, deadline - fetch_start)):
+                await self._fetch(entry, follower, values, deadline, accepted_at, result)
             result.phases["fetch"] = time.perf_counter() - fetch_start
             result.ok = True
         except _Failed as failed:
             result.reason, result.detail = failed.reason, failed.detail
+            over = failed.reason in _PROMPT_OVER or (follower is not None and follower.finished)
+            finished = finished or over
         except RequestFailed as failed:
             result.reason, result.detail = failed.failure.reason, failed.failure.detail
         except TimeoutError:
             result.reason, result.detail = Reason.TIMEOUT, f"no result within {self.timeout:g}s"
         finally:
+            # Closing the socket and cleaning up come after "total": bookkeeping, not the prompt's path.
+            result.phases["total"] = time.perf_counter() - measured_from
+            if follower is not None and accepted_at is not None:
+                _follower_phases(result, follower, accepted_at)
+                if result.server_seconds is None:
+                    result.server_seconds = follower.server_seconds
             if ws is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ws.close(), 1.0)
-            result.phases["total"] = time.perf_counter() - started
             if result.prompt_id is not None:
-                await self._cleanup(result, follower)
+                await self._cleanup(result, cancel=not finished)
         if result.ok:
             log.debug("canary_ok", canary=result.canary, total=round(result.phases["total"], 4))
         return result
@@ -206,7 +247,22 @@ class CanaryRunner:
             return _Failed(Reason.VALIDATION, f"{rejection.error_type}: {rejection.message}"[:200])
         return _Failed(failed.failure.reason, failed.failure.detail)
 
-    async def _open_ws(self, client_id: str, deadline: float, result: CanaryResult) -> ClientConnection | None:
+    def _partial_failure(self, node_errors: dict[str, Any], result: CanaryResult) -> _Failed:
+        from comfywatch.nodeerrors import summarise_prompt_error
+
+        try:
+            rejection = summarise_prompt_error({"node_errors": node_errors})
+            result.problems = [node.line for node in rejection.nodes][:20]
+        except ParseError:
+            result.problems = [f"node_errors for nodes {', '.join(sorted(node_errors))[:160]}"]
+        log.warning("canary_rejected", canary=result.canary, error_type="partially_accepted",
+                    nodes=result.problems)
+        return _Failed(Reason.VALIDATION, f"queued with node_errors on {len(node_errors)} node(s): "
+                       "only part of the workflow would run")
+
+    async def _open_ws(
+        self, client_id: str, deadline: float, result: CanaryResult
+    ) -> ClientConnection | None:
         url = self.api.ws_url(client_id)
         timeout = max(0.1, min(10.0, deadline - time.perf_counter()))
         try:
@@ -218,8 +274,7 @@ class CanaryRunner:
                 proxy=None,
                 ping_interval=None,
                 compression=None,
-                ssl=self.ssl_context if url.startswith("wss:") and isinstance(self.ssl_context, ssl.SSLContext)
-                else None,
+                ssl=ws_ssl(url, self.ssl_context),
             )
         except Exception as exc:  # any failure to upgrade means: poll instead, and report it
             failure = classify_exception(exc)
@@ -230,7 +285,8 @@ class CanaryRunner:
         try:
             # Registration is complete once the server sent our first status frame: only then POST, or
             # the first events could be sent before the server knows our socket.
-            async with asyncio.timeout(timeout):
+            remaining = max(0.0, deadline - time.perf_counter())
+            async with asyncio.timeout(min(STATUS_FRAME_WAIT, remaining / 4)):
                 while True:
                     message = await ws.recv()
                     if isinstance(message, str):
@@ -249,31 +305,86 @@ class CanaryRunner:
     async def _await_completion(
         self, ws: ClientConnection | None, follower: PromptFollower, deadline: float, result: CanaryResult
     ) -> HistoryEntry | None:
+        """Wait until the prompt is over: its events on the WebSocket, else polling. ``None`` means the
+        events said how it ended; an entry means history did (the socket could not tell)."""
         if ws is not None:
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                    while not follower.finished:
-                        message = await ws.recv()
-                        if isinstance(message, bytes):
-                            continue
-                        try:
-                            follower.feed(parse_ws_text(message), time.perf_counter())
-                        except ParseError:
-                            continue
-            except TimeoutError:
+                entry = await self._follow(ws, follower, deadline)
+            except (TimeoutError, _Failed):
                 raise
             except Exception:
                 # The socket died mid-run (server restart, proxy timeout): keep going by polling.
                 result.websocket_ok = False
                 log.warning("canary_websocket_closed", canary=result.canary)
             else:
+                if entry is not None:
+                    return entry
                 if follower.state is Progress.FAILED:
                     raise _Failed(follower.failure or Reason.EXECUTION_ERROR, follower.failure_detail)
                 return None
-        return await self._poll(follower, deadline)
+        # _poll stops itself at the deadline; the grace only caps a request still in flight then (the queue
+        # read has the client's own timeout), so that the cleanup still fits in the daemon's check budget.
+        async with asyncio.timeout(max(0.0, deadline - time.perf_counter()) + 0.5):
+            return await self._poll(follower, deadline)
+
+    async def _follow(
+        self, ws: ClientConnection, follower: PromptFollower, deadline: float
+    ) -> HistoryEntry | None:
+        """Feed our prompt's events to *follower* until it is finished.
+
+        A prompt can also vanish without a single event for us: deleted from the queue by someone else
+        (ComfyUI then only broadcasts ``status``), or a Cloud job that ends ``lost``. So when our prompt has
+        been silent for a while (1 s, doubling up to 30 s) ask the server whether it is still queued or
+        running; gone from the queue and from history is ``lost``, found in history ends the wait.
+        """
+        interval = SILENCE_CHECK_FIRST
+        check_at = time.perf_counter() + interval
+        while not follower.finished:
+            now = time.perf_counter()
+            if now >= deadline:
+                raise TimeoutError
+            if now >= check_at:
+                entry = await self._check_vanished(follower, deadline)
+                if entry is not None:
+                    return entry
+                interval = min(interval * 2, SILENCE_CHECK_MAX)
+                check_at = time.perf_counter() + interval
+                continue
+            try:
+                # Cancelling recv() loses no message (websockets' asyncio implementation).
+                async with asyncio.timeout(min(deadline, check_at) - now):
+                    message = await ws.recv()
+            except TimeoutError:
+                continue
+            if isinstance(message, bytes):
+                continue
+            at = time.perf_counter()
+            try:
+                follower.feed(parse_ws_text(message), at)
+            except ParseError:
+                continue
+            if follower.last_activity == at:
+                check_at = at + interval  # our prompt is alive: nothing to ask
+        return None
+
+    async def _check_vanished(self, follower: PromptFollower, deadline: float) -> HistoryEntry | None:
+        """``None`` while the prompt is queued or running (or the server cannot say); its history entry if it
+        finished without us hearing; :class:`_Failed` ``lost`` when it is in neither."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter()) + 0.5):
+                if await self.api.in_flight(follower.prompt_id):
+                    return None
+                entry = await self.api.history_entry(follower.prompt_id,
+                                                     timeout=max(0.1, deadline - time.perf_counter()))
+        except RequestFailed:
+            return None  # cannot tell now: keep following the socket
+        if entry is None:
+            raise _Failed(Reason.LOST, "prompt vanished from queue and history without an event (deleted "
+                          "by someone else, or the job was lost)")
+        return entry
 
     async def _poll(self, follower: PromptFollower, deadline: float) -> HistoryEntry | None:
-        """Poll /history/{id} with back-off; decide ``lost`` when the prompt is in neither queue nor history."""
+        """Poll /history/{id} with back-off; ``lost`` when the prompt is in neither queue nor history."""
         delay = 0.05
         last_failure: Failure | None = None
         while True:
@@ -297,6 +408,44 @@ class CanaryRunner:
                 last_failure = failed.failure
             await asyncio.sleep(min(delay, max(0.0, deadline - time.perf_counter())))
             delay = min(delay * 2, 2.0)
+
+    async def _fetch(
+        self, entry: HistoryEntry | None, follower: PromptFollower, values: dict[str, str], deadline: float,
+        accepted_at: float, result: CanaryResult,
+    ) -> None:
+        """Confirm success in ``/history/{id}`` and verify the output; raises :class:`_Failed`.
+
+        When the WebSocket already delivered the outputs, the output check runs while history is read:
+        they are independent requests, and overlapping them keeps the ``fetch`` phase to one round trip.
+        """
+        verifying: asyncio.Task[None] | None = None
+        if entry is None and follower.outputs:
+            verifying = asyncio.create_task(self._verify(follower.outputs, values, deadline))
+        try:
+            if entry is None:
+                entry = await self._history_entry(follower.prompt_id, deadline)
+            if entry is None:
+                raise _Failed(Reason.LOST, "finished but no history entry (server restarted?)")
+            result.server_seconds = entry.server_seconds or follower.server_seconds
+            if follower.started_at is None and result.server_seconds is not None:
+                # Polling fallback: only the server's clock saw the execution.
+                waited = time.perf_counter() - accepted_at
+                result.phases["execute"] = result.server_seconds
+                result.phases["queue"] = max(0.0, waited - result.server_seconds)
+            if entry.outcome is not Outcome.SUCCESS:
+                # History is the authority: its verdict wins over whatever the output check found.
+                raise _Failed(entry.failure_reason or Reason.EXECUTION_ERROR, f"history says {entry.outcome}")
+            if verifying is None:
+                await self._verify(follower.outputs or entry.outputs, values, deadline)
+            else:
+                await verifying
+        finally:
+            if verifying is not None:
+                if not verifying.done():
+                    verifying.cancel()
+                    await asyncio.wait([verifying])
+                if not verifying.cancelled():
+                    verifying.exception()  # retrieved: an unused failure is not "never retrieved"
 
     async def _history_entry(self, prompt_id: str, deadline: float) -> HistoryEntry | None:
         # The end marker is sent after the history entry is written, so one read is enough.
@@ -336,16 +485,44 @@ class CanaryRunner:
         if expect.text_matches is not None and not any(re.search(expect.text_matches, t) for t in texts):
             raise _Failed(Reason.OUTPUT_INVALID, "no text output matches the configured pattern")
 
-    async def _cleanup(self, result: CanaryResult, follower: PromptFollower | None) -> None:
+    async def _cleanup(self, result: CanaryResult, *, cancel: bool) -> None:
+        """Cancel our prompt if it may still be queued or running, then delete its history entry."""
         prompt_id = result.prompt_id
         assert prompt_id is not None
+        if cancel:
+            try:
+                async with asyncio.timeout(CANCEL_WAIT):
+                    await self._cancel_and_wait(prompt_id)
+            except (RequestFailed, TimeoutError):
+                log.info("canary_cancel_failed", canary=result.canary)
         try:
-            async with asyncio.timeout(5.0):
-                if result.reason is Reason.TIMEOUT:
-                    await self.api.cancel_own(prompt_id)
+            async with asyncio.timeout(3.0):
                 await self.api.delete_history([prompt_id])
         except (RequestFailed, TimeoutError):
             log.info("canary_cleanup_failed", canary=result.canary)
+
+    async def _cancel_and_wait(self, prompt_id: str) -> None:
+        # Only our own prompt: deleted if pending, targeted interrupt if running. A real interrupt lands at
+        # the next node boundary (seconds, COMFYUI.md §2) and only then writes the history entry, so wait
+        # for the prompt to leave the queue before deleting that entry. One more cancel covers a prompt
+        # that went from pending to running between reading the queue and deleting it.
+        await self.api.cancel_own(prompt_id)
+        delay, again = 0.05, True
+        while await self.api.in_flight(prompt_id):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            if again:
+                await self.api.cancel_own(prompt_id)
+                again = False
+
+
+def _follower_phases(result: CanaryResult, follower: PromptFollower, accepted_at: float) -> None:
+    """``queue`` and ``execute`` as seen on the WebSocket, for failed runs too (kept if already set)."""
+    if follower.started_at is None:
+        return
+    result.phases.setdefault("queue", max(0.0, follower.started_at - accepted_at))
+    end = follower.succeeded_at or follower.ended_at or time.perf_counter()
+    result.phases.setdefault("execute", max(0.0, end - follower.started_at))
 
 
 def apply_result(state: TargetState, result: CanaryResult) -> None:

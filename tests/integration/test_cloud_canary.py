@@ -161,9 +161,7 @@ async def test_refused_submit_is_classified_and_never_retried(
     [
         ("insufficient_funds_runtime", "payment"),
         ("oom", "oom"),
-        pytest.param("lost", "lost", marks=pytest.mark.xfail(strict=True, reason=(
-            "BUG: CanaryRunner._await_completion waits only for WebSocket events; a Cloud job that ends "
-            "'lost' sends none (CLOUD.md §9: only polling notices), so the run ends as timeout, not lost"))),
+        ("lost", "lost"),
     ],
 )
 async def test_job_failing_after_submit_is_classified(sim: SimHandle, tmp_path: Path, fault: str, reason: str

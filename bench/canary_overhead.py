@@ -1,0 +1,134 @@
+"""Benchmark: canary measurement overhead (issue 3: median <= 2 ms).
+
+Overhead is what comfywatch's ``total`` phase (submit -> output verified) adds on top of the execution time
+the server reports from its own timestamps (``execution_start`` -> ``execution_success``): the POST round
+trip, the hand-over from the queue to the worker, the event delivery and the fetch (``/history/{id}``
+and, for images, ``/view``). It is measured against the in-process simulated ComfyUI, with the runner
+built exactly as the daemon builds it (same runtime, HTTP client and workflow loader). Warm-up runs are
+not counted. Prints the median and p90 per built-in canary, the median of every phase, and the median
+wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included).
+
+    .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--json]
+
+The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
+rounding; over 200 runs that averages out in the median but widens the p90.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from comfywatch.checks.canary import CanaryResult, CanaryRunner
+from comfywatch.config import Config, TargetConfig
+from comfywatch.runtime import build_runtime
+from comfywatch.sim.admin import start_sim
+from comfywatch.state import CANARY_PHASES
+from comfywatch.workflows import load_workflow
+
+WORKFLOWS = ("builtin:preview-image", "builtin:echo-text")
+
+
+@dataclass
+class Samples:
+    """Everything measured for one canary workflow."""
+
+    workflow: str
+    overhead: list[float] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+    websocket_runs: int = 0
+
+    def add(self, result: CanaryResult, wall: float) -> None:
+        if not result.ok or result.server_seconds is None:
+            raise SystemExit(f"canary run failed: {result.as_dict()}")
+        self.overhead.append(result.phases["total"] - result.server_seconds)
+        self.server.append(result.server_seconds)
+        self.wall.append(wall)
+        self.websocket_runs += bool(result.websocket_ok)
+        for phase, value in result.phases.items():
+            self.phases.setdefault(phase, []).append(value)
+
+    def summary(self) -> dict[str, Any]:
+        def ms(values: list[float]) -> float:
+            return round(statistics.median(values) * 1000, 3)
+
+        return {
+            "workflow": self.workflow,
+            "runs": len(self.overhead),
+            "overhead_median_ms": ms(self.overhead),
+            "overhead_p90_ms": round(statistics.quantiles(self.overhead, n=10)[-1] * 1000, 3),
+            "server_execution_median_ms": ms(self.server),
+            "phase_median_ms": {phase: ms(self.phases[phase]) for phase in CANARY_PHASES},
+            "whole_run_median_ms": ms(self.wall),
+            "websocket_runs": self.websocket_runs,
+        }
+
+
+async def measure(workflow: str, runs: int, warmup: int, exec_ms: float) -> Samples:
+    samples = Samples(workflow)
+    async with await start_sim(exec_ms=exec_ms) as sim:
+        target = TargetConfig(name="bench", url=sim.url)
+        runtime = build_runtime(Config(), target)
+        assert runtime.local is not None
+        name = workflow.removeprefix("builtin:")
+        runner = CanaryRunner(runtime.local, load_workflow(workflow, name), timeout=10.0, when_busy="skip")
+        try:
+            for index in range(warmup + runs):
+                started = time.perf_counter()
+                result = await runner.run()
+                wall = time.perf_counter() - started
+                if index >= warmup:
+                    samples.add(result, wall)
+        finally:
+            await runtime.close()
+    return samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--exec-ms", type=float, default=4.0, help="simulated execution time of the busy node")
+    parser.add_argument("--workflow", action="append", choices=WORKFLOWS, help="default: both built-ins")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    # The runner logs a debug line per success: keep the benchmark's own output readable (and cheap).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    summaries = [asyncio.run(measure(w, args.runs, args.warmup, args.exec_ms)).summary()
+                 for w in (args.workflow or WORKFLOWS)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    environment = {"python": platform.python_version(), "cpus": os.cpu_count(), "load_1m": round(load, 2),
+                   "exec_ms": args.exec_ms}
+    if args.json:
+        print(json.dumps({"environment": environment, "results": summaries}, indent=2))
+        return
+    print(f"python {environment['python']}, {environment['cpus']} CPUs, load average {load:.2f}, "
+          f"simulated execution {args.exec_ms:g} ms, {args.runs} runs after {args.warmup} warm-up")
+    print(f"{'canary':<15} {'overhead median':>15} {'p90':>8} {'server':>8} {'total':>8} "
+          f"{'submit':>7} {'queue':>7} {'execute':>8} {'fetch':>7} {'whole run':>10}   (ms)")
+    for s in summaries:
+        p = s["phase_median_ms"]
+        print(f"{s['workflow'].removeprefix('builtin:'):<15} {s['overhead_median_ms']:>15.3f} "
+              f"{s['overhead_p90_ms']:>8.3f} {s['server_execution_median_ms']:>8.3f} {p['total']:>8.3f} "
+              f"{p['submit']:>7.3f} {p['queue']:>7.3f} {p['execute']:>8.3f} {p['fetch']:>7.3f} "
+              f"{s['whole_run_median_ms']:>10.3f}")
+    if any(s["websocket_runs"] != s["runs"] for s in summaries):
+        print("warning: some runs fell back to polling /history", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
