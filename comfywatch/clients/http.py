@@ -11,6 +11,7 @@ which is how ``comfyui_requests_total`` / ``comfyui_request_failures_total`` get
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import time
@@ -163,6 +164,12 @@ def _trace_config() -> aiohttp.TraceConfig:
     return config
 
 
+def basic_auth_header(user: str, password: str) -> str:
+    """``Basic base64(user:password)`` (built by hand: aiohttp 3.14 deprecates ``BasicAuth``)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
 class HttpClient:
     """One target's connection pool, with per-phase timeouts and a hard body-size cap.
 
@@ -197,11 +204,11 @@ class HttpClient:
             keepalive_timeout=30,
         )
         headers = {"User-Agent": s.user_agent, **dict(s.headers)}
-        auth = aiohttp.BasicAuth(*s.basic_auth) if s.basic_auth else None
+        if s.basic_auth is not None:
+            headers["Authorization"] = basic_auth_header(*s.basic_auth)
         return aiohttp.ClientSession(
             connector=connector,
             headers=headers,
-            auth=auth,
             trace_configs=[_trace_config()],
             # Environment proxies must not silently reroute probes of loopback servers.
             trust_env=False,

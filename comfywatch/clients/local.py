@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from yarl import URL
 
-from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
+from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed, basic_auth_header
 from comfywatch.errors import Reason
 from comfywatch.parse._shape import as_map
 from comfywatch.parse.history import HistoryEntry, parse_history, parse_history_entry
@@ -160,11 +160,7 @@ class LocalApi:
         """Headers the WebSocket upgrade needs: the same proxy credentials as HTTP (never an Origin)."""
         headers = dict(self.http.settings.headers)
         if self.http.settings.basic_auth is not None:
-            import base64
-
-            user, password = self.http.settings.basic_auth
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
+            headers["Authorization"] = basic_auth_header(*self.http.settings.basic_auth)
         return headers
 
 
