@@ -136,7 +136,8 @@ url = "{info['url']}/t/0"
     tasks = [s["comfywatch_asyncio_tasks"] for s in warm]
     tail = max(1, len(warm) // 5)
     growth = statistics.median(rss[-tail:]) - statistics.median(rss[:tail])
-    print(f"duration {args.seconds:.0f} s, {args.targets} targets at {args.interval}, samples after warm-up {len(warm)}")
+    print(f"duration {args.seconds:.0f} s, {args.targets} targets at {args.interval}, "
+          f"samples after warm-up {len(warm)}")
     print(f"RSS MiB: first {rss[0]:.1f}, last {rss[-1]:.1f}, max {max(rss):.1f}, growth (median of last fifth - "
           f"median of first fifth) {growth:+.2f} MiB (limit +5)")
     print(f"open fds: min {min(fds):.0f}, max {max(fds):.0f}, first {fds[0]:.0f}, last {fds[-1]:.0f}")

@@ -14,13 +14,13 @@ from typing import Literal
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
-    "bucket_bounds",
-    "format_value",
     "CONTENT_TYPE_TEXT",
     "Family",
     "MetricDef",
+    "bucket_bounds",
     "choose_format",
     "escape",
+    "format_value",
     "labels_text",
     "render",
 ]

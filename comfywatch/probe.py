@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
@@ -19,6 +19,7 @@ from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, Credentials, ProbeModule, TargetConfig, parse_headers_file
+from comfywatch.errors import Reason
 from comfywatch.exporter import collect
 from comfywatch.exposition import Family, MetricDef, choose_format, render
 from comfywatch.runtime import build_runtime
@@ -30,13 +31,27 @@ PROBE_DURATION = MetricDef("comfyui_probe_duration_seconds", "gauge", "How long 
 DEFAULT_SCRAPE_TIMEOUT = 10.0
 
 
-def _module_credentials(module: ProbeModule) -> Credentials:
+def _module_credentials(module: ProbeModule, url: str) -> Credentials:
+    """The module's header files, plus basic auth from the target URL's userinfo (like configured targets)."""
     headers: dict[str, str] = {}
     if module.headers_file is not None:
         headers.update(parse_headers_file(module.headers_file.read_text(encoding="utf-8")))
     if module.bearer_token_file is not None:
         headers["Authorization"] = "Bearer " + module.bearer_token_file.read_text(encoding="utf-8").strip()
-    return Credentials(headers=headers)
+    parts = urlsplit(url)
+    basic = (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
+    return Credentials(headers=headers, basic_auth=basic)
+
+
+def _url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        return "target has an invalid port"
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return "target must be an http(s) URL"
+    return None
 
 
 def _timeout_from(request: web.Request, module: ProbeModule) -> float:
@@ -61,15 +76,21 @@ def make_probe_handler(
         module = config.modules.get(module_name)
         if module is None:
             return web.Response(status=400, text=f"unknown module {module_name[:60]!r}\n")
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            return web.Response(status=400, text="target must be an http(s) URL\n")
+        problem = _url_problem(url)
+        if problem is not None:
+            # Never echo the target: its userinfo may hold a password.
+            return web.Response(status=400, text=problem + "\n")
         if module.kind != "local":
             return web.Response(status=400, text="only local modules can be probed\n")
         timeout = _timeout_from(request, module)
-        target = TargetConfig(name="probe", kind="local", url=url, timeout=timeout)
         try:
-            credentials = _module_credentials(module)
+            # Each request gives up a little before the whole probe does, so a slow server is reported as
+            # a counted ``timeout`` failure rather than cut off by the probe's deadline.
+            target = TargetConfig(name="probe", kind="local", url=url, timeout=max(0.1, timeout - 0.1))
+        except ValueError:
+            return web.Response(status=400, text="target is not a usable URL\n")
+        try:
+            credentials = _module_credentials(module, url)
         except (OSError, ValueError):
             return web.Response(status=500, text="module credentials unreadable\n")
         runtime = build_runtime(config, target, credentials=credentials)
@@ -93,7 +114,7 @@ def make_probe_handler(
         except TimeoutError:
             ok = False
             if runtime.state.up is None or check == "system":
-                runtime.state.set_up(False)
+                runtime.state.set_up(False, Reason.TIMEOUT)
         finally:
             await runtime.close()
         openmetrics, content_type = choose_format(request.headers.get("Accept"))

@@ -104,8 +104,11 @@ class WebSocketMonitor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
             raise
-        except Exception:  # noqa: S110 - any receive failure means the socket is gone: handled below
-            pass
+        except Exception:
+            # Any receive failure means the socket is gone or unusable; close it in case it is only the
+            # latter, or each reconnect would leave one more connection (and its fd and tasks) behind.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
         self.state.websocket_connected = 0.0
         log.info("monitor_websocket_closed", target=self.state.name)
         self.on_disconnect()

@@ -152,7 +152,8 @@ class LocalApi:
         base = self.http.base
         scheme = "wss" if base.scheme == "https" else "ws"
         path = base.path.rstrip("/") + self.prefix + "/ws"
-        return str(URL.build(scheme=scheme, host=base.host or "", port=base.explicit_port, path=path)) + "?" + urlencode(
+        url = URL.build(scheme=scheme, host=base.host or "", port=base.explicit_port, path=path)
+        return str(url) + "?" + urlencode(
             {"clientId": client_id}
         )
 

@@ -80,7 +80,9 @@ def load_workflow(spec: str, name: str, verify: VerifyConfig | None = None) -> C
     return CanaryWorkflow(name, _api_format(body), expect)
 
 
-def render_workflow(template: dict[str, Any], rng: random.Random | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def render_workflow(
+    template: dict[str, Any], rng: random.Random | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Fill placeholders; returns the prompt and the values used (to verify echoes)."""
     rng = rng or random.Random()
     values: dict[str, Any] = {
