@@ -63,8 +63,9 @@ def _start_daemon(tmp: Path, config: str) -> tuple[subprocess.Popen[bytes], str]
     return process, f"http://{_wait_file(ready)}/metrics"
 
 
-def _until(url: str, name: str, value: float, timeout: float) -> float:
-    started = time.monotonic()
+def _until(url: str, name: str, value: float, timeout: float, started: float | None = None) -> float:
+    """Seconds from *started* (default: now) until the metric has *value*."""
+    started = time.monotonic() if started is None else started
     while time.monotonic() - started < timeout:
         if _value(url, name) == value:
             return time.monotonic() - started
@@ -74,29 +75,38 @@ def _until(url: str, name: str, value: float, timeout: float) -> float:
 
 def process_death(tmp: Path, monitor: bool) -> float:
     sim, info = _start_sim(tmp)
-    config = (f'[defaults]\ninterval = "15s"\nwebsocket_monitor = {str(monitor).lower()}\n'
-              f'[[targets]]\nname = "sim"\nurl = "{info["url"]}"\n  [targets.canary]\n  enabled = false\n')
-    daemon, url = _start_daemon(tmp, config)
+    daemon: subprocess.Popen[bytes] | None = None
     try:
+        config = (f'[defaults]\ninterval = "15s"\nwebsocket_monitor = {str(monitor).lower()}\n'
+                  f'[[targets]]\nname = "sim"\nurl = "{info["url"]}"\n  [targets.canary]\n  enabled = false\n')
+        daemon, url = _start_daemon(tmp, config)
         _until(url, "comfyui_up", 1.0, 30)
         if monitor:
             _until(url, "comfywatch_websocket_connected", 1.0, 30)
         time.sleep(0.5)  # settle: let the first poll's timers go quiet before the measured event
+        killed_at = time.monotonic()
         sim.send_signal(signal.SIGKILL)
         sim.wait()
-        return _until(url, "comfyui_up", 0.0, 40)
+        return _until(url, "comfyui_up", 0.0, 40, started=killed_at)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(10)
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
         if sim.poll() is None:
             sim.kill()
+            sim.wait()
 
 
 def stall(tmp: Path) -> float:
     sim, info = _start_sim(tmp, "--fault", "stall")
     config = (f'[defaults]\ninterval = "2s"\nstall_after = "5s"\n[[targets]]\nname = "sim"\n'
               f'url = "{info["url"]}"\n  [targets.canary]\n  enabled = false\n')
-    daemon, url = _start_daemon(tmp, config)
+    try:
+        daemon, url = _start_daemon(tmp, config)
+    except BaseException:
+        sim.kill()
+        sim.wait()
+        raise
     try:
         _until(url, "comfyui_up", 1.0, 30)
         request = urllib.request.Request(f"{info['admin_url']}/_sim/submit", data=b"{}", method="POST",

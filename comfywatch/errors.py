@@ -299,6 +299,10 @@ def classify_exception(exc: BaseException) -> Failure:
         if isinstance(cause, socket.gaierror):
             return Failure(Reason.DNS, f"name resolution failed ({name})")
         if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            # aiohttp's ClientConnectorCertificateError is itself a CertificateError but says nothing; the
+            # ssl error it wraps tells expired from self-signed from wrong host.
+            inner = getattr(cause, "certificate_error", None)
+            cause = inner if isinstance(inner, ssl.SSLError | ssl.CertificateError) else cause
             return Failure(Reason.TLS, f"TLS failure: {type(cause).__name__}: {_ssl_reason(cause)}")
     if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
         return Failure(Reason.TIMEOUT, f"timed out ({name})")
