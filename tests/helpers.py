@@ -59,7 +59,6 @@ async def eventually(
     """Call *probe* until *check* accepts its result; fail with the last value after *timeout* seconds."""
     deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
     delay = 0.02
-    last: Any = None
     while True:
         last = await probe()
         if check(last):
