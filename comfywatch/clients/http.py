@@ -282,7 +282,9 @@ class HttpClient:
             self.observer.on_failure(endpoint, failure.reason)
             raise RequestFailed(failure, endpoint) from None
         self.observer.on_exchange(endpoint, result.status, result.seconds)
-        if expect_ok:
+        if expect_ok and not 200 <= result.status < 300:
+            # Decode the body only for refusals (Cloud's error.type tells 429s apart); a 2xx body is decoded
+            # once, by its parser.
             body = _maybe_json(result)
             refused = classify_status(result.status, body, result.headers.get("Retry-After"))
             if refused is not None:
