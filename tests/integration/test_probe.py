@@ -1,0 +1,237 @@
+"""``/probe?target=URL&module=NAME``: blackbox_exporter-style probes through the real daemon's server.
+
+Each probe builds a fresh client and state, answers 200 with ``comfyui_probe_success`` 0 or 1, has no
+``target`` label, honours ``X-Prometheus-Scrape-Timeout-Seconds`` and never submits a canary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+from comfywatch.sim.admin import SimHandle, start_sim
+from tests.fixtures import load_json
+from tests.helpers import Metrics, running_daemon
+
+TOKEN = "s3cret-probe-token"
+
+
+def daemon_config(tmp_path: Path, watched: str) -> str:
+    """The daemon watches one target on a long interval; probes are served beside it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    return f"""
+[defaults]
+interval = "1h"
+websocket_monitor = false
+
+[[targets]]
+name = "watched"
+url = "{watched}"
+  [targets.canary]
+  enabled = false
+
+[modules.local]
+
+[modules.everything]
+checks = ["system", "queue", "jobs"]
+
+[modules.quick]
+timeout = "500ms"
+checks = ["system"]
+
+[modules.authed]
+bearer_token_file = "{token_file}"
+checks = ["system"]
+
+[modules.cloudy]
+kind = "cloud"
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimHandle]:
+    """A healthy simulated ComfyUI 0.3.64."""
+    async with await start_sim() as handle:
+        yield handle
+
+
+@pytest.fixture
+async def probe_base(sim: SimHandle, tmp_path: Path) -> AsyncIterator[str]:
+    """Base URL of a running daemon whose /probe is under test."""
+    async with running_daemon(daemon_config(tmp_path, sim.url), tmp_path) as (_daemon, base):
+        yield base
+
+
+async def probe(base: str, target: str, module: str | None = "local", *, headers: dict[str, str] | None = None
+                ) -> tuple[int, str, float]:
+    """(status, body, seconds) of one GET /probe."""
+    params = {"target": target} | ({"module": module} if module else {})
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{base}/probe", params=params, headers=headers or {}
+    ) as response:
+        return response.status, await response.text(), time.monotonic() - started
+
+
+def assert_no_target_label(metrics: Metrics) -> None:
+    labelled = [(name, labels) for name, labels, _ in metrics.samples if "target" in labels]
+    assert labelled == []
+
+
+async def test_probe_of_a_healthy_server(probe_base: str, sim: SimHandle) -> None:
+    """A healthy simulator: probe_success 1, up 1, version info, queue gauges; no target label, no daemon series."""
+    status, body, _ = await probe(probe_base, sim.url)
+    assert status == 200
+    metrics = Metrics(body)
+    assert metrics.value("comfyui_probe_success") == 1.0
+    assert metrics.value("comfyui_up") == 1.0
+    assert metrics.value("comfyui_info", version="0.3.64") == 1.0
+    assert metrics.value("comfyui_target_info", kind="local", url=sim.url) == 1.0
+    assert metrics.value("comfyui_queue_running") == 0.0
+    assert metrics.value("comfyui_queue_pending") == 0.0
+    assert 0.0 < metrics.value("comfyui_probe_duration_seconds") < 5.0  # type: ignore[operator]
+    assert_no_target_label(metrics)
+    assert not any(name.startswith("comfywatch_") for name, _, _ in metrics.samples)
+
+
+async def test_probe_openmetrics_output_parses(probe_base: str, sim: SimHandle) -> None:
+    """With Prometheus' OpenMetrics Accept header the output is valid OpenMetrics with the probe families."""
+    async with aiohttp.ClientSession() as session, session.get(
+        f"{probe_base}/probe", params={"target": sim.url, "module": "local"},
+        headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"},
+    ) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        families = {f.name: f for f in parse_openmetrics(await response.text())}
+    assert families["comfyui_probe_success"].samples[0].value == 1.0
+    assert all("target" not in sample.labels for family in families.values() for sample in family.samples)
+
+
+async def test_every_probe_starts_from_fresh_state_and_runs_no_canary(probe_base: str, sim: SimHandle) -> None:
+    """Two probes each count exactly one /system_stats request; the server never sees a prompt."""
+    for _ in range(2):
+        status, body, _ = await probe(probe_base, sim.url, "everything")
+        assert status == 200
+        metrics = Metrics(body)
+        assert metrics.value("comfyui_probe_success") == 1.0
+        assert metrics.value("comfyui_requests_total", endpoint="system_stats", code="200") == 1.0
+        assert metrics.value("comfyui_requests_total", endpoint="queue", code="200") == 1.0
+        assert metrics.value("comfyui_jobs_total") == 0.0
+    state = sim.state()
+    assert state["number"] == 0
+    assert state["jobs_submitted"] == 0
+    assert state["history"] == []
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("down", "connect"), ("http_401", "auth"), ("http_500", "server_error")])
+async def test_probe_of_a_failing_server_reports_failure(probe_base: str, fault: str, reason: str) -> None:
+    """Down, 401 and 500 servers: HTTP 200 with probe_success 0, up 0 and the failure's reason counted."""
+    async with await start_sim(faults=[fault]) as broken:
+        status, body, _ = await probe(probe_base, broken.url)
+    assert status == 200
+    metrics = Metrics(body)
+    assert metrics.value("comfyui_probe_success") == 0.0
+    assert metrics.value("comfyui_up") == 0.0
+    assert metrics.value("comfyui_request_failures_total", endpoint="system_stats", reason=reason) == 1.0
+    assert metrics.value("comfyui_info", version="0.3.64") is None
+    assert_no_target_label(metrics)
+
+
+async def test_probe_honours_the_scrape_timeout_header(probe_base: str) -> None:
+    """A 1.5 s slow server with a 1.2 s scrape timeout: the probe gives up after ~0.7 s and reports failure."""
+    async with await start_sim(faults=["slow"], slow_ms=1500) as slow:
+        status, body, seconds = await probe(probe_base, slow.url,
+                                            headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.2"})
+    assert status == 200
+    assert seconds < 1.2, seconds
+    metrics = Metrics(body)
+    assert metrics.value("comfyui_probe_success") == 0.0
+    assert metrics.value("comfyui_up") == 0.0
+    assert metrics.value("comfyui_request_failures_total", endpoint="system_stats", reason="timeout") == 1.0
+    assert 0.5 < metrics.value("comfyui_probe_duration_seconds") < 1.2  # type: ignore[operator]
+
+
+async def test_module_timeout_caps_a_longer_scrape_timeout(probe_base: str) -> None:
+    """The module's 500 ms timeout wins over a 30 s scrape timeout."""
+    async with await start_sim(faults=["slow"], slow_ms=1500) as slow:
+        status, body, seconds = await probe(probe_base, slow.url, "quick",
+                                            headers={"X-Prometheus-Scrape-Timeout-Seconds": "30"})
+    assert status == 200
+    assert seconds < 1.5, seconds
+    assert Metrics(body).value("comfyui_probe_success") == 0.0
+
+
+@pytest.fixture
+async def recording_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
+    """A stand-in ComfyUI behind an authenticating proxy: answers /api/system_stats, records request headers."""
+    seen: list[dict[str, str]] = []
+    stats = load_json("system_stats.json")
+
+    async def system_stats(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response(stats)
+
+    app = web.Application()
+    app.router.add_get("/api/system_stats", system_stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"127.0.0.1:{port}", seen
+    finally:
+        await runner.cleanup()
+
+
+async def test_module_bearer_token_is_sent_and_never_shown(
+    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+) -> None:
+    """``bearer_token_file`` of the module becomes the Authorization header; the token is not in the output."""
+    address, seen = recording_server
+    status, body, _ = await probe(probe_base, f"http://{address}", "authed")
+    assert status == 200
+    assert Metrics(body).value("comfyui_probe_success") == 1.0
+    assert [headers.get("Authorization") for headers in seen] == [f"Bearer {TOKEN}"]
+    assert TOKEN not in body
+
+
+async def test_userinfo_in_the_target_becomes_basic_auth(
+    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+) -> None:
+    """``http://user:pass@host`` probes with basic auth, like a configured target; the password is not shown."""
+    address, seen = recording_server
+    status, body, _ = await probe(probe_base, f"http://alice:pa55word@{address}", "quick")
+    assert status == 200
+    metrics = Metrics(body)
+    assert metrics.value("comfyui_probe_success") == 1.0
+    assert metrics.value("comfyui_target_info", kind="local", url=f"http://{address}") == 1.0
+    assert [headers.get("Authorization") for headers in seen] == ["Basic YWxpY2U6cGE1NXdvcmQ="]
+    assert "pa55word" not in body
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"module": "local"}, "target must be an http(s) URL"),
+        ({"target": "ftp://127.0.0.1/x", "module": "local"}, "target must be an http(s) URL"),
+        ({"target": "http://user:hunter2@127.0.0.1:99999", "module": "local"}, "target has an invalid port"),
+        ({"target": "http://127.0.0.1:1", "module": "nope"}, "unknown module 'nope'"),
+        ({"target": "http://127.0.0.1:1", "module": "cloudy"}, "only local modules can be probed"),
+    ],
+)
+async def test_bad_probe_requests_are_400_without_echoing_the_target(
+    probe_base: str, params: dict[str, str], message: str
+) -> None:
+    """Missing/invalid targets and unknown or cloud modules answer 400 with a reason, never the URL."""
+    async with aiohttp.ClientSession() as session, session.get(f"{probe_base}/probe", params=params) as response:
+        text = await response.text()
+    assert response.status == 400
+    assert text.strip() == message
+    assert "hunter2" not in text
