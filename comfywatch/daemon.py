@@ -324,6 +324,11 @@ class Daemon:
             self._schedule(runtime)
             if runtime.local is not None and config.defaults.websocket_monitor:
                 self._start_monitor(runtime)
+        if self.scheduler is not None and (old is None or old.discovery.refresh_interval
+                                           != config.discovery.refresh_interval):
+            self.scheduler.add_job(self._refresh_discovery,
+                                   IntervalTrigger(seconds=config.discovery.refresh_interval),
+                                   id="\0discovery", replace_existing=True)
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
 
     def _start_monitor(self, runtime: TargetRuntime) -> None:
@@ -394,10 +399,11 @@ class Daemon:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    def _discovery_fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+    def _discovery_fingerprint(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
         from comfywatch.discovery import discovery_fingerprint
 
-        return discovery_fingerprint(self.config.discovery) if self.config is not None else ()
+        config = config or self.config
+        return discovery_fingerprint(config.discovery) if config is not None else ()
 
     async def _refresh_discovery(self) -> None:
         """Re-read file_sd files when any changed (mtime/size); unchanged targets keep their state."""
@@ -502,10 +508,9 @@ class Daemon:
         self.scheduler.start()
         self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="\0heartbeat",
                                next_run_time=datetime.now(UTC))
+        # Fingerprint first: a file changing while targets are being set up is then seen at the next refresh.
+        self._discovery_seen = self._discovery_fingerprint(config)
         await self.apply_config(config)
-        self._discovery_seen = self._discovery_fingerprint()
-        self.scheduler.add_job(self._refresh_discovery, IntervalTrigger(seconds=config.discovery.refresh_interval),
-                               id="\0discovery")
         self.reload_timestamp = time.time()
         self.last_tick = time.monotonic()
         watchdog = sdnotify.Watchdog(self.alive)
