@@ -178,11 +178,12 @@ class Daemon:
                 specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state), "poll"))
             if "jobs" in wanted:
                 specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state), "poll"))
-        if target.url.startswith("https://"):
-            from comfywatch.checks import tls as tls_check
+        if target.kind == "local":
+            from comfywatch.checks import network as network_check
 
-            specs.append(CheckSpec("tls", max(interval, 300.0), budget,
-                                   lambda: tls_check.run(target, runtime.state, config.timeout_of(target))))
+            # Twice the request timeout: DNS, connect and (https) two TLS handshakes run in sequence.
+            specs.append(CheckSpec("network", max(interval, 300.0), budget + request_timeout,
+                                   lambda: network_check.run(target, runtime.state, request_timeout)))
         specs.extend(self.extra_checks(runtime))
         return specs
 

@@ -157,11 +157,11 @@ def _target(f: _Families, state: TargetState, with_target: bool, now: float) -> 
                        lambda k: lab.get("endpoint", k[0], "reason", k[1]))
     f[m.REQUEST_FAILURES].lines.extend([pre + str(v) for pre, v in zip(prefixes, state.request_failures.values(),
                                                                           strict=True)])
+    for name, seconds in state.network_phases.items():
+        f[m.HTTP_PHASE].add(lab.get("phase", name), seconds)
     if state.phases is not None:
-        phases = state.phases
-        for name, value in (("dns", phases.dns), ("connect", phases.connect), ("tls", phases.tls),
-                            ("processing", phases.processing), ("transfer", phases.transfer)):
-            f[m.HTTP_PHASE].add(lab.get("phase", name), value)
+        f[m.HTTP_PHASE].add(lab.get("phase", "processing"), state.phases.processing)
+        f[m.HTTP_PHASE].add(lab.get("phase", "transfer"), state.phases.transfer)
     f[m.TLS_NOT_AFTER].add(p, state.tls_not_after)
     for canary in state.canaries.values():
         c = lab.get("canary", canary.name)

@@ -60,7 +60,9 @@ REQUEST_FAILURES = MetricDef(
     "comfyui_request_failures_total", "counter", "Failed requests to the target, by reason.", ("endpoint", "reason")
 )
 HTTP_PHASE = MetricDef(
-    "comfyui_http_phase_seconds", "gauge", "HTTP phases of the latest /system_stats poll.", ("phase",)
+    "comfyui_http_phase_seconds", "gauge",
+    "HTTP phases: processing/transfer of the latest /system_stats poll; dns/connect/tls of the latest "
+    "fresh-connection network check (every 5 min).", ("phase",),
 )
 TLS_NOT_AFTER = MetricDef(
     "comfyui_tls_cert_not_after_timestamp_seconds", "gauge", "Expiry of the target's TLS certificate (Unix time)."

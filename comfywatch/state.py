@@ -135,6 +135,8 @@ class TargetState:
         for endpoint in endpoints:
             self._init_endpoint(endpoint)
         self.phases: PhaseTimes | None = None
+        #: dns/connect/tls seconds from the last ``network`` check (a fresh connection).
+        self.network_phases: dict[str, float | None] = {}
         self.tls_not_after: float | None = None
         self.canaries: dict[str, CanaryState] = {}
         self.checks: dict[str, CheckState] = {}

@@ -101,8 +101,10 @@ def local_state(name: str = "studio-gpu-1", labels: dict[str, str] | None = None
     state = TargetState(name, "local", "http://127.0.0.1:8188", endpoints=["system_stats", "queue"], labels=labels)
     state.set_up(True)
     state.apply_system(
-        parse_system_stats(load_json("system_stats.json")), PhaseTimes(0.0004, 0.0002, None, 0.0027, 0.0001)
+        parse_system_stats(load_json("system_stats.json")), PhaseTimes(None, None, None, 0.0027, 0.0001)
     )
+    # What the network check found on its fresh connection to an http:// target: no TLS phase.
+    state.network_phases = {"dns": 0.0004, "connect": 0.0002, "tls": None}
     tracker = QueueTracker(600, 4)
     tracker.observe(parse_queue(load_json("queue_busy.json")), NOW - 30)
     state.apply_queue(tracker.observe(parse_queue(load_json("queue_busy.json")), NOW))
