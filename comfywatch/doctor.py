@@ -537,7 +537,9 @@ async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
     phases = result.phases
     timing = ""
     if phases is not None:
-        steps = [("connect", phases.connect), ("server", phases.processing), ("transfer", phases.transfer)]
+        # The poll rides a kept-alive connection: its connect time is the network check's fresh one.
+        connect = phases.connect if phases.connect is not None else (net.tcp.seconds if net.tcp is not None else None)
+        steps = [("connect", connect), ("server", phases.processing), ("transfer", phases.transfer)]
         timing = " (" + ", ".join(f"{name} {_ms(value)}" for name, value in steps if value is not None) + ")"
     report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(result.seconds)}{timing}",
                            details={"seconds": result.seconds, "phases": None if phases is None else asdict(phases)}))
