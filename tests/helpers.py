@@ -25,10 +25,13 @@ class Metrics:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                self.samples.append((sample.name, dict(sample.labels), float(sample.value)))
+        self.samples = self._parse(text)
+
+    @staticmethod
+    def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
+        """(name, labels, value) per sample, with prometheus_client's parser (strict: bad output fails)."""
+        return [(sample.name, dict(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(text) for sample in family.samples]
 
     def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
         return [(lab, val) for n, lab, val in self.samples

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests import helpers
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import Proc, comfywatch_run
 
@@ -40,17 +41,16 @@ def _unescape(value: str) -> str:
     return re.sub(r'\\[\\"n]', lambda m: _ESCAPES[m.group(0)], value) if "\\" in value else value
 
 
-class Metrics:
-    """A parsed text exposition with the interface of ``tests.helpers.Metrics``.
+class Metrics(helpers.Metrics):
+    """:class:`tests.helpers.Metrics` with a line-oriented parser, ten times faster than prometheus_client's.
 
-    A line-oriented parser, ten times faster than prometheus_client's: the watcher parses a 30-target
-    exposition several times a second in the same event loop as the hostile servers, and a slow parse
-    there would starve them into timeouts the daemon did not cause.
+    The watcher parses a 30-target exposition several times a second in the same event loop as the hostile
+    servers, and a slow parse there would starve them into timeouts the daemon did not cause.
     """
 
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.samples: list[tuple[str, dict[str, str], float]] = []
+    @staticmethod
+    def _parse(text: str) -> list[tuple[str, dict[str, str], float]]:
+        samples: list[tuple[str, dict[str, str], float]] = []
         for line in text.splitlines():
             if not line or line.startswith("#"):
                 continue
@@ -59,25 +59,8 @@ class Metrics:
             labels = {k: _unescape(v) for k, v in _LABEL.findall(rest)} if brace else {}
             number = float(value) if value not in {"NaN", "+Inf", "-Inf"} else {
                 "NaN": math.nan, "+Inf": math.inf, "-Inf": -math.inf}[value]
-            self.samples.append((name, labels, number))
-
-    def find(self, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
-        """Every (labels, value) of series *name* whose labels include *labels*."""
-        return [(lab, val) for n, lab, val in self.samples
-                if n == name and all(lab.get(k) == v for k, v in labels.items())]
-
-    def value(self, name: str, **labels: str) -> float | None:
-        """The value of the one matching series, None when there is none."""
-        found = self.find(name, **labels)
-        if not found:
-            return None
-        if len(found) > 1:
-            raise AssertionError(f"{name}{labels} matches {len(found)} series")
-        return found[0][1]
-
-    def total(self, name: str, **labels: str) -> float:
-        """Sum over every matching series."""
-        return sum(value for _, value in self.find(name, **labels))
+            samples.append((name, labels, number))
+        return samples
 
 
 @contextlib.asynccontextmanager
