@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from comfywatch.clients.local import LocalApi
-from comfywatch.parse.prompt import PromptAccepted
-from comfywatch.state import TargetState
 from comfywatch.workflows import WorkflowError, load_workflow
 
 if TYPE_CHECKING:
@@ -19,27 +15,6 @@ if TYPE_CHECKING:
 __all__ = ["extra_checks"]
 
 log = structlog.get_logger("comfywatch.daemon")
-
-
-class _MarkOwnPrompts:
-    """The canary's API, recording each accepted prompt id as already counted.
-
-    ``/api/jobs`` lists carry no client_id, so without this a jobs poll landing between a canary's end and its
-    cleanup would count the canary as a user's job.
-    """
-
-    def __init__(self, api: LocalApi, state: TargetState) -> None:
-        self._api = api
-        self._state = state
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._api, name)
-
-    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
-                     ) -> PromptAccepted:
-        accepted = await self._api.submit(prompt, client_id, timeout=timeout)
-        self._state.seen_jobs.add_all([accepted.prompt_id])
-        return accepted
 
 
 def extra_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
@@ -64,8 +39,9 @@ def extra_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
             return specs
         state = runtime.state
         runner = CanaryRunner(
-            _MarkOwnPrompts(runtime.local, state), workflow, timeout=canary.timeout, when_busy=canary.when_busy,
+            runtime.local, workflow, timeout=canary.timeout, when_busy=canary.when_busy,
             ssl_context=ssl_context_for(target), on_result=lambda result: apply_result(state, result),
+            on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
         )
         runtime.extras["canary"] = runner
         state.canary(workflow.name)  # the series exist from the start, before the first run

@@ -139,8 +139,12 @@ class CanaryRunner:
         when_busy: str = "skip",
         ssl_context: ssl.SSLContext | bool = True,
         on_result: Callable[[CanaryResult], None] | None = None,
+        on_accepted: Callable[[str], None] | None = None,
     ) -> None:
         self.api = api
+        #: Called with each accepted prompt id: the daemon marks it as already counted, so the jobs check
+        #: never counts a canary as a user's job (/api/jobs lists carry no client_id).
+        self.on_accepted = on_accepted
         self.workflow = workflow
         self.timeout = timeout
         self.when_busy = when_busy
@@ -192,6 +196,8 @@ class CanaryRunner:
             accepted_at = time.perf_counter()
             result.phases["submit"] = accepted_at - submit_start
             result.prompt_id = accepted.prompt_id
+            if self.on_accepted is not None:
+                self.on_accepted(accepted.prompt_id)
             if accepted.node_errors:
                 # 200 with node_errors: ComfyUI queued only the valid outputs. A canary that runs part of
                 # its workflow proves nothing about the rest; report it (and cancel what was queued).

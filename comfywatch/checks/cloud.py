@@ -198,10 +198,9 @@ def _paused_as_failure(endpoint: str) -> Iterator[None]:
 class CloudCanaryApi:
     """Adapts :class:`CloudApi` to the canary engine (CLOUD.md §3: same prompt/WS shapes, other routes)."""
 
-    def __init__(self, api: CloudApi, api_key: str, state: TargetState | None = None) -> None:
+    def __init__(self, api: CloudApi, api_key: str) -> None:
         self.api = api
         self._key = api_key
-        self._state = state
 
     async def busy(self) -> tuple[int, int]:
         with _paused_as_failure("queue"):
@@ -212,10 +211,6 @@ class CloudCanaryApi:
                      ) -> PromptAccepted:
         with _paused_as_failure("prompt"):
             result = await self.api.submit(prompt, client_id)
-        if self._state is not None:
-            # The canary's job is not a user's job: the jobs check must not count it (as for local targets,
-            # where the canary's client_id gives it away; Cloud's job list carries no client_id).
-            self._state.seen_jobs.add_all([result.prompt_id])
         return PromptAccepted(prompt_id=result.prompt_id, number=None, node_errors={})
 
     def ws_url(self, client_id: str) -> str:
@@ -332,9 +327,10 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                         advice="set the canary interval to at least 24h / max_runs_per_day")
         canary_state = state.canary(workflow.name)
         canary_state.runs_today = budget.used() or 0
-        runner = CanaryRunner(CloudCanaryApi(api, runtime.credentials.api_key, state), workflow,
+        runner = CanaryRunner(CloudCanaryApi(api, runtime.credentials.api_key), workflow,
                               timeout=canary.timeout,
-                              when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result))
+                              when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result),
+                              on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]))
 
         async def run_canary() -> None:
             if api.paused_for() > 0 or not budget.allow():
