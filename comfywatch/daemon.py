@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -35,6 +36,7 @@ from comfywatch.config import Config, ConfigError, TargetConfig, load_config
 from comfywatch.errors import Reason
 from comfywatch.exporter import DaemonInfo
 from comfywatch.runtime import TargetRuntime, build_runtime
+from comfywatch.slots import Slot, SlotTable, first_offset
 from comfywatch.state import TargetState
 from comfywatch.web import create_app
 
@@ -53,9 +55,15 @@ class CheckSpec:
     interval: float
     timeout: float
     run: Callable[[], Awaitable[Any]]
-    #: Checks of one group and interval run as one scheduler job, one after the other (APScheduler costs
-    #: ~0.4 ms of CPU per job run: three jobs per target-poll were more than the checks themselves).
+    #: Checks of one group and interval run one after the other. The ``poll`` group of every target with the
+    #: same interval shares scheduler jobs (see ``comfywatch.slots``); other groups get a job per target.
     group: str | None = None
+
+
+#: The group polled in batches (slots).
+POLL_GROUP = "poll"
+
+PollMembers = tuple[TargetState, list[CheckSpec]]
 
 
 #: After a poll whose ``system`` check failed this way, the group's other checks would fail the same way.
@@ -118,6 +126,9 @@ class Daemon:
         self._discovery_seen: tuple[tuple[str, int, int], ...] = ()
         self._inflight: dict[str, set[asyncio.Task[Any]]] = {}
         self._group_members: dict[str, list[str]] = {}
+        self._slots: SlotTable[PollMembers] = SlotTable()
+        #: The running poll (group task) of each target: a slot never starts a second one (an overrun).
+        self._polls: dict[str, asyncio.Task[None]] = {}
         self._fleet_size = 1
 
     # ----------------------------------------------------------------------------------------------------
@@ -174,11 +185,11 @@ class Daemon:
             api, state = runtime.local, runtime.state
             wanted = target.checks or ("system", "queue", "jobs")
             if "system" in wanted:
-                specs.append(CheckSpec("system", interval, budget, lambda: system_check.run(api, state), "poll"))
+                specs.append(CheckSpec("system", interval, budget, lambda: system_check.run(api, state), POLL_GROUP))
             if "queue" in wanted:
-                specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state), "poll"))
+                specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state), POLL_GROUP))
             if "jobs" in wanted:
-                specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state), "poll"))
+                specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state), POLL_GROUP))
         if target.kind == "local":
             from comfywatch.checks import network as network_check
 
@@ -252,6 +263,9 @@ class Daemon:
         for spec in self.checks_for(runtime):
             groups.setdefault((spec.group or spec.name, spec.interval), []).append(spec)
         for (group, interval), members in groups.items():
+            if group == POLL_GROUP:
+                self._join_slot(runtime, interval, members)
+                continue
             job_id = f"{runtime.config.name}\0{group}"
             self._group_members[job_id] = [spec.name for spec in members]
             first = now + timedelta(seconds=_spread(runtime.config.name, group, interval, self._fleet_size))
@@ -268,6 +282,41 @@ class Daemon:
                 max_instances=1,
             )
 
+    def _join_slot(self, runtime: TargetRuntime, interval: float, members: list[CheckSpec]) -> None:
+        assert self.scheduler is not None
+        name = runtime.config.name
+        slot, created = self._slots.add(name, interval, (runtime.state, members))
+        if created:
+            self.scheduler.add_job(
+                self.run_slot,
+                IntervalTrigger(seconds=interval, jitter=min(1.0, interval * 0.05)),
+                args=(slot,),
+                id=slot.job_id,
+                name=slot.job_id,
+                replace_existing=True,
+                next_run_time=datetime.now(UTC) + timedelta(seconds=first_offset(slot.index, interval)),
+                misfire_grace_time=max(1, int(interval)),
+                coalesce=True,
+                max_instances=1,
+            )
+        elif slot.ran:
+            self._start_poll(name, runtime.state, members)
+
+    async def run_slot(self, slot: Slot[PollMembers]) -> None:
+        """Start the poll of every target in *slot*; returns at once, so one slow target delays no other."""
+        slot.ran = True
+        for name, (state, members) in list(slot.members.items()):
+            self._start_poll(name, state, members)
+
+    def _start_poll(self, name: str, state: TargetState, members: list[CheckSpec]) -> None:
+        running = self._polls.get(name)
+        if running is not None and not running.done():
+            # Like max_instances=1 for a job of its own: the previous poll still runs, this one is skipped.
+            for spec in members:
+                state.check(spec.name).overruns += 1
+            return
+        self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(state, members))
+
     async def run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
         """Run a group's checks in order; stop after ``system`` finds the target unreachable."""
         for spec in members:
@@ -278,6 +327,11 @@ class Daemon:
     def _unschedule(self, name: str) -> None:
         if self.scheduler is None:
             return
+        emptied = self._slots.remove(name)
+        if emptied is not None:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(emptied.job_id)
+        self._polls.pop(name, None)
         for job in list(self.scheduler.get_jobs()):
             if job.id.split("\0", 1)[0] == name:
                 job.remove()
@@ -347,6 +401,11 @@ class Daemon:
     def trigger(self, target: str, check: str) -> None:
         """Run a check now (e.g. the monitor WebSocket closed: is the server gone?)."""
         if self.scheduler is None:
+            return
+        slot = self._slots.slot_of(target)
+        if slot is not None and check in {spec.name for spec in slot.members[target][1]}:
+            state, members = slot.members[target]
+            self._start_poll(target, state, members)
             return
         job = self.scheduler.get_job(f"{target}\0{check}")
         if job is None:  # the check runs inside a group job

@@ -210,7 +210,8 @@ class HttpClient:
         """
         total = timeout if timeout is not None else self.settings.timeout
         connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
-        client_timeout = aiohttp.ClientTimeout(total=total, connect=connect, sock_read=total)
+        # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
+        client_timeout = aiohttp.ClientTimeout(total=total, connect=connect)
         started = time.perf_counter()
         trace = _PhaseTrace() if record_phases else None
         if self._before_request is not None:
