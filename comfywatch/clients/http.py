@@ -144,6 +144,9 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
         self._trace_phases = False
         self._closed = False
+        # Built once per path and per timeout: a poll makes the same three requests every cycle.
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     # Session management.
 
@@ -185,7 +188,20 @@ class HttpClient:
         self._session = None
 
     def url(self, path: str) -> URL:
-        return self.base.with_path(self.base.path.rstrip("/") + path, encoded=False)
+        url = self._urls.get(path)
+        if url is None:
+            url = self.base.with_path(self.base.path.rstrip("/") + path, encoded=False)
+            if len(self._urls) < 64:  # paths with ids (/history/{id}) are not worth keeping
+                self._urls[path] = url
+        return url
+
+    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
+        client_timeout = self._timeouts.get(total)
+        if client_timeout is None:
+            connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
+            # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
+            client_timeout = self._timeouts[total] = aiohttp.ClientTimeout(total=total, connect=connect)
+        return client_timeout
 
     # Requests.
 
@@ -208,10 +224,7 @@ class HttpClient:
         Raises:
             RequestFailed: transport failure, body too large, or (with ``expect_ok``) a non-2xx status.
         """
-        total = timeout if timeout is not None else self.settings.timeout
-        connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
-        # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
-        client_timeout = aiohttp.ClientTimeout(total=total, connect=connect)
+        client_timeout = self._timeout(timeout if timeout is not None else self.settings.timeout)
         started = time.perf_counter()
         trace = _PhaseTrace() if record_phases else None
         if self._before_request is not None:
@@ -271,19 +284,26 @@ class HttpClient:
             declared = response.content_length
             if declared is not None and declared > limit:
                 raise BodyTooLargeError(limit)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLargeError(limit)
-                chunks.append(chunk)
+            if declared is not None and "Content-Encoding" not in response.headers:
+                # The declared length is what will be read (aiohttp stops there): no need to count chunks.
+                body = await response.read()
+            else:
+                # Chunked or compressed: only counting what arrives bounds it (a small gzip can inflate to GBs).
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyTooLargeError(limit)
+                    chunks.append(chunk)
+                body = b"".join(chunks)
             done = time.perf_counter()
             return HttpResult(
                 status=response.status,
-                body=b"".join(chunks),
+                body=body,
                 content_type=response.content_type,
-                headers={k: v for k, v in response.headers.items()},
+                # Case-insensitive, as HTTP header names are ("retry-after" is "Retry-After").
+                headers=response.headers,
                 seconds=done - started,
                 phases=trace.result(done) if trace is not None else None,
             )

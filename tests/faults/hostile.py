@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import copy
 import email.utils
+import gzip
 import json
 import socket
 import ssl
@@ -40,6 +41,8 @@ __all__ = ["HUGE_BYTES", "JOB_SECONDS", "Fault", "HostileServer", "Mode"]
 SERVER = "Python/3.11 aiohttp/3.14.5"
 JSON_TYPE = "application/json; charset=utf-8"
 HUGE_BYTES = 2 * 1024**3
+#: Whitespace a gzip bomb pads a valid body with (JSON allows it): only the body-size cap can refuse it.
+BOMB_PADDING = 8 * 1024**2
 #: Server-side run time of every job :meth:`HostileServer.add_jobs` records (its own timestamps).
 JOB_SECONDS = 1.5
 TRICKLE_SECONDS = 0.05
@@ -59,6 +62,7 @@ class Mode(StrEnum):
     SLOW_BODY = "slow_body"
     HUGE_DECLARED = "huge_declared"
     HUGE_CHUNKED = "huge_chunked"
+    GZIP_BOMB = "gzip_bomb"
     ANSWER = "answer"
     REDIRECT_LOOP = "redirect_loop"
 
@@ -285,6 +289,15 @@ class HostileServer:
             writer.write(self._head(200, JSON_TYPE, HUGE_BYTES) + b'{"pad": "')
             await _stream(writer, HUGE_BYTES, chunked=False)
             return False
+        if mode is Mode.GZIP_BOMB:
+            # The healthy answer padded to 8 MiB and gzipped to a few KiB, with a truthful Content-Length:
+            # only counting the decoded bytes catches it.
+            _, body, content_type = self._healthy(request)
+            bomb = gzip.compress(body + b" " * BOMB_PADDING, compresslevel=1)
+            head = self._head(200, content_type, len(bomb), extra=(("Content-Encoding", "gzip"),))
+            writer.write(head + bomb)
+            await writer.drain()
+            return True
         if mode is Mode.HUGE_CHUNKED:
             writer.write(self._head(200, JSON_TYPE, None) + _chunk(b'{"pad": "'))
             await _stream(writer, HUGE_BYTES, chunked=True)

@@ -127,6 +127,7 @@ CASES: tuple[Case, ...] = (
     Case("never_answers_timeout_over_interval", Fault(Mode.SILENT), Reason.TIMEOUT, interval="500ms", timeout="1s"),
     Case("body_2gb_declared", Fault(Mode.HUGE_DECLARED), Reason.INVALID_RESPONSE),
     Case("body_2gb_chunked", Fault(Mode.HUGE_CHUNKED), Reason.INVALID_RESPONSE),
+    Case("body_gzip_bomb", Fault(Mode.GZIP_BOMB), Reason.INVALID_RESPONSE),
     Case("invalid_utf8", _answer(b'{"system": {"os": "\xff\xfe\xfd"}}'), Reason.INVALID_RESPONSE),
     Case("invalid_json", _answer(b'{"queue_running": [[12, "5f0e'), Reason.INVALID_RESPONSE),
     Case("system_top_list", _answer(b"[]", "system_stats"), Reason.INVALID_RESPONSE, ("system_stats",)),
