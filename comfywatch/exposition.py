@@ -2,7 +2,8 @@
 
 Why not ``prometheus_client.generate_latest``: it costs ~7 µs per series (LIBRARIES.md §2), and 1000 targets
 export ~100k series; the issue's budget is 100 ms for that ``/metrics``. This renderer writes pre-escaped
-label strings straight into a list of lines (~0.5 µs per series) and supports both formats Prometheus
+label strings straight into a list of lines (~0.5 µs per series), keeps encoded blocks of lines whose values
+did not change between scrapes (see ``Family.blocks``), and supports both formats Prometheus
 negotiates. Its output is checked against ``prometheus_client``'s parsers and ``promtool check metrics``.
 """
 
@@ -31,7 +32,9 @@ CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset
 Kind = Literal["gauge", "counter", "histogram", "info"]
 
 
-@dataclass(frozen=True, slots=True)
+# eq=False: hashed by identity (each is a module-level constant); the dataclass hash of four fields costs ~1 µs,
+# paid for every sample of every target when families are looked up by their MetricDef.
+@dataclass(frozen=True, slots=True, eq=False)
 class MetricDef:
     """One metric family: its full exposed name (counters end in ``_total``), type, help and label names."""
 
@@ -52,12 +55,14 @@ class MetricDef:
 
 @dataclass(slots=True)
 class Family:
-    """Samples of one family. ``samples`` hold (labels_text, value); ``histograms`` (labels_text, hist)."""
+    """Samples of one family. ``samples`` hold (labels_text, value); ``histograms`` (labels_text, hist);
+    ``blocks`` finished lines (the exporter's hot path)."""
 
     metric: MetricDef
     samples: list[tuple[str, float | int]] = field(default_factory=list)
-    #: Complete sample lines produced by a caller that caches its label prefixes (the exporter's hot path).
-    lines: list[str] = field(default_factory=list)
+    #: Runs of complete lines, already encoded and joined by newlines (no trailing one): blocks a caller keeps
+    #: between scrapes are copied once, into the response, instead of being joined and encoded every time.
+    blocks: list[bytes] = field(default_factory=list)
     histograms: list[tuple[str, tuple[float, ...], Sequence[int], float, int]] = field(default_factory=list)
 
     def add(self, labels: str, value: float | int | None) -> None:
@@ -123,9 +128,10 @@ def _help(text: str) -> str:
 
 def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
     """Render families; families without samples still get HELP/TYPE (so names are discoverable)."""
-    out: list[str] = []
-    append = out.append
+    chunks: list[bytes] = []
     for family in families:
+        out: list[str] = []
+        append = out.append
         metric = family.metric
         family_name = metric.om_name if openmetrics else metric.name
         kind = metric.kind if (openmetrics or metric.kind != "info") else "gauge"
@@ -136,7 +142,6 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
         for labels, value in family.samples:
             text = str(value) if value.__class__ is int else _value(value)
             append(f"{open_brace}{labels}}} {text}" if labels else f"{name} {text}")
-        out.extend(family.lines)
         bucket = f"{name}_bucket{{"
         for labels, bounds, cumulative, total, count in family.histograms:
             head = f"{bucket}{labels}," if labels else bucket
@@ -145,10 +150,12 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
             braces = f"{{{labels}}}" if labels else ""
             append(f"{name}_sum{braces} {_value(total)}")
             append(f"{name}_count{braces} {count}")
+        chunks.append("\n".join(out).encode("utf-8"))
+        chunks.extend(family.blocks)
     if openmetrics:
-        append("# EOF")
-    append("")
-    return "\n".join(out).encode("utf-8")
+        chunks.append(b"# EOF")
+    chunks.append(b"")
+    return b"\n".join(chunks)
 
 
 def choose_format(accept: str | None) -> tuple[bool, str]:

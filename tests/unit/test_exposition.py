@@ -514,7 +514,7 @@ class TestExporterOutput:
         state = TargetState("t", "local", "http://h", endpoints=[])
         state.set_up(False, Reason.CONNECT)
         probe = collect([state], daemon=None, with_target=False, now=NOW)
-        assert all(f.samples or f.histograms or f.lines for f in probe)
+        assert all(f.samples or f.histograms or f.blocks for f in probe)
         assert "comfyui_queue_running" not in {f.metric.name for f in probe}
         full = collect([state], daemon=DaemonInfo(), now=NOW)
         assert {f.metric.name for f in full} == {d.name for d in m.ALL}
@@ -530,6 +530,28 @@ class TestExporterOutput:
         assert value_of(text, "comfyui_requests_total", endpoint="queue", code="503") == 1
         assert value_of(text, "comfyui_requests_total", endpoint="history", code="200") == 1
         assert value_of(text, "comfyui_request_failures_total", endpoint="history", reason="dns") == 0
+
+    def test_reused_blocks_follow_every_change_of_their_values(self) -> None:
+        """Blocks kept between scrapes (failures by reason, histograms) show counts changed in place since."""
+        state = local_state()
+        canary = state.canaries["preview-image"]
+        render_metrics([state], daemon=DaemonInfo(), openmetrics=False)
+        state.on_failure("queue", Reason.AUTH)
+        state.count_finished_job(Reason.OOM, 40.0)
+        canary.failures[Reason.LOST] += 1
+        canary.duration.observe(3.0)
+        state.on_exchange("queue", 200, 0.2)
+        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        assert value_of(text, "comfyui_request_failures_total", endpoint="queue", reason="auth") == 1
+        assert value_of(text, "comfyui_job_failures_total", reason="oom") == 2
+        assert value_of(text, "comfyui_job_duration_seconds_bucket", le="30.0") == 2
+        assert value_of(text, "comfyui_job_duration_seconds_bucket", le="60.0") == 3
+        assert value_of(text, "comfyui_job_duration_seconds_sum") == 43.5
+        assert value_of(text, "comfyui_canary_failures_total", reason="lost") == 2
+        assert value_of(text, "comfyui_canary_duration_seconds_count") == 2
+        assert value_of(text, "comfyui_request_duration_seconds_count", endpoint="queue") == 2
+        assert value_of(text, "comfyui_request_duration_seconds_bucket", endpoint="queue", le="0.25") == 2
+        assert value_of(text, "comfyui_requests_total", endpoint="queue", code="200") == 2
 
     def test_series_are_unique(self) -> None:
         """No two samples share a name and label set (Prometheus would drop the scrape's duplicates)."""
