@@ -3,12 +3,14 @@
 Overhead is what comfywatch's ``total`` phase (submit -> output verified) adds on top of the execution time
 the server reports from its own timestamps (``execution_start`` -> ``execution_success``): the POST round
 trip, the hand-over from the queue to the worker, the event delivery and the fetch (``/history/{id}``
-and, for images, ``/view``). It is measured against the in-process simulated ComfyUI, with the runner
-built exactly as the daemon builds it (same runtime, HTTP client and workflow loader). Warm-up runs are
+and, for images, ``/view``). It is measured against the simulated ComfyUI running as its own process
+(``comfywatch simulate``, as ComfyUI is), with the runner built exactly as the daemon builds it (same
+runtime, HTTP client and workflow loader). ``--in-process`` runs the simulator on the benchmark's own
+event loop instead: every request's server-side handling then counts as overhead too. Warm-up runs are
 not counted. Prints the median and p90 per built-in canary, the median of every phase, and the median
 wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included).
 
-    .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--json]
+    .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--in-process] [--json]
 
 The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
 rounding; over 200 runs that averages out in the median but widens the p90.
@@ -18,14 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -77,23 +84,49 @@ class Samples:
         }
 
 
-async def measure(workflow: str, runs: int, warmup: int, exec_ms: float) -> Samples:
-    samples = Samples(workflow)
-    async with await start_sim(exec_ms=exec_ms) as sim:
-        target = TargetConfig(name="bench", url=sim.url)
-        runtime = build_runtime(Config(), target)
-        assert runtime.local is not None
-        name = workflow.removeprefix("builtin:")
-        runner = CanaryRunner(runtime.local, load_workflow(workflow, name), timeout=10.0, when_busy="skip")
+@contextlib.contextmanager
+def simulator_process(exec_ms: float) -> Iterator[str]:
+    """``comfywatch simulate`` as its own process; yields its URL."""
+    with tempfile.TemporaryDirectory(prefix="comfywatch-canary-bench-") as tmp:
+        port_file = Path(tmp) / "sim.json"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comfywatch", "simulate", "--port", "0", "--port-file", str(port_file),
+             "--exec-ms", str(exec_ms)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for index in range(warmup + runs):
-                started = time.perf_counter()
-                result = await runner.run()
-                wall = time.perf_counter() - started
-                if index >= warmup:
-                    samples.add(result, wall)
+            deadline = time.monotonic() + 30
+            while not port_file.exists() or not port_file.read_text(encoding="utf-8").strip():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the simulator did not start")
+                time.sleep(0.05)
+            yield str(json.loads(port_file.read_text(encoding="utf-8"))["url"])
         finally:
-            await runtime.close()
+            process.terminate()
+            process.wait(timeout=10)
+
+
+async def measure(workflow: str, runs: int, warmup: int, exec_ms: float, in_process: bool) -> Samples:
+    if in_process:
+        async with await start_sim(exec_ms=exec_ms) as sim:
+            return await measure_against(sim.url, workflow, runs, warmup)
+    with simulator_process(exec_ms) as url:
+        return await measure_against(url, workflow, runs, warmup)
+
+
+async def measure_against(url: str, workflow: str, runs: int, warmup: int) -> Samples:
+    samples = Samples(workflow)
+    runtime = build_runtime(Config(), TargetConfig(name="bench", url=url))
+    assert runtime.local is not None
+    name = workflow.removeprefix("builtin:")
+    runner = CanaryRunner(runtime.local, load_workflow(workflow, name), timeout=10.0, when_busy="skip")
+    try:
+        for index in range(warmup + runs):
+            started = time.perf_counter()
+            result = await runner.run()
+            wall = time.perf_counter() - started
+            if index >= warmup:
+                samples.add(result, wall)
+    finally:
+        await runtime.close()
     return samples
 
 
@@ -103,21 +136,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--exec-ms", type=float, default=4.0, help="simulated execution time of the busy node")
     parser.add_argument("--workflow", action="append", choices=WORKFLOWS, help="default: both built-ins")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the simulator on this process's event loop (its work then counts as overhead)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     # The runner logs a debug line per success: keep the benchmark's own output readable (and cheap).
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
-    summaries = [asyncio.run(measure(w, args.runs, args.warmup, args.exec_ms)).summary()
+    summaries = [asyncio.run(measure(w, args.runs, args.warmup, args.exec_ms, args.in_process)).summary()
                  for w in (args.workflow or WORKFLOWS)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     environment = {"python": platform.python_version(), "cpus": os.cpu_count(), "load_1m": round(load, 2),
-                   "exec_ms": args.exec_ms}
+                   "exec_ms": args.exec_ms, "simulator": "in-process" if args.in_process else "own process"}
     if args.json:
         print(json.dumps({"environment": environment, "results": summaries}, indent=2))
         return
     print(f"python {environment['python']}, {environment['cpus']} CPUs, load average {load:.2f}, "
-          f"simulated execution {args.exec_ms:g} ms, {args.runs} runs after {args.warmup} warm-up")
+          f"simulator {environment['simulator']}, simulated execution {args.exec_ms:g} ms, "
+          f"{args.runs} runs after {args.warmup} warm-up")
     print(f"{'canary':<15} {'overhead median':>15} {'p90':>8} {'server':>8} {'total':>8} "
           f"{'submit':>7} {'queue':>7} {'execute':>8} {'fetch':>7} {'whole run':>10}   (ms)")
     for s in summaries:

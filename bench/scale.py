@@ -445,7 +445,7 @@ def print_human(summary: dict[str, Any]) -> None:
         print(f"  {'|poll period - interval| median / p99 / max':<48} {run['poll_period_deviation_median_ms']} / "
               f"{run['poll_period_deviation_p99_ms']} / {run['poll_period_deviation_max_ms']} ms")
         print(f"  {'spread of poll times within a cycle':<48} {run['poll_spread_within_cycle_s']} s (by design: "
-              "first runs are spread over min(interval, 5 s))")
+              "poll slots start spread over the whole interval)")
         print(f"  {'check duration median / p99':<48} {run['check_duration_median_ms']} / "
               f"{run['check_duration_p99_ms']} ms")
     if "blackbox" in summary:
