@@ -168,6 +168,9 @@ class HttpClient:
             trust_env=False,
             # Never follow redirects with our credentials attached; callers that expect one handle it.
             raise_for_status=False,
+            # Stateless, like a probe: a session cookie picked up from one answer must not keep a revoked
+            # token "working" (and no cookie bookkeeping on every poll).
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
         )
 
