@@ -66,6 +66,9 @@ POLL_GROUP = "poll"
 PollMembers = tuple[TargetState, list[CheckSpec]]
 
 
+#: The reads a poll may skip while the queue is quiet; both or neither (see ``run_group``).
+_QUIET_READS = frozenset({"queue", "jobs"})
+
 #: After a poll whose ``system`` check failed this way, the group's other checks would fail the same way.
 _UNREACHABLE = frozenset({Reason.DNS, Reason.CONNECT, Reason.TLS, Reason.TIMEOUT})
 
@@ -318,11 +321,29 @@ class Daemon:
         self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(state, members))
 
     async def run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
-        """Run a group's checks in order; stop after ``system`` finds the target unreachable."""
+        """Run a group's checks in order; stop after ``system`` finds the target unreachable. ``queue`` and
+        ``jobs`` are skipped while the monitoring WebSocket shows the queue has not changed since they last
+        succeeded (``trackers.QuietQueue``)."""
+        mark = (state.monitor_connection, state.monitor_status_frames)
+        reads = [spec for spec in members if spec.name in _QUIET_READS]
         for spec in members:
+            if spec is (reads[0] if reads else None) and self._quiet(state, members, mark):
+                return
             await self.run_check(state, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
-                break
+                return
+        if reads:
+            if all(state.check(spec.name).last_reason is None for spec in reads):
+                state.quiet.mark(*mark)
+            else:
+                state.quiet.forget()
+
+    @staticmethod
+    def _quiet(state: TargetState, members: list[CheckSpec], mark: tuple[int, int]) -> bool:
+        """Skip the queue reads of this poll? Only after a successful ``system`` check in the same poll."""
+        if any(spec.name == "system" for spec in members) and state.check("system").last_reason is not None:
+            return False
+        return state.quiet.may_skip(state.websocket_connected == 1.0, *mark) and queue_check.reobserve(state)
 
     def _unschedule(self, name: str) -> None:
         if self.scheduler is None:

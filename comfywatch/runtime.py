@@ -7,6 +7,7 @@ to a target the same way (same headers, auth, TLS settings, body cap, timeouts).
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -67,6 +68,12 @@ def client_settings(config: Config, target: TargetConfig, credentials: Credentia
     )
 
 
+def quiet_max_skips(interval: float) -> int:
+    """How many polls in a row may skip /queue and /history (see ``trackers.QuietQueue``): a full read at least
+    every fourth poll and at least once a minute."""
+    return max(0, min(3, math.ceil(60.0 / interval) - 1))
+
+
 def build_runtime(
     config: Config,
     target: TargetConfig,
@@ -89,6 +96,7 @@ def build_runtime(
         labels=target.labels,
         stall_after=config.stall_after_of(target),
         idle_polls=config.defaults.worker_idle_polls,
+        quiet_max_skips=quiet_max_skips(config.interval_of(target)),
     )
     budget = RateBudget(target.max_requests_per_minute) if target.kind == "cloud" else None
     http = HttpClient(

@@ -15,8 +15,9 @@ from typing import Any
 
 from comfywatch.clients.http import PhaseTimes
 from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason
+from comfywatch.parse.queue import QueueSnapshot
 from comfywatch.parse.system import SystemStats
-from comfywatch.trackers import QueueTracker, QueueView, SeenSet
+from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 
 __all__ = [
     "CANARY_BUCKETS",
@@ -115,6 +116,7 @@ class TargetState:
         labels: dict[str, str] | None = None,
         stall_after: float = 600.0,
         idle_polls: int = 4,
+        quiet_max_skips: int = 0,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -126,6 +128,12 @@ class TargetState:
         self.queue: QueueView | None = None
         self.queue_tracker = QueueTracker(stall_after, idle_polls)
         self.seen_jobs = SeenSet()
+        #: The last /queue read (snapshot, server clock offset), re-observed by polls that skip the read.
+        self.last_queue: tuple[QueueSnapshot, float] | None = None
+        self.quiet = QuietQueue(quiet_max_skips)
+        #: Set by the monitoring WebSocket: connections made, and queue-change (``status``) frames received.
+        self.monitor_connection = 0
+        self.monitor_status_frames = 0
         self.jobs_total = 0
         self.job_failures: dict[Reason, int] = dict.fromkeys(JOB_REASONS, 0)
         self.job_duration = Histogram(JOB_BUCKETS)

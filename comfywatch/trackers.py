@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from comfywatch.parse.queue import QueueSnapshot
 
-__all__ = ["QueueTracker", "QueueView", "SeenSet"]
+__all__ = ["QueueTracker", "QueueView", "QuietQueue", "SeenSet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +151,39 @@ class SeenSet:
                 fresh.append(item)
         self.add_all(ids)
         return fresh
+
+
+class QuietQueue:
+    """Whether a poll may skip ``/queue`` and ``/history``: the queue cannot have changed since the last read.
+
+    ComfyUI broadcasts a ``status`` frame to every WebSocket on each queue change (a prompt queued, started,
+    finished, deleted or interrupted; COMFYUI.md §5), so while the monitoring socket stays connected, no
+    new ``status`` frame since a full read means that read is still the queue, and no job finished since.
+    The poll then re-observes the last snapshot (ages, stalls and the idle streak still advance) and only
+    ``/system_stats`` is requested. A full read still happens at least every ``max_skips + 1`` polls, in case
+    the socket is open but silent (a proxy that stopped forwarding frames).
+
+    The mark is the (connection, frame count) pair read *before* the full read started: a frame arriving
+    while it runs makes the next poll a full one again.
+    """
+
+    def __init__(self, max_skips: int) -> None:
+        self.max_skips = max_skips
+        self._mark: tuple[int, int] | None = None
+        self._skips = 0
+
+    def mark(self, connection: int, frames: int) -> None:
+        """A full read that started at (*connection*, *frames*) succeeded."""
+        self._mark = (connection, frames)
+        self._skips = 0
+
+    def forget(self) -> None:
+        """A full read failed: the next poll reads again."""
+        self._mark = None
+
+    def may_skip(self, connected: bool, connection: int, frames: int) -> bool:
+        """True if this poll may skip the read (and counts it as a skip)."""
+        if connected and self._mark == (connection, frames) and self._skips < self.max_skips:
+            self._skips += 1
+            return True
+        return False

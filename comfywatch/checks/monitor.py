@@ -89,6 +89,7 @@ class WebSocketMonitor:
             self.state.websocket_connected = 0.0
             return None
         connected_at = time.monotonic()
+        self.state.monitor_connection += 1
         self.state.websocket_connected = 1.0
         try:
             async for message in ws:
@@ -98,7 +99,10 @@ class WebSocketMonitor:
                     event = parse_ws_text(message)
                 except ParseError:
                     continue
-                if event.type in PROGRESS_EVENTS:
+                if event.type == "status":
+                    # Every queue change is broadcast as one: see trackers.QuietQueue.
+                    self.state.monitor_status_frames += 1
+                elif event.type in PROGRESS_EVENTS:
                     self.state.queue_tracker.progress(event.prompt_id, time.time())
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
@@ -110,6 +114,7 @@ class WebSocketMonitor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
         self.state.websocket_connected = 0.0
+        self.state.monitor_connection += 1  # whatever was counted on the old socket no longer vouches
         log.info("monitor_websocket_closed", target=self.state.name)
         self.on_disconnect()
         return connected_at

@@ -12,5 +12,16 @@ __all__ = ["run"]
 
 async def run(api: LocalApi, state: TargetState, now: float | None = None) -> None:
     snapshot, offset = await api.queue_and_clock()
+    state.last_queue = (snapshot, offset or 0.0)
     view = state.queue_tracker.observe(snapshot, time.time() if now is None else now, clock_offset=offset or 0.0)
     state.apply_queue(view)
+
+
+def reobserve(state: TargetState, now: float | None = None) -> bool:
+    """Advance ages, stalls and the idle streak from the last read, when the queue is known not to have
+    changed since (``trackers.QuietQueue``); False if there is no read to reuse."""
+    if state.last_queue is None:
+        return False
+    snapshot, offset = state.last_queue
+    state.apply_queue(state.queue_tracker.observe(snapshot, time.time() if now is None else now, clock_offset=offset))
+    return True

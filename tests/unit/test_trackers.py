@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.queue import QueueItem, QueueSnapshot, parse_queue
-from comfywatch.trackers import QueueTracker, QueueView, SeenSet
+from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 from tests.fixtures import load_json
 
 A, B, C = (
@@ -296,3 +296,58 @@ class TestSeenSet:
         assert not set(counted) & primed
         visible = {h for end in ends[1:] for h in history[max(0, end - window) : end]}
         assert set(counted) == visible - primed
+
+
+class TestQuietQueue:
+    def test_no_skip_before_a_full_read(self) -> None:
+        """Nothing is known about the queue until one full read succeeded."""
+        assert not QuietQueue(3).may_skip(True, 1, 5)
+
+    def test_skips_while_no_status_frame_arrived(self) -> None:
+        """Same connection, same frame count as when the successful read started: up to max_skips skips,
+        then one full read is due however quiet the socket is."""
+        quiet = QuietQueue(3)
+        quiet.mark(1, 5)
+        assert [quiet.may_skip(True, 1, 5) for _ in range(4)] == [True, True, True, False]
+        quiet.mark(1, 5)
+        assert quiet.may_skip(True, 1, 5)
+
+    def test_a_status_frame_ends_the_quiet(self) -> None:
+        """One queue change since the read (frame count moved) means the next poll reads again."""
+        quiet = QuietQueue(3)
+        quiet.mark(1, 5)
+        assert not quiet.may_skip(True, 1, 6)
+
+    def test_a_new_connection_or_no_connection_vouches_for_nothing(self) -> None:
+        """Frames missed while disconnected cannot be known: reconnects and closed sockets force a read."""
+        quiet = QuietQueue(3)
+        quiet.mark(1, 5)
+        assert not quiet.may_skip(True, 2, 5)
+        assert not quiet.may_skip(False, 1, 5)
+
+    def test_a_failed_read_is_forgotten(self) -> None:
+        """After a failed read the mark is gone: the next poll reads again."""
+        quiet = QuietQueue(3)
+        quiet.mark(1, 5)
+        quiet.forget()
+        assert not quiet.may_skip(True, 1, 5)
+
+    def test_zero_skips_means_always_read(self) -> None:
+        """Long intervals (a minute or more) never skip."""
+        quiet = QuietQueue(0)
+        quiet.mark(1, 5)
+        assert not quiet.may_skip(True, 1, 5)
+
+    def test_reobserving_the_same_snapshot_advances_ages_and_stalls(self) -> None:
+        """A skipped read re-observes the last snapshot: the running job keeps ageing and can stall, and a
+        backlog with nothing running still counts towards "worker not consuming"."""
+        tracker = QueueTracker(stall_after=60, idle_polls=3)
+        busy = snap(running=[A])
+        tracker.observe(busy, T0)
+        assert not tracker.observe(busy, T0 + 15).stalled
+        view = tracker.observe(busy, T0 + 75)
+        assert view.running_seconds == 75 and view.stalled
+        idle = QueueTracker(stall_after=60, idle_polls=3)
+        backlog = snap(pending=[B])
+        views = [idle.observe(backlog, T0 + 15 * i) for i in range(3)]
+        assert [v.worker_not_consuming for v in views] == [False, False, True]

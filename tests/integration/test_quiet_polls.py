@@ -1,0 +1,99 @@
+"""Polls that skip /queue and /history while the monitoring WebSocket shows the queue has not changed
+(comfywatch.trackers.QuietQueue, wired in Daemon.run_group), against the simulated ComfyUI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfywatch.runtime import quiet_max_skips
+from comfywatch.sim.admin import start_sim
+from tests.helpers import Metrics
+from tests.integration.conftest import Watch, config_toml, target_toml, watching
+
+REQUESTS = "comfyui_requests_total"
+
+
+def _reads(watch: Watch, m: Metrics) -> tuple[float, float, float]:
+    """(system_stats, queue, history) requests answered 200 so far."""
+    system, queue, history = (watch.value(m, REQUESTS, endpoint=endpoint, code="200") or 0.0
+                              for endpoint in ("system_stats", "queue", "history"))
+    return system, queue, history
+
+
+def _config(url: str, *, monitor: bool = True) -> str:
+    text = config_toml(target_toml("sim", url), interval="200ms")
+    return text.replace("[defaults]\n", f"[defaults]\nwebsocket_monitor = {'true' if monitor else 'false'}\n", 1)
+
+
+async def _connected(watch: Watch) -> Metrics:
+    return await watch.until(lambda m: watch.value(m, "comfywatch_websocket_connected") == 1.0, "monitor connected")
+
+
+async def test_an_idle_queue_is_read_every_fourth_poll(tmp_path: Path) -> None:
+    """With the monitor connected and nothing queued, three polls in four only ask /system_stats."""
+    async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
+        await _connected(watch)
+        before = _reads(watch, await watch.polls(2, check="system"))
+        after = _reads(watch, await watch.polls(12, check="system"))
+        polls, queue_reads, history_reads = (a - b for a, b in zip(after, before, strict=True))
+        assert polls >= 12
+        assert 1 <= queue_reads <= polls / 4 + 1, (polls, queue_reads)
+        assert history_reads == queue_reads
+        assert watch.value(await watch.metrics(), "comfyui_queue_running") == 0.0
+
+
+async def test_a_queued_job_ends_the_quiet_at_once(tmp_path: Path) -> None:
+    """A prompt queued and finished between polls broadcasts status frames: the next poll reads history and
+    counts it. Submitted right after a full read, the every-fourth-poll read would come only 4 polls later."""
+    async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
+        await _connected(watch)
+        m = await watch.polls(2, check="system")
+        reads = _reads(watch, m)[2]
+        m = await watch.until(lambda m: _reads(watch, m)[2] > reads, "a full read")
+        polls_before = _reads(watch, m)[0]
+        await sim.submit(job_ms=1)
+        m = await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 1.0, "the job counted")
+        assert _reads(watch, m)[0] - polls_before <= 2
+
+
+async def test_a_running_job_keeps_ageing_and_stalls_without_queue_reads(tmp_path: Path) -> None:
+    """A job that never finishes (stall fault) sends no more status frames: polls skip the reads, yet the
+    running job's age grows and it is reported stalled after stall_after."""
+    async with await start_sim() as sim:
+        config = config_toml(target_toml("sim", sim.url, stall_after="1s"), interval="200ms")
+        async with watching(config, tmp_path) as watch:
+            await _connected(watch)
+            await sim.set_faults(["stall"])
+            await sim.submit(job_ms=1)
+            m = await watch.until(lambda m: watch.value(m, "comfyui_queue_stalled") == 1.0, "stalled")
+            assert (watch.value(m, "comfyui_queue_running_seconds") or 0.0) >= 1.0
+            before = _reads(watch, m)
+            after = _reads(watch, await watch.polls(8, check="system"))
+            assert after[1] - before[1] <= (after[0] - before[0]) / 4 + 1
+            await sim.set_faults([])
+
+
+async def test_a_silent_socket_still_gets_every_job_counted(tmp_path: Path) -> None:
+    """A socket that is open but forwards nothing (ws_silent) cannot end the quiet: the read every fourth
+    poll still counts the job."""
+    async with await start_sim() as sim:
+        await sim.set_faults(["ws_silent"])
+        async with watching(_config(sim.url), tmp_path) as watch:
+            await _connected(watch)
+            await watch.polls(2, check="system")
+            await sim.submit(job_ms=1)
+            await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 1.0, "the job counted")
+
+
+async def test_without_the_monitor_every_poll_reads_the_queue(tmp_path: Path) -> None:
+    """websocket_monitor = false: nothing vouches for the queue, so each poll reads /queue and /history."""
+    async with await start_sim() as sim, watching(_config(sim.url, monitor=False), tmp_path) as watch:
+        before = _reads(watch, await watch.polls(2, check="system"))
+        after = _reads(watch, await watch.polls(6, check="jobs"))
+        polls, queue_reads, history_reads = (a - b for a, b in zip(after, before, strict=True))
+        assert abs(polls - queue_reads) <= 1 and abs(polls - history_reads) <= 1, (polls, queue_reads)
+
+
+def test_a_full_read_at_least_every_fourth_poll_and_every_minute() -> None:
+    """Skips allowed in a row: 3 at 15 s (a read every minute), 1 at 30 s, none at a minute or more."""
+    assert [quiet_max_skips(s) for s in (0.2, 15.0, 20.0, 30.0, 45.0, 60.0, 300.0)] == [3, 3, 2, 1, 1, 0, 0]
