@@ -11,7 +11,7 @@ Prometheus would:
 - RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled);
 - ``/metrics`` render time as a client sees it (median of ``--scrapes`` scrapes, plain and gzip);
 - polling regularity: for every target, the period between two successive successful polls (its ``system``
-  (from ``comfywatch_check_last_success_timestamp_seconds``) minus the interval. By design it varies
+  check, from ``comfywatch_check_last_success_timestamp_seconds``) minus the interval. By design it varies
   within +-0.75 s (APScheduler's jitter of min(1 s, 5 % of the interval)); more means the scheduler or
   the checks ran late. Also the spread of the latest poll times within one cycle.
 
