@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -75,6 +75,16 @@ TRANSPORT_REASONS: tuple[Reason, ...] = (
     Reason.SERVER_ERROR,
     Reason.INVALID_RESPONSE,
 )
+
+#: Reasons only Comfy Cloud's HTTP answers carry: its billing refusals (402, billing 429s) and its queue limit.
+CLOUD_ONLY_REASONS: frozenset[Reason] = frozenset({Reason.PAYMENT, Reason.QUEUE_FULL})
+
+
+def possible_reasons(reasons: Iterable[Reason], *, cloud: bool, https: bool) -> tuple[Reason, ...]:
+    """The *reasons* a target can produce over HTTP: Cloud-only ones only for Comfy Cloud, ``tls`` only over
+    https. Failure counters pre-set these to 0; any other reason still gets its series when it happens."""
+    return tuple(r for r in reasons if (cloud or r not in CLOUD_ONLY_REASONS) and (https or r is not Reason.TLS))
+
 
 #: Reasons a finished job can fail with (``comfyui_job_failures_total``).
 JOB_REASONS: tuple[Reason, ...] = (

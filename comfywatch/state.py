@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfywatch.clients.http import PhaseTimes
-from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason
+from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason, possible_reasons
 from comfywatch.parse.queue import QueueSnapshot
 from comfywatch.parse.system import SystemStats
 from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
@@ -77,7 +77,8 @@ class CanaryState:
     success: float | None = None
     runs: int = 0
     skipped: int = 0
-    failures: dict[Reason, int] = field(default_factory=lambda: dict.fromkeys(Reason, 0))
+    #: Every reason the target can produce, at 0 from the start (set by ``TargetState.canary``).
+    failures: dict[Reason, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     server_seconds: float | None = None
     websocket_ok: float | None = None
@@ -139,6 +140,9 @@ class TargetState:
         self.job_duration = Histogram(JOB_BUCKETS)
         self.requests: dict[tuple[str, str], int] = {}
         self.request_failures: dict[tuple[str, Reason], int] = {}
+        cloud, https = kind == "cloud", public_url.startswith("https:")
+        self._transport_reasons = possible_reasons(TRANSPORT_REASONS, cloud=cloud, https=https)
+        self._canary_reasons = possible_reasons(Reason, cloud=cloud, https=https)
         self.request_durations: dict[str, Histogram] = {}
         for endpoint in endpoints:
             self._init_endpoint(endpoint)
@@ -159,7 +163,7 @@ class TargetState:
         if endpoint in self.request_durations:
             return
         self.request_durations[endpoint] = Histogram(REQUEST_BUCKETS)
-        for reason in TRANSPORT_REASONS:
+        for reason in self._transport_reasons:
             self.request_failures.setdefault((endpoint, reason), 0)
 
     # RequestObserver.
@@ -187,7 +191,7 @@ class TargetState:
     def canary(self, name: str) -> CanaryState:
         state = self.canaries.get(name)
         if state is None:
-            state = self.canaries[name] = CanaryState(name)
+            state = self.canaries[name] = CanaryState(name, failures=dict.fromkeys(self._canary_reasons, 0))
         return state
 
     def set_up(self, up: bool, reason: Reason | None = None) -> None:

@@ -409,7 +409,8 @@ class TestExporterOutput:
         assert value_of(text, "comfywatch_build_info", version=__version__) == 1.0
 
     def test_failure_reasons_exist_at_zero(self) -> None:
-        """Every job reason and every transport reason per endpoint exists from the start."""
+        """Every job reason and every transport reason the target can produce, per endpoint, exists from the
+        start: on a local http:// target that leaves out Comfy Cloud's payment/queue_full and tls."""
         found = samples(rendered(False), False)
         job = {
             lab["reason"]: v for n, lab, v in found if n == "comfyui_job_failures_total" and lab["target"] == "cloud"
@@ -420,7 +421,17 @@ class TestExporterOutput:
             for n, lab, _ in found
             if n == "comfyui_request_failures_total" and lab["target"] == "studio-gpu-1"
         }
-        assert transport == {(e, r.value) for e in ("system_stats", "queue") for r in TRANSPORT_REASONS}
+        local_reasons = set(TRANSPORT_REASONS) - {Reason.PAYMENT, Reason.QUEUE_FULL, Reason.TLS}
+        assert transport == {(e, r.value) for e in ("system_stats", "queue") for r in local_reasons}
+        cloud = {
+            lab["reason"] for n, lab, _ in found if n == "comfyui_request_failures_total" and lab["target"] == "cloud"
+        }
+        assert cloud == {r.value for r in TRANSPORT_REASONS}
+        canary = {
+            lab["reason"] for n, lab, _ in found
+            if n == "comfyui_canary_failures_total" and lab["target"] == "studio-gpu-1"
+        }
+        assert canary == {r.value for r in Reason} - {"payment", "queue_full", "tls"}
         assert (
             value_of(
                 rendered(False),
