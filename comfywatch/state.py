@@ -8,6 +8,7 @@ per-job memory lives only in the bounded trackers.
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -56,11 +57,7 @@ class Histogram:
         self.count += 1
 
     def cumulative(self) -> list[int]:
-        total, out = 0, []
-        for c in self.counts:
-            total += c
-            out.append(total)
-        return out
+        return list(itertools.accumulate(self.counts))
 
 
 @dataclass
