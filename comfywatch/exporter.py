@@ -7,7 +7,6 @@ without it (blackbox_exporter style, the target is Prometheus' ``instance``).
 from __future__ import annotations
 
 import gc
-import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -126,7 +125,7 @@ class _Labels:
         cached = self.blocks.get(cache_key)
         if cached is None or cached[0] != (hist, hist.count):
             buckets, total, count = self.hist(name, labels, hist.bounds)
-            lines = list(map(str.__add__, buckets, map(str, itertools.accumulate(hist.counts))))
+            lines = list(map(str.__add__, buckets, map(str, hist.cumulative())))
             lines.append(total + format_value(hist.sum))
             lines.append(count + str(hist.count))
             cached = self.blocks[cache_key] = ((hist, hist.count), "\n".join(lines).encode("utf-8"))

@@ -7,19 +7,18 @@ import time
 from comfywatch.clients.local import LocalApi
 from comfywatch.state import TargetState
 
-__all__ = ["run"]
+__all__ = ["reobserve", "run"]
 
 
 async def run(api: LocalApi, state: TargetState, now: float | None = None) -> None:
     snapshot, offset = await api.queue_and_clock()
     state.last_queue = (snapshot, offset or 0.0)
-    view = state.queue_tracker.observe(snapshot, time.time() if now is None else now, clock_offset=offset or 0.0)
-    state.apply_queue(view)
+    reobserve(state, now)
 
 
 def reobserve(state: TargetState, now: float | None = None) -> bool:
-    """Advance ages, stalls and the idle streak from the last read, when the queue is known not to have
-    changed since (``trackers.QuietQueue``); False if there is no read to reuse."""
+    """Update the queue view from the last read: right after it, or later while the queue is known not to
+    have changed (``trackers.QuietQueue``: ages, stalls and the idle streak advance). False if there is none."""
     if state.last_queue is None:
         return False
     snapshot, offset = state.last_queue

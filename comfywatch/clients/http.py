@@ -142,7 +142,6 @@ class HttpClient:
         self._limiter = limiter
         self._before_request = before_request
         self._session: aiohttp.ClientSession | None = None
-        self._trace_phases = False
         self._closed = False
         # Built once per path and per timeout: a poll makes the same three requests every cycle.
         self._urls: dict[str, URL] = {}
