@@ -79,7 +79,15 @@ async def running_daemon(config_text: str, tmp_path: Path, env: dict[str, str] |
     """Run the real daemon in this loop on an ephemeral port; yields (daemon, base_url)."""
     path = tmp_path / "comfywatch.toml"
     path.write_text(config_text, encoding="utf-8")
-    daemon = Daemon(path, env=env or {}, listen="127.0.0.1:0")
+    async with daemon_at(path, env=env) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def daemon_at(config_path: Path, *, env: dict[str, str] | None = None, shard: str | None = None
+                    ) -> AsyncIterator[tuple[Daemon, str]]:
+    """The daemon on an existing configuration file (``--shard`` as given), as :func:`running_daemon` runs it."""
+    daemon = Daemon(config_path, env=env or {}, listen="127.0.0.1:0", shard=shard)
     task = asyncio.get_running_loop().create_task(daemon.run(install_signals=False))
     deadline = time.monotonic() + 10 * TIMEOUT_FACTOR
     while daemon.bound_address is None or not daemon.runtimes:

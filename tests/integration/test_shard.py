@@ -11,7 +11,6 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from comfywatch.shard import owner, owns, parse_shard
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run
-from tests.helpers import Metrics, eventually, scrape
+from tests.helpers import Metrics, daemon_at, eventually, scrape
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.:", min_size=1, max_size=63)
 FLEET = [f"gpu-{i:04d}" for i in range(4000)]
@@ -105,22 +104,9 @@ def fleet_config(sim: SimHandle) -> str:
     return "\n".join(lines)
 
 
-@contextlib.asynccontextmanager
-async def replica(config_path: Path, shard: str) -> AsyncIterator[tuple[Daemon, str]]:
+def replica(config_path: Path, shard: str) -> contextlib.AbstractAsyncContextManager[tuple[Daemon, str]]:
     """The daemon as ``comfywatch run --shard <shard>`` would build it, in this loop on an ephemeral port."""
-    daemon = Daemon(config_path, env={}, listen="127.0.0.1:0", shard=shard)
-    task = asyncio.get_running_loop().create_task(daemon.run(install_signals=False))
-    deadline = time.monotonic() + 10 * TIMEOUT_FACTOR
-    while daemon.bound_address is None or not daemon.runtimes:
-        assert not task.done(), f"daemon exited early with {task.result()}"
-        assert time.monotonic() < deadline, "daemon did not start"
-        await asyncio.sleep(0.01)
-    host, port = daemon.bound_address
-    try:
-        yield daemon, f"http://{host}:{port}"
-    finally:
-        daemon.request_stop()
-        assert await asyncio.wait_for(task, 10) == 0
+    return daemon_at(config_path, shard=shard)
 
 
 def up_names(metrics: Metrics) -> set[str]:
