@@ -30,7 +30,7 @@ import pytest
 import structlog
 import websockets.exceptions as wse
 from aiohttp import http_exceptions
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from websockets.datastructures import Headers
 from websockets.http11 import Response
@@ -51,27 +51,15 @@ from comfywatch.errors import (
 from comfywatch.parse import ParseError
 from comfywatch.parse.prompt import WsEvent, parse_ws_text
 from comfywatch.state import TargetState
+from tests.strategies import FUZZ, json_trees, scalars
 
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SECRET = "s3cr3t-fuzz-pw"
 PROMPT = "p-own"
 
 # ---------------------------------------------------------------------------------------------------------
 # Values and events.
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=10**300, max_value=10**400)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=20,
-)
+json_values = json_trees(key_size=8, leaves=20)
 EVENT_TYPES = ("status", "execution_start", "execution_cached", "executing", "executed", "progress",
                "progress_state", "execution_success", "execution_error", "execution_interrupted", "feature_flags")
 small_json = st.recursive(

@@ -36,8 +36,8 @@ from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text
 from comfywatch.parse.queue import parse_queue, parse_queue_remaining
 from comfywatch.parse.system import parse_system_stats
 from tests.fixtures import FIXTURES, load_json, load_jsonl
+from tests.strategies import FUZZ, json_trees
 
-FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 #: Each config example writes a file and runs pydantic: fewer of them keeps the suite fast.
 CONFIG_FUZZ = settings(FUZZ, max_examples=80)
 SECRET = "sk-fuzz-5e3cr3t-9b1d"
@@ -45,19 +45,7 @@ SECRET = "sk-fuzz-5e3cr3t-9b1d"
 # ---------------------------------------------------------------------------------------------------------
 # JSON values, as json.loads can produce them (it accepts NaN/Infinity and keeps big integers exact).
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=10**300, max_value=10**400)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=25,
-)
+json_values = json_trees(key_size=10, leaves=25)
 edge_values: st.SearchStrategy[Any] = st.sampled_from(
     [
         None,
