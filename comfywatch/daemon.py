@@ -34,7 +34,7 @@ from comfywatch.checks import system as system_check
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, load_config
 from comfywatch.errors import Reason
-from comfywatch.exporter import DaemonInfo
+from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
 from comfywatch.runtime import TargetRuntime, build_runtime
 from comfywatch.slots import Slot, SlotTable, first_offset
 from comfywatch.state import TargetState
@@ -133,6 +133,7 @@ class Daemon:
         #: The running poll (group task) of each target: a slot never starts a second one (an overrun).
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._fleet_size = 1
+        self.scrapes = ScrapeClock()
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -323,7 +324,16 @@ class Daemon:
     async def run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
         """Run a group's checks in order; stop after ``system`` finds the target unreachable. ``queue`` and
         ``jobs`` are skipped while the monitoring WebSocket shows the queue has not changed since they last
-        succeeded (``trackers.QuietQueue``)."""
+        succeeded (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
+        /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
+        try:
+            await self._run_group(state, members)
+        finally:
+            horizon = max((spec.interval for spec in members), default=0.0)
+            if self.scrapes.expects_scrape_within(time.monotonic(), horizon):
+                prepare(state)
+
+    async def _run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
         mark = (state.monitor_connection, state.monitor_status_frames)
         reads = [spec for spec in members if spec.name in _QUIET_READS]
         for spec in members:
@@ -531,7 +541,7 @@ class Daemon:
                 middlewares.append(basic_auth_middleware(web_config.basic_auth_users))
         app = create_app(
             self.snapshot, probe=make_probe_handler(lambda: self.config), healthy=self.alive,
-            middlewares=middlewares,
+            middlewares=middlewares, scrapes=self.scrapes,
         )
         if headers:
             from comfywatch.webconfig import install_response_headers

@@ -20,6 +20,7 @@ __all__ = [
     "MetricDef",
     "bucket_bounds",
     "choose_format",
+    "column_lines",
     "escape",
     "format_value",
     "labels_text",
@@ -87,28 +88,35 @@ def labels_text(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{escape(v)}"' for k, v in pairs)
 
 
+_NON_FINITE = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+
+
 def format_value(value: float | int) -> str:
     """A sample value in exposition syntax."""
-    return str(value) if value.__class__ is int else _value(value)
+    # Hot path (one call per series): repr() of an int or a finite float is already valid exposition syntax;
+    # the non-finite floats (the only reprs ending in "f" or "n") are spelled +Inf/-Inf/NaN by both formats.
+    text = repr(value)
+    return _NON_FINITE[text] if text[-1] in "fn" else text
+
+
+def column_lines(heads: Sequence[str], values: Sequence[float | int | None]) -> str:
+    """Lines ``heads[i] + value`` for the values that are not None (heads are ``name{labels} ``).
+
+    One C-level pass per step instead of a Python call per series: repr() is the exposition spelling of every
+    int and finite float, and the rare non-finite value is caught by one set test over the texts.
+    """
+    if None in values:
+        kept = [(head, value) for head, value in zip(heads, values, strict=True) if value is not None]
+        heads, values = [head for head, _ in kept], [value for _, value in kept]
+    texts = list(map(repr, values))
+    if not _NON_FINITE.keys().isdisjoint(texts):
+        texts = [format_value(value) for value in values]  # type: ignore[arg-type]  # None-free here
+    return "\n".join(map(str.__add__, heads, texts))
 
 
 def bucket_bounds(bounds: tuple[float, ...]) -> tuple[str, ...]:
     """``le`` label values for a bucket layout, ``+Inf`` last."""
     return _bounds(bounds)
-
-
-def _value(value: float | int) -> str:
-    # Hot path (one call per series): repr() of a float is already valid exposition syntax except for the
-    # non-finite values, which both formats spell +Inf/-Inf/NaN.
-    if value.__class__ is int:
-        return str(value)
-    text = repr(value)
-    last = text[-1]
-    if last == "f":
-        return "-Inf" if text[0] == "-" else "+Inf"
-    if last == "n":
-        return "NaN"
-    return text
 
 
 _BOUNDS_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
@@ -140,7 +148,7 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
         name = metric.name
         open_brace = f"{name}{{"
         for labels, value in family.samples:
-            text = str(value) if value.__class__ is int else _value(value)
+            text = format_value(value)
             append(f"{open_brace}{labels}}} {text}" if labels else f"{name} {text}")
         bucket = f"{name}_bucket{{"
         for labels, bounds, cumulative, total, count in family.histograms:
@@ -148,7 +156,7 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
             for le, running in zip(_bounds(bounds), cumulative, strict=True):
                 append(f'{head}le="{le}"}} {running}')
             braces = f"{{{labels}}}" if labels else ""
-            append(f"{name}_sum{braces} {_value(total)}")
+            append(f"{name}_sum{braces} {format_value(total)}")
             append(f"{name}_count{braces} {count}")
         chunks.append("\n".join(out).encode("utf-8"))
         chunks.extend(family.blocks)

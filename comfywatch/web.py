@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from comfywatch import __version__
-from comfywatch.exporter import DaemonInfo, render_metrics
+from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
 from comfywatch.exposition import choose_format
 from comfywatch.state import TargetState
 
@@ -63,10 +64,14 @@ def create_app(
     probe: ProbeHandler | None = None,
     healthy: HealthCheck | None = None,
     middlewares: Sequence[object] = (),
+    scrapes: ScrapeClock | None = None,
 ) -> web.Application:
-    """The exporter app. *source* returns a consistent (states, daemon info) pair at render time."""
+    """The exporter app. *source* returns a consistent (states, daemon info) pair at render time; *scrapes*
+    learns when ``/metrics`` is scraped."""
 
     async def metrics(request: web.Request) -> web.Response:
+        if scrapes is not None:
+            scrapes.scraped(time.monotonic())
         openmetrics, content_type = choose_format(request.headers.get("Accept"))
         states, daemon = source()
         body = render_metrics(states, daemon=daemon, openmetrics=openmetrics)

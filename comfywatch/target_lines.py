@@ -1,0 +1,457 @@
+"""One target's ``/metrics`` lines: encoded when its values change, kept between scrapes.
+
+A scrape of 1000 targets has ~100 ms for ~140k series: far too little to format every line every time in
+Python. So a target is encoded when a poll ends (:func:`prepare`, called by the daemon), and a scrape only
+takes a :class:`Snapshot` of each target, compares it with the one encoded, and copies the target's encoded
+lines into the families (:func:`chunks`). Inside an encoding, sections whose values did not change (system
+stats, queue, canaries, Cloud account, counters by reason, histograms) are reused as they are.
+
+The values themselves are every cache key, so nothing reused can be stale: whatever the code path that
+changed a state (poll, canary, monitoring WebSocket, scheduler overrun), the next scrape shows it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from comfywatch import metrics as m
+from comfywatch.clients.http import PhaseTimes
+from comfywatch.exposition import MetricDef, bucket_bounds, column_lines, format_value, labels_text
+from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
+
+__all__ = [
+    "FAMILIES", "Chunks", "Snapshot", "TargetLines", "chunks", "encode", "is_current", "prepare_chunks", "snapshot",
+]
+
+#: The families of /metrics, in output order.
+FAMILIES: tuple[MetricDef, ...] = m.TARGET + m.CLOUD + m.DAEMON
+_POSITION = {metric: index for index, metric in enumerate(FAMILIES)}
+_POSITIONS = range(len(FAMILIES))
+
+#: A target's lines, one encoded block per family of :data:`FAMILIES` (None: no series in that family).
+Chunks = tuple[bytes | None, ...]
+#: A section's lines by family position in :data:`FAMILIES` (several lines of one family joined by newlines).
+Texts = dict[int, bytes]
+Value = float | int | None
+
+#: Label strings and sections kept per target: far more than one target has, yet a server
+#: reporting a new device name on every poll cannot grow them without bound.
+_KEPT = 512
+
+
+class Snapshot(NamedTuple):
+    """Every value a target's lines show, by section. Immutable observations (system stats, queue view, HTTP
+    phases) enter as themselves; counters by key as their values (their dicts are append-only, so the keys
+    follow from the number of values); a histogram as its count (every observation bumps it)."""
+
+    target: tuple[Value, ...]
+    system: tuple[object, ...]
+    queue: object
+    http: tuple[object, ...]
+    canaries: tuple[tuple[object, ...], ...]
+    checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]
+    cloud: tuple[object, ...] | None
+    job_failures: tuple[int, ...]
+    requests: tuple[int, ...]
+    request_failures: tuple[int, ...]
+    canary_failures: tuple[tuple[int, ...], ...]
+    job_durations: int
+    request_durations: tuple[int, ...]
+    canary_durations: tuple[int, ...]
+
+
+# attrgetter and map: no Python frame per check or histogram.
+_CHECK_VALUES = operator.attrgetter("duration", "overruns", "last_success")
+_COUNT = operator.attrgetter("count")
+_DURATION_COUNT = operator.attrgetter("duration.count")
+
+
+def _canary_key(c: CanaryState) -> tuple[object, ...]:
+    return (c.name, c.success, c.runs, c.skipped, tuple(c.phases.items()), c.server_seconds, c.websocket_ok,
+            c.last_success_ts)
+
+
+def _failure_values(c: CanaryState) -> tuple[int, ...]:
+    return tuple(c.failures.values())
+
+
+def snapshot(state: TargetState, now: float) -> Snapshot:
+    """The values of *state* (see :class:`Snapshot`); cheap to take and to compare."""
+    cloud = state.cloud
+    canaries = state.canaries.values()
+    return Snapshot(
+        (state.up, state.jobs_total, state.tls_not_after, state.websocket_connected),
+        (state.kind, state.public_url, state.system),
+        state.queue,
+        (state.phases, tuple(state.network_phases.items())),
+        tuple(map(_canary_key, canaries)),
+        (tuple(state.checks), tuple(map(_CHECK_VALUES, state.checks.values()))),
+        None if cloud is None else (
+            cloud.balance_usd, cloud.effective_balance_usd, cloud.has_funds, cloud.subscription_active,
+            cloud.subscription_tier, cloud.subscription_status, cloud.max_concurrent_jobs, cloud.jobs_stuck,
+            cloud.retry_after_seconds(now), tuple([c.runs_today for c in canaries])),
+        tuple(state.job_failures.values()),
+        tuple(state.requests.values()),
+        tuple(state.request_failures.values()),
+        tuple(map(_failure_values, canaries)),
+        state.job_duration.count,
+        tuple(map(_COUNT, state.request_durations.values())),
+        tuple(map(_DURATION_COUNT, canaries)),
+    )
+
+
+def _line_head(name: str, labels: str) -> str:
+    return f"{name}{{{labels}}} " if labels else f"{name} "
+
+
+def _join(prefix: str, extra: str) -> str:
+    if not prefix:
+        return extra
+    return f"{prefix},{extra}" if extra else prefix
+
+
+class TargetLines:
+    """Label strings, line heads, encoded sections and the last encoding of one target (for one of
+    ``/metrics`` with a ``target`` label, or ``/probe`` without)."""
+
+    __slots__ = ("blocks", "column_heads", "encoded", "heads", "hists", "labels", "name", "now", "own", "pair_cache",
+                 "prefix", "sections", "seqs", "with_target")
+
+    def __init__(self, state: TargetState, with_target: bool) -> None:
+        self.name = state.name
+        self.with_target = with_target
+        #: The time of the encoding in progress (Retry-After countdowns are relative to it).
+        self.now = 0.0
+        pairs: list[tuple[str, str]] = [("target", state.name)] if with_target else []
+        pairs.extend(sorted(state.labels.items()))
+        self.prefix = labels_text(pairs)
+        #: ``name{prefix} `` of every family, for series labelled with the prefix only.
+        self.heads = {metric: _line_head(metric.name, self.prefix) for metric in FAMILIES}
+        self.labels: dict[tuple[str, str, str], str] = {}
+        self.pair_cache: dict[tuple[tuple[str, str], ...], str] = {}
+        #: Label strings of the daemon-scoped families (target and check only), by check.
+        self.own: dict[str, str] = {}
+        #: Line heads of families written as columns (checks, HTTP phases), by family and label values.
+        self.column_heads: dict[tuple[MetricDef, tuple[str, ...]], list[str]] = {}
+        #: Line heads of the counter blocks, and the blocks with the values they show, by slot.
+        self.seqs: dict[str, list[str]] = {}
+        #: Per histogram: (count when encoded, its lines, their %-template).
+        self.hists: dict[Histogram, tuple[int, bytes, bytes]] = {}
+        self.blocks: dict[str, tuple[tuple[int, ...], bytes]] = {}
+        self.sections: dict[str, tuple[object, Texts]] = {}
+        #: (snapshot, chunks) of the last encoding.
+        self.encoded: tuple[Snapshot, Chunks] | None = None
+
+    # Label strings.
+
+    def get(self, key: str, value: str, key2: str = "", value2: str = "") -> str:
+        """``prefix,key="value"[,key2="value2"]`` (values escaped), cached."""
+        cache_key = (key, value, f"{key2}\0{value2}")
+        text = self.labels.get(cache_key)
+        if text is None:
+            pairs = [(key, value)] + ([(key2, value2)] if key2 else [])
+            text = _join(self.prefix, labels_text(pairs))
+            if len(self.labels) < _KEPT:
+                self.labels[cache_key] = text
+        return text
+
+    def pairs(self, pairs: tuple[tuple[str, str], ...]) -> str:
+        """``prefix,k1="v1",...`` for label pairs whose values come from the server (info, devices), cached by
+        value: they are the same on every scrape until the server changes."""
+        text = self.pair_cache.get(pairs)
+        if text is None:
+            text = _join(self.prefix, labels_text(pairs))
+            if len(self.pair_cache) < _KEPT:
+                self.pair_cache[pairs] = text
+        return text
+
+    def own_labels(self, check: str) -> str:
+        """Labels of the daemon-scoped families: ``target`` (and ``check``, unless empty) only."""
+        text = self.own.get(check)
+        if text is None:
+            text = self.own[check] = labels_text([("target", self.name)] + ([("check", check)] if check else []))
+        return text
+
+    def heads_by(self, metric: MetricDef, label: str, values: tuple[str, ...], own: bool = False) -> list[str]:
+        """Line heads of *metric* series with ``label`` set to each of *values* (after the target's prefix, or
+        after only the ``target`` label when *own*), cached by the values."""
+        key = (metric, values)
+        heads = self.column_heads.get(key)
+        if heads is None:
+            heads = [_line_head(metric.name, self.own_labels(value) if own else self.get(label, value))
+                     for value in values]
+            if len(self.column_heads) < _KEPT:
+                self.column_heads[key] = heads
+        return heads
+
+    # Cached blocks and sections.
+
+    def section(self, slot: str, key: object, build: Callable[[TargetLines, Any], Texts], arg: object) -> Texts:
+        """The lines of a section, built again (``build(self, arg)``) only when its *key* (its values) changes."""
+        cached = self.sections.get(slot)
+        if cached is None or cached[0] != key:
+            cached = (key, build(self, arg))
+            if len(self.sections) < _KEPT:
+                self.sections[slot] = cached
+        return cached[1]
+
+    def counters(self, slot: str, metric: MetricDef, keys: Iterable[Any], values: tuple[int, ...],
+                 label_names: tuple[str, ...], fixed: tuple[tuple[str, str], ...] = ()) -> bytes:
+        """The block of *metric* series, one per key (a label value, or a tuple of them) of a counter dict with
+        *values*. *slot* tells apart several blocks of one family (one per canary)."""
+        cached = self.blocks.get(slot)
+        if cached is not None and cached[0] == values:
+            return cached[1]
+        heads = self.seqs.get(slot)
+        if heads is None or len(heads) != len(values):
+            # Counter dicts are insertion-ordered and append-only: the heads stay aligned with the values.
+            heads = self.seqs[slot] = [
+                _line_head(metric.name, _join(self.prefix, labels_text(
+                    (*fixed, *zip(label_names, key if isinstance(key, tuple) else (key,), strict=True)))))
+                for key in keys]
+        # map() over C functions: no Python frame per line.
+        data = "\n".join(map(str.__add__, heads, map(str, values))).encode("utf-8")
+        self.blocks[slot] = (values, data)
+        return data
+
+    def histogram(self, metric: MetricDef, labels: str, hist: Histogram, count: int) -> bytes:
+        """The lines of one histogram series, kept while its *count* (bumped by every observation) holds."""
+        cached = self.hists.get(hist)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        # A histogram object is one series (its labels are where it is stored): its %-template is kept too.
+        template = _histogram_template(metric.name, labels, hist.bounds) if cached is None else cached[2]
+        total = hist.sum
+        if total - total == 0:  # finite: one %-format in C, %d for the counts, %a (repr) for the sum
+            data = template % (*hist.cumulative(), total, count)
+        else:
+            data = template.replace(b"%a", format_value(total).encode("ascii")) % (*hist.cumulative(), count)
+        self.hists[hist] = (count, data, template)
+        return data
+
+
+def _histogram_template(name: str, labels: str, bounds: tuple[float, ...]) -> bytes:
+    """One histogram series' lines as a bytes %-template: bucket counts, sum (``%a``), count."""
+    labels = labels.replace("%", "%%")  # label values are free text
+    head = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
+    braces = f"{{{labels}}}" if labels else ""
+    lines = [f'{head}le="{le}"}} %d' for le in bucket_bounds(bounds)]
+    lines += [f"{name}_sum{braces} %a", f"{name}_count{braces} %d"]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _lines(series: Iterable[tuple[MetricDef, str, Value]]) -> Texts:
+    """Lines of (family, labels, value) series, by family position; None values have no line."""
+    text: dict[int, list[str]] = {}
+    for metric, labels, value in series:
+        if value is not None:
+            text_value = format_value(value)
+            line = f"{metric.name}{{{labels}}} {text_value}" if labels else f"{metric.name} {text_value}"
+            text.setdefault(_POSITION[metric], []).append(line)
+    return {position: "\n".join(found).encode("utf-8") for position, found in text.items()}
+
+
+def _own(lines: TargetLines, series: Iterable[tuple[MetricDef, Value]]) -> Texts:
+    """Lines of series labelled with the target's prefix only, one per family."""
+    heads = lines.heads
+    return {_POSITION[metric]: (heads[metric] + format_value(value)).encode("utf-8") for metric, value in series
+            if value is not None}
+
+
+def _target(lines: TargetLines, state: TargetState) -> Texts:
+    texts = _own(lines, ((m.UP, state.up), (m.JOBS, state.jobs_total), (m.TLS_NOT_AFTER, state.tls_not_after)))
+    if lines.with_target:
+        texts.update(_lines(((m.WEBSOCKET_CONNECTED, lines.own_labels(""), state.websocket_connected),)))
+    return texts
+
+
+_DEVICE_FAMILIES = (m.VRAM_TOTAL, m.VRAM_FREE, m.TORCH_VRAM_TOTAL, m.TORCH_VRAM_FREE)
+_DEVICE_VALUES = operator.attrgetter("vram_total", "vram_free", "torch_vram_total", "torch_vram_free")
+
+
+def _system(lines: TargetLines, state: TargetState) -> Texts:
+    stats = state.system
+    info = None if stats is None else (stats.comfyui_version, stats.python_version, stats.pytorch_version, stats.os)
+    # Build information and configuration change far less often than free memory: a section of their own.
+    texts = dict(lines.section("info", (state.kind, state.public_url, info), _info, state))
+    if stats is None or state.kind != "local":
+        return texts
+    heads = lines.heads
+    texts[_POSITION[m.RAM_TOTAL]] = (heads[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
+    texts[_POSITION[m.RAM_FREE]] = (heads[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
+    if stats.devices:
+        labels = [lines.pairs((("device", d.name[:120]), ("type", d.type), ("index", "" if d.index is None else
+                                                                           str(d.index)))) for d in stats.devices]
+        for metric, values in zip(_DEVICE_FAMILIES, zip(*map(_DEVICE_VALUES, stats.devices), strict=True),
+                                  strict=True):
+            text = column_lines([_line_head(metric.name, text) for text in labels], values)
+            if text:
+                texts[_POSITION[metric]] = text.encode("utf-8")
+    return texts
+
+
+def _info(lines: TargetLines, state: TargetState) -> Texts:
+    series: list[tuple[MetricDef, str, Value]] = [
+        (m.TARGET_INFO, lines.get("kind", state.kind, "url", state.public_url), 1)]
+    stats = state.system
+    if stats is not None:
+        info = (("version", stats.comfyui_version), ("python_version", stats.python_version.split(" ")[0]),
+                ("pytorch_version", stats.pytorch_version), ("os", stats.os))
+        series.append((m.INFO, lines.pairs(info), 1))
+    return _lines(series)
+
+
+def _queue(lines: TargetLines, state: TargetState) -> Texts:
+    queue = state.queue
+    if queue is None:
+        return {}
+    return _own(lines, ((m.QUEUE_RUNNING, queue.running), (m.QUEUE_PENDING, queue.pending),
+                        (m.QUEUE_RUNNING_SECONDS, queue.running_seconds),
+                        (m.QUEUE_OLDEST_PENDING, queue.oldest_pending_seconds),
+                        (m.QUEUE_STALLED, 1 if queue.stalled else 0),
+                        (m.WORKER_NOT_CONSUMING, 1 if queue.worker_not_consuming else 0)))
+
+
+def _http(lines: TargetLines, http: tuple[object, ...]) -> Texts:
+    """HTTP phase seconds: of the last system poll (new on every poll: never kept) and the network check."""
+    phases, network = http
+    names = tuple([name for name, _ in network])  # type: ignore[attr-defined]
+    values: list[Value] = [seconds for _, seconds in network]  # type: ignore[attr-defined]
+    if isinstance(phases, PhaseTimes):
+        names += ("processing", "transfer")
+        values += (phases.processing, phases.transfer)
+    if not names:
+        return {}
+    heads = lines.heads_by(m.HTTP_PHASE, "phase", names)
+    text = column_lines(heads, values)
+    return {_HTTP_PHASE: text.encode("utf-8")} if text else {}
+
+
+def _canary(lines: TargetLines, canary: CanaryState) -> Texts:
+    c = lines.get("canary", canary.name)
+    series: list[tuple[MetricDef, str, Value]] = [
+        (m.CANARY_SUCCESS, c, canary.success), (m.CANARY_RUNS, c, canary.runs), (m.CANARY_SKIPPED, c, canary.skipped),
+        (m.CANARY_SERVER_SECONDS, c, canary.server_seconds), (m.CANARY_WEBSOCKET_OK, c, canary.websocket_ok),
+        (m.CANARY_LAST_SUCCESS, c, canary.last_success_ts)]
+    series += [(m.CANARY_PHASE, lines.get("canary", canary.name, "phase", phase), canary.phases.get(phase))
+               for phase in CANARY_PHASES]
+    return _lines(series)
+
+
+def _cloud(lines: TargetLines, state: TargetState) -> Texts:
+    cloud = state.cloud
+    if cloud is None:
+        return {}
+    today = [c.runs_today for c in state.canaries.values() if c.runs_today is not None]
+    texts = _own(lines, (
+        (m.CLOUD_BALANCE, cloud.balance_usd), (m.CLOUD_EFFECTIVE_BALANCE, cloud.effective_balance_usd),
+        (m.CLOUD_HAS_FUNDS, cloud.has_funds), (m.CLOUD_SUB_ACTIVE, cloud.subscription_active),
+        (m.CLOUD_MAX_CONCURRENT, cloud.max_concurrent_jobs), (m.CLOUD_JOBS_STUCK, cloud.jobs_stuck),
+        (m.CLOUD_RETRY_AFTER, cloud.retry_after_seconds(lines.now)),
+        # One series per target: the daily budget is per target.
+        (m.CLOUD_CANARY_TODAY, sum(today) if today else None)))
+    if cloud.subscription_status is not None or cloud.subscription_tier is not None:
+        sub = (("tier", cloud.subscription_tier or "none"), ("status", cloud.subscription_status or "unknown"))
+        texts.update(_lines(((m.CLOUD_SUB_INFO, lines.pairs(sub), 1),)))
+    return texts
+
+
+_CHECK_FAMILIES = (m.CHECK_DURATION, m.CHECK_OVERRUNS, m.CHECK_LAST_SUCCESS)
+
+
+def _checks(lines: TargetLines, checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]) -> Texts:
+    """The checks' durations, overruns and last successes (new on every poll: never kept), from the snapshot."""
+    names, values = checks
+    texts = {}
+    if names:
+        for metric, family_values in zip(_CHECK_FAMILIES, zip(*values, strict=True), strict=True):
+            # Daemon-scoped families carry only the target and check labels, not the discovery labels.
+            text = column_lines(lines.heads_by(metric, "check", names, own=True), family_values)
+            if text:
+                texts[_POSITION[metric]] = text.encode("utf-8")
+    return texts
+
+
+_JOB_FAILURES, _JOB_DURATION = _POSITION[m.JOB_FAILURES], _POSITION[m.JOB_DURATION]
+_REQUESTS, _REQUEST_FAILURES = _POSITION[m.REQUESTS], _POSITION[m.REQUEST_FAILURES]
+_REQUEST_DURATION, _HTTP_PHASE = _POSITION[m.REQUEST_DURATION], _POSITION[m.HTTP_PHASE]
+_CANARY_FAILURES, _CANARY_DURATION = _POSITION[m.CANARY_FAILURES], _POSITION[m.CANARY_DURATION]
+
+
+def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -> Chunks:
+    """The lines of *state* (whose values are *snap*), grouped by family; sections of *lines* whose values
+    did not change are reused."""
+    lines.now = now
+    section, counters, histogram = lines.section, lines.counters, lines.histogram
+    chunks: dict[int, bytes] = {}
+    chunks.update(section("target", snap.target, _target, state))
+    chunks.update(section("system", snap.system, _system, state))
+    chunks.update(section("queue", snap.queue, _queue, state))
+    chunks.update(section("cloud", snap.cloud, _cloud, state))
+    chunks.update(_http(lines, snap.http))
+    if lines.with_target:
+        chunks.update(_checks(lines, snap.checks))
+    # Counters by key and histograms: blocks kept with the values they show; an empty block is no series.
+    if data := counters("jobs", m.JOB_FAILURES, state.job_failures, snap.job_failures, ("reason",)):
+        chunks[_JOB_FAILURES] = data
+    if data := counters("requests", m.REQUESTS, state.requests, snap.requests, ("endpoint", "code")):
+        chunks[_REQUESTS] = data
+    if data := counters("request_failures", m.REQUEST_FAILURES, state.request_failures, snap.request_failures,
+                        ("endpoint", "reason")):
+        chunks[_REQUEST_FAILURES] = data
+    chunks[_JOB_DURATION] = histogram(m.JOB_DURATION, lines.prefix, state.job_duration, snap.job_durations)
+    if data := b"\n".join([
+            histogram(m.REQUEST_DURATION, lines.get("endpoint", endpoint), hist, count)
+            for (endpoint, hist), count in zip(state.request_durations.items(), snap.request_durations,
+                                               strict=True)]):
+        chunks[_REQUEST_DURATION] = data
+    if state.canaries:
+        _canaries(lines, state, snap, chunks)
+    # A single block is the cached object itself (bytes.join returns it): unchanged blocks are not copied.
+    return tuple(map(chunks.get, _POSITIONS))
+
+
+def _canaries(lines: TargetLines, state: TargetState, snap: Snapshot, chunks: dict[int, bytes]) -> None:
+    """Add every canary's lines to *chunks* (several canaries share the families)."""
+    canaries = state.canaries.values()
+    for canary, key in zip(canaries, snap.canaries, strict=True):
+        for position, data in lines.section(f"canary\0{canary.name}", key, _canary, canary).items():
+            before = chunks.get(position)
+            chunks[position] = data if before is None else before + b"\n" + data
+    chunks[_CANARY_FAILURES] = b"\n".join([
+        lines.counters(f"canary\0{c.name}", m.CANARY_FAILURES, c.failures, values, ("reason",),
+                       (("canary", c.name),))
+        for c, values in zip(canaries, snap.canary_failures, strict=True)])
+    chunks[_CANARY_DURATION] = b"\n".join([
+        lines.histogram(m.CANARY_DURATION, lines.get("canary", c.name), c.duration, count)
+        for c, count in zip(canaries, snap.canary_durations, strict=True)])
+
+
+def _target_lines(state: TargetState, with_target: bool) -> TargetLines:
+    cached = state.label_cache.get(with_target)
+    if not isinstance(cached, TargetLines):
+        cached = state.label_cache[with_target] = TargetLines(state, with_target)
+    return cached
+
+
+def chunks(state: TargetState, with_target: bool, now: float) -> Chunks:
+    """The target's lines by family, encoded again only if a value they show has changed."""
+    lines = _target_lines(state, with_target)
+    snap = snapshot(state, now)
+    encoded = lines.encoded
+    if encoded is None or encoded[0] != snap:
+        encoded = lines.encoded = (snap, encode(lines, state, snap, now))
+    return encoded[1]
+
+
+def is_current(state: TargetState, now: float) -> bool:
+    """Are the lines kept for ``/metrics`` (with the ``target`` label) those of the state as it is now?"""
+    cached = state.label_cache.get(True)
+    return isinstance(cached, TargetLines) and cached.encoded is not None and cached.encoded[0] == snapshot(state, now)
+
+
+def prepare_chunks(state: TargetState, now: float) -> None:
+    """Encode *state* for the next ``/metrics`` scrape now (see the module docstring)."""
+    chunks(state, True, now)

@@ -1,0 +1,51 @@
+"""Encoding a target's /metrics lines when its poll ends (Daemon.run_group, exporter.ScrapeClock), against the
+simulated ComfyUI: only when someone scrapes, and then without waiting for the next scrape."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from comfywatch.sim.admin import start_sim
+from comfywatch.state import TargetState
+from comfywatch.target_lines import is_current
+from tests.helpers import eventually, running_daemon, scrape
+from tests.integration.conftest import TARGET, config_toml, target_toml
+
+
+async def _polled(state: TargetState, after: float) -> float:
+    """Wait (reading the state, not /metrics) until a ``system`` check succeeded after *after*."""
+
+    async def last() -> float:
+        return state.check("system").last_success or 0.0
+
+    return await eventually(last, lambda seen: seen > after, what="another system poll")
+
+
+async def test_a_daemon_nobody_scrapes_encodes_nothing(tmp_path: Path) -> None:
+    """Polls alone never encode lines: with no scrape to expect, that work would be for nothing."""
+    async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
+            daemon, _):
+        state = daemon.runtimes[TARGET].state
+        seen = await _polled(state, 0.0)
+        await _polled(state, seen)
+        assert not state.label_cache  # no encoding, not even a label string
+
+
+async def test_polls_encode_ahead_of_regular_scrapes(tmp_path: Path) -> None:
+    """Scraped regularly, a target's lines are re-encoded as its polls end: between two scrapes they catch up
+    with the state without a scrape asking for it, so the next scrape only copies them."""
+    async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
+            daemon, base):
+        state = daemon.runtimes[TARGET].state
+        await _polled(state, 0.0)
+        for _ in range(3):
+            await scrape(f"{base}/metrics")
+        scraped = time.time()
+        await _polled(state, scraped)  # the state moved on since the last scrape (durations, timestamps) ...
+
+        async def current() -> bool:
+            return is_current(state, time.time())
+
+        await eventually(current, bool, what="lines encoded after a poll, with no scrape since")
+        assert daemon.scrapes.interval is not None and daemon.scrapes.interval < 5

@@ -1,0 +1,196 @@
+"""Tests for comfywatch.target_lines: a target's /metrics lines, kept between scrapes, are never stale.
+
+The reference is a fresh encoding (new caches) of the same state: whatever sequence of changes a state goes
+through, by whichever code path, the kept lines must be byte for byte what a fresh encoding gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from comfywatch.clients.http import PhaseTimes
+from comfywatch.errors import Reason
+from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
+from comfywatch.parse.system import parse_system_stats
+from comfywatch.state import TargetState
+from comfywatch.target_lines import FAMILIES, TargetLines, chunks, encode, is_current, snapshot
+from comfywatch.trackers import QueueView
+from tests.fixtures import load_json
+from tests.strategies import FUZZ
+
+NOW = 1_795_641_200.0
+
+values = st.one_of(st.none(), st.integers(0, 10**12), st.floats(allow_nan=True, allow_infinity=True))
+seconds = st.floats(0, 1e4, allow_nan=False)
+reasons = st.sampled_from([Reason.OOM, Reason.TIMEOUT, Reason.CONNECT, Reason.LOST, Reason.SERVER_ERROR])
+endpoints = st.sampled_from(["system_stats", "queue", "history", "jobs"])
+canaries = st.sampled_from(["preview-image", "echo-text"])
+checks = st.sampled_from(["system", "queue", "jobs", "network"])
+
+Change = Callable[[TargetState], None]
+
+
+def _system(ram_free: int) -> Change:
+    def change(state: TargetState) -> None:
+        stats = parse_system_stats(load_json("system_stats.json"))
+        state.system = dataclasses.replace(stats, ram_free=ram_free)
+
+    return change
+
+
+def _queue(running: int, age: float, stalled: bool) -> Change:
+    def change(state: TargetState) -> None:
+        state.queue = QueueView(running, 2, "p" if running else None, age, age / 2, stalled, False)
+
+    return change
+
+
+def _canary(name: str, runs: int, phase: float, reason: Reason, observed: float) -> Change:
+    def change(state: TargetState) -> None:
+        canary = state.canary(name)
+        canary.runs, canary.success = runs, float(runs % 2)
+        canary.phases["total"] = phase  # in place: the kept lines must still follow
+        canary.failures[reason] = canary.failures.get(reason, 0) + 1
+        canary.duration.observe(observed)
+
+    return change
+
+
+def _check(name: str, duration: float | None, overruns: int) -> Change:
+    def change(state: TargetState) -> None:
+        check = state.check(name)
+        check.duration, check.overruns, check.last_success = duration, overruns, NOW + overruns
+
+    return change
+
+
+def _attribute(name: str, value: float | int | None) -> Change:
+    def change(state: TargetState) -> None:
+        setattr(state, name, value)
+
+    return change
+
+
+def _phases(processing: float, tls: float | None) -> Change:
+    def change(state: TargetState) -> None:
+        state.phases = PhaseTimes(None, None, None, processing, processing / 3)
+        state.network_phases = {"dns": 0.001, "connect": 0.002, "tls": tls}
+
+    return change
+
+
+changes = st.one_of(
+    st.builds(_system, st.integers(0, 10**11)),
+    st.builds(_queue, st.integers(0, 1), seconds, st.booleans()),
+    st.builds(_canary, canaries, st.integers(0, 50), seconds, reasons, seconds),
+    st.builds(_check, checks, st.none() | seconds, st.integers(0, 3)),
+    st.builds(_attribute, st.sampled_from(["up", "tls_not_after", "websocket_connected"]), values),
+    st.builds(_phases, seconds, st.none() | seconds),
+    st.builds(lambda e, code, s: lambda state: state.on_exchange(e, code, s), endpoints,
+              st.none() | st.sampled_from([200, 503]), seconds),
+    st.builds(lambda e, r: lambda state: state.on_failure(e, r), endpoints, reasons),
+    st.builds(lambda r, s: lambda state: state.count_finished_job(r, s), st.none() | reasons, st.none() | seconds),
+)
+
+
+def fresh(state: TargetState, with_target: bool = True) -> tuple[bytes | None, ...]:
+    """The target's lines encoded from scratch (no kept section, block or label string)."""
+    return encode(TargetLines(state, with_target), state, snapshot(state, NOW), NOW)
+
+
+class TestKeptLines:
+    @FUZZ
+    @given(kind=st.sampled_from(["local", "cloud"]), steps=st.lists(st.lists(changes, max_size=4), max_size=8))
+    def test_kept_lines_equal_a_fresh_encoding_after_any_changes(self, kind: str, steps: list[list[Change]]) -> None:
+        """After every batch of changes (applied between two scrapes), the lines a scrape gets equal a fresh
+        encoding: no kept section, counter block or histogram outlives a change of its values."""
+        state = TargetState("t", kind, "https://h" if kind == "cloud" else "http://h", endpoints=["system_stats"],
+                            labels={"rack": "r1"})
+        for batch in [[], *steps]:
+            for change in batch:
+                change(state)
+            for with_target in (True, False):
+                assert chunks(state, with_target, NOW) == fresh(state, with_target)
+
+    def test_unchanged_target_is_not_encoded_again(self) -> None:
+        """A second scrape with nothing changed reuses the encoding itself (same objects)."""
+        state = TargetState("t", "local", "http://h", endpoints=["queue"])
+        state.set_up(True)
+        first = chunks(state, True, NOW)
+        assert chunks(state, True, NOW) is first
+        state.on_exchange("queue", 200, 0.01)
+        assert chunks(state, True, NOW) is not first
+
+    def test_retry_after_counts_down_between_scrapes(self) -> None:
+        """The one value that changes with time alone (a Cloud Retry-After) is current at every scrape."""
+        state = TargetState("c", "cloud", "https://cloud.comfy.org", endpoints=[])
+        assert state.cloud is not None
+        state.cloud.retry_after_until = NOW + 30
+        for elapsed in (0.0, 10.0, 29.5, 40.0):
+            text = b"\n".join(chunk for chunk in chunks(state, True, NOW + elapsed) if chunk)
+            assert f"comfy_cloud_retry_after_seconds{{target=\"c\"}} {max(0.0, 30 - elapsed)!r}".encode() in text
+
+    def test_is_current_follows_changes(self) -> None:
+        """is_current says whether the kept lines still show the state (what the daemon's encode ahead does)."""
+        state = TargetState("t", "local", "http://h", endpoints=["queue"])
+        assert not is_current(state, NOW)
+        chunks(state, True, NOW)
+        assert is_current(state, NOW)
+        state.check("system").overruns += 1
+        assert not is_current(state, NOW)
+
+    def test_one_block_per_family(self) -> None:
+        """Chunks align with FAMILIES; a family the target has nothing in is None, never an empty block."""
+        state = TargetState("t", "local", "http://h", endpoints=[])
+        encoded = chunks(state, True, NOW)
+        assert len(encoded) == len(FAMILIES)
+        assert b"" not in encoded
+        assert encoded[FAMILIES.index(next(m for m in FAMILIES if m.name == "comfyui_queue_running"))] is None
+
+    @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+    def test_non_finite_values_and_sums(self, value: float) -> None:
+        """Non-finite gauges and histogram sums are spelled +Inf/-Inf/NaN in the kept lines too."""
+        state = TargetState("t", "local", "http://h", endpoints=["queue"])
+        state.tls_not_after = value
+        state.request_durations["queue"].sum = value
+        state.request_durations["queue"].count = 1
+        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        spelled = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}[repr(value)]
+        assert f'comfyui_tls_cert_not_after_timestamp_seconds{{target="t"}} {spelled}' in text
+        assert f'comfyui_request_duration_seconds_sum{{target="t",endpoint="queue"}} {spelled}' in text
+
+
+class TestScrapeClock:
+    def test_no_scrape_expected_before_two_were_seen(self) -> None:
+        """Nobody scraping (or only once): nothing is encoded ahead."""
+        clock = ScrapeClock()
+        assert not clock.expects_scrape_within(100.0, 1e9)
+        clock.scraped(100.0)
+        assert not clock.expects_scrape_within(101.0, 1e9)
+
+    @pytest.mark.parametrize(("now", "horizon", "expected"), [
+        (161.0, 15.0, False),  # next scrape at 220: 59 s away
+        (205.0, 15.0, True),   # 15 s away
+        (219.9, 1.0, True),
+        (230.0, 15.0, False),  # 220 was missed: the next one is expected at 280
+        (270.0, 15.0, True),
+        (161.0, 60.0, True),   # polled every 60 s: every poll is the last before a scrape
+    ])
+    def test_next_scrape_one_interval_after_the_last(self, now: float, horizon: float, expected: bool) -> None:
+        """Scrapes every 60 s: a target polled every *horizon* s is encoded only at its last poll before one."""
+        clock = ScrapeClock()
+        clock.scraped(100.0)
+        clock.scraped(160.0)
+        assert clock.expects_scrape_within(now, horizon) is expected
+
+    def test_polls_as_often_as_scrapes_encode_every_poll(self) -> None:
+        """Scrape and poll intervals equal (the common set-up): every poll's end is the last before a scrape."""
+        clock = ScrapeClock()
+        clock.scraped(0.0)
+        clock.scraped(15.0)
+        assert all(clock.expects_scrape_within(15.0 + offset / 10, 15.0) for offset in range(0, 300))
