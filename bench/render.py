@@ -5,9 +5,12 @@ three endpoints, a canary) and times ``render_metrics`` for text and OpenMetrics
 
 Before every timed render, each target goes through what one poll cycle changes (three requests counted
 and timed, new system and queue values, the checks' durations and timestamps): Prometheus scrapes about
-once per poll interval, so this is the steady state of a scrape. Blocks whose values did not change
-(failures by reason, job and canary histograms) are reused by the exporter; "first" is the very first
-render (nothing cached) and "unchanged" a second scrape with no poll in between.
+once per poll interval, so this is the steady state of a scrape. Scraped regularly, the daemon encodes a
+target's lines when its poll ends (``exporter.prepare``, see ``ScrapeClock``): "scrape" is the render that
+then follows, and "encode/poll" the cost of that encoding per target-poll (paid in the poll, counted by
+bench/scale.py, not by bench/poll_cost.py which does not scrape). "nothing ahead" is a scrape that has to
+encode every target itself (a daemon scraped for the first time, or less regularly than it polls). "first"
+is the very first render (nothing cached) and "unchanged" a second scrape with no poll in between.
 
     .venv/bin/python bench/render.py [--targets 1 100 1000] [--repeat 15]
 """
@@ -21,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from comfywatch.exporter import DaemonInfo, render_metrics
+from comfywatch.exporter import DaemonInfo, prepare, render_metrics
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState
@@ -74,30 +77,40 @@ def main() -> None:
     parser.add_argument("--targets", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
-    print(f"{'targets':>8} {'series':>8} {'first ms':>9} {'text ms (median)':>17} {'openmetrics ms':>15} "
-          f"{'unchanged ms':>13} {'bytes':>10}")
+    print(f"{'targets':>8} {'series':>8} {'first ms':>9} {'scrape ms':>10} {'openmetrics ms':>15} "
+          f"{'nothing ahead ms':>17} {'unchanged ms':>13} {'encode/poll µs':>15} {'bytes':>10}")
     for count in args.targets:
         states = make_states(count)
         info = DaemonInfo()
         started = time.perf_counter()
         render_metrics(states, daemon=info, openmetrics=False)
         first = time.perf_counter() - started
-        timings: dict[str, list[float]] = {"text": [], "om": [], "unchanged": []}
+        timings: dict[str, list[float]] = {"text": [], "om": [], "cold": [], "unchanged": [], "encode": []}
         body = b""
         for cycle in range(args.repeat):
             for kind in ("text", "om"):
                 poll(states, cycle)
                 started = time.perf_counter()
+                for state in states:
+                    prepare(state)
+                timings["encode"].append((time.perf_counter() - started) / count)
+                started = time.perf_counter()
                 body = render_metrics(states, daemon=info, openmetrics=kind == "om")
                 timings[kind].append(time.perf_counter() - started)
+            poll(states, cycle + args.repeat)
+            started = time.perf_counter()
+            render_metrics(states, daemon=info, openmetrics=False)
+            timings["cold"].append(time.perf_counter() - started)
             started = time.perf_counter()
             render_metrics(states, daemon=info, openmetrics=False)
             timings["unchanged"].append(time.perf_counter() - started)
         text = render_metrics(states, daemon=info, openmetrics=False)
         series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-        text_ms, om_ms, same_ms = (statistics.median(timings[k]) * 1000 for k in ("text", "om", "unchanged"))
-        print(f"{count:>8} {series:>8} {first * 1000:>9.1f} {text_ms:>17.1f} {om_ms:>15.1f} {same_ms:>13.1f} "
-              f"{len(body):>10}")
+        text_ms, om_ms, cold_ms, same_ms = (statistics.median(timings[k]) * 1000
+                                            for k in ("text", "om", "cold", "unchanged"))
+        encode_us = statistics.median(timings["encode"]) * 1e6
+        print(f"{count:>8} {series:>8} {first * 1000:>9.1f} {text_ms:>10.1f} {om_ms:>15.1f} {cold_ms:>17.1f} "
+              f"{same_ms:>13.1f} {encode_us:>15.0f} {len(body):>10}")
 
 
 if __name__ == "__main__":

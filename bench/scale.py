@@ -228,6 +228,8 @@ class DaemonResult:
     render_plain: list[float] = field(default_factory=list)
     render_gzip: list[float] = field(default_factory=list)
     render_cpu: list[float] = field(default_factory=list)
+    #: The scrapes inside the CPU window, one per interval as Prometheus makes them (plain, parsed after).
+    window_scrapes: list[float] = field(default_factory=list)
     body_bytes: int = 0
     gzip_bytes: int = 0
     lateness: list[float] = field(default_factory=list)
@@ -270,6 +272,7 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
         (user1, sys1), wall1 = cpu_split(pid), time.monotonic()
         result = DaemonResult(websocket_monitor, targets, interval, wall1 - wall0, user1 - user0 + sys1 - sys0,
                               samples[-1].polls - samples[0].polls, rss_max, system_cpu=sys1 - sys0)
+        result.window_scrapes = [sample.seconds for sample in samples[1:]]
 
         # Regularity: successive poll periods of each target (its system check: every poll makes that request;
         # queue and jobs reads are skipped while the monitor shows the queue quiet), minus the interval.
@@ -403,6 +406,7 @@ def report(results: list[DaemonResult], blackbox: BlackboxResult | None) -> dict
             "target_polls": int(r.polls),
             "rss_max_mb": round(r.rss_max / 2**20, 1),
             "metrics_render_median_ms": round(statistics.median(r.render_plain) * 1000, 1),
+            "metrics_every_interval_ms": [round(s * 1000, 1) for s in r.window_scrapes],
             "metrics_render_daemon_cpu_median_ms": round(statistics.median(r.render_cpu) * 1000, 1),
             "metrics_render_gzip_median_ms": round(statistics.median(r.render_gzip) * 1000, 1),
             "metrics_bytes": r.body_bytes,
@@ -443,6 +447,8 @@ def print_human(summary: dict[str, Any]) -> None:
               f"   ({run['target_polls']} polls; kernel share {run['cpu_kernel_share']})")
         print(f"  {'/metrics: daemon CPU per scrape (median)':<48} {run['metrics_render_daemon_cpu_median_ms']:>9} ms"
               "   (background rate subtracted; CLK_TCK resolution)")
+        print(f"  {'/metrics once per interval, in the CPU window':<48} "
+              f"{' / '.join(str(s) for s in run['metrics_every_interval_ms'])} ms")
         print(f"  {'/metrics gzip (median, client)':<48} {run['metrics_render_gzip_median_ms']:>9} ms"
               f"   ({run['metrics_bytes']} B plain, {run['metrics_gzip_bytes']} B gzip)")
         print(f"  {'|poll period - interval| median / p99 / max':<48} {run['poll_period_deviation_median_ms']} / "
