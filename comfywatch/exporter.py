@@ -37,6 +37,9 @@ class ScrapeClock:
     every 60 s then encodes a target once per scrape, not four times, and a daemon nobody scrapes encodes
     nothing. A wrong guess costs only time: a scrape encodes again whatever changed since."""
 
+    #: Scrape intervals without a scrape after which scrapes are taken to have stopped.
+    GIVE_UP_AFTER = 4
+
     def __init__(self) -> None:
         self.last: float | None = None
         self.interval: float | None = None
@@ -48,12 +51,16 @@ class ScrapeClock:
         self.last = now
 
     def expects_scrape_within(self, now: float, horizon: float) -> bool:
-        """Is a scrape expected in the next *horizon* seconds (one interval after the last, or several when
-        some were missed)? False until two scrapes have been seen."""
-        if self.last is None or self.interval is None:
+        """Is a scrape expected in the next *horizon* seconds: one interval after the last (several, when
+        some were missed)? After a single scrape, scrapes are expected as often as *horizon* (the usual
+        set-up scrapes about as often as it polls). False before any scrape, and once scrapes have stopped."""
+        if self.last is None:
             return False
-        until = self.interval - (now - self.last) % self.interval
-        return until <= horizon
+        interval = self.interval or horizon
+        elapsed = now - self.last
+        if interval <= 0 or elapsed > self.GIVE_UP_AFTER * interval:
+            return False
+        return interval - elapsed % interval <= horizon
 
 
 def prepare(state: TargetState) -> None:

@@ -38,9 +38,11 @@ async def test_polls_encode_ahead_of_regular_scrapes(tmp_path: Path) -> None:
     async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
             daemon, base):
         state = daemon.runtimes[TARGET].state
-        await _polled(state, 0.0)
-        for _ in range(3):
+        seen = await _polled(state, 0.0)
+        for _ in range(3):  # scraped once per poll, as a Prometheus scraping as often as the daemon polls
             await scrape(f"{base}/metrics")
+            seen = await _polled(state, seen)
+        await scrape(f"{base}/metrics")
         scraped = time.time()
         await _polled(state, scraped)  # the state moved on since the last scrape (durations, timestamps) ...
 
@@ -49,3 +51,19 @@ async def test_polls_encode_ahead_of_regular_scrapes(tmp_path: Path) -> None:
 
         await eventually(current, bool, what="lines encoded after a poll, with no scrape since")
         assert daemon.scrapes.interval is not None and daemon.scrapes.interval < 5
+
+
+async def test_one_scrape_is_enough_to_encode_ahead(tmp_path: Path) -> None:
+    """After the first scrape the daemon expects the next one within a poll interval (the usual set-up), so
+    only that first scrape has to encode the fleet itself."""
+    async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
+            daemon, base):
+        state = daemon.runtimes[TARGET].state
+        await _polled(state, 0.0)
+        await scrape(f"{base}/metrics")
+        await _polled(state, time.time())
+
+        async def current() -> bool:
+            return is_current(state, time.time())
+
+        await eventually(current, bool, what="lines encoded after a poll that followed the only scrape")

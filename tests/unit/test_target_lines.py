@@ -166,12 +166,28 @@ class TestKeptLines:
 
 
 class TestScrapeClock:
-    def test_no_scrape_expected_before_two_were_seen(self) -> None:
-        """Nobody scraping (or only once): nothing is encoded ahead."""
+    def test_no_scrape_expected_before_the_first(self) -> None:
+        """Nobody scraping: nothing is encoded ahead."""
+        assert not ScrapeClock().expects_scrape_within(100.0, 1e9)
+
+    def test_after_one_scrape_scrapes_are_expected_as_often_as_polls(self) -> None:
+        """One scrape seen, interval unknown: assume the usual set-up (scraped about as often as polled)."""
         clock = ScrapeClock()
-        assert not clock.expects_scrape_within(100.0, 1e9)
         clock.scraped(100.0)
-        assert not clock.expects_scrape_within(101.0, 1e9)
+        assert clock.expects_scrape_within(101.0, 15.0)
+        assert clock.expects_scrape_within(159.0, 15.0)
+        assert not clock.expects_scrape_within(100.0 + 15.0 * ScrapeClock.GIVE_UP_AFTER + 1, 15.0)
+
+    def test_stopped_scrapes_stop_the_encoding_ahead(self) -> None:
+        """Scrapes every 60 s that stop: after GIVE_UP_AFTER intervals without one, nothing is encoded ahead
+        until the next scrape."""
+        clock = ScrapeClock()
+        clock.scraped(100.0)
+        clock.scraped(160.0)
+        assert clock.expects_scrape_within(160.0 + 60.0 * ScrapeClock.GIVE_UP_AFTER - 1, 15.0)
+        assert not clock.expects_scrape_within(160.0 + 60.0 * ScrapeClock.GIVE_UP_AFTER + 1, 60.0)
+        clock.scraped(500.0)
+        assert clock.expects_scrape_within(501.0, 1e9)
 
     @pytest.mark.parametrize(("now", "horizon", "expected"), [
         (161.0, 15.0, False),  # next scrape at 220: 59 s away
