@@ -44,37 +44,32 @@ _KEPT = 512
 class Snapshot(NamedTuple):
     """Every value a target's lines show, by section. Immutable observations (system stats, queue view, HTTP
     phases) enter as themselves; counters by key as their values (their dicts are append-only, so the keys
-    follow from the number of values); a histogram as its count (every observation bumps it)."""
+    follow from the number of values); a histogram as its count (every observation bumps it). What changes on
+    every poll comes first: comparing a changed snapshot stops there."""
 
+    checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]
+    http: tuple[object, ...]
+    requests: tuple[int, ...]
+    request_durations: tuple[int, ...]
     target: tuple[Value, ...]
     system: tuple[object, ...]
     queue: object
-    http: tuple[object, ...]
-    canaries: tuple[tuple[object, ...], ...]
-    checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]
     cloud: tuple[object, ...] | None
     job_failures: tuple[int, ...]
-    requests: tuple[int, ...]
     request_failures: tuple[int, ...]
-    canary_failures: tuple[tuple[int, ...], ...]
     job_durations: int
-    request_durations: tuple[int, ...]
-    canary_durations: tuple[int, ...]
+    #: Per canary: its values, its failures by reason and its duration count.
+    canaries: tuple[tuple[object, ...], ...]
 
 
 # attrgetter and map: no Python frame per check or histogram.
 _CHECK_VALUES = operator.attrgetter("duration", "overruns", "last_success")
 _COUNT = operator.attrgetter("count")
-_DURATION_COUNT = operator.attrgetter("duration.count")
 
 
 def _canary_key(c: CanaryState) -> tuple[object, ...]:
     return (c.name, c.success, c.runs, c.skipped, tuple(c.phases.items()), c.server_seconds, c.websocket_ok,
-            c.last_success_ts)
-
-
-def _failure_values(c: CanaryState) -> tuple[int, ...]:
-    return tuple(c.failures.values())
+            c.last_success_ts, tuple(c.failures.values()), c.duration.count)
 
 
 def snapshot(state: TargetState, now: float) -> Snapshot:
@@ -82,23 +77,21 @@ def snapshot(state: TargetState, now: float) -> Snapshot:
     cloud = state.cloud
     canaries = state.canaries.values()
     return Snapshot(
+        (tuple(state.checks), tuple(map(_CHECK_VALUES, state.checks.values()))),
+        (state.phases, tuple(state.network_phases.items())),
+        tuple(state.requests.values()),
+        tuple(map(_COUNT, state.request_durations.values())),
         (state.up, state.jobs_total, state.tls_not_after, state.websocket_connected),
         (state.kind, state.public_url, state.system),
         state.queue,
-        (state.phases, tuple(state.network_phases.items())),
-        tuple(map(_canary_key, canaries)),
-        (tuple(state.checks), tuple(map(_CHECK_VALUES, state.checks.values()))),
         None if cloud is None else (
             cloud.balance_usd, cloud.effective_balance_usd, cloud.has_funds, cloud.subscription_active,
             cloud.subscription_tier, cloud.subscription_status, cloud.max_concurrent_jobs, cloud.jobs_stuck,
             cloud.retry_after_seconds(now), tuple([c.runs_today for c in canaries])),
         tuple(state.job_failures.values()),
-        tuple(state.requests.values()),
         tuple(state.request_failures.values()),
-        tuple(map(_failure_values, canaries)),
         state.job_duration.count,
-        tuple(map(_COUNT, state.request_durations.values())),
-        tuple(map(_DURATION_COUNT, canaries)),
+        tuple(map(_canary_key, canaries)),
     )
 
 
@@ -216,13 +209,18 @@ class TargetLines:
         self.blocks[slot] = (values, data)
         return data
 
-    def histogram(self, metric: MetricDef, labels: str, hist: Histogram, count: int) -> bytes:
-        """The lines of one histogram series, kept while its *count* (bumped by every observation) holds."""
+    def histogram(self, metric: MetricDef, label: tuple[str, str] | None, hist: Histogram, count: int) -> bytes:
+        """The lines of one histogram series (labelled with the prefix and *label*, if any), kept while its
+        *count* (bumped by every observation) holds."""
         cached = self.hists.get(hist)
         if cached is not None and cached[0] == count:
             return cached[1]
         # A histogram object is one series (its labels are where it is stored): its %-template is kept too.
-        template = _histogram_template(metric.name, labels, hist.bounds) if cached is None else cached[2]
+        if cached is None:
+            labels = self.prefix if label is None else self.get(*label)
+            template = _histogram_template(metric.name, labels, hist.bounds)
+        else:
+            template = cached[2]
         total = hist.sum
         if total - total == 0:  # finite: one %-format in C, %d for the counts, %a (repr) for the sum
             data = template % (*hist.cumulative(), total, count)
@@ -401,32 +399,33 @@ def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -
     if data := counters("request_failures", m.REQUEST_FAILURES, state.request_failures, snap.request_failures,
                         ("endpoint", "reason")):
         chunks[_REQUEST_FAILURES] = data
-    chunks[_JOB_DURATION] = histogram(m.JOB_DURATION, lines.prefix, state.job_duration, snap.job_durations)
+    chunks[_JOB_DURATION] = histogram(m.JOB_DURATION, None, state.job_duration, snap.job_durations)
     if data := b"\n".join([
-            histogram(m.REQUEST_DURATION, lines.get("endpoint", endpoint), hist, count)
+            histogram(m.REQUEST_DURATION, ("endpoint", endpoint), hist, count)
             for (endpoint, hist), count in zip(state.request_durations.items(), snap.request_durations,
                                                strict=True)]):
         chunks[_REQUEST_DURATION] = data
     if state.canaries:
-        _canaries(lines, state, snap, chunks)
+        chunks.update(section("canaries", snap.canaries, _canaries, state))
     # A single block is the cached object itself (bytes.join returns it): unchanged blocks are not copied.
     return tuple(map(chunks.get, _POSITIONS))
 
 
-def _canaries(lines: TargetLines, state: TargetState, snap: Snapshot, chunks: dict[int, bytes]) -> None:
-    """Add every canary's lines to *chunks* (several canaries share the families)."""
+def _canaries(lines: TargetLines, state: TargetState) -> Texts:
+    """Every canary's lines (several canaries share the families); a section of its own, as canaries run far
+    less often than polls."""
     canaries = state.canaries.values()
-    for canary, key in zip(canaries, snap.canaries, strict=True):
-        for position, data in lines.section(f"canary\0{canary.name}", key, _canary, canary).items():
-            before = chunks.get(position)
-            chunks[position] = data if before is None else before + b"\n" + data
-    chunks[_CANARY_FAILURES] = b"\n".join([
-        lines.counters(f"canary\0{c.name}", m.CANARY_FAILURES, c.failures, values, ("reason",),
-                       (("canary", c.name),))
-        for c, values in zip(canaries, snap.canary_failures, strict=True)])
-    chunks[_CANARY_DURATION] = b"\n".join([
-        lines.histogram(m.CANARY_DURATION, lines.get("canary", c.name), c.duration, count)
-        for c, count in zip(canaries, snap.canary_durations, strict=True)])
+    texts: dict[int, bytes] = {}
+    for canary in canaries:
+        for position, data in _canary(lines, canary).items():
+            before = texts.get(position)
+            texts[position] = data if before is None else before + b"\n" + data
+    texts[_CANARY_FAILURES] = b"\n".join([
+        lines.counters(f"canary\0{c.name}", m.CANARY_FAILURES, c.failures, tuple(c.failures.values()), ("reason",),
+                       (("canary", c.name),)) for c in canaries])
+    texts[_CANARY_DURATION] = b"\n".join([
+        lines.histogram(m.CANARY_DURATION, ("canary", c.name), c.duration, c.duration.count) for c in canaries])
+    return texts
 
 
 def _target_lines(state: TargetState, with_target: bool) -> TargetLines:
