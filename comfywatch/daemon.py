@@ -326,12 +326,15 @@ class Daemon:
         ``jobs`` are skipped while the monitoring WebSocket shows the queue has not changed since they last
         succeeded (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
         /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
-        try:
-            await self._run_group(state, members)
-        finally:
-            horizon = max((spec.interval for spec in members), default=0.0)
-            if self.scrapes.expects_scrape_within(time.monotonic(), horizon):
+        await self._run_group(state, members)
+        horizon = max((spec.interval for spec in members), default=0.0)
+        if self.scrapes.expects_scrape_within(time.monotonic(), horizon):
+            try:
                 prepare(state)
+            except Exception:
+                # Never lose a poll to the exporter: the next scrape encodes the target again (and shows
+                # the same error, where it can be seen).
+                log.error("encode_failed", target=state.name, exc_info=True)
 
     async def _run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
         mark = (state.monitor_connection, state.monitor_status_frames)

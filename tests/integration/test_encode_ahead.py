@@ -6,6 +6,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+import structlog
+
+import comfywatch.daemon
 from comfywatch.sim.admin import start_sim
 from comfywatch.state import TargetState
 from comfywatch.target_lines import is_current
@@ -67,3 +71,23 @@ async def test_one_scrape_is_enough_to_encode_ahead(tmp_path: Path) -> None:
             return is_current(state, time.time())
 
         await eventually(current, bool, what="lines encoded after a poll that followed the only scrape")
+
+
+async def test_an_encoding_error_never_costs_a_poll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in encoding ahead is logged and the target keeps being polled (the scrape would encode again)."""
+
+    def broken(state: TargetState) -> None:
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(comfywatch.daemon, "prepare", broken)
+    async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
+            daemon, base):
+        state = daemon.runtimes[TARGET].state
+        await _polled(state, 0.0)
+        await scrape(f"{base}/metrics")
+        with structlog.testing.capture_logs() as logs:
+            seen = await _polled(state, time.time())
+            await _polled(state, seen)
+        failures = [entry for entry in logs if entry.get("event") == "encode_failed"]
+        assert failures and all(entry["target"] == TARGET for entry in failures)
+        assert daemon.alive()
