@@ -64,15 +64,21 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
     assert cloud is not None
     fetched: dict[str, Any] = {}
 
+    def judge_balance() -> None:
+        # $0 + no funds + no plan is a billing-data gap (CLOUD.md §9): judged with whatever status is known,
+        # in the same step as the value it depends on, so no scrape sees a status without its verdict.
+        balance = fetched.get("balance")
+        if balance is not None:
+            cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
+            cloud.effective_balance_usd = balance.effective_usd if cloud.balance_usd is not None else None
+
     async def refresh_balance() -> None:
         try:
-            balance = await api.balance()
+            fetched["balance"] = await api.balance()
         except (RequestFailed, asyncio.CancelledError):
             cloud.balance_usd = cloud.effective_balance_usd = None
             raise
-        fetched["balance"] = balance
-        cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
-        cloud.effective_balance_usd = balance.effective_usd if cloud.balance_usd is not None else None
+        judge_balance()
 
     async def refresh_status() -> None:
         try:
@@ -86,16 +92,12 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
         cloud.subscription_active = 1.0 if status.is_active else 0.0
         cloud.subscription_tier = status.tier
         cloud.subscription_status = status.subscription_status or status.billing_status
+        judge_balance()
 
     try:
         outcomes = await asyncio.gather(refresh_balance(), refresh_status(), return_exceptions=True)
     finally:
         _sync_retry_after(api, state)
-    balance = fetched.get("balance")
-    if balance is not None:
-        # Judged again with this poll's status: $0 + no funds + no plan is a billing-data gap (CLOUD.md §9).
-        cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
-        cloud.effective_balance_usd = balance.effective_usd if cloud.balance_usd is not None else None
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

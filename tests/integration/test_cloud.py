@@ -28,9 +28,11 @@ from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, Rat
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import load_config
 from comfywatch.errors import Reason
+from comfywatch.parse.cloud import Balance, BillingStatus
 from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.sim.cloud import SimCloud
+from comfywatch.state import TargetState
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run, simulate
 from tests.helpers import Metrics, eventually, running_daemon, scrape
@@ -403,6 +405,43 @@ async def test_billing_status_is_fetched_even_while_balance_retries(sim: SimHand
         assert cloud.balance_usd is None
     finally:
         await runtime.close()
+
+
+class _OrderedBilling:
+    """A Comfy Cloud API whose balance ($0) and billing status (no funds, no plan) answer when told to."""
+
+    retry_after_until = 0.0
+
+    def __init__(self) -> None:
+        self.release_balance, self.release_status = asyncio.Event(), asyncio.Event()
+
+    async def balance(self) -> Balance:
+        await self.release_balance.wait()
+        return Balance(0.0, 0.0, 0.0, None, None, None, "USD")
+
+    async def billing_status(self) -> BillingStatus:
+        await self.release_status.wait()
+        return BillingStatus(False, False, None, None, "ended", None, None, None, None, None, None, None)
+
+
+@pytest.mark.parametrize("balance_first", [True, False])
+async def test_a_zero_balance_is_judged_with_the_status_in_the_same_step(balance_first: bool) -> None:
+    """check_billing never exposes "no funds, no plan" next to a $0 balance (a billing-data gap, CLOUD.md §9),
+    whichever answer comes first: a scrape between the two answers must not see the pair half judged."""
+    state = TargetState("cloud", "cloud", "https://cloud.comfy.org", endpoints=[])
+    cloud = state.cloud
+    assert cloud is not None
+    api = _OrderedBilling()
+    task = asyncio.create_task(check_billing(api, state))  # type: ignore[arg-type]
+    first, second = ((api.release_balance, api.release_status) if balance_first
+                     else (api.release_status, api.release_balance))
+    for release in (first, second):
+        release.set()
+        for _ in range(5):  # every step of the event loop is a moment a scrape could look
+            await asyncio.sleep(0)
+            assert not (cloud.has_funds == 0.0 and cloud.balance_usd == 0.0), (cloud.has_funds, cloud.balance_usd)
+    await task
+    assert (cloud.has_funds, cloud.subscription_active, cloud.balance_usd) == (0.0, 0.0, None)
 
 
 async def test_inactive_subscription_is_exported(sim: SimHandle, tmp_path: Path) -> None:
