@@ -29,6 +29,7 @@ from comfywatch.exposition import (
     Family,
     MetricDef,
     choose_format,
+    column_lines,
     escape,
     labels_text,
     render,
@@ -244,6 +245,15 @@ class TestRender:
         family = Family(MetricDef("comfyui_x", "gauge", "x"))
         family.add('target="a"', None)
         assert family.samples == []
+
+    def test_column_lines(self) -> None:
+        """A column of series: None values have no line, every other value is spelled as format_value does."""
+        heads = [f'comfyui_x{{t="{i}"}} ' for i in range(6)]
+        values = [1, None, 0.25, float("inf"), float("nan"), -float("inf")]
+        assert column_lines(heads, values).splitlines() == [
+            'comfyui_x{t="0"} 1', 'comfyui_x{t="2"} 0.25', 'comfyui_x{t="3"} +Inf', 'comfyui_x{t="4"} NaN',
+            'comfyui_x{t="5"} -Inf']
+        assert column_lines(heads[:2], [None, None]) == ""
 
     def test_text_format_layout(self) -> None:
         """HELP, TYPE, then samples; info metrics are gauges in the text format; no # EOF."""
