@@ -1,10 +1,12 @@
 """One target's ``/metrics`` lines: encoded when its values change, kept between scrapes.
 
 A scrape of 1000 targets has ~100 ms for ~140k series: far too little to format every line every time in
-Python. So a target is encoded when a poll ends (:func:`prepare`, called by the daemon), and a scrape only
-takes a :class:`Snapshot` of each target, compares it with the one encoded, and copies the target's encoded
-lines into the families (:func:`chunks`). Inside an encoding, sections whose values did not change (system
-stats, queue, canaries, Cloud account, counters by reason, histograms) are reused as they are.
+Python. So a target is encoded when a poll ends (:func:`prepare_chunks`, through ``exporter.prepare``: the
+daemon calls it when a scrape is due before the target's next poll), and a scrape only takes a
+:class:`Snapshot` of each target, compares it with the one encoded, and copies the target's encoded lines
+into the families (:func:`chunks`); a target whose snapshot changed since is encoded there and then. Inside
+an encoding, sections whose values did not change (build information, system stats, queue, canaries, Cloud
+account, counters by reason, histograms) are reused as they are.
 
 The values themselves are every cache key, so nothing reused can be stale: whatever the code path that
 changed a state (poll, canary, monitoring WebSocket, scheduler overrun), the next scrape shows it.
