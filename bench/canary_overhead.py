@@ -14,6 +14,10 @@ wall time of a whole run (busy check, WebSocket set-up, close and history clean-
 
 The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
 rounding; over 200 runs that averages out in the median but widens the p90.
+
+``--round-trips`` measures instead the floor under that overhead: the two requests the canary must make
+(``POST /prompt``, then ``GET /history/{id}`` of the finished prompt, read while the server is idle), each
+with a bare ``aiohttp`` session and through comfywatch's client, medians over ``--runs`` prompts.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import structlog
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
@@ -42,7 +48,7 @@ from comfywatch.config import Config, TargetConfig
 from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import start_sim
 from comfywatch.state import CANARY_PHASES
-from comfywatch.workflows import load_workflow
+from comfywatch.workflows import load_workflow, render_workflow
 
 WORKFLOWS = ("builtin:preview-image", "builtin:echo-text")
 
@@ -130,6 +136,56 @@ async def measure_against(url: str, workflow: str, runs: int, warmup: int) -> Sa
     return samples
 
 
+async def round_trips(url: str, runs: int, warmup: int) -> dict[str, float]:
+    """Median ms of POST /prompt and GET /history/{id}, bare aiohttp and comfywatch's LocalApi (see above)."""
+    runtime = build_runtime(Config(), TargetConfig(name="bench", url=url))
+    api = runtime.local
+    assert api is not None
+    workflow = load_workflow("builtin:echo-text", "echo-text")
+    timings: dict[str, list[float]] = {"bare POST /prompt": [], "comfywatch POST /prompt": [],
+                                       "bare GET /history/{id}": [], "comfywatch GET /history/{id}": []}
+
+    async def finished(session: aiohttp.ClientSession, prompt_id: str) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            async with session.get(f"{url}/api/history/{prompt_id}") as response:
+                if prompt_id in await response.json():
+                    return
+            await asyncio.sleep(0.01)  # pacing a poll of the server, not a wait for this process
+        raise SystemExit(f"prompt {prompt_id} did not finish")
+
+    async with aiohttp.ClientSession() as session:
+        try:
+            for index in range(warmup + runs):
+                samples: dict[str, float] = {}
+                prompt, _ = render_workflow(workflow.template)
+                started = time.perf_counter()
+                async with session.post(f"{url}/api/prompt",
+                                        json={"prompt": prompt, "client_id": uuid.uuid4().hex}) as response:
+                    prompt_id = (await response.json())["prompt_id"]
+                samples["bare POST /prompt"] = time.perf_counter() - started
+                await finished(session, prompt_id)
+                started = time.perf_counter()
+                async with session.get(f"{url}/api/history/{prompt_id}") as response:
+                    await response.read()
+                samples["bare GET /history/{id}"] = time.perf_counter() - started
+                prompt, _ = render_workflow(workflow.template)
+                started = time.perf_counter()
+                accepted = await api.submit(prompt, uuid.uuid4().hex)
+                samples["comfywatch POST /prompt"] = time.perf_counter() - started
+                await finished(session, accepted.prompt_id)
+                started = time.perf_counter()
+                await api.history_entry(accepted.prompt_id)
+                samples["comfywatch GET /history/{id}"] = time.perf_counter() - started
+                await api.delete_history([prompt_id, accepted.prompt_id])
+                if index >= warmup:
+                    for name, seconds in samples.items():
+                        timings[name].append(seconds)
+        finally:
+            await runtime.close()
+    return {name: round(statistics.median(values) * 1000, 3) for name, values in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=200)
@@ -139,10 +195,18 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="run the simulator on this process's event loop (its work then counts as overhead)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--round-trips", action="store_true",
+                        help="time the two required requests alone, bare and through comfywatch's client")
     args = parser.parse_args()
     # The runner logs a debug line per success: keep the benchmark's own output readable (and cheap).
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
+    if args.round_trips:
+        with simulator_process(args.exec_ms) as url:
+            medians = asyncio.run(round_trips(url, args.runs, args.warmup))
+        for name, value in medians.items():
+            print(f"{name:<30} {value:>7.3f} ms (median of {args.runs})")
+        return
     summaries = [asyncio.run(measure(w, args.runs, args.warmup, args.exec_ms, args.in_process)).summary()
                  for w in (args.workflow or WORKFLOWS)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
