@@ -18,11 +18,12 @@ __all__ = [
     "CONTENT_TYPE_TEXT",
     "Family",
     "MetricDef",
-    "bucket_bounds",
     "choose_format",
     "column_lines",
     "escape",
     "format_value",
+    "histogram_lines",
+    "histogram_template",
     "labels_text",
     "render",
 ]
@@ -114,9 +115,23 @@ def column_lines(heads: Sequence[str], values: Sequence[float | int | None]) -> 
     return "\n".join(map(str.__add__, heads, texts))
 
 
-def bucket_bounds(bounds: tuple[float, ...]) -> tuple[str, ...]:
-    """``le`` label values for a bucket layout, ``+Inf`` last."""
-    return _bounds(bounds)
+def histogram_template(name: str, labels: str, bounds: tuple[float, ...]) -> bytes:
+    """One histogram series' lines as a bytes %-template: the cumulative bucket counts (``%d``, ``le`` ending at
+    +Inf), the sum (``%a``, its repr) and the count (``%d``). :func:`histogram_lines` fills it in; a caller that
+    renders the same series again keeps the template."""
+    labels = labels.replace("%", "%%")  # label values are free text
+    head = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
+    braces = f"{{{labels}}}" if labels else ""
+    lines = [f'{head}le="{le}"}} %d' for le in _bounds(bounds)]
+    lines += [f"{name}_sum{braces} %a", f"{name}_count{braces} %d"]
+    return "\n".join(lines).encode("utf-8")
+
+
+def histogram_lines(template: bytes, cumulative: Sequence[int], total: float, count: int) -> bytes:
+    """*template* (see :func:`histogram_template`) filled in with one %-format, in C."""
+    if total - total == 0:  # finite: repr (%a) is its exposition spelling
+        return template % (*cumulative, total, count)
+    return template.replace(b"%a", format_value(total).encode("ascii")) % (*cumulative, count)
 
 
 _BOUNDS_CACHE: dict[tuple[float, ...], tuple[str, ...]] = {}
@@ -150,15 +165,11 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
         for labels, value in family.samples:
             text = format_value(value)
             append(f"{open_brace}{labels}}} {text}" if labels else f"{name} {text}")
-        bucket = f"{name}_bucket{{"
-        for labels, bounds, cumulative, total, count in family.histograms:
-            head = f"{bucket}{labels}," if labels else bucket
-            for le, running in zip(_bounds(bounds), cumulative, strict=True):
-                append(f'{head}le="{le}"}} {running}')
-            braces = f"{{{labels}}}" if labels else ""
-            append(f"{name}_sum{braces} {format_value(total)}")
-            append(f"{name}_count{braces} {count}")
         chunks.append("\n".join(out).encode("utf-8"))
+        for labels, bounds, cumulative, total, count in family.histograms:
+            if len(cumulative) != len(bounds) + 1:
+                raise ValueError(f"{name}: {len(cumulative)} cumulative counts for {len(bounds)} bucket bounds")
+            chunks.append(histogram_lines(histogram_template(name, labels, bounds), cumulative, total, count))
         chunks.extend(family.blocks)
     if openmetrics:
         chunks.append(b"# EOF")

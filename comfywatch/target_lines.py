@@ -20,7 +20,14 @@ from typing import Any, NamedTuple
 
 from comfywatch import metrics as m
 from comfywatch.clients.http import PhaseTimes
-from comfywatch.exposition import MetricDef, bucket_bounds, column_lines, format_value, labels_text
+from comfywatch.exposition import (
+    MetricDef,
+    column_lines,
+    format_value,
+    histogram_lines,
+    histogram_template,
+    labels_text,
+)
 from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
 
 __all__ = [
@@ -235,26 +242,12 @@ class TargetLines:
         # A histogram object is one series (its labels are where it is stored): its %-template is kept too.
         if cached is None:
             labels = self.prefix if label is None else self.get(*label)
-            template = _histogram_template(metric.name, labels, hist.bounds)
+            template = histogram_template(metric.name, labels, hist.bounds)
         else:
             template = cached[2]
-        total = hist.sum
-        if total - total == 0:  # finite: one %-format in C, %d for the counts, %a (repr) for the sum
-            data = template % (*hist.cumulative(), total, count)
-        else:
-            data = template.replace(b"%a", format_value(total).encode("ascii")) % (*hist.cumulative(), count)
+        data = histogram_lines(template, hist.cumulative(), hist.sum, count)
         self.hists[hist] = (count, data, template)
         return data
-
-
-def _histogram_template(name: str, labels: str, bounds: tuple[float, ...]) -> bytes:
-    """One histogram series' lines as a bytes %-template: bucket counts, sum (``%a``), count."""
-    labels = labels.replace("%", "%%")  # label values are free text
-    head = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
-    braces = f"{{{labels}}}" if labels else ""
-    lines = [f'{head}le="{le}"}} %d' for le in bucket_bounds(bounds)]
-    lines += [f"{name}_sum{braces} %a", f"{name}_count{braces} %d"]
-    return "\n".join(lines).encode("utf-8")
 
 
 def _lines(series: Iterable[tuple[MetricDef, str, Value]]) -> Texts:
