@@ -1,8 +1,8 @@
 """One target's ``/metrics`` lines: encoded when its values change, kept between scrapes.
 
 A scrape of 1000 targets has ~100 ms for ~140k series: far too little to format every line every time in
-Python. So a target is encoded when a poll ends (:func:`prepare_chunks`, through ``exporter.prepare``: the
-daemon calls it when a scrape is due before the target's next poll), and a scrape only takes a
+Python. So a target is encoded when a poll ends (``exporter.prepare`` calls :func:`chunks`, when the
+daemon expects a scrape before the target's next poll), and a scrape only takes a
 :class:`Snapshot` of each target, compares it with the one encoded, and copies the target's encoded lines
 into the families (:func:`chunks`); a target whose snapshot changed since is encoded there and then. Inside
 an encoding, sections whose values did not change (build information, system stats, queue, canaries, Cloud
@@ -31,7 +31,7 @@ from comfywatch.exposition import (
 from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
 
 __all__ = [
-    "FAMILIES", "Chunks", "Snapshot", "TargetLines", "chunks", "encode", "is_current", "prepare_chunks", "snapshot",
+    "FAMILIES", "Chunks", "Snapshot", "TargetLines", "chunks", "encode", "is_current", "snapshot",
 ]
 
 #: The families of /metrics, in output order.
@@ -459,8 +459,3 @@ def is_current(state: TargetState, now: float) -> bool:
     """Are the lines kept for ``/metrics`` (with the ``target`` label) those of the state as it is now?"""
     cached = state.label_cache.get(True)
     return isinstance(cached, TargetLines) and cached.encoded is not None and cached.encoded[0] == snapshot(state, now)
-
-
-def prepare_chunks(state: TargetState, now: float) -> None:
-    """Encode *state* for the next ``/metrics`` scrape now (see the module docstring)."""
-    chunks(state, True, now)
