@@ -36,6 +36,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: Distinct request timeouts kept built per client (see ``HttpClient._timeout``).
+MAX_CACHED_TIMEOUTS = 16
+
 
 class RequestObserver(Protocol):
     """Receives every exchange once, and every failure once (``code`` is None when no response came)."""
@@ -202,7 +205,11 @@ class HttpClient:
         if client_timeout is None:
             connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
             # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
-            client_timeout = self._timeouts[total] = aiohttp.ClientTimeout(total=total, connect=connect)
+            client_timeout = aiohttp.ClientTimeout(total=total, connect=connect)
+            # Polls use a few fixed timeouts; a canary's are what is left of its deadline, a new value on
+            # every request, and keeping those would grow the cache for as long as the daemon runs.
+            if len(self._timeouts) < MAX_CACHED_TIMEOUTS:
+                self._timeouts[total] = client_timeout
         return client_timeout
 
     # Requests.
