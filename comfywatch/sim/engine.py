@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
@@ -48,6 +48,8 @@ __all__ = [
 
 MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
+#: Images up to this size are PNG-encoded by the node that saves them; larger ones when first viewed.
+EAGER_PNG_PIXELS = 512 * 512
 FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 # Binary WebSocket event types (comfy/protocol.py).
@@ -526,16 +528,23 @@ class QueueItem:
 
 @dataclass(frozen=True)
 class StoredImage:
-    """A PNG "written" by PreviewImage/SaveImage; the bytes are produced when ``/view`` asks for them."""
+    """A PNG "written" by PreviewImage/SaveImage.
+
+    Small images are encoded when written, during the node's run, as ComfyUI does; a large one only when
+    ``/view`` asks for it, so a 16384² image never costs its compressed size per file kept.
+    """
 
     width: int
     height: int
     color: int
     text: tuple[tuple[str, str], ...]
     mtime: float
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
     def png(self) -> bytes:
         """The PNG bytes of this file."""
+        if self.encoded is not None:
+            return self.encoded
         return encode_solid_png(self.width, self.height, self.color, text=dict(self.text))
 
 
@@ -888,9 +897,12 @@ class SimServer:
         return out
 
     def get_history_item(self, prompt_id: str) -> dict[str, Any]:
-        """``GET /history/{id}``: ``{}`` until the prompt finished, and for unknown ids."""
+        """``GET /history/{id}``: ``{}`` until the prompt finished, and for unknown ids.
+
+        Not a copy, like :meth:`get_history`: the handler serialises it at once.
+        """
         if prompt_id in self.history:
-            return {prompt_id: copy.deepcopy(self.history[prompt_id])}
+            return {prompt_id: self.history[prompt_id]}
         return {}
 
     def post_history(self, body: Any) -> None:
@@ -1383,13 +1395,17 @@ class SimServer:
         if isinstance(pnginfo, dict):
             text.extend((key, json.dumps(value)) for key, value in pnginfo.items())
         images = []
+        encoded: bytes | None = None
+        if image.width * image.height <= EAGER_PNG_PIXELS:
+            # Every image of the batch is the same solid colour with the same metadata: one encoding.
+            encoded = encode_solid_png(image.width, image.height, image.color, text=dict(text))
         for _ in range(image.batch):
             counter = store.next_counter(subfolder, name)
             filename = f"{name}_{counter:05}_.png"
             store.write(
                 subfolder,
                 filename,
-                StoredImage(image.width, image.height, image.color, tuple(text), time.time()),
+                StoredImage(image.width, image.height, image.color, tuple(text), time.time(), encoded),
             )
             images.append({"filename": filename, "subfolder": subfolder, "type": kind})
         return {"images": images}

@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 
 from comfywatch.sim import SimHandle, start_sim
+from comfywatch.sim.engine import EAGER_PNG_PIXELS
+from comfywatch.sim.png import encode_solid_png
 from tests.fixtures import FIXTURES, load_json
 from tests.sim.conftest import (
     assert_headers_like,
@@ -229,6 +231,26 @@ async def test_preview_writes_real_temp_png(sim: SimHandle, http: aiohttp.Client
     assert b"tEXtprompt" in png
     state = sim.state()
     assert state["output_files"] == [] and state["output_writes"] == 0
+
+
+@pytest.mark.parametrize("side", [64, 1024])
+async def test_view_serves_the_same_png_whether_encoded_at_save_or_at_view(
+    sim: SimHandle, http: aiohttp.ClientSession, side: int
+) -> None:
+    """Small previews are encoded while the node runs (as ComfyUI does), large ones when viewed: the bytes
+    served are the same encoding either way."""
+    prompt = workflow("canary_preview_image")
+    prompt["1"]["inputs"].update(width=side, height=side)
+    _, answer = await post_prompt(http, sim.url, {"prompt": prompt})
+    await eventually(lambda: answer["prompt_id"] in sim.state()["history"])
+    image = (await history_entry(http, sim.url, answer["prompt_id"]))["outputs"]["2"]["images"][0]
+    params = {"filename": image["filename"], "subfolder": "", "type": "temp"}
+    async with http.get(sim.url + "/view", params=params) as response:
+        png = await response.read()
+    text = {"prompt": json.dumps(prompt)}
+    assert png == encode_solid_png(side, side, prompt["1"]["inputs"]["color"], text=text)
+    stored = next(iter(sim.cluster.server().temp.files.values()))
+    assert (stored.encoded is not None) == (side * side <= EAGER_PNG_PIXELS)
 
 
 async def test_save_image_writes_output(sim: SimHandle, http: aiohttp.ClientSession) -> None:
