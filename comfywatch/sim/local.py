@@ -345,10 +345,41 @@ _JOBS_ROUTES: list[tuple[str, dict[str, _Handler]]] = [
 ]
 
 
-def _match(pattern: str, path: str) -> dict[str, str] | None:
-    want, got = pattern.split("/"), path.split("/")
-    if len(want) != len(got):
-        return None
+class RouteTable:
+    """The simulated routes, every one also under ``/api``: ``resolve`` a path to its handler.
+
+    Patterns are grouped by segment count, so a request is matched only against the few patterns of its
+    own length (a linear scan of every route cost more than the handler behind it).
+    """
+
+    def __init__(self, routes: list[tuple[str, dict[str, _Handler]]]) -> None:
+        self._by_length: dict[int, list[tuple[list[str], dict[str, _Handler]]]] = {}
+        for pattern, methods in routes:
+            segments = pattern.split("/")
+            self._by_length.setdefault(len(segments), []).append((segments, methods))
+
+    def resolve(self, path: str, method: str) -> tuple[_Handler | None, dict[str, str], set[str]]:
+        """``(handler, params, allowed_methods)``; the first matching route in declaration order wins."""
+        allowed: set[str] = set()
+        candidates = [path]
+        if path.startswith("/api/"):
+            candidates.append(path[4:])
+        lookup = "GET" if method == "HEAD" else method
+        for candidate in candidates:
+            got = candidate.split("/")
+            for want, methods in self._by_length.get(len(got), ()):
+                params = _match(want, got)
+                if params is None:
+                    continue
+                if lookup in methods:
+                    return methods[lookup], params, allowed
+                allowed.update(methods)
+                if "GET" in methods:
+                    allowed.add("HEAD")
+        return None, {}, allowed
+
+
+def _match(want: list[str], got: list[str]) -> dict[str, str] | None:
     params: dict[str, str] = {}
     for w, g in zip(want, got, strict=True):
         if w.startswith("{"):
@@ -358,28 +389,6 @@ def _match(pattern: str, path: str) -> dict[str, str] | None:
         elif w != g:
             return None
     return params
-
-
-def _resolve(
-    routes: list[tuple[str, dict[str, _Handler]]], path: str, method: str
-) -> tuple[_Handler | None, dict[str, str], set[str]]:
-    """``(handler, params, allowed_methods)``; every route also lives under ``/api``."""
-    allowed: set[str] = set()
-    candidates = [path]
-    if path.startswith("/api/"):
-        candidates.append(path[4:])
-    lookup = "GET" if method == "HEAD" else method
-    for candidate in candidates:
-        for pattern, methods in routes:
-            params = _match(pattern, candidate)
-            if params is None:
-                continue
-            if lookup in methods:
-                return methods[lookup], params, allowed
-            allowed.update(methods)
-            if "GET" in methods:
-                allowed.add("HEAD")
-    return None, {}, allowed
 
 
 async def _static_404(request: web.Request) -> web.StreamResponse:
@@ -465,7 +474,7 @@ class SimCluster:
         self.catalog = catalog or default_catalog()
         self.system_stats: dict[str, Any] = _data("system_stats.json")
         self.static: dict[str, Any] = _data("static.json")
-        self.routes = _ROUTES + (_JOBS_ROUTES if self.options.jobs_api else [])
+        self.routes = RouteTable(_ROUTES + (_JOBS_ROUTES if self.options.jobs_api else []))
         self._servers: dict[int | None, SimServer] = {}
         self.app = web.Application(client_max_size=MAX_UPLOAD_SIZE)
         self.app[CLUSTER_KEY] = self
@@ -596,7 +605,7 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
         return web.Response(status=403)
     if request.method == "OPTIONS":
         return web.Response()
-    handler, params, allowed = _resolve(cluster.routes, path, request.method)
+    handler, params, allowed = cluster.routes.resolve(path, request.method)
     if handler is None:
         if request.method in ("GET", "HEAD"):
             return await _static_404(request)
