@@ -344,33 +344,27 @@ class CanaryRunner:
         running; gone from the queue and from history is ``lost``, found in history ends the wait.
         """
         interval = SILENCE_CHECK_FIRST
-        check_at = time.perf_counter() + interval
+        checked_at = time.perf_counter()
         while not follower.finished:
             now = time.perf_counter()
             if now >= deadline:
                 raise TimeoutError
+            # Our prompt's last event (or the last check) starts the silence; the timer below is armed once
+            # per silence window, not once per frame: a run receives a dozen frames in a few milliseconds.
+            check_at = max(follower.last_activity or checked_at, checked_at) + interval
             if now >= check_at:
                 entry = await self._check_vanished(follower, deadline)
                 if entry is not None:
                     return entry
                 interval = min(interval * 2, SILENCE_CHECK_MAX)
-                check_at = time.perf_counter() + interval
+                checked_at = time.perf_counter()
                 continue
             try:
                 # Cancelling recv() loses no message (websockets' asyncio implementation).
                 async with asyncio.timeout(min(deadline, check_at) - now):
-                    message = await ws.recv()
+                    await _feed_until_finished(ws, follower)
             except TimeoutError:
                 continue
-            if isinstance(message, bytes):
-                continue
-            at = time.perf_counter()
-            try:
-                follower.feed(parse_ws_text(message), at)
-            except ParseError:
-                continue
-            if follower.last_activity == at:
-                check_at = at + interval  # our prompt is alive: nothing to ask
         return None
 
     async def _check_vanished(self, follower: PromptFollower, deadline: float) -> HistoryEntry | None:
@@ -520,6 +514,20 @@ class CanaryRunner:
             if again:
                 await self.api.cancel_own(prompt_id)
                 again = False
+
+
+async def _feed_until_finished(ws: ClientConnection, follower: PromptFollower) -> None:
+    """Feed every text frame to *follower* until its prompt is over (binary previews are skipped)."""
+    while not follower.finished:
+        message = await ws.recv()
+        at = time.perf_counter()
+        if isinstance(message, bytes):
+            continue
+        try:
+            event = parse_ws_text(message)
+        except ParseError:
+            continue
+        follower.feed(event, at)
 
 
 def _follower_phases(result: CanaryResult, follower: PromptFollower, accepted_at: float) -> None:
