@@ -8,12 +8,19 @@ and, for images, ``/view``). It is measured against the simulated ComfyUI runnin
 runtime, HTTP client and workflow loader). ``--in-process`` runs the simulator on the benchmark's own
 event loop instead: every request's server-side handling then counts as overhead too. Warm-up runs are
 not counted. Prints the median and p90 per built-in canary, the median of every phase, and the median
-wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included).
+wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included), and the CPU
+time of a whole comfywatch run in this process and (when it has its own) in the simulator's.
 
     .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--in-process] [--json]
 
 The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
 rounding; over 200 runs that averages out in the median but widens the p90.
+
+Every comfywatch run is followed by one of a *bare client* doing the same protocol steps with nothing else:
+a plain ``aiohttp`` session and ``websockets`` connection, ``json.loads`` of each frame, the history read
+(and ``/view`` for images) with no parsing beyond the keys it needs, no timeouts, no phases. Its overhead,
+measured the same way and in the same minutes, is what the server and the transport cost on this machine;
+comfywatch's column minus the bare one is what comfywatch itself adds.
 
 ``--round-trips`` measures instead the floor under that overhead: the two requests the canary must make
 (``POST /prompt``, then ``GET /history/{id}`` of the finished prompt, read while the server is idle), each
@@ -42,13 +49,14 @@ from typing import Any
 
 import aiohttp
 import structlog
+from websockets.asyncio.client import connect
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
 from comfywatch.config import Config, TargetConfig
 from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import start_sim
 from comfywatch.state import CANARY_PHASES
-from comfywatch.workflows import load_workflow, render_workflow
+from comfywatch.workflows import CanaryWorkflow, load_workflow, render_workflow
 
 WORKFLOWS = ("builtin:preview-image", "builtin:echo-text")
 
@@ -59,10 +67,15 @@ class Samples:
 
     workflow: str
     overhead: list[float] = field(default_factory=list)
+    bare_overhead: list[float] = field(default_factory=list)
     server: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
     websocket_runs: int = 0
+    #: CPU seconds over the counted runs: this process (comfywatch's canary, plus the simulator when it runs
+    #: in-process) and the simulator's own process (None in-process).
+    client_cpu: float = 0.0
+    server_cpu: float | None = None
 
     def add(self, result: CanaryResult, wall: float) -> None:
         if not result.ok or result.server_seconds is None:
@@ -83,16 +96,26 @@ class Samples:
             "runs": len(self.overhead),
             "overhead_median_ms": ms(self.overhead),
             "overhead_p90_ms": round(statistics.quantiles(self.overhead, n=10)[-1] * 1000, 3),
+            "bare_client_overhead_median_ms": ms(self.bare_overhead) if self.bare_overhead else None,
             "server_execution_median_ms": ms(self.server),
             "phase_median_ms": {phase: ms(self.phases[phase]) for phase in CANARY_PHASES},
             "whole_run_median_ms": ms(self.wall),
             "websocket_runs": self.websocket_runs,
+            "client_cpu_per_run_ms": round(self.client_cpu / len(self.overhead) * 1000, 3),
+            "server_cpu_per_run_ms": None if self.server_cpu is None
+            else round(self.server_cpu / len(self.overhead) * 1000, 3),
         }
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process *pid* (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def simulator_process(exec_ms: float) -> Iterator[str]:
-    """``comfywatch simulate`` as its own process; yields its URL."""
+def simulator_process(exec_ms: float) -> Iterator[tuple[str, int]]:
+    """``comfywatch simulate`` as its own process; yields its URL and pid."""
     with tempfile.TemporaryDirectory(prefix="comfywatch-canary-bench-") as tmp:
         port_file = Path(tmp) / "sim.json"
         process = subprocess.Popen(
@@ -104,7 +127,7 @@ def simulator_process(exec_ms: float) -> Iterator[str]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit("the simulator did not start")
                 time.sleep(0.05)
-            yield str(json.loads(port_file.read_text(encoding="utf-8"))["url"])
+            yield str(json.loads(port_file.read_text(encoding="utf-8"))["url"]), process.pid
         finally:
             process.terminate()
             process.wait(timeout=10)
@@ -113,27 +136,84 @@ def simulator_process(exec_ms: float) -> Iterator[str]:
 async def measure(workflow: str, runs: int, warmup: int, exec_ms: float, in_process: bool) -> Samples:
     if in_process:
         async with await start_sim(exec_ms=exec_ms) as sim:
-            return await measure_against(sim.url, workflow, runs, warmup)
-    with simulator_process(exec_ms) as url:
-        return await measure_against(url, workflow, runs, warmup)
+            return await measure_against(sim.url, workflow, runs, warmup, None)
+    with simulator_process(exec_ms) as (url, pid):
+        return await measure_against(url, workflow, runs, warmup, pid)
 
 
-async def measure_against(url: str, workflow: str, runs: int, warmup: int) -> Samples:
+async def measure_against(url: str, workflow: str, runs: int, warmup: int, server_pid: int | None) -> Samples:
     samples = Samples(workflow)
     runtime = build_runtime(Config(), TargetConfig(name="bench", url=url))
     assert runtime.local is not None
     name = workflow.removeprefix("builtin:")
-    runner = CanaryRunner(runtime.local, load_workflow(workflow, name), timeout=10.0, when_busy="skip")
+    canary = load_workflow(workflow, name)
+    runner = CanaryRunner(runtime.local, canary, timeout=10.0, when_busy="skip")
+    session = aiohttp.ClientSession()
     try:
         for index in range(warmup + runs):
+            # comfywatch's run alone is inside the CPU window; the bare run follows it, outside.
+            client_started, server_started = time.process_time(), process_cpu(server_pid) if server_pid else 0.0
             started = time.perf_counter()
             result = await runner.run()
             wall = time.perf_counter() - started
+            client_cpu = time.process_time() - client_started
+            server_cpu = process_cpu(server_pid) - server_started if server_pid else 0.0
+            bare = await bare_run(session, url, canary)
             if index >= warmup:
                 samples.add(result, wall)
+                samples.bare_overhead.append(bare)
+                samples.client_cpu += client_cpu
+                if server_pid is not None:
+                    samples.server_cpu = (samples.server_cpu or 0.0) + server_cpu
     finally:
+        await session.close()
         await runtime.close()
     return samples
+
+
+async def bare_run(session: aiohttp.ClientSession, url: str, canary: CanaryWorkflow) -> float:
+    """One canary by the bare client (see the module docstring); returns its overhead in seconds."""
+    async with session.get(f"{url}/api/queue") as response:
+        await response.read()
+    client_id = uuid.uuid4().hex
+    ws_url = url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+    async with connect(ws_url, compression=None, ping_interval=None, max_size=None) as ws:
+        while json.loads(await ws.recv()).get("type") != "status":
+            pass
+        prompt, _ = render_workflow(canary.template)
+        started = time.perf_counter()
+        async with session.post(f"{url}/api/prompt", json={"prompt": prompt, "client_id": client_id}) as response:
+            prompt_id = (await response.json())["prompt_id"]
+        images: list[dict[str, str]] = []
+        while True:
+            message = await ws.recv()
+            if isinstance(message, bytes):
+                continue
+            event = json.loads(message)
+            data = event.get("data") or {}
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if event["type"] == "executed":
+                images.extend((data.get("output") or {}).get("images") or [])
+            elif event["type"] == "executing" and data.get("node") is None:
+                break
+
+        async def history() -> dict[str, Any]:
+            async with session.get(f"{url}/api/history/{prompt_id}") as response:
+                entry: dict[str, Any] = (await response.json())[prompt_id]
+                return entry
+
+        async def view(image: dict[str, str]) -> bytes:
+            async with session.get(f"{url}/api/view", params=image) as response:
+                return await response.read()
+
+        entry, *pngs = await asyncio.gather(history(), *(view(image) for image in images))
+        elapsed = time.perf_counter() - started
+    assert entry["status"]["status_str"] == "success" and all(png[:4] == b"\x89PNG" for png in pngs)
+    stamps = {event: data["timestamp"] for event, data in entry["status"]["messages"]}
+    async with session.post(f"{url}/api/history", json={"delete": [prompt_id]}) as response:
+        await response.read()
+    return elapsed - (stamps["execution_success"] - stamps["execution_start"]) / 1000
 
 
 async def round_trips(url: str, runs: int, warmup: int) -> dict[str, float]:
@@ -202,7 +282,7 @@ def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     if args.round_trips:
-        with simulator_process(args.exec_ms) as url:
+        with simulator_process(args.exec_ms) as (url, _):
             medians = asyncio.run(round_trips(url, args.runs, args.warmup))
         for name, value in medians.items():
             print(f"{name:<30} {value:>7.3f} ms (median of {args.runs})")
@@ -218,14 +298,17 @@ def main() -> None:
     print(f"python {environment['python']}, {environment['cpus']} CPUs, load average {load:.2f}, "
           f"simulator {environment['simulator']}, simulated execution {args.exec_ms:g} ms, "
           f"{args.runs} runs after {args.warmup} warm-up")
-    print(f"{'canary':<15} {'overhead median':>15} {'p90':>8} {'server':>8} {'total':>8} "
-          f"{'submit':>7} {'queue':>7} {'execute':>8} {'fetch':>7} {'whole run':>10}   (ms)")
+    print(f"{'canary':<15} {'overhead median':>15} {'p90':>8} {'bare client':>11} {'server':>8} {'total':>8} "
+          f"{'submit':>7} {'queue':>7} {'execute':>8} {'fetch':>7} {'whole run':>10} "
+          f"{'cpu: ours':>10} {'server':>7}   (ms)")
     for s in summaries:
         p = s["phase_median_ms"]
         print(f"{s['workflow'].removeprefix('builtin:'):<15} {s['overhead_median_ms']:>15.3f} "
-              f"{s['overhead_p90_ms']:>8.3f} {s['server_execution_median_ms']:>8.3f} {p['total']:>8.3f} "
+              f"{s['overhead_p90_ms']:>8.3f} {s['bare_client_overhead_median_ms']:>11.3f} "
+              f"{s['server_execution_median_ms']:>8.3f} {p['total']:>8.3f} "
               f"{p['submit']:>7.3f} {p['queue']:>7.3f} {p['execute']:>8.3f} {p['fetch']:>7.3f} "
-              f"{s['whole_run_median_ms']:>10.3f}")
+              f"{s['whole_run_median_ms']:>10.3f} {s['client_cpu_per_run_ms']:>10.3f} "
+              f"{'-' if s['server_cpu_per_run_ms'] is None else format(s['server_cpu_per_run_ms'], '.3f'):>7}")
     if any(s["websocket_runs"] != s["runs"] for s in summaries):
         print("warning: some runs fell back to polling /history", file=sys.stderr)
 
