@@ -986,9 +986,13 @@ class SimServer:
     def _put(self, item: QueueItem) -> None:
         self._seq += 1
         heapq.heappush(self.pending, (item.number, item.prompt_id, self._seq, item))
-        self._queue_updated()
+        # The worker is woken before the status frame is queued, so it runs first once the handler has
+        # answered: ComfyUI's worker thread takes the prompt while the event-loop thread writes the response
+        # (the GIL is released for the send), not after the loop got round to publishing the status frame.
+        # Frames still leave in the order they were queued.
         self._ensure_worker()
         self._changed.set()
+        self._queue_updated()
 
     def submit_background(self, job_ms: float | None = None, client_id: str | None = None) -> dict[str, Any]:
         """Queue one job from "another user" (their own client id), like ``load_per_min`` does."""
