@@ -31,7 +31,7 @@ from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason, classify_exception
 from comfywatch.parse import ParseError
 from comfywatch.parse.history import HistoryEntry, Outcome
-from comfywatch.parse.prompt import PromptAccepted, parse_ws_text
+from comfywatch.parse.prompt import PromptAccepted, ws_event
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
 
@@ -294,11 +294,9 @@ class CanaryRunner:
             remaining = max(0.0, deadline - time.perf_counter())
             async with asyncio.timeout(min(STATUS_FRAME_WAIT, remaining / 4)):
                 while True:
-                    message = await ws.recv()
-                    if isinstance(message, str):
-                        with contextlib.suppress(ParseError):
-                            if parse_ws_text(message).type == "status":
-                                break
+                    event = ws_event(await ws.recv())
+                    if event is not None and event.type == "status":
+                        break
         except Exception:
             result.websocket_ok = False
             with contextlib.suppress(Exception):
@@ -521,13 +519,8 @@ async def _feed_until_finished(ws: ClientConnection, follower: PromptFollower) -
     while not follower.finished:
         message = await ws.recv()
         at = time.perf_counter()
-        if isinstance(message, bytes):
-            continue
-        try:
-            event = parse_ws_text(message)
-        except ParseError:
-            continue
-        follower.feed(event, at)
+        if (event := ws_event(message)) is not None:
+            follower.feed(event, at)
 
 
 def _follower_phases(result: CanaryResult, follower: PromptFollower, accepted_at: float) -> None:

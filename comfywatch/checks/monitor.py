@@ -22,8 +22,7 @@ from websockets.asyncio.client import connect
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
 from comfywatch.clients.local import LocalApi
-from comfywatch.parse import ParseError
-from comfywatch.parse.prompt import parse_ws_text
+from comfywatch.parse.prompt import ws_event
 from comfywatch.state import TargetState
 
 __all__ = ["PROGRESS_EVENTS", "WebSocketMonitor"]
@@ -93,11 +92,8 @@ class WebSocketMonitor:
         self.state.websocket_connected = 1.0
         try:
             async for message in ws:
-                if isinstance(message, bytes):
-                    continue
-                try:
-                    event = parse_ws_text(message)
-                except ParseError:
+                event = ws_event(message)
+                if event is None:
                     continue
                 if event.type == "status":
                     # Every queue change is broadcast as one: see trackers.QuietQueue.

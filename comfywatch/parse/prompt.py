@@ -9,7 +9,7 @@ from typing import Any
 from comfywatch.parse import ParseError
 from comfywatch.parse._shape import as_map, as_str
 
-__all__ = ["PromptAccepted", "WsEvent", "parse_prompt_accepted", "parse_ws_text"]
+__all__ = ["PromptAccepted", "WsEvent", "parse_prompt_accepted", "parse_ws_text", "ws_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,3 +69,14 @@ def parse_ws_text(text: str) -> WsEvent:
     data = dict(as_map(data, "data")) if data is not None else {}
     prompt_id = data.get("prompt_id")
     return WsEvent(type=kind, data=data, prompt_id=prompt_id if isinstance(prompt_id, str) else None)
+
+
+def ws_event(message: str | bytes) -> WsEvent | None:
+    """The event a WebSocket message carries; ``None`` for binary frames (previews) and for text frames that
+    are not events, which every follower of the socket skips."""
+    if isinstance(message, bytes):
+        return None
+    try:
+        return parse_ws_text(message)
+    except ParseError:
+        return None

@@ -16,7 +16,7 @@ from comfywatch.errors import Reason
 from comfywatch.parse import ParseError
 from comfywatch.parse.history import HistoryEntry, Outcome, parse_history, parse_history_entry
 from comfywatch.parse.jobs import Job, parse_jobs, to_ms
-from comfywatch.parse.prompt import MAX_FRAME_CHARS, parse_prompt_accepted, parse_ws_text
+from comfywatch.parse.prompt import MAX_FRAME_CHARS, parse_prompt_accepted, parse_ws_text, ws_event
 from comfywatch.parse.queue import parse_queue, parse_queue_remaining
 from comfywatch.parse.system import Device, SystemStats, parse_system_stats
 from tests.fixtures import FIXTURES, load_json, load_jsonl
@@ -836,6 +836,15 @@ class TestWsText:
         """Non-JSON, non-objects, missing type, non-object data and absurd nesting are ParseErrors."""
         with pytest.raises(ParseError):
             parse_ws_text(text)
+
+    def test_ws_event_skips_what_is_not_an_event(self) -> None:
+        """``ws_event`` gives the event of a text frame, and None for binary previews and bad text."""
+        frame = _text_frames("ws_canary_text_run.jsonl")[0]
+        event = ws_event(json.dumps(frame))
+        assert event is not None and event.type == frame["type"]
+        assert ws_event(b"\x00\x00\x00\x01\x89PNG") is None
+        assert ws_event("not json") is None
+        assert ws_event('{"type": 1}') is None
 
     def test_oversized_frame(self) -> None:
         """A frame above the cap is refused before decoding."""
