@@ -1398,6 +1398,12 @@ class SimServer:
         pnginfo = item.extra_data.get("extra_pnginfo")
         if isinstance(pnginfo, dict):
             text.extend((key, json.dumps(value)) for key, value in pnginfo.items())
+        for key, _ in text:
+            try:
+                # PIL's PngInfo.add_text encodes tEXt keys as strict latin-1: the node raises there.
+                key.encode("latin-1")
+            except UnicodeEncodeError as ex:
+                raise _NodeFailure("UnicodeEncodeError", f"{ex}\n", _EXECUTE_FRAMES) from ex
         images = []
         encoded: bytes | None = None
         if image.width * image.height <= EAGER_PNG_PIXELS:

@@ -253,6 +253,24 @@ async def test_view_serves_the_same_png_whether_encoded_at_save_or_at_view(
     assert (stored.encoded is not None) == (side * side <= EAGER_PNG_PIXELS)
 
 
+async def test_non_latin1_pnginfo_key_fails_the_node_and_the_worker_goes_on(
+    sim: SimHandle, http: aiohttp.ClientSession
+) -> None:
+    """A tEXt key PIL cannot encode fails the saving node with execution_error, as in ComfyUI; the next
+    prompt still runs (the sim's worker once died on it, leaving the prompt running for ever)."""
+    body = {"prompt": workflow("canary_preview_image"), "extra_data": {"extra_pnginfo": {"工作流": {"a": 1}}}}
+    _, failed = await post_prompt(http, sim.url, body)
+    await eventually(lambda: failed["prompt_id"] in sim.state()["history"])
+    entry = await history_entry(http, sim.url, failed["prompt_id"])
+    errors = [data for event, data in entry["status"]["messages"] if event == "execution_error"]
+    assert entry["status"]["status_str"] == "error"
+    assert errors and errors[0]["exception_type"] == "UnicodeEncodeError"
+    assert errors[0]["node_type"] == "PreviewImage"
+    _, answer = await post_prompt(http, sim.url, {"prompt": workflow("canary_preview_image")})
+    await eventually(lambda: answer["prompt_id"] in sim.state()["history"])
+    assert (await history_entry(http, sim.url, answer["prompt_id"]))["status"]["status_str"] == "success"
+
+
 async def test_save_image_writes_output(sim: SimHandle, http: aiohttp.ClientSession) -> None:
     """SaveImage records its file in the output folder (scaled to 32x32), unlike the preview canary."""
     _, answer = await post_prompt(http, sim.url, {"prompt": workflow("canary_save_image_output")})
