@@ -15,6 +15,7 @@ import base64
 import json
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -148,7 +149,7 @@ class HttpClient:
         self._closed = False
         # Built once per path and per timeout: a poll makes the same three requests every cycle.
         self._urls: dict[str, URL] = {}
-        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._timeouts: OrderedDict[float, aiohttp.ClientTimeout] = OrderedDict()
 
     # Session management.
 
@@ -201,15 +202,18 @@ class HttpClient:
         return url
 
     def _timeout(self, total: float) -> aiohttp.ClientTimeout:
-        client_timeout = self._timeouts.get(total)
-        if client_timeout is None:
-            connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
-            # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
-            client_timeout = aiohttp.ClientTimeout(total=total, connect=connect)
-            # Polls use a few fixed timeouts; a canary's are what is left of its deadline, a new value on
-            # every request, and keeping those would grow the cache for as long as the daemon runs.
-            if len(self._timeouts) < MAX_CACHED_TIMEOUTS:
-                self._timeouts[total] = client_timeout
+        timeouts = self._timeouts
+        client_timeout = timeouts.get(total)
+        if client_timeout is not None:
+            timeouts.move_to_end(total)
+            return client_timeout
+        connect = self.settings.connect_timeout or min(total, max(1.0, total / 2))
+        # No sock_read: it would equal total, and aiohttp re-arms its timer on every chunk received.
+        client_timeout = timeouts[total] = aiohttp.ClientTimeout(total=total, connect=connect)
+        # Polls reuse a few fixed timeouts; a canary's are what is left of its deadline, a new value on every
+        # request. Least recently used first out: the cache stays small and the polls' values stay in it.
+        if len(timeouts) > MAX_CACHED_TIMEOUTS:
+            timeouts.popitem(last=False)
         return client_timeout
 
     # Requests.

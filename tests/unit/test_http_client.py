@@ -7,12 +7,18 @@ from comfywatch.clients.http import MAX_CACHED_TIMEOUTS, ClientSettings, HttpCli
 
 def test_deadline_timeouts_are_built_but_not_all_kept() -> None:
     """A canary asks for what is left of its deadline, a new value each time: the cache must not grow
-    with them (it did, by two entries per canary run, for the daemon's lifetime)."""
+    with them (it did, by two entries per canary run, for the daemon's lifetime), and the timeout a poll
+    keeps using must stay cached among them."""
     client = HttpClient(ClientSettings(base_url="http://127.0.0.1:8188"))
+    poll_timeout: object = None
     for step in range(1000):
         remaining = 30.0 - step * 0.0137
         timeout = client._timeout(remaining)
         assert timeout.total == remaining
+        if step >= 100 and step % 10 == 0:  # the first poll comes after a hundred canary requests
+            if poll_timeout is not None:
+                assert client._timeout(5.0) is poll_timeout
+            poll_timeout = client._timeout(5.0)
     assert len(client._timeouts) == MAX_CACHED_TIMEOUTS
 
 
