@@ -108,9 +108,12 @@ class Samples:
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process *pid* (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds used so far by every thread of process *pid* (Linux ``schedstat``, in nanoseconds)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError):  # a thread that ended between listing and reading
+            total += int(stat.read_text(encoding="ascii").split()[0])
+    return total / 1e9
 
 
 @contextlib.contextmanager
