@@ -152,22 +152,26 @@ async def measure_against(url: str, workflow: str, runs: int, warmup: int, serve
     canary = load_workflow(workflow, name)
     runner = CanaryRunner(runtime.local, canary, timeout=10.0, when_busy="skip")
     session = aiohttp.ClientSession()
+    server_cpu = 0.0
     try:
         for index in range(warmup + runs):
-            # comfywatch's run alone is inside the CPU window; the bare run follows it, outside.
-            client_started, server_started = time.process_time(), process_cpu(server_pid) if server_pid else 0.0
+            # comfywatch's run alone is inside the CPU windows (the simulator's read outside this process's);
+            # the bare run follows it, outside both.
+            server_started = process_cpu(server_pid) if server_pid is not None else 0.0
+            client_started = time.process_time()
             started = time.perf_counter()
             result = await runner.run()
             wall = time.perf_counter() - started
             client_cpu = time.process_time() - client_started
-            server_cpu = process_cpu(server_pid) - server_started if server_pid else 0.0
+            server_ran = process_cpu(server_pid) - server_started if server_pid is not None else 0.0
             bare = await bare_run(session, url, canary)
             if index >= warmup:
                 samples.add(result, wall)
                 samples.bare_overhead.append(bare)
                 samples.client_cpu += client_cpu
-                if server_pid is not None:
-                    samples.server_cpu = (samples.server_cpu or 0.0) + server_cpu
+                server_cpu += server_ran
+        if server_pid is not None:
+            samples.server_cpu = server_cpu
     finally:
         await session.close()
         await runtime.close()
