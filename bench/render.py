@@ -29,7 +29,7 @@ from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "comfyui"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "comfyui"
 
 
 def make_states(count: int, canary: bool = True) -> list[TargetState]:

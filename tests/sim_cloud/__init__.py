@@ -29,7 +29,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from comfywatch.sim.cloud import SimCloud, create_cloud_app
-from tests.fixtures import SHARED
+from tests.fixtures import SPEC
 
 KEY = "comfyui-" + "a1" * 32
 OTHER_KEY = "comfyui-" + "b2" * 32
@@ -120,7 +120,7 @@ async def serve(sim: SimCloud) -> AsyncIterator[Served]:
 
 @functools.cache
 def _spec_dict() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((SHARED / "spec" / "openapi-cloud.yaml").read_text("utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load((SPEC / "openapi-cloud.yaml").read_text("utf-8"))
     return loaded
 
 
