@@ -1,20 +1,23 @@
-"""Configuration: a TOML file, ``COMFYWATCH_*`` environment overrides and secret files (DESIGN §3).
+"""Configuration: a TOML file, ``COMFYWATCH_*`` environment overrides and secret files.
 
 No file at all gives one local target ``http://127.0.0.1:8188`` and a listener on ``127.0.0.1:9877``.
-Unknown keys are errors so that a typo (``intervall``) never passes silently. Errors are reported as
-``targets[1].interval: invalid duration ...`` lines; secret values are never echoed.
+Unknown keys are errors so that a typo (``intervall``) never passes silently: the message names the closest
+known key. Errors are reported as ``targets[1].interval: invalid duration ...`` lines; secret values are
+never echoed.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -39,8 +42,11 @@ __all__ = [
     "Credentials",
     "ProbeModule",
     "TargetConfig",
+    "config_file",
     "load_config",
     "resolve_credentials",
+    "target_from_url_option",
+    "url_problem",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9877"
@@ -191,13 +197,9 @@ class TargetConfig(_Strict):
         url = self.url or (DEFAULT_CLOUD_URL if self.kind == "cloud" else "")
         if not url:
             raise ValueError("url is required for local targets")
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("url: expected http:// or https:// with a host")
-        try:
-            _ = parts.port
-        except ValueError:
-            raise ValueError("url: invalid port") from None
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"url: {problem}")
         if self.api_key is not None and not self.allow_plaintext_api_key:
             raise ValueError(
                 "api_key in the config file is refused: use api_key_file, a systemd credential or "
@@ -269,6 +271,40 @@ class Config(_Strict):
             return Path(env["STATE_DIRECTORY"].split(":")[0])
         base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "/tmp")) / ".local" / "state")
         return Path(base) / "comfywatch"
+
+
+def url_problem(url: str) -> str | None:
+    """Why *url* cannot be a target's address, or None. The text never repeats the URL: it may hold a password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "not a valid URL"
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"expected http:// or https:// with a host, e.g. {DEFAULT_LOCAL_URL}"
+    try:
+        _ = parts.port
+    except ValueError:
+        return "invalid port"
+    return None
+
+
+def target_from_url_option(url: str, kind: Literal["local", "cloud"] = "local", name: str | None = None
+                           ) -> TargetConfig:
+    """The target a command's ``--url`` names; a bad URL is a :class:`ConfigError` from the command line.
+
+    The target is called *name*, else by its host when that is a valid target name, else ``url``.
+    """
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError([f"--url: {problem}"], "command line")
+    host = urlsplit(url).hostname or ""
+    return TargetConfig(name=name or (host if _NAME.match(host) else "url"), kind=kind, url=url)
+
+
+def config_file(option: str | None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file a command reads: its ``--config``, else ``$COMFYWATCH_CONFIG``, else none (built-in)."""
+    value = option or (os.environ if env is None else env).get("COMFYWATCH_CONFIG")
+    return Path(value) if value else None
 
 
 def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
@@ -472,13 +508,45 @@ def _location(loc: Sequence[int | str]) -> str:
 _SECRET_FIELDS = frozenset({"api_key"})
 
 
+def _section_model(annotation: Any) -> Any:
+    """The type a table of *annotation* holds: ``VerifyConfig | None`` -> VerifyConfig; other unions: None."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return members[0] if len(members) == 1 else None
+    return annotation
+
+
+def _known_keys(loc: Sequence[int | str]) -> list[str]:
+    """The keys the table at *loc* accepts (``("targets", 0, "canary")`` -> CanaryConfig's fields)."""
+    node: Any = Config
+    for part in loc:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field_info = node.model_fields.get(part) if isinstance(part, str) else None
+            node = None if field_info is None else _section_model(field_info.annotation)
+        elif get_origin(node) is tuple and isinstance(part, int):  # targets[0]
+            node = _section_model(get_args(node)[0])
+        elif get_origin(node) is dict and isinstance(part, str):  # modules.<name>
+            node = _section_model(get_args(node)[1])
+        else:
+            return []
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _unknown_key(loc: Sequence[int | str]) -> str:
+    known = _known_keys(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+    if close:
+        return f"unknown key — did you mean {close[0]!r}?"
+    return f"unknown key (known keys: {', '.join(known)})" if known else "unknown key"
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors(include_url=False):
         loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (typo?)"
+            message = _unknown_key(loc)
         shown = ""
         if loc and loc[-1] not in _SECRET_FIELDS and item["type"] not in {"extra_forbidden", "missing"}:
             value = item.get("input")

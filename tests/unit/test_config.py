@@ -16,11 +16,13 @@ from comfywatch.config import (
     ConfigError,
     Credentials,
     TargetConfig,
+    config_file,
     load_config,
     parse_headers_file,
     quote_userinfo,
     resolve_credentials,
     strip_secrets_from_url,
+    target_from_url_option,
     url_without_userinfo,
     validate_labels,
 )
@@ -48,7 +50,7 @@ def local_target(**fields: object) -> TargetConfig:
     return TargetConfig.model_validate({"name": "t", "url": "http://127.0.0.1:8188", **fields})
 
 
-DESIGN_EXAMPLE = """
+TWO_TARGETS = """
 [server]
 listen = "127.0.0.1:9877"
 
@@ -132,10 +134,10 @@ class TestDefaults:
 
 class TestTargets:
     def test_design_example(self, tmp_path: Path) -> None:
-        """The DESIGN §3 example loads, with per-target overrides and the cloud canary off."""
+        """A two-target example loads, with per-target overrides and the cloud canary off."""
         headers = write(tmp_path, "X-Proxy-Token: abc\n", "proxy-headers")
         key = write(tmp_path, SECRET + "\n", "cloud_api_key")
-        config = load(tmp_path, DESIGN_EXAMPLE.format(headers=headers, key=key))
+        config = load(tmp_path, TWO_TARGETS.format(headers=headers, key=key))
         gpu, cloud = config.targets
         assert config.stall_after_of(gpu) == 600.0
         assert config.interval_of(gpu) == 15.0
@@ -242,21 +244,32 @@ class TestErrorMessages:
     @pytest.mark.parametrize(
         ("text", "expected"),
         [
-            ('[server]\nlistn = "x"\n', "server.listn: unknown key (typo?)"),
-            ('intervall = "15s"\n', "intervall: unknown key (typo?)"),
+            ('[server]\nlistn = "x"\n', "server.listn: unknown key — did you mean 'listen'?"),
+            ('[defaults]\nintervall = "15s"\n', "defaults.intervall: unknown key — did you mean 'interval'?"),
+            (
+                'intervall = "15s"\n',
+                "intervall: unknown key (known keys: server, defaults, targets, discovery, modules, state_dir)",
+            ),
             (
                 '[[targets]]\nname = "a"\nurl = "http://a"\nintervall = "1s"\n',
-                "targets[0].intervall: unknown key (typo?)",
+                "targets[0].intervall: unknown key — did you mean 'interval'?",
             ),
             (
                 '[[targets]]\nname = "a"\nurl = "http://a"\n[targets.canary]\nworkflw = "x"\n',
-                "targets[0].canary.workflw: unknown key (typo?)",
+                "targets[0].canary.workflw: unknown key — did you mean 'workflow'?",
             ),
-            ('[modules.gpu]\ntimeuot = "1s"\n', "modules.gpu.timeuot: unknown key (typo?)"),
+            (
+                '[[targets]]\nname = "a"\nurl = "http://a"\n[targets.canary.verify]\nimage = 1\n',
+                "targets[0].canary.verify.image: unknown key — did you mean 'images'?",
+            ),
+            ('[discovery.canary]\nenabeld = true\n', "discovery.canary.enabeld: unknown key — did you mean 'enabled'?"),
+            ('[modules.gpu]\ntimeuot = "1s"\n', "modules.gpu.timeuot: unknown key — did you mean 'timeout'?"),
+            ('[modules.gpu]\nxyz = 1\n', "modules.gpu.xyz: unknown key (known keys: kind, timeout, headers_file, "
+                                         "bearer_token_file, checks)"),
         ],
     )
     def test_unknown_keys_are_errors(self, tmp_path: Path, text: str, expected: str) -> None:
-        """A typo anywhere is an error naming the key, never silently ignored."""
+        """A typo anywhere is an error naming the key and the closest known one (else the known ones)."""
         assert problems(tmp_path, text) == [expected]
 
     def test_every_problem_reported(self, tmp_path: Path) -> None:
@@ -367,7 +380,7 @@ class TestEnvOverrides:
         """A typo in an override is an unknown key like in the file."""
         with pytest.raises(ConfigError) as info:
             load_config(None, {"COMFYWATCH_SERVER__LISTN": "x"})
-        assert info.value.problems == ["server.listn: unknown key (typo?)"]
+        assert info.value.problems == ["server.listn: unknown key — did you mean 'listen'?"]
         assert info.value.source == "environment"
 
     def test_absurd_list_index(self) -> None:
@@ -577,3 +590,32 @@ class TestHelpers:
         """server.shard "i/N" is split into index and count."""
         config = load_config(None, {"COMFYWATCH_SERVER__SHARD": " 2/5 "})
         assert (config.server.shard, config.server.shard_index, config.server.shard_count) == ("2/5", 2, 5)
+
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("not-a-url", "--url: expected http:// or https:// with a host, e.g. http://127.0.0.1:8188"),
+            ("127.0.0.1:8188", "--url: expected http:// or https:// with a host, e.g. http://127.0.0.1:8188"),
+            (f"ftp://u:{SECRET}@h", "--url: expected http:// or https:// with a host, e.g. http://127.0.0.1:8188"),
+            (f"http://u:{SECRET}@127.0.0.1:99999", "--url: invalid port"),
+            ("http://[::1", "--url: not a valid URL"),
+        ],
+    )
+    def test_bad_url_option(self, url: str, problem: str) -> None:
+        """A bad --url is a command-line ConfigError that never repeats the URL (it may hold a password)."""
+        with pytest.raises(ConfigError) as info:
+            target_from_url_option(url)
+        assert (info.value.source, info.value.problems) == ("command line", [problem])
+
+    def test_url_option_names_the_target_by_its_host(self) -> None:
+        """The target is called by its host when that is a valid name, else "url"; an explicit name wins."""
+        assert target_from_url_option("http://gpu-1:8188").name == "gpu-1"
+        assert target_from_url_option("http://[::1]:8188").name == "url"
+        cloud = target_from_url_option("https://cloud.comfy.org", "cloud", "cloud")
+        assert (cloud.name, cloud.kind, cloud.url) == ("cloud", "cloud", "https://cloud.comfy.org")
+
+    def test_config_file(self) -> None:
+        """--config wins over $COMFYWATCH_CONFIG; with neither there is no file."""
+        assert config_file("a.toml", {"COMFYWATCH_CONFIG": "b.toml"}) == Path("a.toml")
+        assert config_file(None, {"COMFYWATCH_CONFIG": "b.toml"}) == Path("b.toml")
+        assert config_file(None, {}) is None
