@@ -1,4 +1,4 @@
-"""The one failure taxonomy (DESIGN §4): reasons, their remediation hints, and classification.
+"""The one failure taxonomy: reasons, their remediation hints, and classification (docs/architecture.md).
 
 Metrics (``reason`` label), logs, doctor check results and alert rules all use these values. Nothing else in
 the code base may invent a reason string, and every hint a user reads comes from :data:`HINTS`.
@@ -95,7 +95,7 @@ JOB_REASONS: tuple[Reason, ...] = (
     Reason.PAYMENT,
 )
 
-#: Comfy Cloud ``error.type`` values that mean "the plan or the credits refuse this" (CLOUD.md §2, §7).
+#: Comfy Cloud ``error.type`` values that mean "the plan or the credits refuse this" (docs/cloud.md, "Errors").
 BILLING_ERROR_TYPES: frozenset[str] = frozenset(
     {
         "PAYMENT_REQUIRED",
@@ -245,7 +245,7 @@ def parse_retry_after(value: str | None) -> float | None:
 def classify_status(status: int, body: Any = None, retry_after: str | None = None) -> Failure | None:
     """Classify an HTTP status (with the decoded JSON *body* when there is one); ``None`` for success.
 
-    429 has three meanings on Comfy Cloud and is told apart by ``error.type`` (CLOUD.md §2): a billing
+    429 has three meanings on Comfy Cloud and is told apart by ``error.type`` (docs/cloud.md): a billing
     type is ``payment``, ``QUEUE_LIMIT``/``queue_full`` is ``queue_full``, anything else is rate limiting.
     """
     if 200 <= status < 300:

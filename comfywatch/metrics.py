@@ -1,4 +1,4 @@
-"""Every metric comfywatch exposes (DESIGN §5), defined once. Nothing else spells a metric name.
+"""Every metric comfywatch exposes, defined once. Nothing else spells a metric name.
 
 ``docs/metrics.md`` documents these with their source endpoints; a test checks it lists all of them.
 """

@@ -1,4 +1,4 @@
-"""``/probe?target=URL&module=NAME``: a stateless, blackbox_exporter-style probe (DESIGN §7, issue 8).
+"""``/probe?target=URL&module=NAME``: a stateless, blackbox_exporter-style probe.
 
 Each request builds a fresh client and state, runs the module's checks once within the scrape timeout
 Prometheus announces, renders the result without a ``target`` label, and forgets everything. It never

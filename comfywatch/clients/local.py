@@ -1,4 +1,4 @@
-"""ComfyUI's local REST API (DESIGN §1, COMFYUI.md §2) over the pooled :class:`HttpClient`.
+"""ComfyUI's local REST API over the pooled :class:`HttpClient` (routes: docs/architecture.md, "Facts about ComfyUI").
 
 Routes are called under ``/api/`` (ComfyUI 0.3.x serves every route there too, and reverse proxies are often
 configured to forward only ``/api``); a server answering 404 there is retried once without the prefix and

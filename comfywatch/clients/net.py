@@ -54,7 +54,7 @@ __all__ = [
     "tls_handshake",
 ]
 
-#: Doctor warns when the served certificate expires in fewer days than this (issue 5).
+#: Doctor warns when the served certificate expires in fewer days than this.
 EXPIRY_WARN_DAYS: Final = 14.0
 
 # Closing a TLS stream waits for the peer's close_notify; a silent peer must not hold a probe for long.

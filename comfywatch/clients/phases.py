@@ -3,7 +3,7 @@
 httpcore reports ``<prefix>.<event>.started|complete|failed`` (prefix ``connection``, ``http11``,
 ``http2`` ...) for ``connect_tcp``, ``start_tls``, ``send_request_headers``, ``send_request_body``,
 ``receive_response_headers``, ``receive_response_body`` and ``response_closed``. Two facts shape this
-module (LIBRARIES.md §3):
+module:
 
 - There is no DNS event: ``connect_tcp`` includes ``getaddrinfo``. A caller that wants a DNS phase times
   its own resolution first (``comfywatch.clients.net.resolve``) and passes the seconds in; ``connect`` is

@@ -1,15 +1,15 @@
-"""Pure parsers for Comfy Cloud v1 responses (``cloud.comfy.org/api/*``), per shared/CLOUD.md.
+"""Pure parsers for Comfy Cloud v1 responses (``cloud.comfy.org/api/*``), as docs/cloud.md describes them.
 
 Every ``parse_*`` function takes decoded JSON and returns a frozen dataclass or raises
 :class:`~comfywatch.parse.ParseError`; :func:`parse_cloud_error` and :func:`parse_retry_after` never raise for
 any body or header. The Cloud differs from its published spec in ways the daemon must tolerate, so these
-parsers follow CLOUD.md rather than ``openapi-cloud.yaml``:
+parsers follow what the service sends rather than ``openapi-cloud.yaml``:
 
 * ``/api/job/{id}/status`` returns *raw* internal states (``queued_limited``, ``success``, ``lost`` ...), not
-  the spec enum; unknown states are treated as in flight (CLOUD.md §3.2).
+  the spec enum; unknown states are treated as in flight.
 * ``create_time``/``update_time`` are documented as seconds but sent as milliseconds; values above 1e12 are
-  read as milliseconds (§3.3).
-* ``*_micros`` billing fields carry cents; the divisor is configurable (§4.1). A balance whose fields are
+  read as milliseconds.
+* ``*_micros`` billing fields carry cents; the divisor is configurable. A balance whose fields are
   all absent is unknown (``None``), never 0.
 * Enum-like strings (tier, billing status, error types) may take values nobody documented; they are kept
   (bounded in length) and the ``*_label`` properties fold them into a fixed set for metric labels.
@@ -101,7 +101,7 @@ BILLING_ERROR_TYPES = frozenset(
         "insufficient_credits",  # the v2 envelope's code for the same refusal
     }
 )
-"""``error.type`` values meaning "plan or credits refuse this"; waiting never helps (CLOUD.md §2)."""
+"""``error.type`` values meaning "plan or credits refuse this"; waiting never helps."""
 
 QUEUE_ERROR_TYPES = frozenset({"QUEUE_LIMIT", "queue_full"})
 """``error.type`` values meaning "the bounded queue is full"; retry after ``Retry-After``."""
@@ -135,7 +135,7 @@ _MAX_FLOAT_INT = 10**300
 
 
 class JobGroup(StrEnum):
-    """The user-facing status groups of ``/api/jobs`` (CLOUD.md §3.2)."""
+    """The user-facing status groups of ``/api/jobs``; each raw state of ``/api/job/{id}/status`` falls in one."""
 
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
@@ -183,7 +183,7 @@ class JobState:
 
     @property
     def known(self) -> bool:
-        """Whether the value is one CLOUD.md documents."""
+        """Whether the value is a known raw state or group."""
         return self.group is not None
 
     @property
@@ -660,7 +660,7 @@ def parse_balance(body: object, divisor: float = 100.0) -> Balance:
 
 
 def trusted_balance_usd(balance: Balance, status: BillingStatus | None) -> float | None:
-    """The balance to export, or ``None`` when it cannot be trusted (CLOUD.md §9 "billing data gaps").
+    """The balance to export, or ``None`` when it cannot be trusted (a gap in the Cloud's billing data).
 
     Paying customers whose billing rows were mid-migration saw "$0.00": a zero (or absent) balance together
     with ``has_funds=false`` and no subscription tier is therefore unknown, not an empty account.
@@ -960,7 +960,7 @@ def _error_reason(status: int, error_type: str | None, body: object) -> Reason:
 
 
 def parse_cloud_error(status: int, body: object) -> CloudErrorInfo:
-    """Classify an error answer by HTTP status and the body's ``error.type`` (CLOUD.md §2, §7).
+    """Classify an error answer by HTTP status and the body's ``error.type`` (docs/cloud.md, "Errors").
 
     Understands ``PromptErrorResponse`` (``{"error": {"type", "message"}}``), ``ErrorResponse``
     (``{"code", "message"}``), the v2 envelope (``{"error": {"code", ...}}``), the registry shape

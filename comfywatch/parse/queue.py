@@ -45,7 +45,7 @@ def _item(value: Any, path: str) -> QueueItem:
         raise ParseError(f"{path}: expected a 5-element array, got {len(raw)} elements")
     number = as_float(raw[0], f"{path}[0]")
     prompt_id = as_str(raw[1], f"{path}[1]")
-    # Local ComfyUI puts extra_data at [3]; Comfy Cloud puts {"create_time"} at [4] (CLOUD.md §3.5).
+    # Local ComfyUI puts extra_data at [3]; Comfy Cloud puts {"create_time"} at [4].
     client_id: str | None = None
     create_ms: int | None = None
     for extra in raw[3:5]:
