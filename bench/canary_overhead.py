@@ -1,4 +1,4 @@
-"""Benchmark: canary measurement overhead (issue 3: median <= 2 ms).
+"""Benchmark: canary measurement overhead (target: median <= 2 ms).
 
 Overhead is what comfywatch's ``total`` phase (submit -> output verified) adds on top of the execution time
 the server reports from its own timestamps (``execution_start`` -> ``execution_success``): the POST round

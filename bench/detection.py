@@ -1,4 +1,4 @@
-"""Benchmark: detection speed (issue 9).
+"""Benchmark: how fast a dead server and a stalled job are reported.
 
 1. **Process death**: a real ``comfywatch simulate`` process is killed (SIGKILL) while a real ``comfywatch run``
    watches it with a 15 s poll interval; we time kill -> ``comfyui_up 0`` on /metrics. The monitoring

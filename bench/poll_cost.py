@@ -1,4 +1,4 @@
-"""Benchmark: comfywatch's CPU time per target per poll cycle for 1, 100 and 1000 targets (issue 2: <= 1 ms).
+"""Benchmark: comfywatch's CPU time per target per poll cycle for 1, 100 and 1000 targets (target: <= 1 ms).
 
 For each size it runs ``comfywatch run`` as a process against one ``comfywatch simulate --targets N`` process
 (canary off, so a poll cycle of a target is its three checks: ``/system_stats``, ``/queue``, ``/history``),
@@ -20,8 +20,9 @@ is shared and small (2 cores): numbers are noisy; compare medians of several run
 
 ``--breakdown`` then splits the cost of one target-poll in-process (``time.process_time``, 100 targets):
 the three GETs with a bare aiohttp session, the same through comfywatch's ``LocalApi``/``HttpClient``, the
-three checks (parsing and state updates included), and what one APScheduler job run costs with nothing
-in it (the daemon runs each check as its own job: three per target-poll).
+three checks (parsing and state updates included), and what APScheduler job runs cost with nothing in
+them (reported for three runs; the daemon shares one run among the targets of a poll slot, see
+``comfywatch/slots.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark: ``/metrics`` render time versus number of targets (issue 2: 1000 targets in <= 100 ms).
+"""Benchmark: ``/metrics`` render time versus number of targets (target: 1000 targets in <= 100 ms).
 
 Builds realistic target states (system stats from the recorded fixture, a busy queue, request counters on
 three endpoints, a canary) and times ``render_metrics`` for text and OpenMetrics. Prints medians.

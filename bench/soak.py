@@ -1,8 +1,8 @@
-"""Soak: a compressed day of polling with churn and faults; memory, fds and tasks must stay flat (issue 9).
+"""Soak: a compressed day of polling with churn and faults; memory, fds and tasks must stay flat.
 
 One ``comfywatch simulate --targets N`` process with background load (churning prompt ids) and one
 ``comfywatch run`` process polling every target every 200 ms (75x the default 15 s: 24 h of polls take ~19 min)
-with canaries on a few targets, targets coming and going through a file_sd file, and faults switched on and off
+with a canary on one target, targets coming and going through a file_sd file, and faults switched on and off
 at random. Every few seconds it samples the daemon's own ``process_resident_memory_bytes``, ``process_open_fds``
 and ``comfywatch_asyncio_tasks``. Pass criteria: RSS growth after warm-up <= 5 MB, no fd or task growth.
 
