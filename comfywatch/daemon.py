@@ -1,4 +1,4 @@
-"""``comfywatch run``: the scheduler, the exporter server, signals, reload and sd_notify (DESIGN §2).
+"""``comfywatch run``: the scheduler, the exporter server, signals, reload and sd_notify.
 
 Data flows one way: scheduler -> check -> client -> observation -> state -> exporter. A check can fail,
 hang or raise anything: it is wrapped in a timeout and a catch-all here, so the daemon keeps running.

@@ -1,4 +1,4 @@
-"""``comfywatch doctor``: run every check once, in dependency order, and say what to fix (issue 5).
+"""``comfywatch doctor``: run every check once, in dependency order, and say what to fix.
 
 Checks share the daemon's clients, parsers and failure taxonomy: a failing check's ``hint`` is the
 remediation hint of its :class:`~comfywatch.errors.Reason` unless a more specific diagnosis applies (an nginx

@@ -1,4 +1,4 @@
-"""Per-target state: the latest observations, counters and histograms (DESIGN §2 "state").
+"""Per-target state: the latest observations, counters and histograms.
 
 Checks produce observations; the scheduler applies them here; the exporter renders a snapshot. All
 containers are bounded: label sets come from fixed enumerations (endpoints, reasons, phases, canaries), and

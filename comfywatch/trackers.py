@@ -157,7 +157,7 @@ class QuietQueue:
     """Whether a poll may skip ``/queue`` and ``/history``: the queue cannot have changed since the last read.
 
     ComfyUI broadcasts a ``status`` frame to every WebSocket on each queue change (a prompt queued, started,
-    finished, deleted or interrupted; COMFYUI.md §5), so while the monitoring socket stays connected, no
+    finished, deleted or interrupted), so while the monitoring socket stays connected, no
     new ``status`` frame since a full read means that read is still the queue, and no job finished since.
     The poll then re-observes the last snapshot (ages, stalls and the idle streak still advance) and only
     ``/system_stats`` is requested. A full read still happens at least every ``max_skips + 1`` polls, in case

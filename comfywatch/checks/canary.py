@@ -1,4 +1,4 @@
-"""``canary``: submit a tiny workflow end to end and time every phase (issue 3).
+"""``canary``: submit a tiny workflow end to end and time every phase.
 
 One run: open a WebSocket with a fresh clientId -> wait for its ``status`` frame -> ``POST /prompt`` with
 that client_id -> follow *our* prompt's events -> confirm via ``/history/{id}`` -> fetch and verify the
@@ -501,7 +501,7 @@ class CanaryRunner:
 
     async def _cancel_and_wait(self, prompt_id: str) -> None:
         # Only our own prompt: deleted if pending, targeted interrupt if running. A real interrupt lands at
-        # the next node boundary (seconds, COMFYUI.md §2) and only then writes the history entry, so wait
+        # the next node boundary (seconds later) and only then writes the history entry, so wait
         # for the prompt to leave the queue before deleting that entry. One more cancel covers a prompt
         # that went from pending to running between reading the queue and deleting it.
         await self.api.cancel_own(prompt_id)

@@ -1,4 +1,4 @@
-"""Comfy Cloud checks: auth, billing, features, queue, jobs and the budgeted Cloud canary (issue 4)."""
+"""Comfy Cloud checks: auth, billing, features, queue, jobs and the budgeted Cloud canary."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
     fetched: dict[str, Any] = {}
 
     def judge_balance() -> None:
-        # $0 + no funds + no plan is a billing-data gap (CLOUD.md §9): judged with whatever status is known,
-        # in the same step as the value it depends on, so no scrape sees a status without its verdict.
+        # $0 + no funds + no plan is a billing-data gap (the API answers so while billing data is missing):
+        # judged with whatever status is known, in the same step as the value it depends on, so no scrape sees
+        # a status without its verdict.
         balance = fetched.get("balance")
         if balance is not None:
             cloud.balance_usd = trusted_balance_usd(balance, fetched.get("status"))
@@ -198,7 +199,8 @@ def _paused_as_failure(endpoint: str) -> Iterator[None]:
 
 
 class CloudCanaryApi:
-    """Adapts :class:`CloudApi` to the canary engine (CLOUD.md §3: same prompt/WS shapes, other routes)."""
+    """Adapts :class:`CloudApi` to the canary engine: Comfy Cloud takes ComfyUI's prompt and WebSocket shapes,
+    on other routes."""
 
     def __init__(self, api: CloudApi, api_key: str) -> None:
         self.api = api

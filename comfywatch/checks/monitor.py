@@ -1,10 +1,10 @@
 """A long-lived monitoring WebSocket per local target: fast down-detection and progress signals.
 
 * When the socket closes (ComfyUI died or restarted) the ``system`` check is triggered at once, so
-  ``comfyui_up`` drops within about a second instead of at the next poll (issue 9).
+  ``comfyui_up`` drops within about a second instead of at the next poll.
 * ``progress``/``progress_state``/``executing`` frames are broadcast for every user's prompt; they are the
   "sign of progress" that keeps a long but healthy job from being reported as stalled.
-Each connection uses a fresh clientId (reusing one silences the older socket, COMFYUI.md §5).
+Each connection uses a fresh clientId (a second socket with the same clientId silences the first).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Comfy Cloud v1 (``https://cloud.comfy.org``, ``X-API-Key``) over the pooled :class:`HttpClient`.
 
-Error semantics follow CLOUD.md: 402 and billing-type 429 are ``payment`` and never retried; ``QUEUE_LIMIT``
+Error semantics: 402 and billing-type 429 are ``payment`` and never retried; ``QUEUE_LIMIT``
 429 is ``queue_full``; other 429s are ``rate_limited`` and pause the account's checks until Retry-After;
 5xx GETs are retried with jittered exponential back-off; a submit is never retried blindly (it may have
 been accepted). The daemon also keeps its own request rate under ``max_requests_per_minute``.

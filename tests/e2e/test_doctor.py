@@ -1,4 +1,4 @@
-"""``comfywatch doctor`` as a real process against the simulator's faults and deliberately broken set-ups (issue 5).
+"""``comfywatch doctor`` as a real process against the simulator's faults and deliberately broken set-ups.
 
 Every test runs ``python -m comfywatch doctor ...`` as a subprocess while the servers it examines (the
 simulator, reverse proxies, TLS fronts, impostor services) run in the test's event loop on loopback, and

@@ -1,4 +1,4 @@
-"""Issue 3: the canary engine against the simulated ComfyUI, for success and every failure reason.
+"""The canary engine against the simulated ComfyUI, for success and every failure reason.
 
 Every run checks what it leaves behind: no canary entry in the server's history, nothing of its own
 queued, and no file in the server's ``output/`` folder. Timed-out canaries cancel only their own prompt.

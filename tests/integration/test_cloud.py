@@ -2,7 +2,7 @@
 
 Every test runs the in-process daemon (``running_daemon``) or the real ``comfywatch`` processes against
 ``start_sim(cloud=True)`` and asserts metric values and the simulator's own request counters (what the
-"server" saw), never internals. Issue 4.
+"server" saw), never internals.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ async def test_healthy_account_exports_balance_in_usd_and_subscription(sim: SimH
 
 
 async def test_balance_divisor_is_configurable(sim: SimHandle, tmp_path: Path) -> None:
-    """balance_divisor = 1e6 reads the same 6000 as micros: 0.006 USD (CLOUD.md §4.1 unit dispute)."""
+    """balance_divisor = 1e6 reads the same 6000 as micros: 0.006 USD (the unit of the *_micros fields is disputed)."""
     config = cloud_config(sim.url, tmp_path, target="balance_divisor = 1000000")
     async with running_daemon(config, tmp_path, ENV) as (daemon, url):
         daemon.trigger(T, "billing")
@@ -183,7 +183,7 @@ async def test_balance_divisor_is_configurable(sim: SimHandle, tmp_path: Path) -
 
 
 async def test_zero_balance_without_subscription_or_funds_is_unknown(sim: SimHandle, tmp_path: Path) -> None:
-    """$0 with has_funds=false and no tier is a billing-data gap (CLOUD.md §9): balance absent, not 0."""
+    """$0 with has_funds=false and no tier is a billing-data gap: balance absent, not 0."""
     account = sim_cloud(sim)
     account.balance_cents = 0
     await sim.set_faults(["inactive_subscription"])
@@ -426,7 +426,7 @@ class _OrderedBilling:
 
 @pytest.mark.parametrize("balance_first", [True, False])
 async def test_a_zero_balance_is_judged_with_the_status_in_the_same_step(balance_first: bool) -> None:
-    """check_billing never exposes "no funds, no plan" next to a $0 balance (a billing-data gap, CLOUD.md §9),
+    """check_billing never exposes "no funds, no plan" next to a $0 balance (a billing-data gap),
     whichever answer comes first: a scrape between the two answers must not see the pair half judged."""
     state = TargetState("cloud", "cloud", "https://cloud.comfy.org", endpoints=[])
     cloud = state.cloud

@@ -1,7 +1,7 @@
 """The Comfy Cloud canary end to end: budget across restarts, output fetched without the key, fault reasons.
 
 The real daemon runs the built-in ``preview-image`` canary against the simulated Cloud; assertions use the
-daemon's metrics and the simulator's own counters (submits received, signed-URL fetches, key leaks). Issue 4.
+daemon's metrics and the simulator's own counters (submits received, signed-URL fetches, key leaks).
 """
 
 from __future__ import annotations
