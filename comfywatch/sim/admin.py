@@ -12,7 +12,8 @@ faults never apply to it. Routes (``target`` is a target index, or absent/``null
 - ``GET /_sim/info``: ``{"url", "admin_url", "targets", "mode"}``.
 
 In Cloud mode (``cloud=True``) the state is ``SimCloud.snapshot()``, faults go to ``SimCloud.set_faults``
-except ``down``, which closes the port here like for the local sim; ``restart``/``submit`` answer 400.
+except ``down``, which closes the port here like for the local sim (:func:`cloud_faults` lists them all);
+``restart``/``submit`` answer 400.
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from comfywatch.sim.cloud_jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.engine import SimOptions, SimServer
-from comfywatch.sim.faults import DEFAULT_SLOW_MS
+from comfywatch.sim.faults import DEFAULT_SLOW_MS, FAULT_DESCRIPTIONS, Fault
 from comfywatch.sim.local import Listener, SimCluster
 
-__all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "create_admin_app", "start_sim"]
+__all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "cloud_faults", "create_admin_app", "start_sim"]
 
 ADMIN_PREFIX = "/_sim"
+
+
+def cloud_faults() -> dict[str, str]:
+    """Every fault name Cloud mode accepts, with its description: ``down`` (handled here) and the Cloud's own."""
+    return {Fault.DOWN.value: FAULT_DESCRIPTIONS[Fault.DOWN], **CLOUD_FAULTS}
 
 
 class CloudSim(Protocol):
@@ -117,10 +124,10 @@ class SimHandle:
         if self.cloud is not None:
             if target is not None:
                 raise _BadRequestError("the simulated Cloud has no targets")
-            self.cloud.set_faults([f for f in wanted if f != "down"])
+            self.cloud.set_faults([f for f in wanted if f != Fault.DOWN])
             if slow_ms is not None:
                 self.cloud.slow_ms = slow_ms
-            if "down" in wanted:
+            if Fault.DOWN in wanted:
                 await self._listener.stop()
             else:
                 await self._listener.reopen()
@@ -281,12 +288,12 @@ async def start_sim(
     if cloud:
         from comfywatch.sim.cloud import SimCloud, create_cloud_app
 
-        sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != "down"])
+        sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != Fault.DOWN])
         sim.slow_ms = slow_ms
         cloud_sim = sim
         listener = Listener(create_cloud_app(sim))
         await listener.start(host, port)
-        if "down" in wanted:
+        if Fault.DOWN in wanted:
             await listener.stop()
     else:
         options = SimOptions(

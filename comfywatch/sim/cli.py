@@ -1,7 +1,8 @@
 """``comfywatch simulate``: run a simulated ComfyUI 0.3.64 (or Comfy Cloud) until SIGTERM/SIGINT.
 
 Once listening it prints one JSON line ``{"url": ..., "admin_url": ...}`` to stdout and writes the same JSON
-to ``--port-file`` (written atomically, so a reader never sees half a file).
+to ``--port-file`` (written atomically, so a reader never sees half a file). ``--help`` lists every fault with
+its description from the fault catalogues.
 """
 
 from __future__ import annotations
@@ -13,12 +14,29 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from comfywatch.sim.admin import start_sim
-from comfywatch.sim.faults import DEFAULT_SLOW_MS
+from comfywatch.sim.admin import cloud_faults, start_sim
+from comfywatch.sim.faults import DEFAULT_SLOW_MS, FAULT_DESCRIPTIONS
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "faults_epilog", "main"]
+
+
+def _fault_table(descriptions: Mapping[str, str]) -> str:
+    width = max(map(len, descriptions)) + 2
+    return "\n".join(f"  {name:<{width}}{text}" for name, text in descriptions.items())
+
+
+def faults_epilog() -> str:
+    """The end of ``--help``: every fault name of both simulators with its one-line description."""
+    local = {fault.value: text for fault, text in FAULT_DESCRIPTIONS.items()}
+    return (
+        "faults (--fault NAME at start, or POST /_sim/faults on the admin API at run time):\n"
+        f"{_fault_table(local)}\n\n"
+        f"faults with --cloud:\n{_fault_table(cloud_faults())}\n\n"
+        "The admin API, and which alert each fault should trigger: docs/simulator.md."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="comfywatch simulate",
         description="Run a simulated ComfyUI 0.3.64 server (or Comfy Cloud) with fault injection.",
+        epilog=faults_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8188, help="port of the simulated server (0: any free port)")

@@ -1,10 +1,10 @@
 """Simulated Comfy Cloud (v1 API, ``X-API-Key``) with fault injection, for tests and ``comfywatch simulate``.
 
-Built from shared/CLOUD.md, not from the seed blog's invented ``api.comfy.org/workflows|runs|credits`` API.
+It serves the API of ``https://cloud.comfy.org`` as the service really answers (docs/cloud.md lists where that
+differs from the published OpenAPI spec); there is no ``/workflows``, ``/runs`` or ``/credits`` API.
 :class:`SimCloud` holds the account state (jobs in simulated time, per-tier concurrency, cents-valued
-balance, faults, counters); :func:`create_cloud_app` serves it over HTTP and WebSocket. Fault names are in
-:data:`FAULTS`; their effects are documented on the modules that implement them (``cloud_model``: job and
-billing faults, ``cloud_app``: HTTP-level faults).
+balance, faults, counters); :func:`create_cloud_app` serves it over HTTP and WebSocket. :data:`FAULTS` names
+every fault switch with what it does.
 """
 
 from __future__ import annotations

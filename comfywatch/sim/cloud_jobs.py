@@ -7,8 +7,9 @@ the enum of the published spec. Pure data and functions; the scheduler lives in 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = [
     "FAULTS",
@@ -24,24 +25,22 @@ __all__ = [
     "safe_prefix",
 ]
 
-FAULTS = frozenset(
-    {
-        "http_401",
-        "http_402",
-        "http_429_rate",
-        "http_429_queue_limit",
-        "http_429_payment",
-        "http_5xx",
-        "slow",
-        "stuck_jobs",
-        "balance_error",
-        "insufficient_funds_runtime",
-        "oom",
-        "lost",
-        "inactive_subscription",
-    }
-)
-"""Fault switches understood by :class:`~comfywatch.sim.cloud.SimCloud` (CLOUD.md §10)."""
+FAULTS: Final[Mapping[str, str]] = {
+    "http_401": "every authenticated request gets 401 UNAUTHORIZED, as for a revoked key",
+    "http_402": "submits get 402 PAYMENT_REQUIRED and /api/billing/status says has_funds: false",
+    "http_429_rate": "every authenticated request gets an untyped 429 RATE_LIMITED with Retry-After: 5",
+    "http_429_queue_limit": "submits get 429 QUEUE_LIMIT, as when the account's pending queue is full",
+    "http_429_payment": "submits get 429 with a billing error type (FREE_TIER_EXHAUSTED)",
+    "http_5xx": "authenticated requests get 500 (503 'Failed to enqueue job' on submit); /health 503",
+    "slow": "every response except signed-URL downloads is delayed by slow_ms (default 3000)",
+    "stuck_jobs": "jobs never get a concurrency slot: they wait in submitted/queued_limited until cleared",
+    "balance_error": "/api/billing/balance answers 500; everything else works",
+    "insufficient_funds_runtime": "accepted jobs fail at run time with InsufficientFundsError (non_retryable_error)",
+    "oom": "accepted jobs fail at run time with OOMError",
+    "lost": "accepted jobs end in state lost: no execution_error, no charge",
+    "inactive_subscription": "/api/billing/status says is_active: false; submits get 402 'subscription required'",
+}
+"""Fault switches understood by :class:`~comfywatch.sim.cloud.SimCloud`, each with the one line saying what it does."""
 
 # docs "Parallel Execution" (Standard 1, Creator 3, Pro 5) plus comfy-cli's defaults for the others.
 TIER_CONCURRENCY: dict[str, int] = {

@@ -544,7 +544,7 @@ class SimCloud:
 
 def _checked_faults(names: Iterable[str]) -> frozenset[str]:
     wanted = frozenset(names)
-    unknown = sorted(wanted - FAULTS)
+    unknown = sorted(wanted - FAULTS.keys())
     if unknown:
         known = ", ".join(sorted(FAULTS))
         raise ValueError(f"unknown cloud fault(s): {', '.join(unknown)}; known: {known}")

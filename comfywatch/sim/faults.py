@@ -1,37 +1,21 @@
-"""Fault names of the simulated ComfyUI and the HTTP responses the proxy-style faults send.
+"""Fault names of the simulated ComfyUI, what each one does, and the HTTP responses the proxy-style faults send.
 
 Faults are switched per target (``--fault NAME`` at start, the admin API or :class:`SimHandle` at run
-time). What each one does:
-
-- ``down``: connection refused. For the root target the listening socket is closed (and reopened on the
-  same port when cleared); prefixed targets (``/t/i``) share that socket, so their connections are
-  aborted without a response instead.
-- ``slow``: every HTTP response (and the ``/ws`` handshake) is delayed by ``slow_ms`` (default 3000).
-- ``stall``: the running job stops making progress and never finishes (no WebSocket frames) until the
-  fault is cleared or the job is interrupted.
-- ``worker_dead``: the worker takes nothing more from the queue; pending jobs pile up.
-- ``execution_error`` / ``oom``: every job fails at run time (``execution_error`` with a generic
-  ``RuntimeError`` / ``torch.OutOfMemoryError`` with PyTorch's CUDA message).
-- ``http_401`` / ``http_403`` / ``http_429`` / ``http_500`` / ``http_502_html``: what an auth proxy,
-  rate limiter or dead upstream answers instead of ComfyUI.
-- ``garbage_json``: 200 ``application/json`` whose body is not JSON. ``huge_body``: 200 JSON streaming
-  2 GiB lazily.
-- ``restart``: one-shot; empties queue and history, resets the counter, drops WebSockets.
-- ``ws_no_upgrade``: a proxy that strips ``Upgrade``: ``GET /ws`` gets aiohttp's own 400 answer to a
-  plain GET on a WebSocket route. ``ws_silent``: the upgrade succeeds but nothing is ever sent.
-
-HTTP faults never touch the admin API, which has its own port.
+time). :data:`FAULT_DESCRIPTIONS` is the one description of each fault; ``comfywatch simulate --help`` prints
+it. HTTP faults never touch the admin API, which has its own port.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
+from typing import Final
 
 from aiohttp import web
 
 __all__ = [
     "DEFAULT_SLOW_MS",
+    "FAULT_DESCRIPTIONS",
     "HTTP_STATUS_FAULTS",
     "HUGE_BODY_BYTES",
     "JOB_FAILURE_FAULTS",
@@ -68,6 +52,27 @@ class Fault(StrEnum):
     RESTART = "restart"
     WS_NO_UPGRADE = "ws_no_upgrade"
     WS_SILENT = "ws_silent"
+
+
+FAULT_DESCRIPTIONS: Final[Mapping[Fault, str]] = {
+    Fault.DOWN: "connection refused: the port closes until cleared (targets /t/i: connections aborted)",
+    Fault.SLOW: "every HTTP response and the /ws handshake is delayed by slow_ms (default 3000)",
+    Fault.STALL: "the running job stops making progress and never finishes until cleared or interrupted",
+    Fault.WORKER_DEAD: "the worker takes nothing more from the queue: pending jobs pile up",
+    Fault.EXECUTION_ERROR: "every job fails at run time with a RuntimeError",
+    Fault.OOM: "every job fails at run time with torch.OutOfMemoryError (PyTorch's CUDA message)",
+    Fault.HTTP_401: "every request, /ws included, gets an auth proxy's 401 page (WWW-Authenticate: Basic)",
+    Fault.HTTP_403: "every request gets an empty 403, like ComfyUI's own refusal of a foreign Origin",
+    Fault.HTTP_429: "every request gets a rate limiter's 429 page with Retry-After: 7",
+    Fault.HTTP_500: "every request gets aiohttp's 500 for a crashed handler, and the connection closes",
+    Fault.HTTP_502_HTML: "every request gets nginx's 502 Bad Gateway page (dead upstream)",
+    Fault.GARBAGE_JSON: "every HTTP request gets 200 application/json with a body that is not JSON",
+    Fault.HUGE_BODY: "every HTTP request gets 200 JSON streaming 2 GiB (stops when the client hangs up)",
+    Fault.RESTART: "one-shot process restart: queue, history, prompt counter, cache, temp files, sockets gone",
+    Fault.WS_NO_UPGRADE: "a proxy that strips Upgrade: GET /ws gets aiohttp's 400 for a plain GET",
+    Fault.WS_SILENT: "the /ws upgrade succeeds but nothing is ever sent on the socket",
+}
+"""What each fault does, in one line (``comfywatch simulate --help`` and docs/simulator.md)."""
 
 
 # Faults that answer any ComfyUI request (HTTP or the /ws handshake) with a canned status.

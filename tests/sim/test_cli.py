@@ -1,4 +1,4 @@
-"""``comfywatch simulate`` as a real process: port file, answers, admin API, clean stop on SIGTERM."""
+"""``comfywatch simulate`` as a real process: port file, answers, admin API, clean stop on SIGTERM, --help."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import json
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,12 @@ import aiohttp
 import pytest
 
 from comfywatch.sim.cli import main
+from comfywatch.sim.cloud import FAULTS as CLOUD_FAULTS
+from comfywatch.sim.faults import FAULT_DESCRIPTIONS, Fault
 from tests.sim.conftest import eventually
+
+LOCAL_HEADING = "faults (--fault NAME at start, or POST /_sim/faults on the admin API at run time):"
+CLOUD_HEADING = "faults with --cloud:"
 
 
 @asynccontextmanager
@@ -95,3 +101,26 @@ async def test_cli_cloud_mode(tmp_path: Path) -> None:
                 pass
         async with http.get(info["admin_url"] + "/_sim/info") as response:
             assert (await response.json())["mode"] == "cloud"
+
+
+def _help_table(lines: list[str], heading: str) -> dict[str, str]:
+    """The ``name  description`` lines under ``heading``, up to the next blank line."""
+    start = lines.index(heading) + 1
+    end = lines.index("", start)
+    rows = [line.split(None, 1) for line in lines[start:end]]
+    assert all(len(row) == 2 for row in rows), lines[start:end]
+    return {name: text for name, text in rows}
+
+
+def test_help_lists_every_fault_with_its_description() -> None:
+    """The installed ``comfywatch simulate --help`` prints every fault of both simulators on one line with its
+    catalogue description: a fault added without a description, or left out of the help, fails here."""
+    script = Path(sys.executable).with_name("comfywatch")
+    result = subprocess.run(
+        [str(script), "simulate", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert _help_table(lines, LOCAL_HEADING) == {fault.value: FAULT_DESCRIPTIONS[fault] for fault in Fault}
+    assert _help_table(lines, CLOUD_HEADING) == {"down": FAULT_DESCRIPTIONS[Fault.DOWN], **CLOUD_FAULTS}
+    assert lines[-1] == "The admin API, and which alert each fault should trigger: docs/simulator.md."
