@@ -5,7 +5,7 @@ advance simulated time, then for authenticated routes: 401 (wrong/missing key or
 (500; 503 on submit), ``http_429_rate`` (untyped 429 + ``Retry-After``), ``balance_error`` (500 on the
 balance only). ``/health``, ``/api/system_stats`` and ``/_signed/*`` (the "GCS" host) are public;
 ``/api/features`` takes optional auth. The WebSocket upgrade checks only its ``token`` (401). Endpoint shapes
-are documented in shared/CLOUD.md §3-4.
+are described in docs/cloud.md.
 """
 
 from __future__ import annotations
@@ -404,7 +404,7 @@ async def _websocket(request: web.Request) -> web.StreamResponse:
     hub.queues.setdefault(owner, set()).add(queue)
     hub.sockets.add(ws)
     sim.ws_connections += 1
-    # clientId is ignored (CLOUD.md §3.12): every connection of the user gets all of its events.
+    # The Cloud ignores clientId: every connection of a user gets all of that user's events.
     first = render.ws("status", {"status": {"exec_info": {"queue_remaining": sim.queue_remaining(owner)}}})
     first["data"]["sid"] = uuid.uuid4().hex
     queue.put_nowait(first)

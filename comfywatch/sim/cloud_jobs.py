@@ -1,6 +1,6 @@
 """Jobs of the simulated Comfy Cloud: the job record, raw states, tier limits and prompt checking.
 
-Raw states and their groups follow shared/CLOUD.md §3.2 (what ``/api/job/{id}/status`` really returns), not
+Raw states and their groups are what ``/api/job/{id}/status`` really returns (``success``, ``lost``...), not
 the enum of the published spec. Pure data and functions; the scheduler lives in ``cloud_model``.
 """
 
@@ -147,7 +147,7 @@ class PromptPlan:
 
 
 def _prompt_error(kind: str, message: str, details: str = "") -> dict[str, Any]:
-    """ComfyUI's ``PromptErrorResponse`` shape (what Cloud's 400 follows, CLOUD.md §2)."""
+    """ComfyUI's ``PromptErrorResponse`` shape, which the Cloud's 400 for an invalid prompt follows."""
     return {
         "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
         "node_errors": {},

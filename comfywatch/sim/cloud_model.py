@@ -174,7 +174,7 @@ class SimCloud:
         return "http_402" not in self.faults and self.effective_cents() > 0
 
     def balance_body(self) -> dict[str, Any]:
-        """``/api/billing/balance``: cents in ``*_micros`` fields (CLOUD.md §4.1); credit drains first."""
+        """``/api/billing/balance``: despite their names the ``*_micros`` fields hold cents; credit drains first."""
         amount = max(0, self.balance_cents)
         prepaid = min(amount, self._prepaid_cap)
         return {
@@ -187,7 +187,7 @@ class SimCloud:
         }
 
     def billing_status_body(self) -> dict[str, Any]:
-        """``/api/billing/status`` (CLOUD.md §4.2); no ``subscription_tier`` without a subscription."""
+        """``/api/billing/status``; ``subscription_tier`` is absent without a subscription."""
         body: dict[str, Any] = {
             "is_active": self.subscription_active,
             "has_funds": self.has_funds() and self.subscription_active,
@@ -225,7 +225,7 @@ class SimCloud:
     # -- submitting ----------------------------------------------------------------------------------------
 
     def submit_refusal(self, owner: int) -> tuple[int, dict[str, Any]] | None:
-        """The 402/429 a submit gets before a job is created (CLOUD.md §2), or ``None`` to accept it."""
+        """The 402/429 a submit gets before a job is created, or ``None`` to accept it."""
         if not self.subscription_active:
             return 402, render.prompt_error("PAYMENT_REQUIRED", _SUBSCRIPTION_MESSAGE)
         if "http_402" in self.faults:
@@ -392,7 +392,7 @@ class SimCloud:
         job.end_ms = at
         charge, job.pending_cents = job.pending_cents, 0
         if "lost" in self.faults:
-            # A lost job just stops: no execution_error, no charge; only polling notices (CLOUD.md §9).
+            # A lost job just stops: no execution_error, no charge; only polling its status shows it.
             job.error_message = "Job lost: the worker stopped responding."
             self._set_state(job, "lost", at)
             self._emit_status(job.owner)

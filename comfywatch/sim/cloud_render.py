@@ -1,7 +1,7 @@
 """JSON bodies, WebSocket messages and PNG bytes of the simulated Comfy Cloud (pure functions).
 
-Shapes follow shared/CLOUD.md (which follows the Cloud's internal contract where the public spec is wrong):
-raw states on ``/api/job/{id}/status``, grouped states and millisecond times on ``/api/jobs*``, ComfyUI-style
+Shapes are what the service really sends where the published OpenAPI spec differs (docs/cloud.md): raw
+states on ``/api/job/{id}/status``, grouped states and millisecond times on ``/api/jobs*``, ComfyUI-style
 WebSocket events with Cloud exception types.
 """
 
@@ -47,7 +47,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 def prompt_error(kind: str, message: str) -> dict[str, Any]:
-    """A ``PromptErrorResponse`` whose ``error.type`` tells the 402/429 causes apart (CLOUD.md §2)."""
+    """A ``PromptErrorResponse``: only ``error.type`` tells the causes of a 402 or 429 on submit apart."""
     return {"error": {"type": kind, "message": message}}
 
 
@@ -139,7 +139,7 @@ def job_detail(job: SimJob, *, user_id: str, workspace_id: str) -> dict[str, Any
 
 
 def job_status(job: SimJob) -> dict[str, Any]:
-    """``GET /api/job/{id}/status``: the *raw* state with ISO times (CLOUD.md §3.2)."""
+    """``GET /api/job/{id}/status``: the *raw* state (``success``, not the spec's ``completed``) with ISO times."""
     return {
         "id": job.id,
         "status": job.state,
@@ -200,7 +200,7 @@ def history_entry(job: SimJob) -> dict[str, Any]:
 
 
 def system_stats() -> dict[str, Any]:
-    """``GET /api/system_stats``: describes the ingest service, not a GPU (CLOUD.md §3.8)."""
+    """``GET /api/system_stats``: public, and on Cloud it describes the ingest service, not a GPU."""
     return {
         "system": {
             "os": "linux",
