@@ -2,8 +2,8 @@
 
 Two OpenAPI documents judge the simulator's answers:
 
-* ``published()``: shared/spec/openapi-cloud.yaml verbatim.
-* ``documented()``: the same file with the corrections shared/CLOUD.md documents (see ``_document``). A test
+* ``published()``: tests/fixtures/spec/openapi-cloud.yaml verbatim.
+* ``documented()``: the same file with the corrections docs/cloud.md describes (see ``_document``). A test
   that relies on a correction names it, and :func:`assert_conforms` then also proves the published file
   really rejects the answer, so no correction is applied silently or without need.
 """
@@ -42,7 +42,7 @@ CANARY: dict[str, Any] = {
     },
     "extra_data": {},
 }
-"""The canary graph CLOUD.md §3.1 suggests (two core nodes, no model)."""
+"""A Cloud canary graph: two core nodes, no model to load."""
 
 RAW_STATES = [
     "submitted",
@@ -63,12 +63,12 @@ RAW_STATES = [
     "cancel_pending",
     "cancelling_preparing",
 ]
-"""Every raw state of CLOUD.md §3.2."""
+"""Every raw state ``/api/job/{id}/status`` can report (the published enum lists none of the terminal ones)."""
 
 # Names of the corrections applied by ``_document``; tests pass them to ``assert_conforms``.
-RAW_STATUS = "raw job states (CLOUD.md §3.2)"
-QUEUE_TUPLE = "QueueItem oneOf is unsatisfiable (CLOUD.md §3.5 5-tuples)"
-UNDECLARED = "endpoint or status missing from the public spec (CLOUD.md §2-4)"
+RAW_STATUS = "raw job states, not the published enum"
+QUEUE_TUPLE = "QueueItem oneOf is unsatisfiable for 5-tuples"
+UNDECLARED = "endpoint or status missing from the public spec (billing, cancel, /health, 401/429/500)"
 
 
 class FakeClock:
@@ -133,24 +133,24 @@ def published() -> OpenAPI:
 _ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
 
 
-def _json(schema: dict[str, Any], description: str = "documented in CLOUD.md") -> dict[str, Any]:
+def _json(schema: dict[str, Any], description: str = "correction, see docs/cloud.md") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _document(spec: dict[str, Any]) -> dict[str, Any]:
-    """Apply the corrections CLOUD.md documents to a copy of the published spec."""
+    """Apply the corrections docs/cloud.md describes to a copy of the published spec."""
     schemas = spec["components"]["schemas"]
-    # RAW_STATUS: /api/job/{id}/status returns raw internal states; "completed" does not exist (§3.2).
+    # RAW_STATUS: /api/job/{id}/status returns raw internal states; "completed" does not exist there.
     schemas["JobStatusResponse"]["properties"]["status"]["enum"] = RAW_STATES
     # QUEUE_TUPLE: two "type: object" alternatives make oneOf fail for the workflow and metadata items.
     queue_items = schemas["QueueItem"]["items"]
     queue_items["anyOf"] = queue_items.pop("oneOf")
-    # WS: `executing` carries node null when a prompt finishes (§3.12).
+    # WS: `executing` carries node null when a prompt finishes.
     schemas["WebSocketExecutingMessage"]["properties"]["data"]["properties"]["node"]["nullable"] = True
-    # comfy-cli reads max_concurrent_jobs from /api/features (§3.9).
+    # comfy-cli reads the live concurrency limit, max_concurrent_jobs, from /api/features.
     features = spec["paths"]["/api/features"]["get"]["responses"]["200"]["content"]["application/json"]
     features["schema"]["properties"]["max_concurrent_jobs"] = {"type": "integer", "minimum": 1}
-    # UNDECLARED: 401 on any authenticated call, untyped 429 rate limiting, 500 (§2 status table).
+    # UNDECLARED: 401 on any authenticated call, untyped 429 rate limiting, 500.
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if method not in ("get", "post", "put", "delete", "head"):
@@ -265,7 +265,7 @@ def _document(spec: dict[str, Any]) -> dict[str, Any]:
 
 @functools.cache
 def documented() -> OpenAPI:
-    """The public spec with the corrections CLOUD.md documents."""
+    """The public spec with the corrections docs/cloud.md describes."""
     return OpenAPI.from_dict(_document(copy.deepcopy(_spec_dict())))
 
 
@@ -315,7 +315,7 @@ def _mock(captured: Captured) -> tuple[MockRequest, MockResponse]:
 
 
 def assert_conforms(captured: Captured, correction: str | None = None) -> None:
-    """Validate an answer against the published spec, or against a named CLOUD.md correction.
+    """Validate an answer against the published spec, or against a named correction of it.
 
     With ``correction``, the published spec must reject the answer (proving the correction is needed) and
     the documented spec must accept it.

@@ -1,4 +1,4 @@
-"""Each fault switch of the simulated Cloud produces the status and body CLOUD.md documents."""
+"""Each fault switch of the simulated Cloud produces the status and body the real service sends (docs/cloud.md)."""
 
 from __future__ import annotations
 

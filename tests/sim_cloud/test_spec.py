@@ -1,4 +1,4 @@
-"""Simulator answers of spec'd endpoints validate against openapi-cloud.yaml or a CLOUD.md correction."""
+"""Simulator answers of spec'd endpoints validate against openapi-cloud.yaml or a correction of it (docs/cloud.md)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ async def test_job_lifecycle_endpoints_match_published_spec(cloud: Served) -> No
 
 
 async def test_job_status_reports_raw_states_not_the_spec_enum(cloud: Served) -> None:
-    """/api/job/{id}/status sends raw states ("success"), which the spec enum lacks (CLOUD.md §3.2).
+    """/api/job/{id}/status sends raw states ("success"), which the spec enum lacks.
 
     The published JobStatusResponse enum is waiting_to_dispatch|pending|in_progress|completed|error|cancelled;
     the backend emits its internal states, so the answer is validated against the raw-state list instead.
@@ -111,7 +111,7 @@ async def test_queue_items_are_five_tuples_the_spec_cannot_validate() -> None:
     """/api/queue sends [n, id, workflow, outputs, {create_time ms}]; the spec's oneOf rejects any such tuple.
 
     QueueItem lists two ``type: object`` alternatives in a oneOf, so both the workflow and the metadata object
-    match twice; the documented correction validates the same items with anyOf (CLOUD.md §3.5).
+    match twice; the documented correction validates the same items with anyOf.
     """
     clock = FakeClock()
     sim = SimCloud(api_keys=[KEY], tier="STANDARD")
@@ -130,7 +130,7 @@ async def test_queue_items_are_five_tuples_the_spec_cannot_validate() -> None:
 
 
 async def test_job_times_are_milliseconds_although_the_spec_says_seconds(cloud: Served) -> None:
-    """create_time/update_time are epoch ms (CLOUD.md §3.3); the spec text says seconds but its type is int.
+    """create_time/update_time are epoch ms; the spec text says seconds but its type is int.
 
     The schema cannot tell the units apart (both are int64), so the published spec validates the answer and
     the test pins the unit the newer internal contract uses.
@@ -150,8 +150,8 @@ async def test_job_times_are_milliseconds_although_the_spec_says_seconds(cloud: 
     assert parse_job_detail(body).create_time_ms == body["create_time"]
 
 
-async def test_billing_cancel_and_health_follow_cloud_md(cloud: Served) -> None:
-    """Billing, single-job cancel and /health are absent from the public spec; they follow CLOUD.md §3-4."""
+async def test_billing_cancel_and_health_are_served_though_not_in_the_spec(cloud: Served) -> None:
+    """Billing, single-job cancel and /health are absent from the public spec; the service answers them."""
     balance = await call(cloud.http, "GET", "/api/billing/balance")
     assert_conforms(balance, UNDECLARED)
     assert parse_balance(balance.json()).balance_usd == 60.0
@@ -200,7 +200,7 @@ async def test_declared_error_answers_match_the_spec(cloud: Served) -> None:
 
 
 async def test_401_on_endpoints_that_do_not_declare_it(cloud: Served) -> None:
-    """GET /api/queue and /api/jobs/{id}/cancel answer 401 ErrorResponse too (CLOUD.md §2: any call)."""
+    """GET /api/queue and /api/jobs/{id}/cancel answer 401 ErrorResponse too: any authenticated call can."""
     for method, path in (("GET", "/api/queue"), ("POST", f"/api/jobs/{uuid.uuid4()}/cancel")):
         answer = await call(cloud.anon, method, path)
         assert answer.status == 401

@@ -97,7 +97,7 @@ async def test_following_the_redirect_with_session_headers_leaks_the_key(
 
 
 async def test_reject_leaks_turns_a_leak_into_an_error(finished: tuple[Served, FakeClock, str]) -> None:
-    """With reject_leaks the signed URL answers 400 when credentials come along (CLOUD.md §10.5)."""
+    """With reject_leaks the signed URL answers 400 when credentials come along, so a leak fails loudly."""
     served, _, filename = finished
     served.sim.reject_leaks = True
     location = (await call(served.http, "GET", "/api/view", params={"filename": filename})).headers[
