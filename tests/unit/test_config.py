@@ -133,7 +133,7 @@ class TestDefaults:
 
 
 class TestTargets:
-    def test_design_example(self, tmp_path: Path) -> None:
+    def test_two_target_example(self, tmp_path: Path) -> None:
         """A two-target example loads, with per-target overrides and the cloud canary off."""
         headers = write(tmp_path, "X-Proxy-Token: abc\n", "proxy-headers")
         key = write(tmp_path, SECRET + "\n", "cloud_api_key")
