@@ -27,7 +27,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from comfywatch import sdnotify
-from comfywatch.checks import CheckSkipped
+from comfywatch.checks import CheckFailed, CheckSkipped
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
@@ -231,6 +231,8 @@ class Daemon:
         except CheckSkipped:
             check.duration = time.perf_counter() - started
             return
+        except CheckFailed as failed:
+            reason = failed.reason  # the check logged it, with more detail than the scheduler has
         except RequestFailed as failed:
             reason = failed.failure.reason
             self._log_change(state, spec.name, check.last_reason, reason, failed.failure.detail)

@@ -18,7 +18,7 @@ log = structlog.get_logger("comfywatch.daemon")
 
 
 def extra_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
-    from comfywatch.checks.canary import CanaryRunner, apply_result
+    from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
     from comfywatch.daemon import CheckSpec
     from comfywatch.runtime import ssl_context_for
 
@@ -47,7 +47,7 @@ def extra_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
         state.canary(workflow.name)  # the series exist from the start, before the first run
 
         async def run_canary() -> None:
-            await runner.run()
+            check_outcome(await runner.run())
 
         specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, run_canary))
     return specs

@@ -2,12 +2,24 @@
 
 Checks never touch metrics: they update :class:`comfywatch.state.TargetState`, which the exporter renders,
 and they raise :class:`comfywatch.clients.http.RequestFailed` (already classified) when the target fails.
+A check that returns has succeeded: the scheduler records ``comfywatch_check_last_success_timestamp_seconds``.
 """
 
 from __future__ import annotations
 
+from comfywatch.errors import Reason
+
 CANARY_CLIENT_PREFIX = "comfywatch-"
 
 
+class CheckFailed(Exception):
+    """The check ran and found the target failing, and has recorded and logged that itself: no success."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class CheckSkipped(Exception):
-    """The check chose not to run (Retry-After pause, request budget): no success, no failure recorded."""
+    """The check chose not to run (Retry-After pause, request budget, a busy queue before a canary): no success,
+    no failure recorded."""

@@ -26,7 +26,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 
 from comfywatch.canary_events import Progress, PromptFollower
-from comfywatch.checks import CANARY_CLIENT_PREFIX
+from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason, classify_exception
 from comfywatch.parse import ParseError
@@ -35,7 +35,7 @@ from comfywatch.parse.prompt import PromptAccepted, ws_event
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
 
-__all__ = ["CanaryResult", "CanaryRunner", "png_size", "ws_ssl"]
+__all__ = ["CanaryResult", "CanaryRunner", "apply_result", "check_outcome", "png_size", "ws_ssl"]
 
 log = structlog.get_logger("comfywatch.canary")
 
@@ -67,6 +67,13 @@ class CanaryResult:
     server_seconds: float | None = None
     websocket_ok: bool | None = None
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def failure(self) -> Reason | None:
+        """Why a run that was not skipped failed (``None`` when it succeeded or was skipped)."""
+        if self.ok or self.skipped:
+            return None
+        return self.reason or Reason.INVALID_RESPONSE
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -544,14 +551,22 @@ def apply_result(state: TargetState, result: CanaryResult) -> None:
     canary.server_seconds = result.server_seconds
     if result.websocket_ok is not None:
         canary.websocket_ok = 1.0 if result.websocket_ok else 0.0
-    if result.ok:
+    reason = result.failure
+    if reason is None:
         canary.last_success_ts = time.time()
         canary.duration.observe(result.phases.get("total", 0.0))
         canary.last_reason = None
     else:
-        reason = result.reason or Reason.INVALID_RESPONSE
         canary.failures[reason] = canary.failures.get(reason, 0) + 1
         if canary.last_reason != reason:
             log.warning("canary_failed", target=state.name, canary=result.canary, reason=str(reason),
                         detail=result.detail, problems=result.problems[:10])
         canary.last_reason = reason
+
+
+def check_outcome(result: CanaryResult) -> None:
+    """End the daemon's canary check as its run ended: a success only when the output was verified."""
+    if result.skipped:
+        raise CheckSkipped(result.detail)
+    if result.failure is not None:
+        raise CheckFailed(result.failure, result.detail)

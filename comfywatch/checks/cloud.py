@@ -276,7 +276,7 @@ def _entry(detail: JobDetail, reason: Reason | None) -> HistoryEntry:
 
 
 def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
-    from comfywatch.checks.canary import CanaryRunner, apply_result
+    from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
     from comfywatch.daemon import CheckSpec
     from comfywatch.workflows import WorkflowError, load_workflow
 
@@ -340,13 +340,13 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
             if api.paused_for() > 0 or not budget.allow():
                 canary_state.skipped += 1
                 canary_state.runs_today = budget.used()
-                return
+                raise CheckSkipped
             try:
                 canary_state.runs_today = budget.record()
             except OSError:
                 log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
                 canary_state.skipped += 1
-                return
+                raise CheckSkipped from None
             # Counted before the run so that a crash mid-run cannot hand out a free one; given back when the
             # run stopped before submitting (busy queue), or a busy account would eat the day's budget.
             result = await runner.run()
@@ -355,6 +355,7 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                     canary_state.runs_today = budget.release()
                 except OSError:
                     log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
+            check_outcome(result)
 
         specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, run_canary))
     return specs
