@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "ALERTS",
     "ALERTS_DOC",
-    "DESIGN_ALERTS",
-    "EXTRA_ALERTS",
     "RULES_FILE",
     "RULE_TESTS_DIR",
     "RUNBOOK",
@@ -32,8 +31,9 @@ RULE_TESTS_DIR = REPO / "alerts" / "tests"
 RUNBOOK = REPO / "docs" / "runbook.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
-# DESIGN §6, in its order.
-DESIGN_ALERTS = (
+# Every alert the rules file defines: target health, queue, canary, HTTP failures, jobs, VRAM, TLS,
+# Comfy Cloud billing and queue, and comfywatch itself.
+ALERTS = (
     "ComfyUIDown",
     "ComfyUIQueueStalled",
     "ComfyUIQueueBacklog",
@@ -53,9 +53,6 @@ DESIGN_ALERTS = (
     "ComfywatchDown",
     "ComfywatchCheckOverruns",
     "ComfywatchConfigReloadFailed",
-)
-# Added by issue 6: the predict_linear half of "credits low", stale checks, Cloud queue and stuck jobs.
-EXTRA_ALERTS = (
     "ComfyCloudCreditsRunningOut",
     "ComfyUICheckStale",
     "ComfyCloudQueueFull",

@@ -1,7 +1,6 @@
-"""The metrics comfywatch exports (DESIGN §5), as the rules and dashboards may reference them.
+"""The metrics comfywatch exports, as the rules and dashboards may reference them.
 
-Kept by hand from the metric contract; once ``comfywatch/exporter.py`` exists a test should compare
-this list with what the exporter really registers.
+Derived from :mod:`comfywatch.metrics`, the one place metric names are spelled, plus ``/probe``'s two gauges.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Grafana dashboards: structure, and grafana/dashboard-linter's rules ported to Python.
 
-No Grafana server or Go linter is obtainable here (LIBRARIES §11), so this suite checks the JSON
-directly; tests/e2e/test_alerts_live.py additionally runs every query against a real Prometheus.
+Neither a Grafana server nor the Go linter is part of the test set-up (no Debian, PyPI or npm package
+provides them), so this suite checks the JSON directly; tests/e2e/test_alerts_live.py additionally runs
+every query against a real Prometheus.
 """
 
 from __future__ import annotations
@@ -323,8 +324,8 @@ def test_vram_panels_leave_out_cpu_devices() -> None:
         assert 'type!~"cpu|directml"' in expr or "target_device:comfyui_device_vram_free:ratio" in expr
 
 
-def test_issue_panels_are_present() -> None:
-    """Each dashboard has the panels issue 6 asks for."""
+def test_required_panels_are_present() -> None:
+    """Each dashboard has the panels an operator needs first (fleet health, queue, jobs, VRAM, canary, Cloud)."""
     titles = {name: {p["title"] for p in iter_panels(d)} for name, d in DASHBOARDS.items()}
     assert {
         "Targets up",

@@ -53,7 +53,7 @@ from tests.e2e.promstack import (
 
 pytestmark = pytest.mark.e2e
 
-# Generous: the first scrape alone comes ~5.6 s after Prometheus starts (LIBRARIES §11).
+# Generous: the first scrape alone comes ~5.6 s after Prometheus starts (it applies discovery on a 5 s tick).
 DEADLINE = 60.0
 
 HEALTHY_TARGETS = ("studio", "laptop", "cloud-ok")

@@ -1,4 +1,4 @@
-"""No secret ever leaves comfywatch: logs, /metrics and doctor output under every simulator fault (issue 7)."""
+"""No secret ever leaves comfywatch: logs, /metrics and doctor output under every simulator fault."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon as a system service: sd_notify sequence, SIGHUP reload, protected /metrics (issue 7)."""
+"""The daemon as a system service: sd_notify sequence, SIGHUP reload, protected /metrics."""
 
 from __future__ import annotations
 

@@ -29,8 +29,8 @@ from comfywatch.errors import (
 )
 from comfywatch.parse import ParseError
 
-#: DESIGN §4, verbatim: the reason label values alert rules and dashboards rely on.
-DESIGN_REASONS = [
+#: The reason label values alert rules and dashboards rely on, as docs/architecture.md lists them.
+DOCUMENTED_REASONS = [
     "dns",
     "connect",
     "tls",
@@ -65,9 +65,9 @@ def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
 
 
 class TestReason:
-    def test_values_match_design(self) -> None:
-        """The reason values are exactly DESIGN §4's list, in its order."""
-        assert [r.value for r in Reason] == DESIGN_REASONS
+    def test_values_match_the_documented_list(self) -> None:
+        """The reason values are exactly the documented list, in its order."""
+        assert [r.value for r in Reason] == DOCUMENTED_REASONS
 
     def test_str_is_the_label_value(self) -> None:
         """A Reason formats as its bare value (it goes straight into label text)."""
@@ -131,14 +131,14 @@ class TestClassifyStatus:
         ],
     )
     def test_status_codes(self, status: int, reason: Reason) -> None:
-        """Each status maps to its DESIGN §4 reason and the detail names the code."""
+        """Each status maps to its documented reason and the detail names the code."""
         failure = classify_status(status)
         assert failure is not None
         assert (failure.reason, failure.status, failure.detail) == (reason, status, f"HTTP {status}")
 
     @pytest.mark.parametrize("error_type", sorted(BILLING_ERROR_TYPES))
     def test_billing_429_is_payment(self, error_type: str) -> None:
-        """A 429 carrying a billing error.type is a payment refusal, not rate limiting (CLOUD.md §2)."""
+        """A 429 carrying a billing error.type is a payment refusal, not rate limiting."""
         failure = classify_status(429, {"error": {"type": error_type, "message": "x"}})
         assert failure is not None
         assert (failure.reason, failure.error_type) == (Reason.PAYMENT, error_type)

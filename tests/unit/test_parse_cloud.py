@@ -1,4 +1,4 @@
-"""Pure Comfy Cloud parsers: CLOUD.md example bodies, the raw-state table, error classification, fuzzing."""
+"""Pure Comfy Cloud parsers: example bodies, the raw-state table, error classification, fuzzing."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from comfywatch.parse.cloud import (
 
 JOB_ID = "4f1c2a3e-8d7b-4c6a-9e2f-1a2b3c4d5e6f"
 
-# Bodies copied from shared/CLOUD.md (sections in the names).
-BALANCE_4_1 = {
+# Example bodies in the shapes the Cloud really sends (docs/cloud.md, section 8).
+BALANCE = {
     "amount_micros": 6000,
     "prepaid_balance_micros": 1000,
     "cloud_credit_balance_micros": 5000,
@@ -49,7 +49,7 @@ BALANCE_4_1 = {
     "effective_balance_micros": 6000,
     "currency": "usd",
 }
-BILLING_STATUS_4_2 = {
+BILLING_STATUS = {
     "is_active": True,
     "has_funds": True,
     "billing_rail": "stripe",
@@ -64,7 +64,7 @@ BILLING_STATUS_4_2 = {
     "occupied_seats": 1,
     "team_credit_stop": None,
 }
-JOB_DETAIL_3_3 = {
+JOB_DETAIL = {
     "id": JOB_ID,
     "status": "completed",
     "create_time": 1755684000123,
@@ -95,17 +95,17 @@ JOB_DETAIL_3_3 = {
     "execution_meta": {},
     "workflow": {"prompt": {}, "extra_data": {"api_key_comfy_org": "[REDACTED]"}},
 }
-JOBS_LIST_3_4 = {
+JOBS_LIST = {
     "jobs": [{"id": JOB_ID, "status": "in_progress", "create_time": 1755684000123, "workflow_id": "wf"}],
     "pagination": {"offset": 0, "limit": 100, "total": 1, "has_more": False, "next_cursor": "abc"},
 }
-QUEUE_3_5 = {
+QUEUE = {
     "queue_running": [
         [1, JOB_ID, {"1": {"class_type": "EmptyImage", "inputs": {}}}, ["2"], {"create_time": 1755684000123}]
     ],
     "queue_pending": [[2, "9a8b", {}, ["2"], {"create_time": 1755684001000}]],
 }
-JOB_STATUS_3_2 = {
+JOB_STATUS = {
     "id": JOB_ID,
     "status": "queued_limited",
     "created_at": "2026-08-20T10:00:00Z",
@@ -135,7 +135,7 @@ FAILED_JOB = {
 
 
 class TestStates:
-    """Raw job state table (CLOUD.md §3.2)."""
+    """Raw job state table (docs/cloud.md, "Job states")."""
 
     @pytest.mark.parametrize(
         ("raw", "group", "terminal"),
@@ -224,8 +224,8 @@ class TestAccount:
             parse_user({"id": "x"})
 
     def test_balance_example_is_cents(self) -> None:
-        """CLOUD.md §4.1: 6000 in *_micros is $60 with the default cents divisor (12,660 credits)."""
-        balance = parse_balance(BALANCE_4_1)
+        """6000 in *_micros is $60 with the default cents divisor (12,660 credits)."""
+        balance = parse_balance(BALANCE)
         assert (balance.balance_usd, balance.effective_usd, balance.amount_usd) == (60.0, 60.0, 60.0)
         assert (balance.prepaid_usd, balance.cloud_credit_usd, balance.pending_charges_usd) == (
             10.0,
@@ -234,7 +234,7 @@ class TestAccount:
         )
         assert balance.currency == "usd"
         assert balance.balance_credits == pytest.approx(12660)
-        assert parse_balance(BALANCE_4_1, divisor=1_000_000).balance_usd == pytest.approx(0.006)
+        assert parse_balance(BALANCE, divisor=1_000_000).balance_usd == pytest.approx(0.006)
 
     def test_balance_picks_the_first_non_zero_field_like_comfy_cli(self) -> None:
         """effective, amount, prepaid, cloud credit: the first non-zero wins; all-zero is a real 0."""
@@ -259,7 +259,7 @@ class TestAccount:
         assert trusted_balance_usd(zero, gap) is None
         assert trusted_balance_usd(zero, paying) == 0.0
         assert trusted_balance_usd(zero, None) == 0.0
-        assert trusted_balance_usd(parse_balance(BALANCE_4_1), gap) == 60.0
+        assert trusted_balance_usd(parse_balance(BALANCE), gap) == 60.0
         assert trusted_balance_usd(parse_balance({}), paying) is None
 
     def test_balance_accepts_decimal_strings_and_negative_effective(self) -> None:
@@ -278,11 +278,11 @@ class TestAccount:
     def test_balance_divisor_must_be_positive(self) -> None:
         """A non-positive divisor is a configuration bug (ValueError), not a response problem."""
         with pytest.raises(ValueError, match="divisor"):
-            parse_balance(BALANCE_4_1, divisor=0)
+            parse_balance(BALANCE, divisor=0)
 
     def test_billing_status_example(self) -> None:
-        """CLOUD.md §4.2 parses with every field, and labels are the documented values."""
-        status = parse_billing_status(BILLING_STATUS_4_2)
+        """A full /api/billing/status parses with every field, and labels are the documented values."""
+        status = parse_billing_status(BILLING_STATUS)
         assert (status.is_active, status.has_funds, status.tier, status.subscription_status) == (
             True,
             True,
@@ -298,7 +298,7 @@ class TestAccount:
 
     def test_billing_status_without_subscription_has_no_tier(self) -> None:
         """subscription_tier absent (no subscription) is None and labels as 'none'."""
-        body = {**BILLING_STATUS_4_2, "is_active": False, "subscription_status": "ended"}
+        body = {**BILLING_STATUS, "is_active": False, "subscription_status": "ended"}
         del body["subscription_tier"]
         status = parse_billing_status(body)
         assert (status.tier, status.tier_label, status.status_label) == (None, "none", "ended")
@@ -306,7 +306,7 @@ class TestAccount:
     def test_billing_status_tolerates_unknown_enum_values(self) -> None:
         """Undocumented enum values are kept, and fold to 'other' as labels."""
         body = {
-            **BILLING_STATUS_4_2,
+            **BILLING_STATUS,
             "subscription_tier": "GALACTIC",
             "billing_status": "dunning",
             "billing_rail": "x",
@@ -347,8 +347,8 @@ class TestQueueAndJobs:
     """/api/queue, /api/prompt, /api/jobs*, /api/job/{id}/status."""
 
     def test_queue_example(self) -> None:
-        """CLOUD.md §3.5 5-tuples parse with their ms create_time and output ids."""
-        queue = parse_cloud_queue(QUEUE_3_5)
+        """/api/queue 5-tuples parse with their ms create_time and output ids."""
+        queue = parse_cloud_queue(QUEUE)
         assert [(item.number, item.prompt_id) for item in queue.running] == [(1, JOB_ID)]
         assert queue.running[0].output_node_ids == ("2",)
         assert queue.pending[0].create_time_ms == 1755684001000
@@ -370,8 +370,8 @@ class TestQueueAndJobs:
             parse_submit({"error": {"type": "PAYMENT_REQUIRED", "message": "x"}})
 
     def test_jobs_list_example(self) -> None:
-        """CLOUD.md §3.4 parses with ms times and pagination."""
-        page = parse_jobs_list(JOBS_LIST_3_4)
+        """An /api/jobs page parses with ms times and pagination."""
+        page = parse_jobs_list(JOBS_LIST)
         job = page.jobs[0]
         assert (job.id, job.state.group, job.create_time_ms, job.workflow_id) == (
             JOB_ID,
@@ -384,23 +384,23 @@ class TestQueueAndJobs:
 
     def test_create_time_in_seconds_or_milliseconds(self) -> None:
         """Values above 1e12 are ms; smaller values are seconds (the spec's unit)."""
-        seconds = {**JOBS_LIST_3_4, "jobs": [{"id": "a", "status": "pending", "create_time": 1755684000}]}
+        seconds = {**JOBS_LIST, "jobs": [{"id": "a", "status": "pending", "create_time": 1755684000}]}
         assert parse_jobs_list(seconds).jobs[0].create_time_ms == 1755684000000
         float_seconds = {
-            **JOBS_LIST_3_4,
+            **JOBS_LIST,
             "jobs": [{"id": "a", "status": "pending", "create_time": 1755684000.5}],
         }
         assert parse_jobs_list(float_seconds).jobs[0].create_time_ms == 1755684000500
 
     def test_jobs_list_entry_errors_name_the_index(self) -> None:
         """A bad entry is a ParseError naming jobs[i] and the field."""
-        body = {**JOBS_LIST_3_4, "jobs": [JOBS_LIST_3_4["jobs"][0], {"id": "b", "status": "pending"}]}  # type: ignore[index]
+        body = {**JOBS_LIST, "jobs": [JOBS_LIST["jobs"][0], {"id": "b", "status": "pending"}]}  # type: ignore[index]
         with pytest.raises(ParseError, match=r"jobs\[1\]\.create_time"):
             parse_jobs_list(body)
 
     def test_job_detail_example(self) -> None:
-        """CLOUD.md §3.3 parses: terminal success, outputs, ms times, duration."""
-        detail = parse_job_detail(JOB_DETAIL_3_3)
+        """An /api/jobs/{id} detail parses: terminal success, outputs, ms times, duration."""
+        detail = parse_job_detail(JOB_DETAIL)
         assert (detail.state.terminal, detail.failure_reason, detail.status_str, detail.completed) == (
             True,
             None,
@@ -425,8 +425,8 @@ class TestQueueAndJobs:
         assert parse_job_detail(payment).failure_reason is Reason.PAYMENT
 
     def test_job_status_example_with_iso_times(self) -> None:
-        """CLOUD.md §3.2 parses: raw state, ISO times as ms, in flight."""
-        status = parse_job_status(JOB_STATUS_3_2)
+        """An /api/job/{id}/status answer parses: raw state, ISO times as ms, in flight."""
+        status = parse_job_status(JOB_STATUS)
         assert (status.status, status.state.group, status.failure_reason) == (
             "queued_limited",
             JobGroup.PENDING,
@@ -445,14 +445,14 @@ class TestQueueAndJobs:
     )
     def test_job_status_failures(self, raw: str, reason: Reason) -> None:
         """Terminal failure states carry their reason; error_message is bounded."""
-        status = parse_job_status({**JOB_STATUS_3_2, "status": raw, "error_message": "x" * 5000})
+        status = parse_job_status({**JOB_STATUS, "status": raw, "error_message": "x" * 5000})
         assert status.failure_reason is reason
         assert status.error_message is not None
         assert len(status.error_message) <= MAX_TEXT
 
 
 class TestErrors:
-    """parse_cloud_error classification (CLOUD.md §2 and §7)."""
+    """parse_cloud_error classification (docs/cloud.md, "Errors")."""
 
     def test_402_payment_required_example(self) -> None:
         """The real 402 body: payment, error.type PAYMENT_REQUIRED, message kept."""
@@ -513,7 +513,7 @@ class TestErrors:
         ],
     )
     def test_status_classification(self, status: int, body: object, reason: Reason) -> None:
-        """The reason follows the HTTP status, refined by error.type where CLOUD.md says so."""
+        """The reason follows the HTTP status, refined by error.type where that changes the meaning."""
         assert parse_cloud_error(status, body).reason is reason
 
     def test_codes_and_types_are_tokens_only(self) -> None:
@@ -597,13 +597,13 @@ PARSERS: list[Callable[[object], object]] = [
     parse_job_detail,
 ]
 EXAMPLES: list[tuple[Callable[[object], object], Any]] = [
-    (parse_balance, BALANCE_4_1),
-    (parse_billing_status, BILLING_STATUS_4_2),
-    (parse_job_detail, JOB_DETAIL_3_3),
+    (parse_balance, BALANCE),
+    (parse_billing_status, BILLING_STATUS),
+    (parse_job_detail, JOB_DETAIL),
     (parse_job_detail, FAILED_JOB),
-    (parse_jobs_list, JOBS_LIST_3_4),
-    (parse_cloud_queue, QUEUE_3_5),
-    (parse_job_status, JOB_STATUS_3_2),
+    (parse_jobs_list, JOBS_LIST),
+    (parse_cloud_queue, QUEUE),
+    (parse_job_status, JOB_STATUS),
     (parse_features, {"supports_preview_metadata": True, "max_concurrent_jobs": 3}),
     (parse_user, {"id": "u", "status": "active"}),
     (parse_submit, {"prompt_id": JOB_ID, "number": 0, "node_errors": {}}),
@@ -645,7 +645,7 @@ def test_fuzz_arbitrary_json_only_raises_parse_error(data: st.DataObject, body: 
 @FUZZ
 @given(data=st.data())
 def test_fuzz_mutated_examples_only_raise_parse_error(data: st.DataObject) -> None:
-    """Mutations of the CLOUD.md example bodies either parse or raise ParseError."""
+    """Mutations of the example bodies either parse or raise ParseError."""
     parser, example = data.draw(st.sampled_from(EXAMPLES))
     _only_parse_error(parser, data.draw(_mutated(example)))
 

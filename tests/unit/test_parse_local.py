@@ -1,7 +1,7 @@
 """Tests for the local-API parsers (comfywatch.parse): every recorded fixture of their endpoints, by value.
 
-The fixtures come from a real ComfyUI 0.3.64 (``shared/fixtures/comfyui``); ``/api/jobs`` bodies are synthetic
-(0.3.64 answers 404) and follow COMFYUI.md §2 and CLOUD.md §3.
+The fixtures come from a real ComfyUI 0.3.64 (``tests/fixtures/comfyui``); ``/api/jobs`` bodies are synthetic
+(0.3.64 answers 404) and follow the newer servers' job fields (docs/architecture.md, "Facts about ComfyUI").
 """
 
 from __future__ import annotations
@@ -296,7 +296,7 @@ class TestQueue:
         assert (item.client_id, item.create_time_ms) == ("c", 1795641105260)
 
     def test_cloud_create_time_at_index_4(self) -> None:
-        """Comfy Cloud puts output ids at [3] and {"create_time"} at [4] (CLOUD.md §3.5)."""
+        """Comfy Cloud puts output ids at [3] and {"create_time"} at [4]."""
         body = {"queue_running": [[1, "4f1c", {}, ["2"], {"create_time": 1755684000123}]], "queue_pending": []}
         (item,) = parse_queue(body).running
         assert (item.prompt_id, item.client_id, item.create_time_ms) == ("4f1c", None, 1755684000123)
