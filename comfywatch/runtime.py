@@ -107,6 +107,6 @@ def build_runtime(
     )
     local = LocalApi(http) if target.kind == "local" else None
     runtime = TargetRuntime(config=target, credentials=credentials, state=state, http=http, local=local)
-    if target.kind == "cloud":
-        runtime.extras["cloud"] = CloudApi(http, divisor=target.balance_divisor)
+    if state.cloud is not None:
+        runtime.extras["cloud"] = CloudApi(http, divisor=target.balance_divisor, pause=state.cloud)
     return runtime

@@ -95,6 +95,7 @@ class CloudState:
     subscription_status: str | None = None
     max_concurrent_jobs: float | None = None
     jobs_stuck: float | None = None
+    #: When the account's Retry-After pause ends (wall clock): the Cloud client keeps its pause here.
     retry_after_until: float = 0.0
 
     def retry_after_seconds(self, now: float) -> float:

@@ -31,11 +31,6 @@ __all__ = ["CloudCanaryApi", "check_auth", "check_billing", "check_features", "c
 log = structlog.get_logger("comfywatch.cloud")
 
 
-def _sync_retry_after(api: CloudApi, state: TargetState) -> None:
-    if state.cloud is not None:
-        state.cloud.retry_after_until = api.retry_after_until
-
-
 async def check_auth(api: CloudApi, state: TargetState) -> None:
     """``GET /api/user``: the key is valid. One retry on 401: api.comfy.org has intermittent false 401s."""
     try:
@@ -48,8 +43,6 @@ async def check_auth(api: CloudApi, state: TargetState) -> None:
     except RequestFailed as failed:
         state.set_up(False, failed.failure.reason)
         raise
-    finally:
-        _sync_retry_after(api, state)
     state.set_up(True)
 
 
@@ -95,10 +88,7 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
         cloud.subscription_status = status.subscription_status or status.billing_status
         judge_balance()
 
-    try:
-        outcomes = await asyncio.gather(refresh_balance(), refresh_status(), return_exceptions=True)
-    finally:
-        _sync_retry_after(api, state)
+    outcomes = await asyncio.gather(refresh_balance(), refresh_status(), return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
@@ -106,10 +96,7 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
 
 async def check_features(api: CloudApi, state: TargetState) -> None:
     assert state.cloud is not None
-    try:
-        features = await api.features()
-    finally:
-        _sync_retry_after(api, state)
+    features = await api.features()
     state.cloud.max_concurrent_jobs = (
         None if features.max_concurrent_jobs is None else float(features.max_concurrent_jobs)
     )
@@ -124,10 +111,7 @@ def _snapshot(running: Sequence[Any], pending: Sequence[Any]) -> QueueSnapshot:
 
 
 async def check_queue(api: CloudApi, state: TargetState, now: float | None = None) -> None:
-    try:
-        queue = await api.queue()
-    finally:
-        _sync_retry_after(api, state)
+    queue = await api.queue()
     view = state.queue_tracker.observe(_snapshot(queue.running, queue.pending), time.time() if now is None else now)
     state.apply_queue(view)
 
@@ -157,10 +141,7 @@ async def check_jobs(api: CloudApi, state: TargetState, stall_after: float, now:
     error are looked up by raw state (a few per poll) before they are counted, so ``lost`` is its own reason.
     """
     now = time.time() if now is None else now
-    try:
-        page = await api.jobs(100)
-    finally:
-        _sync_retry_after(api, state)
+    page = await api.jobs(100)
     finished = [j for j in page.jobs if j.state.terminal]
     reasons = {j.id: j.failure_reason for j in finished}
     if state.seen_jobs.primed:
@@ -299,7 +280,6 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                 await check()
             except RetryAfterActive as skipped:
                 # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
-                _sync_retry_after(api, state)
                 log.debug("cloud_check_deferred", target=target.name, reason=str(skipped))
                 # Not a success either: comfywatch_check_last_success_timestamp_seconds must show staleness.
                 raise CheckSkipped from None

@@ -13,16 +13,31 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason
 from comfywatch.parse import cloud as cloud_parse
 
-__all__ = ["BUDGET_WAIT", "BudgetExhausted", "CloudApi", "RateBudget", "RetryAfterActive"]
+__all__ = ["BUDGET_WAIT", "BudgetExhausted", "CloudApi", "PauseHolder", "RateBudget", "RetryAfterActive",
+           "RetryAfterPause"]
 
 T = TypeVar("T")
 DEFAULT_RATE_LIMIT_PAUSE = 30.0
+
+
+class PauseHolder(Protocol):
+    """Where an account's Retry-After pause is kept: when it ends, in the API's clock (0: no pause)."""
+
+    retry_after_until: float
+
+
+@dataclass
+class RetryAfterPause:
+    """A :class:`PauseHolder` of its own, for an API whose pause nobody else reads."""
+
+    retry_after_until: float = 0.0
 
 
 class RetryAfterActive(Exception):
@@ -102,23 +117,25 @@ class CloudApi:
     """Typed calls to Comfy Cloud for one account. Methods raise RequestFailed or RetryAfterActive."""
 
     def __init__(self, http: HttpClient, *, divisor: float = 100.0, max_get_retries: int = 2,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, pause: PauseHolder | None = None) -> None:
+        """*pause* is where the Retry-After pause is kept: the daemon passes the target's state, which
+        exports the seconds left at every scrape, whichever call (a check, the canary) met the 429."""
         self.http = http
         self.divisor = divisor
         self.max_get_retries = max_get_retries
         self.clock = clock
-        self.retry_after_until = 0.0
+        self.pause = pause if pause is not None else RetryAfterPause()
 
     async def close(self) -> None:
         await self.http.close()
 
     def paused_for(self) -> float:
-        return max(0.0, self.retry_after_until - self.clock())
+        return max(0.0, self.pause.retry_after_until - self.clock())
 
     def _note_failure(self, failure: Failure) -> None:
         if failure.reason is Reason.RATE_LIMITED:
-            pause = failure.retry_after if failure.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
-            self.retry_after_until = max(self.retry_after_until, self.clock() + pause)
+            seconds = failure.retry_after if failure.retry_after is not None else DEFAULT_RATE_LIMIT_PAUSE
+            self.pause.retry_after_until = max(self.pause.retry_after_until, self.clock() + seconds)
 
     def _ensure_not_paused(self) -> None:
         """Raise :class:`RetryAfterActive` inside a Retry-After pause: nothing may be sent to the account."""

@@ -266,6 +266,28 @@ async def test_untyped_429_pauses_every_request_until_retry_after(sim: SimHandle
         assert (value(m, "comfyui_canary_skipped_total", canary="preview-image") or 0) >= 1
 
 
+async def test_retry_after_counts_down_when_the_canary_met_the_429(sim: SimHandle, tmp_path: Path) -> None:
+    """A 429 that the canary met pauses the account's checks: comfy_cloud_retry_after_seconds shows the seconds
+    left at every scrape, counting down from Retry-After, while no other check has run since."""
+    sim_cloud(sim).retry_after_s = 600
+    canary = 'enabled = true\n  interval = "60s"\n  timeout = "5s"\n  max_runs_per_day = 1000'
+    # Every check runs once at start, then not again for a minute: only the triggered canary meets the 429.
+    config = cloud_config(sim.url, tmp_path, interval="60s", canary=canary)
+    async with running_daemon(config, tmp_path, ENV) as (daemon, url):
+        await wait_metrics(url, lambda m: value(m, "comfyui_up") == 1.0
+                           and value(m, "comfyui_canary_success", canary="preview-image") == 1.0, "first round done")
+        await sim.set_faults(["http_429_rate"])
+        daemon.trigger(T, "canary")
+        m = await wait_metrics(url, lambda m: value(m, "comfyui_canary_failures_total", canary="preview-image",
+                                                    reason="rate_limited") == 1.0, "the canary met the 429")
+        first = value(m, "comfy_cloud_retry_after_seconds")
+        assert first is not None and 590.0 < first <= 600.0, m.text
+        m = await wait_metrics(url, lambda m: (value(m, "comfy_cloud_retry_after_seconds") or 0.0) < first,
+                               "a later scrape")
+        later = value(m, "comfy_cloud_retry_after_seconds")
+        assert later is not None and 0.0 < later < first
+
+
 async def test_5xx_is_server_error_and_gets_are_retried(sim: SimHandle, tmp_path: Path) -> None:
     """HTTP 500 on every account call: server_error, target down, each GET sent 1 + 2 retries."""
     await sim.set_faults(["http_5xx"])
@@ -409,8 +431,6 @@ async def test_billing_status_is_fetched_even_while_balance_retries(sim: SimHand
 
 class _OrderedBilling:
     """A Comfy Cloud API whose balance ($0) and billing status (no funds, no plan) answer when told to."""
-
-    retry_after_until = 0.0
 
     def __init__(self) -> None:
         self.release_balance, self.release_status = asyncio.Event(), asyncio.Event()

@@ -180,7 +180,7 @@ async def test_canary_inside_a_retry_after_pause_fails_as_rate_limited(sim: SimH
     """A canary run that meets a Retry-After pause reports rate_limited and sends nothing (it does not crash)."""
     api = api_for(sim.url, tmp_path)
     try:
-        api.retry_after_until = time.time() + 30
+        api.pause.retry_after_until = time.time() + 30
         runner = CanaryRunner(CloudCanaryApi(api, KEY), load_workflow("builtin:preview-image", CANARY),
                               timeout=5)
         result = await runner.run()
