@@ -419,6 +419,10 @@ async def _queue_and_history(report: TargetReport, api: LocalApi) -> None:
     except RequestFailed as failed:
         report.add(_fail("server.failures", failed.failure))
         return
+    if not entries:
+        report.add(CheckResult("server.failures", "ok", "no finished jobs in history yet",
+                               details={"recent": 0, "failed": 0, "oom": 0}))
+        return
     failed_entries = [e for e in entries if e.outcome is Outcome.FAILED and e.failure_reason is not Reason.INTERRUPTED]
     ooms = [e for e in failed_entries if e.failure_reason is Reason.OOM]
     details = {"recent": len(entries), "failed": len(failed_entries), "oom": len(ooms)}

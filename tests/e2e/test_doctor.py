@@ -193,7 +193,7 @@ FAULT_CASES = [
               reason="invalid_response"),
     FaultCase("huge_body", "http.api", "fail", "response body larger than", "Check the port", 1,
               reason="invalid_response"),
-    FaultCase("restart", "server.failures", "ok", "no failures in the last 0 jobs", "", 0),
+    FaultCase("restart", "server.failures", "ok", "no finished jobs in history yet", "", 0),
     FaultCase("ws_no_upgrade", "websocket.upgrade", "fail", "answered with HTTP 400 instead of 101",
               NGINX_UPGRADE_LINES[1], 1),
     FaultCase("ws_silent", "websocket.upgrade", "fail", "no status frame arrived within 1 s", "proxy_buffering off",
@@ -303,6 +303,7 @@ async def test_json_report_schema_and_strict(tmp_path: Path) -> None:
         assert isinstance(check["summary"], str) and isinstance(check["details"], dict)
         assert (check["hint"] is None) == (check["status"] in {"ok", "skipped"}), check
     assert run.check("server.jobs_api")["status"] == "ok"  # this server has /api/jobs
+    assert run.check("server.failures")["summary"] == "no finished jobs in history yet", run
     assert [c["id"] for c in target["checks"] if c["status"] == "warn"] == ["server.device"]
     assert run.code == 0, run
     assert strict.code == 1 and strict.report()["ok"] is False and strict.report()["strict"] is True, strict
