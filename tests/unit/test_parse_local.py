@@ -83,7 +83,7 @@ class TestFixtureCoverage:
         """The parametrised lists pick up every recorded file of these endpoints (none silently skipped)."""
         assert len(SYSTEM_FIXTURES) == 4
         assert len(QUEUE_FIXTURES) == 8
-        assert len(HISTORY_FIXTURES) == 21
+        assert len(HISTORY_FIXTURES) == 23
         assert len(PROMPT_OK_FIXTURES) == 14
         assert len(WS_FIXTURES) == 18
 
