@@ -632,10 +632,16 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
         queue = await attempt("cloud.queue", api.queue)
         running = len(queue.running) if queue is not None else None
         limit = features.max_concurrent_jobs
-        report.add(CheckResult("cloud.concurrency", "ok",
-                               f"plan allows {limit if limit is not None else '?'} concurrent jobs"
-                               + (f", {running} running" if running is not None else ""),
-                               details={"max_concurrent_jobs": limit, "running": running}))
+        plan = {"max_concurrent_jobs": limit, "running": running}
+        if limit is not None:
+            report.add(CheckResult("cloud.concurrency", "ok", f"plan allows {limit} concurrent jobs"
+                                   + (f", {running} running" if running is not None else ""), details=plan))
+        else:
+            # Nothing to fix, nothing verified: the neutral mark, not a tick. The field is optional in the API.
+            why = ("Comfy Cloud gives none without an active subscription" if features.subscription_required
+                   else "Comfy Cloud's /api/features did not include it")
+            report.add(CheckResult("cloud.concurrency", "skipped", f"concurrency limit unknown: {why}"
+                                   + (f"; {running} running" if running is not None else ""), details=plan))
     jobs = await attempt("cloud.recent_errors", lambda: api.jobs(100))
     if jobs is not None:
         reasons = [j.failure_reason for j in jobs.jobs if j.failure_reason is not None]

@@ -786,6 +786,20 @@ async def test_cloud_low_balance_and_plan_concurrency(cloud: SimHandle) -> None:
     assert run.code == 0, run
 
 
+async def test_cloud_unknown_concurrency_is_not_a_tick() -> None:
+    """Without an active subscription /api/features gives no concurrency limit: cloud.concurrency says it is
+    unknown and why, with the neutral mark, never a ✓ with a '?'."""
+    async with await start_sim(cloud=True, cloud_api_keys=[CLOUD_KEY], faults=["inactive_subscription"]) as handle:
+        text, as_json = await asyncio.gather(_cloud_doctor(handle), _cloud_doctor(handle, "--json"))
+    summary = "concurrency limit unknown: Comfy Cloud gives none without an active subscription; 0 running"
+    check = as_json.check("cloud.concurrency")
+    assert (check["status"], check["summary"], check["hint"]) == ("skipped", summary, None), as_json
+    assert check["details"] == {"max_concurrent_jobs": None, "running": 0}, as_json
+    marks = {m[2]: (m[1], m[3]) for line in text.stdout.splitlines() if (m := CHECK_LINE.match(line))}
+    assert marks["cloud.concurrency"] == ("-", summary), text
+    assert "?" not in text.stdout, text
+
+
 async def test_cloud_recent_billing_failures(cloud: SimHandle) -> None:
     """A job that failed for lack of funds shows up in cloud.recent_errors with the billing fix."""
     await cloud.set_faults(["insufficient_funds_runtime"])
