@@ -643,7 +643,10 @@ async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
             report.add(CheckResult("cloud.concurrency", "skipped", f"concurrency limit unknown: {why}"
                                    + (f"; {running} running" if running is not None else ""), details=plan))
     jobs = await attempt("cloud.recent_errors", lambda: api.jobs(100))
-    if jobs is not None:
+    if jobs is not None and not jobs.jobs:
+        report.add(CheckResult("cloud.recent_errors", "ok", "no jobs on this account yet",
+                               details={"recent": 0, "failed": 0, "payment": 0, "reasons": {}}))
+    elif jobs is not None:
         reasons = [j.failure_reason for j in jobs.jobs if j.failure_reason is not None]
         payment = sum(1 for r in reasons if r is Reason.PAYMENT)
         details: dict[str, Any] = {"recent": len(jobs.jobs), "failed": len(reasons), "payment": payment,

@@ -728,6 +728,7 @@ async def test_cloud_healthy_account(cloud: SimHandle) -> None:
         "cloud.concurrency": "✓", "cloud.recent_errors": "✓"}, run
     assert marks["cloud.balance"][1] == "balance $60.00 (effective $60.00)"
     assert marks["cloud.concurrency"][1] == "plan allows 3 concurrent jobs, 0 running"
+    assert marks["cloud.recent_errors"][1] == "no jobs on this account yet"
     assert CLOUD_KEY not in run.stdout + run.stderr
 
 
