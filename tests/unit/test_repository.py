@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SKIPPED_DIRS = {".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__", "build", "dist"}
+SKIPPED_DIRS = {
+    ".git", ".venv", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__", "build", "dist",
+}
 # A parent folder of notes, references to its files, and tracker numbers: none of them reach a user's clone.
 OUTSIDE_REFERENCE = re.compile(
     r"\.\./" + "shared"
