@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
-from comfywatch.config import Config, ConfigError, TargetConfig, load_config
+from comfywatch.config import Config, ConfigError, TargetConfig, config_file, load_config, target_from_url_option
 from comfywatch.errors import hint_for
 from comfywatch.runtime import build_runtime, ssl_context_for
 from comfywatch.workflows import WorkflowError, load_workflow
@@ -17,9 +17,8 @@ from comfywatch.workflows import WorkflowError, load_workflow
 __all__ = ["canary_main", "format_phases", "pick_target"]
 
 
-def pick_target(config: Config, name: str | None, url: str | None) -> TargetConfig:
-    if url:
-        return TargetConfig(name="cli", kind="local", url=url)
+def pick_target(config: Config, name: str | None) -> TargetConfig:
+    """The config's target called *name*, or its first target."""
     candidates = [t for t in config.targets if name is None or t.name == name]
     if not candidates:
         raise ConfigError([f"no target named {name!r}"], "command line")
@@ -62,22 +61,18 @@ async def _run(target: TargetConfig, config: Config, workflow_spec: str | None, 
 
 
 def canary_main(args: argparse.Namespace) -> int:
-    """Run one canary as the command line asked; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    """Run one canary as the command line asked; returns the exit code (0 ok, 1 failed, 2 usage).
+
+    Raises:
+        ConfigError: the config, ``--url`` or ``--target`` is unusable (the caller prints it and exits 2).
+    """
     from comfywatch.logs import configure_logging
 
     # stdout carries the phase table or the JSON document: log lines (the per-node validation summary, a
     # broken WebSocket) go to stderr, and the debug chatter of a successful run not at all.
     configure_logging(fmt="console", level="warning", stream=sys.stderr)
-    try:
-        config = load_config(Path(args.config) if args.config else None)
-        target = pick_target(config, args.target, args.url)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"comfywatch canary: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    config = load_config(config_file(args.config))
+    target = target_from_url_option(args.url) if args.url else pick_target(config, args.target)
     if target.kind != "local":
         print("comfywatch canary: Cloud canaries cost credits; run them through the daemon's budget",
               file=sys.stderr)

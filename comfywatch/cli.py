@@ -12,60 +12,91 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from comfywatch import __version__
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from comfywatch.config import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+#: How many target names ``check-config`` lists before it only counts the rest.
+_NAMES_SHOWN = 10
+
+_DOCTOR_EXIT_CODES = """\
+exit codes:
+  0  nothing failed (warnings alone do not fail)
+  1  at least one check failed, or a warning was raised with --strict
+  2  usage or configuration error: an invalid config, an unknown --target, a
+     malformed --url, an unreadable --workflow or a missing credential file
+     (printed on stderr, with no report)"""
 
 
-def _config_path(value: str | None) -> Path | None:
-    if value:
-        return Path(value)
-    env = os.environ.get("COMFYWATCH_CONFIG")
-    return Path(env) if env else None
+def _timeout_seconds(value: str) -> float:
+    """``--timeout``: a number of seconds in (0, 3600]."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, got {value!r}")
+    return seconds
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``comfywatch`` argument parser (``simulate`` only names its subcommand: it parses its own options)."""
     parser = argparse.ArgumentParser(
         prog="comfywatch", description="Monitoring and diagnostics for ComfyUI and Comfy Cloud."
     )
     parser.add_argument("--version", action="version", version=f"comfywatch {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do (default: run)")
 
     run = sub.add_parser("run", help="run the daemon (scheduler + Prometheus exporter)")
-    run.add_argument("--config", "-c", help="TOML config file (default: $COMFYWATCH_CONFIG, else built-in)")
-    run.add_argument("--listen", help="override [server] listen, e.g. 127.0.0.1:9877")
-    run.add_argument("--shard", help='own only this shard of the targets, "i/N"')
-    run.add_argument("--log-format", choices=("json", "console"), default=os.environ.get("COMFYWATCH_LOG_FORMAT"))
-    run.add_argument("--log-level", default=os.environ.get("COMFYWATCH_LOG_LEVEL", "info"))
+    run.add_argument("--config", "-c", metavar="FILE",
+                     help="TOML config file (default: $COMFYWATCH_CONFIG, else built-in)")
+    run.add_argument("--listen", metavar="HOST:PORT", help="override [server] listen, e.g. 127.0.0.1:9877")
+    run.add_argument("--shard", metavar="I/N", help="own only shard I of N of the targets")
+    run.add_argument("--log-format", choices=("json", "console"), default=os.environ.get("COMFYWATCH_LOG_FORMAT"),
+                     help="json (one object per line, on stdout) or console (readable lines, on stderr); "
+                          "default: $COMFYWATCH_LOG_FORMAT, else console on a terminal and json otherwise")
+    run.add_argument("--log-level", metavar="LEVEL", default=os.environ.get("COMFYWATCH_LOG_LEVEL", "info"),
+                     help="debug, info, warning, error or critical (default: $COMFYWATCH_LOG_LEVEL, else info)")
     run.add_argument("--ready-file", help=argparse.SUPPRESS)
 
     check = sub.add_parser("check-config", help="validate a config file and exit (2 when invalid)")
-    check.add_argument("config", nargs="?", help="TOML file (default: $COMFYWATCH_CONFIG)")
+    check.add_argument("config", nargs="?", metavar="FILE", help="TOML file (default: $COMFYWATCH_CONFIG)")
 
-    doctor = sub.add_parser("doctor", help="check a ComfyUI / Comfy Cloud set-up once and say how to fix it")
+    doctor = sub.add_parser("doctor", help="check a ComfyUI / Comfy Cloud set-up once and say how to fix it",
+                            epilog=_DOCTOR_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = doctor.add_mutually_exclusive_group()
-    source.add_argument("--config", "-c")
-    source.add_argument("--url", help="ComfyUI URL (userinfo allowed: http://user:pass@host:8188)")
+    source.add_argument("--config", "-c", metavar="FILE",
+                        help="check every target of this TOML file (default: $COMFYWATCH_CONFIG, else "
+                             "http://127.0.0.1:8188)")
+    source.add_argument("--url", metavar="URL", help="ComfyUI URL (userinfo allowed: http://user:pass@host:8188)")
     doctor.add_argument("--cloud", action="store_true",
                         help="check Comfy Cloud (key from COMFYWATCH_CLOUD_API_KEY or the credential; "
                              "--url overrides https://cloud.comfy.org)")
-    doctor.add_argument("--target", help="only this target of the config")
-    doctor.add_argument("--workflow", help="lint this API-format workflow against the server")
+    doctor.add_argument("--target", metavar="NAME", help="only this target of the config")
+    doctor.add_argument("--workflow", metavar="FILE", help="lint this API-format workflow against the server")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--no-canary", action="store_true", help="skip the canary run")
     doctor.add_argument("--strict", action="store_true", help="warnings fail too")
-    doctor.add_argument("--timeout", type=float, default=10.0)
+    doctor.add_argument("--timeout", type=_timeout_seconds, default=10.0, metavar="SECONDS",
+                        help="how long each step (DNS, TCP, TLS, each request) may take (default: 10)")
 
     canary = sub.add_parser("canary", help="run one canary now and print its phases")
     csource = canary.add_mutually_exclusive_group()
-    csource.add_argument("--config", "-c")
-    csource.add_argument("--url")
-    canary.add_argument("--target")
-    canary.add_argument("--workflow", help="API-format workflow file, or builtin:preview-image / builtin:echo-text")
-    canary.add_argument("--timeout", type=float, default=120.0)
-    canary.add_argument("--json", action="store_true")
+    csource.add_argument("--config", "-c", metavar="FILE",
+                         help="TOML config file (default: $COMFYWATCH_CONFIG, else built-in)")
+    csource.add_argument("--url", metavar="URL", help="run it on this ComfyUI instead of a target of the config "
+                                                      "(userinfo allowed: http://user:pass@host:8188)")
+    canary.add_argument("--target", metavar="NAME", help="this target of the config (default: the first)")
+    canary.add_argument("--workflow", metavar="FILE",
+                        help="API-format workflow file, or builtin:preview-image / builtin:echo-text")
+    canary.add_argument("--timeout", type=_timeout_seconds, default=120.0, metavar="SECONDS",
+                        help="how long the whole run may take (default: 120)")
+    canary.add_argument("--json", action="store_true", help="print the result as JSON instead of the phase table")
 
     simulate = sub.add_parser("simulate", help="run a simulated ComfyUI (or Comfy Cloud) server", add_help=False)
     simulate.add_argument("args", nargs=argparse.REMAINDER)
@@ -74,34 +105,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_config(path_arg: str | None) -> int:
-    from comfywatch.config import ConfigError, load_config
+def _report(exc: ConfigError) -> int:
+    """Every problem on its own ``source: problem`` line on stderr; the exit code of a configuration error."""
+    for problem in exc.problems:
+        print(f"{exc.source}: {problem}", file=sys.stderr)
+    return 2
 
-    path = _config_path(path_arg)
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        return 2
-    kinds = {t.kind for t in config.targets}
-    print(f"{path or 'built-in defaults'}: OK ({len(config.targets)} targets: {', '.join(sorted(kinds)) or '-'}; "
-          f"listen {config.server.listen})")
+
+def _check_config(path_arg: str | None) -> int:
+    from comfywatch.config import config_file, load_config
+
+    path = config_file(path_arg)
+    config = load_config(path)
+    names = [t.name for t in config.targets]
+    shown = ", ".join(names[:_NAMES_SHOWN]) + (f" and {len(names) - _NAMES_SHOWN} more"
+                                                if len(names) > _NAMES_SHOWN else "")
+    count = f"{len(names)} target{'' if len(names) == 1 else 's'}" + (f": {shown}" if names else "")
+    print(f"{path or 'built-in defaults'}: OK ({count}; listen {config.server.listen})")
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    from comfywatch.config import ConfigError, config_file
     from comfywatch.daemon import Daemon
-    from comfywatch.logs import configure_logging
+    from comfywatch.logs import configure_logging, default_log_format
 
-    fmt: Literal["json", "console"] = "console" if args.log_format == "console" else "json"
-    if args.log_format is None and sys.stdout.isatty():
-        fmt = "console"
-    configure_logging(fmt=fmt, level=args.log_level)
+    daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard)
+    # Problems with the file or the options are reported like check-config's, before anything starts: run()
+    # loads the file again, and would only log them.
+    daemon.load()
+    try:
+        configure_logging(fmt=args.log_format or default_log_format(), level=args.log_level)
+    except ValueError as exc:  # a bad level, or a bad format from $COMFYWATCH_LOG_FORMAT
+        raise ConfigError([str(exc)], "command line") from None
     # APScheduler logs every job run at INFO and every skipped overlapping run at WARNING: with 1000 targets, or
     # one hanging target, that drowns the journal. Overlaps are counted in comfywatch_check_overruns_total.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    daemon = Daemon(_config_path(args.config), listen=args.listen, shard=args.shard)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
         return asyncio.run(daemon.run(ready_file=ready))
@@ -109,27 +148,15 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "simulate":
-        from comfywatch.sim.cli import main as simulate_main
-
-        return int(simulate_main(argv[1:]))
-    parser = _parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
-        return int(exc.code or 0)
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     command = args.command or "run"
-    if command == "run" and args.command is None:
-        args = parser.parse_args(["run"])
     if command == "version":
         print(f"comfywatch {__version__}")
         return 0
     if command == "check-config":
         return _check_config(args.config)
     if command == "run":
-        return _run(args)
+        return _run(args if args.command else parser.parse_args(["run"]))
     if command == "doctor":
         from comfywatch.doctor import doctor_main
 
@@ -140,3 +167,22 @@ def main(argv: list[str] | None = None) -> int:
         return canary_main(args)
     parser.print_usage(sys.stderr)
     return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "simulate":
+        from comfywatch.sim.cli import main as simulate_main
+
+        return int(simulate_main(argv[1:]))
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
+        return int(exc.code or 0)
+    from comfywatch.config import ConfigError
+
+    try:
+        return _dispatch(parser, args)
+    except ConfigError as exc:
+        return _report(exc)

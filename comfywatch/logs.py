@@ -29,7 +29,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from comfywatch.redact import MASK, scrub
 
-__all__ = ["configure_logging", "get_logger", "journal_priority_prefix", "redact_processor"]
+__all__ = ["configure_logging", "default_log_format", "get_logger", "journal_priority_prefix", "redact_processor"]
 
 LogFormat = Literal["json", "console"]
 
@@ -136,6 +136,15 @@ class _JournalFormatter(structlog.stdlib.ProcessorFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return f"<{self._priority(record.levelno)}>{super().format(record)}"
+
+
+def default_log_format() -> LogFormat:
+    """``console`` when a person watches the output (stdout and stderr both terminals), else ``json``.
+
+    JSON goes to stdout and console lines to stderr, so systemd's journal, ``| jq`` and ``> file`` all keep
+    JSON, and so does a terminal whose stderr is redirected.
+    """
+    return "console" if _isatty(sys.stdout) and _isatty(sys.stderr) else "json"
 
 
 def configure_logging(*, fmt: LogFormat = "json", level: str = "info", stream: TextIO | None = None) -> None:
