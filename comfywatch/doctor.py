@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from comfywatch.checks.network import connection_phases
 from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
@@ -503,6 +504,15 @@ async def _peek(api: LocalApi) -> str | None:
     return describe_answer(result)
 
 
+def _http_phases(net: NetReport, result: HttpResult) -> dict[str, float | None]:
+    """The phases of ``http.api``, for its summary and its details alike: the connection's steps as the
+    network checks timed them, then the request's own (server processing, transfer)."""
+    request = result.phases
+    return {**connection_phases(net),
+            "processing": None if request is None else request.processing,
+            "transfer": None if request is None else request.transfer}
+
+
 def canary_timeout(target: TargetConfig, timeout: float) -> float:
     """The canary's deadline: the target's ``[canary] timeout`` when the config sets one, else >= 30 s."""
     if "timeout" in target.canary.model_fields_set:
@@ -538,15 +548,13 @@ async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
         _skip_after(report, "http.api", *later)
         return report
     received_at = time.time()
-    phases = result.phases
-    timing = ""
-    if phases is not None:
-        # The poll rides a kept-alive connection: its connect time is the network check's fresh one.
-        connect = phases.connect if phases.connect is not None else (net.tcp.seconds if net.tcp is not None else None)
-        steps = [("connect", connect), ("server", phases.processing), ("transfer", phases.transfer)]
-        timing = " (" + ", ".join(f"{name} {_ms(value)}" for name, value in steps if value is not None) + ")"
-    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(result.seconds)}{timing}",
-                           details={"seconds": result.seconds, "phases": None if phases is None else asdict(phases)}))
+    phases = _http_phases(net, result)
+    steps = [("connect", phases["connect"]), ("tls", phases["tls"]), ("server", phases["processing"]),
+             ("transfer", phases["transfer"])]
+    timing = ", ".join(f"{name} {_ms(value)}" for name, value in steps if value is not None)
+    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(result.seconds)}"
+                           + (f" ({timing})" if timing else ""),
+                           details={"seconds": result.seconds, "phases": phases}))
     report.add(await _websocket_check(runtime, api, args.timeout))
     _server_checks(report, stats, result, credentials_used, received_at)
     await _queue_and_history(report, api)

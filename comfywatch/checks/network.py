@@ -10,21 +10,28 @@ checks' business, which fail with reason ``tls``).
 from __future__ import annotations
 
 from comfywatch.clients.http import RequestFailed
-from comfywatch.clients.net import probe_url
+from comfywatch.clients.net import NetReport, probe_url
 from comfywatch.config import TargetConfig
 from comfywatch.errors import Failure, Reason
 from comfywatch.state import TargetState
 
-__all__ = ["run"]
+__all__ = ["connection_phases", "run"]
 
 
-async def run(target: TargetConfig, state: TargetState, timeout: float) -> None:
-    report = await probe_url(target.url, timeout=timeout, verify=False)
-    state.network_phases = {
+def connection_phases(report: NetReport) -> dict[str, float | None]:
+    """Seconds of ``dns``, ``connect`` and ``tls`` on the fresh connection of *report*; None for a step that
+    failed or did not happen. The HTTP client does not time these steps: the daemon's metrics and doctor's
+    ``http.api`` both take them from here."""
+    return {
         "dns": report.dns.seconds if report.dns.ok else None,
         "connect": report.tcp.seconds if report.tcp is not None and report.tcp.ok else None,
         "tls": report.tls.seconds if report.tls is not None and report.tls.ok else None,
     }
+
+
+async def run(target: TargetConfig, state: TargetState, timeout: float) -> None:
+    report = await probe_url(target.url, timeout=timeout, verify=False)
+    state.network_phases = connection_phases(report)
     if report.tls is not None and report.tls.cert is not None and report.tls.cert.not_after is not None:
         state.tls_not_after = report.tls.cert.not_after
     if not report.ok:

@@ -285,6 +285,21 @@ async def test_healthy_simulator_text_report_with_canary_table(sim: SimHandle) -
     assert sim.state()["jobs_succeeded"] == 1  # the canary really ran
 
 
+async def test_http_phases_in_the_summary_are_those_in_the_details(sim: SimHandle) -> None:
+    """http.api's line (the text output) shows exactly details.phases (the JSON): connect is the fresh
+    connection network.tcp timed, in both, never a number the JSON leaves out."""
+    run = await doctor("--url", sim.url, "--json", "--no-canary", "--timeout", "5")
+    http = run.check("http.api")
+    phases = http["details"]["phases"]
+    assert phases["dns"] == run.check("network.dns")["details"]["seconds"], run
+    assert phases["connect"] == run.check("network.tcp")["details"]["seconds"], run
+    assert phases["tls"] is None, run  # plain http
+    shown = re.fullmatch(r"/system_stats answered in [\d.]+ ms \(connect ([\d.]+) ms, server ([\d.]+) ms, "
+                         r"transfer ([\d.]+) ms\)", http["summary"])
+    assert shown is not None, run
+    assert shown.groups() == tuple(f"{phases[key] * 1000:.1f}" for key in ("connect", "processing", "transfer")), run
+
+
 async def test_json_report_schema_and_strict(tmp_path: Path) -> None:
     """--json emits {ok, strict, targets:[{name, kind, url, checks:[{id,status,summary,hint,details}]}]};
     warnings fail only with --strict."""
