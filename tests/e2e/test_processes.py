@@ -100,7 +100,7 @@ def test_check_config_reports_every_problem_with_its_location(tmp_path: Path) ->
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert f"{bad}: targets[1].interval: invalid duration 'soon'" in result.stderr
-    assert f"{bad}: targets[1].intervall: unknown key (typo?)" in result.stderr
+    assert f"{bad}: targets[1].intervall: unknown key — did you mean 'interval'?" in result.stderr
     good = tmp_path / "good.toml"
     good.write_text('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\n', encoding="utf-8")
     ok = subprocess.run([os.sys.executable, "-m", "comfywatch", "check-config", str(good)],
