@@ -65,6 +65,13 @@ CPU_DEVICE_HINT = (
     "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
     "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
 )
+WORKER_STUCK_HINT = (
+    "The worker is not consuming the queue: the prompt worker thread may have died or be blocked; check the "
+    "ComfyUI log and restart it."
+)
+#: How long after server.queue saw jobs waiting with nothing running they must still wait for the worker to
+#: count as stuck (and the canary not to be queued behind them).
+STUCK_CONFIRM_S = 2.0
 #: The Date header has 1 s resolution and the request takes time: only a larger skew is meaningful.
 CLOCK_SKEW_WARN_S = 5.0
 JOBS_API_HINT = (
@@ -388,25 +395,57 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
                                        f"±{CLOCK_SKEW_WARN_S:.0f} s)", details={"skew_seconds": skew}))
 
 
-async def _queue_and_history(report: TargetReport, api: LocalApi) -> None:
+@dataclass(frozen=True)
+class IdleQueue:
+    """What ``server.queue`` read when it found pending jobs and nothing running."""
+
+    pending: frozenset[str]
+    read_at: float  # time.monotonic()
+
+
+async def queue_check(report: TargetReport, api: LocalApi) -> IdleQueue | None:
+    """``server.queue``; returns what it read when jobs were pending with nothing running."""
     try:
         snapshot = await api.queue()
     except RequestFailed as failed:
         report.add(_fail("server.queue", failed.failure))
+        return None
+    running, pending = len(snapshot.running), len(snapshot.pending)
+    if pending and not running:
+        report.add(CheckResult("server.queue", "warn", f"{pending} pending and nothing running", WORKER_STUCK_HINT,
+                               {"running": running, "pending": pending}))
+        return IdleQueue(frozenset(item.prompt_id for item in snapshot.pending), time.monotonic())
+    if pending > 20:
+        report.add(CheckResult("server.queue", "warn", f"backlog: {pending} pending",
+                               "Jobs arrive faster than this server runs them: add workers or lower load.",
+                               {"running": running, "pending": pending}))
     else:
-        running, pending = len(snapshot.running), len(snapshot.pending)
-        if pending and not running:
-            report.add(CheckResult("server.queue", "warn", f"{pending} pending and nothing running",
-                                   "The worker is not consuming the queue: the prompt worker thread may have died "
-                                   "or be blocked; check the ComfyUI log and restart it.",
-                                   {"running": running, "pending": pending}))
-        elif pending > 20:
-            report.add(CheckResult("server.queue", "warn", f"backlog: {pending} pending",
-                                   "Jobs arrive faster than this server runs them: add workers or lower load.",
-                                   {"running": running, "pending": pending}))
-        else:
-            report.add(CheckResult("server.queue", "ok", f"{running} running, {pending} pending",
-                                   details={"running": running, "pending": pending}))
+        report.add(CheckResult("server.queue", "ok", f"{running} running, {pending} pending",
+                               details={"running": running, "pending": pending}))
+    return None
+
+
+async def stuck_queue(api: LocalApi, idle: IdleQueue) -> CheckResult | None:
+    """``canary.run``'s result when the jobs ``server.queue`` saw waiting with nothing running still wait a
+    moment later: a canary would only time out behind them and blame the server's speed. None (run the canary)
+    when the worker has taken them, or the queue cannot be read again."""
+    # A worker between two jobs (freeing memory, collecting garbage) also shows pending work and nothing
+    # running, for a moment: only the same jobs still waiting a little later mean it is not consuming.
+    await asyncio.sleep(max(0.0, idle.read_at + STUCK_CONFIRM_S - time.monotonic()))
+    try:
+        snapshot = await api.queue()
+    except RequestFailed:
+        return None
+    if snapshot.running or idle.pending.isdisjoint(item.prompt_id for item in snapshot.pending):
+        return None
+    waited = time.monotonic() - idle.read_at
+    pending = len(snapshot.pending)
+    return CheckResult("canary.run", "fail", f"not run: the worker is not consuming the queue ({pending} jobs still "
+                       f"pending after {waited:.1f} s with nothing running): a canary would wait behind them",
+                       WORKER_STUCK_HINT, {"running": 0, "pending": pending, "waited_seconds": waited})
+
+
+async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
     try:
         await api.jobs(1)
         report.add(CheckResult("server.jobs_api", "ok", "/api/jobs available"))
@@ -557,11 +596,14 @@ async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetRe
                            details={"seconds": result.seconds, "phases": phases}))
     report.add(await _websocket_check(runtime, api, args.timeout))
     _server_checks(report, stats, result, credentials_used, received_at)
-    await _queue_and_history(report, api)
+    idle = await queue_check(report, api)
+    await _jobs_and_history(report, api)
     if args.workflow:
         await _lint_check(report, api, args.workflow)
     if args.no_canary:
         report.add(CheckResult("canary.run", "skipped", "skipped: --no-canary"))
+    elif idle is not None and (stuck := await stuck_queue(api, idle)) is not None:
+        report.add(stuck)
     else:
         # Runs even when the WebSocket check failed: the canary then polls, and shows what still works.
         await _canary_check(report, runtime, api, canary_timeout(target, args.timeout))

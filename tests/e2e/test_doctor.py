@@ -240,6 +240,25 @@ async def test_every_simulator_fault_is_diagnosed(tmp_path: Path) -> None:
     await each_case(FAULT_CASES, lambda c: c.fault, check)
 
 
+async def test_a_stuck_queue_is_the_canary_s_diagnosis_not_a_timeout() -> None:
+    """server.queue found pending jobs and nothing running, and a second look finds them still waiting: the
+    canary is not submitted to wait out its 30 s behind them, and canary.run names the stuck worker (with
+    server.queue's fix) instead of blaming a slow server or proxy."""
+    async with await start_sim(faults=["worker_dead"]) as handle:
+        await _two_pending(handle)
+        run = await doctor("--url", handle.url, "--json", "--timeout", "1")
+        assert handle.state()["jobs_submitted"] == 2, run  # the two above: doctor queued no canary
+    queue, canary = run.check("server.queue"), run.check("canary.run")
+    assert queue["status"] == "warn" and queue["summary"] == "2 pending and nothing running", run
+    assert canary["status"] == "fail", run
+    assert re.fullmatch(r"not run: the worker is not consuming the queue \(2 jobs still pending after [\d.]+ s "
+                        r"with nothing running\): a canary would wait behind them", canary["summary"]), run
+    assert canary["hint"] == queue["hint"], run
+    assert canary["details"]["pending"] == 2 and canary["details"]["running"] == 0, run
+    assert "did not answer in time" not in run.stdout, run
+    assert run.code == 1, run
+
+
 async def test_fault_before_http_skips_the_later_checks_and_says_why() -> None:
     """With nothing listening, the checks after TCP are listed as skipped, naming the check that failed."""
     async with await start_sim(faults=["down"]) as handle:

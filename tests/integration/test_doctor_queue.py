@@ -1,0 +1,53 @@
+"""Doctor's stuck-queue rule against the simulated ComfyUI: jobs pending with nothing running count as a stuck
+worker only if the same jobs still wait at a second look; a worker that takes them meanwhile gets its canary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from comfywatch.clients.local import LocalApi
+from comfywatch.config import Config, TargetConfig
+from comfywatch.doctor import STUCK_CONFIRM_S, WORKER_STUCK_HINT, TargetReport, queue_check, stuck_queue
+from comfywatch.runtime import build_runtime
+from comfywatch.sim.admin import SimHandle, start_sim
+from tests.integration.conftest import sim_state_until
+
+
+@pytest.fixture
+async def dead_worker() -> AsyncIterator[SimHandle]:
+    """A ComfyUI whose worker takes nothing from the queue, with one job pending."""
+    async with await start_sim(faults=["worker_dead"]) as handle:
+        await handle.submit(job_ms=5)
+        yield handle
+
+
+@pytest.fixture
+async def api(dead_worker: SimHandle) -> AsyncIterator[LocalApi]:
+    runtime = build_runtime(Config(), TargetConfig(name="sim", url=dead_worker.url))
+    assert runtime.local is not None
+    try:
+        yield runtime.local
+    finally:
+        await runtime.close()
+
+
+async def test_jobs_still_waiting_at_the_second_look_mean_a_stuck_worker(api: LocalApi) -> None:
+    report = TargetReport("sim", "local", "")
+    idle = await queue_check(report, api)
+    assert idle is not None and report.checks[0].status == "warn"
+    stuck = await stuck_queue(api, idle)
+    assert stuck is not None
+    assert (stuck.id, stuck.status, stuck.hint) == ("canary.run", "fail", WORKER_STUCK_HINT)
+    assert stuck.details["pending"] == 1 and stuck.details["waited_seconds"] >= STUCK_CONFIRM_S
+    assert time.monotonic() - idle.read_at >= STUCK_CONFIRM_S
+
+
+async def test_a_worker_that_takes_the_jobs_meanwhile_is_not_stuck(dead_worker: SimHandle, api: LocalApi) -> None:
+    idle = await queue_check(TargetReport("sim", "local", ""), api)
+    assert idle is not None
+    await dead_worker.set_faults([])
+    await sim_state_until(dead_worker, lambda s: s["jobs_finished"] == 1, "the worker ran the pending job")
+    assert await stuck_queue(api, idle) is None
