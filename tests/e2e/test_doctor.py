@@ -807,6 +807,26 @@ async def test_cloud_without_key_or_with_a_wrong_one(cloud: SimHandle) -> None:
     assert "ck-wrong-key-0000" not in wrong.stdout + wrong.stderr
 
 
+async def test_a_configured_key_file_that_is_missing_exits_2_but_no_key_at_all_exits_1(
+        cloud: SimHandle, tmp_path: Path) -> None:
+    """A config naming an api_key_file that does not exist is a configuration error (exit 2, stderr, no
+    report); a Cloud target with no key from anywhere is a finding (cloud.auth fails, exit 1)."""
+    missing = tmp_path / "cloud.key"
+    account = f'[[targets]]\nname = "acct"\nkind = "cloud"\nurl = "{cloud.url}"\n'
+    named = _config(tmp_path, account + f'api_key_file = "{missing}"\n', "named")
+    keyless = _config(tmp_path, account, "keyless")
+    bad, none = await asyncio.gather(doctor("--config", named, "--json", "--timeout", "3"),
+                                     doctor("--config", keyless, "--json", "--timeout", "3"))
+    assert bad.code == 2, bad
+    assert bad.stdout == "", bad
+    assert bad.stderr == f"{named}: targets[0]: cannot read api_key_file '{missing}': No such file or directory\n", bad
+    assert none.code == 1, none
+    auth = none.check("cloud.auth")
+    assert (auth["status"], auth["summary"]) == ("fail", "no API key configured"), none
+    assert "COMFYWATCH_CLOUD_API_KEY" in auth["hint"], none
+    assert none.stderr == "", none
+
+
 async def test_cloud_low_balance_and_plan_concurrency(cloud: SimHandle) -> None:
     """Less than $1 left warns (exit 0); a Pro plan reports 5 concurrent jobs."""
     assert cloud.cloud is not None
