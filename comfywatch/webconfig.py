@@ -27,14 +27,16 @@ Error messages name the file and the offending key, never a password or hash val
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import hmac
 import os
 import re
 import secrets
 import ssl
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -373,51 +375,100 @@ def install_response_headers(app: web.Application, headers: Mapping[str, str]) -
     app.on_response_prepare.append(_add)
 
 
-class _BcryptVerifier:
-    """Checks passwords against bcrypt hashes off the event loop, remembering recent successes.
+#: bcrypt runs on this one thread, never on the default executor: other off-loop work (gzip of large
+#: /metrics bodies) must not queue behind password guesses, and one worker leaves the second core to the loop.
+_BCRYPT_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="comfywatch-bcrypt")
 
-    bcrypt is deliberately slow (~100 ms at cost 10-12) and Prometheus scrapes every 15 s with the same
-    credentials, so without a cache authentication alone would keep a core busy and stall the loop. The
-    cache holds only *successful* checks, keyed by an HMAC of (user, hash, password) under a per-process
-    random key: the plain password is never stored, and a leaked cache key is useless offline. Failures
-    are never cached, so guessing still pays full bcrypt price, and bcrypt runs one at a time (like the
-    toolkit's mutex) so a flood of bad passwords cannot occupy every worker thread.
+
+class _Verdict(enum.Enum):
+    ACCEPTED = enum.auto()
+    REFUSED = enum.auto()
+    BUSY = enum.auto()  # not checked: too many checks already waiting; the client should retry
+
+
+class _BcryptVerifier:
+    """Checks passwords against bcrypt hashes off the event loop, with bounded work per caller.
+
+    bcrypt is deliberately slow (~0.1 s at cost 10), so a flood of guesses must cost the daemon a bounded
+    amount of it and never delay the authorised scraper by more than a few checks:
+
+    * Results are cached under an HMAC of (user, hash, password) keyed by a per-process random key, so the
+      plain password is never stored and a leaked cache is useless offline. A success cache makes every
+      scrape after the first free; a failure cache makes a repeated wrong password cost nothing.
+    * Concurrent requests with the same credentials share one check.
+    * At most :attr:`MAX_PENDING` checks wait or run at once, at most :attr:`MAX_PENDING_PER_PEER` of them
+      for one client address; a request over either bound is answered BUSY without running bcrypt. So a
+      flood from one host leaves room for the scraper's check, and the wait for any admitted check is at
+      most MAX_PENDING bcrypt runs.
     """
 
-    _CACHE_SIZE = 64
+    SUCCESS_CACHE = 64
+    FAILURE_CACHE = 4096
+    MAX_PENDING = 8
+    MAX_PENDING_PER_PEER = 2
 
     def __init__(self, users: Mapping[str, bytes]) -> None:
         self._users = dict(users)
         self._key = secrets.token_bytes(32)
-        self._ok: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = asyncio.Lock()
+        self._accepted: OrderedDict[bytes, None] = OrderedDict()
+        self._refused: OrderedDict[bytes, None] = OrderedDict()
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        self._pending_by_peer: Counter[str] = Counter()
         self._dummy: bytes | None = None
         # Unknown users are checked against a dummy hash of the same cost, so response time does not
         # reveal which user names exist.
         self._dummy_cost = max((int(h.split(b"$")[2]) for h in self._users.values()), default=10)
 
-    async def verify(self, user: str, password: str) -> bool:
+    async def verify(self, user: str, password: str, peer: str) -> _Verdict:
         hashed = self._users.get(user)
         digest = hmac.new(
             self._key, b"\0".join([user.encode(), hashed or b"", password.encode()]), hashlib.sha256
         ).digest()
-        if hashed is not None and digest in self._ok:
-            self._ok.move_to_end(digest)
-            return True
-        async with self._lock:
-            ok = await asyncio.to_thread(self._check, hashed, password.encode())
-        if ok and hashed is not None:
-            self._ok[digest] = None
-            while len(self._ok) > self._CACHE_SIZE:
-                self._ok.popitem(last=False)
-        return ok and hashed is not None
+        for cache, verdict in ((self._accepted, _Verdict.ACCEPTED), (self._refused, _Verdict.REFUSED)):
+            if digest in cache:
+                cache.move_to_end(digest)
+                return verdict
+        check = self._checking.get(digest)
+        if check is None:
+            if len(self._checking) >= self.MAX_PENDING or self._pending_by_peer[peer] >= self.MAX_PENDING_PER_PEER:
+                return _Verdict.BUSY
+            check = self._start(digest, hashed, password.encode(), peer)
+        # Shielded: a client that hangs up must not cancel a check other requests share.
+        return _Verdict.ACCEPTED if await asyncio.shield(check) else _Verdict.REFUSED
+
+    def _start(self, digest: bytes, hashed: bytes | None, password: bytes, peer: str) -> asyncio.Future[bool]:
+        check = asyncio.get_running_loop().run_in_executor(_BCRYPT_POOL, self._check, hashed, password)
+        self._checking[digest] = check
+        self._pending_by_peer[peer] += 1
+
+        def _finished(done: asyncio.Future[bool]) -> None:
+            del self._checking[digest]
+            self._pending_by_peer[peer] -= 1
+            if not self._pending_by_peer[peer]:
+                del self._pending_by_peer[peer]
+            if not done.cancelled() and done.exception() is None:
+                cache, size = (
+                    (self._accepted, self.SUCCESS_CACHE) if done.result() else (self._refused, self.FAILURE_CACHE)
+                )
+                cache[digest] = None
+                while len(cache) > size:
+                    cache.popitem(last=False)
+
+        check.add_done_callback(_finished)
+        return check
 
     def _check(self, hashed: bytes | None, password: bytes) -> bool:
+        """Runs on the bcrypt thread: True only for a known user's right password."""
         if hashed is None:
             if self._dummy is None:
                 salt = bcrypt.gensalt(self._dummy_cost)
                 self._dummy = bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), salt)
-            hashed = self._dummy
+            self._checkpw(password, self._dummy)
+            return False
+        return self._checkpw(password, hashed)
+
+    @staticmethod
+    def _checkpw(password: bytes, hashed: bytes) -> bool:
         try:
             return bcrypt.checkpw(password, hashed)
         except ValueError:  # bcrypt refuses passwords over 72 bytes
@@ -431,10 +482,12 @@ def basic_auth_middleware(
 
     Requests to ``exempt_paths`` pass without credentials (liveness checks). Missing, malformed or wrong
     credentials get ``401`` with ``WWW-Authenticate: Basic realm="comfywatch"``; the response never says
-    which part was wrong. With no users, every request passes.
+    which part was wrong. Credentials that would need a bcrypt check while too many are already waiting get
+    ``503`` with ``Retry-After: 1`` (see :class:`_BcryptVerifier`). With no users, every request passes.
     """
     verifier = _BcryptVerifier(users)
     challenge = {hdrs.WWW_AUTHENTICATE: f'Basic realm="{AUTH_REALM}"'}
+    retry = {hdrs.RETRY_AFTER: "1"}
 
     @web.middleware
     async def _basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -445,7 +498,12 @@ def basic_auth_middleware(
             creds = BasicAuth.decode(header, encoding="utf-8")
         except (ValueError, UnicodeDecodeError):
             creds = None
-        if creds is None or not await verifier.verify(creds.login, creds.password):
+        verdict = _Verdict.REFUSED if creds is None else await verifier.verify(
+            creds.login, creds.password, request.remote or ""
+        )
+        if verdict is _Verdict.BUSY:
+            return web.Response(status=503, text="503: authentication busy, retry\n", headers=retry)
+        if verdict is _Verdict.REFUSED:
             return web.Response(status=401, text="401: Unauthorized\n", headers=challenge)
         return await handler(request)
 

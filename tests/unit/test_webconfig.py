@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -441,10 +443,40 @@ class TestBasicAuth:
         assert ok.headers["X-Content-Type-Options"] == "nosniff"
         assert denied.headers["X-Content-Type-Options"] == "nosniff"
 
-    async def test_successful_checks_are_cached_failures_are_not(
-        self, config: WebConfig, pki: Pki, monkeypatch: pytest.MonkeyPatch
+    async def test_checks_are_cached(self, config: WebConfig, pki: Pki, checkpw_calls: list[bytes]) -> None:
+        """The right password runs bcrypt once for every later scrape; so does a repeated wrong one."""
+        async with serve(config) as url, httpx.AsyncClient(verify=client_ctx(pki)) as client:
+            for _ in range(3):
+                ok = await client.get(f"{url}/metrics", auth=("prometheus", PASSWORD))
+                assert ok.status_code == 200
+            assert len(checkpw_calls) == 1
+            for _ in range(3):
+                bad = await client.get(f"{url}/metrics", auth=("prometheus", "nope"))
+                assert bad.status_code == 401
+            assert len(checkpw_calls) == 2
+            other = await client.get(f"{url}/metrics", auth=("prometheus", "another guess"))
+            assert other.status_code == 401
+            assert len(checkpw_calls) == 3
+
+    async def test_busy_checks_get_503_without_bcrypt(
+        self, config: WebConfig, pki: Pki, checkpw_calls: list[bytes], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Repeated scrapes with the same credentials run bcrypt once; every wrong password runs it."""
+        """With no room for another check, uncached credentials get 503 + Retry-After; cached ones pass."""
+        async with serve(config) as url, httpx.AsyncClient(verify=client_ctx(pki)) as client:
+            assert (await client.get(f"{url}/metrics", auth=("grafana", PASSWORD))).status_code == 200
+            monkeypatch.setattr(webconfig._BcryptVerifier, "MAX_PENDING", 0)
+            busy = await client.get(f"{url}/metrics", auth=("prometheus", PASSWORD))
+            cached = await client.get(f"{url}/metrics", auth=("grafana", PASSWORD))
+            missing = await client.get(f"{url}/metrics")
+        assert (busy.status_code, busy.headers["Retry-After"]) == (503, "1")
+        assert "WWW-Authenticate" not in busy.headers
+        assert cached.status_code == 200
+        assert missing.status_code == 401
+        assert len(checkpw_calls) == 1
+
+    @pytest.fixture
+    def checkpw_calls(self, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+        """The hash of every bcrypt check the middleware runs."""
         calls: list[bytes] = []
         real_checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw
 
@@ -452,16 +484,8 @@ class TestBasicAuth:
             calls.append(hashed)
             return real_checkpw(password, hashed)
 
-        monkeypatch.setattr(webconfig.bcrypt, "checkpw", counting_checkpw)
-        async with serve(config) as url, httpx.AsyncClient(verify=client_ctx(pki)) as client:
-            for _ in range(3):
-                ok = await client.get(f"{url}/metrics", auth=("prometheus", PASSWORD))
-                assert ok.status_code == 200
-            assert len(calls) == 1
-            for _ in range(2):
-                bad = await client.get(f"{url}/metrics", auth=("prometheus", "nope"))
-                assert bad.status_code == 401
-            assert len(calls) == 3
+        monkeypatch.setattr(bcrypt, "checkpw", counting_checkpw)
+        return calls
 
     async def test_no_users_means_no_auth(self) -> None:
         """With an empty user table the middleware lets everything through."""
@@ -480,3 +504,74 @@ class TestBasicAuth:
         finally:
             await runner.cleanup()
         assert response.status_code == 200
+
+
+class TestBcryptBounds:
+    """The verifier's bounds, driven directly so that the number of waiting checks is exact."""
+
+    @pytest.fixture
+    def gate(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[str]]]:
+        """bcrypt blocks until the event is set; the list gets the name of the thread of every check."""
+        release = threading.Event()
+        threads: list[str] = []
+        real_checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw
+
+        def gated_checkpw(password: bytes, hashed: bytes) -> bool:
+            threads.append(threading.current_thread().name)
+            release.wait(10)
+            return real_checkpw(password, hashed)
+
+        monkeypatch.setattr(bcrypt, "checkpw", gated_checkpw)
+        yield release, threads
+        release.set()
+
+    @staticmethod
+    def verifier() -> webconfig._BcryptVerifier:
+        return webconfig._BcryptVerifier({"prometheus": HASH.encode()})
+
+    async def test_pending_checks_are_bounded_per_peer_and_in_total(
+        self, gate: tuple[threading.Event, list[str]]
+    ) -> None:
+        """A third check from one address is BUSY; once eight wait, everyone's new check is, until they end."""
+        release, threads = gate
+        verifier = self.verifier()
+        Verdict = webconfig._Verdict
+
+        def verify(password: str, peer: str) -> asyncio.Task[webconfig._Verdict]:
+            return asyncio.create_task(verifier.verify("prometheus", password, peer))
+
+        flood = [verify(f"wrong-{i}", "10.0.0.1") for i in range(3)]
+        assert await asyncio.wait_for(flood[2], 1) is Verdict.BUSY
+        flood += [verify(f"wrong-{peer}-{i}", f"10.0.1.{peer}") for peer in range(3) for i in range(2)]
+        late = verify(PASSWORD, "10.0.2.1")
+        assert await asyncio.wait_for(late, 1) is Verdict.BUSY
+        release.set()
+        verdicts = await asyncio.wait_for(asyncio.gather(*flood), 10)
+        assert verdicts == [Verdict.REFUSED, Verdict.REFUSED, Verdict.BUSY] + [Verdict.REFUSED] * 6
+        assert len(threads) == webconfig._BcryptVerifier.MAX_PENDING
+        assert await verifier.verify("prometheus", PASSWORD, "10.0.2.1") is Verdict.ACCEPTED
+
+    async def test_identical_concurrent_checks_share_one_bcrypt_run_on_its_own_thread(
+        self, gate: tuple[threading.Event, list[str]]
+    ) -> None:
+        """Fifty requests with one wrong password cost one bcrypt, run off the default executor."""
+        release, threads = gate
+        verifier = self.verifier()
+        same = [asyncio.create_task(verifier.verify("prometheus", "wrong", "10.0.0.1")) for _ in range(50)]
+        await asyncio.sleep(0)  # all fifty ask while the first check is held: none may be BUSY
+        release.set()
+        assert set(await asyncio.wait_for(asyncio.gather(*same), 10)) == {webconfig._Verdict.REFUSED}
+        assert len(threads) == 1
+        assert threads[0].startswith("comfywatch-bcrypt")
+
+    async def test_failure_cache_is_bounded(
+        self, gate: tuple[threading.Event, list[str]], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The oldest remembered failure is forgotten beyond FAILURE_CACHE entries, and costs bcrypt again."""
+        release, threads = gate
+        release.set()
+        monkeypatch.setattr(webconfig._BcryptVerifier, "FAILURE_CACHE", 2)
+        verifier = self.verifier()
+        for password in ("one", "two", "three", "three", "two", "one"):
+            assert await verifier.verify("prometheus", password, "10.0.0.1") is webconfig._Verdict.REFUSED
+        assert len(threads) == 4
