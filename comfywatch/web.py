@@ -1,4 +1,8 @@
-"""The exporter's HTTP server: ``/metrics``, ``/probe``, ``/healthz`` and a landing page (aiohttp)."""
+"""The exporter's HTTP server: ``/metrics``, ``/probe``, ``/healthz`` and a landing page (aiohttp).
+
+Serve it with :class:`ExporterRunner`: unlike aiohttp's runner, it answers a request the HTTP parser
+refuses without quoting the request back.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,20 @@ import html
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
+from http import HTTPStatus
 
+import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from comfywatch import __version__
 from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
 from comfywatch.exposition import choose_format
 from comfywatch.state import TargetState
 
-__all__ = ["MetricsSource", "create_app"]
+__all__ = ["ExporterRunner", "MetricsSource", "create_app"]
+
+log = structlog.get_logger("comfywatch.web")
 
 MetricsSource = Callable[[], tuple[Sequence[TargetState], DaemonInfo]]
 ProbeHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +35,40 @@ HealthCheck = Callable[[], bool]
 GZIP_LEVEL = 3
 #: Bodies above this are compressed in a worker thread (zlib releases the GIL), so polls go on meanwhile.
 _THREAD_ABOVE = 1 << 20
+
+
+class _QuietProtocol(RequestHandler):
+    """aiohttp's connection handler, except for requests its parser refuses."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if message is None:
+            return super().handle_error(request, status, exc, message)
+        # A parser error's message (and its exception) quotes the request's bytes: the request line with a
+        # /probe target's password, an Authorization header. Neither the answer nor the log repeats them.
+        log.warning("request_refused", status=status, error=type(exc).__name__, peer=request.remote)
+        response = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}: malformed request\n")
+        response.force_close()
+        return response
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class ExporterRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections answer a malformed request with its status alone."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _QuietServer(server.request_handler, request_factory=server.request_factory,
+                            handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 
 
 def gzip_body(body: bytes) -> bytes:
