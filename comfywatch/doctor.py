@@ -26,14 +26,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from comfywatch.checks.network import connection_phases
 from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport, probe_url
-from comfywatch.config import Config, ConfigError, TargetConfig, load_config, resolve_credentials
+from comfywatch.config import (
+    DEFAULT_CLOUD_URL,
+    Config,
+    ConfigError,
+    TargetConfig,
+    config_file,
+    load_config,
+    resolve_credentials,
+    target_from_url_option,
+)
 from comfywatch.errors import Failure, Reason, hint_for
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
@@ -727,40 +735,18 @@ class DoctorOptions:
     strict: bool = False
 
 
-def _url_target(url: str, kind: Literal["local", "cloud"], name: str | None) -> TargetConfig:
-    """A target from ``--url``; problems become a ``ConfigError`` that never repeats the URL (it may hold a
-    password)."""
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port out of range
-    except ValueError:
-        raise ConfigError(["--url: not a valid URL (host or port)"], "command line") from None
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ConfigError(["--url: expected http(s)://host[:port]"], "command line")
-    try:
-        return TargetConfig(name=name or parts.hostname[:63], kind=kind, url=url)
-    except ValueError as exc:  # pydantic's ValidationError; its text would quote the URL
-        errors = getattr(exc, "errors", None)
-        messages = [str(e.get("msg", "invalid")) for e in errors()] if callable(errors) else ["invalid"]
-        raise ConfigError([f"--url: {scrub(m)}" for m in messages], "command line") from None
-
-
 def _targets(args: argparse.Namespace) -> tuple[Config, list[TargetConfig]]:
-    import os
-
+    path = config_file(args.config)
     if args.cloud and args.config:
         raise ConfigError(["--cloud checks the Comfy Cloud API at --url (default https://cloud.comfy.org); "
                            "for a config's cloud targets use --config alone"], "command line")
-    if args.target and not args.config and not os.environ.get("COMFYWATCH_CONFIG"):
+    if args.target and path is None:
         raise ConfigError(["--target picks a target of --config FILE"], "command line")
-    if args.timeout is None or not 0 < args.timeout <= 3600:
-        raise ConfigError(["--timeout: expected seconds between 0 and 3600"], "command line")
     if args.cloud:
-        return load_config(None, {}), [_url_target(args.url or "https://cloud.comfy.org", "cloud", "cloud")]
+        return load_config(None, {}), [target_from_url_option(args.url or DEFAULT_CLOUD_URL, "cloud", "cloud")]
     if args.url:
-        return load_config(None, {}), [_url_target(args.url, "local", None)]
-    path = args.config or os.environ.get("COMFYWATCH_CONFIG")
-    config = load_config(Path(path) if path else None)
+        return load_config(None, {}), [target_from_url_option(args.url)]
+    config = load_config(path)
     targets = [t for t in config.targets if args.target is None or t.name == args.target]
     if not targets:
         raise ConfigError([f"no target named {args.target!r}"], "command line")
@@ -834,18 +820,19 @@ def render_text(report: Report, *, color: bool) -> str:
 
 
 def doctor_main(args: argparse.Namespace) -> int:
+    """Check what the command line names and print the report; returns the exit code (0, 1, or 2 for usage).
+
+    Raises:
+        ConfigError: the config, ``--url`` or ``--target`` is unusable (the caller prints it and exits 2).
+    """
     from comfywatch.logs import configure_logging
 
     # Logs go to stderr and stay quiet: stdout is the report.
     configure_logging(fmt="console", level="error", stream=sys.stderr)
+    config, targets = _targets(args)
     try:
-        config, targets = _targets(args)
         for target in targets:
             resolve_credentials(target)  # a missing token file is a configuration error, not a check
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{exc.source}: {problem}", file=sys.stderr)
-        return 2
     except ValueError as exc:
         print(f"comfywatch doctor: {scrub(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2

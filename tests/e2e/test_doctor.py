@@ -366,15 +366,21 @@ async def test_usage_and_config_errors_exit_2(tmp_path: Path) -> None:
         (["--config", str(tmp_path / "missing.toml")], "cannot read file"),
         (["--config", good, "--target", "nope"], "no target named 'nope'"),
         (["--config", missing_token], "bearer_token_file"),
-        (["--url", "ftp://127.0.0.1:21"], "expected http(s)://host[:port]"),
-        (["--url", f"http://monitor:{PASSWORD}@127.0.0.1:99999"], "--url: not a valid URL"),
+        (["--url", "ftp://127.0.0.1:21"], "command line: --url: expected http:// or https:// with a host, e.g. "
+                                          "http://127.0.0.1:8188\n"),
+        (["--url", f"http://monitor:{PASSWORD}@127.0.0.1:99999"], "command line: --url: invalid port\n"),
+        (["--url", f"http://monitor:{PASSWORD}@[::1"], "command line: --url: not a valid URL\n"),
         (["--url", "http://127.0.0.1:1", "--workflow", str(tmp_path / "nope.json")], "--workflow: cannot read"),
         (["--cloud", "--config", good], "--cloud"),
         (["--target", "a"], "--target picks a target of --config"),
-        (["--url", "http://127.0.0.1:1", "--timeout", "0"], "--timeout"),
+        (["--url", "http://127.0.0.1:1", "--timeout", "0"],
+         "argument --timeout: expected seconds between 0 and 3600, got '0'"),
         (["--no-such-flag"], "unrecognized arguments"),
     ]
-    runs = await asyncio.gather(*(doctor(*args) for args, _ in cases))
+    runs = await asyncio.gather(*(doctor(*args) for args, _ in cases),
+                                # --target picks from $COMFYWATCH_CONFIG as it would from --config
+                                doctor("--target", "nope", env={"COMFYWATCH_CONFIG": good}))
+    cases.append((["--target", "nope"], "command line: no target named 'nope'\n"))
     for run, (_, message) in zip(runs, cases, strict=True):
         assert run.code == 2, run
         assert message in run.stderr, run
