@@ -1,0 +1,71 @@
+"""Server-provided text made safe where it enters: encodable, free of control characters, bounded.
+
+A server chooses every string it sends. JSON lets it send a lone surrogate (``"\\ud800"``), which no UTF-8
+encoder accepts, control characters (``"\\u001b[2J"`` clears a terminal), and strings of any length up to the
+body-size limit. Every string a parser keeps goes through :func:`clean` (or :func:`bounded`, which also counts
+a cut), so that whatever reaches a label, a log line, the status page or ``doctor`` output can be encoded,
+printed and stored without surprise.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Final
+
+__all__ = ["ELLIPSIS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "clean", "count_cut", "sanitize"]
+
+#: Longest server string kept (label values included): ComfyUI versions, OS names and device names are a few
+#: dozen characters; a longer value is cut and ends in :data:`ELLIPSIS`.
+MAX_CHARS: Final = 256
+#: Devices of one ``/system_stats`` kept: each becomes four series, and real servers report one.
+MAX_DEVICES: Final = 64
+#: Marks a value that was cut, so nobody mistakes it for the whole.
+ELLIPSIS: Final = "…"
+
+# C0 controls, DEL and C1 controls (ESC and CSI drive terminals; CR and LF forge lines), and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class Cut(StrEnum):
+    """What a bound cut, the ``what`` label of ``comfywatch_truncations_total``."""
+
+    #: A server string longer than its bound.
+    STRING = "string"
+    #: Devices of ``/system_stats`` beyond :data:`MAX_DEVICES`.
+    DEVICES = "devices"
+
+
+#: Cuts since the process started, by what was cut (exported as ``comfywatch_truncations_total``).
+TRUNCATIONS: dict[Cut, int] = dict.fromkeys(Cut, 0)
+
+
+def sanitize(value: str) -> str:
+    """*value* with each run of control characters turned into one space and each lone surrogate into U+FFFD."""
+    if _UNSAFE.search(value) is None:
+        return value
+    return _SURROGATE.sub("\ufffd", _CONTROLS.sub(" ", value))
+
+
+def clean(value: str, limit: int) -> tuple[str, bool]:
+    """(*value* sanitized and at most *limit* characters, whether it was cut). A cut value ends in ``…``."""
+    cut = len(value) > limit
+    if cut:
+        # Cut first: sanitizing only what is kept costs the same for 20 MB as for 256 characters.
+        value = value[: max(limit - 1, 0)] + ELLIPSIS
+    return sanitize(value), cut
+
+
+def count_cut(what: Cut) -> None:
+    """Count one cut of *what*."""
+    TRUNCATIONS[what] += 1
+
+
+def bounded(value: str, limit: int = MAX_CHARS) -> str:
+    """*value* cleaned (see :func:`clean`); a cut is counted."""
+    text, cut = clean(value, limit)
+    if cut:
+        count_cut(Cut.STRING)
+    return text
