@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from comfywatch import __version__
 from comfywatch import metrics as m
 from comfywatch.exposition import Family, labels_text, render
+from comfywatch.parse.text import TRUNCATIONS
 from comfywatch.state import TargetState
-from comfywatch.target_lines import FAMILIES, chunks
+from comfywatch.target_lines import ENCODE_FAILURES, FAMILIES, chunks
 
 __all__ = ["DaemonInfo", "ScrapeClock", "collect", "prepare", "render_metrics"]
 
@@ -94,6 +95,9 @@ def collect(
     f[m.RELOAD_SUCCESS].add("", 1.0 if daemon.reload_success else 0.0)
     f[m.RELOAD_TIMESTAMP].add("", daemon.reload_timestamp)
     f[m.SHARD_INFO].add(f'shard="{daemon.shard_index}",shards="{daemon.shard_count}"', 1.0)
+    for what, count in TRUNCATIONS.items():
+        f[m.TRUNCATIONS].add(f'what="{what}"', count)
+    f[m.ENCODE_FAILURES].add("", ENCODE_FAILURES.total)
     f[m.TASKS].add("", daemon.tasks)
     f[m.RSS].add("", daemon.rss_bytes)
     f[m.OPEN_FDS].add("", daemon.open_fds)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from comfywatch.exposition import MetricDef
+from comfywatch.parse.text import MAX_CHARS, MAX_DEVICES
 
 __all__ = ["ALL", "CLOUD", "DAEMON", "TARGET"]
 
@@ -141,6 +142,16 @@ RELOAD_TIMESTAMP = MetricDef(
     "comfywatch_config_last_reload_timestamp_seconds", "gauge", "When the configuration was last (re)loaded."
 )
 SHARD_INFO = MetricDef("comfywatch_shard_info", "info", "This replica's shard.", ("shard", "shards"))
+TRUNCATIONS = MetricDef(
+    "comfywatch_truncations_total", "counter",
+    f"Server values cut to their bound: strings longer than {MAX_CHARS} characters, devices beyond {MAX_DEVICES} "
+    "per target.",
+    ("what",),
+)
+ENCODE_FAILURES = MetricDef(
+    "comfywatch_encode_failures_total", "counter",
+    "Encodings of a target's lines that failed; that target shows only comfyui_up 0 until its values change.",
+)
 TASKS = MetricDef("comfywatch_asyncio_tasks", "gauge", "asyncio tasks alive in the daemon (leak detection).")
 RSS = MetricDef("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
 OPEN_FDS = MetricDef("process_open_fds", "gauge", "Number of open file descriptors.")
@@ -158,6 +169,6 @@ CLOUD: tuple[MetricDef, ...] = (
 )
 DAEMON: tuple[MetricDef, ...] = (
     BUILD_INFO, CHECK_DURATION, CHECK_OVERRUNS, CHECK_LAST_SUCCESS, TARGETS, WEBSOCKET_CONNECTED, RELOAD_SUCCESS,
-    RELOAD_TIMESTAMP, SHARD_INFO, TASKS, RSS, OPEN_FDS,
+    RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, TASKS, RSS, OPEN_FDS,
 )
 ALL: tuple[MetricDef, ...] = TARGET + CLOUD + DAEMON

@@ -18,6 +18,8 @@ import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+import structlog
+
 from comfywatch import metrics as m
 from comfywatch.clients.http import PhaseTimes
 from comfywatch.exposition import (
@@ -28,11 +30,15 @@ from comfywatch.exposition import (
     histogram_template,
     labels_text,
 )
+from comfywatch.parse.text import sanitize
 from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
 
 __all__ = [
-    "FAMILIES", "Chunks", "Snapshot", "TargetLines", "chunks", "encode", "is_current", "snapshot",
+    "ENCODE_FAILURES", "FAMILIES", "Chunks", "EncodeFailures", "Snapshot", "TargetLines", "chunks", "encode",
+    "is_current", "snapshot",
 ]
+
+log = structlog.get_logger("comfywatch.exporter")
 
 #: The families of /metrics, in output order.
 FAMILIES: tuple[MetricDef, ...] = m.TARGET + m.CLOUD + m.DAEMON
@@ -44,6 +50,17 @@ Chunks = tuple[bytes | None, ...]
 #: A section's lines by family position in :data:`FAMILIES` (several lines of one family joined by newlines).
 Texts = dict[int, bytes]
 Value = float | int | None
+
+class EncodeFailures:
+    """Encodings of a target's lines that raised (exported as ``comfywatch_encode_failures_total``)."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+
+ENCODE_FAILURES = EncodeFailures()
 
 #: Label strings and sections kept per target: far more than one target has, yet a server
 #: reporting a new device name on every poll cannot grow them without bound.
@@ -133,8 +150,8 @@ class TargetLines:
     """Label strings, line heads, encoded sections and the last encoding of one target (for one of
     ``/metrics`` with a ``target`` label, or ``/probe`` without)."""
 
-    __slots__ = ("blocks", "column_heads", "encoded", "heads", "hists", "labels", "name", "now", "own", "pair_cache",
-                 "prefix", "sections", "seqs", "with_target")
+    __slots__ = ("blocks", "column_heads", "encoded", "failed", "heads", "hists", "labels", "name", "now", "own",
+                 "pair_cache", "prefix", "sections", "seqs", "with_target")
 
     def __init__(self, state: TargetState, with_target: bool) -> None:
         self.name = state.name
@@ -160,6 +177,8 @@ class TargetLines:
         self.sections: dict[str, tuple[object, Texts]] = {}
         #: (snapshot, chunks) of the last encoding.
         self.encoded: tuple[Snapshot, Chunks] | None = None
+        #: Whether an encoding of this target has failed (logged once, counted every time).
+        self.failed = False
 
     # Label strings.
 
@@ -290,8 +309,8 @@ def _system(lines: TargetLines, state: TargetState) -> Texts:
     texts[_POSITION[m.RAM_TOTAL]] = (heads[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
     texts[_POSITION[m.RAM_FREE]] = (heads[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
     if stats.devices:
-        labels = [lines.pairs((("device", d.name[:120]), ("type", d.type), ("index", "" if d.index is None else
-                                                                           str(d.index)))) for d in stats.devices]
+        labels = [lines.pairs((("device", d.name), ("type", d.type), ("index", "" if d.index is None else
+                                                                    str(d.index)))) for d in stats.devices]
         for metric, values in zip(_DEVICE_FAMILIES, zip(*map(_DEVICE_VALUES, stats.devices), strict=True),
                                   strict=True):
             text = column_lines([_line_head(metric.name, text) for text in labels], values)
@@ -445,13 +464,38 @@ def _target_lines(state: TargetState, with_target: bool) -> TargetLines:
     return cached
 
 
+_UP = _POSITION[m.UP]
+
+
+def _down(state: TargetState, with_target: bool) -> Chunks:
+    """The target's lines when they cannot be encoded: ``comfyui_up 0`` alone, its labels made encodable."""
+    pairs = [("target", state.name)] if with_target else []
+    pairs.extend(sorted(state.labels.items()))
+    head = _line_head(m.UP.name, labels_text([(key, sanitize(value)) for key, value in pairs]))
+    line = (head + format_value(0.0)).encode("utf-8")
+    return tuple(line if position == _UP else None for position in _POSITIONS)
+
+
 def chunks(state: TargetState, with_target: bool, now: float) -> Chunks:
-    """The target's lines by family, encoded again only if a value they show has changed."""
+    """The target's lines by family, encoded again only if a value they show has changed.
+
+    Whatever a target's values hold, encoding them never costs the other targets' lines: a target whose
+    lines fail to encode shows ``comfyui_up 0`` alone, counted in ``comfywatch_encode_failures_total``, until
+    its values change."""
     lines = _target_lines(state, with_target)
     snap = snapshot(state, now)
     encoded = lines.encoded
     if encoded is None or encoded[0] != snap:
-        encoded = lines.encoded = (snap, encode(lines, state, snap, now))
+        try:
+            result = encode(lines, state, snap, now)
+        except Exception as exc:  # whatever fails in one target, the others must be served
+            ENCODE_FAILURES.total += 1
+            if not lines.failed:
+                lines.failed = True
+                # The type only: the message may quote the value that failed.
+                log.error("encode_failed", target=sanitize(state.name), error=type(exc).__name__)
+            result = _down(state, with_target)
+        encoded = lines.encoded = (snap, result)
     return encoded[1]
 
 

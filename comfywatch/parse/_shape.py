@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from comfywatch.parse import ParseError
+from comfywatch.parse.text import bounded
 
 __all__ = [
     "as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_str", "opt_timestamp_ms",
@@ -34,9 +35,10 @@ def as_list(value: object, path: str) -> list[Any]:
 
 
 def as_str(value: object, path: str) -> str:
+    """A server string, made safe to keep (see :func:`comfywatch.parse.text.bounded`)."""
     if not isinstance(value, str):
         raise ParseError(f"{path}: expected string, got {_kind(value)}")
-    return value
+    return bounded(value)
 
 
 def as_opt_str(value: object, path: str) -> str | None:

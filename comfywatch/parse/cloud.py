@@ -31,6 +31,7 @@ from enum import StrEnum
 
 from comfywatch.errors import Reason
 from comfywatch.parse import ParseError
+from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
 
 __all__ = [
     "BILLING_ERROR_TYPES",
@@ -125,7 +126,6 @@ _PAYMENT_EXCEPTIONS = frozenset({"InsufficientFundsError", "InactiveSubscription
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SECRET_RE = re.compile(r"(comfyui-|cmy_|comfy_)[^\s\"',;]+|(?i:bearer)\s+[^\s\"',;]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]+")
 _DIGITS_RE = re.compile(r"-?[0-9]{1,20}")
 _MAX_FLOAT_INT = 10**300
 
@@ -195,10 +195,10 @@ class JobState:
 def classify_state(raw: str) -> JobState:
     """Classify a job state from ``/api/job/{id}/status`` or ``/api/jobs``; unknown values are in flight."""
     entry = _STATE_TABLE.get(raw) or _STATE_TABLE.get(raw.strip().lower())
-    bounded = raw[:64]
+    kept = bounded(raw, 64)
     if entry is None:
-        return JobState(raw=bounded, group=None, terminal=False)
-    return JobState(raw=bounded, group=entry[0], terminal=entry[1])
+        return JobState(raw=kept, group=None, terminal=False)
+    return JobState(raw=kept, group=entry[0], terminal=entry[1])
 
 
 def exception_reason(exception_type: str | None) -> Reason:
@@ -490,16 +490,16 @@ def _obj(value: object, path: str) -> Mapping[str, object]:
     return value
 
 
-def _str(value: object, path: str) -> str:
+def _str(value: object, path: str, limit: int = MAX_CHARS) -> str:
     if not isinstance(value, str):
         raise ParseError(f"{path}: expected string")
-    return value
+    return bounded(value, limit)
 
 
 def _opt_str(value: object, path: str, limit: int = MAX_TEXT) -> str | None:
     if value is None:
         return None
-    return _str(value, path)[:limit]
+    return _str(value, path, limit)
 
 
 def _bool(value: object, path: str) -> bool:
@@ -594,11 +594,7 @@ def _clean_text(value: object) -> str | None:
     """Free text made safe to keep: control characters collapsed, key-like words redacted, bounded."""
     if not isinstance(value, str):
         return None
-    text = _CONTROL_RE.sub(" ", value).strip()
-    text = _SECRET_RE.sub("[REDACTED]", text)
-    if len(text) > MAX_TEXT:
-        text = text[: MAX_TEXT - 1] + "…"
-    return text
+    return bounded(_SECRET_RE.sub("[REDACTED]", sanitize(value).strip()), MAX_TEXT)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -610,7 +606,7 @@ def parse_user(body: object) -> CloudUser:
     obj = _obj(body, "$")
     return CloudUser(
         id=_opt_str(obj.get("id"), "id", 128),
-        status=_str(obj.get("status"), "status")[:64],
+        status=_str(obj.get("status"), "status", 64),
     )
 
 
@@ -719,13 +715,13 @@ def _queue_item(value: object, path: str) -> CloudQueueItem:
         raise ParseError(f"{path}: expected array of at least 2 items")
     outputs: tuple[str, ...] = ()
     if len(value) > 3 and isinstance(value[3], list):
-        outputs = tuple(_str(node, f"{path}[3][{i}]")[:64] for i, node in enumerate(value[3]))
+        outputs = tuple(_str(node, f"{path}[3][{i}]", 64) for i, node in enumerate(value[3]))
     created: int | None = None
     if len(value) > 4 and value[4] is not None:
         created = _time_ms(_obj(value[4], f"{path}[4]").get("create_time"), f"{path}[4].create_time")
     return CloudQueueItem(
         number=_int(value[0], f"{path}[0]"),
-        prompt_id=_str(value[1], f"{path}[1]")[:128],
+        prompt_id=_str(value[1], f"{path}[1]", 128),
         output_node_ids=outputs,
         create_time_ms=created,
     )
@@ -799,7 +795,7 @@ def _job(obj: Mapping[str, object]) -> CloudJob:
     job_id = _str(obj.get("id"), "id")
     if not job_id or len(job_id) > 128:
         raise ParseError("id: expected a non-empty id")
-    status = _str(obj.get("status"), "status")
+    status = _str(obj.get("status"), "status", 64)
     created = _time_ms(obj.get("create_time"), "create_time")
     if created is None:
         raise ParseError("create_time: expected timestamp")
@@ -861,13 +857,13 @@ def _outputs(value: object) -> tuple[OutputFile, ...]:
                 if isinstance(item, dict) and isinstance(item.get("filename"), str):
                     files.append(
                         OutputFile(
-                            node_id=str(node_id)[:64],
-                            kind=str(kind)[:32],
-                            filename=item["filename"][:255],
-                            subfolder=item["subfolder"][:255]
+                            node_id=bounded(str(node_id), 64),
+                            kind=bounded(str(kind), 32),
+                            filename=bounded(item["filename"], 255),
+                            subfolder=bounded(item["subfolder"], 255)
                             if isinstance(item.get("subfolder"), str)
                             else "",
-                            type=item["type"][:16] if isinstance(item.get("type"), str) else "output",
+                            type=bounded(item["type"], 16) if isinstance(item.get("type"), str) else "output",
                         )
                     )
     return tuple(files)
@@ -908,7 +904,7 @@ def parse_job_status(body: object) -> JobStatus:
     job_id = _str(obj.get("id"), "id")
     if not job_id or len(job_id) > 128:
         raise ParseError("id: expected a non-empty id")
-    status = _str(obj.get("status"), "status")
+    status = _str(obj.get("status"), "status", 64)
     state = classify_state(status)
     return JobStatus(
         id=job_id,

@@ -12,6 +12,7 @@ from typing import Any
 
 from comfywatch.errors import Reason, classify_execution_error
 from comfywatch.parse._shape import as_bool, as_list, as_map, as_opt_str, as_str, opt_timestamp_ms
+from comfywatch.parse.text import bounded
 
 __all__ = ["HistoryEntry", "Outcome", "parse_history", "parse_history_entry"]
 
@@ -79,15 +80,15 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
         elif event == "execution_error":
             end_ms, outcome = _timestamp(data), Outcome.FAILED
             raw_type, raw_message = data.get("exception_type"), data.get("exception_message")
-            exception_type = raw_type[:200] if isinstance(raw_type, str) else None
+            exception_type = bounded(raw_type) if isinstance(raw_type, str) else None
             node = data.get("node_type")
-            node_type = node[:200] if isinstance(node, str) else None
+            node_type = bounded(node) if isinstance(node, str) else None
             message_text = raw_message if isinstance(raw_message, str) else None
             reason = classify_execution_error(exception_type, message_text)
         elif event == "execution_interrupted":
             end_ms, outcome, reason = _timestamp(data), Outcome.FAILED, Reason.INTERRUPTED
             node = data.get("node_type")
-            node_type = node[:200] if isinstance(node, str) else None
+            node_type = bounded(node) if isinstance(node, str) else None
     if outcome is Outcome.UNKNOWN and status_str == "success":
         outcome = Outcome.SUCCESS
     elif outcome is Outcome.UNKNOWN and status_str == "error":
@@ -97,7 +98,7 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
     prompt = entry.get("prompt")
     if isinstance(prompt, list) and len(prompt) > 3 and isinstance(prompt[3], dict):
         found = prompt[3].get("client_id")
-        client_id = found if isinstance(found, str) else None
+        client_id = bounded(found) if isinstance(found, str) else None
     return HistoryEntry(
         prompt_id=prompt_id,
         outcome=outcome,
@@ -114,4 +115,8 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
 def parse_history(body: Any) -> list[HistoryEntry]:
     """Parse ``{prompt_id: entry, ...}`` in the server's insertion order (oldest first)."""
     root = as_map(body, "$")
-    return [parse_history_entry(str(pid), value, f"$[{pid!r}]") for pid, value in root.items()]
+    entries: list[HistoryEntry] = []
+    for raw_id, value in root.items():
+        prompt_id = bounded(str(raw_id))
+        entries.append(parse_history_entry(prompt_id, value, f"$[{prompt_id!r}]"))
+    return entries

@@ -8,6 +8,7 @@ from typing import Any
 
 from comfywatch.parse import ParseError
 from comfywatch.parse._shape import as_map, as_str
+from comfywatch.parse.text import sanitize
 
 __all__ = ["PromptAccepted", "WsEvent", "parse_prompt_accepted", "parse_ws_text", "ws_event"]
 
@@ -65,8 +66,11 @@ def parse_ws_text(text: str) -> WsEvent:
         raise ParseError("$: frame is not JSON") from exc
     root = as_map(raw, "$")
     kind = as_str(root.get("type"), "type")
-    data = root.get("data", {})
-    data = dict(as_map(data, "data")) if data is not None else {}
+    raw_data = root.get("data", {})
+    raw_data = as_map(raw_data, "data") if raw_data is not None else {}
+    # The event's own strings (ids, node and exception types, messages) reach logs and canary output; the frame
+    # size bounds them, nested values (outputs) are left as the server sent them.
+    data = {key: sanitize(value) if isinstance(value, str) else value for key, value in raw_data.items()}
     prompt_id = data.get("prompt_id")
     return WsEvent(type=kind, data=data, prompt_id=prompt_id if isinstance(prompt_id, str) else None)
 

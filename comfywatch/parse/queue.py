@@ -7,6 +7,7 @@ from typing import Any
 
 from comfywatch.parse import ParseError
 from comfywatch.parse._shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
+from comfywatch.parse.text import bounded
 
 __all__ = ["QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
 
@@ -36,7 +37,7 @@ def _extra_create_time(extra: Any) -> tuple[str | None, int | None]:
     client = extra.get("client_id")
     created = extra.get("create_time")
     # An unusable create_time (NaN, Infinity, a 400-digit integer) is simply absent.
-    return (client if isinstance(client, str) else None), opt_timestamp_ms(created)
+    return (bounded(client) if isinstance(client, str) else None), opt_timestamp_ms(created)
 
 
 def _item(value: Any, path: str) -> QueueItem:

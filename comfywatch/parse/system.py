@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.parse._shape import as_bool, as_int, as_list, as_map, as_opt_int, as_str
+from comfywatch.parse.text import MAX_DEVICES, Cut, count_cut
 
 __all__ = ["Device", "SystemStats", "parse_system_stats"]
 
@@ -73,10 +74,17 @@ def _device(value: Any, path: str) -> Device:
 
 
 def parse_system_stats(body: Any) -> SystemStats:
-    """Parse a ``/system_stats`` body (local ComfyUI and Comfy Cloud share the shape)."""
+    """Parse a ``/system_stats`` body (local ComfyUI and Comfy Cloud share the shape).
+
+    Devices beyond :data:`~comfywatch.parse.text.MAX_DEVICES` are dropped unread (and the cut counted): each
+    becomes four series.
+    """
     root = as_map(body, "$")
     system = as_map(root.get("system"), "system")
     devices = as_list(root.get("devices"), "devices")
+    if len(devices) > MAX_DEVICES:
+        count_cut(Cut.DEVICES)
+        devices = devices[:MAX_DEVICES]
     argv = as_list(system.get("argv", []), "system.argv")
     embedded = system.get("embedded_python")
     return SystemStats(

@@ -36,6 +36,7 @@ from comfywatch.exposition import (
 )
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
+from comfywatch.parse.text import sanitize
 from comfywatch.state import TargetState
 from comfywatch.trackers import QueueTracker
 from tests.fixtures import load_json
@@ -493,7 +494,8 @@ class TestExporterOutput:
 
     @pytest.mark.parametrize("openmetrics", [False, True])
     def test_nasty_label_values_round_trip(self, openmetrics: bool) -> None:
-        """Quotes, backslashes and newlines in target names, URLs, devices, canaries and extra labels survive."""
+        """Quotes, backslashes and newlines in target names, URLs, canaries and extra labels survive; a device
+        name, sent by the server, keeps its quotes and backslashes, its newline sanitized at parse time."""
         state = local_state(labels={"team": NASTY})
         state.public_url = f"http://h/{NASTY}"
         state.canary(NASTY).runs = 1
@@ -507,7 +509,7 @@ class TestExporterOutput:
         urls = {lab["url"] for n, lab, _ in found if n == "comfyui_target_info"}
         assert urls == {f"http://h/{NASTY}"}
         assert NASTY in {lab.get("canary") for _, lab, _ in found}
-        assert NASTY in {lab.get("device") for _, lab, _ in found}
+        assert sanitize(NASTY) in {lab.get("device") for _, lab, _ in found}
 
     @pytest.mark.parametrize("openmetrics", [False, True])
     def test_label_names_are_declared(self, openmetrics: bool) -> None:

@@ -19,6 +19,7 @@ from comfywatch.parse.jobs import Job, parse_jobs, to_ms
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, parse_prompt_accepted, parse_ws_text, ws_event
 from comfywatch.parse.queue import parse_queue, parse_queue_remaining
 from comfywatch.parse.system import Device, SystemStats, parse_system_stats
+from comfywatch.parse.text import ELLIPSIS, MAX_CHARS, sanitize
 from tests.fixtures import FIXTURES, load_json, load_jsonl
 
 
@@ -536,11 +537,11 @@ class TestHistoryClassification:
         assert (entry.start_ms, entry.end_ms, entry.server_seconds) == (None, 9, None)
 
     def test_long_strings_truncated(self) -> None:
-        """exception_type and node_type are bounded to 200 characters."""
+        """exception_type and node_type are bounded to MAX_CHARS characters, the cut marked."""
         message = _error_message("E" * 5000, "m", node_type="N" * 5000)
         entry = parse_history_entry("p", _history_entry([message]))
-        assert entry.exception_type == "E" * 200
-        assert entry.node_type == "N" * 200
+        assert entry.exception_type == "E" * (MAX_CHARS - 1) + ELLIPSIS
+        assert entry.node_type == "N" * (MAX_CHARS - 1) + ELLIPSIS
 
     def test_malformed_messages_skipped(self) -> None:
         """Messages that are not [event, data] pairs, or carry non-object data, are skipped safely."""
@@ -777,11 +778,13 @@ def _text_frames(name: str) -> list[dict[str, Any]]:
 class TestWsText:
     @pytest.mark.parametrize("name", WS_FIXTURES)
     def test_every_recorded_text_frame(self, name: str) -> None:
-        """Every recorded text frame parses to its type, data and (when present) prompt id."""
+        """Every recorded text frame parses to its type, data (its strings sanitized: an exception message ends in
+        a line break) and (when present) prompt id."""
         for msg in _text_frames(name):
             event = parse_ws_text(json.dumps(msg))
             assert event.type == msg["type"]
-            assert event.data == (msg["data"] or {})
+            assert event.data == {key: sanitize(value) if isinstance(value, str) else value
+                                  for key, value in (msg["data"] or {}).items()}
             data_id = (msg["data"] or {}).get("prompt_id")
             assert event.prompt_id == (data_id if isinstance(data_id, str) else None)
 
