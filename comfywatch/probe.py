@@ -3,6 +3,10 @@
 Each request builds a fresh client and state, runs the module's checks once within the scrape timeout
 Prometheus announces, renders the result without a ``target`` label, and forgets everything. It never
 runs a canary: probes must be cheap and side-effect free.
+
+Forgetting includes secrets: the target's userinfo and the module's credentials are registered in a
+request scope of the redactor, so they are masked in whatever the request logs or answers and gone when
+it ends (a caller probing with a fresh password each time costs the redactor nothing).
 """
 
 from __future__ import annotations
@@ -12,23 +16,47 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
+import structlog
 from aiohttp import web
 
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
-from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.http import RequestFailed, basic_auth_header
 from comfywatch.config import Config, Credentials, ProbeModule, TargetConfig, parse_headers_file
 from comfywatch.errors import Reason
 from comfywatch.exporter import collect
 from comfywatch.exposition import Family, MetricDef, choose_format, render
+from comfywatch.redact import register_secret, request_scope, scrub, strip_userinfo
 from comfywatch.runtime import build_runtime
 
-__all__ = ["PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
+__all__ = ["MAX_TARGET_LENGTH", "PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
+
+log = structlog.get_logger("comfywatch.probe")
 
 PROBE_SUCCESS = MetricDef("comfyui_probe_success", "gauge", "1 if every check of the probe succeeded.")
 PROBE_DURATION = MetricDef("comfyui_probe_duration_seconds", "gauge", "How long the probe took.")
 DEFAULT_SCRAPE_TIMEOUT = 10.0
+#: Longer targets are refused: no ComfyUI URL needs more, and the target's URL becomes a label.
+MAX_TARGET_LENGTH = 2048
+
+
+def _register_userinfo(url: str) -> None:
+    """Register the target's credentials as typed (percent-encoded or not) and as the Basic header sent."""
+    without = strip_userinfo(url)
+    if without == url:
+        return
+    start = url.find("://") + 3
+    userinfo = url[start : start + len(url) - len(without) - 1]
+    user, _, password = userinfo.partition(":")
+    for typed in (userinfo, user, password):
+        register_secret(typed)
+    register_secret(basic_auth_header(unquote(user), unquote(password)))
+
+
+def _refuse(status: int, text: str) -> web.Response:
+    # Whatever the text quotes from the request is scrubbed with the request's own secrets.
+    return web.Response(status=status, text=scrub(text) + "\n")
 
 
 def _module_credentials(module: ProbeModule, url: str) -> Credentials:
@@ -68,62 +96,74 @@ def make_probe_handler(
     get_config: Callable[[], Config | None],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.Response:
-        config = get_config()
-        if config is None:
-            return web.Response(status=503, text="not configured\n")
-        url = request.query.get("target", "")
-        module_name = request.query.get("module", "local")
-        module = config.modules.get(module_name)
-        if module is None:
-            return web.Response(status=400, text=f"unknown module {module_name[:60]!r}\n")
-        problem = _url_problem(url)
-        if problem is not None:
-            # Never echo the target: its userinfo may hold a password.
-            return web.Response(status=400, text=problem + "\n")
-        if module.kind != "local":
-            return web.Response(status=400, text="only local modules can be probed\n")
-        timeout = _timeout_from(request, module)
-        try:
-            # Each request gives up a little before the whole probe does, so a slow server is reported as
-            # a counted ``timeout`` failure rather than cut off by the probe's deadline.
-            target = TargetConfig(name="probe", kind="local", url=url, timeout=max(0.1, timeout - 0.1))
-        except ValueError:
-            return web.Response(status=400, text="target is not a usable URL\n")
-        try:
-            credentials = _module_credentials(module, url)
-        except (OSError, ValueError):
-            return web.Response(status=500, text="module credentials unreadable\n")
-        runtime = build_runtime(config, target, credentials=credentials)
-        assert runtime.local is not None
-        started = time.perf_counter()
-        ok = True
-        try:
-            async with asyncio.timeout(timeout):
-                for check in module.checks:
-                    try:
-                        if check == "system":
-                            await system_check.run(runtime.local, runtime.state)
-                        elif check == "queue":
-                            await queue_check.run(runtime.local, runtime.state)
-                        elif check == "jobs":
-                            await jobs_check.run(runtime.local, runtime.state)
-                    except RequestFailed:
-                        ok = False
-                        if check == "system":
-                            break
-        except TimeoutError:
-            ok = False
-            if runtime.state.up is None or check == "system":
-                runtime.state.set_up(False, Reason.TIMEOUT)
-        finally:
-            await runtime.close()
-        openmetrics, content_type = choose_format(request.headers.get("Accept"))
-        summary = [Family(PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
-                   Family(PROBE_DURATION, [("", time.perf_counter() - started)])]
-        families = summary + collect([runtime.state], daemon=None, with_target=False)
-        body = render(families, openmetrics=openmetrics)
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = content_type
-        return response
+        with request_scope():
+            try:
+                return await _probe(request, get_config())
+            except Exception:
+                # Logged here, inside the request's scope: the probe's secrets are masked in the traceback too.
+                log.exception("probe_failed")
+                return _refuse(500, "probe failed")
 
     return handler
+
+
+async def _probe(request: web.Request, config: Config | None) -> web.Response:
+    url = request.query.get("target", "")
+    _register_userinfo(url)
+    if config is None:
+        return _refuse(503, "not configured")
+    module_name = request.query.get("module", "local")
+    module = config.modules.get(module_name)
+    if module is None:
+        return _refuse(400, f"unknown module {module_name[:60]!r}")
+    if len(url) > MAX_TARGET_LENGTH:
+        return _refuse(400, f"target longer than {MAX_TARGET_LENGTH} characters")
+    problem = _url_problem(url)
+    if problem is not None:
+        # Never echo the target: its userinfo may hold a password.
+        return _refuse(400, problem)
+    if module.kind != "local":
+        return _refuse(400, "only local modules can be probed")
+    timeout = _timeout_from(request, module)
+    try:
+        # Each request gives up a little before the whole probe does, so a slow server is reported as
+        # a counted ``timeout`` failure rather than cut off by the probe's deadline.
+        target = TargetConfig(name="probe", kind="local", url=url, timeout=max(0.1, timeout - 0.1))
+    except ValueError:
+        return _refuse(400, "target is not a usable URL")
+    try:
+        credentials = _module_credentials(module, url)
+    except (OSError, ValueError):
+        return _refuse(500, "module credentials unreadable")
+    runtime = build_runtime(config, target, credentials=credentials)
+    assert runtime.local is not None
+    started = time.perf_counter()
+    ok = True
+    try:
+        async with asyncio.timeout(timeout):
+            for check in module.checks:
+                try:
+                    if check == "system":
+                        await system_check.run(runtime.local, runtime.state)
+                    elif check == "queue":
+                        await queue_check.run(runtime.local, runtime.state)
+                    elif check == "jobs":
+                        await jobs_check.run(runtime.local, runtime.state)
+                except RequestFailed:
+                    ok = False
+                    if check == "system":
+                        break
+    except TimeoutError:
+        ok = False
+        if runtime.state.up is None or check == "system":
+            runtime.state.set_up(False, Reason.TIMEOUT)
+    finally:
+        await runtime.close()
+    openmetrics, content_type = choose_format(request.headers.get("Accept"))
+    summary = [Family(PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
+               Family(PROBE_DURATION, [("", time.perf_counter() - started)])]
+    families = summary + collect([runtime.state], daemon=None, with_target=False)
+    body = render(families, openmetrics=openmetrics)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response

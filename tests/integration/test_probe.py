@@ -6,15 +6,26 @@ Each probe builds a fresh client and state, answers 200 with ``comfyui_probe_suc
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
+from comfywatch.checks import system as system_check
+from comfywatch.clients.http import basic_auth_header
+from comfywatch.logs import configure_logging
+from comfywatch.probe import MAX_TARGET_LENGTH
+from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.fixtures import load_json
 from tests.helpers import Metrics, running_daemon
@@ -235,3 +246,92 @@ async def test_bad_probe_requests_are_400_without_echoing_the_target(
     assert response.status == 400
     assert text.strip() == message
     assert "hunter2" not in text
+
+
+# Secrets of a probe live and die with the request.
+
+
+async def test_probes_with_fresh_passwords_leave_the_redactor_unchanged(
+    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+) -> None:
+    """Each probe authenticates with its own password; none of them is added to the process-wide redactor,
+    whose pattern (scrubbed on every log line) keeps the same number of secrets however many probes ran."""
+    address, seen = recording_server
+    before = len(SECRETS)
+    passwords = [f"fresh-{number}-{secrets.token_hex(6)}" for number in range(40)]
+    for password in passwords:
+        status, body, _ = await probe(probe_base, f"http://alice:{password}@{address}", "quick")
+        assert status == 200
+        assert Metrics(body).value("comfyui_probe_success") == 1.0
+        assert password not in body
+    assert [headers["Authorization"] for headers in seen] == [basic_auth_header("alice", p) for p in passwords]
+    assert len(SECRETS) == before
+    assert not any(password in SECRETS for password in passwords)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Every log line of the process, as the daemon writes them (JSON), for the length of one test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    yield stream
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def forms_of(user: str, password: str) -> list[str]:
+    """The password as a probe's output could carry it: plain, percent-encoded, inside HTTP Basic."""
+    token = basic_auth_header(user, password).removeprefix("Basic ")
+    return [password, quote(password, safe=""), quote_plus(password), token, quote(token, safe="")]
+
+
+async def test_a_failing_probe_masks_its_own_password_in_log_and_answer(
+    probe_base: str, sim: SimHandle, log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error quoting the probe's credentials (password, percent-encoded, Basic base64) is logged
+    as probe_failed with all of them masked, and answered with a fixed 500."""
+    password = f"unexpected-{secrets.token_hex(6)} /+"
+
+    async def broken_check(*_args: object) -> None:
+        raise RuntimeError(f"server echoed {' '.join(forms_of('alice', password))}")
+
+    monkeypatch.setattr(system_check, "run", broken_check)
+    target = sim.url.replace("http://", f"http://alice:{quote(password, safe='')}@")
+    status, body, _ = await probe(probe_base, target, "quick")
+    assert (status, body) == (500, "probe failed\n")
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines if line["level"] == "error"] == ["probe_failed"]
+    assert "server echoed ***" in json.dumps(lines)
+    for form in forms_of("alice", password):
+        assert form not in log_stream.getvalue()
+
+
+async def test_an_oversized_target_is_refused_and_logged_without_its_password(
+    probe_base: str, log_stream: io.StringIO
+) -> None:
+    """A target over aiohttp's 8190-byte request line, percent-encoded as Prometheus sends it: 400, and the
+    log line of the refusal masks the (never registered) password in every form."""
+    password = f"oversized-{secrets.token_hex(6)}"
+    target = f"http://alice:{password}@127.0.0.1:9/{'a' * 9000}"
+    status, _, _ = await probe(probe_base, quote(target, safe=""), None)
+    assert status == 400
+    assert "127.0.0.1" in log_stream.getvalue()  # the refusal was logged
+    for form in forms_of("alice", password):
+        assert form not in log_stream.getvalue()
+
+
+async def test_a_target_over_the_length_bound_is_refused(probe_base: str) -> None:
+    """A target longer than MAX_TARGET_LENGTH (yet under the request line limit) gets a 400 naming the bound."""
+    status, body, _ = await probe(probe_base, f"http://alice:pw-{'x' * MAX_TARGET_LENGTH}@127.0.0.1:9/")
+    assert (status, body) == (400, f"target longer than {MAX_TARGET_LENGTH} characters\n")
+
+
+async def test_error_answers_are_scrubbed(probe_base: str) -> None:
+    """What a 400 quotes from the request (the module name) is scrubbed like a log line."""
+    status, body, _ = await probe(probe_base, "http://127.0.0.1:9", "http://alice:hunter2@127.0.0.1:9")
+    assert (status, body) == (400, "unknown module 'http://***@127.0.0.1:9'\n")
