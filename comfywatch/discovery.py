@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from comfywatch.config import DiscoveryConfig, TargetConfig, validate_labels
+from comfywatch.config import DiscoveryConfig, TargetConfig, strip_secrets_from_url, validate_labels
+from comfywatch.parse.text import MAX_CHARS, sanitize
 
 __all__ = ["discovery_fingerprint", "load_discovered", "parse_file_sd"]
 
@@ -71,12 +72,19 @@ def _url(entry: str, scheme: str) -> str:
 
 
 def _url_problem(url: str) -> str | None:
+    if sanitize(url) != url:
+        # Such a URL cannot be requested, and its text would reach the url label and every log line about it.
+        return "url: contains control characters or invalid Unicode"
     try:
         parts = urlsplit(url)
         _ = parts.port
     except ValueError:
         return "url: invalid port"
-    return None if parts.hostname else "url: expected http:// or https:// with a host"
+    if not parts.hostname:
+        return "url: expected http:// or https:// with a host"
+    if len(strip_secrets_from_url(url)) > MAX_CHARS:
+        return f"url: longer than {MAX_CHARS} characters without its userinfo and query (it becomes the url label)"
+    return None
 
 
 def _name(url: str) -> str | None:
@@ -126,7 +134,9 @@ def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list
         if scheme not in {"http", "https"}:
             problems.append(f"{where}.labels: __scheme__ must be http or https")
             continue
-        labels = {str(k): v for k, v in raw_labels.items() if not str(k).startswith("__")}
+        # Label values become label values of every series of the target, and appear in logs: made encodable and
+        # free of control characters as any server string is (their length is validated below).
+        labels = {str(k): sanitize(v) for k, v in raw_labels.items() if not str(k).startswith("__")}
         name_label = labels.pop("name", None)
         try:
             labels = validate_labels(labels)

@@ -181,6 +181,32 @@ async def test_label_problems_are_logged_with_file_and_index(
         assert all(level == "warning" for level, event, _ in recorder.events if event == "discovery_problem")
 
 
+async def test_hostile_label_text_costs_no_target_its_lines(fleet: SimHandle, tmp_path: Path) -> None:
+    """A group whose label holds a lone surrogate and a terminal escape is served sanitized; /metrics answers 200
+    in both formats and every target is up."""
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    write_atomically(sd / "a.json", json.dumps([
+        {"targets": [fleet.target_url(0)], "labels": {"name": "hostile", "rack": "r\ud800\x1b[2J"}},
+        {"targets": [fleet.target_url(1)], "labels": {"name": "healthy"}},
+    ]))
+    text = f"""
+[defaults]
+interval = "1s"
+timeout = "500ms"
+websocket_monitor = false
+
+[discovery]
+files = ["{sd}/*.json"]
+"""
+    async with running_daemon(text, tmp_path) as (_daemon, base):
+        metrics = await eventually(lambda: scrape(f"{base}/metrics"),
+                                   lambda m: {"hostile", "healthy"} <= set(up_targets(m)), what="both targets up")
+        assert up_targets(metrics)["hostile"] == {"target": "hostile", "rack": "r\ufffd [2J"}
+        openmetrics = await scrape(f"{base}/metrics", accept="application/openmetrics-text; version=1.0.0")
+        assert {"hostile", "healthy"} <= set(up_targets(openmetrics))
+
+
 async def test_sighup_reload_rereads_files_before_the_refresh_interval(fleet: SimHandle, tmp_path: Path) -> None:
     """With a 1 h refresh interval, a reload (what SIGHUP triggers) still picks up a new file at once."""
     sd = tmp_path / "sd"
