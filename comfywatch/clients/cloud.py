@@ -16,6 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import aiohttp
+
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason
 from comfywatch.parse import cloud as cloud_parse
@@ -235,11 +237,14 @@ class CloudApi:
 
 
 async def fetch_unauthenticated(http: HttpClient, location: str) -> HttpResult:
-    """GET a signed storage URL with a bare session: no X-API-Key, no proxy credentials."""
-    import aiohttp
+    """GET a signed storage URL with a bare session: no X-API-Key, no proxy credentials.
+
+    The body is read whole: to its declared length (``output_invalid`` when the connection ends before it) or,
+    without one, to the connection's end; either way at most the client's ``max_body_size``.
+    """
     from yarl import URL
 
-    from comfywatch.errors import BodyTooLargeError, classify_exception, classify_status
+    from comfywatch.errors import classify_exception, classify_status
 
     url = URL(location)
     if not url.is_absolute():
@@ -249,14 +254,44 @@ async def fetch_unauthenticated(http: HttpClient, location: str) -> HttpResult:
         async with aiohttp.ClientSession(trust_env=False) as session, session.get(
             url, timeout=aiohttp.ClientTimeout(total=http.settings.timeout), allow_redirects=False
         ) as response:
-            body = await response.content.read(http.settings.max_body_size + 1)
-            if len(body) > http.settings.max_body_size:
-                raise BodyTooLargeError(http.settings.max_body_size)
+            body = await _read_whole(response, http.settings.max_body_size)
             result = HttpResult(response.status, body, response.content_type, dict(response.headers),
                                 time.perf_counter() - started)
+    except RequestFailed:
+        raise
     except Exception as exc:
         raise RequestFailed(classify_exception(exc), "view") from None
     failure = classify_status(result.status)
     if failure is not None:
         raise RequestFailed(failure, "view")
     return result
+
+
+async def _read_whole(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """*response*'s body to its declared length or the connection's end, at most *limit* bytes once decoded.
+
+    ``content.read(n)`` would return what has arrived so far, which for a body sent in bursts is a prefix.
+    """
+    from comfywatch.errors import BodyTooLargeError
+
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLargeError(limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(limit)
+            chunks.append(chunk)
+    except aiohttp.ClientPayloadError:
+        # aiohttp's error for a connection that closed before the declared length is told as such below;
+        # a payload error of any other kind (a broken chunked or compressed stream) is the connection's.
+        if declared is None or response.content.total_raw_bytes >= declared:
+            raise
+    received = response.content.total_raw_bytes
+    if declared is not None and received < declared:
+        raise RequestFailed(Failure(Reason.OUTPUT_INVALID, f"the download ended after {received} of its "
+                                                           f"{declared} bytes"), "view")
+    return b"".join(chunks)
