@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from comfywatch.sim.admin import start_sim
 from comfywatch.sim.cloud_jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.faults import Fault
+from tests.e2e.doctor_setups import proxy_app, serve
 from tests.e2e.procs import comfywatch_run, simulate
 from tests.helpers import Metrics
 
@@ -121,3 +132,95 @@ max_requests_per_minute = 6000
         assert "comfy_cloud_balance_usd" in outputs[-6][1]
     for where, text in outputs:
         _assert_clean(where, text)
+
+
+# A server that echoes the request's credentials back.
+
+ECHO_USER = "monitor"
+#: Characters that change under percent-encoding and JSON escaping.
+ECHO_PASSWORD = "3ch0/p@ss w0rd+é"
+
+
+def _echo_forms() -> list[str]:
+    """The echoed password in every form a server or comfywatch could write it."""
+    token = base64.b64encode(f"{ECHO_USER}:{ECHO_PASSWORD}".encode()).decode()
+    return [ECHO_PASSWORD, quote(ECHO_PASSWORD, safe=""), quote_plus(ECHO_PASSWORD),
+            json.dumps(ECHO_PASSWORD)[1:-1], token, quote(token, safe="")]
+
+
+async def _echo_authorization(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``POST /prompt`` fails validation with node_errors quoting the Authorization header, its base64 alone,
+    and the decoded user:password; everything else is the simulator's."""
+    if request.method != "POST" or not request.path.endswith("/prompt"):
+        return await handler(request)
+    authorization = request.headers.get("Authorization", "")
+    token = authorization.removeprefix("Basic ")
+    decoded = base64.b64decode(token).decode() if token else ""
+    error = {"type": "value_not_in_list", "message": f"Value not in list: {decoded}",
+             "details": f"ckpt_name: '{token}' not in [] (request had {authorization})",
+             "extra_info": {"input_name": "ckpt_name", "received_value": token}}
+    return web.json_response(status=400, data={
+        "error": {"type": "prompt_outputs_failed_validation", "message": f"Prompt outputs failed validation: {decoded}",
+                  "details": authorization, "extra_info": {}},
+        "node_errors": {"1": {"errors": [error], "dependent_outputs": ["9"], "class_type": "EmptyImage"}},
+    })
+
+
+@contextlib.contextmanager
+def echoing_comfyui() -> Iterator[str]:
+    """The simulated ComfyUI behind :func:`_echo_authorization`, served from a thread; yields its URL."""
+    ready: queue.Queue[str] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with await start_sim() as sim:
+            app = proxy_app(sim.url)
+            app.middlewares.append(web.middleware(_echo_authorization))
+            async with serve(app) as url:
+                ready.put(url)
+                await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="EchoingComfyUI", daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=20)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        loop.close()
+
+
+def _cli(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYWATCH_")}
+    run = subprocess.run([sys.executable, "-m", "comfywatch", *args], capture_output=True, text=True, timeout=120,
+                         env=env)
+    return f"exit {run.returncode}\n{run.stdout}{run.stderr}"
+
+
+@pytest.mark.xfail(strict=True, reason="canary_main prints without redact.scrub/scrub_output, and "
+                   "Credentials.secret_values() lacks the Basic header value sent")
+def test_echoed_credentials_never_reach_canary_doctor_or_daemon_output(tmp_path: Path) -> None:
+    """A server echoing the canary's Authorization into its /prompt 400: canary text and --json, doctor text and
+    --json and the daemon's log show the node error, but the password in no form (clear, percent-encoded,
+    JSON-escaped, Basic base64)."""
+    with echoing_comfyui() as url:
+        target = url.replace("http://", f"http://{ECHO_USER}:{quote(ECHO_PASSWORD, safe='')}@")
+        outputs = {
+            "canary": _cli("canary", "--url", target),
+            "canary --json": _cli("canary", "--url", target, "--json"),
+            "doctor": _cli("doctor", "--url", target, "--timeout", "10"),
+            "doctor --json": _cli("doctor", "--url", target, "--timeout", "10", "--json"),
+        }
+        config = (f'[[targets]]\nname = "echo"\nurl = "{target}"\n'
+                  '  [targets.canary]\n  interval = "1s"\n  timeout = "5s"\n')
+        with comfywatch_run(tmp_path, config) as daemon:
+            deadline = time.monotonic() + 30
+            while "canary_rejected" not in daemon.output():
+                assert time.monotonic() < deadline, daemon.output()[-2000:]
+                time.sleep(0.05)
+            outputs["daemon"] = daemon.output()
+    for where, text in outputs.items():
+        assert "value_not_in_list" in text, f"{where} does not show the rejection:\n{text}"
+    leaks = [(where, form) for where, text in outputs.items() for form in _echo_forms() if form in text]
+    assert leaks == [], "\n".join(map(str, leaks))
