@@ -127,13 +127,13 @@ def _check_config(path_arg: str | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from comfywatch.config import ConfigError, config_file
-    from comfywatch.daemon import Daemon
+    from comfywatch.daemon import Daemon, ListenError
     from comfywatch.logs import configure_logging, default_log_format
+    from comfywatch.webconfig import WebConfigError
 
     daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard)
-    # Problems with the file or the options are reported like check-config's, before anything starts: run()
-    # loads the file again, and would only log them.
-    daemon.load()
+    # Problems with the file or the options are reported like check-config's, before anything starts.
+    config = daemon.load()
     try:
         configure_logging(fmt=args.log_format or default_log_format(), level=args.log_level)
     except ValueError as exc:  # a bad level, or a bad format from $COMFYWATCH_LOG_FORMAT
@@ -143,7 +143,13 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     ready = Path(args.ready_file) if args.ready_file else None
     try:
-        return asyncio.run(daemon.run(ready_file=ready))
+        return asyncio.run(daemon.run(config=config, ready_file=ready))
+    except ListenError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except WebConfigError as exc:  # its message names the file and the key, like check-config's lines
+        print(exc, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hashlib
 import os
@@ -25,6 +26,7 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import ValidationError
 
 from comfywatch import sdnotify
 from comfywatch.checks import CheckFailed, CheckSkipped
@@ -32,7 +34,7 @@ from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.clients.http import RequestFailed
-from comfywatch.config import Config, ConfigError, TargetConfig, load_config
+from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
 from comfywatch.errors import Reason
 from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
 from comfywatch.runtime import TargetRuntime, build_runtime
@@ -40,11 +42,23 @@ from comfywatch.slots import Slot, SlotTable, first_offset
 from comfywatch.state import TargetState
 from comfywatch.web import create_app
 
-__all__ = ["CheckSpec", "Daemon"]
+__all__ = ["CheckSpec", "Daemon", "ListenError"]
 
 log = structlog.get_logger("comfywatch.daemon")
 
 HEARTBEAT_SECONDS = 1.0
+
+
+class ListenError(Exception):
+    """The exporter cannot listen on its address; the message is the one line ``comfywatch run`` prints."""
+
+    def __init__(self, address: str, cause: OSError) -> None:
+        code = cause.errno
+        # getaddrinfo's errors are negative and os.strerror does not know them; their text is in strerror.
+        problem = os.strerror(code) if code is not None and code > 0 else (cause.strerror or type(cause).__name__)
+        advice = "another comfywatch? use --listen HOST:PORT" if code == errno.EADDRINUSE else "use --listen HOST:PORT"
+        super().__init__(f"cannot listen on {address}: {problem.lower()} ({advice})")
+        self.address = address
 
 
 @dataclass(frozen=True)
@@ -150,8 +164,8 @@ class Daemon:
             data["server"].update(updates)
             try:
                 config = Config.model_validate(data)
-            except ValueError as exc:
-                raise ConfigError([str(exc).splitlines()[0]], "command line") from None
+            except ValidationError as exc:
+                raise ConfigError(format_validation_error(exc), "command line") from None
         return config
 
     def owned_targets(self, config: Config) -> list[TargetConfig]:
@@ -579,13 +593,22 @@ class Daemon:
             self._reload_requested.clear()
             await self.reload()
 
-    async def run(self, *, install_signals: bool = True, ready_file: Path | None = None) -> int:
-        try:
-            config = self.load()
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("config_invalid", source=exc.source, problem=problem)
-            return 2
+    async def run(
+        self, *, config: Config | None = None, install_signals: bool = True, ready_file: Path | None = None
+    ) -> int:
+        """Serve and check until stopped; *config* is the already loaded :meth:`load` (else it is loaded here).
+
+        Raises:
+            ListenError: the exporter cannot listen on its address (nothing has been started).
+            WebConfigError: the ``web_config_file`` is invalid.
+        """
+        if config is None:
+            try:
+                config = self.load()
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("config_invalid", source=exc.source, problem=problem)
+                return 2
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -599,9 +622,9 @@ class Daemon:
         self.scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
         try:
             await self._start_server(config)
-        except (OSError, ValueError) as exc:
-            log.error("listen_failed", address=config.server.listen, error=str(exc)[:200])
-            return 1
+        except OSError as exc:
+            await self._stop_server()
+            raise ListenError(config.server.listen, exc) from None
         self.scheduler.start()
         self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="\0heartbeat",
                                next_run_time=datetime.now(UTC))
@@ -646,5 +669,9 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runtime.close(), timeout=1.0)
         self.runtimes.clear()
+        await self._stop_server()
+
+    async def _stop_server(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None

@@ -10,6 +10,7 @@ import pty
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -238,3 +239,31 @@ def test_console_when_forced_through_pipes(tmp_path: Path) -> None:
     output = run_until_unreachable(tmp_path, "--log-format", "console", tty=False)
     assert_console(output["stderr"])
     assert output["stdout"] == ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run: the listen address, the command-line overrides, the first failure.
+
+
+def test_run_on_a_busy_port_says_so_in_one_line(tmp_path: Path) -> None:
+    """A port another process listens on: one plain line on stderr naming the address and the way out, exit 1."""
+    config = write(tmp_path, f'[[targets]]\nname = "a"\nurl = "http://127.0.0.1:{closed_port()}"\n')
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = comfywatch("run", "--config", str(config), "--listen", f"127.0.0.1:{port}")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (f"cannot listen on 127.0.0.1:{port}: address already in use "
+                             "(another comfywatch? use --listen HOST:PORT)\n")
+
+
+@pytest.mark.parametrize(("option", "value", "location"),
+                         [("--listen", "nowhere", "server.listen"), ("--shard", "3/2", "server.shard")])
+def test_run_reports_a_bad_override_like_check_config(option: str, value: str, location: str) -> None:
+    """A bad --listen or --shard is one `command line: location: problem (got ...)` line, exit 2, not a pydantic
+    summary. (The problem's wording is the config validator's.)"""
+    result = comfywatch("run", option, value)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert re.fullmatch(rf"command line: {re.escape(location)}: expected [^\n]+ \(got '{re.escape(value)}'\)\n",
+                        result.stderr), result.stderr
