@@ -35,7 +35,7 @@ from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
-from comfywatch.errors import Reason
+from comfywatch.errors import Reason, hint_for
 from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
 from comfywatch.runtime import TargetRuntime, build_runtime
 from comfywatch.slots import Slot, SlotTable, first_offset
@@ -274,7 +274,8 @@ class Daemon:
     ) -> None:
         # Log transitions, not every failing poll: a target down for a day must not flood the journal.
         if before != after:
-            log.warning("check_failed", target=state.name, check=check, reason=str(after), detail=detail)
+            log.warning("check_failed", target=state.name, check=check, reason=str(after), detail=detail,
+                        url=state.public_url, hint=hint_for(after, state.public_url))
 
     def _schedule(self, runtime: TargetRuntime) -> None:
         assert self.scheduler is not None

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -112,8 +113,9 @@ BILLING_ERROR_TYPES: frozenset[str] = frozenset(
 HINTS: Mapping[Reason, str] = {
     Reason.DNS: "The host name does not resolve: check the URL's host, /etc/hosts and the DNS server.",
     Reason.CONNECT: (
-        "Nothing accepts connections there: is ComfyUI running, on which port (default 8188), and does "
-        "--listen include this interface? Check firewalls between this host and the server."
+        "Is ComfyUI running on {address}? Start it, or set url in the config. ComfyUI listens on port 8188 "
+        "by default, and only on 127.0.0.1 unless started with --listen; check firewalls between this host "
+        "and the server."
     ),
     Reason.TLS: (
         "The TLS handshake failed: the certificate is expired, self-signed, for another host name or from "
@@ -183,9 +185,28 @@ HINTS: Mapping[Reason, str] = {
 }
 
 
-def hint_for(reason: Reason) -> str:
-    """The one remediation hint for *reason*, shared by logs, doctor and the runbook."""
-    return HINTS[reason]
+#: What a hint's ``{address}`` reads when the target's URL is not known.
+_SOME_ADDRESS = "the host and port of its URL"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def hint_for(reason: Reason, url: str | None = None) -> str:
+    """The one remediation hint for *reason*, shared by logs, doctor and the runbook. Given the target's *url*,
+    a hint that names the address (``{address}`` in :data:`HINTS`) names the target's ``host:port``."""
+    return HINTS[reason].replace("{address}", (_address(url) if url else None) or _SOME_ADDRESS)
+
+
+def _address(url: str) -> str | None:
+    """``host:port`` of *url* (the scheme's port when it has none); None when it has no host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not host or port is None:
+        return None
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class BodyTooLargeError(Exception):
@@ -213,7 +234,7 @@ class Failure:
     @property
     def hint(self) -> str:
         """The remediation hint for this failure's reason."""
-        return HINTS[self.reason]
+        return hint_for(self.reason)
 
 
 def _error_type(body: Any) -> str | None:

@@ -267,3 +267,25 @@ def test_run_reports_a_bad_override_like_check_config(option: str, value: str, l
     assert (result.returncode, result.stdout) == (2, "")
     assert re.fullmatch(rf"command line: {re.escape(location)}: expected [^\n]+ \(got '{re.escape(value)}'\)\n",
                         result.stderr), result.stderr
+
+
+def test_the_first_unreachable_log_line_names_the_url_and_the_fix(tmp_path: Path) -> None:
+    """The first `check_failed` of a target nothing listens for says which URL failed and what to do about it,
+    with the target's own host and port in the hint."""
+    output = run_until_unreachable(tmp_path, tty=False)
+    failed = next(event for event in map(json.loads, output["stdout"].splitlines())
+                  if event["event"] == "check_failed")
+    address = failed["url"].removeprefix("http://")
+    assert failed["url"] == f"http://{address}" and re.fullmatch(r"127\.0\.0\.1:\d+", address), failed
+    assert failed["reason"] == "connect"
+    assert failed["hint"].startswith(f"Is ComfyUI running on {address}? Start it, or set url in the config."), failed
+
+
+def test_run_reports_an_invalid_web_config_file_and_exits_2(tmp_path: Path) -> None:
+    """A web_config_file with an unknown key: its problem on one line (file and key), exit 2, nothing started."""
+    web = write(tmp_path, "bogus: 1\n", "web.yml")
+    config = write(tmp_path, f'[server]\nweb_config_file = "{web}"\n'
+                             f'[[targets]]\nname = "a"\nurl = "http://127.0.0.1:{closed_port()}"\n')
+    result = comfywatch("run", "--config", str(config), "--listen", "127.0.0.1:0")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"{web}: unknown key 'bogus'") and result.stderr.count("\n") == 1, result.stderr

@@ -79,7 +79,22 @@ class TestReason:
         assert set(HINTS) == set(Reason)
         for reason in Reason:
             assert len(hint_for(reason)) > 40
-            assert Failure(reason, "x").hint == HINTS[reason]
+            assert Failure(reason, "x").hint == hint_for(reason)
+            assert "{" not in hint_for(reason)
+
+    @pytest.mark.parametrize(
+        ("url", "address"),
+        [
+            ("http://127.0.0.1:8188", "127.0.0.1:8188"),
+            ("https://monitor:secret@gpu-1.example.net/comfy", "gpu-1.example.net:443"),
+            ("http://[::1]:8189/", "[::1]:8189"),
+            (None, "the host and port of its URL"),
+        ],
+    )
+    def test_the_connect_hint_names_the_targets_address(self, url: str | None, address: str) -> None:
+        """Given the target's URL, the connect hint asks about its host:port (never its userinfo)."""
+        assert hint_for(Reason.CONNECT, url).startswith(
+            f"Is ComfyUI running on {address}? Start it, or set url in the config.")
 
     def test_hints_are_distinct(self) -> None:
         """No two reasons share a hint (each says something specific)."""
