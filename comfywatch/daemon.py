@@ -291,9 +291,9 @@ class Daemon:
             self._group_members[job_id] = [spec.name for spec in members]
             first = now + timedelta(seconds=_spread(runtime.config.name, group, interval, self._fleet_size))
             self.scheduler.add_job(
-                self.run_group,
+                self._cancellable,
                 IntervalTrigger(seconds=interval, jitter=min(1.0, interval * 0.05)),
-                args=(runtime.state, members),
+                args=(self.run_group, runtime.state, members),
                 id=job_id,
                 name=job_id,
                 replace_existing=True,
@@ -322,6 +322,15 @@ class Daemon:
             )
         elif slot.ran:
             self._start_poll(name, runtime.state, members)
+
+    @staticmethod
+    async def _cancellable(job: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a scheduled job. Shutdown and reload cancel the checks in flight, and APScheduler logs anything a
+        job raises, a cancellation too, as an error with a traceback: a cancelled job ends here, quietly."""
+        try:
+            await job(*args)
+        except asyncio.CancelledError:
+            log.debug("job_cancelled", job=getattr(job, "__name__", str(job)))
 
     async def run_slot(self, slot: Slot[PollMembers]) -> None:
         """Start the poll of every target in *slot*; returns at once, so one slow target delays no other."""
@@ -433,8 +442,8 @@ class Daemon:
                 self._start_monitor(runtime)
         if self.scheduler is not None and (old is None or old.discovery.refresh_interval
                                            != config.discovery.refresh_interval):
-            self.scheduler.add_job(self._refresh_discovery,
-                                   IntervalTrigger(seconds=config.discovery.refresh_interval),
+            self.scheduler.add_job(self._cancellable, IntervalTrigger(seconds=config.discovery.refresh_interval),
+                                   args=(self._refresh_discovery,),
                                    id="\0discovery", replace_existing=True)
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
 
@@ -655,13 +664,14 @@ class Daemon:
 
     async def shutdown(self) -> None:
         if self.scheduler is not None and self.scheduler.running:
+            # This cancels the scheduled jobs in flight too (they end quietly: see _cancellable).
             self.scheduler.shutdown(wait=False)
         for task in list(self._background):
             task.cancel()
-        # Cancel check tasks still running so clients can close cleanly.
+        # Cancel the checks still running so that clients can close cleanly.
         current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()
-                   and getattr(t.get_coro(), "__qualname__", "").startswith(("Daemon.run_check", "Daemon.run_group"))]
+        checks = {task for tasks in self._inflight.values() for task in tasks} | set(self._polls.values())
+        pending = [task for task in checks if task is not current and not task.done()]
         for task in pending:
             task.cancel()
         if pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,8 +40,8 @@ def _wait_metrics(url: str, predicate: object, timeout: float = 20.0) -> Metrics
 def _config(url: str) -> str:
     return f"""
 [defaults]
-interval = "300ms"
-timeout = "2s"
+interval = "1s"
+timeout = "500ms"
 
 [[targets]]
 name = "sim"
@@ -106,3 +107,31 @@ def test_check_config_reports_every_problem_with_its_location(tmp_path: Path) ->
     ok = subprocess.run([os.sys.executable, "-m", "comfywatch", "check-config", str(good)],
                         capture_output=True, text=True, timeout=30)
     assert ok.returncode == 0, ok.stderr
+
+
+def _sim_state(sim_admin_url: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"{sim_admin_url}/_sim/state", timeout=5) as response:
+        state: dict[str, object] = json.loads(response.read())
+    return state
+
+
+def test_sigterm_with_a_canary_in_flight_is_quiet(tmp_path: Path) -> None:
+    """SIGTERM while a canary waits for its (30 s) job: the check is cancelled without an error-level line or a
+    traceback, and the daemon exits 0."""
+    with simulate(tmp_path, "--exec-ms", "30000") as sim, \
+            comfywatch_run(tmp_path, _config(sim.url).replace('timeout = "10s"', 'timeout = "60s"'),
+                           "--log-level", "debug") as daemon:
+        assert sim.admin_url is not None
+        deadline = time.monotonic() + 20
+        while not _sim_state(sim.admin_url)["queue_running"]:
+            assert time.monotonic() < deadline, "no canary prompt ever ran"
+            time.sleep(0.05)
+        daemon.process.terminate()
+        code = daemon.process.wait(timeout=10)
+        output = daemon.output()
+    assert code == 0, output
+    events = [json.loads(line) for line in output.splitlines()]
+    assert "stopping" in {event["event"] for event in events}, output
+    loud = [event for event in events if event["level"] not in {"debug", "info"}]
+    assert not loud, loud
+    assert "Traceback" not in output and "CancelledError" not in output, output
