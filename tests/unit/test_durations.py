@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.durations import format_duration, parse_duration, parse_size
+from comfywatch.durations import format_duration, format_size, parse_duration, parse_size
 
 YEAR = 365 * 86400
 
@@ -149,3 +149,19 @@ class TestParseSize:
         """Hundreds of digits overflow float: a ValueError, not an OverflowError."""
         with pytest.raises(ValueError, match="too large"):
             parse_size("9" * 400)
+
+
+class TestFormatSize:
+    @pytest.mark.parametrize(
+        ("size", "text"),
+        [(1, "1B"), (1000, "1000B"), (1024, "1KiB"), (1536, "1536B"), (32 * 2**20, "32MiB"), (2**30, "1GiB"),
+         (3 * 2**30, "3GiB")],
+    )
+    def test_largest_exact_binary_unit(self, size: int, text: str) -> None:
+        """The largest binary unit that divides the size exactly, else bytes."""
+        assert format_size(size) == text
+
+    @given(st.integers(min_value=1, max_value=2**40))
+    def test_round_trip(self, size: int) -> None:
+        """What format_size writes, parse_size reads back exactly."""
+        assert parse_size(format_size(size)) == size
