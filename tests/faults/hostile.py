@@ -13,6 +13,8 @@ accepts and never answers, headers or bodies that trickle, a 2 GiB body (declare
 status/body/content-type answers (invalid UTF-8, invalid JSON, wrong shapes, HTML pages) and redirect loops.
 ``set_tls`` presents another certificate to new connections (open ones are cut, as a restart would);
 ``skew_ms`` shifts the server's clock (``Date`` and the timestamps of the jobs it records).
+:func:`hostile_system_stats` and :func:`hostile_queue` build well-shaped bodies whose strings and sizes are
+hostile (lone surrogates, terminal escapes, a 20 MB version, 100,000 devices).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.fixtures import FIXTURES, load_json
 
-__all__ = ["HUGE_BYTES", "JOB_SECONDS", "Fault", "HostileServer", "Mode"]
+__all__ = [
+    "HOSTILE_TEXT", "HUGE_BYTES", "HUGE_VERSION_CHARS", "JOB_SECONDS", "MANY_DEVICES", "Fault", "HostileServer", "Mode",
+    "hostile_queue", "hostile_system_stats",
+]
 
 SERVER = "Python/3.11 aiohttp/3.14.5"
 JSON_TYPE = "application/json; charset=utf-8"
@@ -399,3 +404,42 @@ async def _read_request(reader: asyncio.StreamReader) -> _Request | None:
     parts = urlsplit(target)
     keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
     return _Request(method, parts.path, parse_qs(parts.query), keep_alive)
+
+
+# Hostile strings and sizes: bodies for ``system_body`` / ``queue_body`` (or an ANSWER fault) that are valid JSON
+# of the right shape, with everything a server chooses chosen badly.
+
+#: A lone surrogate (no UTF-8 encoder accepts it), a screen clear, a forged red line, a C1 CSI and a line break.
+HOSTILE_TEXT = "\ud800\x1b[2J\x1b[1;31mFAKE: all checks passed\x9b\r\n"
+#: The size of the comfyui_version that once became a 21 MB /metrics page.
+HUGE_VERSION_CHARS = 20 * 10**6
+#: The device count that once became 400,000 samples per scrape.
+MANY_DEVICES = 100_000
+
+
+def hostile_system_stats(*, text: str = "", version: str | None = None, devices: int = 1) -> bytes:
+    """The recorded ``/system_stats`` with *text* appended to every string (OS, versions, argv, device name and
+    type), ``comfyui_version`` replaced by *version* when given, and *devices* devices (indexes 0, 1, ...)."""
+    body = load_json("system_stats_api_prefix.json")
+    system = body["system"]
+    for key in ("os", "comfyui_version", "python_version", "pytorch_version"):
+        system[key] += text
+    if version is not None:
+        system["comfyui_version"] = version
+    system["argv"] = [arg + text for arg in system["argv"]]
+    device = body["devices"][0]
+    body["devices"] = [
+        {**device, "name": device["name"] + text, "type": device["type"] + text, "index": index}
+        for index in range(devices)
+    ]
+    return _dumps(body)
+
+
+def hostile_queue(text: str = HOSTILE_TEXT) -> bytes:
+    """A busy ``/queue`` whose prompt and client ids end in *text*."""
+    body = load_json("queue_busy.json")
+    for item in body["queue_running"] + body["queue_pending"]:
+        item[1] += text
+        if isinstance(item[3], dict) and isinstance(item[3].get("client_id"), str):
+            item[3]["client_id"] += text
+    return _dumps(body)
