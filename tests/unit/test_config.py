@@ -209,8 +209,7 @@ class TestTargets:
             ),
             ('[server]\nlisten = "9877"\n', 'server.listen: expected "host:port"'),
             ('[server]\nshard = "3/3"\n', 'server.shard: expected "i/N" with 0 <= i < N'),
-            ("[server]\nmax_concurrency = 0\n", "server.max_concurrency: Input should be greater than or equal to 1"),
-        ],
+                    ],
     )
     def test_invalid_values(self, tmp_path: Path, text: str, expected: str) -> None:
         """Each invalid value is reported at its location with a helpful message."""
@@ -220,6 +219,134 @@ class TestTargets:
         """Two targets with one name would share a target label: refused."""
         text = '[[targets]]\nname = "a"\nurl = "http://a"\n[[targets]]\nname = "a"\nurl = "http://b"\n'
         assert problems(tmp_path, text) == ["(top level): duplicate target names: a"]
+
+
+T = '[[targets]]\nname = "a"\nurl = "http://a"\n'
+
+
+class TestRanges:
+    """Every duration and number has a range, checked by the one validation check-config, run and reload share."""
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[defaults]\ninterval = "0s"\n', "defaults.interval: must be at least 1s (got '0s')"),
+            ('[defaults]\ninterval = "1ms"\n', "defaults.interval: must be at least 1s (got '1ms')"),
+            ('[defaults]\ninterval = 0.5\n', "defaults.interval: must be at least 1s (got 0.5)"),
+            ('[defaults]\ninterval = "2d"\n', "defaults.interval: must be at most 24h (got '2d')"),
+            (T + 'interval = "0s"\n', "targets[0].interval: must be at least 1s (got '0s')"),
+            ('[defaults]\ntimeout = 0\n', "defaults.timeout: must be at least 100ms (got 0)"),
+            (T + 'timeout = "10ms"\n', "targets[0].timeout: must be at least 100ms (got '10ms')"),
+            ('[defaults]\nstall_after = "0s"\n', "defaults.stall_after: must be at least 100ms (got '0s')"),
+            (T + '[targets.canary]\ninterval = "200ms"\n',
+             "targets[0].canary.interval: must be at least 1s (got '200ms')"),
+            (T + '[targets.canary]\ntimeout = "0s"\n', "targets[0].canary.timeout: must be at least 1s (got '0s')"),
+            (T + '[targets.canary]\ntimeout = "2d"\n', "targets[0].canary.timeout: must be at most 24h (got '2d')"),
+            ('[discovery]\nrefresh_interval = "100ms"\n',
+             "discovery.refresh_interval: must be at least 1s (got '100ms')"),
+            ('[modules.local]\ntimeout = "0s"\n', "modules.local.timeout: must be at least 100ms (got '0s')"),
+            ('[modules.local]\ntimeout = "2h"\n', "modules.local.timeout: must be at most 1h (got '2h')"),
+            ("[server]\nmax_concurrency = 0\n", "server.max_concurrency: must be at least 1 (got 0)"),
+            ("[server]\nmax_concurrency = 20000\n", "server.max_concurrency: must be at most 10000 (got 20000)"),
+            ('[server]\nshard = "0/100000"\n',
+             "server.shard: expected \"i/N\" with 0 <= i < N <= 1000, e.g. \"0/3\" (got '0/100000')"),
+            ("[defaults]\nworker_idle_polls = 0\n", "defaults.worker_idle_polls: must be at least 1 (got 0)"),
+            ('[defaults]\nmax_body_size = "100B"\n', "defaults.max_body_size: must be at least 1KiB (got '100B')"),
+            ('[defaults]\nmax_body_size = "2GiB"\n', "defaults.max_body_size: must be at most 1GiB (got '2GiB')"),
+            (T + "balance_divisor = 0\n", "targets[0].balance_divisor: must be greater than 0 (got 0)"),
+            (T + "balance_divisor = 1e12\n",
+             "targets[0].balance_divisor: must be at most 1000000000 (got 1000000000000.0)"),
+            (T + "balance_divisor = inf\n", "targets[0].balance_divisor: must be a finite number (got inf)"),
+            (T + "max_requests_per_minute = 0\n", "targets[0].max_requests_per_minute: must be at least 1 (got 0)"),
+            (T + "[targets.canary]\nmax_runs_per_day = -1\n",
+             "targets[0].canary.max_runs_per_day: must be at least 0 (got -1)"),
+            (T + "[targets.canary.verify]\nimages = 1001\n",
+             "targets[0].canary.verify.images: must be at most 1000 (got 1001)"),
+        ],
+    )
+    def test_out_of_range(self, tmp_path: Path, text: str, expected: str) -> None:
+        """A value out of its range is one line naming the bound, in the unit the field is written in."""
+        assert problems(tmp_path, text) == [expected]
+
+    def test_nan_is_refused(self, tmp_path: Path) -> None:
+        """NaN fails every comparison, so it must be refused as such rather than slip through a range."""
+        assert problems(tmp_path, T + "balance_divisor = nan\n") == [
+            "targets[0].balance_divisor: must be a finite number (got nan)"
+        ]
+
+    def test_environment_is_held_to_the_same_ranges(self) -> None:
+        """COMFYWATCH_DEFAULTS__INTERVAL=0s is refused like the file's value (the same validation)."""
+        with pytest.raises(ConfigError) as info:
+            load_config(None, {"COMFYWATCH_DEFAULTS__INTERVAL": "0s"})
+        assert info.value.problems == ["defaults.interval: must be at least 1s (got '0s')"]
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[defaults]\ninterval = "5s"\ntimeout = "5s"\n',
+             ["defaults.timeout: must be shorter than the interval (5s)"]),
+            (T + 'interval = "2s"\n',
+             ["targets[0].interval: must be longer than the timeout (5s, from [defaults]): set this target's timeout"]),
+            (T + 'timeout = "20s"\n', ["targets[0].timeout: must be shorter than the interval (15s, from [defaults])"]),
+            (T + 'interval = "2s"\ntimeout = "2s"\n', ["targets[0].timeout: must be shorter than the interval (2s)"]),
+            (T + 'timeout = "20s"\n' + T.replace('"a"', '"b"') + 'interval = "1s"\n',
+             ["targets[0].timeout: must be shorter than the interval (15s, from [defaults])",
+              "targets[1].interval: must be longer than the timeout (5s, from [defaults]): set this target's timeout"]),
+        ],
+    )
+    def test_timeout_shorter_than_interval(self, tmp_path: Path, text: str, expected: list[str]) -> None:
+        """A poll's requests must end before the next poll is due: the effective timeout is below the interval,
+        reported where the user can fix it (the target that set one of the two, else [defaults])."""
+        assert problems(tmp_path, text) == expected
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '[defaults]\ninterval = "1s"\ntimeout = "900ms"\n',
+            T + 'interval = "2s"\ntimeout = "1s"\n',
+            '[defaults]\ninterval = "2s"\ntimeout = "1s"\n' + T + 'interval = "10s"\n',
+            T + '[targets.canary]\ninterval = "60s"\ntimeout = "120s"\n',
+        ],
+    )
+    def test_valid_relations(self, tmp_path: Path, text: str) -> None:
+        """Timeouts below their interval load; a canary may run longer than its interval (the next run waits)."""
+        load(tmp_path, text)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[[targets]]\nname = "a"\nurl = "http://a/' + "x" * 2048 + '"\n',
+             "targets[0].url: must be at most 2048 characters"),
+            (T + 'headers_file = "/etc/a\\u0000b"\n',
+             "targets[0].headers_file: must not contain a NUL character (got '/etc/a\\x00b')"),
+            (T + f'tls_ca_file = "/{"x" * 4096}"\n', "targets[0].tls_ca_file: must be at most 4096 characters"),
+            (f'state_dir = "/{"x" * 4096}"\n', "state_dir: must be at most 4096 characters"),
+            (T + '[targets.canary]\nname = "' + "n" * 65 + '"\n',
+             "targets[0].canary.name: must be at most 64 characters"),
+            (T + '[targets.canary]\nworkflow = "/' + "w" * 4096 + '"\n',
+             "targets[0].canary.workflow: must be at most 4096 characters"),
+            (T + '[targets.canary.verify]\ntext_matches = "' + "a" * 1001 + '"\n',
+             "targets[0].canary.verify.text_matches: must be at most 1000 characters"),
+            (T + 'checks = ["system", "system"]\n', "targets[0].checks: each check may appear once"),
+            ('[discovery]\nfiles = [' + ", ".join(['"/x"'] * 101) + "]\n",
+             "discovery.files: must have at most 100 entries"),
+            ('[discovery]\nfiles = ["/etc/\\u0000/*.json"]\n',
+             "discovery.files[0]: must not contain a NUL character (got '/etc/\\x00/*.json')"),
+            ("".join(f"[modules.m{i}]\n" for i in range(101)), "modules: must have at most 100 entries"),
+            ('[modules."a b"]\n', "modules: module name 'a b': use 1-63 letters, digits, '_', '-', '.' or ':'"),
+            ('[server]\nlisten = "' + "h" * 300 + ':1"\n', "server.listen: must be at most 300 characters"),
+        ],
+    )
+    def test_sizes_of_strings_and_lists(self, tmp_path: Path, text: str, expected: str) -> None:
+        """Strings, paths and lists are bounded too; a path can never carry a NUL byte to the OS."""
+        assert problems(tmp_path, text) == [expected]
+
+    def test_target_count(self, tmp_path: Path) -> None:
+        """More than 10000 static targets is refused at once, before any of them is validated."""
+        text = "".join(f'[[targets]]\nname = "t{i}"\nurl = "http://h:{i % 60000 + 1}"\n' for i in range(10_001))
+        started = time.monotonic()
+        assert problems(tmp_path, text) == ["targets: must have at most 10000 entries"]
+        assert time.monotonic() - started < 5
 
 
 class TestErrorMessages:
@@ -248,7 +375,7 @@ class TestErrorMessages:
             ('[defaults]\nintervall = "15s"\n', "defaults.intervall: unknown key — did you mean 'interval'?"),
             (
                 'intervall = "15s"\n',
-                "intervall: unknown key (known keys: server, defaults, targets, discovery, modules, state_dir)",
+                "intervall: unknown key (known keys: server, defaults, targets, discovery, modules, probe, state_dir)",
             ),
             (
                 '[[targets]]\nname = "a"\nurl = "http://a"\nintervall = "1s"\n',
@@ -265,7 +392,7 @@ class TestErrorMessages:
             ('[discovery.canary]\nenabeld = true\n', "discovery.canary.enabeld: unknown key — did you mean 'enabled'?"),
             ('[modules.gpu]\ntimeuot = "1s"\n', "modules.gpu.timeuot: unknown key — did you mean 'timeout'?"),
             ('[modules.gpu]\nxyz = 1\n', "modules.gpu.xyz: unknown key (known keys: kind, timeout, headers_file, "
-                                         "bearer_token_file, checks)"),
+                                         "bearer_token_file, checks, allow)"),
         ],
     )
     def test_unknown_keys_are_errors(self, tmp_path: Path, text: str, expected: str) -> None:
@@ -580,9 +707,10 @@ class TestHelpers:
         assert url_without_userinfo("https://u:p@[::1]:8443/a/?x=1#f") == "https://[::1]:8443/a?x=1"
 
     def test_validate_labels(self) -> None:
-        """At most 16 labels, valid names, no reserved or __ names, values up to 128 characters."""
-        assert validate_labels({"a": "1", "_b": ""}) == {"a": "1", "_b": ""}
-        for bad in ({f"l{i}": "x" for i in range(17)}, {"__x": "1"}, {"job": "1"}, {"a-b": "1"}, {"a": "x" * 129}):
+        """At most 16 labels, valid names up to 128 characters, no reserved or __ names, values up to 128 characters."""
+        assert validate_labels({"a": "1", "_b": "", "n" * 128: ""}) == {"a": "1", "_b": "", "n" * 128: ""}
+        for bad in ({f"l{i}": "x" for i in range(17)}, {"__x": "1"}, {"job": "1"}, {"a-b": "1"}, {"a": "x" * 129},
+                    {"n" * 129: "1"}):
             with pytest.raises(ValueError):
                 validate_labels(bad)
 
