@@ -86,14 +86,14 @@ def test_no_secret_in_logs_metrics_or_doctor_under_every_fault(tmp_path: Path) -
         config = f"""
 state_dir = "{tmp_path / 'state'}"
 [defaults]
-interval = "250ms"
-timeout = "1s"
+interval = "1s"
+timeout = "500ms"
 [[targets]]
 name = "local"
 url = "{local_url}"
 bearer_token_file = "{token_file}"
   [targets.canary]
-  interval = "500ms"
+  interval = "1s"
   timeout = "3s"
 [[targets]]
 name = "cloud"
@@ -103,7 +103,7 @@ api_key_file = "{key_file}"
 max_requests_per_minute = 6000
   [targets.canary]
   enabled = true
-  interval = "500ms"
+  interval = "1s"
   timeout = "3s"
   max_runs_per_day = 1000
 """
