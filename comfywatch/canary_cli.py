@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
 from comfywatch.config import Config, ConfigError, TargetConfig, config_file, load_config, target_from_url_option
+from comfywatch.doctor import json_document, printable
 from comfywatch.errors import hint_for
 from comfywatch.runtime import build_runtime, ssl_context_for
 from comfywatch.workflows import WorkflowError, load_workflow
@@ -26,6 +26,7 @@ def pick_target(config: Config, name: str | None) -> TargetConfig:
 
 
 def format_phases(result: CanaryResult) -> str:
+    """The phase table: one printable line each (see :func:`~comfywatch.doctor.printable`)."""
     lines = [f"canary {result.canary}: " + ("ok" if result.ok else f"FAILED ({result.reason})")]
     for phase in ("submit", "queue", "execute", "fetch", "total"):
         if phase in result.phases:
@@ -42,7 +43,7 @@ def format_phases(result: CanaryResult) -> str:
         lines.append(f"  fix: {hint_for(result.reason)}")
     if result.skipped:
         lines = [f"canary {result.canary}: skipped ({result.detail})"]
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
 
 
 async def _run(target: TargetConfig, config: Config, workflow_spec: str | None, timeout: float) -> CanaryResult:
@@ -80,10 +81,7 @@ def canary_main(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(_run(target, config, args.workflow, args.timeout))
     except WorkflowError as exc:
-        print(f"comfywatch canary: {exc}", file=sys.stderr)
+        print(printable(f"comfywatch canary: {exc}"), file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
-    else:
-        print(format_phases(result))
+    print(json_document(result.as_dict()) if args.json else format_phases(result))
     return 0 if result.ok else 1

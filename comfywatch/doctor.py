@@ -46,10 +46,11 @@ from comfywatch.errors import Failure, Reason, hint_for
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
-from comfywatch.redact import scrub
+from comfywatch.parse.text import sanitize
+from comfywatch.redact import scrub, scrub_output
 from comfywatch.runtime import TargetRuntime, build_runtime, ssl_context_for
 
-__all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
+__all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "json_document", "printable", "run_doctor"]
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 SYMBOLS: dict[str, str] = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
@@ -123,8 +124,28 @@ class Report:
         return not any(c.status in bad for t in self.targets for c in t.checks)
 
     def to_json(self) -> str:
-        body = {"ok": self.ok, "strict": self.strict, "targets": [asdict(t) for t in self.targets]}
-        return scrub(json.dumps(body, indent=2, default=str))
+        return json_document({"ok": self.ok, "strict": self.strict, "targets": [asdict(t) for t in self.targets]})
+
+
+# Bidi embeddings, overrides and isolates reorder what a terminal shows: a line would display other text than
+# the text it holds.
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """*text* as one line that may reach a terminal: no character a terminal acts on (control characters, so
+    no escape sequence and no line break a server could start a forged line with; bidi reordering; lone
+    surrogates) and no secret in any form it is registered in. Every line the text commands print goes
+    through here last."""
+    # Scrubbed before and after: removing a character can join the halves of a secret it separated.
+    return scrub(_BIDI_CONTROLS.sub("", sanitize(scrub(text))))
+
+
+def json_document(document: object) -> str:
+    """*document* as the ``--json`` output of the text commands: every string in it scrubbed before it is
+    serialised (so the escaped forms JSON would write are covered too), and ASCII only, so a terminal shows
+    escapes and never interprets what a server sent."""
+    return json.dumps(scrub_output(document), indent=2)
 
 
 def _fail(check_id: str, failure: Failure, summary: str | None = None, **details: Any) -> CheckResult:
@@ -778,8 +799,8 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
                 reports.append(await _local_target(runtime, options))
         except Exception as exc:  # a bug must not hide the other targets' results
             report = TargetReport(target.name, target.kind, target.public_url)
-            report.add(CheckResult("doctor.internal", "fail", scrub(f"internal error: {type(exc).__name__}: "
-                                                                    f"{str(exc)[:200]}"),
+            report.add(CheckResult("doctor.internal", "fail", f"internal error: {type(exc).__name__}: "
+                                                              f"{str(exc)[:200]}",
                                    "This is a comfywatch bug: please report it with this output."))
             reports.append(report)
         finally:
@@ -791,32 +812,39 @@ def render_text(report: Report, *, color: bool) -> str:
     from io import StringIO
 
     from rich.console import Console
+    from rich.text import Text
 
     buffer = StringIO()
     console = Console(file=buffer, force_terminal=color, color_system="standard" if color else None,
                       width=110, highlight=False, soft_wrap=True)
+
+    def emit(*segments: tuple[str, str | None]) -> None:
+        # Text, never markup: a "[" in a server's string is not rich's to interpret either.
+        line = Text()
+        for text, style in segments:
+            line.append(printable(text), style)
+        console.print(line)
+
     styles = {"ok": "green", "warn": "yellow", "fail": "red", "skipped": "dim"}
     for target in report.targets:
-        console.print(f"[bold]{target.name}[/bold] ({target.kind}, {target.url})", markup=True)
+        emit((target.name, "bold"), (f" ({target.kind}, {target.url})", None))
         for check in target.checks:
-            symbol = SYMBOLS[check.status]
-            console.print(f"  [{styles[check.status]}]{symbol}[/] {check.id:<20} ", end="", markup=True)
-            console.print(check.summary, markup=False)
+            emit(("  ", None), (SYMBOLS[check.status], styles[check.status]),
+                 (f" {check.id:<20} {check.summary}", None))
             for line in check.details.get("lines", [])[:50]:
-                console.print(f"      {line}", markup=False)
+                emit((f"      {line}", None))
             if check.id == "canary.run" and check.status != "skipped" and "table" in check.details:
                 for line in str(check.details["table"]).splitlines()[1:]:
                     # the summary already says the detail, and the hint follows as "fix:"
                     if not line.strip().startswith(("detail:", "fix:")):
-                        console.print(f"    {line}", markup=False)
+                        emit((f"    {line}", None))
             if check.hint and check.status in {"warn", "fail"}:
-                console.print(f"      fix: {check.hint}", markup=False, style="dim" if color else None)
+                emit((f"      fix: {check.hint}", "dim" if color else None))
     counts = {s: sum(1 for t in report.targets for c in t.checks if c.status == s) for s in SYMBOLS}
     verdict = "healthy" if report.ok else "problems found"
     warnings = f"{counts['warn']} warning" + ("" if counts["warn"] == 1 else "s")
-    console.print(f"{verdict}: {counts['ok']} ok, {warnings}, {counts['fail']} failed, {counts['skipped']} skipped",
-                  markup=False)
-    return scrub(buffer.getvalue())
+    emit((f"{verdict}: {counts['ok']} ok, {warnings}, {counts['fail']} failed, {counts['skipped']} skipped", None))
+    return buffer.getvalue()
 
 
 def doctor_main(args: argparse.Namespace) -> int:
@@ -834,11 +862,11 @@ def doctor_main(args: argparse.Namespace) -> int:
         for target in targets:
             resolve_credentials(target)  # a missing token file is a configuration error, not a check
     except ValueError as exc:
-        print(f"comfywatch doctor: {scrub(str(exc).splitlines()[0])}", file=sys.stderr)
+        print(printable(f"comfywatch doctor: {str(exc).splitlines()[0]}"), file=sys.stderr)
         return 2
     unusable = _check_workflow_file(args.workflow) if args.workflow else None
     if unusable is not None:
-        print(f"comfywatch doctor: {unusable}", file=sys.stderr)
+        print(printable(f"comfywatch doctor: {unusable}"), file=sys.stderr)
         return 2
     options = DoctorOptions(timeout=args.timeout, workflow=args.workflow, no_canary=args.no_canary,
                             strict=args.strict)
