@@ -1,0 +1,102 @@
+"""check-config (and run) on hostile configuration files, as real processes: one ``source: problem`` line on
+stderr, nothing on stdout, exit code 2 and never a traceback, whatever the file is."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TIMEOUT_FACTOR
+from tests.e2e.test_cli_first_run import ENV, REPO
+
+pytestmark = pytest.mark.e2e
+
+DIGITS = sys.get_int_max_str_digits()
+
+
+def check_config(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+                 ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "comfywatch", "check-config", *args], capture_output=True,
+                          text=True, cwd=REPO, env={**ENV, **(env or {})}, stdin=subprocess.DEVNULL,
+                          timeout=60 * TIMEOUT_FACTOR)
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], stderr: str) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (result.returncode, result.stdout, result.stderr) == (2, "", stderr)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "comfywatch.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[server]\nmax_concurrency = " + "9" * (DIGITS + 1) + "\n",
+         f"invalid TOML: an integer has more than {DIGITS} digits"),
+        ("[server]\nmax_concurrency = 0x" + "f" * 4000 + "\n", "server.max_concurrency: must be at most 10000"),
+        ('[defaults]\ninterval = "0s"\n', "defaults.interval: must be at least 1s (got '0s')"),
+        ('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\ninterval = "1ms"\n',
+         "targets[0].interval: must be at least 1s (got '1ms')"),
+        ('[defaults]\ninterval = "2s"\ntimeout = "5s"\n', "defaults.timeout: must be shorter than the interval (2s)"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "invalid TOML: nested too deeply"),
+    ],
+)
+def test_hostile_values(tmp_path: Path, text: str, problem: str) -> None:
+    """Huge integers, a zero or millisecond interval, a timeout over the interval, absurd nesting: one line each."""
+    path = write(tmp_path, text)
+    assert_refused(check_config(str(path)), f"{path}: {problem}\n")
+
+
+def test_run_refuses_a_zero_interval_before_starting(tmp_path: Path) -> None:
+    """run validates like check-config: interval = "0s" never reaches the scheduler (it divided by zero there)."""
+    path = write(tmp_path, '[defaults]\ninterval = "0s"\n')
+    result = subprocess.run([sys.executable, "-m", "comfywatch", "run", "--config", str(path), "--listen",
+                             "127.0.0.1:0"], capture_output=True, text=True, cwd=REPO, env=ENV,
+                            stdin=subprocess.DEVNULL, timeout=60 * TIMEOUT_FACTOR)
+    assert_refused(result, f"{path}: defaults.interval: must be at least 1s (got '0s')\n")
+
+
+def test_a_directory(tmp_path: Path) -> None:
+    assert_refused(check_config(str(tmp_path)), f"{tmp_path}: cannot read file: Is a directory\n")
+
+
+def test_a_file_over_the_size_bound(tmp_path: Path) -> None:
+    """A 5 GB (sparse) file is refused by its size, without reading it."""
+    path = tmp_path / "huge.toml"
+    with path.open("wb") as file:
+        file.truncate(5 * 10**9)
+    assert_refused(check_config(str(path)), f"{path}: cannot read file: larger than 4MiB\n")
+
+
+def test_an_endless_device() -> None:
+    assert_refused(check_config("/dev/zero"), "/dev/zero: cannot read file: larger than 4MiB\n")
+
+
+def test_permission_denied(tmp_path: Path) -> None:
+    """A file the process may not read (as root: run without the capabilities that bypass file modes)."""
+    path = write(tmp_path, "")
+    path.chmod(0)
+    prefix: tuple[str, ...] = ()
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("root reads any file, and setpriv (util-linux) is missing to drop that capability")
+        prefix = (setpriv, "--bounding-set=-dac_override,-dac_read_search")
+    assert_refused(check_config(str(path), prefix=prefix), f"{path}: cannot read file: Permission denied\n")
+
+
+def test_undecodable_environment() -> None:
+    """A label value from the environment with bytes that are not UTF-8 is a problem of its own, not a crash of
+    the exporter later."""
+    env = {"COMFYWATCH_TARGETS__0__NAME": "a", "COMFYWATCH_TARGETS__0__URL": "http://127.0.0.1:1",
+           "COMFYWATCH_TARGETS__0__LABELS__RACK": "r\udcff"}
+    assert_refused(check_config(env=env), "environment: targets[0].labels.rack: not valid UTF-8\n")
