@@ -37,6 +37,7 @@ from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
 from comfywatch.errors import Reason, hint_for
 from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
+from comfywatch.redact import replace_secrets, request_scope
 from comfywatch.runtime import TargetRuntime, build_runtime
 from comfywatch.slots import Slot, SlotTable, first_offset
 from comfywatch.state import TargetState
@@ -78,6 +79,39 @@ class CheckSpec:
 POLL_GROUP = "poll"
 
 PollMembers = tuple[TargetState, list[CheckSpec]]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """The scheduler job of one group of a target's checks (every group but the polls, which share slots)."""
+
+    job_id: str
+    interval: float
+    trigger: IntervalTrigger
+    first_run: datetime
+    members: list[CheckSpec]
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A target's runtime and scheduler jobs, built and not running yet."""
+
+    runtime: TargetRuntime
+    #: Its poll checks by interval: they join a slot (see ``comfywatch.slots``).
+    polls: dict[float, list[CheckSpec]]
+    jobs: list[_Job]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A configuration built completely, ready to replace the running one."""
+
+    config: Config
+    limiter: asyncio.Semaphore
+    fleet_size: int
+    #: Running targets it removes or changes (these are rebuilt in ``add``).
+    drop: list[str]
+    add: list[_Built]
 
 
 #: The reads a poll may skip while the queue is quiet; both or neither (see ``run_group``).
@@ -147,6 +181,8 @@ class Daemon:
         #: The running poll (group task) of each target: a slot never starts a second one (an overrun).
         self._polls: dict[str, asyncio.Task[None]] = {}
         self._fleet_size = 1
+        #: One configuration switch at a time (SIGHUP and a discovery change may come together).
+        self._applying = asyncio.Lock()
         self.scrapes = ScrapeClock()
 
     # ----------------------------------------------------------------------------------------------------
@@ -190,9 +226,8 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------------
     # Checks.
 
-    def checks_for(self, runtime: TargetRuntime) -> list[CheckSpec]:
-        assert self.config is not None
-        config, target = self.config, runtime.config
+    def checks_for(self, config: Config, runtime: TargetRuntime) -> list[CheckSpec]:
+        target = runtime.config
         interval = config.interval_of(target)
         # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
         # own request timeout: a request cut by the check's deadline would go uncounted.
@@ -218,7 +253,7 @@ class Daemon:
         return specs
 
     def extra_checks(self, runtime: TargetRuntime) -> list[CheckSpec]:
-        """Canary and Cloud checks (kept apart so the polling core stays small)."""
+        """Canary and Cloud checks (kept apart so the polling core stays small), for ``self.config``."""
         from comfywatch.schedule_extra import extra_checks
 
         assert self.config is not None
@@ -277,28 +312,39 @@ class Daemon:
             log.warning("check_failed", target=state.name, check=check, reason=str(after), detail=detail,
                         url=state.public_url, hint=hint_for(after, state.public_url))
 
-    def _schedule(self, runtime: TargetRuntime) -> None:
-        assert self.scheduler is not None
+    def _build_jobs(self, config: Config, runtime: TargetRuntime, fleet_size: int) -> _Built:
+        """The checks of *runtime* under *config*, grouped into the scheduler jobs that will run them."""
         now = datetime.now(UTC)
+        name = runtime.config.name
         groups: dict[tuple[str, float], list[CheckSpec]] = {}
-        for spec in self.checks_for(runtime):
+        for spec in self.checks_for(config, runtime):
             groups.setdefault((spec.group or spec.name, spec.interval), []).append(spec)
+        polls: dict[float, list[CheckSpec]] = {}
+        jobs: list[_Job] = []
         for (group, interval), members in groups.items():
             if group == POLL_GROUP:
-                self._join_slot(runtime, interval, members)
+                polls[interval] = members
                 continue
-            job_id = f"{runtime.config.name}\0{group}"
-            self._group_members[job_id] = [spec.name for spec in members]
-            first = now + timedelta(seconds=_spread(runtime.config.name, group, interval, self._fleet_size))
+            jobs.append(_Job(f"{name}\0{group}", interval,
+                             IntervalTrigger(seconds=interval, jitter=min(1.0, interval * 0.05)),
+                             now + timedelta(seconds=_spread(name, group, interval, fleet_size)), members))
+        return _Built(runtime, polls, jobs)
+
+    def _schedule(self, built: _Built) -> None:
+        assert self.scheduler is not None
+        for interval, members in built.polls.items():
+            self._join_slot(built.runtime, interval, members)
+        for job in built.jobs:
+            self._group_members[job.job_id] = [spec.name for spec in job.members]
             self.scheduler.add_job(
                 self._cancellable,
-                IntervalTrigger(seconds=interval, jitter=min(1.0, interval * 0.05)),
-                args=(self.run_group, runtime.state, members),
-                id=job_id,
-                name=job_id,
+                job.trigger,
+                args=(self.run_group, built.runtime.state, job.members),
+                id=job.job_id,
+                name=job.job_id,
                 replace_existing=True,
-                next_run_time=first,
-                misfire_grace_time=max(1, int(interval)),
+                next_run_time=job.first_run,
+                misfire_grace_time=max(1, int(job.interval)),
                 coalesce=True,
                 max_instances=1,
             )
@@ -408,43 +454,76 @@ class Daemon:
     # Targets.
 
     async def apply_config(self, config: Config) -> None:
-        """Switch to *config*: unchanged targets keep their state; changed ones are rebuilt."""
+        """Switch to *config*: unchanged targets keep their state; changed ones are rebuilt.
+
+        Everything *config* needs (clients, checks, workflows, scheduler triggers) is built before anything
+        running is replaced: when building raises, the running configuration is left as it was.
+        """
+        async with self._applying:
+            await self._switch(await self._prepare(config))
+
+    async def _prepare(self, config: Config) -> _Plan:
         old = self.config
-        self.config = config
-        if self.limiter is None or old is None or old.server.max_concurrency != config.server.max_concurrency:
-            self.limiter = asyncio.Semaphore(config.server.max_concurrency)
         wanted = {t.name: t for t in self.owned_targets(config)}
-        self._fleet_size = len(wanted)
-        for name in list(self.runtimes):
-            runtime = self.runtimes[name]
-            defaults_changed = old is not None and old.defaults != config.defaults
-            if name not in wanted or wanted[name] != runtime.config or defaults_changed:
-                self._unschedule(name)
-                del self.runtimes[name]
-                # Checks still running for the old target must not outlive it (they would reopen its client).
-                running = [t for t in self._inflight.pop(name, set()) if t is not asyncio.current_task()]
-                for task in running:
-                    task.cancel()
-                if running:
-                    await asyncio.wait(running, timeout=2.0)
-                await runtime.close()
-        for name, target in wanted.items():
-            if name in self.runtimes:
-                continue
-            try:
-                runtime = build_runtime(config, target, limiter=self.limiter, env=self.env)
-            except ValueError as exc:  # a secret file vanished between validation and now
-                log.error("target_unusable", target=name, problem=str(exc)[:200])
-                continue
-            self.runtimes[name] = runtime
-            self._schedule(runtime)
+        defaults_changed = old is not None and old.defaults != config.defaults
+        drop = [name for name, runtime in self.runtimes.items()
+                if name not in wanted or wanted[name] != runtime.config or defaults_changed]
+        limiter = self.limiter
+        if limiter is None or old is None or old.server.max_concurrency != config.server.max_concurrency:
+            limiter = asyncio.Semaphore(config.server.max_concurrency)
+        added: list[_Built] = []
+        # Checks read the configuration they are built for from self.config (Cloud checks among them): it is
+        # the new one only while they are built, with no await in between, so nothing else ever sees it.
+        self.config = config
+        try:
+            # The new targets' secrets become the process's own at the switch (replace_secrets), not before.
+            with request_scope():
+                for name, target in wanted.items():
+                    if name in self.runtimes and name not in drop:
+                        continue
+                    try:
+                        runtime = build_runtime(config, target, limiter=limiter, env=self.env)
+                    except ValueError as exc:  # a secret file validation read is gone or unreadable now
+                        raise ConfigError([f"target {name}: {exc}"], str(self.config_path or "environment")) from None
+                    try:
+                        added.append(self._build_jobs(config, runtime, len(wanted)))
+                    except BaseException:
+                        await runtime.close()
+                        raise
+        except BaseException:
+            for built in added:
+                await built.runtime.close()
+            raise
+        finally:
+            self.config = old
+        return _Plan(config, limiter, len(wanted), drop, added)
+
+    async def _switch(self, plan: _Plan) -> None:
+        old, config = self.config, plan.config
+        self.config, self.limiter, self._fleet_size = config, plan.limiter, plan.fleet_size
+        for name in plan.drop:
+            runtime = self.runtimes.pop(name)
+            self._unschedule(name)
+            # Checks still running for the old target must not outlive it (they would reopen its client).
+            running = [t for t in self._inflight.pop(name, set()) if t is not asyncio.current_task()]
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=2.0)
+            await runtime.close()
+        for built in plan.add:
+            runtime = built.runtime
+            self.runtimes[runtime.config.name] = runtime
+            self._schedule(built)
             if runtime.local is not None and config.defaults.websocket_monitor:
                 self._start_monitor(runtime)
         if self.scheduler is not None and (old is None or old.discovery.refresh_interval
                                            != config.discovery.refresh_interval):
             self.scheduler.add_job(self._cancellable, IntervalTrigger(seconds=config.discovery.refresh_interval),
-                                   args=(self._refresh_discovery,),
-                                   id="\0discovery", replace_existing=True)
+                                   args=(self._refresh_discovery,), id="\0discovery", replace_existing=True)
+        # What the running targets hold, no more: a reload that drops a password drops it from the redactor.
+        replace_secrets(secret for runtime in self.runtimes.values()
+                        for secret in runtime.credentials.secret_values())
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
 
     def _start_monitor(self, runtime: TargetRuntime) -> None:
@@ -532,27 +611,35 @@ class Daemon:
         if fingerprint != self._discovery_seen and self.config is not None:
             self._discovery_seen = fingerprint
             log.info("discovery_changed", files=len(fingerprint))
-            await self.apply_config(self.config)
+            try:
+                await self.apply_config(self.config)
+            except Exception:
+                log.error("discovery_apply_failed", exc_info=True)
 
     # ----------------------------------------------------------------------------------------------------
     # Lifecycle.
 
     async def reload(self) -> bool:
+        """Load the configuration again and switch to it; on any failure keep the running one (False)."""
         sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            config = self.load()
+            await self.apply_config(self.load())
         except ConfigError as exc:
-            self.reload_success = False
-            self.reload_timestamp = time.time()
             log.error("reload_failed", problems=exc.problems[:20], source=exc.source)
-            sdnotify.notify("READY=1", f"STATUS=reload failed, old configuration kept: {self.status_line()}")
-            return False
-        await self.apply_config(config)
-        self.reload_success = True
-        self.reload_timestamp = time.time()
+            return self._reloaded(False)
+        except Exception as exc:
+            # Not a problem of the file that validation knows of: still the running configuration stays.
+            log.error("reload_failed", problems=[f"{type(exc).__name__}: {str(exc)[:200]}"], exc_info=True)
+            return self._reloaded(False)
         log.info("reloaded")
-        sdnotify.notify("READY=1", f"STATUS={self.status_line()}")
-        return True
+        return self._reloaded(True)
+
+    def _reloaded(self, success: bool) -> bool:
+        self.reload_success = success
+        self.reload_timestamp = time.time()
+        status = self.status_line() if success else f"reload failed, old configuration kept: {self.status_line()}"
+        sdnotify.notify("READY=1", f"STATUS={status}")
+        return success
 
     async def _start_server(self, config: Config) -> None:
         from comfywatch.probe import make_probe_handler
@@ -611,6 +698,7 @@ class Daemon:
         Raises:
             ListenError: the exporter cannot listen on its address (nothing has been started).
             WebConfigError: the ``web_config_file`` is invalid.
+            ConfigError: a target cannot be built (a secret file went away since the configuration was loaded).
         """
         if config is None:
             try:
@@ -640,7 +728,11 @@ class Daemon:
                                next_run_time=datetime.now(UTC))
         # Fingerprint first: a file changing while targets are being set up is then seen at the next refresh.
         self._discovery_seen = self._discovery_fingerprint(config)
-        await self.apply_config(config)
+        try:
+            await self.apply_config(config)
+        except BaseException:
+            await self.shutdown()
+            raise
         # Start-up objects (config, clients, 1000s of target states) live for the whole run: move them out of
         # the collector's generations so periodic collections stop re-scanning them on every poll cycle.
         gc.collect()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import urllib.request
@@ -17,6 +18,9 @@ from tests.e2e.procs import comfywatch_run, simulate
 from tests.helpers import Metrics
 
 pytestmark = pytest.mark.e2e
+
+RELOAD_OK = "comfywatch_config_last_reload_success"
+RELOAD_AT = "comfywatch_config_last_reload_timestamp_seconds"
 
 
 def _get(url: str, accept: str | None = None) -> tuple[str, str]:
@@ -135,3 +139,38 @@ def test_sigterm_with_a_canary_in_flight_is_quiet(tmp_path: Path) -> None:
     loud = [event for event in events if event["level"] not in {"debug", "info"}]
     assert not loud, loud
     assert "Traceback" not in output and "CancelledError" not in output, output
+
+
+def test_sighup_with_a_broken_file_keeps_the_running_configuration(tmp_path: Path) -> None:
+    """SIGHUP with an interval of 0 s, an integer of 5,000 digits, then a directory in place of the file: each
+    reload fails visibly (reload_success 0, reload_failed logged) and the old target keeps being polled; the good
+    file then loads again (reload_success 1)."""
+    with simulate(tmp_path) as sim, comfywatch_run(tmp_path, _config(sim.url)) as daemon:
+        metrics_url = f"{daemon.url}/metrics"
+        config_path = daemon.log.with_suffix(".toml")
+        good = config_path.read_text(encoding="utf-8")
+        polls = ("comfyui_requests_total", {"target": "sim", "endpoint": "system_stats", "code": "200"})
+        _wait_metrics(metrics_url, lambda m: m.value("comfyui_up", target="sim") == 1.0)
+
+        def reload(expect_success: bool) -> None:
+            before = _wait_metrics(metrics_url, lambda m: True)
+            loaded_at, polled = before.value(RELOAD_AT), before.value(polls[0], **polls[1]) or 0.0
+            daemon.process.send_signal(signal.SIGHUP)
+            after = _wait_metrics(metrics_url, lambda m: m.value(RELOAD_AT) != loaded_at)
+            assert after.value(RELOAD_OK) == (1.0 if expect_success else 0.0), after.text[-2000:]
+            # Polled after the reload with the configuration it had before.
+            after = _wait_metrics(metrics_url, lambda m: (m.value(polls[0], **polls[1]) or 0.0) >= polled + 2)
+            assert after.value("comfyui_up", target="sim") == 1.0
+
+        for broken in (good.replace('interval = "1s"', 'interval = "0s"', 1),
+                       good.replace("[defaults]\n", "[defaults]\nworker_idle_polls = 1" + "0" * 5000 + "\n", 1)):
+            config_path.write_text(broken, encoding="utf-8")
+            reload(expect_success=False)
+        config_path.unlink()
+        config_path.mkdir()
+        reload(expect_success=False)
+        config_path.rmdir()
+        config_path.write_text(good, encoding="utf-8")
+        reload(expect_success=True)
+        failures = [json.loads(line) for line in daemon.output().splitlines() if '"reload_failed"' in line]
+        assert len(failures) == 3, daemon.output()[-4000:]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from comfywatch import daemon as daemon_module
+from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics
 from tests.integration.conftest import Watch, config_toml, sim_state_until, target_toml, watching
@@ -12,9 +16,14 @@ RELOAD_OK = "comfywatch_config_last_reload_success"
 RELOAD_AT = "comfywatch_config_last_reload_timestamp_seconds"
 
 
+def _toml(*targets: str) -> str:
+    """The configuration of *targets*, polled at the shortest interval the configuration accepts."""
+    return config_toml(*targets, interval="1s", timeout="500ms")
+
+
 def _config(sim: SimHandle, *names: str) -> str:
     """Target ``a`` is the simulator's root server, ``b`` its ``/t/0``."""
-    return config_toml(*(target_toml(name, sim.target_url(None if name == "a" else 0)) for name in names))
+    return _toml(*(target_toml(name, sim.target_url(None if name == "a" else 0)) for name in names))
 
 
 def _targets(m: Metrics) -> set[str]:
@@ -69,7 +78,7 @@ async def test_invalid_reload_keeps_the_running_configuration(tmp_path: Path) ->
         state_a = watch.daemon.runtimes["a"].state
         good = _config(sim, "a")
         broken = [
-            good.replace('interval = "200ms"', 'interval = "soon"'),   # invalid value
+            good.replace('interval = "1s"', 'interval = "soon"'),   # invalid value
             good + "\n[defaults]\n",                                    # TOML error: table defined twice
             good.replace("[[targets]]", "[[targets]]\nintervall = \"1s\"", 1),  # unknown key
             good + "\n" + target_toml("a", sim.url),                     # duplicate target name
@@ -94,7 +103,7 @@ async def test_invalid_reload_keeps_the_running_configuration(tmp_path: Path) ->
 async def test_removed_target_with_a_canary_in_flight_leaves_no_open_client(tmp_path: Path) -> None:
     """A canary still running when its target is removed cannot reopen the closed client's connections."""
     async with await start_sim(targets=1) as sim:
-        config = config_toml(target_toml("a", sim.url, canary="200ms", canary_timeout="1s"))
+        config = _toml(target_toml("a", sim.url, canary="1s", canary_timeout="1s"))
         async with watching(config, tmp_path, target="a") as watch:
             await sim.set_faults(["stall"])
             await sim_state_until(
@@ -109,3 +118,50 @@ async def test_removed_target_with_a_canary_in_flight_leaves_no_open_client(tmp_
             await sim_state_until(sim, lambda s: not s["queue_running"] and not s["queue_pending"], "a's queue empty")
             await watch.polls(3, check="system", target="b")
             assert old.http._session is None or old.http._session.closed, "a's client opened a new session"
+
+
+async def test_a_reload_failing_after_validation_keeps_the_running_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever fails while the new configuration is built (here: every client), nothing of the old one has
+    been replaced: the changed target keeps polling with its state, the added one never appears, the failure
+    is reported (reload_success 0) and the same file loads once building works again."""
+    async with await start_sim(targets=1) as sim, watching(_config(sim, "a"), tmp_path, target="a") as watch:
+        state_a = watch.daemon.runtimes["a"].state
+        changed = _toml(target_toml("a", sim.target_url(None), timeout="400ms"),
+                        target_toml("b", sim.target_url(0)))
+
+        def failing_build(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("building a client failed")
+
+        monkeypatch.setattr(daemon_module, "build_runtime", failing_build)
+        assert not await _rewrite(watch, tmp_path, changed)
+        assert set(watch.daemon.runtimes) == {"a"}
+        assert watch.daemon.runtimes["a"].state is state_a
+        m = await watch.polls(2, target="a")
+        assert m.value(RELOAD_OK) == 0.0
+        assert m.value("comfyui_up", target="a") == 1.0
+        assert _targets(m) == {"a"}
+
+        monkeypatch.undo()
+        assert await _rewrite(watch, tmp_path, changed)
+        m = await watch.ready("b")
+        assert m.value(RELOAD_OK) == 1.0
+
+
+async def test_a_reload_replaces_the_secrets_of_the_old_configuration(tmp_path: Path) -> None:
+    """The redactor holds what the running configuration holds: a password a reload removed is forgotten, the new
+    one is masked, and a reload that fails changes neither."""
+    async with await start_sim() as sim:
+        def with_password(password: str) -> str:
+            url = sim.url.replace("http://", f"http://watcher:{password}@")
+            return _toml(target_toml("a", url))
+
+        async with watching(with_password("first-pass-1111"), tmp_path, target="a") as watch:
+            assert "first-pass-1111" in SECRETS
+            assert await _rewrite(watch, tmp_path, with_password("second-pass-2222"))
+            assert "second-pass-2222" in SECRETS
+            assert "first-pass-1111" not in SECRETS
+            assert not await _rewrite(watch, tmp_path, with_password("third-pass-3333") + "\n[defaults]\n")
+            assert "second-pass-2222" in SECRETS
+            assert "third-pass-3333" not in SECRETS
