@@ -53,7 +53,7 @@ CANARY_PROMPT: dict[str, Any] = {
 # Helpers shared with test_cloud_canary.py.
 
 
-def cloud_config(url: str, state_dir: Path, *, interval: str = "200ms", timeout: str = "1s",
+def cloud_config(url: str, state_dir: Path, *, interval: str = "1s", timeout: str = "900ms",
                  target: str = "", canary: str = "", top: str = "") -> str:
     """A config with one Cloud target named ``cloud``; ``target``/``canary`` add TOML lines to those tables."""
     canary_table = f"\n  [targets.canary]\n{canary}" if canary else ""
@@ -138,7 +138,8 @@ async def sim() -> AsyncIterator[SimHandle]:
 def api_for(url: str, tmp_path: Path, *, timeout: str = "1s") -> CloudApi:
     """The CloudApi the daemon would build for a Cloud target at ``url`` (same headers, budget, divisor)."""
     path = tmp_path / "api.toml"
-    path.write_text(cloud_config(url, tmp_path, timeout=timeout), encoding="utf-8")
+    # No daemon polls this API: the interval only has to be longer than the timeout.
+    path.write_text(cloud_config(url, tmp_path, interval="60s", timeout=timeout), encoding="utf-8")
     config = load_config(path, ENV)
     runtime = build_runtime(config, config.targets[0], env=ENV)
     api = runtime.extras["cloud"]
@@ -234,7 +235,7 @@ async def test_untyped_429_pauses_every_request_until_retry_after(sim: SimHandle
     """A plain 429: rate_limited, retry_after > 0, and the simulator sees no request until Retry-After ends."""
     account = sim_cloud(sim)
     account.retry_after_s = 2
-    canary = 'enabled = true\n  interval = "300ms"\n  timeout = "5s"\n  max_runs_per_day = 1000'
+    canary = 'enabled = true\n  interval = "1s"\n  timeout = "5s"\n  max_runs_per_day = 1000'
     config = cloud_config(sim.url, tmp_path, canary=canary)
     async with running_daemon(config, tmp_path, ENV) as (_daemon, url):
         await wait_metrics(url, lambda m: value(m, "comfyui_up") == 1.0, "target up")
@@ -559,7 +560,7 @@ async def test_budget_wait_limit_skips_instead_of_queueing() -> None:
 
 async def test_max_requests_per_minute_is_respected(sim: SimHandle, tmp_path: Path) -> None:
     """With max_requests_per_minute = 60 the simulator never sees more than the budget allows so far."""
-    config = cloud_config(sim.url, tmp_path, interval="100ms").replace(
+    config = cloud_config(sim.url, tmp_path).replace(
         "max_requests_per_minute = 100000", "max_requests_per_minute = 60")
     async with running_daemon(config, tmp_path, ENV) as (daemon, url):
         started = time.monotonic()
@@ -574,7 +575,8 @@ async def test_max_requests_per_minute_is_respected(sim: SimHandle, tmp_path: Pa
         await eventually(probe, lambda elapsed: elapsed >= 3.0, timeout=10, what="a 3 s window")
         for elapsed, seen in samples:
             assert seen <= burst + rate * elapsed + 1, (elapsed, seen)
-        # The daemon wanted far more (2 checks every 100 ms): the budget, not idleness, kept it low.
+        # The daemon wanted more (every check at start, then auth and queue every second): the budget, not
+        # idleness, kept it low.
         assert samples[-1][1] >= burst
         # Checks that found the budget spent skipped their run: none waited into its timeout, and the
         # (healthy) target was never reported down for it.
@@ -624,7 +626,7 @@ def _assert_no_key(text: str, where: str) -> None:
 def test_key_never_appears_in_logs_or_metrics(tmp_path: Path) -> None:
     """`comfywatch run` at debug level through auth, rate-limit, 5xx, payment faults and canary runs: the key
     is in no byte of its output or of /metrics."""
-    canary = 'enabled = true\n  interval = "300ms"\n  timeout = "5s"\n  max_runs_per_day = 1000'
+    canary = 'enabled = true\n  interval = "1s"\n  timeout = "5s"\n  max_runs_per_day = 1000'
     with simulate(tmp_path, "--cloud", "--cloud-api-key", KEY) as sim_proc:
         assert sim_proc.admin_url is not None
         config = cloud_config(sim_proc.url, tmp_path, canary=canary)

@@ -43,7 +43,7 @@ async def sim() -> AsyncIterator[SimHandle]:
         yield handle
 
 
-def canary_table(*, runs: int = 1000, interval: str = "300ms", timeout: str = "5s", extra: str = "") -> str:
+def canary_table(*, runs: int = 1000, interval: str = "1s", timeout: str = "5s", extra: str = "") -> str:
     """The ``[targets.canary]`` lines: enabled (Cloud canaries are opt-in), fast, with a daily cap."""
     return (f'enabled = true\n  interval = "{interval}"\n  timeout = "{timeout}"\n'
             f"  max_runs_per_day = {runs}\n  {extra}")
