@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from comfywatch.lint import node_sort_key
 from comfywatch.parse import ParseError
+from comfywatch.parse.text import sanitize
 
 __all__ = ["NodeError", "NodeRejection", "PromptRejection", "summarise_prompt_error"]
 
@@ -86,7 +87,7 @@ class PromptRejection:
 
 def _clip(text: str, limit: int) -> str:
     """One line, control characters and runs of whitespace collapsed, at most ``limit`` characters."""
-    flat = " ".join(text.split())
+    flat = " ".join(sanitize(text).split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

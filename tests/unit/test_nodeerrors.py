@@ -182,3 +182,25 @@ def test_plain_text_answers_are_parse_errors(name: str) -> None:
     """The 500/413 plain-text answers, passed as text, are not validation answers."""
     with pytest.raises(ParseError):
         summarise_prompt_error((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def test_server_text_in_a_rejection_is_printable() -> None:
+    """A /prompt 400 whose messages carry terminal escapes and a lone surrogate yields encodable, escape-free text."""
+    body = {
+        "error": {"type": "prompt_outputs_failed_validation", "message": "bad\x1b[2J", "details": "", "extra_info": {}},
+        "node_errors": {
+            "1": {
+                "class_type": "EmptyImage\x1b]0;x\x07",
+                "dependent_outputs": [],
+                "errors": [{"type": "value_not_in_list\ud800", "message": "m\x1b[31m", "details": "d\x9b",
+                            "extra_info": {"input_name": "width\x1b"}}],
+            }
+        },
+    }
+    rejection = summarise_prompt_error(body)
+    texts = [node.line for node in rejection.nodes]
+    texts += [f"{error.type} {error.input_name} {error.text}" for node in rejection.nodes for error in node.errors]
+    assert texts
+    for text in texts:
+        assert not any(ch in text for ch in "\x1b\x07\x9b"), text
+        text.encode("utf-8")
