@@ -73,9 +73,10 @@ _RESERVED_LABELS = frozenset(
 )
 
 
-#: Largest config file read. Ten thousand targets fit; a log file named by mistake is refused at once rather
-#: than parsed for minutes (tomllib needs seconds per megabyte of pathological input).
-MAX_CONFIG_BYTES = 4 * 2**20
+#: Largest config file read. Ten thousand short targets fit (more belong in discovery files); a log file named
+#: by mistake is refused at once, and the worst a file can cost is parsing one megabyte (tomllib needs
+#: seconds per megabyte of pathological input, such as an array of a million numbers).
+MAX_CONFIG_BYTES = 2**20
 #: Largest secret file read (headers, tokens, keys): a few lines, never a disk image named by mistake.
 MAX_SECRET_BYTES = 64 * 2**10
 MAX_TARGETS = 10_000
@@ -956,7 +957,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
             message = template.format(_number(ctx[key]))
         message = _FIXED_MESSAGES.get(item["type"], message)
         if item["type"] == "extra_forbidden":
-            message = _unknown_key(loc)
+            # Only problems ConfigError prints get a suggestion: difflib for 300,000 keys takes minutes.
+            message = _unknown_key(loc) if len(problems) < MAX_PROBLEMS else "unknown key"
         shown = ""
         if loc and loc[-1] not in _SECRET_FIELDS and item["type"] not in {"extra_forbidden", "missing"}:
             shown = _shown(item.get("input"))
@@ -972,16 +974,15 @@ def _unencodable_strings(data: Any) -> list[str]:
     stack: list[tuple[tuple[int | str, ...], Any]] = [((), data)]
     while stack:
         loc, node = stack.pop()
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if _SURROGATE.search(key) is not None:
-                    problems.append(f"{_location(loc)}: a key is not valid UTF-8")
-                else:
-                    stack.append(((*loc, key), value))
-        elif isinstance(node, list):
-            stack.extend(((*loc, index), value) for index, value in enumerate(node))
-        elif isinstance(node, str) and _SURROGATE.search(node) is not None:
-            problems.append(f"{_location(loc)}: not valid UTF-8")
+        children = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in children:
+            # Locations are only built for containers and problems: a list of a million numbers costs little.
+            if isinstance(key, str) and _SURROGATE.search(key) is not None:
+                problems.append(f"{_location(loc)}: a key is not valid UTF-8")
+            elif isinstance(value, dict | list):
+                stack.append(((*loc, key), value))
+            elif isinstance(value, str) and _SURROGATE.search(value) is not None:
+                problems.append(f"{_location((*loc, key))}: not valid UTF-8")
     return sorted(problems)
 
 

@@ -74,11 +74,11 @@ def test_a_file_over_the_size_bound(tmp_path: Path) -> None:
     path = tmp_path / "huge.toml"
     with path.open("wb") as file:
         file.truncate(5 * 10**9)
-    assert_refused(check_config(str(path)), f"{path}: cannot read file: larger than 4MiB\n")
+    assert_refused(check_config(str(path)), f"{path}: cannot read file: larger than 1MiB\n")
 
 
 def test_an_endless_device() -> None:
-    assert_refused(check_config("/dev/zero"), "/dev/zero: cannot read file: larger than 4MiB\n")
+    assert_refused(check_config("/dev/zero"), "/dev/zero: cannot read file: larger than 1MiB\n")
 
 
 def test_permission_denied(tmp_path: Path) -> None:
