@@ -129,16 +129,13 @@ class Report:
 
 # Bidi embeddings, overrides and isolates reorder what a terminal shows: a line would display other text than
 # the text it holds.
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-
-
 def printable(text: str) -> str:
     """*text* as one line that may reach a terminal: no character a terminal acts on (control characters, so
     no escape sequence and no line break a server could start a forged line with; bidi reordering; lone
     surrogates) and no secret in any form it is registered in. Every line the text commands print goes
     through here last."""
     # Scrubbed before and after: removing a character can join the halves of a secret it separated.
-    return scrub(_BIDI_CONTROLS.sub("", sanitize(scrub(text))))
+    return scrub(sanitize(scrub(text)))
 
 
 def json_document(document: object) -> str:

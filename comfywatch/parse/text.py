@@ -23,8 +23,10 @@ MAX_DEVICES: Final = 64
 #: Marks a value that was cut, so nobody mistakes it for the whole.
 ELLIPSIS: Final = "…"
 
-# C0 controls, DEL and C1 controls (ESC and CSI drive terminals; CR and LF forge lines), and lone surrogates.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0 controls, DEL and C1 controls (ESC and CSI drive terminals; CR and LF forge lines), bidi embeddings,
+# overrides and isolates (they reorder the text around them on screen), and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -43,10 +45,11 @@ TRUNCATIONS: dict[Cut, int] = dict.fromkeys(Cut, 0)
 
 
 def sanitize(value: str) -> str:
-    """*value* with each run of control characters turned into one space and each lone surrogate into U+FFFD."""
+    """*value* with each run of control characters turned into one space, bidi controls removed and each lone
+    surrogate turned into U+FFFD."""
     if _UNSAFE.search(value) is None:
         return value
-    return _SURROGATE.sub("\ufffd", _CONTROLS.sub(" ", value))
+    return _SURROGATE.sub("\ufffd", _BIDI_CONTROLS.sub("", _CONTROLS.sub(" ", value)))
 
 
 def clean(value: str, limit: int) -> tuple[str, bool]:

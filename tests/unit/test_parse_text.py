@@ -13,7 +13,7 @@ from tests.strategies import FUZZ
 
 #: Every code point, lone surrogates included (hypothesis leaves them out unless asked).
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 @pytest.mark.parametrize(
@@ -26,11 +26,12 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
         ("0.3.64\x1b[2J\x1b[1;31mFAKE: all checks passed", "0.3.64 [2J [1;31mFAKE: all checks passed"),
         ("two\r\nlines\n", "two lines "),
         ("c1 \x9b csi \x85 nel \x7f del", "c1   csi   nel   del"),
+        ("admin\u202egnp.exe \u2066isolated\u2069", "admingnp.exe isolated"),
         ("", ""),
     ],
 )
 def test_sanitize(raw: str, expected: str) -> None:
-    """Runs of control characters become one space, lone surrogates U+FFFD; the rest is kept."""
+    """Control-character runs become one space, bidi controls go, lone surrogates become U+FFFD; the rest stays."""
     assert sanitize(raw) == expected
 
 
@@ -59,7 +60,7 @@ def test_bounded_counts_each_cut() -> None:
 @FUZZ
 @given(st.text(ANY_CHAR, max_size=400), st.integers(min_value=1, max_value=300))
 def test_any_string_comes_out_safe(raw: str, limit: int) -> None:
-    """For any string and limit: UTF-8 encodable, no control character, within the limit, cut iff too long."""
+    """For any string and limit: UTF-8 encodable, no control or bidi character, within the limit, cut iff too long."""
     text, cut = clean(raw, limit)
     text.encode("utf-8")
     assert CONTROL.search(text) is None
