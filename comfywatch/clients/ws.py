@@ -1,0 +1,171 @@
+"""The one way comfywatch opens a WebSocket: websockets' asyncio client with everything a peer controls bounded.
+
+websockets answers every Ping with a Pong that it writes to the transport at once, outside flow control:
+``write_limit`` only makes ``send()`` wait, and reading pauses only while ``max_queue`` *data* frames wait for
+``recv()``. A peer that floods pings and never reads therefore has its pongs piled up in the transport's
+buffer without end. :func:`connect` bounds, per connection:
+
+* control frames (pings and pongs) received: :data:`MAX_CONTROL_FRAMES_PER_SECOND` per one-second window;
+* bytes written but not yet taken by the peer: :data:`MAX_UNSENT_BYTES` (checked after every write, so the
+  buffer never holds more than that plus the replies to one read of at most 256 KiB);
+* each message: :data:`MAX_MESSAGE_BYTES` (``max_size``), and :data:`MAX_QUEUED_FRAMES` frames waiting for
+  ``recv()`` (``max_queue``), after which reading pauses;
+* ``send()`` waits above :data:`WRITE_LIMIT` unsent bytes (``write_limit``).
+
+A peer over the first two bounds is disconnected at once: the transport is aborted, as a peer that does not
+read would never take a closing handshake. ``recv()`` and ``async for`` then raise
+``websockets.exceptions.ConnectionClosedError`` whose ``__cause__`` is the :class:`WebSocketAbuse`, also kept
+in :attr:`BoundedClientConnection.abuse`. ``close()`` never leaves the socket open: cancelled by its caller's
+timeout, or with reading paused behind unread frames (the peer's close frame could never arrive), it aborts.
+"""
+
+from __future__ import annotations
+
+import ssl
+from enum import StrEnum
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as _websockets_connect
+from websockets.datastructures import HeadersLike
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Event, State
+
+__all__ = [
+    "MAX_CONTROL_FRAMES_PER_SECOND",
+    "MAX_MESSAGE_BYTES",
+    "MAX_QUEUED_FRAMES",
+    "MAX_UNSENT_BYTES",
+    "WRITE_LIMIT",
+    "AbuseKind",
+    "BoundedClientConnection",
+    "WebSocketAbuse",
+    "connect",
+]
+
+#: ComfyUI and Comfy Cloud ping rarely if ever (proxies every 20-60 s); 50 a second is no keepalive.
+MAX_CONTROL_FRAMES_PER_SECOND = 50
+#: comfywatch sends only its own pings and the close frame: anything near this is replies piling up.
+MAX_UNSENT_BYTES = 256 * 1024
+#: ComfyUI's binary frames are image previews; 16 MiB holds a full-size PNG.
+MAX_MESSAGE_BYTES = 16 * 2**20
+#: With 16 MiB messages, at most 64 MiB wait for a slow reader before reading pauses.
+MAX_QUEUED_FRAMES = 4
+WRITE_LIMIT = 32 * 1024
+
+
+class AbuseKind(StrEnum):
+    """Which bound a WebSocket peer broke."""
+
+    CONTROL_FLOOD = "control_flood"
+    UNSENT_BACKLOG = "unsent_backlog"
+
+
+class WebSocketAbuse(Exception):
+    """The peer broke one of this module's bounds and was disconnected."""
+
+    def __init__(self, kind: AbuseKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+class BoundedClientConnection(ClientConnection):
+    """A :class:`ClientConnection` that disconnects a peer over the control-frame or unsent-bytes bound."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.abuse: WebSocketAbuse | None = None
+        self._window_started = self.loop.time()
+        self._control_frames = 0
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
+            self._count_control_frame()
+        super().process_event(event)
+
+    def send_data(self) -> None:
+        super().send_data()
+        unsent = self.transport.get_write_buffer_size()
+        if unsent > MAX_UNSENT_BYTES:
+            self._disconnect(WebSocketAbuse(
+                AbuseKind.UNSENT_BACKLOG,
+                f"the peer left {unsent} bytes unread (bound {MAX_UNSENT_BYTES})",
+            ))
+
+    async def close(self, code: CloseCode | int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        if self.recv_messages.paused:
+            # Reading is paused behind MAX_QUEUED_FRAMES unread frames, so the peer's close frame could never
+            # be read: the closing handshake would only run out its timeout.
+            self.transport.abort()
+        try:
+            await super().close(code, reason)
+        finally:
+            if self.protocol.state is not State.CLOSED:
+                # Cancelled by the caller's own timeout: the socket must not outlive the connection object.
+                self.transport.abort()
+
+    def _count_control_frame(self) -> None:
+        now = self.loop.time()
+        if now - self._window_started >= 1.0:
+            self._window_started, self._control_frames = now, 0
+        self._control_frames += 1
+        if self._control_frames > MAX_CONTROL_FRAMES_PER_SECOND:
+            self._disconnect(WebSocketAbuse(
+                AbuseKind.CONTROL_FLOOD,
+                f"the peer sent over {MAX_CONTROL_FRAMES_PER_SECOND} pings or pongs in one second",
+            ))
+
+    def _disconnect(self, abuse: WebSocketAbuse) -> None:
+        if self.abuse is not None:
+            return
+        self.abuse = abuse
+        self.set_connection_exc(abuse)
+        # Records a 1008 close as ours in the ConnectionClosedError; the frame itself is dropped by the abort.
+        self.protocol.fail(CloseCode.POLICY_VIOLATION, abuse.kind)
+        self.transport.abort()
+
+
+def connect(
+    uri: str,
+    *,
+    tls: ssl.SSLContext | bool = True,
+    additional_headers: HeadersLike | None = None,
+    open_timeout: float | None = 10,
+    ping_interval: float | None = 20,
+    ping_timeout: float | None = 20,
+    close_timeout: float | None = 10,
+    max_size: int = MAX_MESSAGE_BYTES,
+) -> _websockets_connect:
+    """Open *uri* with every bound of this module; await it or use it as an async context manager.
+
+    *tls* is the target's TLS setting, as for HTTP: ``True`` verifies against the system's CAs, ``False``
+    (``tls_insecure_skip_verify``) does not verify, a context is used as given; it only matters for
+    ``wss:``. No proxy from the environment (the HTTP client ignores it too) and no compression (a
+    deflate bomb would cost CPU before ``max_size`` stops it). *max_size* may only lower the bound.
+    """
+    secure: dict[str, Any] = {"ssl": _ssl_argument(tls)} if uri.startswith("wss:") else {}
+    return _websockets_connect(
+        uri,
+        additional_headers=additional_headers,
+        open_timeout=open_timeout,
+        ping_interval=ping_interval,
+        ping_timeout=ping_timeout,
+        close_timeout=close_timeout,
+        max_size=min(max_size, MAX_MESSAGE_BYTES),
+        max_queue=MAX_QUEUED_FRAMES,
+        write_limit=WRITE_LIMIT,
+        compression=None,
+        proxy=None,
+        create_connection=BoundedClientConnection,
+        **secure,
+    )
+
+
+def _ssl_argument(tls: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
+    # websockets refuses ssl=None for wss: (it does not mean "the default"), so True is passed on as True.
+    if tls is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return tls
