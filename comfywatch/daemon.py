@@ -37,6 +37,7 @@ from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
 from comfywatch.errors import Reason, hint_for
 from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
+from comfywatch.limiter import FairLimiter
 from comfywatch.redact import replace_secrets, request_scope
 from comfywatch.runtime import TargetRuntime, build_runtime
 from comfywatch.slots import Slot, SlotTable, first_offset
@@ -107,7 +108,7 @@ class _Plan:
     """A configuration built completely, ready to replace the running one."""
 
     config: Config
-    limiter: asyncio.Semaphore
+    limiter: FairLimiter
     fleet_size: int
     #: Running targets it removes or changes (these are rebuilt in ``add``).
     drop: list[str]
@@ -164,7 +165,8 @@ class Daemon:
         self.config: Config | None = None
         self.runtimes: dict[str, TargetRuntime] = {}
         self.scheduler: AsyncIOScheduler | None = None
-        self.limiter: asyncio.Semaphore | None = None
+        #: Requests in flight to all targets together (``max_concurrency``), shared fairly between them.
+        self.limiter: FairLimiter | None = None
         self.reload_success = True
         self.reload_timestamp = 0.0
         self.last_tick = time.monotonic()
@@ -468,9 +470,7 @@ class Daemon:
         defaults_changed = old is not None and old.defaults != config.defaults
         drop = [name for name, runtime in self.runtimes.items()
                 if name not in wanted or wanted[name] != runtime.config or defaults_changed]
-        limiter = self.limiter
-        if limiter is None or old is None or old.server.max_concurrency != config.server.max_concurrency:
-            limiter = asyncio.Semaphore(config.server.max_concurrency)
+        limiter = self.limiter or FairLimiter(config.server.max_concurrency)
         added: list[_Built] = []
         # Checks read the configuration they are built for from self.config (Cloud checks among them): it is
         # the new one only while they are built, with no await in between, so nothing else ever sees it.
@@ -482,7 +482,7 @@ class Daemon:
                     if name in self.runtimes and name not in drop:
                         continue
                     try:
-                        runtime = build_runtime(config, target, limiter=limiter, env=self.env)
+                        runtime = build_runtime(config, target, limiter=limiter.share(), env=self.env)
                     except ValueError as exc:  # a secret file validation read is gone or unreadable now
                         raise ConfigError([f"target {name}: {exc}"], str(self.config_path or "environment")) from None
                     try:
@@ -501,6 +501,7 @@ class Daemon:
     async def _switch(self, plan: _Plan) -> None:
         old, config = self.config, plan.config
         self.config, self.limiter, self._fleet_size = config, plan.limiter, plan.fleet_size
+        plan.limiter.resize(config.server.max_concurrency)
         for name in plan.drop:
             runtime = self.runtimes.pop(name)
             self._unschedule(name)

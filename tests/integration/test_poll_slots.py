@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
+import aiohttp
+
 from comfywatch.sim.admin import start_sim
+from tests.conftest import TIMEOUT_FACTOR
+from tests.faults.hostile import Fault, HostileServer, Mode
+from tests.helpers import eventually, running_daemon
 from tests.integration.conftest import CHECKS, config_toml, target_toml, watching
 
 FAILURES = "comfyui_request_failures_total"
@@ -45,3 +52,63 @@ async def test_a_poll_still_running_when_its_slot_fires_is_skipped_and_counted(t
             await sim.set_faults([])
             await watch.polls(2)
             assert watch.value(await watch.metrics(), "comfyui_up") == 1.0
+
+
+#: One sample line of the text exposition (the fleet test reads a few series without parsing the whole page:
+#: prometheus_client's parser takes seconds for 200 targets, in the loop the daemon runs in).
+_SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+async def _by_target(base: str, name: str, **labels: str) -> dict[str, float]:
+    """target -> value of the *name* series with *labels*, from one scrape of ``/metrics``."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    found: dict[str, float] = {}
+    for sample in _SAMPLE.finditer(text):
+        pairs = dict(_LABEL.findall(sample["labels"]))
+        if sample["name"] == name and all(pairs.get(key) == value for key, value in labels.items()):
+            found[pairs["target"]] = float(sample["value"])
+    return found
+
+
+async def test_targets_that_never_answer_do_not_starve_healthy_ones(tmp_path: Path) -> None:
+    """190 targets that accept connections and never answer, 10 healthy ones, all every second with a 900 ms
+    timeout and the default limit of 64 requests in flight (the hangers alone would fill it 2.7 times over): within
+    10 s each healthy target is still polled at least 8 times (80 % of its interval) and stays up."""
+    healthy = [f"ok{i}" for i in range(10)]
+    hanging = [f"hang{i}" for i in range(190)]
+    hangers = await HostileServer().start()
+    await hangers.set_fault(Fault(Mode.SILENT))
+    try:
+        async with await start_sim(targets=len(healthy)) as sim:
+            config = config_toml(*(target_toml(name, f"{hangers.url}/{name}") for name in hanging),
+                                 *(target_toml(name, sim.target_url(i)) for i, name in enumerate(healthy)),
+                                 interval="1s", timeout="900ms")
+            async with running_daemon(config, tmp_path) as (_daemon, base):
+
+                async def up() -> dict[str, float]:
+                    return await _by_target(base, "comfyui_up")
+
+                async def polls() -> dict[str, float]:
+                    found = await _by_target(base, "comfyui_requests_total", endpoint="system_stats", code="200")
+                    return {name: found.get(name, 0.0) for name in healthy}
+
+                # Every target has been tried once: the hangers are hanging.
+                await eventually(up, lambda values: all(values.get(name) == 0.0 for name in hanging),
+                                 timeout=15, what="every hanging target down")
+                start = await polls()
+                began = time.monotonic()
+
+                async def polled_since_start() -> dict[str, float]:
+                    now = await polls()
+                    return {name: now[name] - start[name] for name in healthy}
+
+                await eventually(polled_since_start, lambda counts: min(counts.values()) >= 8,
+                                 timeout=10, what="8 polls of every healthy target")
+                assert time.monotonic() - began <= 10.0 * TIMEOUT_FACTOR + 1.0
+                values = await up()
+                assert all(values.get(name) == 1.0 for name in healthy), values
+    finally:
+        await hangers.close()
