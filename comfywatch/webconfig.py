@@ -237,10 +237,13 @@ def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLConte
     ctx.maximum_version = _version(tls, "max_version", ssl.TLSVersion.TLSv1_3, path)
     if ctx.minimum_version > ctx.maximum_version:
         raise WebConfigError(f"{path}: {p}min_version is above max_version")
+    cert_path, key_path = _resolve(cert, base), _resolve(key, base)
     try:
-        ctx.load_cert_chain(_resolve(cert, base), _resolve(key, base))
-    except FileNotFoundError as exc:
-        raise WebConfigError(f"{path}: {p}cert_file/key_file: file not found: {exc.filename}") from None
+        ctx.load_cert_chain(cert_path, key_path)
+    except FileNotFoundError:
+        # ssl's FileNotFoundError names no file: say which of the two is missing.
+        missing = " and ".join(str(f) for f in (cert_path, key_path) if not f.exists()) or str(cert_path)
+        raise WebConfigError(f"{path}: {p}cert_file/key_file: file not found: {missing}") from None
     except (OSError, ssl.SSLError) as exc:
         raise WebConfigError(
             f"{path}: {p}cert_file/key_file: cannot load the certificate and key "
@@ -265,10 +268,11 @@ def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLConte
     if mode != ssl.CERT_NONE and not client_ca:
         raise WebConfigError(f"{path}: {p}client_auth_type {mode_name} needs client_ca_file")
     if client_ca:
+        ca_path = _resolve(client_ca, base)
         try:
-            ctx.load_verify_locations(cafile=_resolve(client_ca, base))
-        except FileNotFoundError as exc:
-            raise WebConfigError(f"{path}: {p}client_ca_file: file not found: {exc.filename}") from None
+            ctx.load_verify_locations(cafile=ca_path)
+        except FileNotFoundError:
+            raise WebConfigError(f"{path}: {p}client_ca_file: file not found: {ca_path}") from None
         except (OSError, ssl.SSLError) as exc:
             raise WebConfigError(
                 f"{path}: {p}client_ca_file: no PEM certificate could be loaded ({type(exc).__name__})"

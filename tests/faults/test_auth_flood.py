@@ -34,7 +34,7 @@ FLOOD_ANSWERED_S = 60.0
 def _config(web_config: Path) -> str:
     return (
         f'[server]\nweb_config_file = "{web_config}"\n'
-        '[[targets]]\nname = "unreachable"\nurl = "http://127.0.0.1:9"\ninterval = "5s"\n'
+        '[[targets]]\nname = "unreachable"\nurl = "http://127.0.0.1:9"\n'
     )
 
 

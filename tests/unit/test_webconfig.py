@@ -300,7 +300,11 @@ class TestLoad:
             ({"min_version": "TLS13", "max_version": "TLS12"}, "min_version is above max_version"),
             ({"cipher_suites": ["TLS_FAKE_WITH_NOTHING"]}, "unknown cipher 'TLS_FAKE_WITH_NOTHING'"),
             ({"prefer_server_cipher_suites": "yes"}, "must be true or false"),
-            ({"cert_file": "missing.crt"}, "file not found"),
+            ({"cert_file": "missing.crt"}, "cert_file/key_file: file not found: .*/missing.crt$"),
+            (
+                {"client_auth_type": "VerifyClientCertIfGiven", "client_ca_file": "missing-ca.crt"},
+                "client_ca_file: file not found: .*/missing-ca.crt$",
+            ),
             ({"key_file": "CLIENT_KEY"}, "cannot load the certificate and key"),
             ({"client_auth_type": "VerifyClientCertIfGiven", "client_ca_file": "NOT_PEM"}, "client_ca_file"),
         ],
