@@ -465,38 +465,44 @@ class Daemon:
             await self._switch(await self._prepare(config))
 
     async def _prepare(self, config: Config) -> _Plan:
-        old = self.config
         wanted = {t.name: t for t in self.owned_targets(config)}
-        defaults_changed = old is not None and old.defaults != config.defaults
+        defaults_changed = self.config is not None and self.config.defaults != config.defaults
         drop = [name for name, runtime in self.runtimes.items()
                 if name not in wanted or wanted[name] != runtime.config or defaults_changed]
         limiter = self.limiter or FairLimiter(config.server.max_concurrency)
-        added: list[_Built] = []
+        targets = [target for name, target in wanted.items() if name not in self.runtimes or name in drop]
+        runtimes: list[TargetRuntime] = []
+        try:
+            added = self._build(config, targets, limiter, len(wanted), runtimes)
+        except BaseException:
+            for runtime in runtimes:
+                await runtime.close()
+            raise
+        return _Plan(config, limiter, len(wanted), drop, added)
+
+    def _build(self, config: Config, targets: list[TargetConfig], limiter: FairLimiter, fleet_size: int,
+               runtimes: list[TargetRuntime]) -> list[_Built]:
+        """*targets*' runtimes and jobs under *config*; each runtime joins *runtimes* once it exists (the caller
+        closes them when building fails)."""
+        old = self.config
         # Checks read the configuration they are built for from self.config (Cloud checks among them): it is
-        # the new one only while they are built, with no await in between, so nothing else ever sees it.
+        # the new one only during this call, which never awaits, so nothing else ever sees it.
         self.config = config
         try:
             # The new targets' secrets become the process's own at the switch (replace_secrets), not before.
             with request_scope():
-                for name, target in wanted.items():
-                    if name in self.runtimes and name not in drop:
-                        continue
+                added: list[_Built] = []
+                for target in targets:
                     try:
                         runtime = build_runtime(config, target, limiter=limiter.share(), env=self.env)
                     except ValueError as exc:  # a secret file validation read is gone or unreadable now
-                        raise ConfigError([f"target {name}: {exc}"], str(self.config_path or "environment")) from None
-                    try:
-                        added.append(self._build_jobs(config, runtime, len(wanted)))
-                    except BaseException:
-                        await runtime.close()
-                        raise
-        except BaseException:
-            for built in added:
-                await built.runtime.close()
-            raise
+                        source = str(self.config_path or "environment")
+                        raise ConfigError([f"target {target.name}: {exc}"], source) from None
+                    runtimes.append(runtime)
+                    added.append(self._build_jobs(config, runtime, fleet_size))
+                return added
         finally:
             self.config = old
-        return _Plan(config, limiter, len(wanted), drop, added)
 
     async def _switch(self, plan: _Plan) -> None:
         old, config = self.config, plan.config
