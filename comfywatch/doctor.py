@@ -325,9 +325,7 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
 
 async def _websocket_check(runtime: TargetRuntime, api: LocalApi, timeout: float) -> CheckResult:
     """Open /ws as the monitor and the canary do, and wait for ComfyUI's first ``status`` frame."""
-    from websockets.asyncio.client import connect
-
-    from comfywatch.checks.canary import ws_ssl
+    from comfywatch.clients.ws import connect
     from comfywatch.errors import classify_exception
 
     url = api.ws_url("comfywatch-doctor-" + uuid.uuid4().hex)
@@ -335,9 +333,8 @@ async def _websocket_check(runtime: TargetRuntime, api: LocalApi, timeout: float
     opened: float | None = None
     try:
         async with asyncio.timeout(timeout):
-            async with connect(url, additional_headers=api.ws_headers(), proxy=None, max_size=16 * 2**20,
-                               ssl=ws_ssl(url, ssl_context_for(runtime.config)), open_timeout=None,
-                               ping_interval=None, compression=None) as ws:
+            async with connect(url, tls=ssl_context_for(runtime.config), additional_headers=api.ws_headers(),
+                               open_timeout=None, ping_interval=None) as ws:
                 opened = time.perf_counter() - started
                 while True:
                     message = await ws.recv()

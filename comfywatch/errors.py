@@ -26,9 +26,11 @@ __all__ = [
     "HINTS",
     "JOB_REASONS",
     "TRANSPORT_REASONS",
+    "AbuseKind",
     "BodyTooLargeError",
     "Failure",
     "Reason",
+    "WebSocketAbuse",
     "classify_exception",
     "classify_execution_error",
     "classify_status",
@@ -52,6 +54,7 @@ class Reason(StrEnum):
     INVALID_REQUEST = "invalid_request"
     SERVER_ERROR = "server_error"
     INVALID_RESPONSE = "invalid_response"
+    WS_FLOOD = "ws_flood"
     VALIDATION = "validation"
     EXECUTION_ERROR = "execution_error"
     OOM = "oom"
@@ -161,6 +164,11 @@ HINTS: Mapping[Reason, str] = {
         "The answer is not what ComfyUI sends (not JSON, wrong shape, too large): is another service "
         "listening on that port, or a proxy answering with an HTML page?"
     ),
+    Reason.WS_FLOOD: (
+        "The server's WebSocket sent pings or pongs faster than 50 a second, or stopped reading while "
+        "comfywatch's replies piled up past 256 KiB: ComfyUI does neither. comfywatch disconnected it and "
+        "re-checks the target; check what listens on that port and any proxy in front of it."
+    ),
     Reason.VALIDATION: (
         "ComfyUI rejected the workflow (node_errors): a custom node or a model file is missing, or an "
         "input is invalid. Run `comfywatch doctor --workflow FILE` to see each problem."
@@ -207,6 +215,21 @@ def _address(url: str) -> str | None:
     if not host or port is None:
         return None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AbuseKind(StrEnum):
+    """Which bound a WebSocket peer broke."""
+
+    CONTROL_FLOOD = "control_flood"
+    UNSENT_BACKLOG = "unsent_backlog"
+
+
+class WebSocketAbuse(Exception):
+    """The peer broke one of the bounds comfywatch.clients.ws sets on every WebSocket and was disconnected."""
+
+    def __init__(self, kind: AbuseKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
 
 
 class BodyTooLargeError(Exception):
@@ -327,6 +350,8 @@ def classify_exception(exc: BaseException) -> Failure:
     if isinstance(exc, httpx.TooManyRedirects):
         return Failure(Reason.INVALID_RESPONSE, "redirect loop")
     for cause in chain:
+        if isinstance(cause, WebSocketAbuse):
+            return Failure(Reason.WS_FLOOD, f"WebSocket peer disconnected: {cause}")
         if isinstance(cause, socket.gaierror):
             return Failure(Reason.DNS, f"name resolution failed ({name})")
         if isinstance(cause, ssl.SSLError | ssl.CertificateError):

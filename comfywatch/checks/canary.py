@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from comfywatch.canary_events import Progress, PromptFollower
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.clients.http import HttpResult, RequestFailed
+from comfywatch.clients.ws import connect
 from comfywatch.errors import Failure, Reason, classify_exception
 from comfywatch.parse import ParseError
 from comfywatch.parse.history import HistoryEntry, Outcome
@@ -35,7 +36,7 @@ from comfywatch.parse.prompt import PromptAccepted, ws_event
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
 
-__all__ = ["CanaryResult", "CanaryRunner", "apply_result", "check_outcome", "png_size", "ws_ssl"]
+__all__ = ["CanaryResult", "CanaryRunner", "apply_result", "check_outcome", "png_size"]
 
 log = structlog.get_logger("comfywatch.canary")
 
@@ -91,25 +92,6 @@ def png_size(data: bytes) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)
-
-
-def ws_ssl(url: str, setting: ssl.SSLContext | bool) -> ssl.SSLContext | None:
-    """The ``ssl`` argument for ``websockets.connect``, honouring the target's TLS settings like HTTP does.
-
-    ``True`` means default verification (websockets' own default for ``wss:``); ``False``
-    (``tls_insecure_skip_verify``) needs an explicit non-verifying context, or the WebSocket would fail
-    where HTTP succeeds and the canary would report a broken WebSocket path that is not broken.
-    """
-    if not url.startswith("wss:"):
-        return None
-    if isinstance(setting, ssl.SSLContext):
-        return setting
-    if setting is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return None
 
 
 class CanaryApi(Protocol):
@@ -281,13 +263,11 @@ class CanaryRunner:
         try:
             ws = await connect(
                 url,
+                tls=self.ssl_context,
                 additional_headers=self.api.ws_headers(),
                 open_timeout=timeout,
                 max_size=WS_MAX_SIZE,
-                proxy=None,
                 ping_interval=None,
-                compression=None,
-                ssl=ws_ssl(url, self.ssl_context),
             )
         except Exception as exc:  # any failure to upgrade means: poll instead, and report it
             failure = classify_exception(exc)

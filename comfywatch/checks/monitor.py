@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Callable
 
 import structlog
-from websockets.asyncio.client import connect
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
 from comfywatch.clients.local import LocalApi
+from comfywatch.clients.ws import connect
+from comfywatch.errors import Reason, classify_exception
 from comfywatch.parse.prompt import ws_event
 from comfywatch.state import TargetState
 
@@ -75,13 +76,9 @@ class WebSocketMonitor:
 
     async def _session(self) -> float | None:
         url = self.api.ws_url(CANARY_CLIENT_PREFIX + "monitor-" + uuid.uuid4().hex)
-        from comfywatch.checks.canary import ws_ssl
-
-        use_ssl = ws_ssl(url, self.ssl_context)
         try:
-            ws = await connect(url, additional_headers=self.api.ws_headers(), open_timeout=self.open_timeout,
-                               max_size=16 * 2**20, proxy=None, compression=None, ssl=use_ssl,
-                               ping_interval=20, ping_timeout=20, close_timeout=1)
+            ws = await connect(url, tls=self.ssl_context, additional_headers=self.api.ws_headers(),
+                               open_timeout=self.open_timeout, ping_interval=20, ping_timeout=20, close_timeout=1)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -104,7 +101,11 @@ class WebSocketMonitor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
             raise
-        except Exception:
+        except Exception as exc:
+            # A peer cut off for flooding is counted; any other close is a restart or a network failure,
+            # which the system check (triggered below) reports.
+            if (reason := classify_exception(exc).reason) is Reason.WS_FLOOD:
+                self.state.on_failure("ws", reason)
             # Any receive failure means the socket is gone or unusable; close it in case it is only the
             # latter, or each reconnect would leave one more connection (and its fd and tasks) behind.
             with contextlib.suppress(Exception):

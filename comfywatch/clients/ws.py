@@ -22,7 +22,6 @@ timeout, or with reading paused behind unread frames (the peer's close frame cou
 from __future__ import annotations
 
 import ssl
-from enum import StrEnum
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -30,6 +29,8 @@ from websockets.asyncio.client import connect as _websockets_connect
 from websockets.datastructures import HeadersLike
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
+
+from comfywatch.errors import AbuseKind, WebSocketAbuse
 
 __all__ = [
     "MAX_CONTROL_FRAMES_PER_SECOND",
@@ -52,21 +53,6 @@ MAX_MESSAGE_BYTES = 16 * 2**20
 #: With 16 MiB messages, at most 64 MiB wait for a slow reader before reading pauses.
 MAX_QUEUED_FRAMES = 4
 WRITE_LIMIT = 32 * 1024
-
-
-class AbuseKind(StrEnum):
-    """Which bound a WebSocket peer broke."""
-
-    CONTROL_FLOOD = "control_flood"
-    UNSENT_BACKLOG = "unsent_backlog"
-
-
-class WebSocketAbuse(Exception):
-    """The peer broke one of this module's bounds and was disconnected."""
-
-    def __init__(self, kind: AbuseKind, detail: str) -> None:
-        super().__init__(detail)
-        self.kind = kind
 
 
 class BoundedClientConnection(ClientConnection):

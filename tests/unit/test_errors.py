@@ -44,6 +44,7 @@ DOCUMENTED_REASONS = [
     "invalid_request",
     "server_error",
     "invalid_response",
+    "ws_flood",
     "validation",
     "execution_error",
     "oom",
