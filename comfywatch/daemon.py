@@ -42,7 +42,7 @@ from comfywatch.redact import replace_secrets, request_scope
 from comfywatch.runtime import TargetRuntime, build_runtime
 from comfywatch.slots import Slot, SlotTable, first_offset
 from comfywatch.state import TargetState
-from comfywatch.web import create_app
+from comfywatch.web import ExporterRunner, create_app
 
 __all__ = ["CheckSpec", "Daemon", "ListenError"]
 
@@ -670,7 +670,7 @@ class Daemon:
             from comfywatch.webconfig import install_response_headers
 
             install_response_headers(app, headers)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        self._runner = ExporterRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         host, _, port = config.server.listen.rpartition(":")
         site = web.TCPSite(self._runner, host.strip("[]"), int(port), ssl_context=ssl_context, reuse_address=True)

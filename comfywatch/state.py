@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from comfywatch.clients.http import PhaseTimes
@@ -29,6 +30,7 @@ __all__ = [
     "CloudState",
     "Histogram",
     "TargetState",
+    "code_label",
 ]
 
 # Few buckets on purpose: 1000 targets x 3 endpoints x (buckets + 3) series must render in 100 ms.
@@ -36,6 +38,20 @@ REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
 JOB_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 CANARY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
+
+
+#: Status codes that keep their own ``code`` label; a server may answer any number from 100 to 999, and each
+#: would otherwise become a series of its own.
+_KNOWN_CODES: frozenset[int] = frozenset(HTTPStatus)
+
+
+def code_label(code: int | None) -> str:
+    """The ``code`` label of a request: a registered status as itself, another as its class (``5xx``), or ``other``."""
+    if code is None:
+        return "none"
+    if code in _KNOWN_CODES:
+        return str(code)
+    return f"{code // 100}xx" if 100 <= code < 600 else "other"
 
 
 class Histogram:
@@ -168,7 +184,7 @@ class TargetState:
 
     def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
         self._init_endpoint(endpoint)
-        key = (endpoint, str(code) if code is not None else "none")
+        key = (endpoint, code_label(code))
         self.requests[key] = self.requests.get(key, 0) + 1
         if code is not None:
             self.request_durations[endpoint].observe(seconds)
