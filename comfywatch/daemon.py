@@ -232,9 +232,9 @@ class Daemon:
         target = runtime.config
         interval = config.interval_of(target)
         # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
-        # own request timeout: a request cut by the check's deadline would go uncounted.
+        # own request timeout (a request cut by the check's deadline would go uncounted), nor after the interval.
         request_timeout = config.timeout_of(target)
-        budget = max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9))
+        budget = min(max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9)), interval)
         specs: list[CheckSpec] = []
         if target.kind == "local" and runtime.local is not None:
             api, state = runtime.local, runtime.state
@@ -517,7 +517,11 @@ class Daemon:
                 task.cancel()
             if running:
                 await asyncio.wait(running, timeout=2.0)
-            await runtime.close()
+            try:
+                await runtime.close()
+            except Exception as exc:
+                # The switch is under way: a client that fails to close must not leave it half done.
+                log.warning("target_close_failed", target=name, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         for built in plan.add:
             runtime = built.runtime
             self.runtimes[runtime.config.name] = runtime
@@ -630,7 +634,9 @@ class Daemon:
         """Load the configuration again and switch to it; on any failure keep the running one (False)."""
         sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            await self.apply_config(self.load())
+            # Parsing a large or pathological file takes seconds: off the loop, so scrapes go on meanwhile.
+            config = await asyncio.to_thread(self.load)
+            await self.apply_config(config)
         except ConfigError as exc:
             log.error("reload_failed", problems=exc.problems[:20], source=exc.source)
             return self._reloaded(False)
