@@ -231,13 +231,18 @@ class HttpClient:
         allow_redirects: bool = False,
         extra_headers: Mapping[str, str] | None = None,
         record_phases: bool = False,
+        max_body: int | None = None,
     ) -> HttpResult:
         """Send one request and read the (capped) body.
+
+        The body is capped at ``settings.max_body_size``, or at *max_body* when that is smaller: an endpoint
+        whose answer has a small fixed shape refuses a large one before anything decodes it.
 
         Raises:
             RequestFailed: transport failure, body too large, or (with ``expect_ok``) a non-2xx status.
         """
         client_timeout = self._timeout(timeout if timeout is not None else self.settings.timeout)
+        limit = self.settings.max_body_size if max_body is None else min(self.settings.max_body_size, max_body)
         started = time.perf_counter()
         trace = _PhaseTrace() if record_phases else None
         if self._before_request is not None:
@@ -246,11 +251,11 @@ class HttpClient:
             if self._limiter is not None:
                 async with self._limiter:
                     result = await self._send(
-                        method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace
+                        method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace, limit
                     )
             else:
                 result = await self._send(
-                    method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace
+                    method, path, params, json_body, client_timeout, allow_redirects, extra_headers, trace, limit
                 )
         except asyncio.CancelledError:
             raise
@@ -280,9 +285,9 @@ class HttpClient:
         allow_redirects: bool,
         extra_headers: Mapping[str, str] | None,
         trace: _PhaseTrace | None,
+        limit: int,
     ) -> HttpResult:
         started = time.perf_counter()
-        limit = self.settings.max_body_size
         async with self.session.request(
             method,
             self.url(path),
@@ -330,10 +335,13 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
         record_phases: bool = False,
+        max_body: int | None = None,
     ) -> tuple[T, HttpResult]:
-        """GET, decode JSON and parse it with *parser*; a bad body is an ``invalid_response`` failure."""
+        """GET, decode JSON and parse it with *parser*; a bad body (or one over *max_body*, see
+        :meth:`request`) is an ``invalid_response`` failure."""
         result = await self.request(
-            "GET", path, endpoint=endpoint, params=params, timeout=timeout, record_phases=record_phases
+            "GET", path, endpoint=endpoint, params=params, timeout=timeout, record_phases=record_phases,
+            max_body=max_body,
         )
         return self.decode(result, endpoint, parser), result
 
