@@ -1,7 +1,8 @@
 """Fixtures for the integration tests: the simulated ComfyUI and the real daemon in one event loop.
 
-Everything runs on loopback with ephemeral ports. Intervals are short (200 ms) so that a fault shows in the
-metrics within a second; every wait is a deadline poll of ``/metrics`` or of the simulator's state.
+Everything runs on loopback with ephemeral ports. Intervals are the shortest the configuration accepts (1 s, with
+a 500 ms request timeout) so that a fault shows in the metrics within seconds; every wait is a deadline poll of
+``/metrics`` or of the simulator's state.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def target_toml(
     return "\n".join([*lines, ""])
 
 
-def config_toml(*targets: str, interval: str = "200ms", timeout: str = "1s", worker_idle_polls: int = 3) -> str:
+def config_toml(*targets: str, interval: str = "1s", timeout: str = "500ms", worker_idle_polls: int = 3) -> str:
     """A daemon configuration polling every *interval* (short, so tests stay fast)."""
     head = (
         "[defaults]\n"

@@ -538,7 +538,8 @@ async def test_monitor_websocket_over_tls_honours_skip_verify(tmp_path: Path) ->
     async with await start_sim() as sim, served_over_tls(sim, certs.self_signed) as url:
         config = f"""
 [defaults]
-interval = "200ms"
+interval = "1s"
+timeout = "500ms"
 
 [[targets]]
 name = "a"
@@ -592,10 +593,11 @@ async def test_when_busy_queue_submits_and_the_queue_phase_shows_the_wait() -> N
 # Metrics through the real daemon
 
 
-def _config(url: str, *, interval: str = "300ms", when_busy: str = "skip", name: str = "a") -> str:
+def _config(url: str, *, interval: str = "1s", when_busy: str = "skip", name: str = "a") -> str:
     return f"""
 [defaults]
 interval = "5s"
+timeout = "1s"
 websocket_monitor = false
 
 [[targets]]
@@ -666,7 +668,7 @@ async def test_daemon_counts_skips_when_busy(tmp_path: Path) -> None:
     """when_busy=skip: runs are counted in comfyui_canary_skipped_total and nothing is submitted."""
     async with await start_sim(faults=["worker_dead"]) as sim:
         await sim.submit(job_ms=50)
-        async with running_daemon(_config(sim.url, interval="200ms"), tmp_path) as (_, base):
+        async with running_daemon(_config(sim.url), tmp_path) as (_, base):
             metrics = await eventually(
                 lambda: scrape(base + "/metrics"),
                 lambda m: (m.value("comfyui_canary_skipped_total", target="a", canary="preview-image") or 0) >= 2,

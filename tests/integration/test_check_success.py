@@ -26,7 +26,7 @@ async def test_a_failing_canary_records_no_success_until_it_succeeds(tmp_path: P
     """ComfyUI down: the canary fails with reason connect on every run and its check never counts as a
     success; once the server is back, the first verified run sets the timestamp."""
     async with await start_sim(faults=["down"]) as sim:
-        config = config_toml(target_toml(TARGET, sim.url, canary="200ms", canary_timeout="1s"))
+        config = config_toml(target_toml(TARGET, sim.url, canary="1s", canary_timeout="1s"))
         async with running_daemon(config, tmp_path) as (_daemon, base):
             url = f"{base}/metrics"
             m = await eventually(lambda: scrape(url),
@@ -44,7 +44,7 @@ async def test_a_canary_skipped_behind_a_busy_queue_records_no_success(tmp_path:
     """A queue that never drains (the worker is dead): every canary run is skipped, none is a success."""
     async with await start_sim(faults=["worker_dead"]) as sim:
         await sim.submit(job_ms=5)
-        config = config_toml(target_toml(TARGET, sim.url, canary="200ms", canary_timeout="1s"))
+        config = config_toml(target_toml(TARGET, sim.url, canary="1s", canary_timeout="1s"))
         async with running_daemon(config, tmp_path) as (_daemon, base):
             url = f"{base}/metrics"
             m = await eventually(lambda: scrape(url),
@@ -58,7 +58,7 @@ async def test_a_rate_limited_cloud_canary_records_no_success(tmp_path: Path) ->
     """Comfy Cloud answers 429: the canary fails (rate_limited) or is skipped during the pause; neither is a
     success."""
     async with await start_sim(cloud=True, cloud_api_keys=[KEY], faults=["http_429_rate"]) as sim:
-        canary = 'enabled = true\n  interval = "200ms"\n  timeout = "5s"\n  max_runs_per_day = 1000'
+        canary = 'enabled = true\n  interval = "1s"\n  timeout = "5s"\n  max_runs_per_day = 1000'
         async with running_daemon(cloud_config(sim.url, tmp_path, canary=canary), tmp_path, ENV) as (_daemon, base):
             url = f"{base}/metrics"
 

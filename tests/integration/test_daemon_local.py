@@ -298,16 +298,27 @@ async def test_restart_does_not_double_count_jobs(tmp_path: Path, jobs_api: bool
         assert watch.value(m, "comfyui_up") == 1.0
 
 
-async def test_request_cut_by_the_check_budget_still_counts_as_a_timeout(local_sim: SimHandle, tmp_path: Path) -> None:
+async def test_request_cut_by_the_check_budget_still_counts_as_a_timeout(tmp_path: Path) -> None:
     """A poll abandoned because the check ran out of time counts as a timeout failure, like one the client ends."""
-    # interval 500ms -> check budget 0.5 s, shorter than the 1 s request timeout (a user's timeout = interval).
-    config = config_toml(target_toml(TARGET, local_sim.url), interval="500ms", timeout="1s")
-    async with watching(config, tmp_path) as watch:
-        await local_sim.set_faults(["slow"], slow_ms=1500)
-        m = await watch.until(lambda m: watch.value(m, "comfyui_up") == 0.0, "up 0 while the target is slow")
-        m = await watch.until(
-            lambda m: (watch.value(m, "comfywatch_check_overruns_total", check="system") or 0) >= 2,
-            "two system checks cut by their budget",
-        )
-        assert (watch.value(m, FAILURES, endpoint="system_stats", reason="timeout") or 0) >= 1
-        await local_sim.set_faults([])
+    # A request ends on its own 900 ms timeout, before its check's budget (timeout + 0.5 s): only the wait for a
+    # request slot can use up the rest. With a single slot, a rival target listed first (so polled first in the
+    # poll slot both share) that holds it for its whole timeout makes every check of the target wait past its budget.
+    async with await start_sim(targets=1) as sim:
+        config = "[server]\nmax_concurrency = 1\n\n" + config_toml(
+            target_toml("rival", sim.target_url(0)), target_toml(TARGET, sim.url), interval="1s", timeout="900ms")
+        async with watching(config, tmp_path) as watch:
+            await sim.set_faults(["slow"], slow_ms=1500)
+            m = await watch.until(
+                lambda m: watch.value(m, "comfyui_up") == 0.0
+                and (watch.value(m, FAILURES, endpoint="system_stats", reason="timeout") or 0) >= 1,
+                "up 0 while the target is slow, the client ending its requests",
+            )
+            await sim.set_faults(["slow"], target=0, slow_ms=1500)
+            m = await watch.until(
+                lambda m: (watch.value(m, "comfywatch_check_overruns_total", check="system") or 0) >= 2,
+                "two system checks cut by their budget",
+            )
+            assert watch.value(m, "comfyui_up") == 0.0
+            assert (watch.value(m, FAILURES, endpoint="system_stats", reason="timeout") or 0) >= 1
+            await sim.set_faults([])
+            await sim.set_faults([], target=0)

@@ -157,7 +157,7 @@ async def test_canary_prompts_are_not_counted_as_users_jobs(
 ) -> None:
     """A jobs poll landing while a finished canary is still in history does not count the canary."""
     async with await start_sim(jobs_api=jobs_api) as sim, watching(
-        config_toml(target_toml(TARGET, sim.url, canary="300ms")), tmp_path
+        config_toml(target_toml(TARGET, sim.url, canary="1s")), tmp_path
     ) as watch:
         runtime = watch.daemon.runtimes[TARGET]
         api, state = runtime.local, runtime.state

@@ -21,7 +21,7 @@ def _reads(watch: Watch, m: Metrics) -> tuple[float, float, float]:
 
 
 def _config(url: str, *, monitor: bool = True) -> str:
-    text = config_toml(target_toml("sim", url), interval="200ms")
+    text = config_toml(target_toml("sim", url))
     return text.replace("[defaults]\n", f"[defaults]\nwebsocket_monitor = {'true' if monitor else 'false'}\n", 1)
 
 
@@ -60,7 +60,7 @@ async def test_a_running_job_keeps_ageing_and_stalls_without_queue_reads(tmp_pat
     """A job that never finishes (stall fault) sends no more status frames: polls skip the reads, yet the
     running job's age grows and it is reported stalled after stall_after."""
     async with await start_sim() as sim:
-        config = config_toml(target_toml("sim", sim.url, stall_after="1s"), interval="200ms")
+        config = config_toml(target_toml("sim", sim.url, stall_after="1s"))
         async with watching(config, tmp_path) as watch:
             await _connected(watch)
             await sim.set_faults(["stall"])

@@ -97,7 +97,7 @@ TARGETS = 16
 
 def fleet_config(sim: SimHandle) -> str:
     """TARGETS local targets (system check only, no canary, no WebSocket) on one simulator."""
-    lines = ['[defaults]\ninterval = "300ms"\ntimeout = "1s"\nwebsocket_monitor = false\n']
+    lines = ['[defaults]\ninterval = "1s"\ntimeout = "500ms"\nwebsocket_monitor = false\n']
     for index in range(TARGETS):
         lines.append(f'[[targets]]\nname = "gpu-{index:02d}"\nurl = "{sim.target_url(index)}"\nchecks = ["system"]\n'
                      "  [targets.canary]\n  enabled = false\n")
@@ -166,7 +166,7 @@ def test_cli_shard_flag_selects_the_replicas_targets(tmp_path: Path) -> None:
     from tests.e2e.procs import simulate
 
     with simulate(tmp_path, "--targets", str(TARGETS)) as sim:
-        lines = ['[defaults]\ninterval = "300ms"\ntimeout = "1s"\nwebsocket_monitor = false\n']
+        lines = ['[defaults]\ninterval = "1s"\ntimeout = "500ms"\nwebsocket_monitor = false\n']
         for index in range(TARGETS):
             lines.append(f'[[targets]]\nname = "gpu-{index:02d}"\nurl = "{sim.url}/t/{index}"\n'
                          'checks = ["system"]\n  [targets.canary]\n  enabled = false\n')
