@@ -47,11 +47,14 @@ def write(tmp_path: Path, text: str) -> Path:
         ('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\ninterval = "1ms"\n',
          "targets[0].interval: must be at least 1s (got '1ms')"),
         ('[defaults]\ninterval = "2s"\ntimeout = "5s"\n', "defaults.timeout: must be shorter than the interval (2s)"),
+        ('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\ninterval = "1s"\ntimeout = "2s"\n',
+         "targets[0].timeout: must be shorter than the interval (1s)"),
         ("a = " + "[" * 5000 + "]" * 5000 + "\n", "invalid TOML: nested too deeply"),
     ],
 )
 def test_hostile_values(tmp_path: Path, text: str, problem: str) -> None:
-    """Huge integers, a zero or millisecond interval, a timeout over the interval, absurd nesting: one line each."""
+    """Huge integers, a zero or millisecond interval, a timeout over the interval (of [defaults] or of a target),
+    absurd nesting: one line each."""
     path = write(tmp_path, text)
     assert_refused(check_config(str(path)), f"{path}: {problem}\n")
 

@@ -66,7 +66,7 @@ class Record:
 
 
 def _config(urls: dict[str, str]) -> str:
-    parts = ['[defaults]\ninterval = "1s"\ntimeout = "1s"\nstall_after = "60s"\n']
+    parts = ['[defaults]\ninterval = "1s"\ntimeout = "900ms"\nstall_after = "60s"\n']
     for name, url in urls.items():
         when_busy = 'when_busy = "queue"\n  ' if name == RESTART else ""
         parts.append(f'[[targets]]\nname = "{name}"\nurl = "{url}"\n'
