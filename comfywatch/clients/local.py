@@ -23,7 +23,13 @@ from comfywatch.parse.prompt import PromptAccepted, parse_prompt_accepted
 from comfywatch.parse.queue import QueueSnapshot, parse_queue
 from comfywatch.parse.system import SystemStats, parse_system_stats
 
-__all__ = ["LocalApi"]
+__all__ = ["SYSTEM_STATS_MAX_BODY", "LocalApi"]
+
+#: Cap on a ``/system_stats`` answer, below the target's ``max_body_size``: a real one is about 1.3 KB and 64
+#: devices (all that is kept of them) about 15 KB: a mebibyte leaves room to spare, and a larger answer is
+#: refused before it is decoded. Decoding runs on the event loop, where a 16 MB answer (100,000 devices) costs
+#: every other target half a second.
+SYSTEM_STATS_MAX_BODY = 2**20
 
 
 def _identity(body: Any) -> Any:
@@ -42,12 +48,12 @@ class LocalApi:
 
     async def _get(
         self, route: str, endpoint: str, parser: Any, params: Mapping[str, str] | None = None,
-        *, record_phases: bool = False, timeout: float | None = None,
+        *, record_phases: bool = False, timeout: float | None = None, max_body: int | None = None,
     ) -> tuple[Any, HttpResult]:
         try:
             return await self.http.get_json(
                 self.prefix + route, endpoint=endpoint, parser=parser, params=params,
-                record_phases=record_phases, timeout=timeout,
+                record_phases=record_phases, timeout=timeout, max_body=max_body,
             )
         except RequestFailed as failed:
             if failed.failure.reason is Reason.NOT_FOUND and self.prefix and endpoint == "system_stats":
@@ -55,12 +61,13 @@ class LocalApi:
                 self.prefix = ""
                 return await self.http.get_json(
                     route, endpoint=endpoint, parser=parser, params=params,
-                    record_phases=record_phases, timeout=timeout,
+                    record_phases=record_phases, timeout=timeout, max_body=max_body,
                 )
             raise
 
     async def system_stats(self, *, record_phases: bool = True) -> tuple[SystemStats, HttpResult]:
-        return await self._get("/system_stats", "system_stats", parse_system_stats, record_phases=record_phases)
+        return await self._get("/system_stats", "system_stats", parse_system_stats, record_phases=record_phases,
+                               max_body=SYSTEM_STATS_MAX_BODY)
 
     async def queue(self) -> QueueSnapshot:
         snapshot, _ = await self._get("/queue", "queue", parse_queue)

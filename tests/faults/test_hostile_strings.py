@@ -1,11 +1,14 @@
 """Hostile strings and sizes against the real daemon process: no target can blind the fleet or bloat /metrics.
 
-One ``comfywatch run`` watches four stand-in servers: one sends a lone surrogate, terminal escapes and line
+One ``comfywatch run`` watches five stand-in servers: one sends a lone surrogate, terminal escapes and line
 breaks in every string of ``/system_stats`` and in the ids of ``/queue``; one a 20 MB ``comfyui_version``; one
-100,000 devices; the fourth is healthy. A background watcher scrapes ``/metrics`` the whole time. Every scrape
-must answer 200 within a second, every target must be up with its values sanitized and bounded, the page must
-pass ``promtool check metrics``, and the daemon's memory must stay bounded; ``/probe`` of the hostile servers
-and ``comfywatch doctor`` against them must give clean, bounded output too.
+100,000 devices (16 MB); one 5,000 devices and a 100,000-character version in an answer just under the
+``/system_stats`` body cap; the fifth is healthy. A background watcher scrapes ``/metrics`` the whole time.
+Every scrape must answer 200 within a second; the two answers over the cap make their targets down as
+``invalid_response`` without being decoded; the others must be up with their values sanitized and bounded (the
+healthy one in every scrape); the page must pass ``promtool check metrics``, and the daemon's memory must stay
+bounded; ``/probe`` of the hostile servers and ``comfywatch doctor`` against them must give clean, bounded output
+too.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
+from comfywatch.clients.local import SYSTEM_STATS_MAX_BODY
 from comfywatch.parse.text import MAX_CHARS, MAX_DEVICES
 from tests.conftest import TIMEOUT_FACTOR
 from tests.faults.harness import Metrics, Watch, daemon_process, failures, wait_for
@@ -39,18 +43,24 @@ from tests.unit.test_exposition import promtool_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
-TARGETS = ("surrogates", "huge_version", "many_devices", "healthy")
-#: Every scrape, including those that land while a 20 MB body is parsed.
+TARGETS = ("surrogates", "huge_version", "many_devices", "under_cap", "healthy")
+#: Targets whose /system_stats answer is over its body cap: down, the answer never decoded.
+OVERSIZED = ("huge_version", "many_devices")
+#: Devices and version characters of ``under_cap``: far past what is kept (64, 256), yet under the body cap.
+UNDER_CAP_DEVICES, UNDER_CAP_VERSION_CHARS = 5_000, 100_000
+#: Every scrape, including those that land while 20 MB answers are sent and refused.
 SCRAPE_LIMIT_S = 1.0
-#: Polls of every target the watcher sees before the verdict (a 20 MB body read and parsed each time).
+#: Polls of every target the watcher sees before the verdict.
 POLLS = 4
-#: Poll interval and request timeout: decoding 100,000 devices' JSON takes the daemon half a second of CPU.
-INTERVAL_S, TIMEOUT_S = 3, 2
-#: Far above the ~100 MB the daemon needs for these four targets, far below what unbounded labels cost
+#: Poll interval and request timeout: the shortest the configuration accepts.
+INTERVAL_S, TIMEOUT_S = 1, 0.9
+#: Far above the ~60 MB the daemon needs for these five targets, far below what unbounded labels cost
 #: (a 20 MB version kept as label text and cache keys added ~180 MB; 100,000 devices ~400,000 samples).
 RSS_LIMIT_BYTES = 400 * 2**20
-#: /metrics of four targets, with 64 devices on one of them.
+#: /metrics of five targets, with 64 devices on one of them.
 PAGE_LIMIT_BYTES = 256 * 2**10
+#: How a refused answer is described (in doctor's output): the /system_stats cap, not the client's.
+TOO_LARGE = f"response body larger than {SYSTEM_STATS_MAX_BODY} bytes"
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 SANITIZED = "\ufffd [2J [1;31mFAKE: all checks passed "
 
@@ -64,19 +74,34 @@ class Record:
 
 
 def _config(servers: dict[str, HostileServer]) -> str:
-    parts = [f'[defaults]\ninterval = "{INTERVAL_S}s"\ntimeout = "{TIMEOUT_S}s"\n']
+    parts = [f'[defaults]\ninterval = "{INTERVAL_S}s"\ntimeout = "{int(TIMEOUT_S * 1000)}ms"\n']
     for name, server in servers.items():
         parts.append(f'[[targets]]\nname = "{name}"\nurl = "{server.url}"\n  [targets.canary]\n  enabled = false\n')
     return "\n".join(parts)
 
 
+def _refusals(metrics: Metrics, name: str) -> float:
+    """How many /system_stats answers of *name* failed as ``invalid_response``."""
+    return failures(metrics, name).get(("system_stats", "invalid_response"), 0.0)
+
+
+def _progress(metrics: Metrics) -> dict[str, float]:
+    """Per target, what moves with each poll: when an up target's system check last succeeded, how many
+    answers an oversized target had refused."""
+    return {name: (_refusals(metrics, name) if name in OVERSIZED else
+                   metrics.value("comfywatch_check_last_success_timestamp_seconds", target=name, check="system")
+                   or 0.0) for name in TARGETS}
+
+
 def _polled(metrics: Metrics, since: dict[str, float], polls: int) -> bool:
-    """Every target is up, and its system check succeeded *polls* polls after the one at *since* (by target)."""
+    """Every target was polled *polls* times after *since* (a :func:`_progress`): up targets are up and their
+    system check succeeded, oversized ones are down and refused an answer each poll."""
+    now = _progress(metrics)
     for name in TARGETS:
-        last = metrics.value("comfywatch_check_last_success_timestamp_seconds", target=name, check="system")
-        if metrics.value("comfyui_up", target=name) != 1.0 or last is None:
+        if metrics.value("comfyui_up", target=name) != (0.0 if name in OVERSIZED else 1.0):
             return False
-        if last < since.get(name, 0.0) + (polls - 0.5) * INTERVAL_S:
+        step = 1.0 if name in OVERSIZED else INTERVAL_S
+        if now[name] < since.get(name, 0.0) + (polls - 0.5) * step:
             return False
     return True
 
@@ -102,15 +127,18 @@ async def record(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Reco
     servers["surrogates"].queue_body = hostile_queue()
     servers["huge_version"].system_body = hostile_system_stats(version="9" * HUGE_VERSION_CHARS)
     servers["many_devices"].system_body = hostile_system_stats(devices=MANY_DEVICES)
+    servers["under_cap"].system_body = hostile_system_stats(version="9" * UNDER_CAP_VERSION_CHARS,
+                                                            devices=UNDER_CAP_DEVICES)
+    sizes = {name: len(servers[name].system_body) for name in (*OVERSIZED, "under_cap")}
+    assert sizes["under_cap"] <= SYSTEM_STATS_MAX_BODY < min(sizes[name] for name in OVERSIZED), sizes
     watch_task: asyncio.Task[None] | None = None
     try:
         async with daemon_process(tmp, _config(servers)) as proc:
             watch = Watch(f"{proc.url}/metrics")
             try:
-                first = await wait_for(watch, lambda m: _polled(m, {}, 1), timeout=20, what="every target up")
+                first = await wait_for(watch, lambda m: _polled(m, {}, 1), timeout=20, what="every target polled")
                 watch_task = asyncio.create_task(watch.run(period=0.2))
-                since = {name: first.value("comfywatch_check_last_success_timestamp_seconds", target=name,
-                                           check="system") or 0.0 for name in TARGETS}
+                since = _progress(first)
                 metrics = await wait_for(watch, lambda m: _polled(m, since, POLLS), timeout=(POLLS + 2) * INTERVAL_S,
                                          what=f"{POLLS} more polls of every target")
                 watch_task.cancel()
@@ -118,7 +146,7 @@ async def record(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Reco
                 async with aiohttp.ClientSession() as session:
                     probes = {name: await _probe(session, proc.url, servers[name].url) for name in TARGETS}
                 doctor = {name: await asyncio.to_thread(_doctor, servers[name].url)
-                          for name in ("surrogates", "huge_version")}
+                          for name in ("surrogates", "under_cap", "huge_version")}
             finally:
                 if watch_task is not None:
                     watch_task.cancel()
@@ -131,35 +159,46 @@ async def record(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Reco
 
 
 async def test_metrics_answer_200_within_a_second(record: Record) -> None:
-    """No scrape failed or took a second, while 20 MB bodies were read and parsed every poll."""
+    """No scrape failed or took a second, while 16 and 20 MB answers were sent every poll."""
     assert record.watch.errors == []
     assert len(record.watch.latencies) >= 10
     assert max(record.watch.latencies) < SCRAPE_LIMIT_S * TIMEOUT_FACTOR, sorted(record.watch.latencies)[-5:]
 
 
-async def test_every_target_up_and_none_failed_to_encode(record: Record) -> None:
-    """The hostile targets are up like the healthy one: their values are served, sanitized, not dropped. The
-    healthy one was up in every scrape, and none of its requests failed."""
+async def test_oversized_answers_are_down_and_the_rest_up(record: Record) -> None:
+    """The targets answering /system_stats over its cap are down, each poll's answer refused as
+    ``invalid_response`` (their /queue and /history still read); the other hostile targets are up like the
+    healthy one: their values are served, sanitized, not dropped. The healthy one was up in every scrape, and
+    none of its requests failed."""
     metrics = record.metrics
-    assert {name: metrics.value("comfyui_up", target=name) for name in TARGETS} == dict.fromkeys(TARGETS, 1.0)
+    assert {name: metrics.value("comfyui_up", target=name) for name in TARGETS} == {
+        name: 0.0 if name in OVERSIZED else 1.0 for name in TARGETS}
     assert metrics.value("comfywatch_encode_failures_total") == 0
     healthy = record.watch.values("comfyui_up", phase="start", target="healthy")
     assert len(healthy) >= 10 and set(healthy) == {1.0}
-    # /api/jobs answers 404 once (a 0.3.64 server has none): that is the only failure.
-    assert {key: count for key, count in failures(metrics, "healthy").items() if count} == {("jobs", "not_found"): 1.0}
+    # /api/jobs answers 404 once (a 0.3.64 server has none): that is the only failure of the others.
+    for name in TARGETS:
+        failed = {key: count for key, count in failures(metrics, name).items() if count}
+        refused = failed.pop(("system_stats", "invalid_response"), 0.0)
+        assert failed == {("jobs", "not_found"): 1.0}, (name, failed)
+        assert refused >= POLLS + 1 if name in OVERSIZED else refused == 0, (name, refused)
+    for name in OVERSIZED:
+        assert metrics.value("comfywatch_check_last_success_timestamp_seconds", target=name, check="system") is None
+        assert metrics.find("comfyui_info", target=name) == []
 
 
 async def test_values_are_sanitized_and_bounded(record: Record) -> None:
-    """The surrogate target's labels carry U+FFFD and spaces instead of the surrogate and escapes; the 20 MB
-    version is cut to 256 characters; 64 of the 100,000 devices are series; each cut is counted."""
+    """The surrogate target's labels carry U+FFFD and spaces instead of the surrogate and escapes; under the
+    cap, the 100,000-character version is cut to 256 characters and 64 of the 5,000 devices are series; each
+    cut is counted."""
     metrics = record.metrics
     info = {labels["target"]: labels for labels, _ in metrics.find("comfyui_info")}
     assert info["surrogates"]["version"] == "0.3.64" + SANITIZED
     assert info["surrogates"]["os"] == "posix" + SANITIZED
-    assert info["huge_version"]["version"] == "9" * (MAX_CHARS - 1) + "…"
+    assert info["under_cap"]["version"] == "9" * (MAX_CHARS - 1) + "…"
     devices = {labels["device"] for labels, _ in metrics.find("comfyui_device_vram_free_bytes", target="surrogates")}
     assert devices == {"cpu" + SANITIZED}
-    assert len(metrics.find("comfyui_device_vram_free_bytes", target="many_devices")) == MAX_DEVICES
+    assert len(metrics.find("comfyui_device_vram_free_bytes", target="under_cap")) == MAX_DEVICES
     assert len(metrics.find("comfyui_device_vram_free_bytes", target="healthy")) == 1
     assert metrics.value("comfyui_queue_running", target="surrogates") == 1
     # One cut per poll: the version, and the device list.
@@ -186,18 +225,24 @@ async def test_memory_stays_bounded(record: Record) -> None:
 
 
 async def test_probe_of_hostile_targets(record: Record) -> None:
-    """/probe of each hostile server answers 200 with the same sanitized, bounded values."""
+    """/probe of each hostile server answers 200 with the same sanitized, bounded values; of an oversized one,
+    a failed probe with its ``invalid_response`` counted."""
     for name, (status, body) in record.probes.items():
         assert status == 200, (name, body[:500])
         assert UNSAFE.search(body) is None, name
         assert len(body.encode("utf-8")) < PAGE_LIMIT_BYTES, name
-        assert "comfyui_probe_success 1" in body.splitlines() or "comfyui_probe_success 1.0" in body.splitlines()
+        success = Metrics(body).value("comfyui_probe_success")
+        assert success == (0.0 if name in OVERSIZED else 1.0), (name, success)
+        refused = Metrics(body).value("comfyui_request_failures_total", endpoint="system_stats",
+                                      reason="invalid_response")
+        assert refused == (1.0 if name in OVERSIZED else 0.0), (name, refused)
     assert f'version="0.3.64{SANITIZED}"' in record.probes["surrogates"][1]
+    assert f'version="{"9" * (MAX_CHARS - 1)}…"' in record.probes["under_cap"][1]
 
 
 async def test_doctor_output_is_clean_and_bounded(record: Record) -> None:
-    """doctor prints the hostile server's strings without escapes or line breaks of the server's making, and
-    the 20 MB version as 256 characters."""
+    """doctor prints the hostile server's strings without escapes or line breaks of the server's making, the
+    100,000-character version as 256 characters, and the 20 MB answer as refused for its size."""
     for name, (code, output) in record.doctor.items():
         text = output.decode("utf-8")
         assert code in (0, 1), (name, text[-2000:])
@@ -205,3 +250,7 @@ async def test_doctor_output_is_clean_and_bounded(record: Record) -> None:
         assert len(output) < 64 * 2**10, (name, len(output))
     assert "FAKE: all checks passed" in record.doctor["surrogates"][1].decode("utf-8")
     assert json.dumps("\x1b") not in record.doctor["surrogates"][1].decode("utf-8")
+    under_cap = record.doctor["under_cap"][1].decode("utf-8")
+    assert "9" * (MAX_CHARS - 1) + "…" in under_cap and "9" * MAX_CHARS not in under_cap
+    assert record.doctor["huge_version"][0] == 1
+    assert TOO_LARGE in record.doctor["huge_version"][1].decode("utf-8")

@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 
 from comfywatch.clients.http import MAX_CACHED_TIMEOUTS, ClientSettings, HttpClient, RequestFailed
+from comfywatch.clients.local import SYSTEM_STATS_MAX_BODY, LocalApi
 from comfywatch.errors import Reason
+from comfywatch.parse.system import parse_system_stats
+from tests.fixtures import FIXTURES
 
 
 def test_deadline_timeouts_are_built_but_not_all_kept() -> None:
@@ -152,3 +155,36 @@ async def test_a_request_cap_cannot_raise_the_clients(chunked: bool) -> None:
     assert isinstance(failed, RequestFailed)
     assert failed.failure.detail == f"response body larger than {REQUEST_CAP} bytes"
     assert parsed == []
+
+
+async def system_stats(size: int, *, chunked: bool) -> Any:
+    """LocalApi.system_stats of the recorded answer padded with JSON whitespace to *size* bytes, from a client
+    whose own cap is 32 times SYSTEM_STATS_MAX_BODY: the stats and the body's length, or the RequestFailed."""
+    recorded = (FIXTURES / "system_stats_api_prefix.json").read_bytes()
+    async with answering(recorded + b" " * (size - len(recorded)), chunked=chunked) as url:
+        api = LocalApi(HttpClient(ClientSettings(base_url=url, max_body_size=32 * SYSTEM_STATS_MAX_BODY)))
+        try:
+            stats, result = await api.system_stats()
+            return stats, len(result.body)
+        except RequestFailed as failed:
+            return failed
+        finally:
+            await api.close()
+
+
+@FRAMINGS
+async def test_system_stats_up_to_its_cap_is_read(chunked: bool) -> None:
+    """An answer of exactly SYSTEM_STATS_MAX_BODY bytes is read and parsed like the recorded one."""
+    recorded = json.loads((FIXTURES / "system_stats_api_prefix.json").read_bytes())
+    assert await system_stats(SYSTEM_STATS_MAX_BODY, chunked=chunked) == (
+        parse_system_stats(recorded), SYSTEM_STATS_MAX_BODY)
+
+
+@FRAMINGS
+async def test_system_stats_over_its_cap_fails(chunked: bool) -> None:
+    """One byte more fails as ``invalid_response`` naming SYSTEM_STATS_MAX_BODY, though the client's own cap is
+    far larger."""
+    failed = await system_stats(SYSTEM_STATS_MAX_BODY + 1, chunked=chunked)
+    assert isinstance(failed, RequestFailed)
+    assert (failed.failure.reason, failed.failure.detail) == (
+        Reason.INVALID_RESPONSE, f"response body larger than {SYSTEM_STATS_MAX_BODY} bytes")
