@@ -39,6 +39,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from comfywatch.basic_auth import basic_auth_header
 from comfywatch.durations import format_duration, format_size, parse_duration, parse_size
 from comfywatch.parse.text import clean
 
@@ -698,6 +699,8 @@ class Credentials:
         if self.basic_auth:
             values.append(self.basic_auth[1])
             values.append(self.basic_auth[0])
+            # The value sent, so its bare base64 token is masked too when a server echoes it.
+            values.append(basic_auth_header(*self.basic_auth))
         if self.api_key:
             values.append(self.api_key)
         return [v for v in values if v]

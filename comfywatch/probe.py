@@ -19,10 +19,11 @@ from urllib.parse import unquote, urlsplit
 import structlog
 from aiohttp import web
 
+from comfywatch.basic_auth import basic_auth_header
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
-from comfywatch.clients.http import RequestFailed, basic_auth_header
+from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, Credentials, ProbeModule, TargetConfig, parse_headers_file
 from comfywatch.errors import Reason
 from comfywatch.exporter import collect

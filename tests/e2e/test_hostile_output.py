@@ -195,8 +195,6 @@ async def test_no_output_holds_the_password_clear_or_percent_encoded(echoed: dic
     assert leaks(echoed, {"clear": PASSWORD, "percent-encoded": quote(PASSWORD, safe="")}) == ""
 
 
-@pytest.mark.xfail(strict=True, reason="the Basic header value is not registered as a secret: "
-                                       "config.Credentials.secret_values() lists the user and the password only")
 @pytest.mark.asyncio(loop_scope="module")
 async def test_no_output_holds_the_basic_token(echoed: dict[str, Output]) -> None:
     """Basic's base64 of user:password, echoed without its scheme, appears in no output either."""

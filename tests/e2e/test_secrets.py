@@ -198,8 +198,6 @@ def _cli(*args: str) -> str:
     return f"exit {run.returncode}\n{run.stdout}{run.stderr}"
 
 
-@pytest.mark.xfail(strict=True, reason="canary_main prints without redact.scrub/scrub_output, and "
-                   "Credentials.secret_values() lacks the Basic header value sent")
 def test_echoed_credentials_never_reach_canary_doctor_or_daemon_output(tmp_path: Path) -> None:
     """A server echoing the canary's Authorization into its /prompt 400: canary text and --json, doctor text and
     --json and the daemon's log show the node error, but the password in no form (clear, percent-encoded,

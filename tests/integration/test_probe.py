@@ -21,8 +21,8 @@ import structlog
 from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
+from comfywatch.basic_auth import basic_auth_header
 from comfywatch.checks import system as system_check
-from comfywatch.clients.http import basic_auth_header
 from comfywatch.logs import configure_logging
 from comfywatch.probe import MAX_TARGET_LENGTH
 from comfywatch.redact import SECRETS

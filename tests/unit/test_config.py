@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
+from comfywatch.basic_auth import basic_auth_header
 from comfywatch.config import (
     CREDENTIAL_NAME,
     DEFAULT_CLOUD_URL,
@@ -26,6 +28,7 @@ from comfywatch.config import (
     url_without_userinfo,
     validate_labels,
 )
+from comfywatch.redact import SecretRegistry
 
 SECRET = "sk-live-7f3a9c0e1d2b4a68"
 
@@ -631,7 +634,17 @@ class TestSecrets:
         """Credentials' repr shows no header, password or key; secret_values lists them for redaction."""
         creds = Credentials(headers={"X-Token": SECRET}, basic_auth=("user", "pw-123"), api_key="key-456")
         assert SECRET not in repr(creds) and "pw-123" not in repr(creds) and "key-456" not in repr(creds)
-        assert set(creds.secret_values()) == {SECRET, "user", "pw-123", "key-456"}
+        assert set(creds.secret_values()) == {SECRET, "user", "pw-123", "key-456", basic_auth_header("user", "pw-123")}
+
+    def test_the_basic_token_sent_is_a_secret(self) -> None:
+        """The Authorization value built from URL userinfo is registered, so a server echoing the bare base64
+        token (without "Basic", split from any header name) has it masked."""
+        registry = SecretRegistry()
+        creds = resolve_credentials(local_target(url=f"http://{quote_userinfo('monitor', 'Pa55/wörd')}@h:1"), {})
+        for value in creds.secret_values():
+            registry.register(value)
+        token = basic_auth_header("monitor", "Pa55/wörd").removeprefix("Basic ")
+        assert registry.scrub(f"for {token}, as {quote(token, safe='')}") == "for ***, as ***"
 
     def test_missing_secret_file(self, tmp_path: Path) -> None:
         """A missing key file is a config problem naming the file and the OS reason."""
