@@ -325,7 +325,6 @@ async def test_an_oversized_target_is_refused_and_logged_without_its_password(
         assert form not in log_stream.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="Daemon._start_server serves with web.AppRunner, not web.ExporterRunner")
 async def test_an_oversized_target_is_answered_without_echo(probe_base: str) -> None:
     """The daemon's server answers a request line over 8190 bytes with its status alone, not aiohttp's quote of
     the line (which holds the target's password)."""
