@@ -4,6 +4,11 @@ Each request builds a fresh client and state, runs the module's checks once with
 Prometheus announces, renders the result without a ``target`` label, and forgets everything. It never
 runs a canary: probes must be cheap and side-effect free.
 
+The caller chooses where the daemon connects, so a module's credentials go only where
+:func:`comfywatch.config.probe_target_allowed` allows (``[probe] allow``, the module's ``allow``, and by
+default for a module with credentials the configured targets that use the same files); any other target
+is answered 403 with the reason, before a connection is made.
+
 Forgetting includes secrets: the target's userinfo and the module's credentials are registered in a
 request scope of the redactor, so they are masked in whatever the request logs or answers and gone when
 it ends (a caller probing with a fresh password each time costs the redactor nothing).
@@ -24,22 +29,28 @@ from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.clients.http import RequestFailed
-from comfywatch.config import Config, Credentials, ProbeModule, TargetConfig, parse_headers_file
+from comfywatch.config import (
+    MAX_URL_CHARS,
+    Config,
+    Credentials,
+    ProbeModule,
+    TargetConfig,
+    probe_target_allowed,
+    resolve_module_credentials,
+)
 from comfywatch.errors import Reason
 from comfywatch.exporter import collect
 from comfywatch.exposition import Family, MetricDef, choose_format, render
 from comfywatch.redact import register_secret, request_scope, scrub, strip_userinfo
 from comfywatch.runtime import build_runtime
 
-__all__ = ["MAX_TARGET_LENGTH", "PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
+__all__ = ["PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
 
 log = structlog.get_logger("comfywatch.probe")
 
 PROBE_SUCCESS = MetricDef("comfyui_probe_success", "gauge", "1 if every check of the probe succeeded.")
 PROBE_DURATION = MetricDef("comfyui_probe_duration_seconds", "gauge", "How long the probe took.")
 DEFAULT_SCRAPE_TIMEOUT = 10.0
-#: Longer targets are refused: no ComfyUI URL needs more, and the target's URL becomes a label.
-MAX_TARGET_LENGTH = 2048
 
 
 def _register_userinfo(url: str) -> None:
@@ -62,11 +73,7 @@ def _refuse(status: int, text: str) -> web.Response:
 
 def _module_credentials(module: ProbeModule, url: str) -> Credentials:
     """The module's header files, plus basic auth from the target URL's userinfo (like configured targets)."""
-    headers: dict[str, str] = {}
-    if module.headers_file is not None:
-        headers.update(parse_headers_file(module.headers_file.read_text(encoding="utf-8")))
-    if module.bearer_token_file is not None:
-        headers["Authorization"] = "Bearer " + module.bearer_token_file.read_text(encoding="utf-8").strip()
+    headers = resolve_module_credentials(module).headers
     parts = urlsplit(url)
     basic = (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
     return Credentials(headers=headers, basic_auth=basic)
@@ -117,14 +124,18 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
     module = config.modules.get(module_name)
     if module is None:
         return _refuse(400, f"unknown module {module_name[:60]!r}")
-    if len(url) > MAX_TARGET_LENGTH:
-        return _refuse(400, f"target longer than {MAX_TARGET_LENGTH} characters")
+    # Longer targets are refused as configured ones are: no ComfyUI URL needs more, and the URL becomes a label.
+    if len(url) > MAX_URL_CHARS:
+        return _refuse(400, f"target longer than {MAX_URL_CHARS} characters")
     problem = _url_problem(url)
     if problem is not None:
         # Never echo the target: its userinfo may hold a password.
         return _refuse(400, problem)
     if module.kind != "local":
         return _refuse(400, "only local modules can be probed")
+    refusal = probe_target_allowed(config, module_name, url)
+    if refusal is not None:
+        return _refuse(403, refusal)
     timeout = _timeout_from(request, module)
     try:
         # Each request gives up a little before the whole probe does, so a slow server is reported as
@@ -134,7 +145,7 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
         return _refuse(400, "target is not a usable URL")
     try:
         credentials = _module_credentials(module, url)
-    except (OSError, ValueError):
+    except ValueError:
         return _refuse(500, "module credentials unreadable")
     runtime = build_runtime(config, target, credentials=credentials)
     assert runtime.local is not None

@@ -10,6 +10,8 @@ import io
 import json
 import logging
 import secrets
+import select
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,8 +25,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.checks import system as system_check
+from comfywatch.config import MAX_URL_CHARS
 from comfywatch.logs import configure_logging
-from comfywatch.probe import MAX_TARGET_LENGTH
 from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.fixtures import load_json
@@ -58,6 +60,11 @@ timeout = "500ms"
 checks = ["system"]
 
 [modules.authed]
+bearer_token_file = "{token_file}"
+checks = ["system"]
+allow = ["127.0.0.1"]
+
+[modules.tokened]
 bearer_token_file = "{token_file}"
 checks = ["system"]
 
@@ -333,12 +340,111 @@ async def test_an_oversized_target_is_answered_without_echo(probe_base: str) -> 
 
 
 async def test_a_target_over_the_length_bound_is_refused(probe_base: str) -> None:
-    """A target longer than MAX_TARGET_LENGTH (yet under the request line limit) gets a 400 naming the bound."""
-    status, body, _ = await probe(probe_base, f"http://alice:pw-{'x' * MAX_TARGET_LENGTH}@127.0.0.1:9/")
-    assert (status, body) == (400, f"target longer than {MAX_TARGET_LENGTH} characters\n")
+    """A target longer than MAX_URL_CHARS (yet under the request line limit) gets a 400 naming the bound."""
+    status, body, _ = await probe(probe_base, f"http://alice:pw-{'x' * MAX_URL_CHARS}@127.0.0.1:9/")
+    assert (status, body) == (400, f"target longer than {MAX_URL_CHARS} characters\n")
 
 
 async def test_error_answers_are_scrubbed(probe_base: str) -> None:
     """What a 400 quotes from the request (the module name) is scrubbed like a log line."""
     status, body, _ = await probe(probe_base, "http://127.0.0.1:9", "http://alice:hunter2@127.0.0.1:9")
     assert (status, body) == (400, "unknown module 'http://***@127.0.0.1:9'\n")
+
+
+# Where /probe may connect: a module's credentials go only where it is allowed to send them.
+
+#: A loopback address outside every allow list of these daemons.
+UNLISTED_HOST = "127.0.0.2"
+#: Long enough to connect on loopback, short enough that a probe which did connect ends quickly.
+SHORT_SCRAPE = {"X-Prometheus-Scrape-Timeout-Seconds": "1"}
+
+
+@pytest.fixture
+def unlisted_listener() -> Iterator[tuple[str, socket.socket]]:
+    """``host:port`` of a listening socket on UNLISTED_HOST that nobody accepts on: a connection made to it
+    stays in its accept queue."""
+    with socket.create_server((UNLISTED_HOST, 0)) as server:
+        yield f"{UNLISTED_HOST}:{server.getsockname()[1]}", server
+
+
+def connected_to(server: socket.socket) -> bool:
+    return bool(select.select([server], [], [], 0)[0])
+
+
+async def test_a_credentialed_module_refuses_a_host_outside_its_allow_list(
+    probe_base: str, unlisted_listener: tuple[str, socket.socket]
+) -> None:
+    """``authed`` sends a bearer token and allows 127.0.0.1 only: a probe of another host is a 403 with the
+    reason, and no connection reaches that host. The same host probed by an uncredentialed module without an
+    allow list is connected to (the listener does see connections)."""
+    address, server = unlisted_listener
+    status, body, _ = await probe(probe_base, f"http://{address}", "authed", headers=SHORT_SCRAPE)
+    assert (status, body) == (403, "target not in modules.authed.allow\n")
+    assert not connected_to(server)
+    status, body, _ = await probe(probe_base, f"http://{address}", "local", headers=SHORT_SCRAPE)
+    assert status == 200
+    assert Metrics(body).value("comfyui_probe_success") == 0.0
+    assert connected_to(server)
+
+
+async def test_a_credentialed_module_without_allow_reaches_only_its_targets(
+    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+) -> None:
+    """``tokened`` sends the token and has no allow list: no target of the config uses its token file, so a
+    probe anywhere is a 403 naming the fix, and the server never sees the token."""
+    address, seen = recording_server
+    status, body, _ = await probe(probe_base, f"http://{address}", "tokened")
+    assert status == 403
+    assert body == ("module 'tokened' sends credentials, and only to the targets that use the same files; "
+                    "list other hosts in modules.tokened.allow\n")
+    assert seen == []
+
+
+async def test_module_secret_files_are_read_bounded_at_each_probe(
+    probe_base: str, recording_server: tuple[str, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    """A token file grown past the secret-file bound after start is refused (500, nothing sent), not read whole
+    into a header."""
+    address, seen = recording_server
+    (tmp_path / "token").write_text("x" * (64 * 2**10 + 1), encoding="utf-8")
+    status, body, _ = await probe(probe_base, f"http://{address}", "authed")
+    assert (status, body) == (500, "module credentials unreadable\n")
+    assert seen == []
+
+
+@pytest.fixture
+async def restricted_base(sim: SimHandle, tmp_path: Path) -> AsyncIterator[str]:
+    """A daemon whose ``[probe] allow`` lists 127.0.0.1 only; its ``local`` module has no credentials."""
+    config = f"""
+[defaults]
+interval = "1h"
+websocket_monitor = false
+
+[[targets]]
+name = "watched"
+url = "{sim.url}"
+  [targets.canary]
+  enabled = false
+
+[probe]
+allow = ["127.0.0.1"]
+"""
+    async with running_daemon(config, tmp_path) as (_daemon, base):
+        yield base
+
+
+async def test_probe_allow_restricts_a_module_without_credentials(
+    restricted_base: str, unlisted_listener: tuple[str, socket.socket]
+) -> None:
+    """``[probe] allow`` limits every module, the uncredentialed ``local`` too: 403, no connection made."""
+    address, server = unlisted_listener
+    status, body, _ = await probe(restricted_base, f"http://{address}", "local", headers=SHORT_SCRAPE)
+    assert (status, body) == (403, "target not in [probe] allow\n")
+    assert not connected_to(server)
+
+
+async def test_an_allowed_host_is_probed(restricted_base: str, sim: SimHandle) -> None:
+    """A host in ``[probe] allow`` is probed as usual."""
+    status, body, _ = await probe(restricted_base, sim.url, "local")
+    assert status == 200
+    assert Metrics(body).value("comfyui_probe_success") == 1.0
