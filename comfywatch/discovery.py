@@ -27,12 +27,20 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ValidationError
 
-from comfywatch.config import DiscoveryConfig, TargetConfig, strip_secrets_from_url, validate_labels
+from comfywatch.config import (
+    DiscoveryConfig,
+    TargetConfig,
+    read_bounded_text,
+    strip_secrets_from_url,
+    validate_labels,
+)
 from comfywatch.parse.text import MAX_CHARS, sanitize
 
-__all__ = ["discovery_fingerprint", "load_discovered", "parse_file_sd"]
+__all__ = ["MAX_FILE_SD_BYTES", "discovery_fingerprint", "load_discovered", "parse_file_sd"]
 
 MAX_TARGETS_PER_FILE = 10_000
+#: Largest file_sd file read: MAX_TARGETS_PER_FILE targets with a few labels each take about 2 MB of JSON.
+MAX_FILE_SD_BYTES = 4 * 2**20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -51,16 +59,21 @@ def discovery_fingerprint(config: DiscoveryConfig) -> tuple[tuple[str, int, int]
     """(path, mtime_ns, content digest) of every matched file: a change means "reload".
 
     The digest (not just the size) catches a same-size rewrite within one mtime tick, such as a label
-    value changed from ``a`` to ``b`` by a generator that rewrites the file right after creating it.
+    value changed from ``a`` to ``b`` by a generator that rewrites the file right after creating it. A file
+    that cannot be read (too large, not UTF-8) has no digest: its mtime still tells when it changes.
     """
     out = []
     for path in _files(config.files):
         try:
             st = os.stat(path)
-            content = Path(path).read_bytes()
         except OSError:
             continue
-        digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "big")
+        try:
+            content = read_bounded_text(Path(path), MAX_FILE_SD_BYTES).encode("utf-8")
+        except ValueError:
+            digest = -1
+        else:
+            digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "big")
         out.append((path, st.st_mtime_ns, digest))
     return tuple(out)
 
@@ -168,16 +181,22 @@ def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list
     return targets, problems
 
 
+def _read(path: str) -> tuple[Any, str | None]:
+    """(decoded data, None), or (None, the problem)."""
+    try:
+        text = read_bounded_text(Path(path), MAX_FILE_SD_BYTES)
+    except ValueError as exc:
+        return None, f"{path}: cannot read ({exc})"
+    try:
+        return (json.loads(text) if path.endswith(".json") else yaml.safe_load(text)), None
+    except (ValueError, yaml.YAMLError, RecursionError):
+        return None, f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}"
+
+
 def _decode(path: str) -> tuple[Any, str | None]:
     """(decoded data, problem); on a problem the data is the file's last good content, if any."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        problem = f"{path}: cannot read ({type(exc).__name__})"
-    except (ValueError, yaml.YAMLError, RecursionError):
-        problem = f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}"
-    else:
+    data, problem = _read(path)
+    if problem is None:
         _last_good[path] = data
         return data, None
     if path in _last_good:

@@ -8,14 +8,19 @@ URL the ``url`` label: one such entry must not cost the fleet its ``/metrics``.
 from __future__ import annotations
 
 import json
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from comfywatch.config import DiscoveryConfig
-from comfywatch.discovery import load_discovered
+from comfywatch.discovery import MAX_FILE_SD_BYTES, discovery_fingerprint, load_discovered
 from comfywatch.exporter import DaemonInfo, render_metrics
 from comfywatch.state import TargetState
+
+T = TypeVar("T")
 
 
 def discovered(tmp_path: Path, groups: list[object]) -> tuple[list[tuple[str, str, dict[str, str]]], list[str]]:
@@ -67,3 +72,44 @@ def test_unusable_urls_and_names_are_refused(tmp_path: Path) -> None:
         "[0].targets[2]: url: longer than 256 characters without its userinfo and query (it becomes the url label)",
         "[1].targets[0]: name: use 1-63 letters, digits, '_', '-', '.' or ':' (it becomes the target label)",
     ]
+
+
+def peak_allocated(call: Callable[[], T]) -> tuple[T, int]:
+    """What *call* returns, and the most memory Python held for it at once."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_oversized_file_is_a_problem_not_a_memory_spike(tmp_path: Path) -> None:
+    """A file_sd file of 64 MiB (a generator gone wrong, a log named by mistake) is reported as too large
+    without being read: loading it and fingerprinting it for changes each hold well under a megabyte. The
+    file's last good targets stay, as for any file that cannot be read."""
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps([{"targets": ["127.0.0.1:1"], "labels": {"name": "kept"}}]), encoding="utf-8")
+    config = DiscoveryConfig(files=(str(path),))
+    assert [t.name for t in load_discovered(config)[0]] == ["kept"]
+    with path.open("r+b") as file:
+        file.truncate(64 * 2**20)
+
+    (targets, problems), peak = peak_allocated(lambda: load_discovered(config))
+    assert problems == [f"{path}: cannot read (larger than 4MiB); keeping the targets of its last good read"]
+    assert [t.name for t in targets] == ["kept"]
+    assert peak < 2**20
+
+    fingerprint, peak = peak_allocated(lambda: discovery_fingerprint(config))
+    assert [entry[0] for entry in fingerprint] == [str(path)]
+    assert peak < 2**20
+
+
+def test_a_file_at_the_bound_is_read(tmp_path: Path) -> None:
+    """A file of exactly MAX_FILE_SD_BYTES loads: the bound is on what a real fleet file may need."""
+    path = tmp_path / "fleet.json"
+    entry = json.dumps([{"targets": ["127.0.0.1:1"], "labels": {"name": "edge"}}])
+    path.write_text(entry + " " * (MAX_FILE_SD_BYTES - len(entry)), encoding="utf-8")
+    assert path.stat().st_size == MAX_FILE_SD_BYTES
+    targets, problems = load_discovered(DiscoveryConfig(files=(str(path),)))
+    assert ([t.name for t in targets], problems) == (["edge"], [])
