@@ -54,6 +54,7 @@ __all__ = [
     "ProbeModule",
     "TargetConfig",
     "config_file",
+    "is_valid_name",
     "load_config",
     "probe_target_allowed",
     "read_bounded_text",
@@ -67,8 +68,9 @@ DEFAULT_LISTEN = "127.0.0.1:9877"
 DEFAULT_LOCAL_URL = "http://127.0.0.1:8188"
 DEFAULT_CLOUD_URL = "https://cloud.comfy.org"
 CREDENTIAL_NAME = "comfywatch_cloud_api_key"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Both are matched whole (fullmatch): with match, "$" also matches before a final newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED_LABELS = frozenset(
     {"target", "job", "instance", "__name__", "reason", "endpoint", "canary", "phase"}
 )
@@ -112,6 +114,11 @@ class ConfigError(Exception):
         self.problems = lines
         self.source = clean(source, MAX_PROBLEM_CHARS)[0]
         super().__init__("\n".join(f"{self.source}: {p}" for p in self.problems))
+
+
+def is_valid_name(text: str) -> bool:
+    """Whether *text* may name a target or a module (a target's name becomes its ``target`` label)."""
+    return _NAME.fullmatch(text) is not None
 
 
 def _duration_within(minimum: float, maximum: float) -> Callable[[object], float]:
@@ -473,7 +480,7 @@ class TargetConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not is_valid_name(value):
             raise ValueError("use 1-63 letters, digits, '_', '-', '.' or ':' (it becomes the target label)")
         return value
 
@@ -560,7 +567,7 @@ class Config(_Strict):
     @classmethod
     def _module_names(cls, value: dict[str, ProbeModule]) -> dict[str, ProbeModule]:
         for name in value:
-            if not _NAME.match(name):
+            if not is_valid_name(name):
                 raise ValueError(f"module name {name[:40]!r}: use 1-63 letters, digits, '_', '-', '.' or ':'")
         return value
 
@@ -644,7 +651,7 @@ def target_from_url_option(url: str, kind: Literal["local", "cloud"] = "local", 
     if problem is not None:
         raise ConfigError([f"--url: {problem}"], "command line")
     host = urlsplit(url).hostname or ""
-    return TargetConfig(name=name or (host if _NAME.match(host) else "url"), kind=kind, url=url)
+    return TargetConfig(name=name or (host if is_valid_name(host) else "url"), kind=kind, url=url)
 
 
 def config_file(option: str | None, env: Mapping[str, str] | None = None) -> Path | None:
@@ -660,7 +667,7 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
         raise ValueError("at most 16 extra labels per target")
     checked: dict[str, str] = {}
     for key, value in labels.items():
-        if not _LABEL_NAME.match(key) or key.startswith("__") or len(key) > 128:
+        if not _LABEL_NAME.fullmatch(key) or key.startswith("__") or len(key) > 128:
             raise ValueError(
                 f"label name {key[:40]!r} is not a valid Prometheus label name of at most 128 characters"
             )

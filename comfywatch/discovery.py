@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from comfywatch.config import (
     DiscoveryConfig,
     TargetConfig,
+    is_valid_name,
     read_bounded_text,
     strip_secrets_from_url,
     validate_labels,
@@ -41,7 +42,6 @@ __all__ = ["MAX_FILE_SD_BYTES", "discovery_fingerprint", "load_discovered", "par
 MAX_TARGETS_PER_FILE = 10_000
 #: Largest file_sd file read: MAX_TARGETS_PER_FILE targets with a few labels each take about 2 MB of JSON.
 MAX_FILE_SD_BYTES = 4 * 2**20
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 #: Decoded content of each file's last successful read, by path: served again while the file is broken.
@@ -109,7 +109,7 @@ def _name(url: str) -> str | None:
     if len(text) > 63:
         # Keep long names unique: a truncated prefix plus a digest of the whole.
         text = text[:54] + "-" + hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
-    return text if _NAME.match(text) else None
+    return text if is_valid_name(text) else None
 
 
 def _validation_message(exc: ValidationError) -> str:

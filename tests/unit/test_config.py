@@ -218,6 +218,16 @@ class TestTargets:
         """Each invalid value is reported at its location with a helpful message."""
         assert any(expected in p for p in problems(tmp_path, text)), problems(tmp_path, text)
 
+    @pytest.mark.parametrize("name", ["good\n", "good\r\n", "\ngood", "good\u2028"])
+    def test_a_name_is_the_whole_value(self, name: str) -> None:
+        """A name followed by a line break is refused: it becomes the target label and goes into log lines."""
+        with pytest.raises(ValueError, match="use 1-63 letters"):
+            TargetConfig(name=name, url="http://a")
+
+    def test_a_module_name_is_the_whole_value(self, tmp_path: Path) -> None:
+        assert problems(tmp_path, '[modules."local\\n"]\n') == [
+            "modules: module name 'local\\n': use 1-63 letters, digits, '_', '-', '.' or ':'"]
+
     def test_duplicate_names(self, tmp_path: Path) -> None:
         """Two targets with one name would share a target label: refused."""
         text = '[[targets]]\nname = "a"\nurl = "http://a"\n[[targets]]\nname = "a"\nurl = "http://b"\n'
@@ -723,7 +733,7 @@ class TestHelpers:
         """At most 16 labels, valid names up to 128 characters, no reserved or __ names, values up to 128 characters."""
         assert validate_labels({"a": "1", "_b": "", "n" * 128: ""}) == {"a": "1", "_b": "", "n" * 128: ""}
         for bad in ({f"l{i}": "x" for i in range(17)}, {"__x": "1"}, {"job": "1"}, {"a-b": "1"}, {"a": "x" * 129},
-                    {"n" * 129: "1"}):
+                    {"n" * 129: "1"}, {"rack\n": "1"}):
             with pytest.raises(ValueError):
                 validate_labels(bad)
 

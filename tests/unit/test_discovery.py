@@ -74,6 +74,18 @@ def test_unusable_urls_and_names_are_refused(tmp_path: Path) -> None:
     ]
 
 
+def test_a_label_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
+    """A label name ending in a line break (which would split the exposition line) is a problem naming the
+    group; the other group still loads."""
+    targets, problems = discovered(tmp_path, [
+        {"targets": ["127.0.0.1:1"], "labels": {"name": "broken", "rack\n": "r1"}},
+        {"targets": ["127.0.0.1:2"], "labels": {"name": "fine"}},
+    ])
+    assert [name for name, _, _ in targets] == ["fine"]
+    assert problems == [
+        "[0].labels: label name 'rack\\n' is not a valid Prometheus label name of at most 128 characters"]
+
+
 def peak_allocated(call: Callable[[], T]) -> tuple[T, int]:
     """What *call* returns, and the most memory Python held for it at once."""
     tracemalloc.start()
