@@ -284,7 +284,7 @@ def daemon_config(
         f'state_dir = "{state_dir}"',
         "[defaults]",
         'interval = "1s"',
-        'timeout = "1s"',
+        'timeout = "900ms"',
         'stall_after = "2s"',
     ]
     for target in local_targets:

@@ -3,9 +3,9 @@ real Alertmanager -> a webhook receiver in the test.
 
 One module-scoped stack:
 
-- one ``comfywatch simulate --targets 12 --load-per-min 60`` process (other users submit a 200 ms job a
-  second to every target) whose targets ``/t/0``..``/t/11`` each get their own fault, so faults run in
-  parallel; ``/t/11`` sits behind an HTTPS reverse proxy in the test that makes it report a CUDA device
+- one ``comfywatch simulate --targets 13 --load-per-min 60`` process (other users submit a 200 ms job a
+  second to every target) whose targets ``/t/0``..``/t/12`` each get their own fault, so faults run in
+  parallel; ``/t/12`` sits behind an HTTPS reverse proxy in the test that makes it report a CUDA device
   and presents a certificate expiring in 2 days (the simulator has neither GPUs nor TLS);
 - five ``comfywatch simulate --cloud`` processes (a Cloud fault applies to the whole account), each a
   target with a budgeted canary every second;
@@ -104,8 +104,9 @@ LOCAL_TARGETS = (
     LocalTarget("oom", 8),
     LocalTarget("canary", 9, canary=True),
     LocalTarget("slow", 10),
+    LocalTarget("slow-reads", 11),
 )
-TLS_INDEX = 11
+TLS_INDEX = 12
 CLOUD_TARGETS = (
     CloudTarget("cloud-ok"),
     CloudTarget("cloud-402"),
@@ -171,9 +172,10 @@ SCENARIOS = (
     _local("oom", "oom", "oom", _expect("ComfyUIOutOfMemory", "oom"), _expect("ComfyUIJobFailureRateHigh", "oom")),
     _local("canary_execution_error", "canary", "execution_error",
            _expect("ComfyUICanaryFailing", "canary", canary="preview-image")),
-    # 3 s answers against a 1 s timeout: every check runs into its time budget.
-    _local("slow", "slow", "slow", _expect("ComfywatchCheckOverruns", "slow"), _expect("ComfyUIDown", "slow"),
-           slow_ms=3000),
+    # 3 s answers against the 900 ms timeout: every poll times out.
+    _local("slow", "slow", "slow", _expect("ComfyUIDown", "slow"), slow_ms=3000),
+    # 700 ms answers: each read ends inside the timeout, but a poll's reads take longer than its 1 s interval.
+    _local("slow_reads", "slow-reads", "slow", _expect("ComfywatchCheckOverruns", "slow-reads"), slow_ms=700),
     Scenario("vram_low_behind_proxy", (_expect("ComfyUIVRAMLow", TLS_TARGET),), on=_vram(True), off=_vram(False)),
     Scenario("config_reload_failure", (_expect("ComfywatchConfigReloadFailed", job=JOB),),
              on=_reload(True), off=_reload(False)),

@@ -58,8 +58,8 @@ def local_job(job: dict[str, Any], *, groups: list[list[str]], exporter: str | N
 def daemon_config(sim_url: str) -> str:
     return f"""
 [defaults]
-interval = "500ms"
-timeout = "2s"
+interval = "1s"
+timeout = "900ms"
 websocket_monitor = false
 
 [[targets]]

@@ -57,8 +57,8 @@ def _scrape(url: str, **kwargs: object) -> Metrics:
         return Metrics(response.read().decode())
 
 
-def _config(url: str, interval: str = "300ms") -> str:
-    return f'[defaults]\ninterval = "{interval}"\n[[targets]]\nname = "sim"\nurl = "{url}"\n' \
+def _config(url: str) -> str:
+    return f'[defaults]\ninterval = "1s"\ntimeout = "500ms"\n[[targets]]\nname = "sim"\nurl = "{url}"\n' \
            '  [targets.canary]\n  enabled = false\n'
 
 
@@ -147,7 +147,7 @@ def test_metrics_behind_tls_and_basic_auth(tmp_path: Path) -> None:
 
 
 def test_bad_web_config_fails_start_with_a_clear_message(tmp_path: Path) -> None:
-    """An invalid web-config.yml stops the start with exit 1 and names the problem."""
+    """An invalid web-config.yml stops the start with exit 2 and names the file and the problem."""
     web_config = tmp_path / "web-config.yml"
     web_config.write_text("tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent.key\n",
                           encoding="utf-8")
@@ -155,5 +155,6 @@ def test_bad_web_config_fails_start_with_a_clear_message(tmp_path: Path) -> None
     config.write_text(f'[server]\nweb_config_file = "{web_config}"\nlisten = "127.0.0.1:0"\n', encoding="utf-8")
     result = subprocess.run([os.sys.executable, "-m", "comfywatch", "run", "--config", str(config)],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
-    assert "web-config" in (result.stdout + result.stderr) or "nonexistent" in (result.stdout + result.stderr)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"{web_config}: tls_server_config.cert_file/key_file: file not found: /nonexistent.pem"
+                             " and /nonexistent.key\n")
