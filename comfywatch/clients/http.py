@@ -11,7 +11,6 @@ which is how ``comfyui_requests_total`` / ``comfyui_request_failures_total`` get
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import ssl
 import time
@@ -23,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 from yarl import URL
 
+from comfywatch.basic_auth import basic_auth_header
 from comfywatch.errors import BodyTooLargeError, Failure, Reason, classify_exception, classify_status
 from comfywatch.parse import ParseError
 
@@ -118,12 +118,6 @@ class _PhaseTrace:
     def result(self, done: float) -> PhaseTimes:
         headers = self.headers_at or done
         return PhaseTimes(None, None, None, max(0.0, headers - self.start), max(0.0, done - headers))
-
-
-def basic_auth_header(user: str, password: str) -> str:
-    """``Basic base64(user:password)`` (built by hand: aiohttp 3.14 deprecates ``BasicAuth``)."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 class HttpClient:

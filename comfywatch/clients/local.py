@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 
 from yarl import URL
 
-from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed, basic_auth_header
+from comfywatch.basic_auth import basic_auth_header
+from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Reason
 from comfywatch.parse._shape import as_map
 from comfywatch.parse.history import HistoryEntry, parse_history, parse_history_entry
