@@ -99,7 +99,7 @@ def process_death(tmp: Path, monitor: bool) -> float:
 
 def stall(tmp: Path) -> float:
     sim, info = _start_sim(tmp, "--fault", "stall")
-    config = (f'[defaults]\ninterval = "2s"\nstall_after = "5s"\n[[targets]]\nname = "sim"\n'
+    config = (f'[defaults]\ninterval = "2s"\ntimeout = "1s"\nstall_after = "5s"\n[[targets]]\nname = "sim"\n'
               f'url = "{info["url"]}"\n  [targets.canary]\n  enabled = false\n')
     try:
         daemon, url = _start_daemon(tmp, config)

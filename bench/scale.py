@@ -125,7 +125,8 @@ def simulator(workdir: Path, targets: int) -> Iterator[str]:
 def fleet_config(sim_url: str, targets: int, interval: float, websocket_monitor: bool) -> str:
     lines = [
         "[server]\nmax_concurrency = 64\n",
-        f'[defaults]\ninterval = "{interval}s"\ntimeout = "5s"\n'
+        # The timeout must be shorter than the interval: the shipped 5 s, or less for faster polling.
+        f'[defaults]\ninterval = "{interval}s"\ntimeout = "{min(5.0, interval * 0.9):g}s"\n'
         f"websocket_monitor = {'true' if websocket_monitor else 'false'}\n",
     ]
     for index in range(targets):
