@@ -25,8 +25,9 @@ def pick_target(config: Config, name: str | None) -> TargetConfig:
     return candidates[0]
 
 
-def format_phases(result: CanaryResult) -> str:
-    """The phase table: one printable line each (see :func:`~comfywatch.doctor.printable`)."""
+def format_phases(result: CanaryResult, url: str | None = None) -> str:
+    """The phase table: one printable line each (see :func:`~comfywatch.doctor.printable`); *url* (the target's)
+    lets the fix name its address."""
     lines = [f"canary {result.canary}: " + ("ok" if result.ok else f"FAILED ({result.reason})")]
     for phase in ("submit", "queue", "execute", "fetch", "total"):
         if phase in result.phases:
@@ -40,7 +41,7 @@ def format_phases(result: CanaryResult) -> str:
             lines.append(f"  detail: {result.detail}")
         for problem in result.problems:
             lines.append(f"  - {problem}")
-        lines.append(f"  fix: {hint_for(result.reason)}")
+        lines.append(f"  fix: {hint_for(result.reason, url)}")
     if result.skipped:
         lines = [f"canary {result.canary}: skipped ({result.detail})"]
     return "\n".join(map(printable, lines))
@@ -83,5 +84,5 @@ def canary_main(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         print(printable(f"comfywatch canary: {exc}"), file=sys.stderr)
         return 2
-    print(json_document(result.as_dict()) if args.json else format_phases(result))
+    print(json_document(result.as_dict()) if args.json else format_phases(result, target.public_url))
     return 0 if result.ok else 1

@@ -437,7 +437,7 @@ class VerifyConfig(_Strict):
 
 class CanaryConfig(_Strict):
     enabled: bool | None = None  # None: on for local targets, off for cloud (it costs credits)
-    workflow: str = Field(default="builtin:preview-image", max_length=MAX_PATH_CHARS)
+    workflow: PathPattern = "builtin:preview-image"
     #: The ``canary`` label.
     name: str | None = Field(default=None, max_length=64)
     interval: Interval = 60.0
@@ -704,8 +704,9 @@ class Credentials:
     def secret_values(self) -> list[str]:
         values = list(self.headers.values())
         if self.basic_auth:
+            # The password, not the user name: a name such as "monitor" would mask every log event naming a
+            # monitor. The user:password pair stays masked through the URL and Basic shapes.
             values.append(self.basic_auth[1])
-            values.append(self.basic_auth[0])
             # The value sent, so its bare base64 token is masked too when a server echoes it.
             values.append(basic_auth_header(*self.basic_auth))
         if self.api_key:

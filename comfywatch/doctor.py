@@ -127,8 +127,6 @@ class Report:
         return json_document({"ok": self.ok, "strict": self.strict, "targets": [asdict(t) for t in self.targets]})
 
 
-# Bidi embeddings, overrides and isolates reorder what a terminal shows: a line would display other text than
-# the text it holds.
 def printable(text: str) -> str:
     """*text* as one line that may reach a terminal: no character a terminal acts on (control characters, so
     no escape sequence and no line break a server could start a forged line with; bidi reordering; lone
@@ -510,14 +508,15 @@ async def _canary_check(report: TargetReport, runtime: TargetRuntime, api: Local
     runner = CanaryRunner(api, workflow, timeout=timeout, when_busy="queue",
                           ssl_context=ssl_context_for(runtime.config))
     result = await runner.run()
-    details = result.as_dict()
+    url = runtime.config.public_url
+    details = result.as_dict() | {"table": format_phases(result, url)}
     if result.ok:
         report.add(CheckResult("canary.run", "ok", f"preview-image canary ok in {result.phases['total'] * 1000:.0f} ms",
-                               details=details | {"table": format_phases(result)}))
+                               details=details))
     else:
         reason = result.reason or Reason.INVALID_RESPONSE
-        report.add(CheckResult("canary.run", "fail", f"canary failed: {reason}: {result.detail}", hint_for(reason),
-                               details | {"table": format_phases(result)}))
+        report.add(CheckResult("canary.run", "fail", f"canary failed: {reason}: {result.detail}",
+                               hint_for(reason, url), details))
 
 
 async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -> None:

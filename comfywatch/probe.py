@@ -61,7 +61,7 @@ def _register_userinfo(url: str) -> None:
     start = url.find("://") + 3
     userinfo = url[start : start + len(url) - len(without) - 1]
     user, _, password = userinfo.partition(":")
-    for typed in (userinfo, user, password):
+    for typed in (userinfo, password):
         register_secret(typed)
     register_secret(basic_auth_header(unquote(user), unquote(password)))
 

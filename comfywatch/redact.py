@@ -126,7 +126,8 @@ def _forms(value: str) -> frozenset[str]:
     """Every string *value* may appear as in output; empty when it is too short to be a secret.
 
     The value as given and stripped (secret files end in a newline); for an ``Authorization`` value, its
-    token, and for Basic the user and password inside; and of each, the percent-encoded forms (``quote``
+    token, and for Basic the password inside (a user name is no secret, and masking a common one would
+    garble unrelated text); and of each, the percent-encoded forms (``quote``
     with and without "/" safe, ``quote_plus``) and the JSON-escaped ones (ASCII-only and not).
     """
     if len(value.strip()) < MIN_SECRET_LENGTH:
@@ -137,7 +138,7 @@ def _forms(value: str) -> frozenset[str]:
         roots.add(auth["token"])
         credentials = _basic_credentials(auth["token"]) if auth["scheme"].lower() == "basic" else None
         if credentials is not None:
-            roots.update(credentials.split(":", 1))
+            roots.add(credentials.partition(":")[2])
     forms: set[str] = set()
     for root in roots:
         if len(root.strip()) >= MIN_SECRET_LENGTH:

@@ -36,14 +36,14 @@ async def test_a_target_added_to_a_running_slot_is_polled_at_once(tmp_path: Path
 
 
 async def test_a_poll_still_running_when_its_slot_fires_is_skipped_and_counted(tmp_path: Path) -> None:
-    """Answers of 700 ms with a 1 s interval and a 900 ms timeout: no request is cut, but a poll's three reads
-    (never skipped: no monitoring WebSocket) take 2.1 s, so the slot's next runs find the poll still going and
+    """Answers of 450 ms with a 1 s interval and a 900 ms timeout: no request is cut, but a poll's three reads
+    (never skipped: no monitoring WebSocket) take 1.35 s, so the slot's next runs find the poll still going and
     count an overrun for each of its checks instead of starting a second one."""
     async with await start_sim() as sim:
         config = config_toml(target_toml("sim", sim.target_url(None)), interval="1s", timeout="900ms")
         config = config.replace("[defaults]\n", "[defaults]\nwebsocket_monitor = false\n", 1)
         async with watching(config, tmp_path) as watch:
-            await sim.set_faults(["slow"], slow_ms=700)
+            await sim.set_faults(["slow"], slow_ms=450)
             m = await watch.until(
                 lambda m: all((watch.value(m, OVERRUNS, check=check) or 0) >= 2 for check in CHECKS),
                 "overruns counted for every check of the poll",

@@ -338,6 +338,8 @@ class TestRanges:
              "targets[0].canary.name: must be at most 64 characters"),
             (T + '[targets.canary]\nworkflow = "/' + "w" * 4096 + '"\n',
              "targets[0].canary.workflow: must be at most 4096 characters"),
+            (T + '[targets.canary]\nworkflow = "/tmp/x\\u0000y.json"\n',
+             "targets[0].canary.workflow: must not contain a NUL character (got '/tmp/x\\x00y.json')"),
             (T + '[targets.canary.verify]\ntext_matches = "' + "a" * 1001 + '"\n',
              "targets[0].canary.verify.text_matches: must be at most 1000 characters"),
             (T + 'checks = ["system", "system"]\n', "targets[0].checks: each check may appear once"),
@@ -644,7 +646,7 @@ class TestSecrets:
         """Credentials' repr shows no header, password or key; secret_values lists them for redaction."""
         creds = Credentials(headers={"X-Token": SECRET}, basic_auth=("user", "pw-123"), api_key="key-456")
         assert SECRET not in repr(creds) and "pw-123" not in repr(creds) and "key-456" not in repr(creds)
-        assert set(creds.secret_values()) == {SECRET, "user", "pw-123", "key-456", basic_auth_header("user", "pw-123")}
+        assert set(creds.secret_values()) == {SECRET, "pw-123", "key-456", basic_auth_header("user", "pw-123")}
 
     def test_the_basic_token_sent_is_a_secret(self) -> None:
         """The Authorization value built from URL userinfo is registered, so a server echoing the bare base64

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from comfywatch.basic_auth import basic_auth_header
+from comfywatch.config import Credentials
 from comfywatch.redact import MASK, SecretRegistry
 
 SETTINGS = settings(deadline=None, max_examples=200)
@@ -102,3 +104,13 @@ class TestUnregisteredShapes:
         """``Basic <base64 of user:password>`` is masked whatever the user and password."""
         token = basic(user, password)
         assert token not in SecretRegistry().scrub(f"headers: ['basic {token}']")
+
+
+def test_a_user_name_is_no_secret() -> None:
+    """The README's ``monitor:secret@host``: the password and the Basic token are masked, an event named after the
+    user is not."""
+    registry = SecretRegistry()
+    for value in Credentials(basic_auth=("monitor", "secret-pw")).secret_values():
+        registry.register(value)
+    text = f"monitor_websocket_closed {basic_auth_header('monitor', 'secret-pw')} secret-pw"
+    assert registry.scrub(text) == "monitor_websocket_closed Basic *** ***"
