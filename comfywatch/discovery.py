@@ -48,6 +48,9 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 _last_good: dict[str, Any] = {}
 
 
+# libyaml's safe loader when PyYAML was built with it: the pure-Python one takes seconds for a large file.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 def _files(patterns: Iterable[str]) -> list[str]:
     found: set[str] = set()
     for pattern in patterns:
@@ -188,7 +191,7 @@ def _read(path: str) -> tuple[Any, str | None]:
     except ValueError as exc:
         return None, f"{path}: cannot read ({exc})"
     try:
-        return (json.loads(text) if path.endswith(".json") else yaml.safe_load(text)), None
+        return (json.loads(text) if path.endswith(".json") else yaml.load(text, Loader=_YAML_LOADER)), None
     except (ValueError, yaml.YAMLError, RecursionError):
         return None, f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}"
 
