@@ -51,6 +51,7 @@ _last_good: dict[str, Any] = {}
 # libyaml's safe loader when PyYAML was built with it: the pure-Python one takes seconds for a large file.
 _YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+
 def _files(patterns: Iterable[str]) -> list[str]:
     found: set[str] = set()
     for pattern in patterns:
