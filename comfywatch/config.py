@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import (
@@ -68,6 +68,7 @@ DEFAULT_LISTEN = "127.0.0.1:9877"
 DEFAULT_LOCAL_URL = "http://127.0.0.1:8188"
 DEFAULT_CLOUD_URL = "https://cloud.comfy.org"
 CREDENTIAL_NAME = "comfywatch_cloud_api_key"
+_Number = TypeVar("_Number", int, float)
 # Both are matched whole (fullmatch): with match, "$" also matches before a final newline.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -121,30 +122,28 @@ def is_valid_name(text: str) -> bool:
     return _NAME.fullmatch(text) is not None
 
 
-def _duration_within(minimum: float, maximum: float) -> Callable[[object], float]:
-    """A duration parser that also enforces [minimum, maximum], stating the bound in the unit users write."""
+def _within(
+    parse_value: Callable[[object], _Number], show: Callable[[_Number], str], minimum: _Number, maximum: _Number
+) -> Callable[[object], _Number]:
+    """A parser that also enforces [minimum, maximum], stating the bound in the unit users write."""
 
-    def parse(value: object) -> float:
-        seconds = parse_duration(value)
-        if seconds < minimum:
-            raise ValueError(f"must be at least {format_duration(minimum)}")
-        if seconds > maximum:
-            raise ValueError(f"must be at most {format_duration(maximum)}")
-        return seconds
+    def parse(value: object) -> _Number:
+        parsed = parse_value(value)
+        if parsed < minimum:
+            raise ValueError(f"must be at least {show(minimum)}")
+        if parsed > maximum:
+            raise ValueError(f"must be at most {show(maximum)}")
+        return parsed
 
     return parse
+
+
+def _duration_within(minimum: float, maximum: float) -> Callable[[object], float]:
+    return _within(parse_duration, format_duration, minimum, maximum)
 
 
 def _size_within(minimum: int, maximum: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        size = parse_size(value)
-        if size < minimum:
-            raise ValueError(f"must be at least {format_size(minimum)}")
-        if size > maximum:
-            raise ValueError(f"must be at most {format_size(maximum)}")
-        return size
-
-    return parse
+    return _within(parse_size, format_size, minimum, maximum)
 
 
 def _at_most(limit: int) -> Callable[[Any], Any]:
