@@ -8,15 +8,19 @@ a 500 ms request timeout) so that a fault shows in the metrics within seconds; e
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from comfywatch.daemon import Daemon
+from comfywatch.logs import configure_logging
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics, eventually, running_daemon, scrape
 
@@ -139,3 +143,18 @@ async def watch(local_sim: SimHandle, tmp_path: Path) -> AsyncIterator[Watch]:
     """The daemon watching ``local_sim`` (target ``sim``), ready: up and every check run once."""
     async with watching(config_toml(target_toml(TARGET, local_sim.url)), tmp_path) as running:
         yield running
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Every log line of the process, as the daemon writes them (JSON), for the length of one test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    yield stream
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    structlog.reset_defaults()

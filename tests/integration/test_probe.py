@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import secrets
 import select
 import socket
@@ -19,14 +18,12 @@ from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.checks import system as system_check
 from comfywatch.config import MAX_URL_CHARS
-from comfywatch.logs import configure_logging
 from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.fixtures import load_json
@@ -274,21 +271,6 @@ async def test_probes_with_fresh_passwords_leave_the_redactor_unchanged(
     assert [headers["Authorization"] for headers in seen] == [basic_auth_header("alice", p) for p in passwords]
     assert len(SECRETS) == before
     assert not any(password in SECRETS for password in passwords)
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """Every log line of the process, as the daemon writes them (JSON), for the length of one test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    yield stream
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 def forms_of(user: str, password: str) -> list[str]:

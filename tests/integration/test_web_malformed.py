@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
-import structlog
 from aiohttp import web
 
 from comfywatch.exporter import DaemonInfo
-from comfywatch.logs import configure_logging
 from comfywatch.state import TargetState
 from comfywatch.web import ExporterRunner, create_app
 
@@ -37,21 +34,6 @@ MALFORMED = {
     "bad header name": f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthori zation: Basic {BASIC}\r\n\r\n",
     "bad chunk size": f"POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz {PASSWORD}\r\n",
 }
-
-
-@pytest.fixture
-def log_stream() -> Iterator[io.StringIO]:
-    """Every log line of the process, as the daemon writes them (JSON), for the length of one test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(stream=stream)
-    yield stream
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 @pytest.fixture
