@@ -84,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT, help="root folder to write into (default: the repository)")
     parser.add_argument("--config", default="{}",
                         help="a jsonnet object merged into _config, e.g. '{clusterLabel: \"region\"}'")
+    parser.add_argument("--only", default="", metavar="PREFIX",
+                        help="write or check only the files whose path starts with PREFIX (alerts/, dashboards/)")
     args = parser.parse_args(argv)
     try:
-        rendered = render(args.config)
+        rendered = {path: text for path, text in render(args.config).items() if path.startswith(args.only)}
     except RuntimeError as error:  # _jsonnet reports every evaluation error as RuntimeError
         print(f"mixin: {error}", file=sys.stderr)
         return 2
     if args.check:
-        stale = stale_files(rendered, args.out)
+        stale = [path for path in stale_files(rendered, args.out) if path.startswith(args.only)]
         for path in stale:
             print(f"{path}: differs from a fresh render of mixin/ (run: python mixin/render.py)", file=sys.stderr)
         return 1 if stale else 0
