@@ -49,7 +49,7 @@ OVERSIZED = ("huge_version", "many_devices")
 #: Devices and version characters of ``under_cap``: far past what is kept (64, 256), yet under the body cap.
 UNDER_CAP_DEVICES, UNDER_CAP_VERSION_CHARS = 5_000, 100_000
 #: Every scrape, including those that land while 20 MB answers are sent and refused (the bound the other fault
-#: matrices use: a starved CI core must not fail it, a scrape waiting on a 20 MB decode would).
+#: matrices use, with room for a starved CI core).
 SCRAPE_LIMIT_S = 2.0
 #: Polls of every target the watcher sees before the verdict.
 POLLS = 4
