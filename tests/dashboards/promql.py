@@ -180,19 +180,22 @@ def aggregation_labels(expr: str) -> list[set[str]]:
 
 
 def histogram_violations(expr: str) -> list[str]:
-    """Buckets must be rated and summed ``by (le)``, or quantiles and heatmaps come out wrong."""
+    """Buckets must be rated (or increased, for rare events) and summed ``by (le)``, or quantiles come out wrong."""
     problems: list[str] = []
     for s in selectors(expr):
         if not s.name.endswith("_bucket"):
             continue
-        if s.call not in RATE_FUNCTIONS:
-            problems.append(f"{s.name} is not inside rate()")
+        if s.call not in COUNTER_FUNCTIONS:
+            problems.append(f"{s.name} is not inside rate() or increase()")
         if not any("le" in labels for labels in aggregation_labels(expr)):
             problems.append(f"{s.name} is not aggregated by (le)")
     return problems
 
 
-def substitute_grafana_macros(expr: str, rate_interval: str = "1m", variable: str = ".+") -> str:
-    """Replace Grafana's macros so that Prometheus can evaluate a panel query directly."""
+def substitute_grafana_macros(expr: str, rate_interval: str = "1m", variable: str = ".*") -> str:
+    """Replace Grafana's macros so that Prometheus can evaluate a panel query directly.
+
+    Variables become ``.*`` like the dashboards' "All" of cluster and job, which must also match series
+    without the label (a Prometheus that adds no cluster label)."""
     expr = expr.replace("${__rate_interval}", rate_interval).replace(RATE_INTERVAL, rate_interval)
     return re.sub(r"\$\{\w+\}|\$\w+", variable, expr)

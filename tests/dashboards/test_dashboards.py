@@ -7,22 +7,28 @@ every query against a real Prometheus.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from typing import Any
 
+import _jsonnet
 import pytest
 import yaml
 
-from tests.alerts.rulefile import recorded_names
+from tests.alerts.rulefile import alert_names, recorded_names
 from tests.dashboards.catalogue import (
     DASHBOARDS_DIR,
     PROMETHEUS_SERIES,
+    REPO,
     iter_panels,
     iter_targets,
     load_dashboards,
     series_names,
 )
 from tests.dashboards.promql import (
+    aggregation_labels,
     counter_violations,
     histogram_violations,
     metric_names,
@@ -37,7 +43,18 @@ EXPECTED_UIDS = {
     "comfywatch-cloud.json": "comfywatch-cloud",
 }
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+# The mixin's default _config: comfywatchSelector and clusterLabel.
+COMFYWATCH_SELECTOR = 'job=~"comfywatch.*"'
+SCOPE_FILTERS = (COMFYWATCH_SELECTOR, 'cluster=~"$cluster"', 'job=~"$job"')
 TARGET_FILTER = 'target=~"$target"'
+# Alerts about comfywatch itself or the whole fleet carry no target label and count on every selection.
+ALERTS_TARGET_FILTER = 'target=~"$target|"'
+HEALTH_ROW = "comfywatch health"
+HEALTH_TITLES = ["comfywatch scraped", "Data age", "Firing alerts"]
+# Stat-like panels reduce a query to one value: they must not show a value that stopped arriving long ago.
+SINGLE_VALUE_PANELS = frozenset({"stat", "bargauge"})
+RENDER = REPO / "mixin" / "render.py"
+COMFYWATCH_UP_GATE = f'or (0 * group(up{{{COMFYWATCH_SELECTOR}, cluster=~"$cluster", job=~"$job"}} == 1))'
 
 # Grafana's unit ids (grafana-data valueFormats/categories.ts), as dashboard-linter's
 # panel-units rule lists them (the ones a comfywatch panel could plausibly use).
@@ -181,17 +198,26 @@ def test_template_datasource(name: str, dashboard: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("name", "dashboard"), ALL, ids=_ids(ALL))
-def test_target_variable(name: str, dashboard: dict[str, Any]) -> None:
-    """A `target` variable lists the target label's values from the templated data source."""
-    variable = _variables(dashboard)["target"]
-    assert variable["type"] == "query"
-    assert variable["datasource"] == DATASOURCE_REF
-    query = _variable_query(variable)
-    match = re.fullmatch(r"label_values\((?P<selector>.+), *target\)", query)
-    assert match, query
-    assert metric_names(match.group("selector")) <= series_names()
-    if variable.get("includeAll"):
-        assert variable["allValue"] == ".+"
+def test_cluster_job_and_target_variables(name: str, dashboard: dict[str, Any]) -> None:
+    """cluster, job and target variables, each listing its label from comfywatch's series and narrowed by the ones
+    before it; All of cluster and job is ".*" so that series without a cluster label still match."""
+    variables = _variables(dashboard)
+    assert [v["name"] for v in dashboard["templating"]["list"]][:4] == ["datasource", "cluster", "job", "target"]
+    for variable_name in ("cluster", "job", "target"):
+        variable = variables[variable_name]
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE_REF
+        query = _variable_query(variable)
+        match = re.fullmatch(rf"label_values\((?P<selector>.+), *{variable_name}\)", query)
+        assert match, query
+        assert metric_names(match.group("selector")) <= series_names() | PROMETHEUS_SERIES
+        assert COMFYWATCH_SELECTOR in match.group("selector")
+    assert 'cluster=~"$cluster"' in _variable_query(variables["job"])
+    assert 'cluster=~"$cluster", job=~"$job"' in _variable_query(variables["target"])
+    for variable_name in ("cluster", "job"):
+        assert variables[variable_name]["includeAll"] and variables[variable_name]["allValue"] == ".*"
+    if variables["target"].get("includeAll"):
+        assert variables["target"]["allValue"] == ".+"
 
 
 @pytest.mark.parametrize(("name", "dashboard"), ALL, ids=_ids(ALL))
@@ -281,13 +307,21 @@ def test_panel_ref_ids_unique(label: str, panel: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("label", "target"), TARGETS, ids=_ids(TARGETS))
-def test_query_filters_on_target_variable(label: str, target: dict[str, Any]) -> None:
-    """Every query is restricted by the $target variable, so the selection applies to every panel."""
+def test_query_filters_on_selector_and_variables(label: str, target: dict[str, Any]) -> None:
+    """Every selector is scoped to comfywatch's jobs and the chosen cluster and job, and every per-target series
+    to the chosen targets, so the selection applies to every panel. comfywatch's own `up` has no target;
+    ALERTS keeps alerts without one."""
     found = selectors(target["expr"])
     assert found
-    # Every selector, not only one of them, must carry the filter.
-    unfiltered = [s.name for s in found if TARGET_FILTER not in s.matchers]
-    assert unfiltered == [], target["expr"]
+    # Every selector, not only one of them, must carry the filters.
+    for selector in found:
+        if selector.name == "ALERTS":
+            assert 'cluster=~"$cluster"' in selector.matchers and 'job=~"$job"' in selector.matchers
+            assert ALERTS_TARGET_FILTER in selector.matchers, target["expr"]
+            continue
+        assert all(f in selector.matchers for f in SCOPE_FILTERS), target["expr"]
+        if selector.name != "up":
+            assert TARGET_FILTER in selector.matchers, target["expr"]
 
 
 @pytest.mark.parametrize(("label", "target"), TARGETS, ids=_ids(TARGETS))
@@ -350,6 +384,194 @@ def test_required_panels_are_present() -> None:
         "402 and 429 refusals",
         "Concurrency used vs plan",
     } <= titles["comfywatch-cloud.json"]
+
+
+# --- telling the truth in an incident ------------------------------------------------------------------
+
+
+def _panel(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
+    (panel,) = [p for p in iter_panels(dashboard) if p["title"] == title]
+    return panel
+
+
+def _exprs(panel: dict[str, Any]) -> list[str]:
+    return [str(t["expr"]) for t in panel["targets"]]
+
+
+def _steps(panel: dict[str, Any]) -> list[tuple[str, float | None]]:
+    return [(s["color"], s["value"]) for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+
+def _evaluate_mixin(snippet: str) -> Any:
+    """Evaluate jsonnet with the mixin as `mixin`, e.g. `mixin.grafanaDashboards`."""
+    code = f"local mixin = import 'mixin.libsonnet'; {snippet}"
+    return json.loads(_jsonnet.evaluate_snippet("test", code, jpathdir=[str(REPO / "mixin")]))
+
+
+def _alertname_regex(dashboard: dict[str, Any]) -> str:
+    (expr,) = _exprs(_panel(dashboard, "Firing alerts"))
+    match = re.search(r'alertname=~"(?P<names>[^"]*)"', expr)
+    assert match, expr
+    return match.group("names")
+
+
+@pytest.mark.parametrize(("name", "dashboard"), ALL, ids=_ids(ALL))
+def test_health_row_comes_first(name: str, dashboard: dict[str, Any]) -> None:
+    """Every dashboard opens with comfywatch's own health: scraped, data age and this bundle's firing alerts."""
+    row, *panels = dashboard["panels"][:4]
+    assert (row["type"], row["title"]) == ("row", HEALTH_ROW)
+    assert [p["title"] for p in panels] == HEALTH_TITLES
+    assert all(p["type"] == "stat" for p in panels)
+
+
+@pytest.mark.parametrize(("name", "dashboard"), ALL, ids=_ids(ALL))
+def test_comfywatch_scraped_is_red_when_down_or_not_scraped(name: str, dashboard: dict[str, Any]) -> None:
+    """"comfywatch scraped" is the minimum of comfywatch's `up`: 0 (red, Down) when a scrape fails, and 0 as well
+    when Prometheus scrapes no comfywatch at all (the one place where `or vector(0)` is the truth)."""
+    panel = _panel(dashboard, "comfywatch scraped")
+    assert _exprs(panel) == [f'min(up{{{COMFYWATCH_SELECTOR}, cluster=~"$cluster", job=~"$job"}}) or vector(0)']
+    assert _steps(panel) == [("red", None), ("green", 1)]
+    assert panel["fieldConfig"]["defaults"]["mappings"][0]["options"]["0"]["text"] == "Down"
+
+
+@pytest.mark.parametrize(("name", "dashboard"), ALL, ids=_ids(ALL))
+def test_data_age_is_the_age_of_the_newest_sample(name: str, dashboard: dict[str, Any]) -> None:
+    """"Data age" is now minus the timestamp of the newest comfyui_up sample (so it grows once comfywatch's data
+    stops), coloured orange then red."""
+    panel = _panel(dashboard, "Data age")
+    (expr,) = _exprs(panel)
+    assert re.fullmatch(r"time\(\) - max\(max_over_time\(timestamp\(comfyui_up\{[^}]*\}\)\[1h:15s\]\)\)", expr), expr
+    assert panel["fieldConfig"]["defaults"]["unit"] == "s"
+    assert _steps(panel) == [("green", None), ("orange", 120), ("red", 300)]
+
+
+@pytest.mark.parametrize(("label", "target"), TARGETS, ids=_ids(TARGETS))
+def test_no_zero_that_outlives_comfywatch(label: str, target: dict[str, Any]) -> None:
+    """A count may read 0 only while comfywatch is scraped and up: `or vector(0)` would show a green 0 on an empty
+    Prometheus. The only vector(0) is "comfywatch scraped", where 0 means Down."""
+    expr = target["expr"]
+    if "vector(0)" in expr:
+        assert label.split(":")[1] == "comfywatch scraped", expr
+    if " or " in expr and "vector(0)" not in expr:
+        assert expr.endswith(COMFYWATCH_UP_GATE), expr
+
+
+@pytest.mark.parametrize(("label", "panel"), PANELS, ids=_ids(PANELS))
+def test_single_value_panels_query_instantly(label: str, panel: dict[str, Any]) -> None:
+    """Stat and bar gauge queries are instant: a series that stopped arriving shows no value, not its last one."""
+    if panel["type"] in SINGLE_VALUE_PANELS:
+        assert all(t["instant"] is True and t["range"] is False for t in panel["targets"])
+
+
+def test_firing_alerts_regex_is_the_bundles_alert_names() -> None:
+    """"Firing alerts" counts exactly the alerts of alerts/comfywatch.rules.yml, ComfywatchDown included."""
+    names = set(alert_names())
+    assert "ComfywatchDown" in names
+    for dashboard in DASHBOARDS.values():
+        assert set(_alertname_regex(dashboard).split("|")) == names
+
+
+def test_firing_alerts_regex_follows_the_mixins_alerts() -> None:
+    """The alert-name regex is derived from prometheusAlerts: an alert added to the mixin is counted too."""
+    dashboards = _evaluate_mixin("""
+      local extended = mixin + { prometheusAlerts+:: { groups+: [
+        { name: 'extra', rules: [{ alert: 'ExtraAlert', expr: 'vector(1)' }, { record: 'x:y:z', expr: '1' }] },
+      ] } };
+      { plain: mixin.grafanaDashboards, extended: extended.grafanaDashboards }
+    """)
+    for file_name in EXPECTED_UIDS:
+        plain = set(_alertname_regex(dashboards["plain"][file_name]).split("|")) - {""}
+        extended = set(_alertname_regex(dashboards["extended"][file_name]).split("|")) - {""}
+        assert extended == plain | {"ExtraAlert"}
+
+
+def test_cluster_label_follows_the_config() -> None:
+    """_config.clusterLabel renames the cluster matcher of every query and the label the variable lists."""
+    dashboards = _evaluate_mixin("(mixin + { _config+:: { clusterLabel: 'region' } }).grafanaDashboards")
+    for dashboard in dashboards.values():
+        assert "region)" in _variable_query(_variables(dashboard)["cluster"])
+        for _, target in iter_targets(dashboard):
+            assert 'cluster=~' not in target["expr"]
+            assert all('region=~"$cluster"' in s.matchers for s in selectors(target["expr"])), target["expr"]
+
+
+def _fleet_graphs() -> list[dict[str, Any]]:
+    """The fleet panels that draw one series per target (everything but rows and stats)."""
+    return [p for p in iter_panels(DASHBOARDS["comfywatch-fleet.json"]) if p["type"] not in {"row", "stat"}]
+
+
+def test_fleet_graphs_draw_only_the_worst_targets() -> None:
+    """At 50 targets a graph of every target is unreadable: each fleet graph draws the top or bottom k."""
+    graphs = _fleet_graphs()
+    assert len(graphs) >= 15
+    for panel in graphs:
+        for expr in _exprs(panel):
+            assert re.search(r"\b(topk|bottomk)\(10, ", expr), f"{panel['title']}: {expr}"
+
+
+def test_fleet_series_link_to_target_detail() -> None:
+    """Every per-target fleet series carries a data link to the target dashboard with its target and job."""
+    for panel in _fleet_graphs():
+        (link,) = panel["fieldConfig"]["defaults"]["links"]
+        assert link["url"].startswith("/d/comfywatch-target/")
+        assert "var-target=${__field.labels.target}" in link["url"]
+        assert "var-job=${__field.labels.job}" in link["url"]
+        assert "${__url_time_range}" in link["url"]
+        for expr in _exprs(panel):
+            # The link reads target and job from the series: aggregations must keep them.
+            assert all({"job", "target"} <= labels for labels in aggregation_labels(expr)), expr
+
+
+RARE_EVENT_COUNTERS = frozenset({
+    "comfyui_jobs_total",
+    "comfyui_job_failures_total",
+    "comfyui_job_duration_seconds_bucket",
+    "comfyui_canary_failures_total",
+    "comfyui_canary_runs_total",
+    "comfyui_canary_skipped_total",
+    "comfyui_canary_duration_seconds_bucket",
+    "comfywatch_check_overruns_total",
+})
+
+
+@pytest.mark.parametrize(("label", "target"), TARGETS, ids=_ids(TARGETS))
+def test_rare_events_are_counted_not_rated(label: str, target: dict[str, Any]) -> None:
+    """Jobs, canary runs and refusals can be an hour apart: increase() over at least an hour, never a rate scaled
+    to a per-hour or per-minute figure (one event would draw as a spike of ~60)."""
+    expr = target["expr"]
+    assert not re.search(r"\)\s*\*\s*(60|3600)\b", expr), expr
+    for selector in selectors(expr):
+        if selector.call == "increase":
+            assert selector.range in {"1h", "6h"}, expr
+        if selector.name in RARE_EVENT_COUNTERS:
+            assert selector.call == "increase", expr
+
+
+def test_target_detail_shows_stall_backlog_and_staleness() -> None:
+    """Target detail shows whether the queue stalled, how old its backlog is and how stale each check is."""
+    target = DASHBOARDS["comfywatch-target.json"]
+    names = {title: set().union(*(metric_names(e) for e in _exprs(_panel(target, title)))) for title in (
+        "Queue stalled or not consuming", "Oldest pending job", "Time since last successful check")}
+    assert {"comfyui_queue_stalled", "comfyui_queue_worker_not_consuming"} <= names["Queue stalled or not consuming"]
+    assert "comfyui_queue_oldest_pending_seconds" in names["Oldest pending job"]
+    (staleness,) = _exprs(_panel(target, "Time since last successful check"))
+    assert staleness.startswith("time() - comfywatch_check_last_success_timestamp_seconds{")
+
+
+def test_cloud_spend_reads_the_balance_slope() -> None:
+    """Spend per hour is -3600 times the recorded slope of the balance (USD per second, negative while spending)."""
+    cloud = DASHBOARDS["comfywatch-cloud.json"]
+    (burn,) = _exprs(_panel(cloud, "Burn rate (USD per hour)"))
+    assert burn.startswith("-3600 * target:comfy_cloud_balance_usd:deriv6h{")
+    (days,) = _exprs(_panel(cloud, "Days of credit left"))
+    assert "24 * -3600 * target:comfy_cloud_balance_usd:deriv6h{" in days
+
+
+def test_committed_dashboards_match_a_fresh_render() -> None:
+    """dashboards/*.json are exactly what mixin/render.py renders from mixin/dashboards/."""
+    result = subprocess.run([sys.executable, str(RENDER), "--only", "dashboards/", "--check"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 # --- provisioning -------------------------------------------------------------------------------------

@@ -51,15 +51,17 @@ def test_fixed_rate_window_is_flagged() -> None:
 
 
 def test_unaggregated_histogram_is_flagged() -> None:
-    """Buckets must be rated and summed by (le)."""
+    """Buckets must be rated or increased, and summed by (le)."""
     assert histogram_violations("histogram_quantile(0.9, rate(a_bucket[$__rate_interval]))")
     assert histogram_violations("sum by (le) (a_bucket)")
+    assert histogram_violations("histogram_quantile(0.9, sum by (le) (delta(a_bucket[1h])))")
+    assert histogram_violations("histogram_quantile(0.9, sum by (le) (increase(a_bucket[1h])))") == []
     assert (
         histogram_violations("histogram_quantile(0.9, sum by (le) (rate(a_bucket[$__rate_interval])))") == []
     )
 
 
 def test_grafana_macros_are_replaced_for_prometheus() -> None:
-    """$__rate_interval becomes 1m and template variables become a match-anything regex."""
+    """$__rate_interval becomes 1m and template variables match anything, a missing label included."""
     expr = 'rate(x_total{target=~"$target", canary=~"${canary}"}[$__rate_interval])'
-    assert substitute_grafana_macros(expr) == 'rate(x_total{target=~".+", canary=~".+"}[1m])'
+    assert substitute_grafana_macros(expr) == 'rate(x_total{target=~".*", canary=~".*"}[1m])'
