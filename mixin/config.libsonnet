@@ -1,5 +1,6 @@
 // Every knob of the comfywatch mixin. Override any of them with
 //   (import 'mixin.libsonnet') + { _config+:: { comfywatchSelector: 'job="comfywatch-prod"' } }
+//   (import 'mixin.libsonnet') + { _config+:: { alerts+: { ComfyUIDown+: { 'for': '10m' } } } }
 // Dashboard-only knobs live in dashboards/config.libsonnet and merge into the same _config.
 {
   _config+:: {
@@ -13,5 +14,39 @@
 
     // Where each alert's runbook_url points: %s is the alert name in lower case (the runbook's heading anchor).
     runbookURLPattern: 'https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#%s',
+
+    // One entry per alerting rule, keyed by alert name: `for` and severity, plus the rule's thresholds and
+    // windows under the names its expression uses. `enabled: false` leaves a rule out of the rendered groups.
+    // Durations are Prometheus durations in one unit ('90s', '5m', '6h'); ratios are 0..1.
+    alerts: {
+      ComfyUIDown: { 'for': '5m', severity: 'critical' },
+      ComfyUIQueueStalled: { 'for': '5m', severity: 'critical' },
+      ComfyUIQueueBacklog: { 'for': '10m', severity: 'warning', oldestPending: '30m' },
+      ComfyUIWorkerNotConsuming: { 'for': '5m', severity: 'critical' },
+      // `failures` failed runs within `window`, and the latest run failed.
+      ComfyUICanaryFailing: { 'for': '5m', severity: 'critical', window: '2h', failures: 2 },
+      ComfyUICanarySlow: { 'for': '15m', severity: 'warning', seconds: 30 },
+      ComfyUIAuthFailing: { 'for': '10m', severity: 'critical', ratio: 0.5 },
+      ComfyUIRateLimited: { 'for': '15m', severity: 'warning', ratio: 0.25 },
+      ComfyUIServerErrors: { 'for': '10m', severity: 'warning', ratio: 0.05 },
+      ComfyUIJobFailureRateHigh: { 'for': '15m', severity: 'warning', ratio: 0.25, failures: 3 },
+      ComfyUIOutOfMemory: { 'for': '1m', severity: 'warning', window: '1h', failures: 2 },
+      ComfyUIVRAMLow: { 'for': '15m', severity: 'warning', freeRatio: 0.05 },
+      // Two rules share the name ComfyUITLSCertExpiringSoon: a warning and, closer to expiry, a critical one.
+      ComfyUITLSCertExpiringSoon: { 'for': '1h', severity: 'warning', days: 14 },
+      ComfyUITLSCertExpiringSoonCritical: { 'for': '10m', severity: 'critical', days: 3 },
+      ComfyUICheckStale: { 'for': '5m', severity: 'warning', age: '15m', checks: 'system|queue|jobs|billing' },
+
+      ComfyCloudCreditsExhausted: { 'for': '5m', severity: 'critical', window: '30m', refusals: 2 },
+      ComfyCloudCreditsLow: { 'for': '15m', severity: 'warning', usd: 5 },
+      ComfyCloudCreditsRunningOut: { 'for': '1h', severity: 'warning', window: '6h', horizon: '24h' },
+      ComfyCloudSubscriptionInactive: { 'for': '10m', severity: 'critical' },
+      ComfyCloudQueueFull: { 'for': '15m', severity: 'warning', ratio: 0.25 },
+      ComfyCloudJobsStuck: { 'for': '15m', severity: 'warning' },
+
+      ComfywatchDown: { 'for': '5m', severity: 'critical' },
+      ComfywatchCheckOverruns: { 'for': '30m', severity: 'warning', window: '10m' },
+      ComfywatchConfigReloadFailed: { 'for': '10m', severity: 'warning' },
+    },
   },
 }

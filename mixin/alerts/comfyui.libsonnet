@@ -1,0 +1,135 @@
+// Alerts about ComfyUI targets. comfyui_up and the other gauges are raw results of the latest poll;
+// debouncing is done with `for:`. Counter-based alerts use a rate window shorter than their `for:`, so one
+// failure (a blip) can never keep an expression true long enough to fire. Counter thresholds are counts
+// (">= 2") because increase() extrapolates: one event reads as ~1.01.
+local lib = import 'lib.libsonnet';
+
+function(config) lib.group(config, 'comfyui', [
+  lib.rule(
+    config, 'ComfyUIDown',
+    'comfyui_up{%(s)s} == 0',
+    'ComfyUI target {{ $labels.target }} is unreachable',
+    'comfywatch has failed to poll {{ $labels.target }} for %(forText)s (comfyui_up = {{ $value }}). '
+    + 'Run `comfywatch doctor {{ $labels.target }}` to see which step fails.',
+  ),
+  lib.rule(
+    config, 'ComfyUIQueueStalled',
+    'comfyui_queue_running_seconds{%(s)s} and (comfyui_queue_stalled{%(s)s} == 1)',
+    'The running job on {{ $labels.target }} has stopped making progress',
+    'The job running on {{ $labels.target }} has been running for {{ $value | humanizeDuration }} '
+    + 'with no progress events; every job queued behind it is blocked.',
+  ),
+  lib.rule(
+    config, 'ComfyUIQueueBacklog',
+    'comfyui_queue_oldest_pending_seconds{%(s)s} > %(oldestPendingSeconds)s',
+    'Jobs on {{ $labels.target }} wait more than %(oldestPendingText)s to start',
+    'The oldest pending job on {{ $labels.target }} has waited {{ $value | humanizeDuration }}; '
+    + 'the queue grows faster than the server works it off.',
+  ),
+  lib.rule(
+    config, 'ComfyUIWorkerNotConsuming',
+    'comfyui_queue_pending{%(s)s} and (comfyui_queue_worker_not_consuming{%(s)s} == 1)',
+    '{{ $labels.target }} has queued jobs but runs none',
+    '{{ $value }} job(s) are pending on {{ $labels.target }} and nothing has been running for '
+    + 'several polls: the execution worker is stuck or dead while the HTTP server still answers.',
+  ),
+  // success == 0 says the latest run failed; the count over the window makes one failed run (a blip, or
+  // a single failure of an hourly Cloud canary) insufficient on its own.
+  lib.rule(
+    config, 'ComfyUICanaryFailing',
+    |||
+      (sum without (reason) (increase(comfyui_canary_failures_total{%(s)s}[%(window)s])) >= %(failures)s)
+      and
+      (comfyui_canary_success{%(s)s} == 0)
+    |||,
+    'Canary {{ $labels.canary }} fails on {{ $labels.target }}',
+    'The {{ $labels.canary }} canary workflow on {{ $labels.target }} failed its latest runs '
+    + '({{ $value | printf "%%.0f" }} failures in the last %(windowText)s): the server does not complete work end to end.',
+  ),
+  lib.rule(
+    config, 'ComfyUICanarySlow',
+    'comfyui_canary_phase_seconds{%(s)s, phase="total"} > %(seconds)s',
+    'Canary {{ $labels.canary }} on {{ $labels.target }} takes more than %(seconds)s s',
+    'The last {{ $labels.canary }} canary run on {{ $labels.target }} took '
+    + '{{ $value | humanizeDuration }} from submit to fetched output (threshold %(seconds)ss, sustained %(forText)s).',
+  ),
+  lib.rule(
+    config, 'ComfyUIAuthFailing',
+    |||
+      sum without (reason) (
+        target_endpoint_reason:comfyui_request_failures:ratio_rate5m{%(s)s, reason=~"auth|forbidden"}
+      ) > %(ratio)s
+    |||,
+    "{{ $labels.target }} rejects comfywatch's credentials (401/403)",
+    '{{ $value | humanizePercentage }} of requests to the {{ $labels.endpoint }} endpoint of '
+    + '{{ $labels.target }} failed with 401 or 403 over the last 5 minutes.',
+  ),
+  lib.rule(
+    config, 'ComfyUIRateLimited',
+    'target_endpoint_reason:comfyui_request_failures:ratio_rate5m{%(s)s, reason="rate_limited"} > %(ratio)s',
+    '{{ $labels.target }} rate-limits comfywatch (429)',
+    '{{ $value | humanizePercentage }} of requests to the {{ $labels.endpoint }} endpoint of '
+    + '{{ $labels.target }} were answered 429 (rate limited) over the last 5 minutes.',
+  ),
+  lib.rule(
+    config, 'ComfyUIServerErrors',
+    'target_reason:comfyui_request_failures:ratio_rate5m{%(s)s, reason="server_error"} > %(ratio)s',
+    '{{ $labels.target }} answers with 5xx errors',
+    '{{ $value | humanizePercentage }} of requests to {{ $labels.target }} failed with a 5xx status '
+    + 'over the last 5 minutes (threshold %(ratioPercent)s).',
+  ),
+  lib.rule(
+    config, 'ComfyUIJobFailureRateHigh',
+    |||
+      (target:comfyui_job_failures:ratio_rate30m{%(s)s} > %(ratio)s)
+      and
+      (target:comfyui_job_failures:increase30m{%(s)s} >= %(failures)s)
+    |||,
+    'Many jobs fail on {{ $labels.target }}',
+    '{{ $value | humanizePercentage }} of the jobs that finished on {{ $labels.target }} in the '
+    + 'last 30 minutes failed (execution errors, out of memory or lost; cancelled jobs not counted).',
+  ),
+  lib.rule(
+    config, 'ComfyUIOutOfMemory',
+    'sum without (reason) (increase(comfyui_job_failures_total{%(s)s, reason="oom"}[%(window)s])) >= %(failures)s',
+    'Jobs on {{ $labels.target }} run out of memory',
+    '{{ $value | printf "%%.0f" }} jobs on {{ $labels.target }} failed with an out-of-memory error '
+    + 'in the last %(windowText)s.',
+  ),
+  lib.rule(
+    config, 'ComfyUIVRAMLow',
+    'target_device:comfyui_device_vram_free:ratio{%(s)s} < %(freeRatio)s',
+    '{{ $labels.target }} has less than %(freeRatioPercent)s VRAM free on {{ $labels.device }}',
+    'Only {{ $value | humanizePercentage }} of the memory of {{ $labels.device }} on '
+    + '{{ $labels.target }} has been free for %(forText)s; the next large model or batch may fail '
+    + 'with out of memory.',
+  ),
+  lib.rule(
+    config, 'ComfyUITLSCertExpiringSoon',
+    'comfyui_tls_cert_not_after_timestamp_seconds{%(s)s} - time() < %(days)s * 86400',
+    'The TLS certificate of {{ $labels.target }} expires soon',
+    'The certificate served by {{ $labels.target }} expires in {{ $value | humanizeDuration }}.',
+  ),
+  lib.rule(
+    config, 'ComfyUITLSCertExpiringSoon',
+    'comfyui_tls_cert_not_after_timestamp_seconds{%(s)s} - time() < %(days)s * 86400',
+    'The TLS certificate of {{ $labels.target }} expires within %(days)s days',
+    'The certificate served by {{ $labels.target }} expires in {{ $value | humanizeDuration }}; '
+    + 'clients will refuse the connection once it has expired.',
+    key='ComfyUITLSCertExpiringSoonCritical',
+  ),
+  // Stale = the check is scheduled but has not succeeded, while the target itself answers (a down
+  // target is ComfyUIDown's job). The canary is left out: its interval can be hours (Cloud).
+  lib.rule(
+    config, 'ComfyUICheckStale',
+    |||
+      (time() - comfywatch_check_last_success_timestamp_seconds{%(s)s, check=~"%(checks)s"} > %(ageSeconds)s)
+      and on (job, instance, target)
+      (comfyui_up{%(s)s} == 1)
+    |||,
+    'The {{ $labels.check }} check of {{ $labels.target }} has not succeeded for %(ageText)s',
+    'The last successful {{ $labels.check }} check of {{ $labels.target }} was '
+    + '{{ $value | humanizeDuration }} ago although the target answers; the values it feeds '
+    + '(queue, jobs or billing) are stale.',
+  ),
+])
