@@ -12,6 +12,10 @@
     // with job and target, and the dashboards offer it as a variable. Series without it still work.
     clusterLabel: 'cluster',
 
+    // ComfywatchAbsent fires when no `up` series matches this selector. Equality matchers only: absent() copies
+    // them into the alert's labels, which is what routes it (a regex would leave the alert with none).
+    comfywatchAbsentSelector: 'job="comfywatch"',
+
     // Where each alert's runbook_url points: %s is the alert name in lower case (the runbook's heading anchor).
     runbookURLPattern: 'https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#%s',
 
@@ -19,23 +23,35 @@
     // windows under the names its expression uses. `enabled: false` leaves a rule out of the rendered groups.
     // Durations are Prometheus durations in one unit ('90s', '5m', '6h'); ratios are 0..1.
     alerts: {
-      ComfyUIDown: { 'for': '5m', severity: 'critical' },
-      ComfyUIQueueStalled: { 'for': '5m', severity: 'critical' },
+      // Per-target alerts are warnings: one dead host is a ticket, a partition is ComfyUIFleetDegraded's page.
+      ComfyUIDown: { 'for': '5m', severity: 'warning' },
+      // A fleet = the targets sharing job and cluster (instance and target aggregated away, so /metrics shards
+      // and /probe jobs count as one). Fires when `share` of them are down or failing all their canaries,
+      // and only for fleets of at least `minTargets` targets.
+      ComfyUIFleetDegraded: { 'for': '5m', severity: 'critical', share: 0.5, minTargets: 3 },
+      ComfyUIQueueStalled: { 'for': '5m', severity: 'warning' },
       ComfyUIQueueBacklog: { 'for': '10m', severity: 'warning', oldestPending: '30m' },
-      ComfyUIWorkerNotConsuming: { 'for': '5m', severity: 'critical' },
+      ComfyUIWorkerNotConsuming: { 'for': '5m', severity: 'warning' },
       // `failures` failed runs within `window`, and the latest run failed.
-      ComfyUICanaryFailing: { 'for': '5m', severity: 'critical', window: '2h', failures: 2 },
-      ComfyUICanarySlow: { 'for': '15m', severity: 'warning', seconds: 30 },
+      ComfyUICanaryFailing: { 'for': '5m', severity: 'warning', window: '2h', failures: 2 },
+      // No success for `intervals` canary intervals; the interval is measured as the rate of runs and skips
+      // over `window`, which must hold a few intervals (6h: hourly canaries and faster).
+      ComfyUICanaryNotRunning: { 'for': '10m', severity: 'warning', intervals: 3, window: '6h' },
+      // The `quantile` of successful runs' durations over `window` exceeds `seconds`, with at least `minRuns` runs.
+      ComfyUICanarySlow: { 'for': '15m', severity: 'warning', seconds: 30, quantile: 0.75, window: '6h', minRuns: 4 },
       ComfyUIAuthFailing: { 'for': '10m', severity: 'critical', ratio: 0.5 },
-      ComfyUIRateLimited: { 'for': '15m', severity: 'warning', ratio: 0.25 },
+      // At least `responses` 429s within `window` and a Retry-After in force at some point of it.
+      ComfyUIRateLimited: { 'for': '15m', severity: 'warning', window: '30m', responses: 2 },
       ComfyUIServerErrors: { 'for': '10m', severity: 'warning', ratio: 0.05 },
       ComfyUIJobFailureRateHigh: { 'for': '15m', severity: 'warning', ratio: 0.25, failures: 3 },
       ComfyUIOutOfMemory: { 'for': '1m', severity: 'warning', window: '1h', failures: 2 },
       ComfyUIVRAMLow: { 'for': '15m', severity: 'warning', freeRatio: 0.05 },
+      ComfyUIRAMLow: { 'for': '15m', severity: 'warning', freeRatio: 0.1 },
+      ComfyUIWebSocketLost: { 'for': '10m', severity: 'warning' },
       // Two rules share the name ComfyUITLSCertExpiringSoon: a warning and, closer to expiry, a critical one.
       ComfyUITLSCertExpiringSoon: { 'for': '1h', severity: 'warning', days: 14 },
       ComfyUITLSCertExpiringSoonCritical: { 'for': '10m', severity: 'critical', days: 3 },
-      ComfyUICheckStale: { 'for': '5m', severity: 'warning', age: '15m', checks: 'system|queue|jobs|billing' },
+      ComfyUICheckStale: { 'for': '5m', severity: 'warning', age: '15m', checks: 'system|queue|jobs|billing|auth' },
 
       ComfyCloudCreditsExhausted: { 'for': '5m', severity: 'critical', window: '30m', refusals: 2 },
       ComfyCloudCreditsLow: { 'for': '15m', severity: 'warning', usd: 5 },
@@ -45,6 +61,8 @@
       ComfyCloudJobsStuck: { 'for': '15m', severity: 'warning' },
 
       ComfywatchDown: { 'for': '5m', severity: 'critical' },
+      // Set `enabled: false` on a Prometheus that is not meant to scrape comfywatch.
+      ComfywatchAbsent: { 'for': '5m', severity: 'critical', enabled: true },
       ComfywatchCheckOverruns: { 'for': '30m', severity: 'warning', window: '10m' },
       ComfywatchConfigReloadFailed: { 'for': '10m', severity: 'warning' },
     },

@@ -40,10 +40,18 @@
           expr: 'sum without (reason) (increase(comfyui_job_failures_total{%(s)s, reason!="interrupted"}[30m]))' % p,
         },
         {
+          // Cancelled jobs leave the denominator too: the ratio is failures among the jobs that were let finish.
+          // `or 0 * ...` stands in for a target that has never had a job cancelled.
           record: 'target:comfyui_job_failures:ratio_rate30m',
           expr: |||
             sum without (reason) (rate(comfyui_job_failures_total{%(s)s, reason!="interrupted"}[30m]))
-            / sum without () (rate(comfyui_jobs_total{%(s)s}[30m]))
+            / (
+              sum without () (rate(comfyui_jobs_total{%(s)s}[30m]))
+              - (
+                sum without (reason) (rate(comfyui_job_failures_total{%(s)s, reason="interrupted"}[30m]))
+                or 0 * sum without () (rate(comfyui_jobs_total{%(s)s}[30m]))
+              )
+            )
           ||| % p,
         },
         {
@@ -56,9 +64,10 @@
           ||| % p,
         },
         {
-          // Comfy Cloud spend in USD per hour over the last 6 h (negative after a top-up).
-          record: 'target:comfy_cloud_spend_usd_per_hour:deriv6h',
-          expr: '-deriv(comfy_cloud_balance_usd{%(s)s}[6h]) * 3600' % p,
+          // Slope of the Comfy Cloud balance over the last 6 h in USD per second: negative while spending,
+          // positive after a top-up. Spend per hour is -3600 times it.
+          record: 'target:comfy_cloud_balance_usd:deriv6h',
+          expr: 'deriv(comfy_cloud_balance_usd{%(s)s}[6h])' % p,
         },
       ],
     }],

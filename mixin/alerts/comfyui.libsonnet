@@ -12,6 +12,28 @@ function(config) lib.group(config, 'comfyui', [
     'comfywatch has failed to poll {{ $labels.target }} for %(forText)s (comfyui_up = {{ $value }}). '
     + 'Run `comfywatch doctor {{ $labels.target }}` to see which step fails.',
   ),
+  // A target counts as failing when it is down or every one of its canaries failed its latest run.
+  // Aggregating without target and instance leaves one alert per job and cluster, however many
+  // comfywatch shards (/metrics instances) or probed addresses (/probe instances) report the fleet.
+  lib.rule(
+    config, 'ComfyUIFleetDegraded',
+    |||
+      (
+        count without (target, instance) (
+          (comfyui_up{%(s)s} == 0)
+          or
+          (max without (canary) (comfyui_canary_success{%(s)s}) == 0)
+        )
+        / count without (target, instance) (comfyui_up{%(s)s})
+      ) >= %(share)s
+      and
+      count without (target, instance) (comfyui_up{%(s)s}) >= %(minTargets)s
+    |||,
+    'ComfyUI fleet {{ $labels.job }}{{ with $labels.%(cluster)s }} in %(cluster)s {{ . }}{{ end }} is degraded',
+    '{{ $value | humanizePercentage }} of the targets of job {{ $labels.job }}{{ with $labels.%(cluster)s }} '
+    + 'in %(cluster)s {{ . }}{{ end }} are down or fail all their canaries (threshold %(sharePercent)s of at least '
+    + '%(minTargets)s targets): an outage beyond one host, such as a network partition, a shared dependency or a bad rollout.',
+  ),
   lib.rule(
     config, 'ComfyUIQueueStalled',
     'comfyui_queue_running_seconds{%(s)s} and (comfyui_queue_stalled{%(s)s} == 1)',
@@ -46,12 +68,43 @@ function(config) lib.group(config, 'comfyui', [
     'The {{ $labels.canary }} canary workflow on {{ $labels.target }} failed its latest runs '
     + '({{ $value | printf "%%.0f" }} failures in the last %(windowText)s): the server does not complete work end to end.',
   ),
+  // Canary runs and skips happen once per interval whether they succeed or not, so their rate over the
+  // window measures the interval: age of the last success x runs per second = intervals without a success.
+  // A canary that never succeeded since comfywatch started has no last success: it counts once its latest
+  // run failed and enough runs or skips passed.
+  lib.rule(
+    config, 'ComfyUICanaryNotRunning',
+    |||
+      (
+        (time() - comfyui_canary_last_success_timestamp_seconds{%(s)s})
+        * (rate(comfyui_canary_runs_total{%(s)s}[%(window)s]) + rate(comfyui_canary_skipped_total{%(s)s}[%(window)s]))
+        > %(intervals)s
+      )
+      or
+      (
+        (increase(comfyui_canary_runs_total{%(s)s}[%(window)s]) + increase(comfyui_canary_skipped_total{%(s)s}[%(window)s]) >= %(intervals)s)
+        and (comfyui_canary_success{%(s)s} == 0)
+        unless comfyui_canary_last_success_timestamp_seconds{%(s)s}
+      )
+    |||,
+    'Canary {{ $labels.canary }} on {{ $labels.target }} has not succeeded for %(intervals)s runs',
+    'The {{ $labels.canary }} canary on {{ $labels.target }} has not succeeded for {{ $value | printf "%%.0f" }} '
+    + 'of its intervals (runs failed or were skipped: busy queue, request budget, Retry-After back-off); '
+    + 'nothing proves the server completes work end to end.',
+  ),
+  // Only successful runs are observed in comfyui_canary_duration_seconds, so a timed-out run is
+  // CanaryFailing's, never CanarySlow's. The quantile over several runs keeps one slow run of an hourly
+  // canary from firing it.
   lib.rule(
     config, 'ComfyUICanarySlow',
-    'comfyui_canary_phase_seconds{%(s)s, phase="total"} > %(seconds)s',
+    |||
+      histogram_quantile(%(quantile)s, rate(comfyui_canary_duration_seconds_bucket{%(s)s}[%(window)s])) > %(seconds)s
+      and
+      increase(comfyui_canary_duration_seconds_count{%(s)s}[%(window)s]) >= %(minRuns)s
+    |||,
     'Canary {{ $labels.canary }} on {{ $labels.target }} takes more than %(seconds)s s',
-    'The last {{ $labels.canary }} canary run on {{ $labels.target }} took '
-    + '{{ $value | humanizeDuration }} from submit to fetched output (threshold %(seconds)ss, sustained %(forText)s).',
+    'The {{ $labels.canary }} canary runs on {{ $labels.target }} took {{ $value | humanizeDuration }} or more '
+    + '(quantile %(quantile)s of the successful runs in the last %(windowText)s, threshold %(seconds)ss).',
   ),
   lib.rule(
     config, 'ComfyUIAuthFailing',
@@ -64,12 +117,18 @@ function(config) lib.group(config, 'comfyui', [
     '{{ $value | humanizePercentage }} of requests to the {{ $labels.endpoint }} endpoint of '
     + '{{ $labels.target }} failed with 401 or 403 over the last 5 minutes.',
   ),
+  // After a 429, comfywatch sends nothing until Retry-After has passed, so a rate of 429s over a few minutes
+  // is empty during long back-offs; the count over the window and the Retry-After gauge are not.
   lib.rule(
     config, 'ComfyUIRateLimited',
-    'target_endpoint_reason:comfyui_request_failures:ratio_rate5m{%(s)s, reason="rate_limited"} > %(ratio)s',
+    |||
+      (sum without (endpoint, reason) (increase(comfyui_request_failures_total{%(s)s, reason="rate_limited"}[%(window)s])) >= %(responses)s)
+      and
+      (max_over_time(comfy_cloud_retry_after_seconds{%(s)s}[%(window)s]) > 0)
+    |||,
     '{{ $labels.target }} rate-limits comfywatch (429)',
-    '{{ $value | humanizePercentage }} of requests to the {{ $labels.endpoint }} endpoint of '
-    + '{{ $labels.target }} were answered 429 (rate limited) over the last 5 minutes.',
+    '{{ $labels.target }} answered {{ $value | printf "%%.0f" }} requests with 429 (rate limited) in the last '
+    + '%(windowText)s and asked comfywatch to pause with Retry-After; checks are skipped meanwhile.',
   ),
   lib.rule(
     config, 'ComfyUIServerErrors',
@@ -105,6 +164,26 @@ function(config) lib.group(config, 'comfyui', [
     + 'with out of memory.',
   ),
   lib.rule(
+    config, 'ComfyUIRAMLow',
+    'comfyui_ram_free_bytes{%(s)s} / (comfyui_ram_total_bytes{%(s)s} > 0) < %(freeRatio)s',
+    '{{ $labels.target }} has less than %(freeRatioPercent)s RAM free',
+    'Only {{ $value | humanizePercentage }} of the RAM of {{ $labels.target }} has been available for '
+    + '%(forText)s; models offloaded from VRAM and large images need it, and the OS may kill ComfyUI.',
+  ),
+  // Stall detection (ComfyUIQueueStalled) relies on the monitor's progress events: without the WebSocket a
+  // stuck job goes unnoticed. A down target is ComfyUIDown's job.
+  lib.rule(
+    config, 'ComfyUIWebSocketLost',
+    |||
+      (comfywatch_websocket_connected{%(s)s} == 0)
+      and on (job, instance, target)
+      (comfyui_up{%(s)s} == 1)
+    |||,
+    "comfywatch's monitoring WebSocket to {{ $labels.target }} is down",
+    'comfywatch has had no WebSocket to {{ $labels.target }} for %(forText)s although the target answers '
+    + '(comfywatch_websocket_connected = {{ $value }}): progress events, and with them stall detection, are lost.',
+  ),
+  lib.rule(
     config, 'ComfyUITLSCertExpiringSoon',
     'comfyui_tls_cert_not_after_timestamp_seconds{%(s)s} - time() < %(days)s * 86400',
     'The TLS certificate of {{ $labels.target }} expires soon',
@@ -119,7 +198,7 @@ function(config) lib.group(config, 'comfyui', [
     key='ComfyUITLSCertExpiringSoonCritical',
   ),
   // Stale = the check is scheduled but has not succeeded, while the target itself answers (a down
-  // target is ComfyUIDown's job). The canary is left out: its interval can be hours (Cloud).
+  // target is ComfyUIDown's job). The canary is ComfyUICanaryNotRunning's: its interval can be hours (Cloud).
   lib.rule(
     config, 'ComfyUICheckStale',
     |||
@@ -130,6 +209,6 @@ function(config) lib.group(config, 'comfyui', [
     'The {{ $labels.check }} check of {{ $labels.target }} has not succeeded for %(ageText)s',
     'The last successful {{ $labels.check }} check of {{ $labels.target }} was '
     + '{{ $value | humanizeDuration }} ago although the target answers; the values it feeds '
-    + '(queue, jobs or billing) are stale.',
+    + '(queue, jobs, billing or authentication) are stale.',
   ),
 ])

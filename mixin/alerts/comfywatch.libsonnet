@@ -2,15 +2,21 @@
 local lib = import 'lib.libsonnet';
 
 function(config) lib.group(config, 'comfywatch', [
-  // absent() also catches a job that vanished from the configuration or is named differently.
   lib.rule(
     config, 'ComfywatchDown',
-    '(up{%(s)s} == 0) or absent(up{%(s)s})',
-    'comfywatch {{ with $labels.instance }}at {{ . }} {{ end }}cannot be scraped',
-    '{{ if $labels.instance }}Prometheus has failed to scrape {{ $labels.instance }} (job {{ $labels.job }}) '
-    + 'for %(forText)s (up = {{ $value }}){{ else }}No series up{%(s)s} exists: the scrape '
-    + 'job is missing from the Prometheus configuration or named differently{{ end }}; no ComfyUI '
-    + 'alert can fire meanwhile.',
+    'up{%(s)s} == 0',
+    'comfywatch at {{ $labels.instance }} cannot be scraped',
+    'Prometheus has failed to scrape {{ $labels.instance }} (job {{ $labels.job }}) for %(forText)s '
+    + '(up = {{ $value }}); no ComfyUI alert about its targets can fire meanwhile.',
+  ),
+  // absent() catches a scrape job that vanished from the configuration or is named differently. It copies
+  // the selector's equality matchers into its labels, which is all the routing it can have.
+  lib.rule(
+    config, 'ComfywatchAbsent',
+    'absent(up{%(absent)s})',
+    'Prometheus scrapes no comfywatch (job {{ $labels.job }})',
+    'No series up{%(absent)s} has existed for %(forText)s (value {{ $value }}): the scrape job of comfywatch is '
+    + 'missing from the Prometheus configuration or named differently, and no comfywatch alert can fire.',
   ),
   lib.rule(
     config, 'ComfywatchCheckOverruns',

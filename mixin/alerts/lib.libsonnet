@@ -19,6 +19,7 @@ local parse(duration) =
   // The values an expression or annotation template may name: the alert's own entry, plus
   //   s        the comfywatch selector (every series selector starts with it)
   //   cluster  the cluster label
+  //   absent   the selector ComfywatchAbsent watches
   //   forText  the alert's `for` in words
   //   <field>Percent          each ratio field (< 1) as a percentage
   //   <field>Text, <field>Seconds  each duration field in words and in seconds
@@ -36,6 +37,7 @@ local parse(duration) =
     + {
       s: config.comfywatchSelector,
       cluster: config.clusterLabel,
+      absent: config.comfywatchAbsentSelector,
       forText: $.humanDuration(entry['for']),
     },
 

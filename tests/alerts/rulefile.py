@@ -31,8 +31,8 @@ RULE_TESTS_DIR = REPO / "alerts" / "tests"
 RUNBOOK = REPO / "docs" / "runbook.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
-# Every alert the rules file defines: target health, queue, canary, HTTP failures, jobs, VRAM, TLS,
-# Comfy Cloud billing and queue, and comfywatch itself.
+# Every alert the rules file defines: target and fleet health, queue, canary, HTTP failures, jobs, RAM,
+# VRAM, WebSocket, TLS, Comfy Cloud billing and queue, and comfywatch itself.
 ALERTS = (
     "ComfyUIDown",
     "ComfyUIQueueStalled",
@@ -57,6 +57,11 @@ ALERTS = (
     "ComfyUICheckStale",
     "ComfyCloudQueueFull",
     "ComfyCloudJobsStuck",
+    "ComfyUIFleetDegraded",
+    "ComfyUICanaryNotRunning",
+    "ComfyUIRAMLow",
+    "ComfyUIWebSocketLost",
+    "ComfywatchAbsent",
 )
 
 

@@ -31,8 +31,10 @@ from tests.dashboards.promql import counter_violations, metric_names
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 
 RUNBOOK_BASE = "https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#"
-# Alerts about the daemon have no `target`; they name the instance instead.
+# Alerts about the daemon have no `target`; they name the instance instead. Alerts about a whole fleet or
+# scrape job have neither target nor instance: they name the job.
 DAEMON_ALERTS = {"ComfywatchDown", "ComfywatchConfigReloadFailed"}
+JOB_ALERTS = {"ComfyUIFleetDegraded", "ComfywatchAbsent"}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -122,7 +124,10 @@ def test_description_is_templated_with_target_and_value(rule: dict[str, Any]) ->
     """Descriptions name the target (or the daemon's instance) and show the alert's value."""
     description = rule["annotations"]["description"]
     assert "$value" in description
-    label = "$labels.instance" if rule["alert"] in DAEMON_ALERTS else "$labels.target"
+    if rule["alert"] in JOB_ALERTS:
+        label = "$labels.job"
+    else:
+        label = "$labels.instance" if rule["alert"] in DAEMON_ALERTS else "$labels.target"
     assert label in description
     assert label in rule["annotations"]["summary"] or rule["alert"] in DAEMON_ALERTS
 
