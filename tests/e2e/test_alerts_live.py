@@ -2,11 +2,14 @@
 
 A fake exporter (aiohttp in a thread) serves exposition the test controls, as four scrape jobs:
 
-- ``comfywatch-healthy``: a GPU box, a CPU-only laptop and a Cloud account, all fine: never alert.
-- ``comfywatch-sick``: ``down`` (unreachable) and ``sick`` (every failure at once, Cloud included);
-  its daemon metrics report a failed config reload.
+- ``comfywatch-healthy`` (cluster ``us``): a GPU box, a CPU-only laptop and a Cloud account, all fine: never
+  alert.
+- ``comfywatch-sick`` (cluster ``eu``): ``down`` and ``down-too`` (unreachable) and ``sick`` (every failure at
+  once, Cloud included), so the fleet is degraded too; its daemon metrics report a failed config reload.
 - ``comfywatch-flip``: target ``flip``, healthy until a test takes it down and back up.
 - ``comfywatch-dead``: a port nobody listens on, so ``up == 0`` (ComfywatchDown).
+
+No job is named plain ``comfywatch``, the job ComfywatchAbsent watches by default, so it fires.
 
 Prometheus loads a copy of alerts/comfywatch.rules.yml with every ``for:`` cut to 1s (the real
 durations are promtool's job) and sends alerts to a real Alertmanager, which posts them to a webhook
@@ -131,7 +134,7 @@ def add_target(x: Exposition, name: str, *, kind: str, n: int, now: float, sick:
     x.gauge("comfyui_target_info", 1, **t, kind=kind, url=f"https://{name}.example")
     x.gauge("comfyui_info", 1, **t, version="0.3.64", python_version="3.12.3", pytorch_version="2.8.0", os="posix")
     x.gauge("comfyui_ram_total_bytes", 64e9, **t)
-    x.gauge("comfyui_ram_free_bytes", 32e9, **t)
+    x.gauge("comfyui_ram_free_bytes", 3e9 if sick else 32e9, **t)
     device = (
         {"device": "cpu", "type": "cpu"}
         if cpu
@@ -209,7 +212,7 @@ def add_target(x: Exposition, name: str, *, kind: str, n: int, now: float, sick:
         x.counter("comfywatch_check_overruns_total", n if (sick and check == "canary") else 0, **c)
         stale = sick and check == "queue"
         x.gauge("comfywatch_check_last_success_timestamp_seconds", now - 3600 if stale else now, **c)
-    x.gauge("comfywatch_websocket_connected", 1, **t)
+    x.gauge("comfywatch_websocket_connected", 0 if sick else 1, **t)
 
     if kind == "cloud":
         # Sick: 4.5 USD and falling 1 mUSD per scrape (per second): gone in about 75 minutes.
@@ -268,8 +271,9 @@ def sick_source() -> Callable[[], str]:
     def render() -> str:
         n, now, x = next(scrapes), time.time(), Exposition()
         add_down_target(x, "down")
+        add_down_target(x, "down-too")
         add_target(x, "sick", kind="cloud", n=n, now=now, sick=True)
-        add_daemon(x, now=now, reload_ok=False, kinds={"local": 1, "cloud": 1})
+        add_daemon(x, now=now, reload_ok=False, kinds={"local": 2, "cloud": 1})
         return x.text()
 
     return render
@@ -338,8 +342,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         rules = write_rules(tmp / "comfywatch.rules.yml", shorten_for(load_rules(), "1s"))
         config = prometheus_config(
             [
-                static_scrape_config("comfywatch-healthy", [exporter.address], metrics_path="/healthy"),
-                static_scrape_config("comfywatch-sick", [exporter.address], metrics_path="/sick"),
+                static_scrape_config("comfywatch-healthy", [exporter.address], metrics_path="/healthy",
+                                     labels={"cluster": "us"}),
+                static_scrape_config("comfywatch-sick", [exporter.address], metrics_path="/sick",
+                                     labels={"cluster": "eu"}),
                 static_scrape_config("comfywatch-flip", [exporter.address], metrics_path="/flip"),
                 static_scrape_config("comfywatch-dead", [f"127.0.0.1:{free_port()}"]),
                 probe_scrape_config("comfywatch-probe", exporter.address, ["probe-a", "probe-b"]),
@@ -404,8 +410,19 @@ def test_every_alert_fires_from_a_matching_exposition(firing: list[dict[str, Any
     for alert in firing:
         if alert["state"] == "firing":
             by_name.setdefault(alert["labels"]["alertname"], []).append(alert)
-    assert by_name["ComfyUIDown"][0]["labels"]["target"] == "down"
+    assert {a["labels"]["target"] for a in by_name["ComfyUIDown"]} == {"down", "down-too"}
+    assert {a["labels"]["severity"] for a in by_name["ComfyUIDown"]} == {"warning"}
+    # One page for the fleet, carrying its routing labels and no target.
+    assert [a["labels"] for a in by_name["ComfyUIFleetDegraded"]] == [
+        {"alertname": "ComfyUIFleetDegraded", "job": "comfywatch-sick", "cluster": "eu", "severity": "critical"}
+    ]
     assert {a["labels"]["job"] for a in by_name["ComfywatchDown"]} == {"comfywatch-dead"}
+    assert [a["labels"] for a in by_name["ComfywatchAbsent"]] == [
+        {"alertname": "ComfywatchAbsent", "job": "comfywatch", "severity": "critical"}
+    ]
+    assert {a["labels"]["target"] for a in by_name["ComfyUIRAMLow"]} == {"sick"}
+    assert {a["labels"]["target"] for a in by_name["ComfyUIWebSocketLost"]} == {"sick"}
+    assert {a["labels"]["target"] for a in by_name["ComfyUICanaryNotRunning"]} == {"sick"}
     assert {a["labels"]["severity"] for a in by_name["ComfyUITLSCertExpiringSoon"]} == {"warning", "critical"}
     for name, alerts in by_name.items():
         for alert in alerts:
@@ -433,7 +450,7 @@ def test_alert_reaches_alertmanager_and_webhook_then_resolves(stack: Stack, firi
     stack.switch.up = False
     try:
         alert = stack.prometheus.wait_for_alert("ComfyUIDown", labels=flip, timeout=DEADLINE)
-        assert alert["labels"]["severity"] == "critical"
+        assert alert["labels"]["severity"] == "warning"
         held = stack.alertmanager.wait_for_alert("ComfyUIDown", labels=flip, timeout=DEADLINE)
         assert held["status"]["state"] == "active"
         delivered = stack.webhook.wait_for("ComfyUIDown", status="firing", labels=flip, timeout=DEADLINE)
@@ -495,6 +512,10 @@ def test_dashboard_variables_resolve(stack: Stack) -> None:
             selector = substitute_grafana_macros(match.group("selector"))
             values = stack.prometheus.label_values(match.group("label"), match=[selector])
             found[f"{name}:{variable['name']}"] = set(values)
+    jobs = {"comfywatch-healthy", "comfywatch-sick", "comfywatch-flip", "comfywatch-dead", "comfywatch-probe"}
+    for name in ("comfywatch-fleet.json", "comfywatch-target.json", "comfywatch-cloud.json"):
+        assert found[f"{name}:cluster"] == {"us", "eu"}
+        assert found[f"{name}:job"] == jobs
     assert found["comfywatch-cloud.json:target"] == {"cloud-ok", "sick"}
     assert {"studio", "laptop", "sick", "down"} <= found["comfywatch-fleet.json:target"]
     assert found["comfywatch-target.json:canary"] == {"preview-image"}
