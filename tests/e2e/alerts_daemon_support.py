@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +73,9 @@ SHORT_WINDOW = "20s"
 # The live rule copy (pure).
 
 
-def live_rules(rules: Mapping[str, Any], *, for_: str = "1s") -> dict[str, Any]:
-    """A copy of the rules with every ``for:`` set to ``for_`` and the long range windows shortened.
+def live_rules(rules: Mapping[str, Any], *, for_: str = "1s", leave_out: Collection[str] = ()) -> dict[str, Any]:
+    """A copy of the rules with every ``for:`` set to ``for_``, the long range windows shortened and the
+    alerting rules named in ``leave_out`` removed.
 
     Thresholds, label matchers and every other part of the expressions stay as they are; only the
     ``[5m]``, ``[10m]``, ``[30m]`` and ``[1h]`` windows become ``[20s]`` (``[2h]`` and ``[6h]`` stay).
@@ -82,7 +83,8 @@ def live_rules(rules: Mapping[str, Any], *, for_: str = "1s") -> dict[str, Any]:
     shortened = shorten_for(rules, for_)
     pattern = re.compile(r"\[(" + "|".join(re.escape(w) for w in SHORTENED_WINDOWS) + r")\]")
     for group in shortened.get("groups", []):
-        for rule in group.get("rules", []):
+        group["rules"] = [rule for rule in group.get("rules", []) if rule.get("alert") not in leave_out]
+        for rule in group["rules"]:
             rule["expr"] = pattern.sub(f"[{SHORT_WINDOW}]", rule["expr"])
     return shortened
 
@@ -149,9 +151,11 @@ def start_simulators(tmp: Path, argvs: Mapping[str, Sequence[str]], timeout: flo
 
 @dataclass
 class GpuSwitch:
-    """The free share of VRAM the proxied server reports; a test lowers it to cause ComfyUIVRAMLow."""
+    """The free shares of VRAM and RAM the proxied server reports; a test lowers them to cause ComfyUIVRAMLow
+    and ComfyUIRAMLow."""
 
     free_ratio: float = 0.5
+    ram_free_ratio: float = 0.5
 
 
 GPU_NAME = "cuda:0 NVIDIA GeForce RTX 4090 : cudaMallocAsync"
@@ -159,9 +163,11 @@ GPU_VRAM = 25_757_220_864
 
 
 def gpu_stats_editor(switch: GpuSwitch) -> Callable[[dict[str, Any]], None]:
-    """Rewrite a ``/system_stats`` body in place to report one CUDA device (the simulator has no GPU mode)."""
+    """Rewrite a ``/system_stats`` body in place to report one CUDA device (the simulator has no GPU mode) and
+    the free RAM ``switch`` asks for."""
 
     def edit(stats: dict[str, Any]) -> None:
+        stats["system"]["ram_free"] = int(stats["system"]["ram_total"] * switch.ram_free_ratio)
         free = int(GPU_VRAM * switch.free_ratio)
         stats["devices"] = [
             {
@@ -325,9 +331,11 @@ class Rig:
     alertmanager: AlertmanagerServer | None = None
     webhook: WebhookReceiver | None = None
     daemon: Proc | None = None
-    #: Filled by the test module: each scenario's progress, and alerts seen on the faultless targets.
+    #: Filled by the test module: each scenario's progress, alerts seen on the faultless targets, and the
+    #: names of alerts without a target label (fleet, daemon) seen meanwhile.
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     noise: dict[str, set[str]] = field(default_factory=dict)
+    untargeted: set[str] = field(default_factory=set)
 
     def local_faults(self, target: str, faults: Sequence[str], slow_ms: int | None = None) -> None:
         """Replace the faults of one local target (admin API ``POST /_sim/faults``)."""
@@ -508,7 +516,8 @@ def run_scenarios(
 ) -> dict[str, set[str]]:
     """Drive every outcome (already switched on, or switched on here) until done or ``timeout`` after it began.
 
-    Returns, for each target in ``watch``, the alerts seen active (pending or firing) for it meanwhile.
+    Returns, for each target in ``watch``, the alerts seen active (pending or firing) for it meanwhile; adds
+    the names of active alerts without a target label to ``rig.untargeted``.
     """
     assert rig.prometheus is not None and rig.webhook is not None
     prom, webhook = rig.prometheus, rig.webhook
@@ -528,7 +537,9 @@ def run_scenarios(
         now = time.monotonic()
         for alert in alerts:
             target = alert["labels"].get("target")
-            if target in noise:
+            if target is None:
+                rig.untargeted.add(alert["labels"]["alertname"])
+            elif target in noise:
                 check = alert["labels"].get("check")
                 noise[target].add(alert["labels"]["alertname"] + (f"[{check}]" if check else ""))
         for outcome in outcomes.values():
