@@ -279,8 +279,10 @@ class Daemon:
         try:
             async with asyncio.timeout(spec.timeout):
                 await spec.run()
-        except CheckSkipped:
+        except CheckSkipped as skipped:
             check.duration = time.perf_counter() - started
+            if skipped.reason is not None:
+                state.on_skip(spec.name, skipped.reason)
             return
         except CheckFailed as failed:
             reason = failed.reason  # the check logged it, with more detail than the scheduler has

@@ -30,6 +30,7 @@ __all__ = [
     "BodyTooLargeError",
     "Failure",
     "Reason",
+    "SkipReason",
     "WebSocketAbuse",
     "classify_exception",
     "classify_execution_error",
@@ -215,6 +216,16 @@ def _address(url: str) -> str | None:
     if not host or port is None:
         return None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SkipReason(StrEnum):
+    """Why a periodic check ran without sending a request (``comfywatch_check_skips_total``): not a success,
+    and not a failure of the target either."""
+
+    #: The server answered 429 with Retry-After, and that pause has not ended.
+    RETRY_AFTER = "retry_after"
+    #: comfywatch's own ``max_requests_per_minute`` for the account is spent for longer than the check may wait.
+    REQUEST_BUDGET = "request_budget"
 
 
 class AbuseKind(StrEnum):

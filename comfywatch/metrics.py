@@ -128,6 +128,11 @@ CHECK_OVERRUNS = MetricDef(
     "Check runs that hit their timeout or were skipped because the previous run was still going.",
     ("target", "check"),
 )
+CHECK_SKIPS = MetricDef(
+    "comfywatch_check_skips_total", "counter",
+    "Check runs skipped without a request because of the account's limits (Comfy Cloud targets only).",
+    ("target", "check", "reason"),
+)
 CHECK_LAST_SUCCESS = MetricDef(
     "comfywatch_check_last_success_timestamp_seconds", "gauge", "When a check last succeeded.", ("target", "check")
 )
@@ -168,7 +173,7 @@ CLOUD: tuple[MetricDef, ...] = (
     CLOUD_JOBS_STUCK, CLOUD_RETRY_AFTER, CLOUD_CANARY_TODAY,
 )
 DAEMON: tuple[MetricDef, ...] = (
-    BUILD_INFO, CHECK_DURATION, CHECK_OVERRUNS, CHECK_LAST_SUCCESS, TARGETS, WEBSOCKET_CONNECTED, RELOAD_SUCCESS,
-    RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, TASKS, RSS, OPEN_FDS,
+    BUILD_INFO, CHECK_DURATION, CHECK_OVERRUNS, CHECK_SKIPS, CHECK_LAST_SUCCESS, TARGETS, WEBSOCKET_CONNECTED,
+    RELOAD_SUCCESS, RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, TASKS, RSS, OPEN_FDS,
 )
 ALL: tuple[MetricDef, ...] = TARGET + CLOUD + DAEMON

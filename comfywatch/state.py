@@ -16,7 +16,7 @@ from http import HTTPStatus
 from typing import Any
 
 from comfywatch.clients.http import PhaseTimes
-from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason, possible_reasons
+from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason, SkipReason, possible_reasons
 from comfywatch.parse.queue import QueueSnapshot
 from comfywatch.parse.system import SystemStats
 from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
@@ -166,6 +166,8 @@ class TargetState:
         self.tls_not_after: float | None = None
         self.canaries: dict[str, CanaryState] = {}
         self.checks: dict[str, CheckState] = {}
+        #: Runs of a check skipped by the account's limits, by (check, reason); see :meth:`skippable`.
+        self.check_skips: dict[tuple[str, SkipReason], int] = {}
         self.websocket_connected: float | None = None
         self.cloud: CloudState | None = CloudState() if kind == "cloud" else None
         self.jobs_api: bool | None = None
@@ -201,6 +203,17 @@ class TargetState:
         if state is None:
             state = self.checks[name] = CheckState()
         return state
+
+    def skippable(self, checks: Iterable[str]) -> None:
+        """*checks* can be skipped by the account's limits: their skip counters exist at 0 from the start, so the
+        first skip after a restart is an increase a rule can see."""
+        for check in checks:
+            for reason in SkipReason:
+                self.check_skips.setdefault((check, reason), 0)
+
+    def on_skip(self, check: str, reason: SkipReason) -> None:
+        key = (check, reason)
+        self.check_skips[key] = self.check_skips.get(key, 0) + 1
 
     def canary(self, name: str) -> CanaryState:
         state = self.canaries.get(name)

@@ -83,6 +83,7 @@ class Snapshot(NamedTuple):
     cloud: tuple[object, ...] | None
     job_failures: tuple[int, ...]
     request_failures: tuple[int, ...]
+    check_skips: tuple[int, ...]
     job_durations: int
     #: Per canary: its values, its failures by reason and its duration count.
     canaries: tuple[tuple[object, ...], ...]
@@ -116,6 +117,7 @@ def snapshot(state: TargetState, now: float) -> Snapshot:
             cloud.retry_after_seconds(now), tuple([c.runs_today for c in canaries])),
         tuple(state.job_failures.values()),
         tuple(state.request_failures.values()),
+        tuple(state.check_skips.values()),
         state.job_duration.count,
         tuple(map(_canary_key, canaries)),
     )
@@ -234,9 +236,10 @@ class TargetLines:
         return cached[1]
 
     def counters(self, slot: str, metric: MetricDef, keys: Iterable[Any], values: tuple[int, ...],
-                 label_names: tuple[str, ...], fixed: tuple[tuple[str, str], ...] = ()) -> bytes:
+                 label_names: tuple[str, ...], fixed: tuple[tuple[str, str], ...] = (), own: bool = False) -> bytes:
         """The block of *metric* series, one per key (a label value, or a tuple of them) of a counter dict with
-        *values*. *slot* tells apart several blocks of one family (one per canary)."""
+        *values*. *slot* tells apart several blocks of one family (one per canary); *own*: after only the
+        ``target`` label (daemon-scoped families), not the target's whole prefix."""
         cached = self.blocks.get(slot)
         if cached is not None and cached[0] == values:
             return cached[1]
@@ -244,7 +247,7 @@ class TargetLines:
         if heads is None or len(heads) != len(values):
             # Counter dicts are insertion-ordered and append-only: the heads stay aligned with the values.
             heads = self.seqs[slot] = [
-                _line_head(metric.name, _join(self.prefix, labels_text(
+                _line_head(metric.name, _join(self.own_labels("") if own else self.prefix, labels_text(
                     (*fixed, *zip(label_names, key if isinstance(key, tuple) else (key,), strict=True)))))
                 for key in keys]
         # map() over C functions: no Python frame per line.
@@ -404,6 +407,7 @@ def _checks(lines: TargetLines, checks: tuple[tuple[str, ...], tuple[tuple[Value
 _JOB_FAILURES, _JOB_DURATION = _POSITION[m.JOB_FAILURES], _POSITION[m.JOB_DURATION]
 _REQUESTS, _REQUEST_FAILURES = _POSITION[m.REQUESTS], _POSITION[m.REQUEST_FAILURES]
 _REQUEST_DURATION, _HTTP_PHASE = _POSITION[m.REQUEST_DURATION], _POSITION[m.HTTP_PHASE]
+_CHECK_SKIPS = _POSITION[m.CHECK_SKIPS]
 _CANARY_FAILURES, _CANARY_DURATION = _POSITION[m.CANARY_FAILURES], _POSITION[m.CANARY_DURATION]
 
 
@@ -420,6 +424,9 @@ def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -
     chunks.update(_http(lines, snap.http))
     if lines.with_target:
         chunks.update(_checks(lines, snap.checks))
+        if data := counters("check_skips", m.CHECK_SKIPS, state.check_skips, snap.check_skips, ("check", "reason"),
+                            own=True):
+            chunks[_CHECK_SKIPS] = data
     # Counters by key and histograms: blocks kept with the values they show; an empty block is no series.
     if data := counters("jobs", m.JOB_FAILURES, state.job_failures, snap.job_failures, ("reason",)):
         chunks[_JOB_FAILURES] = data

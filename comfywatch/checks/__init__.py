@@ -7,7 +7,7 @@ A check that returns has succeeded: the scheduler records ``comfywatch_check_las
 
 from __future__ import annotations
 
-from comfywatch.errors import Reason
+from comfywatch.errors import Reason, SkipReason
 
 CANARY_CLIENT_PREFIX = "comfywatch-"
 
@@ -22,4 +22,9 @@ class CheckFailed(Exception):
 
 class CheckSkipped(Exception):
     """The check chose not to run (Retry-After pause, request budget, a busy queue before a canary): no success,
-    no failure recorded."""
+    no failure recorded. *reason* is set for the account limits that skip periodic checks, which the daemon counts
+    by check; a canary counts its own skips (``comfyui_canary_skipped_total``) and sets none."""
+
+    def __init__(self, detail: str = "", reason: SkipReason | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason

@@ -12,9 +12,9 @@ import structlog
 
 from comfywatch.budget import DailyBudget
 from comfywatch.checks import CheckSkipped
-from comfywatch.clients.cloud import BUDGET_WAIT, CloudApi, RetryAfterActive
+from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.errors import Failure, Reason
+from comfywatch.errors import Failure, Reason, SkipReason
 from comfywatch.parse.cloud import CloudJob, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
@@ -282,7 +282,8 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
                 # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
                 log.debug("cloud_check_deferred", target=target.name, reason=str(skipped))
                 # Not a success either: comfywatch_check_last_success_timestamp_seconds must show staleness.
-                raise CheckSkipped from None
+                why = SkipReason.REQUEST_BUDGET if isinstance(skipped, BudgetExhausted) else SkipReason.RETRY_AFTER
+                raise CheckSkipped(str(skipped), why) from None
             finally:
                 BUDGET_WAIT.reset(wait_limit)
         return run
@@ -294,6 +295,7 @@ def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
         CheckSpec("queue", interval, budget_s, guarded(lambda: check_queue(api, state))),
         CheckSpec("jobs", max(interval, 30.0), budget_s, guarded(lambda: check_jobs(api, state, stall_after))),
     ]
+    state.skippable(spec.name for spec in specs)
     if target.canary_enabled and runtime.credentials.api_key:
         canary = target.canary
         try:

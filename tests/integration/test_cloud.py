@@ -238,7 +238,10 @@ async def test_untyped_429_pauses_every_request_until_retry_after(sim: SimHandle
     canary = 'enabled = true\n  interval = "1s"\n  timeout = "5s"\n  max_runs_per_day = 1000'
     config = cloud_config(sim.url, tmp_path, canary=canary)
     async with running_daemon(config, tmp_path, ENV) as (_daemon, url):
-        await wait_metrics(url, lambda m: value(m, "comfyui_up") == 1.0, "target up")
+        m = await wait_metrics(url, lambda m: value(m, "comfyui_up") == 1.0, "target up")
+        skippable = ("auth", "billing", "features", "queue", "jobs")
+        assert {check: value(m, "comfywatch_check_skips_total", check=check, reason="retry_after")
+                for check in skippable} == dict.fromkeys(skippable, 0.0)
         await sim.set_faults(["http_429_rate"])
         m = await wait_metrics(url, lambda m: (value(m, "comfy_cloud_retry_after_seconds") or 0) > 0, "paused")
         paused_at = time.monotonic()
@@ -265,6 +268,9 @@ async def test_untyped_429_pauses_every_request_until_retry_after(sim: SimHandle
         # The checks kept running during the pause without counting failures for requests never sent.
         m = await metrics_of(url)
         assert (value(m, "comfyui_canary_skipped_total", canary="preview-image") or 0) >= 1
+        # ... and each periodic check skipped during the pause is counted as such, not as the request budget.
+        assert m.total("comfywatch_check_skips_total", target=T, reason="retry_after") >= 1
+        assert m.total("comfywatch_check_skips_total", target=T, reason="request_budget") == 0
 
 
 async def test_retry_after_counts_down_when_the_canary_met_the_429(sim: SimHandle, tmp_path: Path) -> None:
@@ -584,6 +590,10 @@ async def test_max_requests_per_minute_is_respected(sim: SimHandle, tmp_path: Pa
         assert value(m, "comfyui_up") == 1.0
         assert m.total("comfyui_request_failures_total", target=T) == 0.0
         assert all(daemon.runtimes[T].state.check(name).last_reason is None for name in ("auth", "queue"))
+        # Those skips are counted, as the request budget's and not as a Retry-After pause.
+        m = await wait_metrics(url, lambda m: m.total("comfywatch_check_skips_total", target=T,
+                                                      reason="request_budget") >= 1, "a budget skip counted")
+        assert m.total("comfywatch_check_skips_total", target=T, reason="retry_after") == 0
 
 
 # ---------------------------------------------------------------------------------------------------------

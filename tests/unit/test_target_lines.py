@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.clients.http import PhaseTimes
-from comfywatch.errors import Reason
+from comfywatch.errors import Reason, SkipReason
 from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState
@@ -95,6 +95,8 @@ changes = st.one_of(
               st.none() | st.sampled_from([200, 503]), seconds),
     st.builds(lambda e, r: lambda state: state.on_failure(e, r), endpoints, reasons),
     st.builds(lambda r, s: lambda state: state.count_finished_job(r, s), st.none() | reasons, st.none() | seconds),
+    st.builds(lambda c: lambda state: state.skippable([c]), checks),
+    st.builds(lambda c, r: lambda state: state.on_skip(c, r), checks, st.sampled_from(list(SkipReason))),
 )
 
 
@@ -143,6 +145,25 @@ class TestKeptLines:
         assert is_current(state, NOW)
         state.check("system").overruns += 1
         assert not is_current(state, NOW)
+
+    def test_check_skips_are_counted_by_check_and_reason_for_skippable_checks_only(self) -> None:
+        """Checks the account's limits can skip show every reason at 0 from the start, labelled with the target and
+        not its discovery labels (a daemon-scoped family, absent from /probe); a skip counts once."""
+        state = TargetState("c", "cloud", "https://cloud.comfy.org", endpoints=[], labels={"rack": "r1"})
+        state.skippable(["auth", "billing"])
+        metrics = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        skips = sorted(line for line in metrics.splitlines() if line.startswith("comfywatch_check_skips_total{"))
+        assert skips == sorted(f'comfywatch_check_skips_total{{target="c",check="{check}",reason="{reason}"}} 0'
+                               for check in ("auth", "billing") for reason in ("retry_after", "request_budget"))
+        chunks(state, True, NOW)
+        state.on_skip("auth", SkipReason.REQUEST_BUDGET)
+        assert not is_current(state, NOW)
+        text = b"\n".join(chunk for chunk in chunks(state, True, NOW) if chunk)
+        assert b'comfywatch_check_skips_total{target="c",check="auth",reason="request_budget"} 1' in text
+        assert b"comfywatch_check_skips_total" not in b"".join(chunk for chunk in chunks(state, False, NOW) if chunk)
+        local = TargetState("l", "local", "http://h", endpoints=["queue"])
+        assert "comfywatch_check_skips_total{" not in render_metrics([local], daemon=DaemonInfo(),
+                                                                      openmetrics=False).decode()
 
     def test_one_block_per_family(self) -> None:
         """Chunks align with FAMILIES; a family the target has nothing in is None, never an empty block."""
