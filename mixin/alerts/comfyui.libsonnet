@@ -121,14 +121,19 @@ function(config) lib.group(config, 'comfyui', [
   // is empty during long back-offs; the count over the window and the Retry-After gauge are not.
   lib.rule(
     config, 'ComfyUIRateLimited',
+    // Counted over a window, not as a rate: while a Retry-After pause runs comfywatch sends nothing, so 429s
+    // every 10 minutes leave most 5-minute rate windows empty. A pause that outlasts `for` (a Retry-After of
+    // an hour answers one request an hour) fires through the second branch; Cloud targets only have it.
     |||
       (sum without (endpoint, reason) (increase(comfyui_request_failures_total{%(s)s, reason="rate_limited"}[%(window)s])) >= %(responses)s)
-      and
-      (max_over_time(comfy_cloud_retry_after_seconds{%(s)s}[%(window)s]) > 0)
+      or
+      (comfy_cloud_retry_after_seconds{%(s)s} > 0)
     |||,
     '{{ $labels.target }} rate-limits comfywatch (429)',
-    '{{ $labels.target }} answered {{ $value | printf "%%.0f" }} requests with 429 (rate limited) in the last '
-    + '%(windowText)s and asked comfywatch to pause with Retry-After; checks are skipped meanwhile.',
+    'Requests from comfywatch to {{ $labels.target }} have been answered 429 (rate limited) for %(forText)s: '
+    + 'at least %(responses)s in every %(windowText)s, or a Retry-After pause still running (now '
+    + '{{ $value | printf "%%.0f" }}: 429s in the window, or seconds of pause left). While a pause runs, the '
+    + 'checks of a Cloud account are skipped.',
   ),
   lib.rule(
     config, 'ComfyUIServerErrors',
