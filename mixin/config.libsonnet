@@ -40,7 +40,7 @@
       // The `quantile` of successful runs' durations over `window` exceeds `seconds`, with at least `minRuns` runs.
       ComfyUICanarySlow: { 'for': '15m', severity: 'warning', seconds: 30, quantile: 0.75, window: '6h', minRuns: 4 },
       ComfyUIAuthFailing: { 'for': '10m', severity: 'critical', ratio: 0.5 },
-      // At least `responses` 429s within `window` and a Retry-After in force at some point of it.
+      // At least `responses` 429s within `window`, or a Retry-After pause in force (Cloud targets).
       ComfyUIRateLimited: { 'for': '15m', severity: 'warning', window: '30m', responses: 2 },
       ComfyUIServerErrors: { 'for': '10m', severity: 'warning', ratio: 0.05 },
       ComfyUIJobFailureRateHigh: { 'for': '15m', severity: 'warning', ratio: 0.25, failures: 3 },

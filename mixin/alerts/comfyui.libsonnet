@@ -117,13 +117,12 @@ function(config) lib.group(config, 'comfyui', [
     '{{ $value | humanizePercentage }} of requests to the {{ $labels.endpoint }} endpoint of '
     + '{{ $labels.target }} failed with 401 or 403 over the last 5 minutes.',
   ),
-  // After a 429, comfywatch sends nothing until Retry-After has passed, so a rate of 429s over a few minutes
-  // is empty during long back-offs; the count over the window and the Retry-After gauge are not.
+  // 429s are counted over a window, not as a rate: while a Retry-After pause runs comfywatch sends nothing,
+  // so 429s every 10 minutes leave most 5-minute rate windows empty. A single pause that outlasts `for` (one
+  // 429 an hour, each asking for an hour) fires through the Retry-After gauge, which only Cloud targets have;
+  // the count alone covers local targets.
   lib.rule(
     config, 'ComfyUIRateLimited',
-    // Counted over a window, not as a rate: while a Retry-After pause runs comfywatch sends nothing, so 429s
-    // every 10 minutes leave most 5-minute rate windows empty. A pause that outlasts `for` (a Retry-After of
-    // an hour answers one request an hour) fires through the second branch; Cloud targets only have it.
     |||
       (sum without (endpoint, reason) (increase(comfyui_request_failures_total{%(s)s, reason="rate_limited"}[%(window)s])) >= %(responses)s)
       or
