@@ -32,9 +32,11 @@ from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 
 RUNBOOK_BASE = "https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#"
 # Alerts about the daemon have no `target`; they name the instance instead. Alerts about a whole fleet or
-# scrape job have neither target nor instance: they name the job.
+# scrape job have neither target nor instance: they name the job. ComfywatchAbsent's only labels are its
+# selector's matchers, so its description quotes the selector that matched nothing.
 DAEMON_ALERTS = {"ComfywatchDown", "ComfywatchConfigReloadFailed"}
 JOB_ALERTS = {"ComfyUIFleetDegraded", "ComfywatchAbsent"}
+NAMED_IN_DESCRIPTION = {"ComfywatchAbsent": 'up{job="comfywatch"}'}
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -128,7 +130,7 @@ def test_description_is_templated_with_target_and_value(rule: dict[str, Any]) ->
         label = "$labels.job"
     else:
         label = "$labels.instance" if rule["alert"] in DAEMON_ALERTS else "$labels.target"
-    assert label in description
+    assert NAMED_IN_DESCRIPTION.get(rule["alert"], label) in description
     assert label in rule["annotations"]["summary"] or rule["alert"] in DAEMON_ALERTS
 
 
@@ -141,17 +143,52 @@ def test_runbook_url_points_at_the_alerts_section(rule: dict[str, Any]) -> None:
     assert name.lower() in anchors
 
 
-def test_runbook_has_one_section_per_alert_with_the_required_parts() -> None:
-    """Each runbook section says what it means, how to confirm, causes and fixes, and names a doctor check."""
+def _runbook_section(name: str) -> str:
     text = RUNBOOK.read_text(encoding="utf-8")
+    match = re.search(rf"^## {name}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"no '## {name}' section"
+    return match.group(1)
+
+
+def _runbook_queries(section: str) -> list[str]:
+    """The PromQL blocks of a runbook section's **Which** part (what is behind the alert)."""
+    which = re.search(r"^\*\*Which[^\n]*\n(.*?)(?=^\*\*|\Z)", section, re.MULTILINE | re.DOTALL)
+    assert which, "missing **Which**"
+    return [block.strip() for block in re.findall(r"^```promql\n(.*?)^```", which.group(1), re.MULTILINE | re.DOTALL)]
+
+
+def test_runbook_has_one_section_per_alert_with_the_required_parts() -> None:
+    """Each runbook section says what it means, which target/canary/reason is behind it (a PromQL query), how
+    to confirm, causes and fixes, and names a doctor check and a dashboard panel."""
     for name in alert_names():
-        match = re.search(rf"^## {name}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
-        assert match, f"no '## {name}' section"
-        body = match.group(1)
-        for part in ("Meaning", "Confirm", "Causes", "Fix"):
+        body = _runbook_section(name)
+        for part in ("Meaning", "Which", "Confirm", "Causes", "Fix"):
             assert f"**{part}" in body, f"{name}: missing **{part}**"
+        assert _runbook_queries(body), f"{name}: no PromQL query under **Which**"
         assert "comfywatch doctor" in body, f"{name}: no doctor command"
         assert "panel" in body.lower(), f"{name}: no dashboard panel named"
+
+
+@pytest.mark.parametrize("name", alert_names())
+def test_runbook_queries_name_real_series_and_read_counters_as_rates(name: str) -> None:
+    """The runbook's queries read series that exist (exported, recorded, `up`, ALERTS) and counters only in
+    rate/increase."""
+    known = series_names() | recorded_names() | PROMETHEUS_SERIES
+    for query in _runbook_queries(_runbook_section(name)):
+        assert metric_names(query), query
+        assert metric_names(query) - known == set(), query
+        assert counter_violations(query) == [], query
+
+
+def test_runbook_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every runbook query (each one checked as the expression of a recording rule)."""
+    queries = [query for name in alert_names() for query in _runbook_queries(_runbook_section(name))]
+    rules = [{"record": f"runbook:query:{index}", "expr": query} for index, query in enumerate(queries)]
+    path = tmp_path / "runbook.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "runbook", "rules": rules}]}), encoding="utf-8")
+    result = _promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in result.stdout
 
 
 def test_alerts_doc_lists_every_alert_and_the_job_name_assumption() -> None:
