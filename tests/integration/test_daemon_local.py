@@ -88,6 +88,8 @@ async def test_healthy_target_reports_the_simulator_values(local_sim: SimHandle,
         # Present per check (not asserted 0: a cold first run can outlast a 200 ms interval and skip one).
         assert v(m, "comfywatch_check_overruns_total", check=check) is not None, check
         assert 0 <= (v(m, "comfywatch_check_duration_seconds", check=check) or -1) < 1.0, check
+    # Only the account limits of a Cloud target skip checks: a local target has no skip series at all.
+    assert not m.find("comfywatch_check_skips_total")
 
     before = {e: v(m, "comfyui_requests_total", endpoint=e, code="200") or 0.0 for e in LOCAL_ENDPOINTS}
     later = await watch.polls(2, check="jobs")
