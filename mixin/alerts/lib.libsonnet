@@ -5,6 +5,9 @@ local parse(duration) =
   local unit = duration[std.length(duration) - 1];
   assert std.objectHas(units, unit) : 'durations take one unit of s, m, h or d: ' + duration;
   { count: std.parseInt(duration[:std.length(duration) - 1]), unit: units[unit] };
+// %s of a number prints 17 significant digits (0.05 -> 0.050000000000000003); rules and annotations show
+// the number as it was written in _config.
+local number(value) = if value == std.floor(value) then '%d' % value else '%g' % value;
 
 {
   seconds(duration):: local d = parse(duration); d.count * d.unit[1],
@@ -21,6 +24,7 @@ local parse(duration) =
   //   cluster  the cluster label
   //   absent   the selector ComfywatchAbsent watches
   //   forText  the alert's `for` in words
+  //   <field>                 each number field as written (0.05, not 0.050000000000000003)
   //   <field>Percent          each ratio field (< 1) as a percentage
   //   <field>Text, <field>Seconds  each duration field in words and in seconds
   params(config, key)::
@@ -31,6 +35,7 @@ local parse(duration) =
       && std.stripChars(value[:std.length(value) - 1], '0123456789') == '';
     local durations = [k for k in std.objectFields(entry) if isDuration(entry[k])];
     entry
+    + { [k]: number(entry[k]) for k in std.objectFields(entry) if std.isNumber(entry[k]) }
     + { [k + 'Percent']: $.percent(entry[k]) for k in ratios }
     + { [k + 'Text']: $.humanDuration(entry[k]) for k in durations }
     + { [k + 'Seconds']: $.seconds(entry[k]) for k in durations }
