@@ -1,0 +1,97 @@
+"""docs/alerts.md: its jsonnet example and its render.py command, run as written, render the overrides they
+show; its alert table states the defaults the committed rules use."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import _jsonnet
+import yaml
+
+from tests.alerts.mixin_render import render_mixin
+from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules
+from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
+
+OVERRIDDEN = {"ComfyUIDown", "ComfyUIQueueBacklog", "ComfyCloudCreditsLow", "ComfyUIFleetDegraded"}
+
+
+def _doc_blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", ALERTS_DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+
+
+def _by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Alerting rules by name; the critical ComfyUITLSCertExpiringSoon under a name of its own."""
+    return {rule["alert"] + ("Critical" if rule["alert"] == "ComfyUITLSCertExpiringSoon"
+                             and rule["labels"]["severity"] == "critical" else ""): rule for rule in rules}
+
+
+def test_the_jsonnet_example_renders_its_overrides(tmp_path: Path) -> None:
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    (vendor / "comfywatch").symlink_to(REPO, target_is_directory=True)
+    files: dict[str, str] = json.loads(_jsonnet.evaluate_snippet(
+        "comfywatch-monitoring.jsonnet", _doc_blocks("jsonnet")[0], jpathdir=[str(vendor)]))
+    assert sorted(files) == sorted(["comfywatch.rules.yml", "alertmanager-inhibit.yml"]
+                                   + [path.name for path in (REPO / "dashboards").glob("*.json")])
+    rules_file = tmp_path / "comfywatch.rules.yml"
+    rules_file.write_text(files["comfywatch.rules.yml"], encoding="utf-8")
+
+    rendered = _by_name(alerting_rules(rules_file))
+    assert rendered["ComfyUIDown"]["for"] == "10m"
+    assert rendered["ComfyUIQueueBacklog"]["expr"].strip().endswith("> 3600")
+    assert rendered["ComfyCloudCreditsLow"]["labels"]["severity"] == "critical"
+    assert rendered["ComfyCloudCreditsLow"]["expr"].strip().endswith("< 20")
+    assert "below 20 USD" in rendered["ComfyCloudCreditsLow"]["annotations"]["summary"]
+    assert ">= 0.3" in rendered["ComfyUIFleetDegraded"]["expr"]
+    assert ">= 5" in rendered["ComfyUIFleetDegraded"]["expr"]
+    assert "$labels.region" in rendered["ComfyUIFleetDegraded"]["annotations"]["summary"]
+    # `+:` merges: what the example leaves alone keeps its default.
+    defaults = _by_name(alerting_rules())
+    for name, rule in rendered.items():
+        if name not in OVERRIDDEN:
+            assert (rule["for"], rule["labels"]) == (defaults[name]["for"], defaults[name]["labels"]), name
+        assert rule["annotations"]["runbook_url"] == f"https://wiki.example.com/runbooks/comfywatch#{rule['alert'].lower()}"
+    assert rendered["ComfywatchAbsent"]["expr"] == 'absent(up{job="comfywatch-prod"})'
+    assert all('job=~"comfywatch-prod.*"' in rule["expr"] for name, rule in rendered.items()
+               if name != "ComfywatchAbsent")
+
+    inhibit = yaml.safe_load(files["alertmanager-inhibit.yml"])["inhibit_rules"]
+    assert inhibit
+    assert all(rule["equal"][0] == "region" for rule in inhibit)
+
+    promtool = require_binary(*PROMTOOL_BINARIES)
+    result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_render_command_renders_its_override(tmp_path: Path) -> None:
+    (command,) = [line for block in _doc_blocks("sh") for line in block.splitlines() if "render.py --out" in line]
+    arguments = shlex.split(command)
+    assert arguments[:4] == ["python", "mixin/render.py", "--out", "my-monitoring"]
+    assert arguments[4] == "--config"
+    out = render_mixin(tmp_path, arguments[5])
+    rendered = _by_name(alerting_rules(out / "alerts" / "comfywatch.rules.yml"))
+    assert rendered["ComfyUIDown"]["for"] == "10m"
+    assert rendered["ComfyUIQueueStalled"]["for"] == "5m"
+    inhibit = yaml.safe_load((out / "alerts" / "alertmanager-inhibit.yml").read_text(encoding="utf-8"))
+    assert {rule["equal"][0] for rule in inhibit["inhibit_rules"]} == {"region"}
+
+
+def test_the_alert_table_states_the_committed_defaults() -> None:
+    """Each row's severity and `for` are those of the committed rules (two values for the two TLS rules)."""
+    rows = re.findall(r"^\| `(\w+)` \| ([a-z /]+) \| ([0-9smhd /]+) \|", ALERTS_DOC.read_text(encoding="utf-8"),
+                      re.MULTILINE)
+    documented = {name: (severity, duration) for name, severity, duration in rows}
+    committed: dict[str, tuple[list[str], list[str]]] = {}
+    for rule in alerting_rules():
+        severities, durations = committed.setdefault(rule["alert"], ([], []))
+        severities.append(rule["labels"]["severity"])
+        durations.append(rule["for"])
+    assert documented == {name: (" / ".join(severities), " / ".join(durations))
+                          for name, (severities, durations) in committed.items()}
