@@ -25,10 +25,13 @@
     alerts: {
       // Per-target alerts are warnings: one dead host is a ticket, a partition is ComfyUIFleetDegraded's page.
       ComfyUIDown: { 'for': '5m', severity: 'warning' },
-      // A fleet = the targets sharing job and cluster (instance and target aggregated away, so /metrics shards
-      // and /probe jobs count as one). Fires when `share` of them are down or failing all their canaries,
-      // and only for fleets of at least `minTargets` targets.
-      ComfyUIFleetDegraded: { 'for': '5m', severity: 'critical', share: 0.5, minTargets: 3 },
+      // A fleet = the targets sharing job and cluster: `perTargetLabels` are aggregated away (instance too,
+      // so /metrics shards and /probe jobs count as one fleet); add any label you relabel per target, or it
+      // splits the fleet. Fires when `share` of them are down or failing all their canaries, and only for
+      // fleets of at least `minTargets` targets.
+      ComfyUIFleetDegraded: {
+        'for': '5m', severity: 'critical', share: 0.5, minTargets: 3, perTargetLabels: 'target, instance',
+      },
       ComfyUIQueueStalled: { 'for': '5m', severity: 'warning' },
       ComfyUIQueueBacklog: { 'for': '10m', severity: 'warning', oldestPending: '30m' },
       ComfyUIWorkerNotConsuming: { 'for': '5m', severity: 'warning' },

@@ -13,21 +13,22 @@ function(config) lib.group(config, 'comfyui', [
     + 'Run `comfywatch doctor {{ $labels.target }}` to see which step fails.',
   ),
   // A target counts as failing when it is down or every one of its canaries failed its latest run.
-  // Aggregating without target and instance leaves one alert per job and cluster, however many
-  // comfywatch shards (/metrics instances) or probed addresses (/probe instances) report the fleet.
+  // Aggregating without the per-target labels (target and instance by default) leaves one alert per job and
+  // cluster, however many comfywatch shards (/metrics instances) or probed addresses (/probe instances)
+  // report the fleet.
   lib.rule(
     config, 'ComfyUIFleetDegraded',
     |||
       (
-        count without (target, instance) (
+        count without (%(perTargetLabels)s) (
           (comfyui_up{%(s)s} == 0)
           or
           (max without (canary) (comfyui_canary_success{%(s)s}) == 0)
         )
-        / count without (target, instance) (comfyui_up{%(s)s})
+        / count without (%(perTargetLabels)s) (comfyui_up{%(s)s})
       ) >= %(share)s
       and
-      count without (target, instance) (comfyui_up{%(s)s}) >= %(minTargets)s
+      count without (%(perTargetLabels)s) (comfyui_up{%(s)s}) >= %(minTargets)s
     |||,
     'ComfyUI fleet {{ $labels.job }}{{ with $labels.%(cluster)s }} in %(cluster)s {{ . }}{{ end }} is degraded',
     '{{ $value | humanizePercentage }} of the targets of job {{ $labels.job }}{{ with $labels.%(cluster)s }} '
