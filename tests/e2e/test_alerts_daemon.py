@@ -39,21 +39,24 @@ from outside), ComfyUICanaryNotRunning (it measures the canary interval as a rat
 Prometheus minutes old puts hours apart), ComfywatchAbsent (the rig's job is scraped).
 ComfyUIFleetDegraded has a three-target fleet of its own in tests/e2e/test_fleet_alerts.py.
 ComfyCloudCreditsRunningOut fires on its own: the healthy Cloud target's canary spends 5 cents a second.
-ComfywatchDown stops the daemon, so it runs last; the dashboards' health row is read before and after.
+ComfywatchDown stops the daemon, so it runs last; the dashboards' health row is read before and after,
+from the dashboards rendered with a "Data age" that turns red after 35 s instead of 5 minutes.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
-from comfywatch.durations import parse_duration
+from tests.alerts.mixin_render import render_mixin
 from tests.alerts.rulefile import alert_names, alerting_rules, all_rules, load_rules, recorded_names
 from tests.conftest import TIMEOUT_FACTOR
 from tests.dashboards.catalogue import iter_targets, load_dashboards
@@ -492,16 +495,44 @@ def test_healthy_cloud_canary_causes_no_request_failures(rig: Rig, outcomes: dic
 # Last: stop the daemon itself.
 
 HEALTH_ROW = "comfywatch health"
+#: The live dashboards' "Data age" turns orange after 25 s and red after 35 s instead of 2 and 5 minutes, so the
+#: test sees it turn red within a minute of the kill; a healthy row reads at most the 15 s step it samples at
+#: plus a scrape interval, and must still be green.
+LIVE_DASHBOARD_CONFIG = "{ dataAgeWarningSeconds: 25, dataAgeCriticalSeconds: 35 }"
+LIVE_DATA_AGE_STEPS = [("green", None), ("orange", 25), ("red", 35)]
+
+Dashboards = dict[str, dict[str, Any]]
 
 
-def _health_row(dashboard: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+@pytest.fixture(scope="module")
+def live_dashboards(tmp_path_factory: pytest.TempPathFactory) -> Dashboards:
+    """The dashboards rendered from the mixin with LIVE_DASHBOARD_CONFIG, by file name."""
+    rendered = render_mixin(tmp_path_factory.mktemp("live-mixin"), LIVE_DASHBOARD_CONFIG) / "dashboards"
+    return {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(rendered.glob("*.json"))}
+
+
+def _health_row(dashboard: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The panels of the dashboard's first row, by title."""
     first, *rest = dashboard["panels"]
     assert (first["type"], first["title"]) == ("row", HEALTH_ROW)
     return {panel["title"]: panel for panel in itertools.takewhile(lambda p: p["type"] != "row", rest)}
 
 
-HEALTH_ROWS = {name: _health_row(dashboard) for name, dashboard in load_dashboards().items()}
+def _threshold_steps(panel: Mapping[str, Any]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    return steps
+
+
+def test_live_dashboards_differ_only_in_the_data_age_thresholds(live_dashboards: Dashboards) -> None:
+    """The dashboards the kill test reads are the committed ones but for the "Data age" thresholds."""
+    committed = load_dashboards()
+    assert live_dashboards.keys() == committed.keys()
+    for name, live in live_dashboards.items():
+        restored = copy.deepcopy(live)
+        live_age, committed_age = _health_row(restored)["Data age"], _health_row(committed[name])["Data age"]
+        assert [(s["color"], s["value"]) for s in _threshold_steps(live_age)] == LIVE_DATA_AGE_STEPS
+        _threshold_steps(live_age)[:] = _threshold_steps(committed_age)
+        assert restored == committed[name], name
 
 
 def _panel_value(prom: PrometheusServer, panel: Mapping[str, Any]) -> float | None:
@@ -513,57 +544,64 @@ def _panel_value(prom: PrometheusServer, panel: Mapping[str, Any]) -> float | No
     return float(result[0]["value"][1]) if result else None
 
 
-def _mapped_text(panel: Mapping[str, Any], value: float | None) -> str | None:
-    """The text a value mapping of the panel shows for ``value``."""
-    mappings = panel["fieldConfig"]["defaults"]["mappings"]
-    texts = {float(k): str(v["text"]) for mapping in mappings for k, v in mapping["options"].items()}
-    return texts.get(value) if value is not None else None
+class Shown(NamedTuple):
+    """What a stat panel shows: the value, its text and its colour."""
+
+    value: float
+    text: str
+    colour: str
 
 
-def _threshold_color(panel: Mapping[str, Any], value: float) -> str:
-    """The colour the panel's absolute thresholds give ``value``."""
-    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
-    return [str(step["color"]) for step in steps if step["value"] is None or value >= step["value"]][-1]
+def _shown(panel: Mapping[str, Any], value: float | None) -> Shown | None:
+    """What the stat panel shows for ``value``: a value mapping's text and colour, else the number in the colour
+    of its absolute thresholds; None for no data."""
+    if value is None:
+        return None
+    for mapping in panel["fieldConfig"]["defaults"]["mappings"]:
+        for key, shown in mapping["options"].items():
+            if float(key) == value:
+                return Shown(value, str(shown["text"]), str(shown["color"]))
+    colours = [str(s["color"]) for s in _threshold_steps(panel) if s["value"] is None or value >= s["value"]]
+    return Shown(value, f"{value:g}", colours[-1])
 
 
-def _healthy_data_age_bound(panel: Mapping[str, Any]) -> float:
-    """The oldest a healthy "Data age" can read: the subquery step it samples at plus one scrape interval."""
-    (target,) = panel["targets"]
-    step = re.search(r"\[\w+:(\w+)\]", target["expr"])
-    assert step, target["expr"]
-    return parse_duration(step.group(1)) + 1.0
+#: Per dashboard, per panel of its health row: what it shows (None: no data).
+Health = dict[str, dict[str, Shown | None]]
 
 
-#: Per dashboard: the "comfywatch scraped" text, the "Data age" and the "Firing alerts" count shown.
-Health = dict[str, tuple[str | None, float | None, float | None]]
-
-
-def _health(prom: PrometheusServer) -> Health:
+def _health(prom: PrometheusServer, rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Health:
     """What every dashboard's health row shows now."""
-    shown = {}
-    for name, row in HEALTH_ROWS.items():
-        scraped = row["comfywatch scraped"]
-        shown[name] = (_mapped_text(scraped, _panel_value(prom, scraped)), _panel_value(prom, row["Data age"]),
-                       _panel_value(prom, row["Firing alerts"]))
-    return shown
+    return {name: {title: _shown(panel, _panel_value(prom, panel)) for title, panel in row.items()}
+            for name, row in rows.items()}
+
+
+def _colours(health: Health) -> set[tuple[str, str]]:
+    """(panel title, colour) over every dashboard."""
+    return {(title, shown.colour if shown else "no data") for row in health.values() for title, shown in row.items()}
+
+
+def _data_age(row: Mapping[str, Shown | None]) -> float:
+    shown = row["Data age"]
+    assert shown is not None
+    return shown.value
 
 
 def test_daemon_down_fires_comfywatch_down_then_resolves_after_restart(
-    rig: Rig, outcomes: dict[str, Outcome], tmp_path: Path
+    rig: Rig, outcomes: dict[str, Outcome], live_dashboards: Dashboards, tmp_path: Path
 ) -> None:
-    """Stopping comfywatch turns every dashboard's health row to Down with a growing data age and fires
-    ComfywatchDown with its routing labels (job, instance, cluster) through to the webhook; a restart on its
-    port resolves it."""
+    """Stopping comfywatch turns every dashboard's health row red (Down, data too old) with ComfywatchDown the
+    one alert it counts, and fires ComfywatchDown with its routing labels (job, instance, cluster) through to
+    the webhook; a restart on its port resolves it."""
     assert rig.prometheus is not None and rig.webhook is not None and rig.daemon is not None
     prom, webhook = rig.prometheus, rig.webhook
+    rows = {name: _health_row(dashboard) for name, dashboard in live_dashboards.items()}
     labels = {"alertname": "ComfywatchDown", "job": JOB, "instance": rig.daemon.url.removeprefix("http://"),
               "cluster": CLUSTER}
     severity = {r["alert"]: r["labels"]["severity"] for r in alerting_rules()}["ComfywatchDown"]
     assert prom.find_alert("ComfywatchDown", state=None) is None
-    before = _health(prom)
-    for name, (scraped, age, _) in before.items():
-        assert scraped == "Up", name
-        assert age is not None and _threshold_color(HEALTH_ROWS[name]["Data age"], age) == "green", (name, age)
+    before = _health(prom, rows)
+    assert {row["comfywatch scraped"] for row in before.values()} == {Shown(1, "Up", "green")}
+    assert {c for c in _colours(before) if c[0] == "Data age"} == {("Data age", "green")}, before
 
     rig.daemon.process.terminate()
     assert rig.daemon.process.wait(10 * TIMEOUT_FACTOR) == 0
@@ -577,26 +615,24 @@ def test_daemon_down_fires_comfywatch_down_then_resolves_after_restart(
     assert labels["instance"] in delivered["annotations"]["summary"]
 
     def shows_the_kill() -> Health:
-        # Down, data older than a healthy row can show, and ComfywatchDown the one alert the row counts.
-        now = _health(prom)
-        killed = all(scraped == "Down" and age is not None
-                     and age > _healthy_data_age_bound(HEALTH_ROWS[name]["Data age"]) and firing == 1
-                     for name, (scraped, age, firing) in now.items())
-        return now if killed else {}
+        now = _health(prom, rows)
+        return now if _colours(now) == {("comfywatch scraped", "red"), ("Data age", "red"),
+                                        ("Firing alerts", "orange")} else {}
 
     after = wait_until(shows_the_kill, timeout=DEADLINE, interval=1.0, what="the health rows showing the kill")
+    for row in after.values():
+        assert row["comfywatch scraped"] == Shown(0, "Down", "red")
+        # ComfywatchDown, and nothing about the targets comfywatch no longer reports on.
+        assert row["Firing alerts"] == Shown(1, "1", "orange")
 
-    def changed() -> Health:
-        now = _health(prom)
-        return now if now != after else {}
+    def older() -> Health:
+        now = _health(prom, rows)
+        return now if all(_data_age(now[name]) > _data_age(after[name]) for name in now) else {}
 
-    later = wait_until(changed, timeout=DEADLINE, interval=1.0, what="the health rows changing")
-    for name, (scraped, age, firing) in later.items():
-        assert (scraped, firing) == ("Down", 1)
-        _, age_before, _ = after[name]
-        assert age is not None and age_before is not None and age > age_before, (name, age_before, age)
+    wait_until(older, timeout=DEADLINE, interval=1.0, what="the data age growing")
 
     with comfywatch_run(tmp_path, rig.config_text, "--listen", labels["instance"]) as again:
         assert again.url == rig.daemon.url
         prom.wait_for_alert_gone("ComfywatchDown", labels=labels, timeout=DEADLINE)
         webhook.wait_for("ComfywatchDown", status="resolved", labels=labels, timeout=DEADLINE)
+
