@@ -95,3 +95,11 @@ def test_the_alert_table_states_the_committed_defaults() -> None:
         durations.append(rule["for"])
     assert documented == {name: (" / ".join(severities), " / ".join(durations))
                           for name, (severities, durations) in committed.items()}
+
+
+def test_the_every_for_override_shortens_every_alert(tmp_path: Path) -> None:
+    (override,) = re.findall(r"`(\{ alerts: std\.mapWithKey\(.*?\) \})`", ALERTS_DOC.read_text(encoding="utf-8"),
+                             re.DOTALL)
+    rules = alerting_rules(render_mixin(tmp_path, " ".join(override.split())) / "alerts" / "comfywatch.rules.yml")
+    assert len(rules) == len(alerting_rules())
+    assert {rule["for"] for rule in rules} == {"1m"}
