@@ -88,7 +88,7 @@ function(config) lib.group(config, 'comfyui', [
         unless comfyui_canary_last_success_timestamp_seconds{%(s)s}
       )
     |||,
-    'Canary {{ $labels.canary }} on {{ $labels.target }} has not succeeded for %(intervals)s runs',
+    'Canary {{ $labels.canary }} on {{ $labels.target }} has not succeeded for %(intervals)s intervals',
     'The {{ $labels.canary }} canary on {{ $labels.target }} has not succeeded for {{ $value | printf "%%.0f" }} '
     + 'of its intervals (runs failed or were skipped: busy queue, request budget, Retry-After back-off); '
     + 'nothing proves the server completes work end to end.',
