@@ -1,6 +1,6 @@
 """The alert rules and dashboards against a real Prometheus and Alertmanager.
 
-A fake exporter (aiohttp in a thread) serves exposition the test controls, as four scrape jobs:
+A fake exporter (aiohttp in a thread) serves exposition the test controls; Prometheus scrapes five jobs:
 
 - ``comfywatch-healthy`` (cluster ``us``): a GPU box, a CPU-only laptop and a Cloud account, all fine: never
   alert.
@@ -8,6 +8,8 @@ A fake exporter (aiohttp in a thread) serves exposition the test controls, as fo
   once, Cloud included), so the fleet is degraded too; its daemon metrics report a failed config reload.
 - ``comfywatch-flip``: target ``flip``, healthy until a test takes it down and back up.
 - ``comfywatch-dead``: a port nobody listens on, so ``up == 0`` (ComfywatchDown).
+- ``comfywatch-probe``: the exporter's ``/probe`` for ``probe-a`` and ``probe-b``, relabelled as a user's
+  blackbox-style job would be.
 
 No job is named plain ``comfywatch``, the job ComfywatchAbsent watches by default, so it fires.
 
