@@ -2,7 +2,7 @@
 
 One module-scoped stack: ``comfywatch simulate --targets 3`` (``/t/0``..``/t/2``), one ``comfywatch run``
 polling them every second, one Prometheus scraping it with a static ``cluster`` label and loading the mixin
-rendered with short ``for:`` (ComfyUIFleetDegraded 1s, ComfyUIDown 5s: the fleet alert reaches Alertmanager
+rendered with short ``for:`` (ComfyUIFleetDegraded 1s, ComfyUIDown 10s: the fleet alert reaches Alertmanager
 first, so its inhibition of the per-target alerts applies from their first notification), and one
 Alertmanager loading the rendered alertmanager-inhibit.yml and posting to a webhook receiver in the test.
 """
@@ -42,7 +42,7 @@ JOB = "comfywatch"
 CLUSTER = "eu"
 DEADLINE = 60.0 * TIMEOUT_FACTOR
 TARGETS = ("gpu-0", "gpu-1", "gpu-2")
-SHORT_FOR = '{ alerts+: { ComfyUIFleetDegraded+: { "for": "1s" }, ComfyUIDown+: { "for": "5s" } } }'
+SHORT_FOR = '{ alerts+: { ComfyUIFleetDegraded+: { "for": "1s" }, ComfyUIDown+: { "for": "10s" } } }'
 FLEET_LABELS = {"alertname": "ComfyUIFleetDegraded", "cluster": CLUSTER, "job": JOB, "severity": "critical"}
 
 
