@@ -12,7 +12,10 @@ One module-scoped stack:
   target with a budgeted canary every second;
 - one ``comfywatch run`` watching all of them (1 s polls, ``stall_after = 2s``);
 - one Prometheus (1 s scrape and evaluation, job ``comfywatch``, a static ``cluster`` label) loading a live copy of
-  alerts/comfywatch.rules.yml, one Alertmanager (the Debian package) and a webhook receiver.
+  alerts/comfywatch.rules.yml, one Alertmanager (the Debian package) and a webhook receiver. Alertmanager
+  routes every alert without the mixin's inhibitions: the http_500 fault takes its target down too, and
+  ComfyUIDown would hold back ComfyUIServerErrors, the alert that scenario waits for
+  (tests/e2e/test_fleet_alerts.py loads them).
 
 Each scenario switches a simulator fault on through the admin API (``POST /_sim/faults``), waits for the
 matching alert to fire in Prometheus and reach the webhook, switches the fault off and waits for the alert
