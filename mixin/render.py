@@ -2,7 +2,7 @@
 
     python mixin/render.py                  # rewrite alerts/*.yml and dashboards/*.json from mixin/
     python mixin/render.py --check          # exit 1 and name every committed file that differs from a render
-    python mixin/render.py --out DIR --config '{alertFor: {ComfyUIDown: "1m"}}'
+    python mixin/render.py --out DIR --config '{alerts+: {ComfyUIDown+: {"for": "1m"}}}'
                                             # render with _config overrides into DIR (same relative paths)
 
 The committed files are for users who do not use jsonnet; the jsonnet under mixin/ is the source.
