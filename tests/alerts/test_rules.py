@@ -29,6 +29,7 @@ from tests.alerts.rulefile import (
 from tests.dashboards.catalogue import PROMETHEUS_SERIES, load_dashboards, series_names
 from tests.dashboards.promql import counter_violations, metric_names
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
+from tests.e2e.test_probe_prometheus import yaml_blocks
 
 RUNBOOK_BASE = "https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#"
 # Alerts about the daemon have no `target`; they name the instance instead. Alerts about a whole fleet or
@@ -189,6 +190,38 @@ def test_runbook_queries_are_valid_promql(tmp_path: Path) -> None:
     result = _promtool("check", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(queries)} rules found" in result.stdout
+
+
+def _documented_job_names() -> dict[str, str]:
+    """Where each job of docs/prometheus.md comes from, by job name: scrape_configs' job_name, a Probe's
+    jobName, a PodMonitor's job relabelling (the operator's default job is <namespace>/<name>)."""
+    jobs: dict[str, str] = {}
+    for block in yaml_blocks():
+        for document in yaml.safe_load_all(block):
+            if not isinstance(document, dict):
+                continue
+            for job in document.get("scrape_configs", []):
+                jobs[job["job_name"]] = "scrape_configs"
+            kind = document.get("kind")
+            if kind == "Probe":
+                jobs[document["spec"]["jobName"]] = kind
+            if kind == "PodMonitor":
+                metadata = document["metadata"]
+                for endpoint in document["spec"]["podMetricsEndpoints"]:
+                    relabelled = [rule["replacement"] for rule in endpoint.get("relabelings", [])
+                                  if rule.get("targetLabel") == "job"]
+                    jobs[relabelled[-1] if relabelled else f"{metadata['namespace']}/{metadata['name']}"] = kind
+    return jobs
+
+
+def test_documented_scrape_jobs_match_the_default_selector() -> None:
+    """Every job docs/prometheus.md sets up (PodMonitor included) is one the rules' default selector finds."""
+    (down,) = [rule for rule in alerting_rules() if rule["alert"] == "ComfywatchDown"]
+    selector = re.search(r'job=~"([^"]+)"', down["expr"])
+    assert selector, down["expr"]
+    jobs = _documented_job_names()
+    assert {"scrape_configs", "Probe", "PodMonitor"} <= set(jobs.values())
+    assert [name for name in jobs if not re.fullmatch(selector.group(1), name)] == []
 
 
 def test_alerts_doc_lists_every_alert_and_the_job_name_assumption() -> None:
