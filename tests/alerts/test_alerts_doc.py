@@ -14,7 +14,7 @@ import _jsonnet
 import yaml
 
 from tests.alerts.mixin_render import render_mixin
-from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules
+from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules, all_rules
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 
 OVERRIDDEN = {"ComfyUIDown", "ComfyUIQueueBacklog", "ComfyCloudCreditsLow", "ComfyUIFleetDegraded"}
@@ -30,12 +30,27 @@ def _by_name(rules: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                              and rule["labels"]["severity"] == "critical" else ""): rule for rule in rules}
 
 
-def test_the_jsonnet_example_renders_its_overrides(tmp_path: Path) -> None:
+def _evaluate_jsonnet_example(index: int, tmp_path: Path) -> dict[str, str]:
+    """The files the doc's jsonnet block number *index* writes with ``jsonnet -J vendor -m``, this repository
+    vendored as ``vendor/comfywatch``."""
     vendor = tmp_path / "vendor"
-    vendor.mkdir()
-    (vendor / "comfywatch").symlink_to(REPO, target_is_directory=True)
+    vendor.mkdir(exist_ok=True)
+    if not (vendor / "comfywatch").exists():
+        (vendor / "comfywatch").symlink_to(REPO, target_is_directory=True)
     files: dict[str, str] = json.loads(_jsonnet.evaluate_snippet(
-        "comfywatch-monitoring.jsonnet", _doc_blocks("jsonnet")[0], jpathdir=[str(vendor)]))
+        f"example-{index}.jsonnet", _doc_blocks("jsonnet")[index], jpathdir=[str(vendor)]))
+    return files
+
+
+def _promtool_check_rules(path: Path) -> None:
+    promtool = require_binary(*PROMTOOL_BINARIES)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_jsonnet_example_renders_its_overrides(tmp_path: Path) -> None:
+    files = _evaluate_jsonnet_example(0, tmp_path)
     assert sorted(files) == sorted(["comfywatch.rules.yml", "alertmanager-inhibit.yml"]
                                    + [path.name for path in (REPO / "dashboards").glob("*.json")])
     rules_file = tmp_path / "comfywatch.rules.yml"
@@ -64,10 +79,20 @@ def test_the_jsonnet_example_renders_its_overrides(tmp_path: Path) -> None:
     assert inhibit
     assert all(rule["equal"][0] == "region" for rule in inhibit)
 
-    promtool = require_binary(*PROMTOOL_BINARIES)
-    result = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _promtool_check_rules(rules_file)
+
+
+def test_the_second_render_example_covers_its_one_target(tmp_path: Path) -> None:
+    """The per-target render: every rule selects that target, its threshold is its own, ComfywatchAbsent is
+    left out, and every other alert is still there."""
+    (rules_text,) = _evaluate_jsonnet_example(1, tmp_path).values()
+    rules_file = tmp_path / "batch-farm.rules.yml"
+    rules_file.write_text(rules_text, encoding="utf-8")
+    assert all('target="batch-farm"' in rule["expr"] for rule in all_rules(rules_file))
+    rendered = _by_name(alerting_rules(rules_file))
+    assert set(rendered) == set(_by_name(alerting_rules())) - {"ComfywatchAbsent"}
+    assert rendered["ComfyUIQueueBacklog"]["expr"].strip().endswith("> 14400")
+    _promtool_check_rules(rules_file)
 
 
 def test_the_render_command_renders_its_override(tmp_path: Path) -> None:
