@@ -1,5 +1,6 @@
-"""docs/alerts.md: its jsonnet example and its render.py command, run as written, render the overrides they
-show; its alert table states the defaults the committed rules use."""
+"""docs/alerts.md: its jsonnet examples and its render.py command, run as written, render the overrides they
+show; its alert table states the defaults of the committed rules and of mixin/config.libsonnet, and its
+inhibition table the rendered inhibit rules."""
 
 from __future__ import annotations
 
@@ -128,3 +129,58 @@ def test_the_every_for_override_shortens_every_alert(tmp_path: Path) -> None:
     rules = alerting_rules(render_mixin(tmp_path, " ".join(override.split())) / "alerts" / "comfywatch.rules.yml")
     assert len(rules) == len(alerting_rules())
     assert {rule["for"] for rule in rules} == {"1m"}
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    """The cells of each row of the Markdown tables under ``## <section>`` (escaped pipes unescaped)."""
+    match = re.search(rf"^## {section}\n(.*?)(?=^## |\Z)", ALERTS_DOC.read_text(encoding="utf-8"),
+                      re.MULTILINE | re.DOTALL)
+    assert match, section
+    return [[cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            for line in match.group(1).splitlines() if line.startswith("| `")]
+
+
+def _jsonnet_literal(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+def test_the_alert_table_states_every_field_of_the_config() -> None:
+    """Each row's Fields are exactly the thresholds and windows of its _config.alerts entries, with their
+    defaults (the two TLS rules' entries separated by ' / ')."""
+    config: dict[str, dict[str, Any]] = json.loads(_jsonnet.evaluate_snippet(
+        "config.jsonnet", "(import 'mixin/config.libsonnet')._config.alerts", jpathdir=[str(REPO)]))
+    documented: dict[str, dict[str, str]] = {}
+    for cells in _table_rows("The alerts"):
+        name = cells[0].strip("`")
+        entries = [name, name + "Critical"] if " / " in cells[-1] else [name]
+        for entry, group in zip(entries, cells[-1].split(" / ") if cells[-1] else [""], strict=True):
+            documented[entry] = dict(re.findall(r"`(\w+): ([^`]+)`", group))
+    assert documented == {entry: {field: _jsonnet_literal(value) for field, value in fields.items()
+                                  if field not in {"for", "severity"}}
+                          for entry, fields in config.items()}
+
+
+def _matched(matchers: list[str]) -> tuple[set[str], set[str]]:
+    """The alert names and severities an Alertmanager matcher list accepts (``=`` or an alternation)."""
+    values: dict[str, set[str]] = {"alertname": set(), "severity": set()}
+    for matcher in matchers:
+        match = re.fullmatch(r'(\w+)=~?"([^"]*)"', matcher)
+        assert match, matcher
+        values[match.group(1)] |= set(match.group(2).split("|"))
+    return values["alertname"], values["severity"]
+
+
+def _documented_side(cell: str) -> tuple[set[str], set[str]]:
+    return set(re.findall(r"`(\w+)`", cell)), set(re.findall(r"\((critical|warning)\)", cell))
+
+
+def test_the_inhibition_table_states_the_rendered_rules() -> None:
+    """Each row of the Inhibitions table is one rendered inhibit rule, in order: the source alert (and
+    severity), the alerts it silences (and severity), and the equal labels."""
+    documented = [(_documented_side(source), _documented_side(silenced), equal.split(", "))
+                  for source, silenced, equal in _table_rows("Inhibitions")]
+    inhibit = yaml.safe_load((REPO / "alerts" / "alertmanager-inhibit.yml").read_text(encoding="utf-8"))
+    assert documented == [(_matched(rule["source_matchers"]), _matched(rule["target_matchers"]), rule["equal"])
+                          for rule in inhibit["inhibit_rules"]]
