@@ -1,6 +1,6 @@
 """docs/alerts.md: its jsonnet examples and its render.py command, run as written, render the overrides they
 show; its alert table states the defaults of the committed rules and of mixin/config.libsonnet, and its
-inhibition table the rendered inhibit rules."""
+inhibition and recording rules tables what is rendered."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import _jsonnet
 import yaml
 
 from tests.alerts.mixin_render import render_mixin
-from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules, all_rules
+from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules, all_rules, recorded_names
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 
 OVERRIDDEN = {"ComfyUIDown", "ComfyUIQueueBacklog", "ComfyCloudCreditsLow", "ComfyUIFleetDegraded"}
@@ -184,3 +184,8 @@ def test_the_inhibition_table_states_the_rendered_rules() -> None:
     inhibit = yaml.safe_load((REPO / "alerts" / "alertmanager-inhibit.yml").read_text(encoding="utf-8"))
     assert documented == [(_matched(rule["source_matchers"]), _matched(rule["target_matchers"]), rule["equal"])
                           for rule in inhibit["inhibit_rules"]]
+
+
+def test_the_recording_rules_table_lists_every_recorded_series() -> None:
+    """The Recording rules table names each series the committed rules record, and no other."""
+    assert {cells[0].strip("`") for cells in _table_rows("Recording rules")} == recorded_names()
