@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.alerts.mixin_render import render_mixin
 from tests.alerts.rulefile import alerting_rules
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary, write_yaml
+from tests.mixin.render import render_mixin
 
 SELECTOR_OVERRIDE = '{comfywatchAbsentSelector: "job=\\"comfywatch\\", cluster=\\"eu\\""}'
 

@@ -14,9 +14,9 @@ from typing import Any
 import _jsonnet
 import yaml
 
-from tests.alerts.mixin_render import render_mixin
 from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules, all_rules, recorded_names
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
+from tests.mixin.render import render_mixin
 
 OVERRIDDEN = {"ComfyUIDown", "ComfyUIQueueBacklog", "ComfyCloudCreditsLow", "ComfyUIFleetDegraded"}
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.mixin_render import render_mixin
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary, write_yaml
+from tests.mixin.render import render_mixin
 
 FIRING = [{"labels": 'ALERTS{alertname="ComfyUIFleetDegraded", alertstate="firing", cluster="eu", '
                      'job="comfywatch", severity="critical"}', "value": 1}]

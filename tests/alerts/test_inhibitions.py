@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.mixin_render import render_mixin
 from tests.alerts.rulefile import REPO, alert_names, alerting_rules
 from tests.e2e.promstack import (
     AlertmanagerServer,
@@ -23,6 +22,7 @@ from tests.e2e.promstack import (
     wait_until,
     write_yaml,
 )
+from tests.mixin.render import render_mixin
 
 INHIBIT_FILE = REPO / "alerts" / "alertmanager-inhibit.yml"
 # Debian's prometheus-alertmanager ships amtool under its upstream name.

@@ -62,7 +62,6 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from tests.alerts.mixin_render import render_mixin
 from tests.alerts.rulefile import alert_names, alerting_rules, all_rules, load_rules, recorded_names
 from tests.conftest import TIMEOUT_FACTOR
 from tests.dashboards.catalogue import iter_targets, load_dashboards
@@ -100,6 +99,7 @@ from tests.e2e.promstack import (
     wait_until,
     write_rules,
 )
+from tests.mixin.render import render_mixin
 
 # The whole chain takes about 90 s; most of it is the Cloud billing and jobs checks (60 s and 30 s cadence).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

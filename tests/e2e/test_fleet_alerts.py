@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.alerts.mixin_render import render_mixin
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.alerts_daemon_support import admin_post
 from tests.e2e.procs import Proc, comfywatch_run, simulate
@@ -35,6 +34,7 @@ from tests.e2e.promstack import (
     static_scrape_config,
     wait_until,
 )
+from tests.mixin.render import render_mixin
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
