@@ -101,7 +101,8 @@ from tests.e2e.promstack import (
 )
 from tests.mixin.render import render_mixin
 
-# The whole chain takes about 90 s; most of it is the Cloud billing and jobs checks (60 s and 30 s cadence).
+# The whole chain takes about 110 s: mostly the Cloud billing and jobs checks (60 s and 30 s cadence), then the
+# dashboards' Data age turning red after the kill.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 JOB = "comfywatch"
