@@ -12,24 +12,32 @@ function(config) lib.group(config, 'comfyui', [
     'comfywatch has failed to poll {{ $labels.target }} for %(forText)s (comfyui_up = {{ $value }}). '
     + 'Run `comfywatch doctor {{ $labels.target }}` to see which step fails.',
   ),
-  // A target counts as failing when it is down or every one of its canaries failed its latest run.
+  // A target counts as failing when it is down, or when its canaries fail as ComfyUICanaryFailing sees it: the
+  // latest run of every canary failed and enough runs failed in that alert's window (one failed run of an
+  // hourly canary holds comfyui_canary_success at 0 for an hour, and must not count toward a page).
   // Aggregating without the per-target labels (target and instance by default) leaves one alert per job and
   // cluster, however many comfywatch shards (/metrics instances) or probed addresses (/probe instances)
   // report the fleet.
   lib.rule(
     config, 'ComfyUIFleetDegraded',
-    |||
+    // The canary condition is ComfyUICanaryFailing's: its window and count, spelled once in _config.
+    std.strReplace(std.strReplace(|||
       (
         count without (%(perTargetLabels)s) (
           (comfyui_up{%(s)s} == 0)
           or
-          (max without (canary) (comfyui_canary_success{%(s)s}) == 0)
+          (
+            (max without (canary) (comfyui_canary_success{%(s)s}) == 0)
+            and on (job, instance, target)
+            (sum without (canary, reason) (increase(comfyui_canary_failures_total{%(s)s}[CANARY_WINDOW])) >= CANARY_FAILURES)
+          )
         )
         / count without (%(perTargetLabels)s) (comfyui_up{%(s)s})
       ) >= %(share)s
       and
       count without (%(perTargetLabels)s) (comfyui_up{%(s)s}) >= %(minTargets)s
-    |||,
+    |||, 'CANARY_WINDOW', config.alerts.ComfyUICanaryFailing.window), 'CANARY_FAILURES',
+    std.toString(config.alerts.ComfyUICanaryFailing.failures)),
     'ComfyUI fleet {{ $labels.job }}{{ with $labels.%(cluster)s }} in %(cluster)s {{ . }}{{ end }} is degraded',
     '{{ $value | humanizePercentage }} of the targets of job {{ $labels.job }}{{ with $labels.%(cluster)s }} '
     + 'in %(cluster)s {{ . }}{{ end }} are down or fail all their canaries (threshold %(sharePercent)s of at least '
