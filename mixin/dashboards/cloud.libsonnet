@@ -62,7 +62,7 @@
                            % $._config.rareEventWindow + 'so refusals are minutes apart.',
                            [q('sum by (target, reason) (increase(comfyui_request_failures_total{%(t)s, reason=~"payment|rate_limited|queue_full"}[%(window)s]))',
                               '{{target}} {{reason}}')], w=12),
-            lib.timeseries('Retry-After', 'The latest Retry-After value Cloud sent with a 429.',
+            lib.timeseries('Retry-After', 'Seconds left in the Retry-After pause after a 429 (0 = none): comfywatch sends nothing to the account meanwhile.',
                            [q('comfy_cloud_retry_after_seconds{%(t)s}', '{{target}}')], unit='s'),
             lib.timeseries('Stuck jobs', 'Jobs that have not reached a final state in far longer than expected (ComfyCloudJobsStuck).',
                            [q('comfy_cloud_jobs_stuck{%(t)s}', '{{target}}')], thresholds=[['green', null], ['red', 1]]),
