@@ -25,7 +25,6 @@ from tests.strategies import FUZZ
 
 NOW = 1_795_641_200.0
 
-values = st.one_of(st.none(), st.integers(0, 10**12), st.floats(allow_nan=True, allow_infinity=True))
 seconds = st.floats(0, 1e4, allow_nan=False)
 reasons = st.sampled_from([Reason.OOM, Reason.TIMEOUT, Reason.CONNECT, Reason.LOST, Reason.SERVER_ERROR])
 endpoints = st.sampled_from(["system_stats", "queue", "history", "jobs"])
@@ -89,7 +88,10 @@ changes = st.one_of(
     st.builds(_queue, st.integers(0, 1), seconds, st.booleans()),
     st.builds(_canary, canaries, st.integers(0, 50), seconds, reasons, seconds),
     st.builds(_check, checks, st.none() | seconds, st.integers(0, 3)),
-    st.builds(_attribute, st.sampled_from(["up", "tls_not_after", "websocket_connected"]), values),
+    # These gauges are floats wherever the daemon sets them (an int 0 after a float 0.0 is the same value, kept,
+    # but would be spelled "0" by a fresh encoding).
+    st.builds(_attribute, st.sampled_from(["up", "tls_not_after", "websocket_connected"]),
+              st.none() | st.floats(allow_nan=True, allow_infinity=True)),
     st.builds(_phases, seconds, st.none() | seconds),
     st.builds(lambda e, code, s: lambda state: state.on_exchange(e, code, s), endpoints,
               st.none() | st.sampled_from([200, 503]), seconds),
