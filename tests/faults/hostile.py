@@ -31,6 +31,7 @@ import struct
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -123,7 +124,8 @@ class HostileServer:
             self._listening_tls.sni_callback = self._pick_certificate
         self.fault: Fault = HEALTHY
         self.skew_ms = 0
-        self.queue_body: bytes = (FIXTURES / "queue_idle.json").read_bytes()
+        #: The /queue answer, or a function giving one per request.
+        self.queue_body: bytes | Callable[[], bytes] = (FIXTURES / "queue_idle.json").read_bytes()
         self.system_body: bytes = (FIXTURES / "system_stats_api_prefix.json").read_bytes()
         self.history: OrderedDict[str, dict[str, Any]] = OrderedDict(load_json("history_all.json"))
         self.requests: dict[str, int] = {}
@@ -314,7 +316,8 @@ class HostileServer:
         if request.method == "GET" and route == "system_stats":
             return 200, self.system_body, JSON_TYPE
         if request.method == "GET" and route == "queue":
-            return 200, self.queue_body, JSON_TYPE
+            body = self.queue_body() if callable(self.queue_body) else self.queue_body
+            return 200, body, JSON_TYPE
         if request.method == "GET" and route == "history":
             if parts[-1] != "history":
                 prompt_id = parts[-1]

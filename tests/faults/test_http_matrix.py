@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,11 @@ def _running_queue(prompt_id: str, create_ms: int | None = None) -> bytes:
     return _json({"queue_running": [running], "queue_pending": [pending]})
 
 
+def _new_job_per_read(prefix: str) -> Callable[[], bytes]:
+    reads = itertools.count()
+    return lambda: _running_queue(f"{prefix}-{next(reads)}")
+
+
 @dataclass
 class Record:
     """What the fixture saw, read by the tests."""
@@ -239,7 +245,9 @@ def _polled_since(metrics: Metrics, names: list[str], wall: float) -> bool:
 
 
 async def _flap(server: HostileServer, stop: asyncio.Event, enough: asyncio.Event) -> int:
-    """Down/up every poll interval; each up phase shows a new running job and one more finished job.
+    """Down/up every poll interval; each up phase shows one more finished job and a running job that is new on
+    every /queue read (a starved test loop can stretch an up phase over two polls, and one job seen twice
+    ``stall_after`` apart is a true stall).
 
     *enough* is set after ``MIN_FLAPS`` cycles: flapping for several times ``stall_after`` is what would
     expose a false stall.
@@ -251,7 +259,7 @@ async def _flap(server: HostileServer, stop: asyncio.Event, enough: asyncio.Even
         await server.set_fault(Fault(Mode.REFUSE))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), FLAP_SECONDS)
-        server.queue_body = _running_queue(f"flap-{added}")
+        server.queue_body = _new_job_per_read(f"flap-{added}")
         added += len(server.add_jobs(1))
         await server.heal()
         with contextlib.suppress(TimeoutError):
