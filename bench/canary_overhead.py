@@ -52,8 +52,8 @@ import structlog
 from websockets.asyncio.client import connect
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
+from comfywatch.checks.context import build_context
 from comfywatch.config import Config, TargetConfig
-from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import start_sim
 from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import CanaryWorkflow, load_workflow, render_workflow
@@ -146,7 +146,7 @@ async def measure(workflow: str, runs: int, warmup: int, exec_ms: float, in_proc
 
 async def measure_against(url: str, workflow: str, runs: int, warmup: int, server_pid: int | None) -> Samples:
     samples = Samples(workflow)
-    runtime = build_runtime(Config(), TargetConfig(name="bench", url=url))
+    runtime = build_context(Config(), TargetConfig(name="bench", url=url))
     assert runtime.local is not None
     name = workflow.removeprefix("builtin:")
     canary = load_workflow(workflow, name)
@@ -225,7 +225,7 @@ async def bare_run(session: aiohttp.ClientSession, url: str, canary: CanaryWorkf
 
 async def round_trips(url: str, runs: int, warmup: int) -> dict[str, float]:
     """Median ms of POST /prompt and GET /history/{id}, bare aiohttp and comfywatch's LocalApi (see above)."""
-    runtime = build_runtime(Config(), TargetConfig(name="bench", url=url))
+    runtime = build_context(Config(), TargetConfig(name="bench", url=url))
     api = runtime.local
     assert api is not None
     workflow = load_workflow("builtin:echo-text", "echo-text")

@@ -105,8 +105,8 @@ async def breakdown_no_sched(sim_url: str, targets: int, rounds: int) -> dict[st
     from comfywatch.checks import jobs as jobs_check
     from comfywatch.checks import queue as queue_check
     from comfywatch.checks import system as system_check
+    from comfywatch.checks.context import build_context
     from comfywatch.config import Config, TargetConfig
-    from comfywatch.runtime import build_runtime
 
     out: dict[str, float] = {}
     sessions = [aiohttp.ClientSession() for _ in range(targets)]
@@ -120,7 +120,7 @@ async def breakdown_no_sched(sim_url: str, targets: int, rounds: int) -> dict[st
     for session in sessions:
         await session.close()
     config = Config()
-    runtimes = [build_runtime(config, TargetConfig(name=f"t{i}", url=f"{sim_url}/t/{i}")) for i in range(targets)]
+    runtimes = [build_context(config, TargetConfig(name=f"t{i}", url=f"{sim_url}/t/{i}")) for i in range(targets)]
 
     async def api(i: int) -> None:
         local = runtimes[i].local

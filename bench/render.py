@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from comfywatch.exporter import DaemonInfo, prepare, render_metrics
+from comfywatch.export.collector import DaemonInfo, prepare, render_metrics
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from comfywatch.cli import main
+from comfywatch.cli.main import main
 
 sys.exit(main())

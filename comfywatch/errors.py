@@ -19,8 +19,6 @@ import aiohttp
 import httpx
 from aiohttp.http_exceptions import ContentEncodingError
 
-from comfywatch.parse import ParseError
-
 __all__ = [
     "BILLING_ERROR_TYPES",
     "HINTS",
@@ -29,6 +27,7 @@ __all__ = [
     "AbuseKind",
     "BodyTooLargeError",
     "Failure",
+    "ParseError",
     "Reason",
     "SkipReason",
     "WebSocketAbuse",
@@ -37,6 +36,14 @@ __all__ = [
     "classify_status",
     "hint_for",
 ]
+
+
+class ParseError(ValueError):
+    """A response did not have the shape the real server produces.
+
+    The message names the JSON path that was wrong (``queue_running[0][1]: expected str``) and never contains
+    response values, which may hold prompt text or secrets.
+    """
 
 
 class Reason(StrEnum):

@@ -12,7 +12,7 @@ from typing import TypeVar
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from comfywatch.daemon import Daemon
+from comfywatch.daemon.service import Daemon
 from tests.conftest import TIMEOUT_FACTOR
 
 __all__ = ["Metrics", "eventually", "running_daemon", "scrape"]

@@ -7,6 +7,10 @@ A check that returns has succeeded: the scheduler records ``comfywatch_check_las
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
 from comfywatch.errors import Reason, SkipReason
 
 CANARY_CLIENT_PREFIX = "comfywatch-"
@@ -28,3 +32,20 @@ class CheckSkipped(Exception):
     def __init__(self, detail: str = "", reason: SkipReason | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One scheduled check of one target."""
+
+    name: str
+    interval: float
+    timeout: float
+    run: Callable[[], Awaitable[Any]]
+    #: Checks of one group and interval run one after the other. The ``poll`` group of every target with the
+    #: same interval shares scheduler jobs (see :mod:`comfywatch.daemon.slots`); other groups get a job per target.
+    group: str | None = None
+
+
+#: The group polled in batches (slots).
+POLL_GROUP = "poll"

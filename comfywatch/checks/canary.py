@@ -25,12 +25,11 @@ from typing import Any, Protocol
 import structlog
 from websockets.asyncio.client import ClientConnection
 
-from comfywatch.canary_events import Progress, PromptFollower
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.ws import connect
-from comfywatch.errors import Failure, Reason, classify_exception
-from comfywatch.parse import ParseError
+from comfywatch.errors import Failure, ParseError, Reason, classify_exception
+from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted, ws_event
 from comfywatch.state import TargetState
@@ -228,7 +227,7 @@ class CanaryRunner:
 
     def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
         if failed.failure.status == 400 and isinstance(failed.body, dict):
-            from comfywatch.nodeerrors import summarise_prompt_error
+            from comfywatch.parse.nodeerrors import summarise_prompt_error
 
             try:
                 rejection = summarise_prompt_error(failed.body)
@@ -243,7 +242,7 @@ class CanaryRunner:
         return _Failed(failed.failure.reason, failed.failure.detail)
 
     def _partial_failure(self, node_errors: dict[str, Any], result: CanaryResult) -> _Failed:
-        from comfywatch.nodeerrors import summarise_prompt_error
+        from comfywatch.parse.nodeerrors import summarise_prompt_error
 
         try:
             rejection = summarise_prompt_error({"node_errors": node_errors})

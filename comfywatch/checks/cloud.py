@@ -6,24 +6,24 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
-from comfywatch.budget import DailyBudget
-from comfywatch.checks import CheckSkipped
+from comfywatch.checks import CheckSkipped, CheckSpec
+from comfywatch.checks.budget import DailyBudget
+from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
+from comfywatch.checks.context import TargetContext
 from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
+from comfywatch.config import Config
 from comfywatch.errors import Failure, Reason, SkipReason
 from comfywatch.parse.cloud import CloudJob, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
 from comfywatch.parse.queue import QueueItem, QueueSnapshot
 from comfywatch.state import TargetState
-
-if TYPE_CHECKING:
-    from comfywatch.daemon import CheckSpec, Daemon
-    from comfywatch.runtime import TargetRuntime
+from comfywatch.workflows import WorkflowError, load_workflow
 
 __all__ = ["CloudCanaryApi", "check_auth", "check_billing", "check_features", "check_jobs", "check_queue",
            "cloud_checks"]
@@ -256,13 +256,7 @@ def _entry(detail: JobDetail, reason: Reason | None) -> HistoryEntry:
     )
 
 
-def cloud_checks(daemon: Daemon, runtime: TargetRuntime) -> list[CheckSpec]:
-    from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
-    from comfywatch.daemon import CheckSpec
-    from comfywatch.workflows import WorkflowError, load_workflow
-
-    config = daemon.config
-    assert config is not None
+def cloud_checks(config: Config, runtime: TargetContext) -> list[CheckSpec]:
     target, state = runtime.config, runtime.state
     api = runtime.extras.get("cloud")
     if not isinstance(api, CloudApi):

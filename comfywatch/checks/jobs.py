@@ -1,7 +1,7 @@
 """``jobs``: count every finished job exactly once, with durations and failure reasons.
 
 Reads ``/api/jobs`` on servers that have it (ComfyUI ≥ Dec 2025) and falls back to ``/history`` on 404.
-Both are read through a window of the newest entries; :class:`comfywatch.trackers.SeenSet` makes the count
+Both are read through a window of the newest entries; :class:`comfywatch.state.trackers.SeenSet` makes the count
 exact across polls and across a server restart (which empties history: the new ids are simply new).
 """
 

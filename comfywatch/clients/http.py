@@ -23,14 +23,13 @@ import aiohttp
 from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
-from comfywatch.errors import BodyTooLargeError, Failure, Reason, classify_exception, classify_status
-from comfywatch.parse import ParseError
+from comfywatch.errors import BodyTooLargeError, Failure, ParseError, Reason, classify_exception, classify_status
+from comfywatch.parse.phases import PhaseTimes
 
 __all__ = [
     "ClientSettings",
     "HttpClient",
     "HttpResult",
-    "PhaseTimes",
     "RequestFailed",
     "RequestObserver",
 ]
@@ -65,17 +64,6 @@ class RequestFailed(Exception):
         self.failure = failure
         self.endpoint = endpoint
         self.body = body
-
-
-@dataclass(frozen=True, slots=True)
-class PhaseTimes:
-    """HTTP phases of one request in seconds (``None`` when the phase did not happen, e.g. reused)."""
-
-    dns: float | None
-    connect: float | None
-    tls: float | None
-    processing: float
-    transfer: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from yarl import URL
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Reason
-from comfywatch.parse._shape import as_map
 from comfywatch.parse.history import HistoryEntry, parse_history, parse_history_entry
 from comfywatch.parse.jobs import JobsPage, parse_jobs
 from comfywatch.parse.prompt import PromptAccepted, parse_prompt_accepted
 from comfywatch.parse.queue import QueueSnapshot, parse_queue
+from comfywatch.parse.shape import as_map
 from comfywatch.parse.system import SystemStats, parse_system_stats
 
 __all__ = ["SYSTEM_STATS_MAX_BODY", "LocalApi"]

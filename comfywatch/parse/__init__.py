@@ -7,15 +7,3 @@ Every string field of an observation went through :mod:`comfywatch.parse.text` (
 characters, bounded), whatever the server sent; the raw JSON some carry on for other readers (history outputs,
 nested WebSocket event data, ``node_errors``) did not.
 """
-
-from __future__ import annotations
-
-__all__ = ["ParseError"]
-
-
-class ParseError(ValueError):
-    """A response did not have the shape the real server produces.
-
-    The message names the JSON path that was wrong (``queue_running[0][1]: expected str``) and never contains
-    response values, which may hold prompt text or secrets.
-    """

@@ -29,8 +29,7 @@ from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
-from comfywatch.errors import Reason
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
 
 __all__ = [

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from comfywatch.errors import Reason, classify_execution_error
-from comfywatch.parse._shape import as_bool, as_list, as_map, as_opt_str, as_str, opt_timestamp_ms
+from comfywatch.parse.shape import as_bool, as_list, as_map, as_opt_str, as_str, opt_timestamp_ms
 from comfywatch.parse.text import bounded
 
 __all__ = ["HistoryEntry", "Outcome", "parse_history", "parse_history_entry"]

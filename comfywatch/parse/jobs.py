@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.errors import Reason, classify_execution_error
-from comfywatch.parse._shape import as_list, as_map, as_str
+from comfywatch.parse.shape import as_list, as_map, as_str
 
 __all__ = ["Job", "JobsPage", "parse_jobs", "to_ms"]
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from comfywatch.parse import ParseError
-from comfywatch.parse._shape import as_map, as_str
+from comfywatch.errors import ParseError
+from comfywatch.parse.shape import as_map, as_str
 from comfywatch.parse.text import sanitize
 
 __all__ = ["PromptAccepted", "WsEvent", "parse_prompt_accepted", "parse_ws_text", "ws_event"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from comfywatch.parse import ParseError
-from comfywatch.parse._shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
+from comfywatch.errors import ParseError
+from comfywatch.parse.shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
 from comfywatch.parse.text import bounded
 
 __all__ = ["QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from comfywatch.parse._shape import as_bool, as_int, as_list, as_map, as_opt_int, as_str
+from comfywatch.parse.shape import as_bool, as_int, as_list, as_map, as_opt_int, as_str
 from comfywatch.parse.text import MAX_DEVICES, Cut, count_cut
 
 __all__ = ["Device", "SystemStats", "parse_system_stats"]

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from comfywatch.sim.cloud_jobs import FAULTS as CLOUD_FAULTS
-from comfywatch.sim.engine import SimOptions, SimServer
+from comfywatch.sim.cloud.jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, FAULT_DESCRIPTIONS, Fault
-from comfywatch.sim.local import Listener, SimCluster
+from comfywatch.sim.local.app import Listener, SimCluster
+from comfywatch.sim.local.engine import SimOptions, SimServer
 
 __all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "cloud_faults", "create_admin_app", "start_sim"]
 
@@ -286,7 +286,8 @@ async def start_sim(
     cluster: SimCluster | None = None
     cloud_sim: CloudSim | None = None
     if cloud:
-        from comfywatch.sim.cloud import SimCloud, create_cloud_app
+        from comfywatch.sim.cloud.app import create_cloud_app
+        from comfywatch.sim.cloud.model import SimCloud
 
         sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != Fault.DOWN])
         sim.slow_ms = slow_ms

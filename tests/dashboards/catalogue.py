@@ -1,6 +1,6 @@
 """The metrics comfywatch exports, as the rules and dashboards may reference them.
 
-Derived from :mod:`comfywatch.metrics`, the one place metric names are spelled, plus ``/probe``'s two gauges.
+Derived from :mod:`comfywatch.export.metrics`, the one place metric names are spelled, plus ``/probe``'s two gauges.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from comfywatch import metrics
+from comfywatch.export import metrics
 
 __all__ = [
     "DASHBOARDS_DIR",

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from comfywatch.sim.admin import start_sim
-from comfywatch.sim.cloud_jobs import FAULTS as CLOUD_FAULTS
+from comfywatch.sim.cloud.jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.faults import Fault
 from tests.e2e.doctor_setups import proxy_app, serve
 from tests.e2e.procs import comfywatch_run, simulate

@@ -35,20 +35,20 @@ from hypothesis import strategies as st
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from comfywatch.canary_events import Progress, PromptFollower
 from comfywatch.checks import monitor as monitor_module
-from comfywatch.checks.monitor import PROGRESS_EVENTS, WebSocketMonitor
 from comfywatch.config import DiscoveryConfig
-from comfywatch.discovery import MAX_TARGETS_PER_FILE, parse_file_sd
+from comfywatch.daemon.discovery import MAX_TARGETS_PER_FILE, parse_file_sd
+from comfywatch.daemon.ws_monitor import PROGRESS_EVENTS, WebSocketMonitor
 from comfywatch.errors import (
     JOB_REASONS,
     TRANSPORT_REASONS,
     BodyTooLargeError,
     Failure,
+    ParseError,
     classify_exception,
     classify_status,
 )
-from comfywatch.parse import ParseError
+from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.prompt import WsEvent, parse_ws_text
 from comfywatch.state import TargetState
 from tests.strategies import FUZZ, json_trees, scalars

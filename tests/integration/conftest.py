@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import structlog
 
-from comfywatch.daemon import Daemon
+from comfywatch.daemon.service import Daemon
 from comfywatch.logs import configure_logging
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics, eventually, running_daemon, scrape

@@ -21,9 +21,9 @@ from aiohttp import web
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
+from comfywatch.checks.context import build_context, ssl_context_for
 from comfywatch.config import Config, TargetConfig, VerifyConfig
 from comfywatch.errors import Reason
-from comfywatch.runtime import build_runtime, ssl_context_for
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import load_workflow
@@ -52,7 +52,7 @@ async def canary(
 ) -> AsyncIterator[CanaryRunner]:
     """A runner built the way the daemon builds it (same runtime, client, TLS settings and workflow loader)."""
     target = TargetConfig(name="t", url=url, **(tls or {}))
-    runtime = build_runtime(Config(), target)
+    runtime = build_context(Config(), target)
     assert runtime.local is not None
     name = workflow.removeprefix("builtin:") if workflow.startswith("builtin:") else Path(workflow).stem
     try:

@@ -24,14 +24,14 @@ import aiohttp
 import pytest
 
 from comfywatch.checks.cloud import check_billing
+from comfywatch.checks.context import build_context
 from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RateBudget, RetryAfterActive
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import load_config
 from comfywatch.errors import Reason
 from comfywatch.parse.cloud import Balance, BillingStatus
-from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import SimHandle, start_sim
-from comfywatch.sim.cloud import SimCloud
+from comfywatch.sim.cloud.model import SimCloud
 from comfywatch.state import TargetState
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run, simulate
@@ -141,7 +141,7 @@ def api_for(url: str, tmp_path: Path, *, timeout: str = "1s") -> CloudApi:
     # No daemon polls this API: the interval only has to be longer than the timeout.
     path.write_text(cloud_config(url, tmp_path, interval="60s", timeout=timeout), encoding="utf-8")
     config = load_config(path, ENV)
-    runtime = build_runtime(config, config.targets[0], env=ENV)
+    runtime = build_context(config, config.targets[0], env=ENV)
     api = runtime.extras["cloud"]
     assert isinstance(api, CloudApi)
     return api
@@ -421,7 +421,7 @@ async def test_billing_status_is_fetched_even_while_balance_retries(sim: SimHand
     path = tmp_path / "c.toml"
     path.write_text(cloud_config(sim.url, tmp_path), encoding="utf-8")
     config = load_config(path, ENV)
-    runtime = build_runtime(config, config.targets[0], env=ENV)
+    runtime = build_context(config, config.targets[0], env=ENV)
     api = runtime.extras["cloud"]
     assert isinstance(api, CloudApi)
     try:

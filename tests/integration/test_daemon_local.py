@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from comfywatch.checks.context import LOCAL_ENDPOINTS
 from comfywatch.errors import TRANSPORT_REASONS, Reason, possible_reasons
-from comfywatch.runtime import LOCAL_ENDPOINTS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.helpers import Metrics

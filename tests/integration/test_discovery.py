@@ -18,13 +18,13 @@ import pytest
 import yaml
 
 from comfywatch.config import DiscoveryConfig
-from comfywatch.discovery import discovery_fingerprint, load_discovered
+from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics, eventually, running_daemon, scrape
 
 
 class LogRecorder:
-    """Stands in for ``comfywatch.daemon.log``: keeps (level, event, fields) of every call."""
+    """Stands in for ``comfywatch.daemon.service.log``: keeps (level, event, fields) of every call."""
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, dict[str, Any]]] = []
@@ -129,10 +129,10 @@ async def test_broken_file_keeps_its_last_good_targets(
     fleet: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A half-written file is logged and its previous targets stay (with their state), like Prometheus."""
-    import comfywatch.daemon
+    import comfywatch.daemon.service
 
     recorder = LogRecorder()
-    monkeypatch.setattr(comfywatch.daemon, "log", recorder)
+    monkeypatch.setattr(comfywatch.daemon.service, "log", recorder)
     sd = tmp_path / "sd"
     sd.mkdir()
     path = sd / "fleet.json"
@@ -156,10 +156,10 @@ async def test_label_problems_are_logged_with_file_and_index(
     fleet: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bad, reserved and too many labels each log ``file[index].labels: why``; valid groups still load."""
-    import comfywatch.daemon
+    import comfywatch.daemon.service
 
     recorder = LogRecorder()
-    monkeypatch.setattr(comfywatch.daemon, "log", recorder)
+    monkeypatch.setattr(comfywatch.daemon.service, "log", recorder)
     sd = tmp_path / "sd"
     sd.mkdir()
     path = sd / "groups.json"

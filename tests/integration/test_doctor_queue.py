@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from comfywatch.checks.context import build_context
+from comfywatch.cli.doctor import STUCK_CONFIRM_S, WORKER_STUCK_HINT, TargetReport, queue_check, stuck_queue
 from comfywatch.clients.local import LocalApi
 from comfywatch.config import Config, TargetConfig
-from comfywatch.doctor import STUCK_CONFIRM_S, WORKER_STUCK_HINT, TargetReport, queue_check, stuck_queue
-from comfywatch.runtime import build_runtime
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.integration.conftest import sim_state_until
 
@@ -26,7 +26,7 @@ async def dead_worker() -> AsyncIterator[SimHandle]:
 
 @pytest.fixture
 async def api(dead_worker: SimHandle) -> AsyncIterator[LocalApi]:
-    runtime = build_runtime(Config(), TargetConfig(name="sim", url=dead_worker.url))
+    runtime = build_context(Config(), TargetConfig(name="sim", url=dead_worker.url))
     assert runtime.local is not None
     try:
         yield runtime.local

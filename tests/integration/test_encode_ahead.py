@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-import comfywatch.daemon
+import comfywatch.daemon.service
+from comfywatch.export.target_encoder import is_current
 from comfywatch.sim.admin import start_sim
 from comfywatch.state import TargetState
-from comfywatch.target_lines import is_current
 from tests.helpers import eventually, running_daemon, scrape
 from tests.integration.conftest import TARGET, config_toml, target_toml
 
@@ -79,7 +79,7 @@ async def test_an_encoding_error_never_costs_a_poll(tmp_path: Path, monkeypatch:
     def broken(state: TargetState) -> None:
         raise RuntimeError("encoder bug")
 
-    monkeypatch.setattr(comfywatch.daemon, "prepare", broken)
+    monkeypatch.setattr(comfywatch.daemon.service, "prepare", broken)
     async with await start_sim() as sim, running_daemon(config_toml(target_toml(TARGET, sim.url)), tmp_path) as (
             daemon, base):
         state = daemon.runtimes[TARGET].state

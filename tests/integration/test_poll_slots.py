@@ -1,4 +1,4 @@
-"""The daemon's poll slots (comfywatch.slots): targets batched into shared scheduler jobs, seen from outside."""
+"""The daemon's poll slots (comfywatch.daemon.slots): targets batched into shared scheduler jobs, seen from outside."""
 
 from __future__ import annotations
 

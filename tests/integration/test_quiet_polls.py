@@ -1,11 +1,11 @@
 """Polls that skip /queue and /history while the monitoring WebSocket shows the queue has not changed
-(comfywatch.trackers.QuietQueue, wired in Daemon.run_group), against the simulated ComfyUI."""
+(comfywatch.state.trackers.QuietQueue, wired in Daemon.run_group), against the simulated ComfyUI."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from comfywatch.runtime import quiet_max_skips
+from comfywatch.checks.context import quiet_max_skips
 from comfywatch.sim.admin import start_sim
 from tests.helpers import Metrics
 from tests.integration.conftest import Watch, config_toml, target_toml, watching

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from comfywatch import daemon as daemon_module
+from comfywatch.daemon import service as daemon_module
 from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics
@@ -134,7 +134,7 @@ async def test_a_reload_failing_after_validation_keeps_the_running_configuration
         def failing_build(*_args: object, **_kwargs: object) -> None:
             raise RuntimeError("building a client failed")
 
-        monkeypatch.setattr(daemon_module, "build_runtime", failing_build)
+        monkeypatch.setattr(daemon_module, "build_context", failing_build)
         assert not await _rewrite(watch, tmp_path, changed)
         assert set(watch.daemon.runtimes) == {"a"}
         assert watch.daemon.runtimes["a"].state is state_a

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comfywatch.daemon import Daemon
-from comfywatch.shard import owner, owns, parse_shard
+from comfywatch.daemon.service import Daemon
+from comfywatch.daemon.shard import owner, owns, parse_shard
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run

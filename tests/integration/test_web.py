@@ -1,4 +1,4 @@
-"""comfywatch.web: the exporter's HTTP server, on an ephemeral port, as Prometheus and people reach it."""
+"""comfywatch.server.app: the exporter's HTTP server, on an ephemeral port, as Prometheus and people reach it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-import comfywatch.web
-from comfywatch.exporter import DaemonInfo
+import comfywatch.server.app
+from comfywatch.export.collector import DaemonInfo
+from comfywatch.server.app import create_app
 from comfywatch.state import TargetState
-from comfywatch.web import create_app
 
 #: What Prometheus 2.x sends with every scrape.
 PROMETHEUS_ENCODING = "gzip"
@@ -89,15 +89,15 @@ async def test_healthz_and_landing_page(base: str) -> None:
 async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the threshold the gzip runs in a worker thread: same bytes on the wire."""
     _, inline = await _get(f"{base}/metrics", PROMETHEUS_ENCODING)
-    monkeypatch.setattr("comfywatch.web._THREAD_ABOVE", 0)
+    monkeypatch.setattr("comfywatch.server.app._THREAD_ABOVE", 0)
     threads: list[str] = []
-    real = comfywatch.web.gzip_body
+    real = comfywatch.server.app.gzip_body
 
     def spy(body: bytes) -> bytes:
         threads.append(threading.current_thread().name)
         return real(body)
 
-    monkeypatch.setattr("comfywatch.web.gzip_body", spy)
+    monkeypatch.setattr("comfywatch.server.app.gzip_body", spy)
     response, threaded = await _get(f"{base}/metrics", PROMETHEUS_ENCODING)
     assert response.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(threaded) == gzip.decompress(inline)

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from aiohttp import web
 
-from comfywatch.exporter import DaemonInfo
+from comfywatch.export.collector import DaemonInfo
+from comfywatch.server.app import ExporterRunner, create_app
 from comfywatch.state import TargetState
-from comfywatch.web import ExporterRunner, create_app
 
 PASSWORD = "hunter2-malformed-pw"
 #: base64 of "monitor:hunter2-malformed-pw", as an HTTP client sends it.

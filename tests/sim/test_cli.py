@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 
 from comfywatch.sim.cli import main
-from comfywatch.sim.cloud import FAULTS as CLOUD_FAULTS
+from comfywatch.sim.cloud.jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.faults import FAULT_DESCRIPTIONS, Fault
 from tests.sim.conftest import eventually
 
@@ -79,10 +78,6 @@ def test_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unknown fault(s): nope" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("comfywatch.sim.cloud") is None,
-    reason="comfywatch.sim.cloud (the simulated Cloud, written separately) is not available",
-)
 async def test_cli_cloud_mode(tmp_path: Path) -> None:
     """--cloud serves the simulated Comfy Cloud; the admin API reports its snapshot and switches faults."""
     async with (

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from comfywatch.sim.engine import MalformedRequestError, default_catalog, validate_prompt
 from comfywatch.sim.faults import Fault, parse_faults
-from comfywatch.sim.local import origin_forbidden
+from comfywatch.sim.local.app import origin_forbidden
+from comfywatch.sim.local.engine import MalformedRequestError, default_catalog, validate_prompt
 from comfywatch.sim.png import encode_solid_png
 
 

@@ -28,7 +28,8 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
-from comfywatch.sim.cloud import SimCloud, create_cloud_app
+from comfywatch.sim.cloud.app import create_cloud_app
+from comfywatch.sim.cloud.model import SimCloud
 from tests.fixtures import SPEC
 
 KEY = "comfyui-" + "a1" * 32

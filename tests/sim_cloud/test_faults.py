@@ -18,7 +18,8 @@ from comfywatch.parse.cloud import (
     parse_job_status,
     parse_retry_after,
 )
-from comfywatch.sim.cloud import FAULTS, SimCloud
+from comfywatch.sim.cloud.jobs import FAULTS
+from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import (
     CANARY,
     KEY,

@@ -12,7 +12,7 @@ from comfywatch.parse.cloud import (
     parse_job_status,
     parse_jobs_list,
 )
-from comfywatch.sim.cloud import SimCloud
+from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import KEY, OTHER_KEY, FakeClock, Served, call, serve, submit
 
 

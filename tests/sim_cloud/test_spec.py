@@ -20,7 +20,7 @@ from comfywatch.parse.cloud import (
     parse_submit,
     parse_user,
 )
-from comfywatch.sim.cloud import SimCloud
+from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import (
     CANARY,
     KEY,

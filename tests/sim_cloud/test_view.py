@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from comfywatch.parse.cloud import parse_job_detail
-from comfywatch.sim.cloud import SimCloud
+from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import (
     KEY,
     OTHER_KEY,

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from comfywatch.errors import Reason
 from comfywatch.parse.cloud import exception_reason
-from comfywatch.sim.cloud import SimCloud, create_cloud_app
+from comfywatch.sim.cloud.app import create_cloud_app
+from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import KEY, OTHER_KEY, Served, serve, submit, ws_errors
 
 

@@ -1,4 +1,4 @@
-"""Tests for comfywatch.canary_events.PromptFollower, fed the recorded WebSocket sessions frame by frame."""
+"""Tests for comfywatch.parse.canary_events.PromptFollower, fed the recorded WebSocket sessions frame by frame."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.canary_events import Progress, PromptFollower
-from comfywatch.errors import Reason
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError, Reason
+from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.prompt import WsEvent, parse_ws_text
 from tests.fixtures import FIXTURES, load_jsonl
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from comfywatch.cli import build_parser
+from comfywatch.cli.main import build_parser
 
 #: The simulator parses its own options (``comfywatch simulate --help`` is its parser's).
 OWN_PARSERS = {"simulate"}

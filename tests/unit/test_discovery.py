@@ -16,8 +16,8 @@ from typing import TypeVar
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from comfywatch.config import DiscoveryConfig
-from comfywatch.discovery import MAX_FILE_SD_BYTES, discovery_fingerprint, load_discovered
-from comfywatch.exporter import DaemonInfo, render_metrics
+from comfywatch.daemon.discovery import MAX_FILE_SD_BYTES, discovery_fingerprint, load_discovered
+from comfywatch.export.collector import DaemonInfo, render_metrics
 from comfywatch.state import TargetState
 
 T = TypeVar("T")

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.doctor import CheckResult, Report, TargetReport, json_document, printable, render_text
+from comfywatch.cli.doctor import CheckResult, Report, TargetReport, render_text
+from comfywatch.cli.render import json_document, printable
 from comfywatch.redact import MASK, register_secret
 
 #: C0 but for newline, DEL, C1, bidi embeddings/overrides/isolates, and the surrogate range.

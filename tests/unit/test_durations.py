@@ -1,4 +1,4 @@
-"""Tests for comfywatch.durations: "15s"/"1h30m"/"16MiB" as people write them in config files."""
+"""Tests for comfywatch.config.durations: "15s"/"1h30m"/"16MiB" as people write them in config files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.durations import format_duration, format_size, parse_duration, parse_size
+from comfywatch.config.durations import format_duration, format_size, parse_duration, parse_size
 
 YEAR = 365 * 86400
 

@@ -20,6 +20,7 @@ from comfywatch.errors import (
     TRANSPORT_REASONS,
     BodyTooLargeError,
     Failure,
+    ParseError,
     Reason,
     classify_exception,
     classify_execution_error,
@@ -27,7 +28,6 @@ from comfywatch.errors import (
     hint_for,
     parse_retry_after,
 )
-from comfywatch.parse import ParseError
 
 #: The reason label values alert rules and dashboards rely on, as docs/architecture.md lists them.
 DOCUMENTED_REASONS = [

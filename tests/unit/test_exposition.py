@@ -1,4 +1,4 @@
-"""Tests for the /metrics text: comfywatch.exposition (renderer), comfywatch.exporter (families), comfywatch.metrics.
+"""Tests for the /metrics text: comfywatch.export.exposition (renderer), comfywatch.export.collector (families), comfywatch.export.metrics.
 
 The output is checked with both of prometheus_client's parsers and with ``promtool check metrics``.
 """
@@ -19,11 +19,10 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from comfywatch import __version__
-from comfywatch import metrics as m
-from comfywatch.clients.http import PhaseTimes
 from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason
-from comfywatch.exporter import DaemonInfo, collect, render_metrics
-from comfywatch.exposition import (
+from comfywatch.export import metrics as m
+from comfywatch.export.collector import DaemonInfo, collect, render_metrics
+from comfywatch.export.exposition import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
     Family,
@@ -34,11 +33,12 @@ from comfywatch.exposition import (
     labels_text,
     render,
 )
+from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.parse.text import sanitize
 from comfywatch.state import TargetState
-from comfywatch.trackers import QueueTracker
+from comfywatch.state.trackers import QueueTracker
 from tests.fixtures import load_json
 
 NASTY = 'a "quoted" \\ back\\slash\nnew line'

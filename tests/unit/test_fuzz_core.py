@@ -24,12 +24,11 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from comfywatch.canary_events import PromptFollower
 from comfywatch.config import Config, ConfigError, load_config
-from comfywatch.durations import parse_duration, parse_size
-from comfywatch.errors import Failure, Reason, classify_execution_error, classify_status, parse_retry_after
-from comfywatch.exposition import Family, MetricDef, render
-from comfywatch.parse import ParseError
+from comfywatch.config.durations import parse_duration, parse_size
+from comfywatch.errors import Failure, ParseError, Reason, classify_execution_error, classify_status, parse_retry_after
+from comfywatch.export.exposition import Family, MetricDef, render
+from comfywatch.parse.canary_events import PromptFollower
 from comfywatch.parse.history import parse_history, parse_history_entry
 from comfywatch.parse.jobs import parse_jobs
 from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from comfywatch.exporter import DaemonInfo, render_metrics
+from comfywatch.export.collector import DaemonInfo, render_metrics
+from comfywatch.export.target_encoder import ENCODE_FAILURES
 from comfywatch.parse.cloud import parse_billing_status, parse_cloud_error, parse_jobs_list
 from comfywatch.parse.history import parse_history
 from comfywatch.parse.jobs import parse_jobs
@@ -27,8 +28,7 @@ from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import Device, SystemStats, parse_system_stats
 from comfywatch.parse.text import ELLIPSIS, MAX_CHARS, MAX_DEVICES, TRUNCATIONS, Cut
 from comfywatch.state import TargetState
-from comfywatch.target_lines import ENCODE_FAILURES
-from comfywatch.trackers import QueueTracker
+from comfywatch.state.trackers import QueueTracker
 from tests.fixtures import load_json
 from tests.strategies import FUZZ
 

@@ -1,4 +1,4 @@
-"""The fair request limiter (comfywatch.limiter): a capacity, and freed slots to the target that used the least."""
+"""The fair request limiter (comfywatch.daemon.limiter): a capacity, and freed slots to the target that used the least."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from comfywatch.limiter import FairLimiter, Share
+from comfywatch.daemon.limiter import FairLimiter, Share
 
 
 class Clock:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from comfywatch.lint import (
+from comfywatch.errors import ParseError
+from comfywatch.parse.nodeerrors import summarise_prompt_error
+from comfywatch.workflows.lint import (
     LintCode,
     LintProblem,
     NodeSpec,
@@ -20,8 +22,6 @@ from comfywatch.lint import (
     parse_object_info,
     required_classes,
 )
-from comfywatch.nodeerrors import summarise_prompt_error
-from comfywatch.parse import ParseError
 from tests.fixtures import FIXTURES, load_json
 
 OBJECT_INFO: dict[str, Any] = load_json("object_info.json")

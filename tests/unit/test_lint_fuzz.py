@@ -9,17 +9,16 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfywatch.lint import (
+from comfywatch.errors import ParseError
+from comfywatch.parse.nodeerrors import MAX_LINE, PromptRejection, node_sort_key, summarise_prompt_error
+from comfywatch.workflows.lint import (
     LintProblem,
     WorkflowFormat,
     detect_format,
     lint_workflow,
-    node_sort_key,
     parse_object_info,
     required_classes,
 )
-from comfywatch.nodeerrors import MAX_LINE, PromptRejection, summarise_prompt_error
-from comfywatch.parse import ParseError
 from tests.fixtures import load_json
 
 OBJECT_INFO: dict[str, Any] = load_json("object_info.json")

@@ -1,10 +1,10 @@
-"""docs/metrics.md and the dashboards' catalogue stay in step with comfywatch.metrics."""
+"""docs/metrics.md and the dashboards' catalogue stay in step with comfywatch.export.metrics."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from comfywatch import metrics
+from comfywatch.export import metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

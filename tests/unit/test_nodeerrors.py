@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from comfywatch.nodeerrors import MAX_LINE, MAX_NODES, PromptRejection, summarise_prompt_error
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError
+from comfywatch.parse.nodeerrors import MAX_LINE, MAX_NODES, PromptRejection, summarise_prompt_error
 from tests.fixtures import FIXTURES, load_json
 
 JSON_ANSWERS = [

@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfywatch.errors import Reason
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.cloud import (
     BILLING_ERROR_TYPES,
     MAX_TEXT,

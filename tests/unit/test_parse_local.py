@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from comfywatch.errors import Reason
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.history import HistoryEntry, Outcome, parse_history, parse_history_entry
 from comfywatch.parse.jobs import Job, parse_jobs, to_ms
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, parse_prompt_accepted, parse_ws_text, ws_event

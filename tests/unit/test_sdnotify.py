@@ -1,4 +1,4 @@
-"""Tests for comfywatch.sdnotify against real AF_UNIX datagram sockets standing in for systemd."""
+"""Tests for comfywatch.daemon.sdnotify against real AF_UNIX datagram sockets standing in for systemd."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from comfywatch.sdnotify import Watchdog, notify, watchdog_interval
+from comfywatch.daemon.sdnotify import Watchdog, notify, watchdog_interval
 
 # Generous bounds for a loaded 2-core CI box; scaled like websockets' test suite.
 TIMEOUT = 5.0 * float(os.environ.get("COMFYWATCH_TESTS_TIMEOUT_FACTOR", "1"))

@@ -1,4 +1,4 @@
-"""Tests for comfywatch.shard: rendezvous hashing is stable, balanced and moves little when scaling."""
+"""Tests for comfywatch.daemon.shard: rendezvous hashing is stable, balanced and moves little when scaling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comfywatch.config import ConfigError, load_config
-from comfywatch.shard import owner, owns, parse_shard
+from comfywatch.daemon.shard import owner, owns, parse_shard
 
 NAMES = [f"target-{i}" for i in range(1000)]
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"

@@ -1,4 +1,4 @@
-"""Tests for comfywatch.slots: how targets are batched into poll jobs."""
+"""Tests for comfywatch.daemon.slots: how targets are batched into poll jobs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.slots import Slot, SlotTable, first_offset
+from comfywatch.daemon.slots import Slot, SlotTable, first_offset
 
 
 def test_targets_fill_a_slot_before_a_new_one_is_made() -> None:

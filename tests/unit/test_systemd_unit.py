@@ -176,7 +176,7 @@ class TestMemoryDenyWriteExecute:
             import asyncio, ssl, bcrypt, httpx, pydantic, prometheus_client, structlog, yaml
             import apscheduler.schedulers.asyncio, websockets.asyncio.client
             from aiohttp import web
-            import comfywatch.daemon, comfywatch.logs, comfywatch.webconfig, comfywatch.sdnotify
+            import comfywatch.daemon.service, comfywatch.logs, comfywatch.server.webconfig, comfywatch.daemon.sdnotify
             assert bcrypt.checkpw(b"pw", bcrypt.hashpw(b"pw", bcrypt.gensalt(4)))
             ssl.create_default_context()
 

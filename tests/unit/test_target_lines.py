@@ -1,4 +1,4 @@
-"""Tests for comfywatch.target_lines: a target's /metrics lines, kept between scrapes, are never stale.
+"""Tests for comfywatch.export.target_encoder: a target's /metrics lines, kept between scrapes, are never stale.
 
 The reference is a fresh encoding (new caches) of the same state: whatever sequence of changes a state goes
 through, by whichever code path, the kept lines must be byte for byte what a fresh encoding gives.
@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from comfywatch.clients.http import PhaseTimes
 from comfywatch.errors import Reason, SkipReason
-from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
+from comfywatch.export.collector import DaemonInfo, ScrapeClock, render_metrics
+from comfywatch.export.target_encoder import FAMILIES, TargetLines, chunks, encode, is_current, snapshot
+from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState
-from comfywatch.target_lines import FAMILIES, TargetLines, chunks, encode, is_current, snapshot
-from comfywatch.trackers import QueueView
+from comfywatch.state.trackers import QueueView
 from tests.fixtures import load_json
 from tests.strategies import FUZZ
 

@@ -1,4 +1,4 @@
-"""Tests for comfywatch.trackers: queue ages, stalls and idle workers with an injected clock; SeenSet counting."""
+"""Tests for comfywatch.state.trackers: queue ages, stalls and idle workers with an injected clock; SeenSet counting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.queue import QueueItem, QueueSnapshot, parse_queue
-from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
+from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 from tests.fixtures import load_json
 
 A, B, C = (

@@ -1,4 +1,4 @@
-"""Tests for comfywatch.webconfig: a real aiohttp server with TLS and basic auth, a real httpx client."""
+"""Tests for comfywatch.server.webconfig: a real aiohttp server with TLS and basic auth, a real httpx client."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from comfywatch import webconfig
-from comfywatch.webconfig import (
+from comfywatch.server import webconfig
+from comfywatch.server.webconfig import (
     WebConfig,
     WebConfigError,
     basic_auth_middleware,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from comfywatch.config import VerifyConfig
-from comfywatch.lint import lint_workflow
 from comfywatch.workflows import BUILTINS, CanaryWorkflow, WorkflowError, fill_text, load_workflow, render_workflow
+from comfywatch.workflows.lint import lint_workflow
 from tests.fixtures import FIXTURES, load_json
 
 RECORDED_WORKFLOWS = sorted(p.name for p in (FIXTURES / "workflows").glob("*.json"))

@@ -28,6 +28,7 @@ from comfywatch.basic_auth import basic_auth_header
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
+from comfywatch.checks.context import build_context
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import (
     MAX_URL_CHARS,
@@ -39,10 +40,9 @@ from comfywatch.config import (
     resolve_module_credentials,
 )
 from comfywatch.errors import Reason
-from comfywatch.exporter import collect
-from comfywatch.exposition import Family, MetricDef, choose_format, render
+from comfywatch.export.collector import collect
+from comfywatch.export.exposition import Family, MetricDef, choose_format, render
 from comfywatch.redact import register_secret, request_scope, scrub, strip_userinfo
-from comfywatch.runtime import build_runtime
 
 __all__ = ["PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
 
@@ -147,7 +147,7 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
         credentials = _module_credentials(module, url)
     except ValueError:
         return _refuse(500, "module credentials unreadable")
-    runtime = build_runtime(config, target, credentials=credentials)
+    runtime = build_context(config, target, credentials=credentials)
     assert runtime.local is not None
     started = time.perf_counter()
     ok = True

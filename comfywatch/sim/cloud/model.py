@@ -19,15 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from comfywatch.sim import cloud_render as render
-from comfywatch.sim.cloud_jobs import (
-    FAULTS,
-    OUTPUT_NODE_TYPES,
-    TIER_CONCURRENCY,
-    PromptPlan,
-    SimJob,
-    safe_prefix,
-)
+from comfywatch.sim.cloud import render
+from comfywatch.sim.cloud.jobs import FAULTS, OUTPUT_NODE_TYPES, TIER_CONCURRENCY, PromptPlan, SimJob, safe_prefix
 
 __all__ = ["Listener", "SignedFile", "SimCloud"]
 

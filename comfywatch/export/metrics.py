@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from comfywatch.exposition import MetricDef
+from comfywatch.export.exposition import MetricDef
 from comfywatch.parse.text import MAX_CHARS, MAX_DEVICES
 
 __all__ = ["ALL", "CLOUD", "DAEMON", "TARGET"]

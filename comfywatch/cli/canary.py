@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
+from comfywatch.checks.context import build_context, ssl_context_for
+from comfywatch.cli.render import format_phases, json_document, printable
 from comfywatch.config import Config, ConfigError, TargetConfig, config_file, load_config, target_from_url_option
-from comfywatch.doctor import json_document, printable
-from comfywatch.errors import hint_for
-from comfywatch.runtime import build_runtime, ssl_context_for
 from comfywatch.workflows import WorkflowError, load_workflow
 
-__all__ = ["canary_main", "format_phases", "pick_target"]
+__all__ = ["canary_main", "pick_target"]
 
 
 def pick_target(config: Config, name: str | None) -> TargetConfig:
@@ -25,34 +24,12 @@ def pick_target(config: Config, name: str | None) -> TargetConfig:
     return candidates[0]
 
 
-def format_phases(result: CanaryResult, url: str | None = None) -> str:
-    """The phase table: one printable line each (see :func:`~comfywatch.doctor.printable`); *url* (the target's)
-    lets the fix name its address."""
-    lines = [f"canary {result.canary}: " + ("ok" if result.ok else f"FAILED ({result.reason})")]
-    for phase in ("submit", "queue", "execute", "fetch", "total"):
-        if phase in result.phases:
-            lines.append(f"  {phase:<8} {result.phases[phase] * 1000:10.1f} ms")
-    if result.server_seconds is not None:
-        lines.append(f"  {'server':<8} {result.server_seconds * 1000:10.1f} ms  (execution by the server's clock)")
-    if result.websocket_ok is False:
-        lines.append("  websocket: unavailable, fell back to polling /history")
-    if not result.ok and result.reason is not None:
-        if result.detail:
-            lines.append(f"  detail: {result.detail}")
-        for problem in result.problems:
-            lines.append(f"  - {problem}")
-        lines.append(f"  fix: {hint_for(result.reason, url)}")
-    if result.skipped:
-        lines = [f"canary {result.canary}: skipped ({result.detail})"]
-    return "\n".join(map(printable, lines))
-
-
 async def _run(target: TargetConfig, config: Config, workflow_spec: str | None, timeout: float) -> CanaryResult:
     spec = workflow_spec or target.canary.workflow
     name = target.canary.canary_name if workflow_spec is None else (
         spec.removeprefix("builtin:") if spec.startswith("builtin:") else Path(spec).stem)
     workflow = load_workflow(spec, name, target.canary.verify)
-    runtime = build_runtime(config, target)
+    runtime = build_context(config, target)
     assert runtime.local is not None
     runner = CanaryRunner(runtime.local, workflow, timeout=timeout, when_busy="queue",
                           ssl_context=ssl_context_for(target))

@@ -18,8 +18,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from comfywatch import __version__
-from comfywatch.exporter import DaemonInfo, ScrapeClock, render_metrics
-from comfywatch.exposition import choose_format
+from comfywatch.export.collector import DaemonInfo, ScrapeClock, render_metrics
+from comfywatch.export.exposition import choose_format
 from comfywatch.state import TargetState
 
 __all__ = ["ExporterRunner", "MetricsSource", "create_app"]

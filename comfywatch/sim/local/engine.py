@@ -1,6 +1,6 @@
 """The state of one simulated ComfyUI 0.3.64 server: validation, queue, worker, history, WebSocket fan-out.
 
-Nothing here knows about aiohttp. The HTTP layer (:mod:`comfywatch.sim.local`) turns requests into calls
+Nothing here knows about aiohttp. The HTTP layer (:mod:`comfywatch.sim.local.app`) turns requests into calls
 on :class:`SimServer` and its results into responses; WebSockets are reached through the small
 :class:`Socket` protocol. Execution happens in simulated time: a node "runs" by sleeping, and the only
 real work is building tiny PNGs and running ``re.sub`` for ``RegexReplace`` (so its errors are Python's).

@@ -13,7 +13,7 @@ import zlib
 from datetime import UTC, datetime
 from typing import Any
 
-from comfywatch.sim.cloud_jobs import SimJob
+from comfywatch.sim.cloud.jobs import SimJob
 
 __all__ = [
     "error_body",

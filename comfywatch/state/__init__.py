@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from comfywatch.clients.http import PhaseTimes
 from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason, SkipReason, possible_reasons
+from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.queue import QueueSnapshot
 from comfywatch.parse.system import SystemStats
-from comfywatch.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
+from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 
 __all__ = [
     "CANARY_BUCKETS",

@@ -1,4 +1,4 @@
-"""Turn target states into metric families (pure; the aiohttp handlers live in :mod:`comfywatch.web`).
+"""Turn target states into metric families (pure; the aiohttp handlers live in :mod:`comfywatch.server.app`).
 
 ``/metrics`` renders every target with a ``target`` label; ``/probe`` renders one freshly probed target
 without it (blackbox_exporter style, the target is Prometheus' ``instance``).
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from comfywatch import __version__
-from comfywatch import metrics as m
-from comfywatch.exposition import Family, labels_text, render
+from comfywatch.export import metrics as m
+from comfywatch.export.exposition import Family, labels_text, render
+from comfywatch.export.target_encoder import ENCODE_FAILURES, FAMILIES, chunks
 from comfywatch.parse.text import TRUNCATIONS
 from comfywatch.state import TargetState
-from comfywatch.target_lines import ENCODE_FAILURES, FAMILIES, chunks
 
 __all__ = ["DaemonInfo", "ScrapeClock", "collect", "prepare", "render_metrics"]
 

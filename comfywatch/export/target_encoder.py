@@ -20,9 +20,8 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from comfywatch import metrics as m
-from comfywatch.clients.http import PhaseTimes
-from comfywatch.exposition import (
+from comfywatch.export import metrics as m
+from comfywatch.export.exposition import (
     MetricDef,
     column_lines,
     format_value,
@@ -30,6 +29,7 @@ from comfywatch.exposition import (
     histogram_template,
     labels_text,
 )
+from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.text import sanitize
 from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
 

@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.checks.network import connection_phases
+from comfywatch.cli.render import format_phases, json_document, printable
 from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
@@ -46,11 +48,8 @@ from comfywatch.errors import Failure, Reason, hint_for
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
-from comfywatch.parse.text import sanitize
-from comfywatch.redact import scrub, scrub_output
-from comfywatch.runtime import TargetRuntime, build_runtime, ssl_context_for
 
-__all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "json_document", "printable", "run_doctor"]
+__all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
 
 Status = Literal["ok", "warn", "fail", "skipped"]
 SYMBOLS: dict[str, str] = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
@@ -125,22 +124,6 @@ class Report:
 
     def to_json(self) -> str:
         return json_document({"ok": self.ok, "strict": self.strict, "targets": [asdict(t) for t in self.targets]})
-
-
-def printable(text: str) -> str:
-    """*text* as one line that may reach a terminal: no character a terminal acts on (control characters, so
-    no escape sequence and no line break a server could start a forged line with; bidi reordering; lone
-    surrogates) and no secret in any form it is registered in. Every line the text commands print goes
-    through here last."""
-    # Scrubbed before and after: removing a character can join the halves of a secret it separated.
-    return scrub(sanitize(scrub(text)))
-
-
-def json_document(document: object) -> str:
-    """*document* as the ``--json`` output of the text commands: every string in it scrubbed before it is
-    serialised (so the escaped forms JSON would write are covered too), and ASCII only, so a terminal shows
-    escapes and never interprets what a server sent."""
-    return json.dumps(scrub_output(document), indent=2)
 
 
 def _fail(check_id: str, failure: Failure, summary: str | None = None, **details: Any) -> CheckResult:
@@ -321,7 +304,7 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
     return _fail("http.api", failure, None, **({"answer": answer} if answer else {}))
 
 
-async def _websocket_check(runtime: TargetRuntime, api: LocalApi, timeout: float) -> CheckResult:
+async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float) -> CheckResult:
     """Open /ws as the monitor and the canary do, and wait for ComfyUI's first ``status`` frame."""
     from comfywatch.clients.ws import connect
     from comfywatch.errors import classify_exception
@@ -499,8 +482,7 @@ async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
                                details=details))
 
 
-async def _canary_check(report: TargetReport, runtime: TargetRuntime, api: LocalApi, timeout: float) -> None:
-    from comfywatch.canary_cli import format_phases
+async def _canary_check(report: TargetReport, runtime: TargetContext, api: LocalApi, timeout: float) -> None:
     from comfywatch.checks.canary import CanaryRunner
     from comfywatch.workflows import load_workflow
 
@@ -520,7 +502,7 @@ async def _canary_check(report: TargetReport, runtime: TargetRuntime, api: Local
 
 
 async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -> None:
-    from comfywatch.lint import WorkflowFormat, detect_format, lint_workflow
+    from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
 
     try:
         text = await asyncio.to_thread(Path(workflow_path).read_text, encoding="utf-8")
@@ -581,7 +563,7 @@ def canary_timeout(target: TargetConfig, timeout: float) -> float:
     return max(timeout, 30.0)
 
 
-async def _local_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetReport:
+async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetReport:
     target = runtime.config
     report = TargetReport(target.name, target.kind, target.public_url)
     api = runtime.local
@@ -645,7 +627,7 @@ CLOUD_HINTS: dict[Reason, str] = {
 }
 
 
-async def _cloud_target(runtime: TargetRuntime, args: DoctorOptions) -> TargetReport:
+async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetReport:
     target = runtime.config
     report = TargetReport(target.name, target.kind, target.public_url)
     api = runtime.extras.get("cloud")
@@ -784,7 +766,7 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
     for configured in targets:
         # One patience for every step: the doctor's --timeout, not the daemon's polling timeout.
         target = configured.model_copy(update={"timeout": options.timeout})
-        runtime = build_runtime(config, target)
+        runtime = build_context(config, target)
         try:
             if target.kind == "cloud":
                 reports.append(await _cloud_target(runtime, options))

@@ -40,7 +40,7 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
-from comfywatch.durations import format_duration, format_size, parse_duration, parse_size
+from comfywatch.config.durations import format_duration, format_size, parse_duration, parse_size
 from comfywatch.parse.text import clean
 
 __all__ = [

@@ -28,23 +28,22 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
-from comfywatch import sdnotify
-from comfywatch.checks import CheckFailed, CheckSkipped
-from comfywatch.checks import jobs as jobs_check
+from comfywatch.checks import POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
-from comfywatch.checks import system as system_check
+from comfywatch.checks.context import TargetContext, build_context
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
+from comfywatch.daemon import sdnotify
+from comfywatch.daemon.limiter import FairLimiter
+from comfywatch.daemon.plan import plan_checks
+from comfywatch.daemon.slots import Slot, SlotTable, first_offset
 from comfywatch.errors import Reason, hint_for
-from comfywatch.exporter import DaemonInfo, ScrapeClock, prepare
-from comfywatch.limiter import FairLimiter
+from comfywatch.export.collector import DaemonInfo, ScrapeClock, prepare
 from comfywatch.redact import replace_secrets, request_scope
-from comfywatch.runtime import TargetRuntime, build_runtime
-from comfywatch.slots import Slot, SlotTable, first_offset
+from comfywatch.server.app import ExporterRunner, create_app
 from comfywatch.state import TargetState
-from comfywatch.web import ExporterRunner, create_app
 
-__all__ = ["CheckSpec", "Daemon", "ListenError"]
+__all__ = ["Daemon", "ListenError"]
 
 log = structlog.get_logger("comfywatch.daemon")
 
@@ -62,22 +61,6 @@ class ListenError(Exception):
         super().__init__(f"cannot listen on {address}: {problem.lower()} ({advice})")
         self.address = address
 
-
-@dataclass(frozen=True)
-class CheckSpec:
-    """One scheduled check of one target."""
-
-    name: str
-    interval: float
-    timeout: float
-    run: Callable[[], Awaitable[Any]]
-    #: Checks of one group and interval run one after the other. The ``poll`` group of every target with the
-    #: same interval shares scheduler jobs (see ``comfywatch.slots``); other groups get a job per target.
-    group: str | None = None
-
-
-#: The group polled in batches (slots).
-POLL_GROUP = "poll"
 
 PollMembers = tuple[TargetState, list[CheckSpec]]
 
@@ -97,8 +80,8 @@ class _Job:
 class _Built:
     """A target's runtime and scheduler jobs, built and not running yet."""
 
-    runtime: TargetRuntime
-    #: Its poll checks by interval: they join a slot (see ``comfywatch.slots``).
+    runtime: TargetContext
+    #: Its poll checks by interval: they join a slot (see ``comfywatch.daemon.slots``).
     polls: dict[float, list[CheckSpec]]
     jobs: list[_Job]
 
@@ -163,7 +146,7 @@ class Daemon:
         self.listen_override = listen
         self.shard_override = shard
         self.config: Config | None = None
-        self.runtimes: dict[str, TargetRuntime] = {}
+        self.runtimes: dict[str, TargetContext] = {}
         self.scheduler: AsyncIOScheduler | None = None
         #: Requests in flight to all targets together (``max_concurrency``), shared fairly between them.
         self.limiter: FairLimiter | None = None
@@ -207,17 +190,17 @@ class Daemon:
         return config
 
     def owned_targets(self, config: Config) -> list[TargetConfig]:
-        from comfywatch.shard import owns
+        from comfywatch.daemon.shard import owns
 
         index, count = config.server.shard_index, config.server.shard_count
         targets = list(config.targets) + self.discovered_targets(config)
         return [t for t in targets if owns(t.name, index, count)]
 
     def discovered_targets(self, config: Config) -> list[TargetConfig]:
-        """Targets from file_sd files (see :mod:`comfywatch.discovery`); static names win on a clash."""
+        """Targets from file_sd files (see :mod:`comfywatch.daemon.discovery`); static names win on a clash."""
         if not config.discovery.files:
             return []
-        from comfywatch.discovery import load_discovered
+        from comfywatch.daemon.discovery import load_discovered
 
         static = {t.name for t in config.targets}
         found, problems = load_discovered(config.discovery)
@@ -227,39 +210,6 @@ class Daemon:
 
     # ----------------------------------------------------------------------------------------------------
     # Checks.
-
-    def checks_for(self, config: Config, runtime: TargetRuntime) -> list[CheckSpec]:
-        target = runtime.config
-        interval = config.interval_of(target)
-        # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
-        # own request timeout (a request cut by the check's deadline would go uncounted), nor after the interval.
-        request_timeout = config.timeout_of(target)
-        budget = min(max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9)), interval)
-        specs: list[CheckSpec] = []
-        if target.kind == "local" and runtime.local is not None:
-            api, state = runtime.local, runtime.state
-            wanted = target.checks or ("system", "queue", "jobs")
-            if "system" in wanted:
-                specs.append(CheckSpec("system", interval, budget, lambda: system_check.run(api, state), POLL_GROUP))
-            if "queue" in wanted:
-                specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state), POLL_GROUP))
-            if "jobs" in wanted:
-                specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state), POLL_GROUP))
-        if target.kind == "local":
-            from comfywatch.checks import network as network_check
-
-            # Twice the request timeout: DNS, connect and (https) two TLS handshakes run in sequence.
-            specs.append(CheckSpec("network", max(interval, 300.0), budget + request_timeout,
-                                   lambda: network_check.run(target, runtime.state, request_timeout)))
-        specs.extend(self.extra_checks(runtime))
-        return specs
-
-    def extra_checks(self, runtime: TargetRuntime) -> list[CheckSpec]:
-        """Canary and Cloud checks (kept apart so the polling core stays small), for ``self.config``."""
-        from comfywatch.schedule_extra import extra_checks
-
-        assert self.config is not None
-        return extra_checks(self, runtime)
 
     async def run_check(self, state: TargetState, spec: CheckSpec) -> None:
         task = asyncio.current_task()
@@ -316,12 +266,12 @@ class Daemon:
             log.warning("check_failed", target=state.name, check=check, reason=str(after), detail=detail,
                         url=state.public_url, hint=hint_for(after, state.public_url))
 
-    def _build_jobs(self, config: Config, runtime: TargetRuntime, fleet_size: int) -> _Built:
+    def _build_jobs(self, config: Config, runtime: TargetContext, fleet_size: int) -> _Built:
         """The checks of *runtime* under *config*, grouped into the scheduler jobs that will run them."""
         now = datetime.now(UTC)
         name = runtime.config.name
         groups: dict[tuple[str, float], list[CheckSpec]] = {}
-        for spec in self.checks_for(config, runtime):
+        for spec in plan_checks(config, runtime):
             groups.setdefault((spec.group or spec.name, spec.interval), []).append(spec)
         polls: dict[float, list[CheckSpec]] = {}
         jobs: list[_Job] = []
@@ -353,7 +303,7 @@ class Daemon:
                 max_instances=1,
             )
 
-    def _join_slot(self, runtime: TargetRuntime, interval: float, members: list[CheckSpec]) -> None:
+    def _join_slot(self, runtime: TargetContext, interval: float, members: list[CheckSpec]) -> None:
         assert self.scheduler is not None
         name = runtime.config.name
         slot, created = self._slots.add(name, interval, (runtime.state, members))
@@ -473,7 +423,7 @@ class Daemon:
                 if name not in wanted or wanted[name] != runtime.config or defaults_changed]
         limiter = self.limiter or FairLimiter(config.server.max_concurrency)
         targets = [target for name, target in wanted.items() if name not in self.runtimes or name in drop]
-        runtimes: list[TargetRuntime] = []
+        runtimes: list[TargetContext] = []
         try:
             added = self._build(config, targets, limiter, len(wanted), runtimes)
         except BaseException:
@@ -483,7 +433,7 @@ class Daemon:
         return _Plan(config, limiter, len(wanted), drop, added)
 
     def _build(self, config: Config, targets: list[TargetConfig], limiter: FairLimiter, fleet_size: int,
-               runtimes: list[TargetRuntime]) -> list[_Built]:
+               runtimes: list[TargetContext]) -> list[_Built]:
         """*targets*' runtimes and jobs under *config*; each runtime joins *runtimes* once it exists (the caller
         closes them when building fails)."""
         old = self.config
@@ -496,7 +446,7 @@ class Daemon:
                 added: list[_Built] = []
                 for target in targets:
                     try:
-                        runtime = build_runtime(config, target, limiter=limiter.share(), env=self.env)
+                        runtime = build_context(config, target, limiter=limiter.share(), env=self.env)
                     except ValueError as exc:  # a secret file validation read is gone or unreadable now
                         source = str(self.config_path or "environment")
                         raise ConfigError([f"target {target.name}: {exc}"], source) from None
@@ -539,9 +489,9 @@ class Daemon:
                         for secret in runtime.credentials.secret_values())
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
 
-    def _start_monitor(self, runtime: TargetRuntime) -> None:
-        from comfywatch.checks.monitor import WebSocketMonitor
-        from comfywatch.runtime import ssl_context_for
+    def _start_monitor(self, runtime: TargetContext) -> None:
+        from comfywatch.checks.context import ssl_context_for
+        from comfywatch.daemon.ws_monitor import WebSocketMonitor
 
         assert runtime.local is not None
         name = runtime.config.name
@@ -613,7 +563,7 @@ class Daemon:
             task.add_done_callback(self._background.discard)
 
     def _discovery_fingerprint(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
-        from comfywatch.discovery import discovery_fingerprint
+        from comfywatch.daemon.discovery import discovery_fingerprint
 
         config = config or self.config
         return discovery_fingerprint(config.discovery) if config is not None else ()
@@ -657,13 +607,13 @@ class Daemon:
         return success
 
     async def _start_server(self, config: Config) -> None:
-        from comfywatch.probe import make_probe_handler
+        from comfywatch.server.probe import make_probe_handler
 
         middlewares: list[object] = []
         ssl_context = None
         headers: Mapping[str, str] = {}
         if config.server.web_config_file is not None:
-            from comfywatch.webconfig import basic_auth_middleware, load_web_config
+            from comfywatch.server.webconfig import basic_auth_middleware, load_web_config
 
             web_config = load_web_config(config.server.web_config_file)
             ssl_context = web_config.ssl_context
@@ -675,7 +625,7 @@ class Daemon:
             middlewares=middlewares, scrapes=self.scrapes,
         )
         if headers:
-            from comfywatch.webconfig import install_response_headers
+            from comfywatch.server.webconfig import install_response_headers
 
             install_response_headers(app, headers)
         self._runner = ExporterRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)

@@ -13,11 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from comfywatch.lint import node_sort_key
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError
 from comfywatch.parse.text import sanitize
 
-__all__ = ["NodeError", "NodeRejection", "PromptRejection", "summarise_prompt_error"]
+__all__ = ["NodeError", "NodeRejection", "PromptRejection", "node_sort_key", "summarise_prompt_error"]
+
+
+def node_sort_key(node_id: object) -> tuple[int, int, str]:
+    """Order node ids as people number them: "2" before "10", numeric ids before named ones."""
+    text = str(node_id)
+    # isascii: str.isdigit() also accepts characters such as "²" that int() rejects.
+    if text.isascii() and text.isdigit() and len(text) <= 30:
+        return (0, int(text), text)
+    return (1, 0, text)
 
 MAX_TEXT: Final = 160
 MAX_LINE: Final = 400

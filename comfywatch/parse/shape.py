@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError
 from comfywatch.parse.text import bounded
 
 __all__ = [

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from comfywatch.sim import cloud_render as render
-from comfywatch.sim.cloud_jobs import GROUP_OF, PromptPlan, SimJob, check_prompt
-from comfywatch.sim.cloud_model import SignedFile, SimCloud
+from comfywatch.sim.cloud import render
+from comfywatch.sim.cloud.jobs import GROUP_OF, PromptPlan, SimJob, check_prompt
+from comfywatch.sim.cloud.model import SignedFile, SimCloud
 
 __all__ = ["SIM_CLOUD_KEY", "create_cloud_app"]
 

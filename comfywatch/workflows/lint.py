@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from comfywatch.parse import ParseError
+from comfywatch.errors import ParseError
+from comfywatch.parse.nodeerrors import node_sort_key
 
 __all__ = [
     "InputSpec",
@@ -41,7 +42,6 @@ __all__ = [
     "WorkflowFormat",
     "detect_format",
     "lint_workflow",
-    "node_sort_key",
     "parse_object_info",
     "required_classes",
     "unwrap_workflow",
@@ -221,15 +221,6 @@ def required_classes(workflow: object) -> set[str]:
         for node in prompt.values()
         if isinstance(node, Mapping) and isinstance(node.get("class_type"), str)
     }
-
-
-def node_sort_key(node_id: object) -> tuple[int, int, str]:
-    """Order node ids as people number them: "2" before "10", numeric ids before named ones."""
-    text = str(node_id)
-    # isascii: str.isdigit() also accepts characters such as "²" that int() rejects.
-    if text.isascii() and text.isdigit() and len(text) <= 30:
-        return (0, int(text), text)
-    return (1, 0, text)
 
 
 # ----------------------------------------------------------------------------------------- object_info

@@ -127,9 +127,9 @@ def _check_config(path_arg: str | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from comfywatch.config import ConfigError, config_file
-    from comfywatch.daemon import Daemon, ListenError
+    from comfywatch.daemon.service import Daemon, ListenError
     from comfywatch.logs import configure_logging, default_log_format
-    from comfywatch.webconfig import WebConfigError
+    from comfywatch.server.webconfig import WebConfigError
 
     daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard)
     # Problems with the file or the options are reported like check-config's, before anything starts.
@@ -164,11 +164,11 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if command == "run":
         return _run(args if args.command else parser.parse_args(["run"]))
     if command == "doctor":
-        from comfywatch.doctor import doctor_main
+        from comfywatch.cli.doctor import doctor_main
 
         return int(doctor_main(args))
     if command == "canary":
-        from comfywatch.canary_cli import canary_main
+        from comfywatch.cli.canary import canary_main
 
         return canary_main(args)
     parser.print_usage(sys.stderr)

@@ -20,7 +20,7 @@ from comfywatch.config import Config, Credentials, TargetConfig, resolve_credent
 from comfywatch.redact import register_secret
 from comfywatch.state import TargetState
 
-__all__ = ["LOCAL_ENDPOINTS", "TargetRuntime", "build_runtime", "ssl_context_for"]
+__all__ = ["LOCAL_ENDPOINTS", "TargetContext", "build_context", "ssl_context_for"]
 
 LOCAL_ENDPOINTS = ("system_stats", "queue", "history")
 CLOUD_ENDPOINTS = ("user", "billing_balance", "billing_status", "features", "queue", "jobs")
@@ -35,7 +35,7 @@ def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
 
 
 @dataclass
-class TargetRuntime:
+class TargetContext:
     """Everything the daemon holds for one target; ``config`` equality decides reuse on reload."""
 
     config: TargetConfig
@@ -74,7 +74,7 @@ def quiet_max_skips(interval: float) -> int:
     return max(0, min(3, math.ceil(60.0 / interval) - 1))
 
 
-def build_runtime(
+def build_context(
     config: Config,
     target: TargetConfig,
     *,
@@ -82,7 +82,7 @@ def build_runtime(
     observer: RequestObserver | None = None,
     credentials: Credentials | None = None,
     env: Mapping[str, str] | None = None,
-) -> TargetRuntime:
+) -> TargetContext:
     """Create the client and state for *target*; every secret it holds is registered for redaction."""
     credentials = credentials if credentials is not None else resolve_credentials(target, env)
     for secret in credentials.secret_values():
@@ -106,7 +106,7 @@ def build_runtime(
         before_request=budget.take if budget is not None else None,
     )
     local = LocalApi(http) if target.kind == "local" else None
-    runtime = TargetRuntime(config=target, credentials=credentials, state=state, http=http, local=local)
+    runtime = TargetContext(config=target, credentials=credentials, state=state, http=http, local=local)
     if state.cloud is not None:
         runtime.extras["cloud"] = CloudApi(http, divisor=target.balance_divisor, pause=state.cloud)
     return runtime

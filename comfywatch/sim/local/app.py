@@ -24,15 +24,6 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from comfywatch.sim.engine import (
-    FEATURES,
-    JOB_STATUSES,
-    Catalog,
-    MalformedRequestError,
-    SimOptions,
-    SimServer,
-    default_catalog,
-)
 from comfywatch.sim.faults import (
     HTTP_STATUS_FAULTS,
     Fault,
@@ -42,6 +33,15 @@ from comfywatch.sim.faults import (
     server_error_500,
     stream_huge_body,
     ws_no_upgrade_response,
+)
+from comfywatch.sim.local.engine import (
+    FEATURES,
+    JOB_STATUSES,
+    Catalog,
+    MalformedRequestError,
+    SimOptions,
+    SimServer,
+    default_catalog,
 )
 
 __all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]
