@@ -11,6 +11,7 @@ from comfywatch.checks.canary import CanaryResult, CanaryRunner
 from comfywatch.checks.context import build_context, ssl_context_for
 from comfywatch.cli.render import format_phases, json_document, printable
 from comfywatch.config import Config, ConfigError, TargetConfig, config_file, load_config, target_from_url_option
+from comfywatch.logs import configure_logging
 from comfywatch.workflows import WorkflowError, load_workflow
 
 __all__ = ["canary_main", "pick_target"]
@@ -45,8 +46,6 @@ def canary_main(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: the config, ``--url`` or ``--target`` is unusable (the caller prints it and exits 2).
     """
-    from comfywatch.logs import configure_logging
-
     # stdout carries the phase table or the JSON document: log lines (the per-node validation summary, a
     # broken WebSocket) go to stderr, and the debug chatter of a successful run not at all.
     configure_logging(fmt="console", level="warning", stream=sys.stderr)

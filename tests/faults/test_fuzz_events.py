@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from comfywatch.checks import monitor as monitor_module
 from comfywatch.config import DiscoveryConfig
+from comfywatch.daemon import ws_monitor as monitor_module
 from comfywatch.daemon.discovery import MAX_TARGETS_PER_FILE, parse_file_sd
 from comfywatch.daemon.ws_monitor import PROGRESS_EVENTS, WebSocketMonitor
 from comfywatch.errors import (
