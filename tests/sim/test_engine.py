@@ -10,7 +10,8 @@ import pytest
 
 from comfywatch.sim.faults import Fault, parse_faults
 from comfywatch.sim.local.app import origin_forbidden
-from comfywatch.sim.local.engine import MalformedRequestError, default_catalog, validate_prompt
+from comfywatch.sim.local.catalog import default_catalog
+from comfywatch.sim.local.validation import MalformedRequestError, validate_prompt
 from comfywatch.sim.png import encode_solid_png
 
 

@@ -34,15 +34,9 @@ from comfywatch.sim.faults import (
     stream_huge_body,
     ws_no_upgrade_response,
 )
-from comfywatch.sim.local.engine import (
-    FEATURES,
-    JOB_STATUSES,
-    Catalog,
-    MalformedRequestError,
-    SimOptions,
-    SimServer,
-    default_catalog,
-)
+from comfywatch.sim.local.catalog import Catalog, default_catalog
+from comfywatch.sim.local.engine import FEATURES, JOB_STATUSES, SimOptions, SimServer
+from comfywatch.sim.local.validation import MalformedRequestError
 
 __all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]
 

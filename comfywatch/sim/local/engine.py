@@ -24,11 +24,19 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any, Protocol
 
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, JOB_FAILURE_FAULTS, Fault
+from comfywatch.sim.local.catalog import Catalog
+from comfywatch.sim.local.failures import (
+    EXECUTE_FRAMES,
+    REGEX_TRACEBACK_TAIL,
+    RUNTIME_TRACEBACK_TAIL,
+    NodeFailure,
+    fault_failure,
+    full_type_name,
+)
+from comfywatch.sim.local.validation import MalformedRequestError, is_link, validate_prompt
 from comfywatch.sim.png import encode_solid_png
 
 __all__ = [
@@ -36,14 +44,10 @@ __all__ = [
     "JOB_STATUSES",
     "MAXIMUM_HISTORY_SIZE",
     "SENSITIVE_EXTRA_DATA_KEYS",
-    "Catalog",
-    "MalformedRequestError",
     "SimOptions",
     "SimServer",
     "Socket",
     "StoredImage",
-    "default_catalog",
-    "validate_prompt",
 ]
 
 MAXIMUM_HISTORY_SIZE = 10000
@@ -60,70 +64,6 @@ _PNG_FORMAT = 2
 # ComfyUI's PreviewImage picks its temp suffix from this alphabet (sic: "p" twice, no "w").
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstupvxyz"
 
-# Tracebacks as the real server formats them (paths from the recording machine).
-_VALIDATION_TRACEBACK = [
-    '  File "/opt/ComfyUI/execution.py", line 1010, in validate_prompt\n'
-    "    m = await validate_inputs(prompt_id, prompt, o, validated)\n"
-    "        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n",
-    '  File "/opt/ComfyUI/execution.py", line 788, in validate_inputs\n'
-    "    o_class_type = prompt[o_id]['class_type']\n"
-    "                   ~~~~~~^^^^^^\n",
-]
-_EXECUTE_FRAMES = [
-    '  File "/opt/ComfyUI/execution.py", line 496, in execute\n'
-    "    output_data, output_ui, has_subgraph, has_pending_tasks = await get_output_data("
-    "prompt_id, unique_id, obj, input_data_all, execution_block_cb=execution_block_cb, "
-    "pre_execute_cb=pre_execute_cb, hidden_inputs=hidden_inputs)\n",
-    '  File "/opt/ComfyUI/execution.py", line 315, in get_output_data\n'
-    "    return_values = await _async_map_node_over_list(prompt_id, unique_id, obj, input_data_all, "
-    "obj.FUNCTION, allow_interrupt=True, execution_block_cb=execution_block_cb, "
-    "pre_execute_cb=pre_execute_cb, hidden_inputs=hidden_inputs)\n",
-    '  File "/opt/ComfyUI/execution.py", line 289, in _async_map_node_over_list\n'
-    "    await process_inputs(input_dict, i)\n",
-    '  File "/opt/ComfyUI/execution.py", line 277, in process_inputs\n    result = f(**inputs)\n',
-]
-_REGEX_TRACEBACK_TAIL = [
-    '  File "/opt/ComfyUI/comfy_api/internal/__init__.py", line 149, in wrapped_func\n'
-    "    return method(locked_class, **inputs)\n",
-    '  File "/opt/ComfyUI/comfy_api/latest/_io.py", line 1270, in EXECUTE_NORMALIZED\n'
-    "    to_return = cls.execute(*args, **kwargs)\n",
-    '  File "/opt/ComfyUI/comfy_extras/nodes_string.py", line 363, in execute\n'
-    "    result = re.sub(regex_pattern, replace, string, count=count, flags=flags)\n",
-    '  File "/usr/lib/python3.11/re/__init__.py", line 185, in sub\n'
-    "    return _compile(pattern, flags).sub(repl, string, count)\n",
-    '  File "/usr/lib/python3.11/re/__init__.py", line 294, in _compile\n    p = _compiler.compile(pattern, flags)\n',
-]
-_OOM_TRACEBACK_TAIL = [
-    '  File "/opt/ComfyUI/nodes.py", line 1525, in sample\n'
-    "    return common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, "
-    "latent_image, denoise=denoise)\n",
-    '  File "/opt/ComfyUI/comfy/ldm/modules/attention.py", line 470, in attention_pytorch\n'
-    "    out = comfy.ops.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, "
-    "is_causal=False)\n",
-]
-_RUNTIME_TRACEBACK_TAIL = [
-    '  File "/opt/ComfyUI/comfy/ops.py", line 94, in forward\n'
-    "    return torch.nn.functional.linear(input, weight, bias)\n",
-]
-OOM_MESSAGE = (
-    "Allocation on device 0 would exceed allowed memory. (out of memory)\n"
-    "Currently allocated     : 21.87 GiB\n"
-    "Requested               : 1.50 GiB\n"
-    "Device limit            : 23.64 GiB\n"
-    "Free (according to CUDA): 19.06 MiB\n"
-    "PyTorch limit (set by user-supplied memory fraction)\n"
-    "                        : 17179869184.00 GiB"
-)
-_OOM_TIPS = (
-    "This error means you ran out of memory on your GPU.\n\n"
-    "TIPS: If the workflow worked before you might have accidentally set the batch_size to a large number."
-)
-RUNTIME_ERROR_MESSAGE = "mat1 and mat2 shapes cannot be multiplied (77x768 and 1024x320)"
-
-
-class MalformedRequestError(Exception):
-    """The request body made ComfyUI's handler raise: the real server answers 500 text/plain."""
-
 
 class Socket(Protocol):
     """A connected WebSocket as the engine sees it."""
@@ -136,372 +76,6 @@ class Socket(Protocol):
 
     def abort(self) -> None:
         """Drop the connection without a close frame, as a dying process does."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Node catalogue (object_info) and validation
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """The parts of one ``object_info`` entry that validation and execution need."""
-
-    name: str
-    required: Mapping[str, list[Any]]
-    optional: Mapping[str, list[Any]]
-    output: tuple[str, ...]
-    output_node: bool
-
-    def input_info(self, name: str) -> tuple[Any, str, dict[str, Any]]:
-        """``(type, category, extra_info)`` like ComfyUI's ``get_input_info``."""
-        if name in self.required:
-            spec, category = self.required[name], "required"
-        else:
-            spec, category = self.optional[name], "optional"
-        extra = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        return spec[0], category, extra
-
-    def default(self, name: str) -> Any:
-        """The declared default of an input, or ``None``."""
-        return self.input_info(name)[2].get("default")
-
-
-class Catalog:
-    """The node classes the sim supports, from the trimmed ``object_info`` shipped in ``data/``."""
-
-    def __init__(self, object_info: Mapping[str, Any]) -> None:
-        self.object_info: dict[str, Any] = dict(object_info)
-        self.specs: dict[str, NodeSpec] = {}
-        for name, info in self.object_info.items():
-            inputs = info["input"]
-            self.specs[name] = NodeSpec(
-                name=name,
-                required=inputs.get("required", {}),
-                optional=inputs.get("optional", {}),
-                output=tuple(info["output"]),
-                output_node=bool(info["output_node"]),
-            )
-
-
-@cache
-def default_catalog() -> Catalog:
-    """The packaged catalogue (``data/object_info.json``, loaded once)."""
-    text = resources.files("comfywatch.sim").joinpath("data/object_info.json").read_text("utf-8")
-    return Catalog(json.loads(text))
-
-
-def _is_link(value: Any) -> bool:
-    return isinstance(value, list)
-
-
-def validate_node_input(received_type: Any, input_type: Any) -> bool:
-    """ComfyUI's non-strict type compatibility: equal, ``*`` on either side, or overlapping unions."""
-    if received_type == input_type:
-        return True
-    if not isinstance(received_type, str) or not isinstance(input_type, str):
-        return False
-    received = {t.strip() for t in received_type.split(",")}
-    accepted = {t.strip() for t in input_type.split(",")}
-    if "*" in received or "*" in accepted:
-        return True
-    return bool(received & accepted)
-
-
-def _full_type_name(kind: type) -> str:
-    module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
-
-
-class _Validator:
-    """``validate_inputs`` of one prompt, memoised per node like the real ``validated`` dict."""
-
-    def __init__(self, catalog: Catalog, prompt: dict[str, Any]) -> None:
-        self.catalog = catalog
-        self.prompt = prompt
-        self.validated: dict[Any, tuple[bool, list[dict[str, Any]], Any]] = {}
-        self._visiting: set[Any] = set()
-
-    def validate(self, unique_id: Any) -> tuple[bool, list[dict[str, Any]], Any]:
-        if unique_id in self.validated:
-            return self.validated[unique_id]
-        if unique_id in self._visiting:
-            # The real recursion never terminates on a cycle and dies with RecursionError.
-            raise RecursionError("maximum recursion depth exceeded")
-        self._visiting.add(unique_id)
-        try:
-            return self._validate(unique_id)
-        finally:
-            self._visiting.discard(unique_id)
-
-    def _validate(self, unique_id: Any) -> tuple[bool, list[dict[str, Any]], Any]:
-        node = self.prompt[unique_id]
-        inputs = node["inputs"]
-        spec = self.catalog.specs[node["class_type"]]
-        errors: list[dict[str, Any]] = []
-        valid = True
-        for name in [*spec.required, *spec.optional]:
-            input_type, category, extra_info = spec.input_info(name)
-            if name not in inputs:
-                if category == "required":
-                    errors.append(
-                        {
-                            "type": "required_input_missing",
-                            "message": "Required input is missing",
-                            "details": f"{name}",
-                            "extra_info": {"input_name": name},
-                        }
-                    )
-                continue
-            val = inputs[name]
-            info = [input_type, extra_info]
-            if _is_link(val):
-                if len(val) != 2:
-                    errors.append(
-                        {
-                            "type": "bad_linked_input",
-                            "message": "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                            "details": f"{name}",
-                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
-                        }
-                    )
-                    continue
-                o_id = val[0]
-                o_class_type = self.prompt[o_id]["class_type"]
-                received_type = self.catalog.specs[o_class_type].output[val[1]]
-                if not validate_node_input(received_type, input_type):
-                    errors.append(
-                        {
-                            "type": "return_type_mismatch",
-                            "message": "Return type mismatch between linked nodes",
-                            "details": (f"{name}, received_type({received_type}) mismatch input_type({input_type})"),
-                            "extra_info": {
-                                "input_name": name,
-                                "input_config": info,
-                                "received_type": received_type,
-                                "linked_node": val,
-                            },
-                        }
-                    )
-                    continue
-                try:
-                    if self.validate(o_id)[0] is False:
-                        valid = False
-                        continue
-                except Exception as ex:
-                    valid = False
-                    self.validated[o_id] = (
-                        False,
-                        [
-                            {
-                                "type": "exception_during_inner_validation",
-                                "message": "Exception when validating inner node",
-                                "details": str(ex),
-                                "extra_info": {
-                                    "input_name": name,
-                                    "input_config": info,
-                                    "exception_message": str(ex),
-                                    "exception_type": _full_type_name(type(ex)),
-                                    "traceback": list(_VALIDATION_TRACEBACK),
-                                    "linked_node": val,
-                                },
-                            }
-                        ],
-                        o_id,
-                    )
-                    continue
-            else:
-                try:
-                    if isinstance(val, dict) and "__value__" in val:
-                        val = val["__value__"]
-                        inputs[name] = val
-                    # The same coercions as ComfyUI, applied to the posted prompt in place (so the queued
-                    # and historic copies show the converted values, as on the real server).
-                    if input_type == "INT":
-                        val = int(val)
-                        inputs[name] = val
-                    if input_type == "FLOAT":
-                        val = float(val)
-                        inputs[name] = val
-                    if input_type == "STRING":
-                        val = str(val)
-                        inputs[name] = val
-                    if input_type == "BOOLEAN":
-                        val = bool(val)
-                        inputs[name] = val
-                except Exception as ex:
-                    errors.append(
-                        {
-                            "type": "invalid_input_type",
-                            "message": f"Failed to convert an input value to a {input_type} value",
-                            "details": f"{name}, {val}, {ex}",
-                            "extra_info": {
-                                "input_name": name,
-                                "input_config": info,
-                                "received_value": val,
-                                "exception_message": str(ex),
-                            },
-                        }
-                    )
-                    continue
-                if "min" in extra_info and val < extra_info["min"]:
-                    errors.append(
-                        {
-                            "type": "value_smaller_than_min",
-                            "message": f"Value {val} smaller than min of {extra_info['min']}",
-                            "details": f"{name}",
-                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
-                        }
-                    )
-                    continue
-                if "max" in extra_info and val > extra_info["max"]:
-                    errors.append(
-                        {
-                            "type": "value_bigger_than_max",
-                            "message": f"Value {val} bigger than max of {extra_info['max']}",
-                            "details": f"{name}",
-                            "extra_info": {"input_name": name, "input_config": info, "received_value": val},
-                        }
-                    )
-                    continue
-                if isinstance(input_type, list) or input_type == "COMBO":
-                    options = extra_info.get("options", []) if input_type == "COMBO" else input_type
-                    if val not in options:
-                        input_config: Any = info
-                        # Long lists (scanned model files) are summarised, as the real server does.
-                        if len(options) > 20:
-                            list_info = f"(list of length {len(options)})"
-                            input_config = None
-                        else:
-                            list_info = str(options)
-                        errors.append(
-                            {
-                                "type": "value_not_in_list",
-                                "message": "Value not in list",
-                                "details": f"{name}: '{val}' not in {list_info}",
-                                "extra_info": {
-                                    "input_name": name,
-                                    "input_config": input_config,
-                                    "received_value": val,
-                                },
-                            }
-                        )
-                        continue
-        result = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
-        self.validated[unique_id] = result
-        return result
-
-
-@dataclass
-class ValidationResult:
-    """What ``validate_prompt`` returns: ``(ok, error, good_outputs, node_errors)``."""
-
-    ok: bool
-    error: dict[str, Any] | None
-    good_outputs: list[str]
-    node_errors: dict[str, Any]
-
-
-def _invalid_prompt(message: str, node_id: Any) -> ValidationResult:
-    error = {
-        "type": "invalid_prompt",
-        "message": message,
-        "details": f"Node ID '#{node_id}'",
-        "extra_info": {},
-    }
-    return ValidationResult(False, error, [], {})
-
-
-def validate_prompt(catalog: Catalog, prompt: Any, partial_targets: Any = None) -> ValidationResult:
-    """Validate an API-format prompt exactly like ComfyUI 0.3.64's ``execution.validate_prompt``.
-
-    Raises ``MalformedRequestError`` where the real code raises (a ``prompt`` that is a non-empty string
-    or list, a node that is not an object...), which the server answers with a 500.
-    """
-    try:
-        return _validate_prompt(catalog, prompt, partial_targets)
-    except MalformedRequestError:
-        raise
-    except Exception as ex:
-        raise MalformedRequestError(f"{type(ex).__name__}: {ex}") from ex
-
-
-def _validate_prompt(catalog: Catalog, prompt: Any, partial_targets: Any) -> ValidationResult:
-    no_outputs = {
-        "type": "prompt_no_outputs",
-        "message": "Prompt has no outputs",
-        "details": "",
-        "extra_info": {},
-    }
-    if isinstance(prompt, (str, list)) and len(prompt) == 0:
-        # The real loop `for x in prompt` simply finds nothing in an empty string or list.
-        return ValidationResult(False, no_outputs, [], {})
-    if not isinstance(prompt, dict):
-        # `prompt[x]` raises TypeError for a string, list or number in the real code.
-        raise MalformedRequestError("prompt must be an object")
-    outputs: list[str] = []
-    for node_id in prompt:
-        node = prompt[node_id]
-        if not isinstance(node, (dict, str, list)):
-            raise MalformedRequestError("node must be an object")
-        if "class_type" not in node:
-            return _invalid_prompt("Cannot execute because a node is missing the class_type property.", node_id)
-        if not isinstance(node, dict):
-            raise MalformedRequestError("node must be an object")
-        class_type = node["class_type"]
-        if not isinstance(class_type, str) or class_type not in catalog.specs:
-            return _invalid_prompt(f"Cannot execute because node {class_type} does not exist.", node_id)
-        if catalog.specs[class_type].output_node and (partial_targets is None or node_id in partial_targets):
-            outputs.append(node_id)
-    if not outputs:
-        return ValidationResult(False, no_outputs, [], {})
-
-    validator = _Validator(catalog, prompt)
-    good_outputs: list[str] = []
-    failed: list[tuple[str, list[dict[str, Any]]]] = []
-    node_errors: dict[str, Any] = {}
-    for output in outputs:
-        try:
-            valid, reasons, _ = validator.validate(output)
-        except Exception as ex:
-            valid = False
-            reasons = [
-                {
-                    "type": "exception_during_validation",
-                    "message": "Exception when validating node",
-                    "details": str(ex),
-                    "extra_info": {
-                        "exception_type": _full_type_name(type(ex)),
-                        "traceback": list(_VALIDATION_TRACEBACK),
-                    },
-                }
-            ]
-            validator.validated[output] = (False, reasons, output)
-        if valid is True:
-            good_outputs.append(output)
-            continue
-        failed.append((output, reasons))
-        for node_id, (node_valid, node_reasons, _) in validator.validated.items():
-            # Nodes downstream of a broken one are invalid without reasons of their own; only nodes
-            # with reasons are reported.
-            if node_valid is not True and node_reasons:
-                if node_id not in node_errors:
-                    node_errors[node_id] = {
-                        "errors": node_reasons,
-                        "dependent_outputs": [],
-                        "class_type": prompt[node_id]["class_type"],
-                    }
-                node_errors[node_id]["dependent_outputs"].append(output)
-    if not good_outputs:
-        details = "\n".join(f"{e['message']}: {e['details']}" for _, reasons in failed for e in reasons)
-        error = {
-            "type": "prompt_outputs_failed_validation",
-            "message": "Prompt outputs failed validation",
-            "details": details,
-            "extra_info": {},
-        }
-        return ValidationResult(False, error, [], node_errors)
-    return ValidationResult(True, None, good_outputs, node_errors)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -642,16 +216,6 @@ class _Progress:
 
 class _Interrupted(Exception):
     """``comfy.model_management.InterruptProcessingException``."""
-
-
-class _NodeFailure(Exception):
-    """A node raised while executing; carries the formatted error details."""
-
-    def __init__(self, exception_type: str, message: str, traceback: list[str]) -> None:
-        super().__init__(message)
-        self.exception_type = exception_type
-        self.message = message
-        self.traceback = traceback
 
 
 @dataclass
@@ -1292,7 +856,7 @@ class SimServer:
                 await self._node_wait(item.exec_ms / 1000.0 if node_id == busy_node else 0.0)
                 if failing and node_id == busy_node:
                     # The failure faults strike where the work is, after the node's run time.
-                    raise _fault_failure(self.faults)
+                    raise fault_failure(self.faults)
                 outputs, ui = await self._run_node(class_type, node_id, prompt_id, inputs, progress, item)
             except _Interrupted:
                 mes = {
@@ -1304,7 +868,7 @@ class SimServer:
                 self._add_message(messages, "execution_interrupted", mes, broadcast=True)
                 success, interrupted = False, True
                 break
-            except _NodeFailure as failure:
+            except NodeFailure as failure:
                 self._add_message(
                     messages,
                     "execution_error",
@@ -1355,7 +919,7 @@ class SimServer:
         for name in [*spec.required, *spec.optional]:
             if name in node["inputs"]:
                 value = node["inputs"][name]
-                resolved[name] = values[value[0]][value[1]] if _is_link(value) else value
+                resolved[name] = values[value[0]][value[1]] if is_link(value) else value
             elif name in spec.optional:
                 resolved[name] = spec.default(name)
         return resolved
@@ -1378,8 +942,8 @@ class SimServer:
     ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         runner = _NODE_RUNNERS.get(class_type)
         if runner is None:
-            raise _NodeFailure(
-                "RuntimeError", f"{class_type} is not simulated\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL
+            raise NodeFailure(
+                "RuntimeError", f"{class_type} is not simulated\n", EXECUTE_FRAMES + RUNTIME_TRACEBACK_TAIL
             )
         return await runner(self, _NodeContext(node_id, prompt_id, progress, item), inputs)
 
@@ -1388,11 +952,11 @@ class SimServer:
     ) -> dict[str, Any]:
         subfolder, _, name = prefix.replace("\\", "/").rpartition("/")
         if ".." in subfolder.split("/") or subfolder.startswith("/"):
-            raise _NodeFailure(
+            raise NodeFailure(
                 "Exception",
                 f"**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: "
                 f"{subfolder}\n         output_dir: /opt/ComfyUI/output\n",
-                _EXECUTE_FRAMES,
+                EXECUTE_FRAMES,
             )
         text = [("prompt", json.dumps(item.prompt))]
         pnginfo = item.extra_data.get("extra_pnginfo")
@@ -1403,7 +967,7 @@ class SimServer:
                 # PIL's PngInfo.add_text encodes tEXt keys as strict latin-1: the node raises there.
                 key.encode("latin-1")
             except UnicodeEncodeError as ex:
-                raise _NodeFailure("UnicodeEncodeError", f"{ex}\n", _EXECUTE_FRAMES) from ex
+                raise NodeFailure("UnicodeEncodeError", f"{ex}\n", EXECUTE_FRAMES) from ex
         images = []
         encoded: bytes | None = None
         if image.width * image.height <= EAGER_PNG_PIXELS:
@@ -1593,14 +1157,6 @@ def _ordered_outputs(prompt: dict[str, Any], good: list[str]) -> list[str]:
     return [nid for nid in prompt if nid in wanted]
 
 
-def _fault_failure(faults: frozenset[Fault]) -> _NodeFailure:
-    if Fault.OOM in faults:
-        return _NodeFailure(
-            "torch.OutOfMemoryError", f"{OOM_MESSAGE}\n{_OOM_TIPS}", _EXECUTE_FRAMES + _OOM_TRACEBACK_TAIL
-        )
-    return _NodeFailure("RuntimeError", f"{RUNTIME_ERROR_MESSAGE}\n", _EXECUTE_FRAMES + _RUNTIME_TRACEBACK_TAIL)
-
-
 def _format_value(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, bool, str)):
         return value
@@ -1613,7 +1169,7 @@ def _format_inputs(node: dict[str, Any], inputs: Mapping[str, Any]) -> dict[str,
 
 
 def _link_source(value: Any, prompt: Mapping[str, Any]) -> str | None:
-    if _is_link(value) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
+    if is_link(value) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
         return value[0]
     return None
 
@@ -1671,7 +1227,7 @@ class _ExecutionList:
             self.block_count.setdefault(node_id, 0)
             self.blocking.setdefault(node_id, set())
             for value in self.prompt[node_id]["inputs"].values():
-                if _is_link(value) and value[0] not in cached:
+                if is_link(value) and value[0] not in cached:
                     stack.append(value[0])
                     links.append((value[0], node_id))
         for upstream, downstream in links:
@@ -1867,7 +1423,7 @@ async def _run_regex_replace(
             '  File "/usr/lib/python3.11/re/_parser.py", line 874, in _parse\n'
             '    raise source.error("missing ), unterminated subpattern",\n'
         ]
-        raise _NodeFailure(_full_type_name(type(ex)), f"{ex}\n", _EXECUTE_FRAMES + _REGEX_TRACEBACK_TAIL + tail) from ex
+        raise NodeFailure(full_type_name(type(ex)), f"{ex}\n", EXECUTE_FRAMES + REGEX_TRACEBACK_TAIL + tail) from ex
     return (result,), None
 
 
