@@ -6,7 +6,6 @@ the code base may invent a reason string, and every hint a user reads comes from
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -16,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import httpx
 from aiohttp.http_exceptions import ContentEncodingError
 
 __all__ = [
@@ -352,8 +350,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 def classify_exception(exc: BaseException) -> Failure:
     """Map any exception raised while talking to a server to a :class:`Failure`.
 
-    Walks the cause chain because httpx wraps the interesting part (``socket.gaierror`` for DNS,
-    ``ssl.SSLError`` for TLS) inside its own ``ConnectError``.
+    Walks the cause chain because aiohttp wraps the interesting part (``socket.gaierror`` for DNS,
+    ``ssl.SSLError`` for TLS) inside its own connector errors.
     """
     name = type(exc).__name__
     chain = _causes(exc)
@@ -365,8 +363,6 @@ def classify_exception(exc: BaseException) -> Failure:
         return Failure(Reason.INVALID_RESPONSE, "response is not valid UTF-8")
     if isinstance(exc, ValueError) and name == "JSONDecodeError":
         return Failure(Reason.INVALID_RESPONSE, "response is not valid JSON")
-    if isinstance(exc, httpx.TooManyRedirects):
-        return Failure(Reason.INVALID_RESPONSE, "redirect loop")
     for cause in chain:
         if isinstance(cause, WebSocketAbuse):
             return Failure(Reason.WS_FLOOD, f"WebSocket peer disconnected: {cause}")
@@ -378,14 +374,9 @@ def classify_exception(exc: BaseException) -> Failure:
             inner = getattr(cause, "certificate_error", None)
             cause = inner if isinstance(inner, ssl.SSLError | ssl.CertificateError) else cause
             return Failure(Reason.TLS, f"TLS failure: {type(cause).__name__}: {_ssl_reason(cause)}")
-    if isinstance(exc, httpx.TimeoutException | TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):  # asyncio's, and aiohttp's ServerTimeoutError, are TimeoutErrors
         return Failure(Reason.TIMEOUT, f"timed out ({name})")
     ws_status = _websocket_status(exc) if type(exc).__module__.startswith("websockets") else None
-    http_status = _websocket_status(exc) if ws_status is None else None
-    if http_status is not None:
-        failure = classify_status(http_status)
-        if failure is not None:
-            return failure
     if ws_status is not None:
         failure = classify_status(ws_status)
         if failure is not None:
@@ -393,11 +384,11 @@ def classify_exception(exc: BaseException) -> Failure:
         # 2xx/3xx instead of 101: something in between (a proxy) did not pass the upgrade on.
         return Failure(Reason.INVALID_RESPONSE, f"WebSocket upgrade answered HTTP {ws_status} instead of 101",
                        status=ws_status)
-    if isinstance(exc, httpx.TransportError | OSError | EOFError):
+    if isinstance(exc, OSError | EOFError):
         return Failure(Reason.CONNECT, f"connection failed ({name})")
-    # aiohttp's equivalents of httpx's RemoteProtocolError: the server closed or reset the connection before
-    # (ServerDisconnectedError) or while (ClientPayloadError: "not enough data") sending its answer. A body
-    # that arrived whole but would not decompress is the server's answer being wrong, not the connection.
+    # The server closed or reset the connection before (ServerDisconnectedError) or while (ClientPayloadError:
+    # "not enough data") sending its answer. A body that arrived whole but would not decompress is the
+    # server's answer being wrong, not the connection.
     if isinstance(exc, aiohttp.ClientConnectionError) or (
         isinstance(exc, aiohttp.ClientPayloadError)
         and not any(isinstance(cause, ContentEncodingError) for cause in chain)

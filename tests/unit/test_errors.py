@@ -7,8 +7,9 @@ import socket
 import ssl
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError, InvalidStatus, InvalidURI
 from websockets.http11 import Response
@@ -55,7 +56,7 @@ DOCUMENTED_REASONS = [
 
 
 def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
-    """*outer* raised ``from`` *cause*, as httpx does it."""
+    """*outer* raised ``from`` *cause*, as aiohttp's connector does it."""
     try:
         try:
             raise cause
@@ -63,6 +64,10 @@ def _wrapped(outer: BaseException, cause: BaseException) -> BaseException:
             raise outer from inner
     except BaseException as caught:
         return caught
+
+
+#: What aiohttp's connector errors name the connection by.
+KEY = ConnectionKey("gpu-1.example.net", 443, True, True, None, None, None)
 
 
 class TestReason:
@@ -225,18 +230,17 @@ class TestParseRetryAfter:
 
 class TestClassifyException:
     def test_dns(self) -> None:
-        """socket.gaierror, bare or wrapped by httpx.ConnectError, is a DNS failure."""
+        """socket.gaierror, bare or wrapped by aiohttp's ClientConnectorDNSError, is a DNS failure."""
         gai = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         assert classify_exception(gai).reason is Reason.DNS
-        wrapped = _wrapped(httpx.ConnectError("[Errno -2] Name or service not known"), gai)
-        failure = classify_exception(wrapped)
-        assert (failure.reason, failure.detail) == (Reason.DNS, "name resolution failed (ConnectError)")
+        failure = classify_exception(_wrapped(aiohttp.ClientConnectorDNSError(KEY, gai), gai))
+        assert (failure.reason, failure.detail) == (Reason.DNS, "name resolution failed (ClientConnectorDNSError)")
 
     def test_tls_certificate(self) -> None:
-        """A certificate verification error inside httpx.ConnectError is TLS, with the verify message."""
+        """aiohttp's certificate error is TLS, with the verify message of the ssl error it wraps."""
         cert = ssl.SSLCertVerificationError(1, "certificate verify failed")
         cert.verify_message = "self-signed certificate"
-        failure = classify_exception(_wrapped(httpx.ConnectError("ssl"), cert))
+        failure = classify_exception(_wrapped(aiohttp.ClientConnectorCertificateError(KEY, cert), cert))
         assert failure.reason is Reason.TLS
         assert failure.detail == "TLS failure: SSLCertVerificationError: self-signed certificate"
 
@@ -247,14 +251,14 @@ class TestClassifyException:
     @pytest.mark.parametrize(
         "exc",
         [
-            httpx.ReadTimeout("read"),
-            httpx.ConnectTimeout("connect"),
-            httpx.PoolTimeout("pool"),
+            aiohttp.SocketTimeoutError("read"),
+            aiohttp.ConnectionTimeoutError("connect"),
+            aiohttp.ServerTimeoutError("server"),
             TimeoutError(),
         ],
     )
     def test_timeouts(self, exc: BaseException) -> None:
-        """httpx, asyncio and builtin timeouts are all TIMEOUT."""
+        """aiohttp's, asyncio's and the builtin timeouts are all TIMEOUT."""
         failure = classify_exception(exc)
         assert failure.reason is Reason.TIMEOUT
         assert failure.detail == f"timed out ({type(exc).__name__})"
@@ -264,8 +268,9 @@ class TestClassifyException:
         [
             ConnectionRefusedError(111, "Connection refused"),
             ConnectionResetError(104, "reset"),
-            httpx.ConnectError("All connection attempts failed"),
-            httpx.RemoteProtocolError("Server disconnected without sending a response."),
+            aiohttp.ClientConnectorError(KEY, ConnectionRefusedError(111, "Connection refused")),
+            aiohttp.ServerDisconnectedError("Server disconnected"),
+            aiohttp.ClientPayloadError("Response payload is not completed: not enough data"),
             EOFError(),
             OSError(101, "Network is unreachable"),
         ],
@@ -291,7 +296,7 @@ class TestClassifyException:
         assert failure.detail == f"WebSocket upgrade refused: HTTP {status}"
 
     def test_invalid_response_family(self) -> None:
-        """Wrong shapes, oversized or undecodable bodies and redirect loops are INVALID_RESPONSE."""
+        """Wrong shapes, oversized or undecodable bodies are INVALID_RESPONSE."""
         assert classify_exception(ParseError("queue_running: expected array, got null")) == Failure(
             Reason.INVALID_RESPONSE, "unexpected response shape: queue_running: expected array, got null"
         )
@@ -301,8 +306,7 @@ class TestClassifyException:
         with pytest.raises(json.JSONDecodeError) as info:
             json.loads("<html>")
         assert classify_exception(info.value).detail == "response is not valid JSON"
-        assert classify_exception(httpx.TooManyRedirects("loop")).detail == "redirect loop"
-        for exc in (ParseError("x"), BodyTooLargeError(1), undecodable, info.value, httpx.TooManyRedirects("x")):
+        for exc in (ParseError("x"), BodyTooLargeError(1), undecodable, info.value):
             assert classify_exception(exc).reason is Reason.INVALID_RESPONSE
 
     def test_unknown_exception(self) -> None:
@@ -314,8 +318,8 @@ class TestClassifyException:
         "exc",
         [
             ConnectionRefusedError(111, "refused for token sk-SECRET"),
-            httpx.ConnectError("http://user:SECRET@host"),
-            httpx.ReadTimeout("Bearer SECRET"),
+            aiohttp.ServerDisconnectedError("http://user:SECRET@host"),
+            aiohttp.SocketTimeoutError("Bearer SECRET"),
             socket.gaierror(-2, "SECRET.example"),
         ],
     )
@@ -331,7 +335,7 @@ class TestClassifyException:
 
     def test_dns_deep_in_context_chain(self) -> None:
         """The DNS cause is found through __context__ too (implicit chaining)."""
-        outer = httpx.ConnectError("x")
+        outer = aiohttp.ClientConnectionError("x")
         outer.__context__ = OSError("y")
         outer.__context__.__context__ = socket.gaierror(-3, "Temporary failure")
         assert classify_exception(outer).reason is Reason.DNS
