@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from comfywatch.sim import SimHandle, start_sim
-from comfywatch.sim.local.engine import EAGER_PNG_PIXELS
+from comfywatch.sim.local.files import EAGER_PNG_PIXELS
 from comfywatch.sim.png import encode_solid_png
 from tests.fixtures import FIXTURES, load_json
 from tests.sim.conftest import (

@@ -35,7 +35,8 @@ from comfywatch.sim.faults import (
     ws_no_upgrade_response,
 )
 from comfywatch.sim.local.catalog import Catalog, default_catalog
-from comfywatch.sim.local.engine import FEATURES, JOB_STATUSES, SimOptions, SimServer
+from comfywatch.sim.local.engine import FEATURES, SimOptions, SimServer
+from comfywatch.sim.local.jobs import JOB_STATUSES
 from comfywatch.sim.local.validation import MalformedRequestError
 
 __all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]

@@ -21,10 +21,9 @@ import random
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, JOB_FAILURE_FAULTS, Fault
 from comfywatch.sim.local.catalog import Catalog
@@ -36,24 +35,23 @@ from comfywatch.sim.local.failures import (
     fault_failure,
     full_type_name,
 )
+from comfywatch.sim.local.files import EAGER_PNG_PIXELS, FileStore, StoredImage
+from comfywatch.sim.local.hub import Hub, Socket
+from comfywatch.sim.local.jobs import JOB_STATUSES, QueueItem, history_job, queue_job
+from comfywatch.sim.local.progress import Progress
 from comfywatch.sim.local.validation import MalformedRequestError, is_link, validate_prompt
 from comfywatch.sim.png import encode_solid_png
 
 __all__ = [
     "FEATURES",
-    "JOB_STATUSES",
     "MAXIMUM_HISTORY_SIZE",
     "SENSITIVE_EXTRA_DATA_KEYS",
     "SimOptions",
     "SimServer",
-    "Socket",
-    "StoredImage",
 ]
 
 MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
-#: Images up to this size are PNG-encoded by the node that saves them; larger ones when first viewed.
-EAGER_PNG_PIXELS = 512 * 512
 FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 # Binary WebSocket event types (comfy/protocol.py).
@@ -63,100 +61,6 @@ _PNG_FORMAT = 2
 
 # ComfyUI's PreviewImage picks its temp suffix from this alphabet (sic: "p" twice, no "w").
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstupvxyz"
-
-
-class Socket(Protocol):
-    """A connected WebSocket as the engine sees it."""
-
-    async def send_text(self, data: str) -> None:
-        """Send one text frame."""
-
-    async def send_binary(self, data: bytes) -> None:
-        """Send one binary frame."""
-
-    def abort(self) -> None:
-        """Drop the connection without a close frame, as a dying process does."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Queue, files, progress
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class QueueItem:
-    """One queued prompt: the 5-array ComfyUI shows, plus what the sim needs to run it."""
-
-    number: int | float
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra_data: dict[str, Any]
-    outputs: list[str]
-    exec_ms: float
-    create_ms: int
-
-    def as_list(self) -> list[Any]:
-        """``[number, prompt_id, prompt, extra_data, outputs_to_execute]`` as served by ``/queue``."""
-        return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """A PNG "written" by PreviewImage/SaveImage.
-
-    Small images are encoded when written, during the node's run, as ComfyUI does; a large one only when
-    ``/view`` asks for it, so a 16384² image never costs its compressed size per file kept.
-    """
-
-    width: int
-    height: int
-    color: int
-    text: tuple[tuple[str, str], ...]
-    mtime: float
-    encoded: bytes | None = field(default=None, repr=False, compare=False)
-
-    def png(self) -> bytes:
-        """The PNG bytes of this file."""
-        if self.encoded is not None:
-            return self.encoded
-        return encode_solid_png(self.width, self.height, self.color, text=dict(self.text))
-
-
-class FileStore:
-    """An in-memory output or temp folder: ``(subfolder, filename) -> StoredImage``, newest last.
-
-    Deviation: only the newest ``max_files`` are kept (real folders grow forever); ``writes`` still
-    counts every file ever written.
-    """
-
-    def __init__(self, max_files: int) -> None:
-        self.files: OrderedDict[tuple[str, str], StoredImage] = OrderedDict()
-        self.counters: dict[tuple[str, str], int] = {}
-        self.max_files = max_files
-        self.writes = 0
-
-    def next_counter(self, subfolder: str, prefix: str) -> int:
-        """ComfyUI's ``get_save_image_path`` counter: one more than the highest used for the prefix."""
-        value = self.counters.get((subfolder, prefix), 0) + 1
-        self.counters[(subfolder, prefix)] = value
-        return value
-
-    def write(self, subfolder: str, filename: str, image: StoredImage) -> None:
-        """Store a file, evicting the oldest beyond the cap."""
-        self.files[(subfolder, filename)] = image
-        self.files.move_to_end((subfolder, filename))
-        self.writes += 1
-        while len(self.files) > self.max_files:
-            self.files.popitem(last=False)
-
-    def clear(self) -> None:
-        """Empty the folder (ComfyUI wipes temp/ at start-up)."""
-        self.files.clear()
-        self.counters.clear()
-
-    def names(self) -> list[str]:
-        """``subfolder/filename`` of every stored file, oldest first."""
-        return [f"{sub}/{name}" if sub else name for sub, name in self.files]
 
 
 @dataclass(frozen=True)
@@ -170,48 +74,6 @@ class SimImage:
 
     def __str__(self) -> str:
         return f"tensor of shape torch.Size([{self.batch}, {self.height}, {self.width}, 3])"
-
-
-class _Progress:
-    """``comfy_execution.progress`` registry: per-node states, sent whole on every change."""
-
-    def __init__(self, prompt_id: str) -> None:
-        self.prompt_id = prompt_id
-        self.nodes: dict[str, dict[str, Any]] = {}
-
-    def _entry(self, node_id: str) -> dict[str, Any]:
-        if node_id not in self.nodes:
-            self.nodes[node_id] = {"value": 0, "max": 1, "state": "pending"}
-        return self.nodes[node_id]
-
-    def start(self, node_id: str) -> None:
-        entry = self._entry(node_id)
-        entry.update(state="running", value=0.0, max=1.0)
-
-    def update(self, node_id: str, value: Any, maximum: Any) -> None:
-        entry = self._entry(node_id)
-        entry.update(state="running", value=value, max=maximum)
-
-    def finish(self, node_id: str) -> None:
-        entry = self._entry(node_id)
-        entry.update(state="finished", value=entry["max"])
-
-    def payload(self) -> dict[str, Any]:
-        nodes = {
-            node_id: {
-                "value": state["value"],
-                "max": state["max"],
-                "state": state["state"],
-                "node_id": node_id,
-                "prompt_id": self.prompt_id,
-                "display_node_id": node_id,
-                "parent_node_id": None,
-                "real_node_id": node_id,
-            }
-            for node_id, state in self.nodes.items()
-            if state["state"] != "pending"
-        }
-        return {"prompt_id": self.prompt_id, "nodes": nodes}
 
 
 class _Interrupted(Exception):
@@ -251,84 +113,6 @@ class _Stats:
 
 
 # --------------------------------------------------------------------------------------------------
-# WebSocket fan-out
-# --------------------------------------------------------------------------------------------------
-
-
-class _Hub:
-    """``PromptServer.sockets`` plus its ``publish_loop``: frames leave in the order they were queued."""
-
-    def __init__(self) -> None:
-        self.sockets: dict[str, Socket] = {}
-        self.metadata: dict[str, dict[str, Any]] = {}
-        self.every_socket: set[Socket] = set()
-        self._queue: asyncio.Queue[tuple[str | bytes, str | None]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    def supports_metadata(self, sid: str | None) -> bool:
-        if sid is None or sid not in self.metadata:
-            return False
-        return bool(self.metadata[sid].get("feature_flags", {}).get("supports_preview_metadata", False))
-
-    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
-        """Queue a JSON frame for one socket id (``None``: every registered socket)."""
-        if self.sockets:
-            self._enqueue(json.dumps({"type": event, "data": data}), sid)
-
-    def send_bytes_sync(self, payload: bytes, sid: str | None = None) -> None:
-        """Queue a binary frame."""
-        if self.sockets:
-            self._enqueue(payload, sid)
-
-    def _enqueue(self, frame: str | bytes, sid: str | None) -> None:
-        self._queue.put_nowait((frame, sid))
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._publish_loop())
-
-    async def send_now(self, event: str, data: Any, sid: str) -> None:
-        """Send directly from the connection handler (the first ``status`` frame)."""
-        socket = self.sockets.get(sid)
-        if socket is not None:
-            await _send_catching(socket, json.dumps({"type": event, "data": data}))
-
-    async def _publish_loop(self) -> None:
-        while not self._queue.empty():
-            frame, sid = self._queue.get_nowait()
-            targets = list(self.sockets.values()) if sid is None else [self.sockets[sid]] if sid in self.sockets else []
-            for socket in targets:
-                await _send_catching(socket, frame)
-
-    async def close(self) -> None:
-        """Drop every socket and wait for the publisher to stop."""
-        task = self._task
-        self.drop_all()
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    def drop_all(self) -> None:
-        """Abort every socket (also ones silenced by a reconnect) and forget queued frames."""
-        for socket in list(self.every_socket):
-            socket.abort()
-        self.every_socket.clear()
-        self.sockets.clear()
-        self.metadata.clear()
-        self._queue = asyncio.Queue()
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-
-async def _send_catching(socket: Socket, frame: str | bytes) -> None:
-    # server.py send_socket_catch_exception: a dead socket must not stop the fan-out.
-    with contextlib.suppress(Exception):
-        if isinstance(frame, str):
-            await socket.send_text(frame)
-        else:
-            await socket.send_binary(frame)
-
-
-# --------------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------------
 
@@ -344,7 +128,7 @@ class SimServer:
         self.stats = _Stats()
         self.temp = FileStore(options.max_files)
         self.output = FileStore(options.max_files)
-        self.hub = _Hub()
+        self.hub = Hub()
         self._generation = 0
         self._changed = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
@@ -811,7 +595,7 @@ class SimServer:
             messages, "execution_cached", {"nodes": cached_nodes, "prompt_id": prompt_id}, broadcast=False
         )
 
-        progress = _Progress(prompt_id)
+        progress = Progress(prompt_id)
         values: dict[str, tuple[Any, ...]] = {nid: self._cache[signatures[nid]].outputs for nid in cached_nodes}
         ui_outputs: dict[str, dict[str, Any]] = {}
         executed: list[str] = []
@@ -937,7 +721,7 @@ class SimServer:
         node_id: str,
         prompt_id: str,
         inputs: dict[str, Any],
-        progress: _Progress,
+        progress: Progress,
         item: QueueItem,
     ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         runner = _NODE_RUNNERS.get(class_type)
@@ -998,12 +782,12 @@ class SimServer:
         wanted = set(JOB_STATUSES if statuses is None else statuses)
         jobs: list[dict[str, Any]] = []
         if "in_progress" in wanted and self.running is not None:
-            jobs.append(_queue_job(self.running, "in_progress"))
+            jobs.append(queue_job(self.running, "in_progress"))
         if "pending" in wanted:
-            jobs.extend(_queue_job(entry[3], "pending") for entry in self.pending)
+            jobs.extend(queue_job(entry[3], "pending") for entry in self.pending)
         if wanted & {"completed", "failed"}:
             for prompt_id, entry in self.history.items():
-                job = _history_job(prompt_id, entry)
+                job = history_job(prompt_id, entry)
                 if job["status"] in wanted:
                     jobs.append(job)
         if sort_by == "execution_duration":
@@ -1028,12 +812,12 @@ class SimServer:
     def get_job(self, prompt_id: str) -> dict[str, Any] | None:
         """``get_job``: the full job (with outputs and workflow) or ``None``."""
         if prompt_id in self.history:
-            return _history_job(prompt_id, self.history[prompt_id], include_outputs=True)
+            return history_job(prompt_id, self.history[prompt_id], include_outputs=True)
         if self.running is not None and self.running.prompt_id == prompt_id:
-            return _queue_job(self.running, "in_progress", include_workflow=True)
+            return queue_job(self.running, "in_progress", include_workflow=True)
         for entry in self.pending:
             if entry[3].prompt_id == prompt_id:
-                return _queue_job(entry[3], "pending", include_workflow=True)
+                return queue_job(entry[3], "pending", include_workflow=True)
         return None
 
     def snapshot(self) -> dict[str, Any]:
@@ -1062,94 +846,6 @@ class SimServer:
             "huge_body_bytes": self.stats.huge_body_bytes,
             "client_id": self.client_id,
         }
-
-
-# Job states of the original /api/jobs (Comfy-Org/ComfyUI#11054). Later versions added "cancelled" for
-# interrupted prompts; here an interrupted prompt is "failed", as it was then.
-JOB_STATUSES = ("pending", "in_progress", "completed", "failed")
-
-
-def _prune(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _queue_job(item: QueueItem, status: str, include_workflow: bool = False) -> dict[str, Any]:
-    extra = item.extra_data
-    pnginfo = extra.get("extra_pnginfo")
-    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
-    job = _prune(
-        {
-            "id": item.prompt_id,
-            "status": status,
-            "priority": item.number,
-            "create_time": extra.get("create_time"),
-            "outputs_count": 0,
-            "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
-        }
-    )
-    if include_workflow:
-        job["workflow"] = {"prompt": item.prompt, "extra_data": extra}
-    return job
-
-
-def _outputs_summary(outputs: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
-    count = 0
-    preview: dict[str, Any] | None = None
-    fallback: dict[str, Any] | None = None
-    for node_id, node_outputs in outputs.items():
-        if not isinstance(node_outputs, dict):
-            continue
-        for media_type, items in node_outputs.items():
-            if media_type == "animated" or not isinstance(items, list):
-                continue
-            for entry in items:
-                if not isinstance(entry, dict):
-                    continue
-                count += 1
-                if media_type in ("images", "video", "audio"):
-                    enriched = {**entry, "nodeId": node_id, "mediaType": media_type}
-                    if entry.get("type") == "output" and preview is None:
-                        preview = enriched
-                    elif fallback is None:
-                        fallback = enriched
-    return count, preview or fallback
-
-
-def _history_job(prompt_id: str, entry: Mapping[str, Any], include_outputs: bool = False) -> dict[str, Any]:
-    number, _, prompt, extra, _ = entry["prompt"]
-    status_info = entry.get("status") or {}
-    start = end = None
-    error = None
-    for event, data in status_info.get("messages", []):
-        if event == "execution_start":
-            start = data.get("timestamp")
-        elif event in ("execution_success", "execution_error", "execution_interrupted"):
-            end = data.get("timestamp")
-            if event == "execution_error":
-                error = data
-    outputs = entry.get("outputs", {})
-    count, preview = _outputs_summary(outputs)
-    pnginfo = extra.get("extra_pnginfo")
-    workflow = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
-    job = _prune(
-        {
-            "id": prompt_id,
-            "status": "completed" if status_info.get("status_str") != "error" else "failed",
-            "priority": number,
-            "create_time": extra.get("create_time"),
-            "execution_start_time": start,
-            "execution_end_time": end,
-            "execution_error": error,
-            "outputs_count": count,
-            "preview_output": preview,
-            "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None,
-        }
-    )
-    if include_outputs:
-        job["outputs"] = outputs
-        job["execution_status"] = status_info
-        job["workflow"] = {"prompt": prompt, "extra_data": extra}
-    return job
 
 
 def _ordered_outputs(prompt: dict[str, Any], good: list[str]) -> list[str]:
@@ -1302,7 +998,7 @@ class _ExecutionList:
 class _NodeContext:
     node_id: str
     prompt_id: str
-    progress: _Progress
+    progress: Progress
     item: QueueItem
 
 
