@@ -1,6 +1,7 @@
 """Every metric comfywatch exposes, defined once. Nothing else spells a metric name.
 
-``docs/metrics.md`` documents these with their source endpoints; a test checks it lists all of them.
+``ALL`` is what ``/metrics`` shows; ``/probe`` shows a target's series and its own ``PROBE`` pair.
+``docs/metrics.md`` documents these with their source endpoints; a test checks it lists all of ``ALL``.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from comfywatch.export.exposition import MetricDef
 from comfywatch.parse.text import MAX_CHARS, MAX_DEVICES
 
-__all__ = ["ALL", "CLOUD", "DAEMON", "TARGET"]
+__all__ = ["ALL", "CLOUD", "DAEMON", "PROBE", "TARGET"]
 
 _BG = " Polled in the background; see comfywatch_check_last_success_timestamp_seconds for staleness."
 
@@ -161,6 +162,9 @@ TASKS = MetricDef("comfywatch_asyncio_tasks", "gauge", "asyncio tasks alive in t
 RSS = MetricDef("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
 OPEN_FDS = MetricDef("process_open_fds", "gauge", "Number of open file descriptors.")
 
+PROBE_SUCCESS = MetricDef("comfyui_probe_success", "gauge", "1 if every check of the probe succeeded.")
+PROBE_DURATION = MetricDef("comfyui_probe_duration_seconds", "gauge", "How long the probe took.")
+
 TARGET: tuple[MetricDef, ...] = (
     UP, TARGET_INFO, INFO, RAM_TOTAL, RAM_FREE, VRAM_TOTAL, VRAM_FREE, TORCH_VRAM_TOTAL, TORCH_VRAM_FREE,
     QUEUE_RUNNING, QUEUE_PENDING, QUEUE_RUNNING_SECONDS, QUEUE_OLDEST_PENDING, QUEUE_STALLED, WORKER_NOT_CONSUMING,
@@ -177,3 +181,5 @@ DAEMON: tuple[MetricDef, ...] = (
     RELOAD_SUCCESS, RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, TASKS, RSS, OPEN_FDS,
 )
 ALL: tuple[MetricDef, ...] = TARGET + CLOUD + DAEMON
+#: Only ``/probe`` answers these, beside the probed target's series.
+PROBE: tuple[MetricDef, ...] = (PROBE_SUCCESS, PROBE_DURATION)

@@ -40,16 +40,15 @@ from comfywatch.config import (
     resolve_module_credentials,
 )
 from comfywatch.errors import Reason
+from comfywatch.export import metrics as m
 from comfywatch.export.collector import collect
-from comfywatch.export.exposition import Family, MetricDef, choose_format, render
+from comfywatch.export.exposition import Family, choose_format, render
 from comfywatch.redact import register_secret, request_scope, scrub, strip_userinfo
 
-__all__ = ["PROBE_DURATION", "PROBE_SUCCESS", "make_probe_handler"]
+__all__ = ["make_probe_handler"]
 
 log = structlog.get_logger("comfywatch.probe")
 
-PROBE_SUCCESS = MetricDef("comfyui_probe_success", "gauge", "1 if every check of the probe succeeded.")
-PROBE_DURATION = MetricDef("comfyui_probe_duration_seconds", "gauge", "How long the probe took.")
 DEFAULT_SCRAPE_TIMEOUT = 10.0
 
 
@@ -172,8 +171,8 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
     finally:
         await runtime.close()
     openmetrics, content_type = choose_format(request.headers.get("Accept"))
-    summary = [Family(PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
-               Family(PROBE_DURATION, [("", time.perf_counter() - started)])]
+    summary = [Family(m.PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
+               Family(m.PROBE_DURATION, [("", time.perf_counter() - started)])]
     families = summary + collect([runtime.state], daemon=None, with_target=False)
     body = render(families, openmetrics=openmetrics)
     response = web.Response(body=body)

@@ -1,6 +1,7 @@
 """The metrics comfywatch exports, as the rules and dashboards may reference them.
 
-Derived from :mod:`comfywatch.export.metrics`, the one place metric names are spelled, plus ``/probe``'s two gauges.
+Derived from :mod:`comfywatch.export.metrics`, the one place metric names are spelled, ``/probe``'s two gauges
+included.
 """
 
 from __future__ import annotations
@@ -28,12 +29,8 @@ DASHBOARDS_DIR = REPO / "dashboards"
 
 Kind = Literal["gauge", "counter", "histogram"]
 
-# Derived from the exporter's own catalogue (one place for metric names), plus /probe's two gauges.
-EXPORTED: dict[str, Kind] = {
-    **{d.name: ("gauge" if d.kind == "info" else d.kind) for d in metrics.ALL},
-    "comfyui_probe_success": "gauge",
-    "comfyui_probe_duration_seconds": "gauge",
-}
+# Derived from the exporter's own catalogue (one place for metric names), /probe's two gauges included.
+EXPORTED: dict[str, Kind] = {d.name: ("gauge" if d.kind == "info" else d.kind) for d in metrics.ALL + metrics.PROBE}
 
 # Series Prometheus itself creates.
 PROMETHEUS_SERIES = frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})

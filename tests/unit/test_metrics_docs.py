@@ -17,14 +17,14 @@ def test_every_metric_is_documented() -> None:
 
 
 def test_no_metric_is_defined_twice() -> None:
-    """Metric names are unique (one place for each rule)."""
-    names = [d.name for d in metrics.ALL]
+    """Metric names are unique (one place for each rule), /probe's own among them."""
+    names = [d.name for d in metrics.ALL + metrics.PROBE]
     assert len(names) == len(set(names))
 
 
 def test_counters_end_in_total_and_units_are_base_units() -> None:
     """Prometheus naming: counters end in _total, durations in _seconds, sizes in _bytes."""
-    for d in metrics.ALL:
+    for d in metrics.ALL + metrics.PROBE:
         if d.kind == "counter":
             assert d.name.endswith("_total"), d.name
         else:
