@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
@@ -289,17 +292,39 @@ def _error_type(body: Any) -> str | None:
     return None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds form only; HTTP-dates are rare on APIs)."""
+#: The longest Retry-After pause honoured: the header comes from a server comfywatch watches, not one it
+#: trusts, and a broken or hostile one must not silence an account's checks for a day.
+MAX_RETRY_AFTER = 3600.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, at most :data:`MAX_RETRY_AFTER`; ``None`` if absent or bad.
+
+    RFC 9110 allows delta-seconds or an HTTP-date (a date in the past is 0 s, counted from *now*, epoch
+    seconds, default the wall clock). Fractional seconds, outside the RFC's grammar, are read as meant rather
+    than refused.
+    """
     if value is None:
         return None
+    text = value.strip()
+    seconds: float | None
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
+        seconds = _seconds_until(text, time.time() if now is None else now)
+    if seconds is None or seconds < 0 or seconds != seconds:  # negative or NaN
         return None
-    if seconds < 0 or seconds != seconds:  # negative or NaN
+    return min(seconds, MAX_RETRY_AFTER)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return min(seconds, 3600.0)
+    if when.tzinfo is None:  # "-0000": RFC 5322's "no time zone known"; HTTP-dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
 
 
 def classify_status(status: int, body: Any = None, retry_after: str | None = None) -> Failure | None:

@@ -1,9 +1,9 @@
 """Pure parsers for Comfy Cloud v1 responses (``cloud.comfy.org/api/*``), as docs/cloud.md describes them.
 
 Every ``parse_*`` function takes decoded JSON and returns a frozen dataclass or raises
-:class:`~comfywatch.parse.ParseError`; :func:`parse_cloud_error` and :func:`parse_retry_after` never raise for
-any body or header. The Cloud differs from its published spec in ways the daemon must tolerate, so these
-parsers follow what the service sends rather than ``openapi-cloud.yaml``:
+:class:`~comfywatch.parse.ParseError`; :func:`parse_cloud_error` never raises for any body. The Cloud differs
+from its published spec in ways the daemon must tolerate, so these parsers follow what the service sends
+rather than ``openapi-cloud.yaml``:
 
 * ``/api/job/{id}/status`` returns *raw* internal states (``queued_limited``, ``success``, ``lost`` ...), not
   the spec enum; unknown states are treated as in flight.
@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 from comfywatch.errors import ParseError, Reason
@@ -68,7 +67,6 @@ __all__ = [
     "parse_job_status",
     "parse_jobs_list",
     "parse_queue_remaining",
-    "parse_retry_after",
     "parse_submit",
     "parse_user",
     "trusted_balance_usd",
@@ -994,19 +992,3 @@ def parse_cloud_error(status: int, body: object) -> CloudErrorInfo:
         message=message,
     )
 
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date); ``None`` if absent/bad."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isascii() and text.isdigit() and len(text) <= 20:
-        return float(int(text))
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    reference = now or datetime.now(UTC)
-    return max(0.0, (when - reference).total_seconds())

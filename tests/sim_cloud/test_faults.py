@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from comfywatch.errors import Reason
+from comfywatch.errors import Reason, parse_retry_after
 from comfywatch.parse.cloud import (
     parse_billing_status,
     parse_cloud_error,
     parse_features,
     parse_job_detail,
     parse_job_status,
-    parse_retry_after,
 )
 from comfywatch.sim.cloud.jobs import FAULTS
 from comfywatch.sim.cloud.model import SimCloud

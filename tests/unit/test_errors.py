@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import ssl
+import time
 from typing import Any
 
 import aiohttp
@@ -205,6 +207,10 @@ class TestClassifyStatus:
         assert failure is not None and "SECRET" not in repr(failure)
 
 
+#: 2026-08-20 10:00:00 UTC, the clock the HTTP-date cases are read at.
+NOW = 1787220000.0
+
+
 class TestParseRetryAfter:
     @pytest.mark.parametrize(
         ("header", "seconds"),
@@ -220,12 +226,36 @@ class TestParseRetryAfter:
             ("soon", None),
             ("-1", None),
             ("nan", None),
-            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+            ("²", None),
         ],
     )
     def test_delta_seconds(self, header: str | None, seconds: float | None) -> None:
-        """Delta-seconds parse, capped at an hour; dates, negatives and junk give None."""
+        """Delta-seconds parse, capped at an hour; negatives and junk give None."""
         assert parse_retry_after(header) == seconds
+
+    @pytest.mark.parametrize(
+        ("header", "seconds"),
+        [
+            ("Thu, 20 Aug 2026 10:00:30 GMT", 30.0),
+            ("Thu, 20 Aug 2026 10:00:00 GMT", 0.0),
+            ("Thu, 20 Aug 2026 09:59:30 GMT", 0.0),
+            ("Thu, 20 Aug 2026 12:00:00 GMT", 3600.0),
+            ("Thu, 20 Aug 2026 10:00:30 -0000", 30.0),
+            ("Thu, 32 Aug 2026 10:00:30 GMT", None),
+        ],
+    )
+    def test_http_date(self, header: str, seconds: float | None) -> None:
+        """An HTTP-date (RFC 9110) waits until that time: a past date is no wait, a far one is capped at an
+        hour, an impossible one is None."""
+        assert parse_retry_after(header, now=NOW) == seconds
+
+    def test_http_date_counts_from_the_wall_clock(self) -> None:
+        """Without *now*, an HTTP-date is counted from the wall clock (as classify_status does)."""
+        soon = email.utils.formatdate(time.time() + 600, usegmt=True)
+        seconds = parse_retry_after(soon)
+        assert seconds is not None and 590 <= seconds <= 600
+        failure = classify_status(429, None, soon)
+        assert failure is not None and failure.retry_after is not None and 590 <= failure.retry_after <= 600
 
 
 class TestClassifyException:

@@ -6,8 +6,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -31,7 +30,6 @@ from comfywatch.parse.cloud import (
     parse_job_status,
     parse_jobs_list,
     parse_queue_remaining,
-    parse_retry_after,
     parse_submit,
     parse_user,
     trusted_balance_usd,
@@ -543,16 +541,6 @@ class TestErrors:
         for status in (99, 600, True):
             with pytest.raises(ParseError):
                 parse_cloud_error(status, {})
-
-    def test_retry_after(self) -> None:
-        """Delta-seconds and HTTP-dates parse; junk and absence give None."""
-        now = datetime(2026, 8, 20, 10, tzinfo=UTC)
-        assert parse_retry_after("5") == 5.0
-        assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
-        assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now) == 0.0
-        for junk in (None, "", "soon", "-1", "²"):
-            assert parse_retry_after(junk) is None
-
 
 class TestSecretsStayOut:
     """ParseError messages name paths, never values."""

@@ -1,0 +1,103 @@
+"""The one taxonomy on both paths: a local ComfyUI's answers (through :class:`LocalApi`) and Comfy Cloud's
+(through :class:`CloudApi`) are classified by the same rules in :mod:`comfywatch.errors`, each exchange
+against a loopback server giving the answer under test."""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from comfywatch.clients.cloud import CloudApi, RetryAfterActive
+from comfywatch.clients.http import ClientSettings, HttpClient, RequestFailed
+from comfywatch.clients.local import LocalApi
+from comfywatch.errors import Reason
+
+
+@dataclass
+class Answer:
+    """What the loopback server answers to every request, and how many it got."""
+
+    status: int
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    requests: int = 0
+
+
+@contextlib.asynccontextmanager
+async def answering(answer: Answer) -> AsyncIterator[HttpClient]:
+    """An :class:`HttpClient` for a loopback server that gives *answer* to every request."""
+
+    async def handle(request: web.Request) -> web.Response:
+        answer.requests += 1
+        return web.json_response(answer.body, status=answer.status, headers=dict(answer.headers))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"))
+    try:
+        yield http
+    finally:
+        await http.close()
+        await runner.cleanup()
+
+
+async def local_failure(answer: Answer) -> RequestFailed:
+    """The failure LocalApi raises for a ``GET /api/queue`` that gets *answer*."""
+    async with answering(answer) as http:
+        with pytest.raises(RequestFailed) as failed:
+            await LocalApi(http).queue()
+    return failed.value
+
+
+def http_date(seconds_from_now: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Retry-After: delta-seconds or an HTTP-date (RFC 9110), at most an hour (the server is not trusted).
+
+
+@pytest.mark.parametrize(("header", "low", "high"), [("120", 120, 120), ("86400", 3600, 3600)])
+async def test_local_retry_after_in_seconds_is_bounded(header: str, low: float, high: float) -> None:
+    """A local server's (or its proxy's) 429 keeps its Retry-After in seconds, capped at an hour."""
+    failed = await local_failure(Answer(429, {}, {"Retry-After": header}))
+    assert failed.failure.reason is Reason.RATE_LIMITED
+    assert failed.failure.retry_after is not None and low <= failed.failure.retry_after <= high
+
+
+@pytest.mark.parametrize(("ahead", "low", "high"), [(120, 110, 120), (86400, 3600, 3600)])
+async def test_local_retry_after_as_an_http_date(ahead: float, low: float, high: float) -> None:
+    """An HTTP-date Retry-After is the seconds until then, capped at an hour, on the local path too."""
+    failed = await local_failure(Answer(429, {}, {"Retry-After": http_date(ahead)}))
+    assert failed.failure.retry_after is not None and low <= failed.failure.retry_after <= high
+
+
+@pytest.mark.parametrize(("header", "low", "high"), [
+    (lambda: http_date(120), 110, 120), (lambda: http_date(86400), 3590, 3600), (lambda: "86400", 3590, 3600),
+], ids=["date", "far-date", "seconds"])
+async def test_cloud_pauses_for_an_http_date_or_seconds_at_most_an_hour(header: Callable[[], str], low: float,
+                                                                        high: float) -> None:
+    """Comfy Cloud's 429 pauses the account until the HTTP-date (or for the seconds), at most an hour; within
+    the pause nothing is sent."""
+    answer = Answer(429, {"code": "RATE_LIMITED", "message": "Rate limit exceeded."}, {"Retry-After": header()})
+    async with answering(answer) as http:
+        api = CloudApi(http)
+        with pytest.raises(RequestFailed) as failed:
+            await api.user()
+        assert failed.value.failure.reason is Reason.RATE_LIMITED
+        assert low <= api.paused_for() <= high
+        with pytest.raises(RetryAfterActive):
+            await api.user()
+    assert answer.requests == 1
