@@ -27,10 +27,11 @@ from websockets.asyncio.client import ClientConnection
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.clients.ws import connect
+from comfywatch.clients.ws import WebSocketServer, connect
 from comfywatch.errors import Failure, ParseError, Reason, classify_exception
 from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.history import HistoryEntry, Outcome
+from comfywatch.parse.nodeerrors import summarise_prompt_error
 from comfywatch.parse.prompt import PromptAccepted, ws_event
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
@@ -39,7 +40,6 @@ __all__ = ["CanaryResult", "CanaryRunner", "apply_result", "check_outcome", "png
 
 log = structlog.get_logger("comfywatch.canary")
 
-WS_MAX_SIZE = 16 * 2**20
 #: ComfyUI sends the first ``status`` frame right after the upgrade; a socket silent for this long (or a
 #: quarter of the run's budget, if less) is treated as broken and the run falls back to polling.
 STATUS_FRAME_WAIT = 2.0
@@ -93,14 +93,12 @@ def png_size(data: bytes) -> tuple[int, int] | None:
     return int(width), int(height)
 
 
-class CanaryApi(Protocol):
+class CanaryApi(WebSocketServer, Protocol):
     """What the canary needs from a server: local ComfyUI (:class:`LocalApi`) or Comfy Cloud."""
 
     async def busy(self) -> tuple[int, int]: ...
     async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
                      ) -> PromptAccepted: ...
-    def ws_url(self, client_id: str) -> str: ...
-    def ws_headers(self) -> dict[str, str]: ...
     async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None: ...
     async def in_flight(self, prompt_id: str) -> bool: ...
     async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult: ...
@@ -227,8 +225,6 @@ class CanaryRunner:
 
     def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
         if failed.failure.status == 400 and isinstance(failed.body, dict):
-            from comfywatch.parse.nodeerrors import summarise_prompt_error
-
             try:
                 rejection = summarise_prompt_error(failed.body)
             except ParseError:
@@ -242,8 +238,6 @@ class CanaryRunner:
         return _Failed(failed.failure.reason, failed.failure.detail)
 
     def _partial_failure(self, node_errors: dict[str, Any], result: CanaryResult) -> _Failed:
-        from comfywatch.parse.nodeerrors import summarise_prompt_error
-
         try:
             rejection = summarise_prompt_error({"node_errors": node_errors})
             result.problems = [node.line for node in rejection.nodes][:20]
@@ -257,17 +251,9 @@ class CanaryRunner:
     async def _open_ws(
         self, client_id: str, deadline: float, result: CanaryResult
     ) -> ClientConnection | None:
-        url = self.api.ws_url(client_id)
         timeout = max(0.1, min(10.0, deadline - time.perf_counter()))
         try:
-            ws = await connect(
-                url,
-                tls=self.ssl_context,
-                additional_headers=self.api.ws_headers(),
-                open_timeout=timeout,
-                max_size=WS_MAX_SIZE,
-                ping_interval=None,
-            )
+            ws = await connect(self.api, client_id, tls=self.ssl_context, open_timeout=timeout)
         except Exception as exc:  # any failure to upgrade means: poll instead, and report it
             failure = classify_exception(exc)
             log.warning("canary_websocket_unavailable", canary=result.canary, reason=str(failure.reason),

@@ -1,4 +1,10 @@
-"""The one way comfywatch opens a WebSocket: websockets' asyncio client with everything a peer controls bounded.
+"""The one way comfywatch opens a WebSocket: to a server's ``/ws``, with everything the peer controls bounded.
+
+:func:`connect` takes the server (:class:`WebSocketServer`: its ``/ws`` URL, built from the target's base URL,
+and the headers its HTTP requests carry, credentials included), the clientId and the target's TLS setting, so
+no caller assembles them. The canary, the daemon's monitoring socket and ``doctor``'s upgrade check differ only
+in how long they wait for the upgrade, whether they keep the socket alive with pings, and how long a close may
+take: those are its parameters.
 
 websockets answers every Ping with a Pong that it writes to the transport at once, outside flow control:
 ``write_limit`` only makes ``send()`` wait, and reading pauses only while ``max_queue`` *data* frames wait for
@@ -22,11 +28,10 @@ timeout, or with reading paused behind unread frames (the peer's close frame cou
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _websockets_connect
-from websockets.datastructures import HeadersLike
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
 
@@ -41,6 +46,7 @@ __all__ = [
     "AbuseKind",
     "BoundedClientConnection",
     "WebSocketAbuse",
+    "WebSocketServer",
     "connect",
 ]
 
@@ -53,6 +59,18 @@ MAX_MESSAGE_BYTES = 16 * 2**20
 #: With 16 MiB messages, at most 64 MiB wait for a slow reader before reading pauses.
 MAX_QUEUED_FRAMES = 4
 WRITE_LIMIT = 32 * 1024
+
+
+class WebSocketServer(Protocol):
+    """A server's ``/ws``: a local ComfyUI (:class:`comfywatch.clients.local.LocalApi`) or Comfy Cloud."""
+
+    def ws_url(self, client_id: str) -> str:
+        """``ws:`` or ``wss:`` URL of the socket for *client_id* (the target's scheme, host and path prefix)."""
+        ...
+
+    def ws_headers(self) -> dict[str, str]:
+        """Headers the upgrade request carries: the same proxy credentials as the server's HTTP requests."""
+        ...
 
 
 class BoundedClientConnection(ClientConnection):
@@ -112,32 +130,34 @@ class BoundedClientConnection(ClientConnection):
 
 
 def connect(
-    uri: str,
+    server: WebSocketServer,
+    client_id: str,
     *,
-    tls: ssl.SSLContext | bool = True,
-    additional_headers: HeadersLike | None = None,
-    open_timeout: float | None = 10,
-    ping_interval: float | None = 20,
-    ping_timeout: float | None = 20,
-    close_timeout: float | None = 10,
-    max_size: int = MAX_MESSAGE_BYTES,
+    tls: ssl.SSLContext | bool,
+    open_timeout: float | None,
+    keepalive: float | None = None,
+    close_timeout: float = 10,
 ) -> _websockets_connect:
-    """Open *uri* with every bound of this module; await it or use it as an async context manager.
+    """Open *server*'s socket for *client_id* with every bound of this module; await it or use it as an async
+    context manager.
 
     *tls* is the target's TLS setting, as for HTTP: ``True`` verifies against the system's CAs, ``False``
-    (``tls_insecure_skip_verify``) does not verify, a context is used as given; it only matters for
-    ``wss:``. No proxy from the environment (the HTTP client ignores it too) and no compression (a
-    deflate bomb would cost CPU before ``max_size`` stops it). *max_size* may only lower the bound.
+    (``tls_insecure_skip_verify``) does not verify, a context is used as given; it only matters for ``wss:``.
+    *open_timeout* bounds the upgrade (``None``: the caller's own timeout does). *keepalive*: for a long-lived
+    socket, send a ping every that many seconds and give the connection up when its pong takes as long (``None``
+    sends none). *close_timeout* bounds the closing handshake. No proxy from the environment (the HTTP client
+    ignores it too) and no compression (a deflate bomb would cost CPU before ``max_size`` stops it).
     """
+    uri = server.ws_url(client_id)
     secure: dict[str, Any] = {"ssl": _ssl_argument(tls)} if uri.startswith("wss:") else {}
     return _websockets_connect(
         uri,
-        additional_headers=additional_headers,
+        additional_headers=server.ws_headers(),
         open_timeout=open_timeout,
-        ping_interval=ping_interval,
-        ping_timeout=ping_timeout,
+        ping_interval=keepalive,
+        ping_timeout=keepalive,
         close_timeout=close_timeout,
-        max_size=min(max_size, MAX_MESSAGE_BYTES),
+        max_size=MAX_MESSAGE_BYTES,
         max_queue=MAX_QUEUED_FRAMES,
         write_limit=WRITE_LIMIT,
         compression=None,

@@ -20,8 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
-from comfywatch.clients.local import LocalApi
-from comfywatch.clients.ws import connect
+from comfywatch.clients.ws import WebSocketServer, connect
 from comfywatch.errors import Reason, classify_exception
 from comfywatch.parse.prompt import ws_event
 from comfywatch.state import TargetState
@@ -33,19 +32,21 @@ log = structlog.get_logger("comfywatch.monitor")
 PROGRESS_EVENTS = frozenset({"progress", "progress_state", "executing", "executed", "execution_start",
                              "execution_cached"})
 MAX_BACKOFF = 30.0
+#: Seconds between pings on the idle socket, and the most a pong may take.
+KEEPALIVE = 20.0
 
 
 class WebSocketMonitor:
     def __init__(
         self,
-        api: LocalApi,
+        server: WebSocketServer,
         state: TargetState,
         *,
         on_disconnect: Callable[[], None],
         ssl_context: ssl.SSLContext | bool = True,
         open_timeout: float = 5.0,
     ) -> None:
-        self.api = api
+        self.server = server
         self.state = state
         self.on_disconnect = on_disconnect
         self.ssl_context = ssl_context
@@ -75,10 +76,11 @@ class WebSocketMonitor:
             backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _session(self) -> float | None:
-        url = self.api.ws_url(CANARY_CLIENT_PREFIX + "monitor-" + uuid.uuid4().hex)
+        client_id = CANARY_CLIENT_PREFIX + "monitor-" + uuid.uuid4().hex
         try:
-            ws = await connect(url, tls=self.ssl_context, additional_headers=self.api.ws_headers(),
-                               open_timeout=self.open_timeout, ping_interval=20, ping_timeout=20, close_timeout=1)
+            # Pings find a peer that vanished without a close (a proxy or NAT dropping the idle socket).
+            ws = await connect(self.server, client_id, tls=self.ssl_context, open_timeout=self.open_timeout,
+                               keepalive=KEEPALIVE, close_timeout=1)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -235,13 +235,13 @@ def _run_session(messages: list[str | bytes], ending: BaseException | None,
 
     connection = None if connect_error is not None else _FakeConnection(list(messages), ending)
 
-    async def fake_connect(url: str, **kwargs: Any) -> _FakeConnection:
+    async def fake_connect(server: _FakeApi, client_id: str, **kwargs: Any) -> _FakeConnection:
         if connection is None:
             assert connect_error is not None
             raise connect_error
         return connection
 
-    monitor = WebSocketMonitor(_FakeApi(), state, on_disconnect=on_disconnect)  # type: ignore[arg-type]
+    monitor = WebSocketMonitor(_FakeApi(), state, on_disconnect=on_disconnect)
     with mock.patch.object(monitor_module, "connect", fake_connect), structlog.testing.capture_logs():
         connected_at = asyncio.run(monitor._session())
     return state, progressed, disconnects, connection, connected_at

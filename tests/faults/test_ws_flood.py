@@ -26,6 +26,7 @@ from tests.faults.ws_hostile import WsFloodPeer
 from tests.helpers import eventually
 
 DEADLINE_S = 5.0
+CLIENT_ID = "flood"
 #: asyncio reads at most 256 KiB at a time; answering 2-byte pings with 6-byte masked pongs triples it.
 ONE_READ_REPLIES = 3 * 256 * 1024
 RSS_GROWTH_LIMIT = 32 * 2**20
@@ -86,7 +87,7 @@ async def test_ping_flood_is_cut_off_as_a_control_flood() -> None:
     """Pings as fast as the socket takes them: disconnected for the rate, unsent bytes within the bound."""
     rss_before = _rss_bytes()
     async with WsFloodPeer() as peer:
-        connection = await connect(peer.url, open_timeout=DEADLINE_S)
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S)
         abuse = await _abuse_that_closed(connection)
     assert abuse.kind is AbuseKind.CONTROL_FLOOD
     assert isinstance(connection, _Tracked)
@@ -100,7 +101,7 @@ async def test_unread_replies_are_cut_off_as_an_unsent_backlog(monkeypatch: pyte
     monkeypatch.setattr(ws, "MAX_CONTROL_FRAMES_PER_SECOND", 10**9)
     rss_before = _rss_bytes()
     async with WsFloodPeer() as peer:
-        connection = await connect(peer.url, open_timeout=DEADLINE_S)
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S)
         abuse = await _abuse_that_closed(connection)
     assert abuse.kind is AbuseKind.UNSENT_BACKLOG
     assert isinstance(connection, _Tracked)
@@ -111,7 +112,7 @@ async def test_unread_replies_are_cut_off_as_an_unsent_backlog(monkeypatch: pyte
 async def test_a_peer_within_the_bounds_keeps_its_connection() -> None:
     """Ten pings a second with a status message each, never reading our pongs: served, not cut off."""
     async with WsFloodPeer(pings_per_second=10) as peer:
-        async with connect(peer.url, open_timeout=DEADLINE_S, close_timeout=1) as connection:
+        async with connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=1) as connection:
             async with asyncio.timeout(DEADLINE_S * TIMEOUT_FACTOR):
                 for _ in range(12):  # over one second's worth: the rate window rolls over at least once
                     assert '"status"' in str(await connection.recv())
@@ -120,16 +121,31 @@ async def test_a_peer_within_the_bounds_keeps_its_connection() -> None:
         assert peer.pings_sent >= 12
 
 
+async def test_keepalive_gives_up_a_peer_that_never_answers_its_pings() -> None:
+    """The monitor's keepalive: a peer that keeps sending but never reads our pings is closed after one
+    unanswered ping (a socket without keepalive stays open, as in the test above)."""
+    async with WsFloodPeer(pings_per_second=10) as peer:
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, keepalive=0.2,
+                                   close_timeout=0.5)
+        with pytest.raises(ConnectionClosedError) as closed:
+            async with asyncio.timeout(DEADLINE_S * TIMEOUT_FACTOR):
+                async for _ in connection:
+                    pass
+    assert closed.value.sent is not None
+    assert (closed.value.sent.code, closed.value.sent.reason) == (1011, "keepalive ping timeout")
+    assert isinstance(connection, BoundedClientConnection) and connection.abuse is None
+
+
 async def test_bounds_hold_over_tls_and_tls_true_verifies(tmp_path: Path) -> None:
     """wss: ``tls=True`` verifies against the system CAs (the test CA is not one); with ``tls=False`` or a
     context trusting the test CA the flood is cut off exactly as over plain TCP."""
     certs = make_certs(tmp_path)
     async with WsFloodPeer(tls=certs.valid.server_context()) as peer:
-        assert peer.url.startswith("wss:")
+        assert peer.ws_url(CLIENT_ID).startswith("wss:")
         with pytest.raises(ssl.SSLCertVerificationError):
-            await connect(peer.url, open_timeout=DEADLINE_S)
+            await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S)
         for tls in (False, certs.client_context()):
-            connection = await connect(peer.url, tls=tls, open_timeout=DEADLINE_S)
+            connection = await connect(peer, CLIENT_ID, tls=tls, open_timeout=DEADLINE_S)
             assert (await _abuse_that_closed(connection)).kind is AbuseKind.CONTROL_FLOOD
 
 
@@ -138,7 +154,7 @@ async def test_plain_websockets_client_buffers_pongs_without_bound() -> None:
     own memory, eight times the bound and still connected."""
     async with WsFloodPeer() as peer:
         connection = await websockets_connect(
-            peer.url, open_timeout=DEADLINE_S, max_size=16 * 2**20, proxy=None, compression=None,
+            peer.ws_url(CLIENT_ID), open_timeout=DEADLINE_S, max_size=16 * 2**20, proxy=None, compression=None,
             ping_interval=None, create_connection=_Tracked,
         )
         try:
@@ -154,7 +170,7 @@ async def test_close_behind_unread_frames_is_prompt() -> None:
     """Frames nobody read pause reading, so the peer's close frame cannot arrive: close() aborts instead of
     waiting out the closing handshake's timeout."""
     async with WsFloodPeer(pings_per_second=20) as peer:
-        connection = await connect(peer.url, open_timeout=DEADLINE_S, close_timeout=10)
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=10)
         assert isinstance(connection, BoundedClientConnection)
 
         async def paused() -> bool:
@@ -169,7 +185,7 @@ async def test_close_behind_unread_frames_is_prompt() -> None:
 async def test_close_cancelled_by_its_caller_still_releases_the_socket() -> None:
     """The peer never answers our close frame; the caller gives close() 0.2 s: the socket is closed anyway."""
     async with WsFloodPeer(pings_per_second=10) as peer:
-        connection = await connect(peer.url, open_timeout=DEADLINE_S, close_timeout=10)
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=10)
         await connection.recv()
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(connection.close(), 0.2)

@@ -41,7 +41,8 @@ _STATUS = _text_frame(json.dumps({"type": "status", "data": {"status": {"exec_in
 
 
 class WsFloodPeer:
-    """The hostile server. Use as ``async with WsFloodPeer(...) as peer:`` and connect to :attr:`url`."""
+    """The hostile server. Use as ``async with WsFloodPeer(...) as peer:``; it is a
+    :class:`comfywatch.clients.ws.WebSocketServer`, so ``connect(peer, ...)`` opens its socket."""
 
     def __init__(self, *, pings_per_second: float | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.pings_per_second = pings_per_second
@@ -51,11 +52,13 @@ class WsFloodPeer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
 
-    @property
-    def url(self) -> str:
+    def ws_url(self, client_id: str) -> str:
         assert self._server is not None, "not started"
         port = self._server.sockets[0].getsockname()[1]
-        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{port}/ws?clientId=flood"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{port}/ws?clientId={client_id}"
+
+    def ws_headers(self) -> dict[str, str]:
+        return {}
 
     async def __aenter__(self) -> WsFloodPeer:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

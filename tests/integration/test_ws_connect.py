@@ -1,0 +1,73 @@
+"""``clients.ws.connect`` opens a target's ``/ws`` as its HTTP client reaches the target: same path prefix,
+same credentials, the caller's clientId."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from comfywatch.checks.context import build_context, ssl_context_for
+from comfywatch.clients.ws import connect
+from comfywatch.config import Config, TargetConfig
+
+STATUS = {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}}
+
+
+@dataclass
+class Upgrade:
+    path: str
+    client_id: str | None
+    authorization: str | None
+
+
+@dataclass
+class ComfyBehindProxy:
+    """A ComfyUI stand-in mounted under ``/comfy``: records each upgrade request and sends one status frame."""
+
+    port: int = 0
+    upgrades: list[Upgrade] = field(default_factory=list)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ComfyBehindProxy]:
+    recorded = ComfyBehindProxy()
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        recorded.upgrades.append(Upgrade(request.path, request.query.get("clientId"),
+                                         request.headers.get("Authorization")))
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_json(STATUS)
+        async for _ in socket:  # until the client closes
+            pass
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/comfy/api/ws", ws)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    recorded.port = runner.addresses[0][1]
+    try:
+        yield recorded
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(server: ComfyBehindProxy) -> None:
+    target = TargetConfig(name="t", url=f"http://alice:pa55word@127.0.0.1:{server.port}/comfy")
+    context = build_context(Config(), target)
+    assert context.local is not None
+    try:
+        async with asyncio.timeout(10):
+            async with connect(context.local, "comfywatch-test", tls=ssl_context_for(target),
+                               open_timeout=5, close_timeout=1) as socket:
+                assert '"status"' in str(await socket.recv())
+    finally:
+        await context.close()
+    assert server.upgrades == [Upgrade("/comfy/api/ws", "comfywatch-test", "Basic YWxpY2U6cGE1NXdvcmQ=")]
