@@ -24,7 +24,10 @@ __all__ = [
     "BILLING_ERROR_TYPES",
     "HINTS",
     "JOB_REASONS",
+    "MAX_RETRY_AFTER",
+    "QUEUE_ERROR_TYPES",
     "TRANSPORT_REASONS",
+    "VALIDATION_ERROR_TYPES",
     "AbuseKind",
     "BodyTooLargeError",
     "Failure",
@@ -36,6 +39,7 @@ __all__ = [
     "classify_execution_error",
     "classify_status",
     "hint_for",
+    "parse_retry_after",
 ]
 
 
@@ -72,7 +76,9 @@ class Reason(StrEnum):
     OUTPUT_INVALID = "output_invalid"
 
 
-#: Reasons a single HTTP/WebSocket exchange can end with (the ``comfyui_request_failures_total`` set).
+#: Reasons any HTTP/WebSocket exchange can end with: ``comfyui_request_failures_total`` pre-sets these for every
+#: endpoint. A prompt refused by validation (:func:`classify_status`) is counted as ``validation`` too, but only
+#: ``POST /prompt`` can get one, so that series appears when it happens.
 TRANSPORT_REASONS: tuple[Reason, ...] = (
     Reason.DNS,
     Reason.CONNECT,
@@ -120,6 +126,16 @@ BILLING_ERROR_TYPES: frozenset[str] = frozenset(
         "MODEL_PAYMENT_REQUIRED",
         "insufficient_credits",
     }
+)
+
+#: Comfy Cloud ``error.type`` values that mean "the bounded queue is full": v1's ``QUEUE_LIMIT``, v2's code.
+QUEUE_ERROR_TYPES: frozenset[str] = frozenset({"QUEUE_LIMIT", "queue_full"})
+
+#: ComfyUI's ``error.type`` values for a prompt its validation refused (Comfy Cloud passes them on). Two of them
+#: come with empty ``node_errors`` (an unknown node, no output node); ``no_prompt`` is not among them: a body
+#: without a prompt is a malformed request, not a workflow to fix.
+VALIDATION_ERROR_TYPES: frozenset[str] = frozenset(
+    {"prompt_outputs_failed_validation", "prompt_no_outputs", "invalid_prompt"}
 )
 
 HINTS: Mapping[Reason, str] = {
@@ -332,6 +348,8 @@ def classify_status(status: int, body: Any = None, retry_after: str | None = Non
 
     429 has three meanings on Comfy Cloud and is told apart by ``error.type`` (docs/cloud.md): a billing
     type is ``payment``, ``QUEUE_LIMIT``/``queue_full`` is ``queue_full``, anything else is rate limiting.
+    A 400 carrying ``node_errors`` or a validation ``error.type`` is ComfyUI's own validation refusing the
+    prompt (locally or behind Comfy Cloud): ``validation``, the workflow to fix, not a malformed request.
     """
     if 200 <= status < 300:
         return None
@@ -349,18 +367,25 @@ def classify_status(status: int, body: Any = None, retry_after: str | None = Non
     elif status == 429:
         if error_type in BILLING_ERROR_TYPES:
             reason = Reason.PAYMENT
-        elif error_type in {"QUEUE_LIMIT", "queue_full"}:
+        elif error_type in QUEUE_ERROR_TYPES:
             reason = Reason.QUEUE_FULL
         else:
             reason = Reason.RATE_LIMITED
     elif status >= 500:
         reason = Reason.SERVER_ERROR
+    elif status == 400 and _refused_by_validation(body, error_type):
+        reason = Reason.VALIDATION
     elif 400 <= status < 500:
         reason = Reason.INVALID_REQUEST
     else:
         # 1xx/3xx reaching us means a redirect we refused to follow or something that is not ComfyUI.
         reason = Reason.INVALID_RESPONSE
     return Failure(reason, f"HTTP {status}", status=status, retry_after=delay, error_type=error_type)
+
+
+def _refused_by_validation(body: Any, error_type: str | None) -> bool:
+    node_errors = body.get("node_errors") if isinstance(body, Mapping) else None
+    return error_type in VALIDATION_ERROR_TYPES or (isinstance(node_errors, Mapping) and bool(node_errors))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:

@@ -1,9 +1,8 @@
 """Pure parsers for Comfy Cloud v1 responses (``cloud.comfy.org/api/*``), as docs/cloud.md describes them.
 
 Every ``parse_*`` function takes decoded JSON and returns a frozen dataclass or raises
-:class:`~comfywatch.parse.ParseError`; :func:`parse_cloud_error` never raises for any body. The Cloud differs
-from its published spec in ways the daemon must tolerate, so these parsers follow what the service sends
-rather than ``openapi-cloud.yaml``:
+:class:`~comfywatch.errors.ParseError`. The Cloud differs from its published spec in ways the daemon must
+tolerate, so these parsers follow what the service sends rather than ``openapi-cloud.yaml``:
 
 * ``/api/job/{id}/status`` returns *raw* internal states (``queued_limited``, ``success``, ``lost`` ...), not
   the spec enum; unknown states are treated as in flight.
@@ -11,7 +10,7 @@ rather than ``openapi-cloud.yaml``:
   read as milliseconds.
 * ``*_micros`` billing fields carry cents; the divisor is configurable. A balance whose fields are
   all absent is unknown (``None``), never 0.
-* Enum-like strings (tier, billing status, error types) may take values nobody documented; they are kept
+* Enum-like strings (tier, billing status) may take values nobody documented; they are kept
   (bounded in length) and the ``*_label`` properties fold them into a fixed set for metric labels.
 
 No parsed object carries response text longer than :data:`MAX_TEXT` characters, and key-like substrings
@@ -32,16 +31,13 @@ from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
 
 __all__ = [
-    "BILLING_ERROR_TYPES",
     "CREDITS_PER_USD",
     "KNOWN_BILLING_STATUSES",
     "KNOWN_SUBSCRIPTION_STATUSES",
     "KNOWN_TIERS",
     "MAX_TEXT",
-    "QUEUE_ERROR_TYPES",
     "Balance",
     "BillingStatus",
-    "CloudErrorInfo",
     "CloudJob",
     "CloudQueue",
     "CloudQueueItem",
@@ -60,7 +56,6 @@ __all__ = [
     "failure_reason",
     "parse_balance",
     "parse_billing_status",
-    "parse_cloud_error",
     "parse_cloud_queue",
     "parse_features",
     "parse_job_detail",
@@ -85,35 +80,6 @@ KNOWN_TIERS = frozenset({"FREE", "STANDARD", "CREATOR", "PRO", "FOUNDERS_EDITION
 KNOWN_SUBSCRIPTION_STATUSES = frozenset({"active", "ended", "canceled"})
 KNOWN_BILLING_STATUSES = frozenset(
     {"awaiting_payment_method", "pending_payment", "paid", "payment_failed", "paused", "inactive"}
-)
-
-BILLING_ERROR_TYPES = frozenset(
-    {
-        "PAYMENT_REQUIRED",
-        "FREE_TIER_UNAVAILABLE",
-        "FREE_TIER_EXHAUSTED",
-        "FREE_TIER_NOT_ALLOWED",
-        "PARTNER_NODE_PAYMENT_REQUIRED",
-        "CLOUD_SUBSCRIPTION_REQUIRED",
-        "MODEL_PAYMENT_REQUIRED",
-        "insufficient_credits",  # the v2 envelope's code for the same refusal
-    }
-)
-"""``error.type`` values meaning "plan or credits refuse this"; waiting never helps."""
-
-QUEUE_ERROR_TYPES = frozenset({"QUEUE_LIMIT", "queue_full"})
-"""``error.type`` values meaning "the bounded queue is full"; retry after ``Retry-After``."""
-
-_RATE_ERROR_TYPES = frozenset({"rate_limited", "too_many_streams"})
-_VALIDATION_ERROR_TYPES = frozenset(
-    {"prompt_outputs_failed_validation", "prompt_no_outputs", "invalid_prompt"}
-)
-_KNOWN_ERROR_TYPES = (
-    BILLING_ERROR_TYPES
-    | QUEUE_ERROR_TYPES
-    | _RATE_ERROR_TYPES
-    | _VALIDATION_ERROR_TYPES
-    | {"PARTNER_NODE_DISABLED", "no_prompt"}
 )
 
 _OOM_EXCEPTIONS = frozenset(
@@ -451,32 +417,6 @@ class SubmitResult:
     node_error_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class CloudErrorInfo:
-    """What an error answer means: the taxonomy reason plus the body's machine-readable type/code."""
-
-    status: int
-    reason: Reason
-    error_type: str | None
-    """``error.type`` (or a v2 ``error.code``), when it is a plain token of at most 64 characters."""
-    code: str | None
-    """``ErrorResponse.code``; informative only, the daemon keys on status and ``error_type``."""
-    message: str | None
-    """At most :data:`MAX_TEXT` characters with key-like substrings redacted; never a label."""
-
-    @property
-    def type_label(self) -> str:
-        """``error_type`` as a bounded label: documented type, ``none`` when absent, else ``other``."""
-        if self.error_type is None:
-            return "none"
-        return self.error_type if self.error_type in _KNOWN_ERROR_TYPES else "other"
-
-    @property
-    def retryable(self) -> bool:
-        """Whether waiting and retrying an idempotent request can help (rate limit, full queue, 5xx)."""
-        return self.reason in (Reason.RATE_LIMITED, Reason.QUEUE_FULL, Reason.SERVER_ERROR)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Field helpers (messages name the JSON path, never the value)
 
@@ -752,8 +692,8 @@ def parse_submit(body: object) -> SubmitResult:
     """Parse a 200 answer of ``POST /api/prompt``.
 
     Raises:
-        ParseError: no ``prompt_id`` (a 200 carrying a top-level ``error`` object also lands here; pass such
-            a body to :func:`parse_cloud_error` to classify it).
+        ParseError: no ``prompt_id`` (a 200 carrying a top-level ``error`` object also lands here: the
+            answer is not what a submit gets, an ``invalid_response``).
     """
     obj = _obj(body, "$")
     if isinstance(obj.get("error"), dict) and "prompt_id" not in obj:
@@ -914,81 +854,3 @@ def parse_job_status(body: object) -> JobStatus:
         assigned_inference=_opt_str(obj.get("assigned_inference"), "assigned_inference", 128),
         error_message=_clean_text(obj.get("error_message")) if obj.get("error_message") is not None else None,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Errors
-
-
-def _error_reason(status: int, error_type: str | None, body: object) -> Reason:
-    if status == 401:
-        return Reason.AUTH
-    if status == 402:
-        return Reason.PAYMENT
-    if status == 403:
-        return Reason.FORBIDDEN
-    if status == 404:
-        return Reason.NOT_FOUND
-    if status == 429:
-        if error_type in BILLING_ERROR_TYPES:
-            return Reason.PAYMENT
-        if error_type in QUEUE_ERROR_TYPES:
-            return Reason.QUEUE_FULL
-        return Reason.RATE_LIMITED
-    if status >= 500:
-        return Reason.SERVER_ERROR
-    if status == 400:
-        node_errors = body.get("node_errors") if isinstance(body, dict) else None
-        if error_type in _VALIDATION_ERROR_TYPES or (isinstance(node_errors, dict) and node_errors):
-            return Reason.VALIDATION
-        return Reason.INVALID_REQUEST
-    if status >= 400:
-        return Reason.INVALID_REQUEST
-    # A 2xx/3xx carrying an error object (the docs' client checks for one in a 200 submit answer).
-    if error_type in BILLING_ERROR_TYPES:
-        return Reason.PAYMENT
-    if error_type in QUEUE_ERROR_TYPES:
-        return Reason.QUEUE_FULL
-    return Reason.INVALID_RESPONSE
-
-
-def parse_cloud_error(status: int, body: object) -> CloudErrorInfo:
-    """Classify an error answer by HTTP status and the body's ``error.type`` (docs/cloud.md, "Errors").
-
-    Understands ``PromptErrorResponse`` (``{"error": {"type", "message"}}``), ``ErrorResponse``
-    (``{"code", "message"}``), the v2 envelope (``{"error": {"code", ...}}``), the registry shape
-    (``{"error": "...", "message": "..."}``) and plain text. 429 is ``payment`` for billing types,
-    ``queue_full`` for ``QUEUE_LIMIT`` and ``rate_limited`` otherwise; 402 is always ``payment``.
-
-    Raises:
-        ParseError: only when ``status`` is not an HTTP status code; any body is accepted.
-    """
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ParseError("status: expected an HTTP status code")
-    error_type: str | None = None
-    code: str | None = None
-    message: str | None = None
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            error_type = _token(error.get("type"))
-            v2_code = _token(error.get("code"))
-            if error_type is None and v2_code is not None:
-                error_type = v2_code
-            code = v2_code
-            message = _clean_text(error.get("message"))
-        elif isinstance(error, str):
-            code = _token(error)
-        code = _token(body.get("code")) or code
-        message = message or _clean_text(body.get("message"))
-    elif isinstance(body, str | bytes):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        message = _clean_text(text) or None
-    return CloudErrorInfo(
-        status=status,
-        reason=_error_reason(status, error_type, body),
-        error_type=error_type,
-        code=code,
-        message=message,
-    )
-

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from comfywatch.errors import Reason, parse_retry_after
+from comfywatch.errors import Failure, Reason, classify_status, parse_retry_after
 from comfywatch.parse.cloud import (
     parse_billing_status,
-    parse_cloud_error,
     parse_features,
     parse_job_detail,
     parse_job_status,
@@ -46,6 +46,13 @@ AUTHENTICATED_GETS = [
 ]
 
 
+def refusal(status: int, body: Any) -> Failure:
+    """The simulator's refusal as comfywatch's clients classify it (errors.classify_status)."""
+    failure = classify_status(status, body)
+    assert failure is not None
+    return failure
+
+
 @pytest.fixture
 async def cloud() -> AsyncIterator[Served]:
     """A default simulator on a loopback port."""
@@ -71,7 +78,7 @@ async def test_http_401_rejects_a_valid_key_everywhere_but_public_routes(cloud: 
     for path in AUTHENTICATED_GETS:
         answer = await call(cloud.http, "GET", path)
         assert answer.status == 401, path
-        assert parse_cloud_error(401, answer.json()).reason is Reason.AUTH
+        assert refusal(401, answer.json()).reason is Reason.AUTH
     assert_conforms(await call(cloud.http, "GET", "/api/user"))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await cloud.http.ws_connect(f"/ws?clientId=x&token={KEY}")
@@ -88,7 +95,7 @@ async def test_http_402_refuses_submit_and_clears_has_funds(cloud: Served) -> No
     assert refused.status == 402
     assert refused.json()["error"]["type"] == "PAYMENT_REQUIRED"
     assert_conforms(refused)
-    info = parse_cloud_error(402, refused.json())
+    info = refusal(402, refused.json())
     assert (info.reason, info.error_type) == (Reason.PAYMENT, "PAYMENT_REQUIRED")
     status = parse_billing_status((await call(cloud.http, "GET", "/api/billing/status")).json())
     assert (status.is_active, status.has_funds) == (True, False)
@@ -100,7 +107,7 @@ async def test_http_402_error_type_is_configurable(cloud: Served) -> None:
     cloud.sim.set_faults(["http_402"])
     cloud.sim.payment_error_type = "CLOUD_SUBSCRIPTION_REQUIRED"
     refused = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
-    assert parse_cloud_error(refused.status, refused.json()).error_type == "CLOUD_SUBSCRIPTION_REQUIRED"
+    assert refusal(refused.status, refused.json()).error_type == "CLOUD_SUBSCRIPTION_REQUIRED"
 
 
 async def test_http_429_rate_is_untyped_with_retry_after_on_every_authenticated_endpoint(
@@ -112,11 +119,11 @@ async def test_http_429_rate_is_untyped_with_retry_after_on_every_authenticated_
         answer = await call(cloud.http, "GET", path)
         assert answer.status == 429, path
         assert answer.headers["Retry-After"] == "5"
-        info = parse_cloud_error(429, answer.json())
+        info = refusal(429, answer.json())
         assert (info.reason, info.error_type) == (Reason.RATE_LIMITED, None)
     submit_answer = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
     assert submit_answer.status == 429
-    assert parse_cloud_error(429, submit_answer.json()).reason is Reason.RATE_LIMITED
+    assert refusal(429, submit_answer.json()).reason is Reason.RATE_LIMITED
     assert_conforms(submit_answer)
     assert_conforms(await call(cloud.http, "GET", "/api/jobs"), UNDECLARED)
     assert (await call(cloud.anon, "GET", "/api/system_stats")).status == 200
@@ -144,7 +151,7 @@ async def test_http_429_queue_limit_on_submit_only(cloud: Served) -> None:
     assert refused.json()["error"]["type"] == "QUEUE_LIMIT"
     assert refused.headers["Retry-After"] == "5"
     assert_conforms(refused)
-    assert parse_cloud_error(429, refused.json()).reason is Reason.QUEUE_FULL
+    assert refusal(429, refused.json()).reason is Reason.QUEUE_FULL
     assert (await call(cloud.http, "GET", "/api/queue")).status == 200
 
 
@@ -154,8 +161,8 @@ async def test_http_429_payment_is_a_billing_type(cloud: Served) -> None:
     refused = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
     assert refused.status == 429
     assert refused.json()["error"]["type"] == "FREE_TIER_EXHAUSTED"
-    info = parse_cloud_error(429, refused.json())
-    assert (info.reason, info.type_label, info.retryable) == (Reason.PAYMENT, "FREE_TIER_EXHAUSTED", False)
+    info = refusal(429, refused.json())
+    assert (info.reason, info.error_type) == (Reason.PAYMENT, "FREE_TIER_EXHAUSTED")
     cloud.sim.billing_429_type = "PAYMENT_REQUIRED"
     refused = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
     assert refused.json()["error"]["type"] == "PAYMENT_REQUIRED"
@@ -173,7 +180,7 @@ async def test_http_5xx_gives_500_on_reads_503_on_submit_and_unhealthy_health(cl
     refused = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
     assert refused.status == 503
     assert_conforms(refused)
-    assert parse_cloud_error(503, refused.json()).reason is Reason.SERVER_ERROR
+    assert refusal(503, refused.json()).reason is Reason.SERVER_ERROR
     health = await call(cloud.anon, "GET", "/health")
     assert (health.status, health.body) == (503, b"Service is unhealthy")
     assert_conforms(health, UNDECLARED)
@@ -268,7 +275,7 @@ async def test_inactive_subscription_reports_no_tier_and_refuses_submit(cloud: S
     assert (status.tier_label, status.billing_status) == ("none", "inactive")
     refused = await call(cloud.http, "POST", "/api/prompt", json=CANARY)
     assert refused.status == 402
-    assert parse_cloud_error(402, refused.json()).reason is Reason.PAYMENT
+    assert refusal(402, refused.json()).reason is Reason.PAYMENT
     features = parse_features((await call(cloud.http, "GET", "/api/features")).json())
     assert (features.max_concurrent_jobs, features.subscription_required) == (None, True)
 

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from comfywatch.errors import Reason
+from comfywatch.errors import Failure, Reason, classify_status
 from comfywatch.parse.cloud import (
     parse_balance,
-    parse_cloud_error,
     parse_cloud_queue,
     parse_job_status,
     parse_jobs_list,
 )
 from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import KEY, OTHER_KEY, FakeClock, Served, call, serve, submit
+
+
+def refusal(status: int, body: Any) -> Failure:
+    """The simulator's refusal as comfywatch's clients classify it (errors.classify_status)."""
+    failure = classify_status(status, body)
+    assert failure is not None
+    return failure
 
 
 def _clocked(**kwargs: object) -> tuple[SimCloud, FakeClock]:
@@ -76,7 +84,7 @@ async def test_bounded_pending_queue_answers_queue_limit() -> None:
         refused = await call(served.http, "POST", "/api/prompt", json={"prompt": _canary()})
         assert refused.status == 429
         assert refused.json()["error"]["type"] == "QUEUE_LIMIT"
-        assert parse_cloud_error(429, refused.json()).reason is Reason.QUEUE_FULL
+        assert refusal(429, refused.json()).reason is Reason.QUEUE_FULL
         other = await call(served.anon, "POST", "/api/prompt", json={"prompt": _canary()}, headers=_other())
         assert other.status == 200, "the queue is per user"
         clock.tick(120)
@@ -119,7 +127,7 @@ async def test_effective_balance_goes_negative_and_then_submits_are_refused() ->
         assert status["has_funds"] is False
         refused = await call(served.http, "POST", "/api/prompt", json={"prompt": _canary()})
         assert refused.status == 402
-        assert parse_cloud_error(402, refused.json()).error_type == "PAYMENT_REQUIRED"
+        assert refusal(402, refused.json()).error_type == "PAYMENT_REQUIRED"
 
 
 async def test_cancel_interrupt_and_queue_delete() -> None:
@@ -197,7 +205,9 @@ async def test_submit_rejects_malformed_prompts_like_comfyui() -> None:
             answer = await call(served.http, "POST", "/api/prompt", **kwargs)  # type: ignore[arg-type]
             assert answer.status == 400
             assert answer.json()["error"]["type"] == kind
-            assert parse_cloud_error(400, answer.json()).reason in (Reason.VALIDATION, Reason.INVALID_REQUEST)
+            # A body without a prompt is a malformed request; the other two are ComfyUI's validation.
+            expected = Reason.INVALID_REQUEST if kind == "no_prompt" else Reason.VALIDATION
+            assert refusal(400, answer.json()).reason is expected
         assert sim.snapshot()["jobs_submitted"] == 0
 
 

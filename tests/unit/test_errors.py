@@ -31,6 +31,7 @@ from comfywatch.errors import (
     hint_for,
     parse_retry_after,
 )
+from tests.fixtures import FIXTURES, load_json
 
 #: The reason label values alert rules and dashboards rely on, as docs/architecture.md lists them.
 DOCUMENTED_REASONS = [
@@ -200,6 +201,56 @@ class TestClassifyStatus:
         """v1's error.type wins over error.code when both are present."""
         failure = classify_status(429, {"error": {"type": "QUEUE_LIMIT", "code": "rate_limited"}})
         assert failure is not None and failure.reason is Reason.QUEUE_FULL
+
+    @pytest.mark.parametrize(
+        ("status", "body", "reason"),
+        [
+            (401, {"message": "Invalid Comfy API key"}, Reason.AUTH),
+            (402, {"error": {"type": "PAYMENT_REQUIRED", "message": "A cloud subscription is required to queue "
+                                                                    "workflows."}}, Reason.PAYMENT),
+            (403, {"error": {"type": "PARTNER_NODE_DISABLED", "class_types": ["X"]}}, Reason.FORBIDDEN),
+            (404, {"code": "NOT_FOUND", "message": "Job not found"}, Reason.NOT_FOUND),
+            (429, {"code": "RATE_LIMITED", "message": "Rate limit exceeded. Please try again later."},
+             Reason.RATE_LIMITED),
+            (400, {"code": "INVALID_PARAMETER", "message": "limit"}, Reason.INVALID_REQUEST),
+            (413, "Request Entity Too Large", Reason.INVALID_REQUEST),
+            (500, {"code": "INTERNAL_ERROR", "message": "boom"}, Reason.SERVER_ERROR),
+            (503, "Service is unhealthy", Reason.SERVER_ERROR),
+        ],
+    )
+    def test_cloud_bodies(self, status: int, body: Any, reason: Reason) -> None:
+        """Comfy Cloud's error bodies (ErrorResponse, PromptErrorResponse, plain text) by status, refined by
+        error.type only where that changes the meaning."""
+        failure = classify_status(status, body)
+        assert failure is not None and failure.reason is reason
+
+    @pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("prompt_error_*.json")))
+    def test_comfyuis_validation_400s_are_validation(self, fixture: str) -> None:
+        """Every recorded 400 of ComfyUI's prompt validation is ``validation`` (the workflow to fix), with or
+        without node_errors; only ``no_prompt``, a body without a prompt, is a malformed request."""
+        body = load_json(fixture)
+        failure = classify_status(400, body)
+        assert failure is not None and failure.error_type == body["error"]["type"]
+        expected = Reason.INVALID_REQUEST if failure.error_type == "no_prompt" else Reason.VALIDATION
+        assert failure.reason is expected
+
+    @pytest.mark.parametrize(
+        ("status", "body", "reason"),
+        [
+            (400, {"error": {"type": "x"}, "node_errors": {"3": {"errors": []}}}, Reason.VALIDATION),
+            (400, {"node_errors": {"3": {"errors": []}}}, Reason.VALIDATION),
+            (400, {"error": {"type": "invalid_prompt"}}, Reason.VALIDATION),
+            (400, {"error": {"type": "x"}, "node_errors": {}}, Reason.INVALID_REQUEST),
+            (400, {"error": {"type": "x"}, "node_errors": []}, Reason.INVALID_REQUEST),
+            (400, ["node_errors"], Reason.INVALID_REQUEST),
+            (422, {"error": {"type": "invalid_prompt"}, "node_errors": {"3": {}}}, Reason.INVALID_REQUEST),
+        ],
+    )
+    def test_validation_is_a_400_naming_nodes_or_a_validation_type(self, status: int, body: Any,
+                                                                    reason: Reason) -> None:
+        """Non-empty node_errors or a validation error.type make a 400 ``validation``; nothing else does."""
+        failure = classify_status(status, body)
+        assert failure is not None and failure.reason is reason
 
     def test_detail_never_contains_the_body(self) -> None:
         """The failure detail holds the status only, never the response body's text."""

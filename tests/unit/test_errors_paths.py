@@ -18,6 +18,7 @@ from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import ClientSettings, HttpClient, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.errors import Reason
+from tests.fixtures import load_json
 
 
 @dataclass
@@ -30,8 +31,21 @@ class Answer:
     requests: int = 0
 
 
+@dataclass
+class Failures:
+    """A RequestObserver keeping the failures it is told of, as the exporter counts them."""
+
+    seen: list[tuple[str, Reason]] = field(default_factory=list)
+
+    def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
+        return None
+
+    def on_failure(self, endpoint: str, reason: Reason) -> None:
+        self.seen.append((endpoint, reason))
+
+
 @contextlib.asynccontextmanager
-async def answering(answer: Answer) -> AsyncIterator[HttpClient]:
+async def answering(answer: Answer, observer: Failures | None = None) -> AsyncIterator[HttpClient]:
     """An :class:`HttpClient` for a loopback server that gives *answer* to every request."""
 
     async def handle(request: web.Request) -> web.Response:
@@ -45,7 +59,7 @@ async def answering(answer: Answer) -> AsyncIterator[HttpClient]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"))
+    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}"), observer=observer)
     try:
         yield http
     finally:
@@ -61,8 +75,47 @@ async def local_failure(answer: Answer) -> RequestFailed:
     return failed.value
 
 
+async def submit_failure(answer: Answer, api: Callable[[HttpClient], LocalApi | CloudApi]
+                         ) -> tuple[RequestFailed, list[tuple[str, Reason]]]:
+    """The failure a prompt submission raises when it gets *answer*, and the failures counted for it."""
+    observer = Failures()
+    async with answering(answer, observer) as http:
+        with pytest.raises(RequestFailed) as failed:
+            await api(http).submit(PROMPT, "comfywatch-test")
+    return failed.value, observer.seen
+
+
 def http_date(seconds_from_now: float) -> str:
     return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+PROMPT = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}}}
+BOTH = pytest.mark.parametrize("api", [LocalApi, CloudApi], ids=["local", "cloud"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A 400 naming nodes (or a validation error.type) is ComfyUI's own validation, whether ComfyUI answered
+# directly or behind Comfy Cloud.
+
+
+@BOTH
+@pytest.mark.parametrize("fixture", ["prompt_error_missing_model.json", "prompt_error_unknown_node.json"])
+async def test_a_validation_400_is_validation(api: Callable[[HttpClient], LocalApi | CloudApi],
+                                              fixture: str) -> None:
+    """ComfyUI's recorded validation refusals are ``validation``, and counted so for the prompt endpoint."""
+    failed, counted = await submit_failure(Answer(400, load_json(fixture)), api)
+    assert (failed.failure.reason, failed.failure.status) == (Reason.VALIDATION, 400)
+    assert counted == [("prompt", Reason.VALIDATION)]
+    assert failed.body == load_json(fixture), "the canary reads the node errors from the body"
+
+
+@BOTH
+async def test_a_400_without_a_prompt_is_an_invalid_request(api: Callable[[HttpClient], LocalApi | CloudApi]
+                                                            ) -> None:
+    """``no_prompt`` names no node and no workflow problem: the request itself was malformed."""
+    failed, counted = await submit_failure(Answer(400, load_json("prompt_error_no_prompt_key.json")), api)
+    assert failed.failure.reason is Reason.INVALID_REQUEST
+    assert counted == [("prompt", Reason.INVALID_REQUEST)]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from comfywatch.export.collector import DaemonInfo, render_metrics
 from comfywatch.export.target_encoder import ENCODE_FAILURES
-from comfywatch.parse.cloud import parse_billing_status, parse_cloud_error, parse_jobs_list
+from comfywatch.parse.cloud import parse_billing_status, parse_jobs_list
 from comfywatch.parse.history import parse_history
 from comfywatch.parse.jobs import parse_jobs
 from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text
@@ -143,13 +143,11 @@ class TestParsers:
             ("node_type", "exception_type", "exception_message"), HOSTILE_CLEAN)
 
     def test_cloud_strings_are_safe(self) -> None:
-        """Cloud tier and status (label values), job ids and error messages come out sanitized."""
+        """Cloud tier and status (label values) and job ids come out sanitized."""
         status = parse_billing_status({"is_active": True, "has_funds": True, "subscription_tier": HOSTILE,
                                        "subscription_status": "\ud800active"})
         assert status.tier is not None and safe(status.tier) and status.tier.startswith("cuda:0 \ufffd")
         assert status.subscription_status == "\ufffdactive"
-        error = parse_cloud_error(500, {"message": HOSTILE})
-        assert error.message is not None and safe(error.message)
         page = parse_jobs_list({"jobs": [{"id": "job-\ud800", "status": "\x1bcompleted", "create_time": 1}],
                                 "pagination": {}})
         assert (page.jobs[0].id, page.jobs[0].status) == ("job-\ufffd", " completed")

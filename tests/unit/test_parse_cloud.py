@@ -1,4 +1,4 @@
-"""Pure Comfy Cloud parsers: example bodies, the raw-state table, error classification, fuzzing."""
+"""Pure Comfy Cloud parsers: example bodies, the raw-state table, fuzzing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.cloud import (
-    BILLING_ERROR_TYPES,
     MAX_TEXT,
     JobGroup,
     classify_state,
@@ -23,7 +22,6 @@ from comfywatch.parse.cloud import (
     failure_reason,
     parse_balance,
     parse_billing_status,
-    parse_cloud_error,
     parse_cloud_queue,
     parse_features,
     parse_job_detail,
@@ -110,9 +108,6 @@ JOB_STATUS = {
     "last_state_update": "2026-08-20T10:00:01Z",
     "assigned_inference": None,
     "error_message": None,
-}
-PAYMENT_402 = {
-    "error": {"type": "PAYMENT_REQUIRED", "message": "A cloud subscription is required to queue workflows."}
 }
 FAILED_JOB = {
     "id": JOB_ID,
@@ -448,100 +443,6 @@ class TestQueueAndJobs:
         assert len(status.error_message) <= MAX_TEXT
 
 
-class TestErrors:
-    """parse_cloud_error classification (docs/cloud.md, "Errors")."""
-
-    def test_402_payment_required_example(self) -> None:
-        """The real 402 body: payment, error.type PAYMENT_REQUIRED, message kept."""
-        info = parse_cloud_error(402, PAYMENT_402)
-        assert (info.reason, info.error_type, info.type_label, info.retryable) == (
-            Reason.PAYMENT,
-            "PAYMENT_REQUIRED",
-            "PAYMENT_REQUIRED",
-            False,
-        )
-        assert info.message == "A cloud subscription is required to queue workflows."
-
-    @pytest.mark.parametrize("kind", sorted(BILLING_ERROR_TYPES))
-    def test_429_with_a_billing_type_is_payment(self, kind: str) -> None:
-        """A 429 whose error.type is a billing gate means payment, and retrying never helps."""
-        info = parse_cloud_error(429, {"error": {"type": kind, "message": "no"}})
-        assert (info.reason, info.retryable) == (Reason.PAYMENT, False)
-
-    def test_429_queue_limit_is_queue_full(self) -> None:
-        """429 QUEUE_LIMIT (and v2 queue_full) mean the bounded queue is full: retry later."""
-        for body in (
-            {"error": {"type": "QUEUE_LIMIT", "message": "full"}},
-            {"error": {"code": "queue_full"}},
-        ):
-            info = parse_cloud_error(429, body)
-            assert (info.reason, info.retryable) == (Reason.QUEUE_FULL, True)
-
-    def test_untyped_429_is_rate_limited(self) -> None:
-        """A 429 without error.type (ErrorResponse, text or nothing) is plain rate limiting."""
-        bodies: list[object] = [
-            {"code": "RATE_LIMITED", "message": "Rate limit exceeded. Please try again later."},
-            "Rate limit exceeded. Please try again later.",
-            None,
-            {"error": {"code": "rate_limited"}},
-        ]
-        for body in bodies:
-            assert parse_cloud_error(429, body).reason is Reason.RATE_LIMITED
-
-    @pytest.mark.parametrize(
-        ("status", "body", "reason"),
-        [
-            (401, {"message": "Invalid Comfy API key"}, Reason.AUTH),
-            (401, None, Reason.AUTH),
-            (403, {"error": {"type": "PARTNER_NODE_DISABLED", "class_types": ["X"]}}, Reason.FORBIDDEN),
-            (404, {"code": "NOT_FOUND", "message": "Job not found"}, Reason.NOT_FOUND),
-            (
-                400,
-                {"error": {"type": "prompt_outputs_failed_validation"}, "node_errors": {}},
-                Reason.VALIDATION,
-            ),
-            (400, {"error": {"type": "x"}, "node_errors": {"3": {"errors": []}}}, Reason.VALIDATION),
-            (400, {"code": "INVALID_PARAMETER", "message": "limit"}, Reason.INVALID_REQUEST),
-            (413, "Request Entity Too Large", Reason.INVALID_REQUEST),
-            (500, {"code": "INTERNAL_ERROR", "message": "boom"}, Reason.SERVER_ERROR),
-            (503, "Service is unhealthy", Reason.SERVER_ERROR),
-            (200, {"error": {"type": "PAYMENT_REQUIRED"}}, Reason.PAYMENT),
-            (200, {"error": {"type": "mystery"}}, Reason.INVALID_RESPONSE),
-        ],
-    )
-    def test_status_classification(self, status: int, body: object, reason: Reason) -> None:
-        """The reason follows the HTTP status, refined by error.type where that changes the meaning."""
-        assert parse_cloud_error(status, body).reason is reason
-
-    def test_codes_and_types_are_tokens_only(self) -> None:
-        """error.type and code are kept only as short plain tokens; labels fold unknown ones to 'other'."""
-        info = parse_cloud_error(403, {"error": {"type": "PARTNER_NODE_DISABLED"}, "code": "POLICY"})
-        assert (info.error_type, info.code, info.type_label) == (
-            "PARTNER_NODE_DISABLED",
-            "POLICY",
-            "PARTNER_NODE_DISABLED",
-        )
-        weird = parse_cloud_error(429, {"error": {"type": "has spaces <script>"}, "code": "x" * 100})
-        assert (weird.error_type, weird.code, weird.type_label) == (None, None, "none")
-        assert parse_cloud_error(429, {"error": {"type": "NEW_TYPE"}}).type_label == "other"
-
-    def test_messages_are_bounded_and_keys_redacted(self) -> None:
-        """Messages are cut to MAX_TEXT and key-like words (comfyui-..., Bearer ...) are redacted."""
-        key = "comfyui-" + "f" * 64
-        info = parse_cloud_error(401, {"message": f"Invalid key {key}\nBearer sekrit " + "y" * 1000})
-        assert info.message is not None
-        assert len(info.message) <= MAX_TEXT
-        assert key not in info.message
-        assert "sekrit" not in info.message
-        assert "\n" not in info.message
-        assert parse_cloud_error(500, ("comfyui-" + "z" * 40).encode()).message == "[REDACTED]"
-
-    def test_status_must_be_an_http_status(self) -> None:
-        """Only a non-HTTP status is a ParseError."""
-        for status in (99, 600, True):
-            with pytest.raises(ParseError):
-                parse_cloud_error(status, {})
-
 class TestSecretsStayOut:
     """ParseError messages name paths, never values."""
 
@@ -635,15 +536,6 @@ def test_fuzz_mutated_examples_only_raise_parse_error(data: st.DataObject) -> No
     """Mutations of the example bodies either parse or raise ParseError."""
     parser, example = data.draw(st.sampled_from(EXAMPLES))
     _only_parse_error(parser, data.draw(_mutated(example)))
-
-
-@FUZZ
-@given(status=st.integers(100, 599), body=JSON | st.binary(max_size=50))
-def test_fuzz_cloud_error_never_raises(status: int, body: object) -> None:
-    """parse_cloud_error classifies any body with a valid status; its message stays bounded."""
-    info = parse_cloud_error(status, body)
-    assert isinstance(info.reason, Reason)
-    assert info.message is None or len(info.message) <= MAX_TEXT
 
 
 @FUZZ
