@@ -466,16 +466,19 @@ _OOM_MARKERS = ("outofmemory", "out of memory", "oomerror", "allocation on devic
 _PAYMENT_EXCEPTIONS = frozenset({"InsufficientFundsError", "InactiveSubscriptionError"})
 
 
-def classify_execution_error(exception_type: str | None, exception_message: str | None) -> Reason:
+def classify_execution_error(exception_type: object, exception_message: object) -> Reason:
     """Reason for a job that failed while running: ``oom``, ``payment`` (Cloud billing) or ``execution_error``.
 
-    Out-of-memory shows up as ``torch.OutOfMemoryError`` / ``torch.cuda.OutOfMemoryError`` locally, as
-    Comfy Cloud's ``OOMError``, and sometimes only in the message of a generic ``RuntimeError``.
+    The one rule for a local ComfyUI's errors and Comfy Cloud's. Out-of-memory shows up as
+    ``torch.OutOfMemoryError`` / ``torch.cuda.OutOfMemoryError`` locally, as Comfy Cloud's ``OOMError``, and
+    sometimes only in the message of a generic ``RuntimeError``. Both fields come from a server's JSON: a
+    value that is not a string counts as absent.
     """
-    kind = (exception_type or "").strip()
+    kind = exception_type.strip() if isinstance(exception_type, str) else ""
     if kind.rsplit(".", 1)[-1] in _PAYMENT_EXCEPTIONS:
         return Reason.PAYMENT
-    text = f"{kind} {(exception_message or '')[:2000]}".lower()
+    message = exception_message[:2000] if isinstance(exception_message, str) else ""
+    text = f"{kind} {message}".lower()
     if any(marker in text for marker in _OOM_MARKERS):
         return Reason.OOM
     return Reason.EXECUTION_ERROR

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
-from comfywatch.errors import ParseError, Reason
+from comfywatch.errors import ParseError, Reason, classify_execution_error
 from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "OutputFile",
     "SubmitResult",
     "classify_state",
-    "exception_reason",
     "failure_reason",
     "parse_balance",
     "parse_billing_status",
@@ -82,10 +81,6 @@ KNOWN_BILLING_STATUSES = frozenset(
     {"awaiting_payment_method", "pending_payment", "paid", "payment_failed", "paused", "inactive"}
 )
 
-_OOM_EXCEPTIONS = frozenset(
-    {"OOMError", "OutOfMemoryError", "torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"}
-)
-_PAYMENT_EXCEPTIONS = frozenset({"InsufficientFundsError", "InactiveSubscriptionError"})
 
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SECRET_RE = re.compile(r"(comfyui-|cmy_|comfy_)[^\s\"',;]+|(?i:bearer)\s+[^\s\"',;]+")
@@ -164,25 +159,12 @@ def classify_state(raw: str) -> JobState:
     return JobState(raw=kept, group=entry[0], terminal=entry[1])
 
 
-def exception_reason(exception_type: str | None) -> Reason:
-    """Failure reason of an execution error by its ``exception_type`` (WS ``execution_error`` or job detail).
-
-    ``OOMError`` is ``oom``; ``InsufficientFundsError``/``InactiveSubscriptionError`` (credits or
-    subscription ran out after a 200 submit) are ``payment``; anything else is ``execution_error``.
-    """
-    if exception_type in _OOM_EXCEPTIONS:
-        return Reason.OOM
-    if exception_type in _PAYMENT_EXCEPTIONS:
-        return Reason.PAYMENT
-    return Reason.EXECUTION_ERROR
-
-
-def failure_reason(raw: str, exception_type: str | None = None) -> Reason | None:
+def failure_reason(raw: str, error: ExecutionErrorInfo | None = None) -> Reason | None:
     """Failure reason of a job in state ``raw``, or ``None`` when it succeeded or is still in flight.
 
     ``lost`` is ``lost``; ``cancelled`` is ``interrupted``; ``error``, ``non_retryable_error`` and ``failed``
-    are ``execution_error`` unless ``exception_type`` says out-of-memory or payment
-    (see :func:`exception_reason`).
+    are the reason of the job's execution *error* (``oom``, ``payment`` or ``execution_error``), or
+    ``execution_error`` when it has none.
     """
     state = classify_state(raw)
     if not state.terminal or state.group is JobGroup.COMPLETED:
@@ -191,7 +173,7 @@ def failure_reason(raw: str, exception_type: str | None = None) -> Reason | None
         return Reason.INTERRUPTED
     if state.raw.strip().lower() == "lost":
         return Reason.LOST
-    return exception_reason(exception_type)
+    return Reason.EXECUTION_ERROR if error is None else error.reason
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -321,11 +303,9 @@ class ExecutionErrorInfo:
     exception_type: str | None
     exception_message: str
     """At most :data:`MAX_TEXT` characters; never use it as a label."""
-
-    @property
-    def reason(self) -> Reason:
-        """``oom``, ``payment`` or ``execution_error`` by exception type."""
-        return exception_reason(self.exception_type)
+    reason: Reason
+    """``oom``, ``payment`` or ``execution_error``, from the exception type and the whole message (as a local
+    ComfyUI's errors are classified: :func:`~comfywatch.errors.classify_execution_error`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -719,11 +699,13 @@ def _execution_error(value: object, path: str) -> ExecutionErrorInfo | None:
     if value is None:
         return None
     obj = _obj(value, path)
+    kind, message = obj.get("exception_type"), obj.get("exception_message")
     return ExecutionErrorInfo(
         node_id=_token(obj.get("node_id")),
         node_type=_token(obj.get("node_type")),
-        exception_type=_token(obj.get("exception_type")),
-        exception_message=_clean_text(obj.get("exception_message")) or "",
+        exception_type=_token(kind),
+        exception_message=_clean_text(message) or "",
+        reason=classify_execution_error(kind, message),
     )
 
 
@@ -749,7 +731,7 @@ def _job(obj: Mapping[str, object]) -> CloudJob:
         workflow_id=_opt_str(obj.get("workflow_id"), "workflow_id", 128),
         outputs_count=_opt_count(obj.get("outputs_count"), "outputs_count"),
         execution_error=error,
-        failure_reason=failure_reason(status, error.exception_type if error else None),
+        failure_reason=failure_reason(status, error),
     )
 
 

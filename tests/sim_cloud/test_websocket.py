@@ -10,8 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from comfywatch.errors import Reason
-from comfywatch.parse.cloud import exception_reason
+from comfywatch.errors import Reason, classify_execution_error
 from comfywatch.sim.cloud.app import create_cloud_app
 from comfywatch.sim.cloud.model import SimCloud
 from tests.sim_cloud import KEY, OTHER_KEY, Served, serve, submit, ws_errors
@@ -114,7 +113,7 @@ async def test_execution_errors_carry_cloud_exception_types(
     assert kinds[-3:] == ["execution_error", "status", "executing"]
     error = frames[-3]["data"]
     assert (error["prompt_id"], error["exception_type"]) == (prompt_id, exception_type)
-    assert exception_reason(error["exception_type"]) is reason
+    assert classify_execution_error(error["exception_type"], error["exception_message"]) is reason
     for frame in frames:
         assert ws_errors(frame) == [], frame
 

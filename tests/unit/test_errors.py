@@ -462,3 +462,8 @@ class TestClassifyExecutionError:
     def test_other_errors(self, exception_type: str | None, message: str | None) -> None:
         """Everything else is a plain execution error."""
         assert classify_execution_error(exception_type, message) is Reason.EXECUTION_ERROR
+
+    @pytest.mark.parametrize(("exception_type", "message"), [(42, "x"), (["OOMError"], None), ("Error", {"oom": 1})])
+    def test_non_strings_count_as_absent(self, exception_type: object, message: object) -> None:
+        """The fields come from a server's JSON: a number, list or object there says nothing about the error."""
+        assert classify_execution_error(exception_type, message) is Reason.EXECUTION_ERROR

@@ -1,6 +1,6 @@
-"""The one taxonomy on both paths: a local ComfyUI's answers (through :class:`LocalApi`) and Comfy Cloud's
-(through :class:`CloudApi`) are classified by the same rules in :mod:`comfywatch.errors`, each exchange
-against a loopback server giving the answer under test."""
+"""The one taxonomy on both paths: a local ComfyUI's answers and Comfy Cloud's are classified by the same rules
+in :mod:`comfywatch.errors`. Refusals go through :class:`LocalApi` and :class:`CloudApi` against a loopback
+server giving the answer under test; failed jobs through each path's parser."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import ClientSettings, HttpClient, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.errors import Reason
+from comfywatch.parse.cloud import MAX_TEXT, parse_job_detail
+from comfywatch.parse.jobs import parse_jobs
 from tests.fixtures import load_json
 
 
@@ -154,3 +156,34 @@ async def test_cloud_pauses_for_an_http_date_or_seconds_at_most_an_hour(header: 
         with pytest.raises(RetryAfterActive):
             await api.user()
     assert answer.requests == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A job's execution error: the same exception type and message are the same reason, locally and on Comfy
+# Cloud, read from the exception type and the whole message.
+
+#: Longer than what a Cloud job keeps of its message (MAX_TEXT): an OOM named only after that is still oom.
+LATE_OOM = "x" * (MAX_TEXT + 100) + " CUDA out of memory"
+
+
+@pytest.mark.parametrize(
+    ("exception_type", "message", "reason"),
+    [
+        ("OOMError", "Allocation on device would exceed allowed memory.", Reason.OOM),
+        ("torch.cuda.OutOfMemoryError", "CUDA out of memory. Tried to allocate 20.00 MiB", Reason.OOM),
+        ("RuntimeError", "CUDA out of memory. Tried to allocate 20.00 MiB", Reason.OOM),
+        ("RuntimeError", LATE_OOM, Reason.OOM),
+        ("InsufficientFundsError", "Insufficient funds to run job.", Reason.PAYMENT),
+        ("comfy.billing.InactiveSubscriptionError", "", Reason.PAYMENT),
+        ("ValueError", "Image too small", Reason.EXECUTION_ERROR),
+        (None, None, Reason.EXECUTION_ERROR),
+    ],
+)
+def test_a_failed_job_has_the_same_reason_locally_and_on_cloud(exception_type: str | None, message: str | None,
+                                                               reason: Reason) -> None:
+    """A local /api/jobs entry and a Comfy Cloud job with the same execution error fail for the same reason."""
+    error = {"node_id": "3", "node_type": "KSampler", "exception_type": exception_type,
+             "exception_message": message}
+    local = parse_jobs({"jobs": [{"id": "a", "status": "failed", "execution_error": error}]}).jobs[0]
+    cloud = parse_job_detail({"id": "a", "status": "error", "create_time": 1755684000, "execution_error": error})
+    assert (local.failure_reason, cloud.failure_reason) == (reason, reason)

@@ -18,7 +18,6 @@ from comfywatch.parse.cloud import (
     MAX_TEXT,
     JobGroup,
     classify_state,
-    exception_reason,
     failure_reason,
     parse_balance,
     parse_billing_status,
@@ -192,16 +191,11 @@ class TestStates:
         ],
     )
     def test_failure_reasons(self, raw: str, exception_type: str | None, reason: Reason | None) -> None:
-        """Failures are execution_error/oom/payment by exception type; lost and cancelled have their own."""
-        assert failure_reason(raw, exception_type) is reason
-
-    def test_exception_reason_defaults_to_execution_error(self) -> None:
-        """Only out-of-memory and funds/subscription exception types change the reason."""
-        assert exception_reason("OOMError") is Reason.OOM
-        assert exception_reason("torch.OutOfMemoryError") is Reason.OOM
-        assert exception_reason("InactiveSubscriptionError") is Reason.PAYMENT
-        assert exception_reason("ValidationError") is Reason.EXECUTION_ERROR
-        assert exception_reason(None) is Reason.EXECUTION_ERROR
+        """Failures are execution_error/oom/payment by their execution error; lost and cancelled have their
+        own; a failed job without an execution error is an execution_error."""
+        error = {"node_id": "3", "exception_type": exception_type, "exception_message": "boom"}
+        body = {**FAILED_JOB, "status": raw, "execution_error": error if exception_type else None}
+        assert parse_job_detail(body).failure_reason is reason
 
 
 class TestAccount:
