@@ -6,6 +6,7 @@ the code base may invent a reason string, and every hint a user reads comes from
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 import time
@@ -34,10 +35,15 @@ __all__ = [
     "ParseError",
     "Reason",
     "SkipReason",
+    "TcpDetail",
+    "TlsProblem",
     "WebSocketAbuse",
+    "classify_connect_error",
     "classify_exception",
     "classify_execution_error",
     "classify_status",
+    "classify_tls_error",
+    "connect_error_rank",
     "hint_for",
     "parse_retry_after",
 ]
@@ -482,3 +488,80 @@ def classify_execution_error(exception_type: object, exception_message: object) 
     if any(marker in text for marker in _OOM_MARKERS):
         return Reason.OOM
     return Reason.EXECUTION_ERROR
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Network probes (DNS, TCP connect, TLS handshake): finer than a Reason, for doctor and the network check.
+
+
+class TcpDetail(StrEnum):
+    """Why a TCP connect failed, finer than ``Reason``."""
+
+    REFUSED = "refused"  # host answered with RST: nothing listens on the port
+    TIMEOUT = "timeout"  # no answer at all: firewall drop, dead host, or a full accept queue
+    UNREACHABLE = "unreachable"  # no route, address not available, address family unsupported
+    RESET = "reset"
+    ERROR = "error"
+
+
+_UNREACHABLE_ERRNOS = frozenset(
+    {
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.EADDRNOTAVAIL,
+        errno.EAFNOSUPPORT,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+    }
+)
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+# When several addresses fail differently, report the most telling: a refusal proves the host is up.
+_TELLING_DETAILS = (TcpDetail.REFUSED, TcpDetail.RESET, TcpDetail.TIMEOUT, TcpDetail.UNREACHABLE)
+
+
+def classify_connect_error(exc: BaseException) -> tuple[Reason, TcpDetail]:
+    """Map a connect failure to its reason and detail (refused, timeout, unreachable, reset, error)."""
+    if isinstance(exc, TimeoutError):  # asyncio deadline, or the kernel's ETIMEDOUT
+        return Reason.TIMEOUT, TcpDetail.TIMEOUT
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code == errno.ECONNREFUSED:
+        return Reason.CONNECT, TcpDetail.REFUSED
+    if code in _UNREACHABLE_ERRNOS:
+        return Reason.CONNECT, TcpDetail.UNREACHABLE
+    if code in _RESET_ERRNOS:
+        return Reason.CONNECT, TcpDetail.RESET
+    return Reason.CONNECT, TcpDetail.ERROR
+
+
+def connect_error_rank(exc: BaseException) -> int:
+    """Sort key over one host's connect failures (one per address): the most telling failure sorts first."""
+    detail = classify_connect_error(exc)[1]
+    return _TELLING_DETAILS.index(detail) if detail in _TELLING_DETAILS else len(_TELLING_DETAILS)
+
+
+class TlsProblem(StrEnum):
+    """Why a TLS handshake or the certificate check failed."""
+
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    SELF_SIGNED = "self_signed"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    UNTRUSTED_CHAIN = "untrusted_chain"
+    HANDSHAKE_FAILED = "handshake_failed"
+
+
+# OpenSSL X509_V_ERR_* codes (x509_vfy.h); anything else that fails verification is a chain problem.
+_VERIFY_CODES: Mapping[int, TlsProblem] = {
+    9: TlsProblem.NOT_YET_VALID,  # CERT_NOT_YET_VALID
+    10: TlsProblem.EXPIRED,  # CERT_HAS_EXPIRED
+    18: TlsProblem.SELF_SIGNED,  # DEPTH_ZERO_SELF_SIGNED_CERT
+    62: TlsProblem.HOSTNAME_MISMATCH,  # HOSTNAME_MISMATCH
+    64: TlsProblem.HOSTNAME_MISMATCH,  # IP_ADDRESS_MISMATCH
+}
+
+
+def classify_tls_error(exc: BaseException) -> TlsProblem:
+    """Map an exception raised by a TLS handshake to a ``TlsProblem``."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _VERIFY_CODES.get(exc.verify_code, TlsProblem.UNTRUSTED_CHAIN)
+    return TlsProblem.HANDSHAKE_FAILED

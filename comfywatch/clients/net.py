@@ -1,4 +1,5 @@
-"""Network-level probes: DNS resolution, TCP connect and the TLS handshake, each timed and classified.
+"""Network-level probes: DNS resolution, TCP connect and the TLS handshake, each timed and classified (by
+:mod:`comfywatch.errors`: ``TcpDetail``, ``TlsProblem``).
 
 Used by ``comfywatch doctor`` (the network section) and by the daemon's TLS check, whose
 ``CertInfo.not_after`` feeds ``comfyui_tls_cert_not_after_timestamp_seconds``.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import ipaddress
 import os
@@ -28,11 +28,17 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from comfywatch.errors import Reason
+from comfywatch.errors import (
+    Reason,
+    TcpDetail,
+    TlsProblem,
+    classify_connect_error,
+    classify_tls_error,
+    connect_error_rank,
+)
 
 __all__ = [
     "EXPIRY_WARN_DAYS",
@@ -40,14 +46,10 @@ __all__ = [
     "DnsResult",
     "NetReport",
     "Step",
-    "TcpDetail",
     "TcpResult",
-    "TlsProblem",
     "TlsResult",
     "cert_info_from_der",
     "cert_info_from_dict",
-    "classify_connect_error",
-    "classify_tls_error",
     "probe_url",
     "resolve",
     "tcp_connect",
@@ -61,27 +63,6 @@ EXPIRY_WARN_DAYS: Final = 14.0
 _CLOSE_GRACE_S: Final = 1.0
 
 Step = Literal["dns", "tcp", "tls"]
-
-
-class TcpDetail(StrEnum):
-    """Why a TCP connect failed, finer than ``Reason``."""
-
-    REFUSED = "refused"  # host answered with RST: nothing listens on the port
-    TIMEOUT = "timeout"  # no answer at all: firewall drop, dead host, or a full accept queue
-    UNREACHABLE = "unreachable"  # no route, address not available, address family unsupported
-    RESET = "reset"
-    ERROR = "error"
-
-
-class TlsProblem(StrEnum):
-    """Why a TLS handshake or the certificate check failed."""
-
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    SELF_SIGNED = "self_signed"
-    HOSTNAME_MISMATCH = "hostname_mismatch"
-    UNTRUSTED_CHAIN = "untrusted_chain"
-    HANDSHAKE_FAILED = "handshake_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,52 +187,7 @@ class NetReport:
         return tuple(s for s in steps if (self.tcp if s == "tcp" else self.tls) is None)
 
 
-# --- Pure classification and parsing ---------------------------------------------------------------
-
-_UNREACHABLE_ERRNOS: Final = frozenset(
-    {
-        errno.ENETUNREACH,
-        errno.EHOSTUNREACH,
-        errno.EADDRNOTAVAIL,
-        errno.EAFNOSUPPORT,
-        errno.ENETDOWN,
-        errno.EHOSTDOWN,
-    }
-)
-_RESET_ERRNOS: Final = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
-# When several addresses fail differently, report the most telling: a refusal proves the host is up.
-_DETAIL_RANK: Final = (TcpDetail.REFUSED, TcpDetail.RESET, TcpDetail.TIMEOUT, TcpDetail.UNREACHABLE)
-
-
-def classify_connect_error(exc: BaseException) -> tuple[Reason, TcpDetail]:
-    """Map a connect failure to its reason and detail (refused, timeout, unreachable, reset, error)."""
-    if isinstance(exc, TimeoutError):  # asyncio deadline, or the kernel's ETIMEDOUT
-        return Reason.TIMEOUT, TcpDetail.TIMEOUT
-    code = exc.errno if isinstance(exc, OSError) else None
-    if code == errno.ECONNREFUSED:
-        return Reason.CONNECT, TcpDetail.REFUSED
-    if code in _UNREACHABLE_ERRNOS:
-        return Reason.CONNECT, TcpDetail.UNREACHABLE
-    if code in _RESET_ERRNOS:
-        return Reason.CONNECT, TcpDetail.RESET
-    return Reason.CONNECT, TcpDetail.ERROR
-
-
-# OpenSSL X509_V_ERR_* codes (x509_vfy.h); anything else that fails verification is a chain problem.
-_VERIFY_CODES: Final[dict[int, TlsProblem]] = {
-    9: TlsProblem.NOT_YET_VALID,  # CERT_NOT_YET_VALID
-    10: TlsProblem.EXPIRED,  # CERT_HAS_EXPIRED
-    18: TlsProblem.SELF_SIGNED,  # DEPTH_ZERO_SELF_SIGNED_CERT
-    62: TlsProblem.HOSTNAME_MISMATCH,  # HOSTNAME_MISMATCH
-    64: TlsProblem.HOSTNAME_MISMATCH,  # IP_ADDRESS_MISMATCH
-}
-
-
-def classify_tls_error(exc: BaseException) -> TlsProblem:
-    """Map an exception raised by a TLS handshake to a ``TlsProblem``."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return _VERIFY_CODES.get(exc.verify_code, TlsProblem.UNTRUSTED_CHAIN)
-    return TlsProblem.HANDSHAKE_FAILED
+# --- Certificate facts and error texts (pure) ----------------------------------------------------------
 
 
 def _days_left(not_after: float | None, now: float) -> float | None:
@@ -462,11 +398,8 @@ async def _connect_any(infos: _Infos) -> tuple[socket.socket, str]:
 def _connect_failure(failures: list[tuple[str, BaseException]], port: int) -> tuple[Reason, TcpDetail, str]:
     if not failures:  # the resolver answered with no stream addresses at all
         return Reason.CONNECT, TcpDetail.ERROR, f"port {port}: no address to connect to"
-    ranked = sorted(
-        ((classify_connect_error(exc), addr, exc) for addr, exc in failures),
-        key=lambda item: _DETAIL_RANK.index(item[0][1]) if item[0][1] in _DETAIL_RANK else len(_DETAIL_RANK),
-    )
-    (reason, detail), addr, exc = ranked[0]
+    addr, exc = min(failures, key=lambda failure: connect_error_rank(failure[1]))
+    reason, detail = classify_connect_error(exc)
     return reason, detail, f"{_format_addr(addr, port)}: {_os_error_text(exc)}"
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import socket
-import ssl
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,17 +16,13 @@ from aiohttp import web
 
 from comfywatch.clients.net import (
     CertInfo,
-    TcpDetail,
-    TlsProblem,
     cert_info_from_dict,
-    classify_connect_error,
-    classify_tls_error,
     probe_url,
     resolve,
     tcp_connect,
     tls_handshake,
 )
-from comfywatch.errors import Reason
+from comfywatch.errors import Reason, TcpDetail, TlsProblem
 from tests.certs import EXPIRED_DAYS_AGO, NOT_YET_VALID_IN_DAYS, VALID_DAYS, CertBundle, CertPair, make_certs
 
 # Generous where success is expected (a slow CI box must not flake), short where a timeout is the point.
@@ -166,27 +160,6 @@ class TestTcpConnect:
         result = await tcp_connect("doesnotexist.invalid", 80, OK_TIMEOUT)
         assert result.reason is Reason.DNS
         assert result.detail is None
-
-    @pytest.mark.parametrize(
-        ("exc", "reason", "detail"),
-        [
-            (
-                ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"),
-                Reason.CONNECT,
-                TcpDetail.REFUSED,
-            ),
-            (OSError(errno.EHOSTUNREACH, "No route to host"), Reason.CONNECT, TcpDetail.UNREACHABLE),
-            (OSError(errno.ENETUNREACH, "Network is unreachable"), Reason.CONNECT, TcpDetail.UNREACHABLE),
-            (OSError(errno.EADDRNOTAVAIL, "Cannot assign"), Reason.CONNECT, TcpDetail.UNREACHABLE),
-            (ConnectionResetError(errno.ECONNRESET, "reset"), Reason.CONNECT, TcpDetail.RESET),
-            (TimeoutError(errno.ETIMEDOUT, "Connection timed out"), Reason.TIMEOUT, TcpDetail.TIMEOUT),
-            (TimeoutError(), Reason.TIMEOUT, TcpDetail.TIMEOUT),
-            (OSError(errno.EACCES, "Permission denied"), Reason.CONNECT, TcpDetail.ERROR),
-        ],
-    )
-    def test_classify_connect_error(self, exc: OSError, reason: Reason, detail: TcpDetail) -> None:
-        """Each OS error maps to its reason and refused/unreachable/reset/timeout/error detail."""
-        assert classify_connect_error(exc) == (reason, detail)
 
 
 class TestTlsHandshake:
@@ -380,29 +353,6 @@ class TestTlsHandshake:
 
 
 class TestPureTls:
-    @pytest.mark.parametrize(
-        ("code", "problem"),
-        [
-            (10, TlsProblem.EXPIRED),
-            (9, TlsProblem.NOT_YET_VALID),
-            (18, TlsProblem.SELF_SIGNED),
-            (62, TlsProblem.HOSTNAME_MISMATCH),
-            (64, TlsProblem.HOSTNAME_MISMATCH),
-            (19, TlsProblem.UNTRUSTED_CHAIN),  # self-signed certificate in chain
-            (20, TlsProblem.UNTRUSTED_CHAIN),  # unable to get local issuer certificate
-        ],
-    )
-    def test_verify_codes(self, code: int, problem: TlsProblem) -> None:
-        """OpenSSL verification codes map to the documented problems."""
-        exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
-        exc.verify_code = code
-        assert classify_tls_error(exc) is problem
-
-    def test_other_errors_are_handshake_failures(self) -> None:
-        """Non-verification SSL errors and resets are handshake_failed."""
-        assert classify_tls_error(ssl.SSLError(1, "wrong version number")) is TlsProblem.HANDSHAKE_FAILED
-        assert classify_tls_error(ConnectionResetError()) is TlsProblem.HANDSHAKE_FAILED
-
     def test_cert_info_from_dict(self) -> None:
         """The getpeercert() dict is turned into CertInfo with RFC 4514 issuer and epoch times."""
         peercert = {
