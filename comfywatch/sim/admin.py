@@ -28,7 +28,7 @@ from aiohttp import web
 from comfywatch.sim.cloud.jobs import FAULTS as CLOUD_FAULTS
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, FAULT_DESCRIPTIONS, Fault
 from comfywatch.sim.local.app import Listener, SimCluster
-from comfywatch.sim.local.engine import SimOptions, SimServer
+from comfywatch.sim.local.server import SimOptions, SimServer
 
 __all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "cloud_faults", "create_admin_app", "start_sim"]
 
@@ -105,7 +105,7 @@ class SimHandle:
         return self.cluster
 
     def server(self, target: int | None = None) -> SimServer:
-        """The engine of a local target, for tests that need more than :meth:`state`."""
+        """The simulated server of a local target, for tests that need more than :meth:`state`."""
         return self._local().server(target)
 
     def state(self, target: int | None = None) -> dict[str, Any]:

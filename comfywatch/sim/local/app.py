@@ -35,8 +35,8 @@ from comfywatch.sim.faults import (
     ws_no_upgrade_response,
 )
 from comfywatch.sim.local.catalog import Catalog, default_catalog
-from comfywatch.sim.local.engine import FEATURES, SimOptions, SimServer
 from comfywatch.sim.local.jobs import JOB_STATUSES
+from comfywatch.sim.local.server import FEATURES, SimOptions, SimServer
 from comfywatch.sim.local.validation import MalformedRequestError
 
 __all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]
@@ -82,7 +82,7 @@ def origin_forbidden(host: str | None, origin: str | None) -> bool:
 
 
 class _WsSocket:
-    """An aiohttp WebSocket seen through the engine's ``Socket`` protocol."""
+    """An aiohttp WebSocket seen through the hub's ``Socket`` protocol."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws

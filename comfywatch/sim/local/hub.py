@@ -11,7 +11,7 @@ __all__ = ["Hub", "Socket"]
 
 
 class Socket(Protocol):
-    """A connected WebSocket as the engine sees it."""
+    """A connected WebSocket as the simulated server sees it."""
 
     async def send_text(self, data: str) -> None:
         """Send one text frame."""

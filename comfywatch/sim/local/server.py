@@ -1,9 +1,11 @@
-"""The state of one simulated ComfyUI 0.3.64 server: validation, queue, worker, history, WebSocket fan-out.
+"""The state of one simulated ComfyUI 0.3.64 server: queue, worker, history, files, WebSockets and faults.
 
-Nothing here knows about aiohttp. The HTTP layer (:mod:`comfywatch.sim.local.app`) turns requests into calls
-on :class:`SimServer` and its results into responses; WebSockets are reached through the small
-:class:`Socket` protocol. Execution happens in simulated time: a node "runs" by sleeping, and the only
-real work is building tiny PNGs and running ``re.sub`` for ``RegexReplace`` (so its errors are Python's).
+:class:`SimServer` ties the other modules of :mod:`comfywatch.sim.local` together. Nothing here knows about
+aiohttp: the HTTP layer (:mod:`comfywatch.sim.local.app`) turns requests into calls on :class:`SimServer` and
+its results into responses; WebSockets are reached through the small :class:`~comfywatch.sim.local.hub.Socket`
+protocol. Execution happens in simulated time: a node "runs" by sleeping, and the only real work
+(:mod:`comfywatch.sim.local.nodes`) is building tiny PNGs and running ``re.sub`` for ``RegexReplace`` (so its
+errors are Python's).
 
 Behaviour mirrors ComfyUI's ``server.py``, ``execution.py`` (``validate_prompt``, ``PromptQueue``,
 ``PromptExecutor``), ``main.py`` (``prompt_worker``) and ``comfy_execution/progress.py``, checked event
@@ -18,29 +20,25 @@ import copy
 import heapq
 import json
 import random
-import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, JOB_FAILURE_FAULTS, Fault
 from comfywatch.sim.local.catalog import Catalog
+from comfywatch.sim.local.execution import ExecutionList, cache_signatures, format_inputs, ordered_outputs
 from comfywatch.sim.local.failures import (
-    EXECUTE_FRAMES,
-    REGEX_TRACEBACK_TAIL,
-    RUNTIME_TRACEBACK_TAIL,
     NodeFailure,
     fault_failure,
-    full_type_name,
 )
-from comfywatch.sim.local.files import EAGER_PNG_PIXELS, FileStore, StoredImage
+from comfywatch.sim.local.files import FileStore, StoredImage
 from comfywatch.sim.local.hub import Hub, Socket
 from comfywatch.sim.local.jobs import JOB_STATUSES, QueueItem, history_job, queue_job
+from comfywatch.sim.local.nodes import run_node
 from comfywatch.sim.local.progress import Progress
 from comfywatch.sim.local.validation import MalformedRequestError, is_link, validate_prompt
-from comfywatch.sim.png import encode_solid_png
 
 __all__ = [
     "FEATURES",
@@ -54,26 +52,8 @@ MAXIMUM_HISTORY_SIZE = 10000
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 FEATURES: dict[str, Any] = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
-# Binary WebSocket event types (comfy/protocol.py).
-PREVIEW_IMAGE = 1
-PREVIEW_IMAGE_WITH_METADATA = 4
-_PNG_FORMAT = 2
-
 # ComfyUI's PreviewImage picks its temp suffix from this alphabet (sic: "p" twice, no "w").
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstupvxyz"
-
-
-@dataclass(frozen=True)
-class SimImage:
-    """An IMAGE value flowing between simulated nodes (a batch of solid-colour frames)."""
-
-    width: int
-    height: int
-    batch: int
-    color: int
-
-    def __str__(self) -> str:
-        return f"tensor of shape torch.Size([{self.batch}, {self.height}, {self.width}, 3])"
 
 
 class _Interrupted(Exception):
@@ -323,7 +303,7 @@ class SimServer:
             prompt_id=prompt_id,
             prompt=prompt,
             extra_data=extra_data,
-            outputs=_ordered_outputs(prompt, result.good_outputs),
+            outputs=ordered_outputs(prompt, result.good_outputs),
             exec_ms=run_ms,
             create_ms=now_ms,
         )
@@ -586,7 +566,7 @@ class SimServer:
         self._add_message(messages, "execution_start", {"prompt_id": prompt_id}, broadcast=False)
 
         failing = bool(self.faults & set(JOB_FAILURE_FAULTS))
-        signatures = _signatures(self.catalog, prompt)
+        signatures = cache_signatures(self.catalog, prompt)
         # The classic cache keeps only what the current prompt can use.
         self._cache = {} if failing else {s: e for s, e in self._cache.items() if s in set(signatures.values())}
         self._object_suffixes = {k: v for k, v in self._object_suffixes.items() if k[0] in prompt}
@@ -599,8 +579,8 @@ class SimServer:
         values: dict[str, tuple[Any, ...]] = {nid: self._cache[signatures[nid]].outputs for nid in cached_nodes}
         ui_outputs: dict[str, dict[str, Any]] = {}
         executed: list[str] = []
-        plan = _ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes))
-        busy_node = _ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes)).busy_node()
+        plan = ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes))
+        busy_node = ExecutionList(self.catalog, prompt, item.outputs, set(cached_nodes)).busy_node()
         success, interrupted = True, False
         while True:
             node_id = plan.next_node()
@@ -641,7 +621,7 @@ class SimServer:
                 if failing and node_id == busy_node:
                     # The failure faults strike where the work is, after the node's run time.
                     raise fault_failure(self.faults)
-                outputs, ui = await self._run_node(class_type, node_id, prompt_id, inputs, progress, item)
+                outputs, ui = await run_node(self, class_type, node_id, prompt_id, inputs, progress, item)
             except _Interrupted:
                 mes = {
                     "prompt_id": prompt_id,
@@ -664,7 +644,7 @@ class SimServer:
                         "exception_message": failure.message,
                         "exception_type": failure.exception_type,
                         "traceback": failure.traceback,
-                        "current_inputs": _format_inputs(prompt[node_id], inputs),
+                        "current_inputs": format_inputs(prompt[node_id], inputs),
                         "current_outputs": list(prompt),
                     },
                     broadcast=False,
@@ -708,65 +688,13 @@ class SimServer:
                 resolved[name] = spec.default(name)
         return resolved
 
-    def _suffix(self, node_id: str, class_type: str) -> str:
+    def object_suffix(self, node_id: str, class_type: str) -> str:
+        """PreviewImage's random file-name suffix for this node."""
         # Node objects (and so PreviewImage's random suffix) live as long as the node id keeps its class.
         key = (node_id, class_type)
         if key not in self._object_suffixes:
             self._object_suffixes[key] = "".join(random.choice(_SUFFIX_ALPHABET) for _ in range(5))
         return self._object_suffixes[key]
-
-    async def _run_node(
-        self,
-        class_type: str,
-        node_id: str,
-        prompt_id: str,
-        inputs: dict[str, Any],
-        progress: Progress,
-        item: QueueItem,
-    ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
-        runner = _NODE_RUNNERS.get(class_type)
-        if runner is None:
-            raise NodeFailure(
-                "RuntimeError", f"{class_type} is not simulated\n", EXECUTE_FRAMES + RUNTIME_TRACEBACK_TAIL
-            )
-        return await runner(self, _NodeContext(node_id, prompt_id, progress, item), inputs)
-
-    def _save_images(
-        self, image: SimImage, store: FileStore, kind: str, prefix: str, item: QueueItem
-    ) -> dict[str, Any]:
-        subfolder, _, name = prefix.replace("\\", "/").rpartition("/")
-        if ".." in subfolder.split("/") or subfolder.startswith("/"):
-            raise NodeFailure(
-                "Exception",
-                f"**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: "
-                f"{subfolder}\n         output_dir: /opt/ComfyUI/output\n",
-                EXECUTE_FRAMES,
-            )
-        text = [("prompt", json.dumps(item.prompt))]
-        pnginfo = item.extra_data.get("extra_pnginfo")
-        if isinstance(pnginfo, dict):
-            text.extend((key, json.dumps(value)) for key, value in pnginfo.items())
-        for key, _ in text:
-            try:
-                # PIL's PngInfo.add_text encodes tEXt keys as strict latin-1: the node raises there.
-                key.encode("latin-1")
-            except UnicodeEncodeError as ex:
-                raise NodeFailure("UnicodeEncodeError", f"{ex}\n", EXECUTE_FRAMES) from ex
-        images = []
-        encoded: bytes | None = None
-        if image.width * image.height <= EAGER_PNG_PIXELS:
-            # Every image of the batch is the same solid colour with the same metadata: one encoding.
-            encoded = encode_solid_png(image.width, image.height, image.color, text=dict(text))
-        for _ in range(image.batch):
-            counter = store.next_counter(subfolder, name)
-            filename = f"{name}_{counter:05}_.png"
-            store.write(
-                subfolder,
-                filename,
-                StoredImage(image.width, image.height, image.color, tuple(text), time.time(), encoded),
-            )
-            images.append({"filename": filename, "subfolder": subfolder, "type": kind})
-        return {"images": images}
 
     # ---- newer /api/jobs (only served with jobs_api=True) ---------------------------------------
 
@@ -846,297 +774,3 @@ class SimServer:
             "huge_body_bytes": self.stats.huge_body_bytes,
             "client_id": self.client_id,
         }
-
-
-def _ordered_outputs(prompt: dict[str, Any], good: list[str]) -> list[str]:
-    wanted = set(good)
-    return [nid for nid in prompt if nid in wanted]
-
-
-def _format_value(value: Any) -> Any:
-    if value is None or isinstance(value, (int, float, bool, str)):
-        return value
-    return str(value)
-
-
-def _format_inputs(node: dict[str, Any], inputs: Mapping[str, Any]) -> dict[str, list[Any]]:
-    # Only inputs present in the prompt, in the prompt's order (execution.get_input_data).
-    return {name: [_format_value(inputs[name])] for name in node["inputs"] if name in inputs}
-
-
-def _link_source(value: Any, prompt: Mapping[str, Any]) -> str | None:
-    if is_link(value) and len(value) == 2 and isinstance(value[0], str) and value[0] in prompt:
-        return value[0]
-    return None
-
-
-def _signatures(catalog: Catalog, prompt: dict[str, Any]) -> dict[str, str]:
-    """Cache keys: class, literal inputs and upstream signatures (``IS_CHANGED`` nodes never match).
-
-    Nodes outside the validated outputs may still be malformed, so nothing here may raise.
-    """
-    memo: dict[str, str] = {}
-
-    def sig(node_id: str, depth: int = 0) -> str:
-        if node_id in memo:
-            return memo[node_id]
-        node = prompt[node_id]
-        if depth > 200:
-            return uuid.uuid4().hex
-        inputs = node.get("inputs")
-        parts: dict[str, Any] = {}
-        for name, value in inputs.items() if isinstance(inputs, dict) else ():
-            source = _link_source(value, prompt)
-            parts[name] = ["link", sig(source, depth + 1), value[1]] if source is not None else value
-        key = json.dumps([node["class_type"], parts], sort_keys=True, default=str)
-        if node["class_type"] in _ALWAYS_CHANGED:
-            key += uuid.uuid4().hex
-        memo[node_id] = key
-        return key
-
-    return {nid: sig(nid) for nid in prompt}
-
-
-class _ExecutionList:
-    """``comfy_execution.graph.ExecutionList`` reduced to what the sim needs: dependency order and the
-    "UX friendly" pick that runs output nodes (and what feeds them) as early as possible."""
-
-    def __init__(self, catalog: Catalog, prompt: dict[str, Any], outputs: list[str], cached: set[str]) -> None:
-        self.catalog = catalog
-        self.prompt = prompt
-        self.pending: dict[str, None] = {}
-        self.block_count: dict[str, int] = {}
-        self.blocking: dict[str, set[str]] = {}
-        self.error: str | None = None
-        self._error_node: str | None = None
-        for output in outputs:
-            self._add(output, cached)
-
-    def _add(self, root: str, cached: set[str]) -> None:
-        stack = [root]
-        links: list[tuple[str, str]] = []
-        while stack:
-            node_id = stack.pop()
-            if node_id in self.pending:
-                continue
-            self.pending[node_id] = None
-            self.block_count.setdefault(node_id, 0)
-            self.blocking.setdefault(node_id, set())
-            for value in self.prompt[node_id]["inputs"].values():
-                if is_link(value) and value[0] not in cached:
-                    stack.append(value[0])
-                    links.append((value[0], node_id))
-        for upstream, downstream in links:
-            if downstream not in self.blocking[upstream]:
-                self.blocking[upstream].add(downstream)
-                self.block_count[downstream] += 1
-
-    def _is_output(self, node_id: str) -> bool:
-        return self.catalog.specs[self.prompt[node_id]["class_type"]].output_node
-
-    def next_node(self) -> str | None:
-        """The next node to run, ``None`` when done (or stuck on a cycle, which sets ``error``)."""
-        if not self.pending:
-            return None
-        available = [n for n in self.pending if self.block_count[n] == 0]
-        if not available:
-            self.error = "Dependency cycle detected"
-            self._error_node = next(iter(self.pending))
-            return None
-        for node_id in available:
-            if self._is_output(node_id):
-                return node_id
-        for node_id in available:
-            if any(self._is_output(b) for b in self.blocking[node_id]):
-                return node_id
-        for node_id in available:
-            if any(self._is_output(b2) for b in self.blocking[node_id] for b2 in self.blocking[b]):
-                return node_id
-        return available[0]
-
-    def busy_node(self) -> str | None:
-        """Where a prompt's simulated run time goes: the last non-output node before the first output
-        node (the ImageScale or sampler feeding the preview), else the first node. Consumes the list."""
-        order: list[str] = []
-        while (node_id := self.next_node()) is not None:
-            order.append(node_id)
-            self.complete(node_id)
-        if not order:
-            return None
-        first_output = next((i for i, n in enumerate(order) if self._is_output(n)), len(order))
-        before = [n for n in order[:first_output] if not self._is_output(n)]
-        return before[-1] if before else order[0]
-
-    def complete(self, node_id: str) -> None:
-        """Mark a node done and release what it blocked."""
-        self.pending.pop(node_id, None)
-        for downstream in self.blocking.get(node_id, ()):
-            self.block_count[downstream] -= 1
-
-    def error_message(self, prompt_id: str, executed: list[str]) -> dict[str, Any]:
-        """The ``execution_error`` body for a graph that cannot be ordered."""
-        node_id = self._error_node or ""
-        return {
-            "prompt_id": prompt_id,
-            "node_id": node_id,
-            "node_type": self.prompt[node_id]["class_type"] if node_id in self.prompt else "",
-            "executed": executed[::-1],
-            "exception_message": f"{self.error}\n",
-            "exception_type": "comfy_execution.graph.DependencyCycleError",
-            "traceback": [],
-            "current_inputs": [],
-            "current_outputs": list(self.prompt),
-        }
-
-
-# --------------------------------------------------------------------------------------------------
-# Node behaviours
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _NodeContext:
-    node_id: str
-    prompt_id: str
-    progress: Progress
-    item: QueueItem
-
-
-_NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]
-_Runner = Callable[[SimServer, _NodeContext, dict[str, Any]], Awaitable[_NodeResult]]
-_ALWAYS_CHANGED = frozenset({"SaveImageWebsocket"})  # IS_CHANGED returns time.time()
-
-
-async def _run_empty_image(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    return (SimImage(inputs["width"], inputs["height"], inputs["batch_size"], inputs["color"]),), None
-
-
-async def _run_image_scale(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    image: SimImage = inputs["image"]
-    width, height = inputs["width"], inputs["height"]
-    if width == 0 and height == 0:
-        return (image,), None
-    if width == 0:
-        width = max(1, round(image.width * height / image.height))
-    elif height == 0:
-        height = max(1, round(image.height * width / image.width))
-    return (SimImage(width, height, image.batch, image.color),), None
-
-
-async def _run_preview_image(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    prefix = "ComfyUI_temp_" + server._suffix(ctx.node_id, "PreviewImage")
-    return (), server._save_images(inputs["images"], server.temp, "temp", prefix, ctx.item)
-
-
-async def _run_save_image(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    return (), server._save_images(inputs["images"], server.output, "output", str(inputs["filename_prefix"]), ctx.item)
-
-
-async def _run_save_image_websocket(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    image: SimImage = inputs["images"]
-    hub, sid = server.hub, server.client_id
-    png = encode_solid_png(image.width, image.height, image.color, compress_level=1)
-    for step in range(image.batch):
-        # ProgressBar.update_absolute -> progress registry (progress_state, maybe the type-4 preview),
-        # then main.py's hook sends "progress" and, for clients without metadata support, type 1.
-        ctx.progress.update(ctx.node_id, step, image.batch)
-        hub.send_sync("progress_state", ctx.progress.payload(), sid)
-        progress = {"value": step, "max": image.batch, "prompt_id": ctx.prompt_id, "node": ctx.node_id}
-        if hub.supports_metadata(sid):
-            metadata = json.dumps(
-                {
-                    "node_id": ctx.node_id,
-                    "prompt_id": ctx.prompt_id,
-                    "display_node_id": ctx.node_id,
-                    "parent_node_id": None,
-                    "real_node_id": ctx.node_id,
-                    "image_type": "image/png",
-                }
-            ).encode()
-            frame = PREVIEW_IMAGE_WITH_METADATA.to_bytes(4, "big") + len(metadata).to_bytes(4, "big") + metadata + png
-            hub.send_bytes_sync(frame, sid)
-            hub.send_sync("progress", progress, sid)
-        else:
-            hub.send_sync("progress", progress, sid)
-            frame = PREVIEW_IMAGE.to_bytes(4, "big") + _PNG_FORMAT.to_bytes(4, "big") + png
-            hub.send_bytes_sync(frame, sid)
-    return (), None
-
-
-async def _run_primitive_string(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    return (inputs["value"],), None
-
-
-async def _run_preview_any(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    source = inputs["source"]
-    value = "None"
-    if isinstance(source, str):
-        value = source
-    elif isinstance(source, (int, float, bool)):
-        value = str(source)
-    elif source is not None:
-        try:
-            value = json.dumps(source)
-        except TypeError:
-            value = str(source)
-    return (), {"text": [value]}
-
-
-async def _run_regex_replace(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    flags = 0
-    if inputs.get("case_insensitive"):
-        flags |= re.IGNORECASE
-    if inputs.get("multiline"):
-        flags |= re.MULTILINE
-    if inputs.get("dotall"):
-        flags |= re.DOTALL
-    try:
-        result = re.sub(
-            inputs["regex_pattern"],
-            inputs["replace"],
-            inputs["string"],
-            count=inputs.get("count") or 0,
-            flags=flags,
-        )
-    except re.error as ex:
-        tail = [
-            '  File "/usr/lib/python3.11/re/_parser.py", line 874, in _parse\n'
-            '    raise source.error("missing ), unterminated subpattern",\n'
-        ]
-        raise NodeFailure(full_type_name(type(ex)), f"{ex}\n", EXECUTE_FRAMES + REGEX_TRACEBACK_TAIL + tail) from ex
-    return (result,), None
-
-
-async def _run_empty_latent(
-    server: SimServer, ctx: _NodeContext, inputs: dict[str, Any]
-) -> tuple[tuple[Any, ...], None]:
-    return ({"samples": f"latent {inputs['batch_size']}x4x{inputs['height'] // 8}x{inputs['width'] // 8}"},), None
-
-
-_NODE_RUNNERS: dict[str, _Runner] = {
-    "EmptyImage": _run_empty_image,
-    "ImageScale": _run_image_scale,
-    "PreviewImage": _run_preview_image,
-    "SaveImage": _run_save_image,
-    "SaveImageWebsocket": _run_save_image_websocket,
-    "PrimitiveString": _run_primitive_string,
-    "PreviewAny": _run_preview_any,
-    "RegexReplace": _run_regex_replace,
-    "EmptyLatentImage": _run_empty_latent,
-}
