@@ -21,16 +21,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
+from comfywatch.sim.cloud.app import create_cloud_app
 from comfywatch.sim.cloud.jobs import FAULTS as CLOUD_FAULTS
+from comfywatch.sim.cloud.model import SimCloud
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, FAULT_DESCRIPTIONS, Fault
 from comfywatch.sim.local.app import Listener, SimCluster
 from comfywatch.sim.local.server import SimOptions, SimServer
 
-__all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "CloudSim", "SimHandle", "cloud_faults", "create_admin_app", "start_sim"]
+__all__ = ["ADMIN_PREFIX", "HANDLE_KEY", "SimHandle", "cloud_faults", "create_admin_app", "start_sim"]
 
 ADMIN_PREFIX = "/_sim"
 
@@ -38,18 +40,6 @@ ADMIN_PREFIX = "/_sim"
 def cloud_faults() -> dict[str, str]:
     """Every fault name Cloud mode accepts, with its description: ``down`` (handled here) and the Cloud's own."""
     return {Fault.DOWN.value: FAULT_DESCRIPTIONS[Fault.DOWN], **CLOUD_FAULTS}
-
-
-class CloudSim(Protocol):
-    """The part of ``comfywatch.sim.cloud.SimCloud`` the admin layer uses."""
-
-    slow_ms: int
-
-    def set_faults(self, names: Iterable[str]) -> None:
-        """Replace the active Cloud faults."""
-
-    def snapshot(self) -> dict[str, Any]:
-        """The Cloud account state."""
 
 
 class _BadRequestError(ValueError):
@@ -67,7 +57,7 @@ class SimHandle:
         self,
         *,
         cluster: SimCluster | None,
-        cloud: CloudSim | None,
+        cloud: SimCloud | None,
         listener: Listener,
         admin: Listener,
     ) -> None:
@@ -284,15 +274,11 @@ async def start_sim(
     if targets < 0 or load_per_min < 0 or job_ms < 0 or exec_ms < 0 or slow_ms < 0:
         raise ValueError("targets, load_per_min, job_ms, exec_ms and slow_ms must not be negative")
     cluster: SimCluster | None = None
-    cloud_sim: CloudSim | None = None
+    cloud_sim: SimCloud | None = None
     if cloud:
-        from comfywatch.sim.cloud.app import create_cloud_app
-        from comfywatch.sim.cloud.model import SimCloud
-
-        sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != Fault.DOWN])
-        sim.slow_ms = slow_ms
-        cloud_sim = sim
-        listener = Listener(create_cloud_app(sim))
+        cloud_sim = SimCloud(api_keys=list(cloud_api_keys), faults=[f for f in wanted if f != Fault.DOWN])
+        cloud_sim.slow_ms = slow_ms
+        listener = Listener(create_cloud_app(cloud_sim))
         await listener.start(host, port)
         if Fault.DOWN in wanted:
             await listener.stop()
