@@ -33,6 +33,11 @@ def validate_node_input(received_type: Any, input_type: Any) -> bool:
     return bool(received & accepted)
 
 
+# ComfyUI's validation is written twice on purpose: here as the server answers it (one error per input,
+# values coerced in place, exceptions for malformed graphs), and in comfywatch.workflows.lint as a client-side
+# check that lists every problem with its fix. This simulator is the independent server the linter and the
+# doctor are tested against, so it must not share the linter's reading of execution.py: a misreading shared by
+# both would pass every test. Each is checked on its own against the rejections recorded from a real 0.3.64.
 class _Validator:
     """``validate_inputs`` of one prompt, memoised per node like the real ``validated`` dict."""
 
