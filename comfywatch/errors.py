@@ -1,7 +1,9 @@
 """The one failure taxonomy: reasons, their remediation hints, and classification (docs/architecture.md).
 
 Metrics (``reason`` label), logs, doctor check results and alert rules all use these values. Nothing else in
-the code base may invent a reason string, and every hint a user reads comes from :data:`HINTS`.
+the code base may invent a reason string or classify a status, an exception, a Retry-After or an execution
+error, and the hints a user reads live here: :data:`HINTS` per reason (:data:`CLOUD_HINTS` where Comfy Cloud
+needs other words), :data:`TLS_HINTS` per TLS problem, :data:`DIAGNOSIS_HINTS` per doctor finding.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ from aiohttp.http_exceptions import ContentEncodingError
 
 __all__ = [
     "BILLING_ERROR_TYPES",
+    "CLOUD_HINTS",
+    "DIAGNOSIS_HINTS",
     "HINTS",
     "JOB_REASONS",
     "MAX_RETRY_AFTER",
     "QUEUE_ERROR_TYPES",
+    "SSL_REASON_HINTS",
+    "TLS_HINTS",
     "TRANSPORT_REASONS",
     "VALIDATION_ERROR_TYPES",
     "AbuseKind",
     "BodyTooLargeError",
+    "Diagnosis",
     "Failure",
     "ParseError",
     "Reason",
@@ -144,6 +151,48 @@ VALIDATION_ERROR_TYPES: frozenset[str] = frozenset(
     {"prompt_outputs_failed_validation", "prompt_no_outputs", "invalid_prompt"}
 )
 
+# Findings of the network probes (DNS, TCP connect, TLS handshake) finer than a Reason, and findings only
+# ``comfywatch doctor`` makes: each has its hint below, beside the reasons' own.
+
+
+class TcpDetail(StrEnum):
+    """Why a TCP connect failed, finer than ``Reason``."""
+
+    REFUSED = "refused"  # host answered with RST: nothing listens on the port
+    TIMEOUT = "timeout"  # no answer at all: firewall drop, dead host, or a full accept queue
+    UNREACHABLE = "unreachable"  # no route, address not available, address family unsupported
+    RESET = "reset"
+    ERROR = "error"
+
+
+class TlsProblem(StrEnum):
+    """Why a TLS handshake or the certificate check failed."""
+
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    SELF_SIGNED = "self_signed"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    UNTRUSTED_CHAIN = "untrusted_chain"
+    HANDSHAKE_FAILED = "handshake_failed"
+
+
+class Diagnosis(StrEnum):
+    """Something ``comfywatch doctor`` finds that is no failure reason of a request or job."""
+
+    #: The /ws upgrade does not reach ComfyUI: a proxy drops the Upgrade/Connection headers.
+    WEBSOCKET_UPGRADE_DROPPED = "websocket_upgrade_dropped"
+    #: /ws upgraded, but ComfyUI's first frame never came through.
+    WEBSOCKET_SILENT = "websocket_silent"
+    #: ComfyUI listens on all interfaces and answers without credentials.
+    EXPOSED = "exposed"
+    #: The torch device is no GPU (its kind fills ``{kind}`` in the hint).
+    CPU_DEVICE = "cpu_device"
+    #: Jobs wait and nothing runs: the prompt worker is not consuming the queue.
+    WORKER_STUCK = "worker_stuck"
+    #: The server has no /api/jobs (older than Dec 2025).
+    NO_JOBS_API = "no_jobs_api"
+
+
 HINTS: Mapping[Reason, str] = {
     Reason.DNS: "The host name does not resolve: check the URL's host, /etc/hosts and the DNS server.",
     Reason.CONNECT: (
@@ -223,16 +272,79 @@ HINTS: Mapping[Reason, str] = {
     ),
 }
 
+#: Where the shared hint speaks of a local ComfyUI or its proxy, Comfy Cloud needs its own words.
+CLOUD_HINTS: Mapping[Reason, str] = {
+    Reason.AUTH: "Comfy Cloud rejected the API key (invalid, revoked or mistyped): create a new key at "
+                 "platform.comfy.org/profile/api-keys and provide it with COMFYWATCH_CLOUD_API_KEY, "
+                 "api_key_file or the systemd credential comfywatch_cloud_api_key.",
+    Reason.SERVER_ERROR: "Comfy Cloud answered with a server error (5xx): nothing to fix on your side; check the "
+                         "Comfy status page and try again later.",
+}
+
+#: What to do about a certificate the TLS check refused; a handshake that failed for another reason has the
+#: ``tls`` reason's hint.
+TLS_HINTS: Mapping[TlsProblem, str] = {
+    TlsProblem.EXPIRED: "The certificate has expired: renew it (certbot renew, or your CA) and reload the proxy.",
+    TlsProblem.NOT_YET_VALID: "The certificate is not valid yet: check the clock of this host and of the server "
+                              "(NTP), or the certificate's start date.",
+    TlsProblem.SELF_SIGNED: "The server presents a self-signed certificate: use a CA-signed one (e.g. Let's "
+                            "Encrypt), or trust exactly this certificate with tls_ca_file in the target's config.",
+    TlsProblem.HOSTNAME_MISMATCH: "The certificate is for another name: connect with a host name listed in it, or "
+                                  "reissue it with this name as a subjectAltName.",
+    TlsProblem.UNTRUSTED_CHAIN: "The certificate is not signed by a CA this host trusts: serve the full chain "
+                                "(fullchain.pem, not cert.pem), or set tls_ca_file to your private CA.",
+}
+
+#: A short explanation of what OpenSSL says (``SSLError.reason``) when the peer is not the TLS server expected,
+#: e.g. plain HTTP answering the ClientHello.
+SSL_REASON_HINTS: Mapping[str, str] = {
+    "WRONG_VERSION_NUMBER": "the server did not answer with TLS: plain HTTP on this port?",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no cipher or signature algorithm in common",
+}
+
+DIAGNOSIS_HINTS: Mapping[Diagnosis, str] = {
+    Diagnosis.WEBSOCKET_UPGRADE_DROPPED: (
+        "The /ws upgrade does not reach ComfyUI: a reverse proxy drops the Upgrade/Connection headers. For "
+        "nginx add to the location block:  proxy_http_version 1.1;  proxy_set_header Upgrade $http_upgrade;  "
+        'proxy_set_header Connection "upgrade";  proxy_read_timeout 3600s;'
+    ),
+    Diagnosis.WEBSOCKET_SILENT: (
+        "ComfyUI sends a 'status' frame as soon as a socket opens, so something in between holds the frames "
+        "back (a proxy buffering the stream, or a server too busy to answer). For nginx:  proxy_buffering off;  "
+        "proxy_read_timeout 3600s;  and check the server's load."
+    ),
+    Diagnosis.EXPOSED: (
+        "ComfyUI listens on all interfaces (--listen) and answered without any credentials: anyone who can "
+        "reach this port can run workflows and read outputs. Put a reverse proxy with authentication in front, "
+        "or bind to 127.0.0.1, or firewall the port."
+    ),
+    Diagnosis.CPU_DEVICE: (
+        "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
+        "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
+    ),
+    Diagnosis.WORKER_STUCK: (
+        "The worker is not consuming the queue: the prompt worker thread may have died or be blocked; check "
+        "the ComfyUI log and restart it."
+    ),
+    Diagnosis.NO_JOBS_API: (
+        "This ComfyUI has no /api/jobs (added Dec 2025, Comfy-Org/ComfyUI#11054): comfywatch falls back to "
+        "/queue + /history. Upgrade ComfyUI for exact job timestamps."
+    ),
+}
+
 
 #: What a hint's ``{address}`` reads when the target's URL is not known.
 _SOME_ADDRESS = "the host and port of its URL"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def hint_for(reason: Reason, url: str | None = None) -> str:
-    """The one remediation hint for *reason*, shared by logs, doctor and the runbook. Given the target's *url*,
-    a hint that names the address (``{address}`` in :data:`HINTS`) names the target's ``host:port``."""
-    return HINTS[reason].replace("{address}", (_address(url) if url else None) or _SOME_ADDRESS)
+def hint_for(reason: Reason, url: str | None = None, *, cloud: bool = False) -> str:
+    """The one remediation hint for *reason*, shared by logs, doctor and the runbook (for a Comfy Cloud
+    account, *cloud*, in its own words where :data:`CLOUD_HINTS` has them). Given the target's *url*, a hint
+    that names the address (``{address}`` in :data:`HINTS`) names the target's ``host:port``."""
+    hint = CLOUD_HINTS.get(reason) if cloud else None
+    return (hint or HINTS[reason]).replace("{address}", (_address(url) if url else None) or _SOME_ADDRESS)
 
 
 def _address(url: str) -> str | None:
@@ -491,17 +603,7 @@ def classify_execution_error(exception_type: object, exception_message: object) 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Network probes (DNS, TCP connect, TLS handshake): finer than a Reason, for doctor and the network check.
-
-
-class TcpDetail(StrEnum):
-    """Why a TCP connect failed, finer than ``Reason``."""
-
-    REFUSED = "refused"  # host answered with RST: nothing listens on the port
-    TIMEOUT = "timeout"  # no answer at all: firewall drop, dead host, or a full accept queue
-    UNREACHABLE = "unreachable"  # no route, address not available, address family unsupported
-    RESET = "reset"
-    ERROR = "error"
+# Network probes: a TCP connect failure's detail, and a TLS failure's problem.
 
 
 _UNREACHABLE_ERRNOS = frozenset(
@@ -537,17 +639,6 @@ def connect_error_rank(exc: BaseException) -> int:
     """Sort key over one host's connect failures (one per address): the most telling failure sorts first."""
     detail = classify_connect_error(exc)[1]
     return _TELLING_DETAILS.index(detail) if detail in _TELLING_DETAILS else len(_TELLING_DETAILS)
-
-
-class TlsProblem(StrEnum):
-    """Why a TLS handshake or the certificate check failed."""
-
-    EXPIRED = "expired"
-    NOT_YET_VALID = "not_yet_valid"
-    SELF_SIGNED = "self_signed"
-    HOSTNAME_MISMATCH = "hostname_mismatch"
-    UNTRUSTED_CHAIN = "untrusted_chain"
-    HANDSHAKE_FAILED = "handshake_failed"
 
 
 # OpenSSL X509_V_ERR_* codes (x509_vfy.h); anything else that fails verification is a chain problem.

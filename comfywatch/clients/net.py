@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from comfywatch.errors import (
+    SSL_REASON_HINTS,
     Reason,
     TcpDetail,
     TlsProblem,
@@ -296,19 +297,11 @@ def cert_info_from_dict(peercert: dict[str, Any], der: bytes | None, *, now: flo
     )
 
 
-_SSL_REASON_HINTS: Final = {
-    # what OpenSSL says when an HTTP server answers the ClientHello
-    "WRONG_VERSION_NUMBER": "the server did not answer with TLS: plain HTTP on this port?",
-    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "no cipher or signature algorithm in common",
-}
-
-
 def _tls_error_text(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError) and exc.reason:
-        hint = _SSL_REASON_HINTS.get(exc.reason)
+        hint = SSL_REASON_HINTS.get(exc.reason)
         return f"TLS error: {exc.reason}" + (f" ({hint})" if hint else "")
     if isinstance(exc, ConnectionResetError | ConnectionAbortedError | EOFError) and not exc.args:
         return "connection closed by the server during the TLS handshake"

@@ -18,13 +18,19 @@ from websockets.http11 import Response
 
 from comfywatch.errors import (
     BILLING_ERROR_TYPES,
+    CLOUD_HINTS,
+    DIAGNOSIS_HINTS,
     HINTS,
     JOB_REASONS,
+    SSL_REASON_HINTS,
+    TLS_HINTS,
     TRANSPORT_REASONS,
     BodyTooLargeError,
+    Diagnosis,
     Failure,
     ParseError,
     Reason,
+    TlsProblem,
     classify_exception,
     classify_execution_error,
     classify_status,
@@ -123,6 +129,36 @@ class TestReason:
         assert set(TRANSPORT_REASONS) & set(JOB_REASONS) == {Reason.PAYMENT}
         assert Reason.VALIDATION not in TRANSPORT_REASONS
         assert len(set(TRANSPORT_REASONS)) == len(TRANSPORT_REASONS)
+
+
+class TestHintTables:
+    def test_cloud_words_where_cloud_has_them(self) -> None:
+        """A Comfy Cloud account reads the Cloud's own words for a revoked key or a 5xx, and the shared hint
+        for every other reason; a local target always reads the shared one."""
+        assert set(CLOUD_HINTS) == {Reason.AUTH, Reason.SERVER_ERROR}
+        for reason in Reason:
+            expected = CLOUD_HINTS.get(reason, hint_for(reason))
+            assert hint_for(reason, cloud=True) == expected
+        assert "API key" in hint_for(Reason.AUTH, cloud=True) and "proxy" in hint_for(Reason.AUTH)
+
+    def test_every_certificate_problem_has_a_hint(self) -> None:
+        """Each way a certificate fails the check has its own hint; a handshake that failed otherwise has the
+        tls reason's."""
+        assert set(TLS_HINTS) == set(TlsProblem) - {TlsProblem.HANDSHAKE_FAILED}
+        assert "fullchain.pem" in TLS_HINTS[TlsProblem.UNTRUSTED_CHAIN]
+
+    def test_every_diagnosis_has_a_hint(self) -> None:
+        """Each doctor finding has a hint; only the CPU device's names a fact (the device kind)."""
+        assert set(DIAGNOSIS_HINTS) == set(Diagnosis)
+        assert "Upgrade" in DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED]
+        assert DIAGNOSIS_HINTS[Diagnosis.CPU_DEVICE].format(kind="cpu").startswith("The torch device is cpu:")
+        assert [d for d, hint in DIAGNOSIS_HINTS.items() if "{" in hint] == [Diagnosis.CPU_DEVICE]
+
+    def test_no_two_hints_alike(self) -> None:
+        """No hint in any table repeats another: each says something specific."""
+        hints = [*HINTS.values(), *CLOUD_HINTS.values(), *TLS_HINTS.values(), *DIAGNOSIS_HINTS.values(),
+                 *SSL_REASON_HINTS.values()]
+        assert len(set(hints)) == len(hints)
 
 
 class TestClassifyStatus:
