@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
-from comfywatch.errors import Failure, Reason
+from comfywatch.errors import BodyTooLargeError, Failure, Reason, classify_exception, classify_status
 from comfywatch.parse import cloud as cloud_parse
 
 __all__ = ["BUDGET_WAIT", "BudgetExhausted", "CloudApi", "PauseHolder", "RateBudget", "RetryAfterActive",
@@ -226,8 +227,6 @@ class CloudApi:
             return await fetch_unauthenticated(self.http, location)
         if 200 <= redirect.status < 300:
             return redirect
-        from comfywatch.errors import classify_status
-
         failure = classify_status(redirect.status, None, redirect.headers.get("Retry-After")) or Failure(
             Reason.INVALID_RESPONSE, "view failed")
         # Counted and honoured like every other call (a 429 here pauses the account too).
@@ -242,10 +241,6 @@ async def fetch_unauthenticated(http: HttpClient, location: str) -> HttpResult:
     The body is read whole: to its declared length (``output_invalid`` when the connection ends before it) or,
     without one, to the connection's end; either way at most the client's ``max_body_size``.
     """
-    from yarl import URL
-
-    from comfywatch.errors import classify_exception, classify_status
-
     url = URL(location)
     if not url.is_absolute():
         url = http.base.join(url)
@@ -272,8 +267,6 @@ async def _read_whole(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
     ``content.read(n)`` would return what has arrived so far, which for a body sent in bursts is a prefix.
     """
-    from comfywatch.errors import BodyTooLargeError
-
     declared = response.content_length
     if declared is not None and declared > limit:
         raise BodyTooLargeError(limit)

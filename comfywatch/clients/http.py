@@ -2,7 +2,7 @@
 
 Why aiohttp and not httpx here: CPU time per request against ComfyUI on loopback, on a 2-vCPU VM, is
 ≈ 790 µs with httpx and ≈ 160 µs with aiohttp; polling 1000 targets every 15 s must stay under 1 ms per
-target per cycle, which only aiohttp's client allows. One-shot paths (doctor's phase timings) use httpx.
+target per cycle, which only aiohttp's client allows.
 
 Every exchange is classified with :mod:`comfywatch.errors` and reported to a :class:`RequestObserver`,
 which is how ``comfyui_requests_total`` / ``comfyui_request_failures_total`` get counted in one place.
