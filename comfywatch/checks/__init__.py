@@ -1,16 +1,25 @@
-"""Checks: one module per thing comfywatch verifies. Each is ``async def run(...)`` over a client and a state.
+"""Checks: one module per thing comfywatch verifies, all with one contract.
 
-Checks never touch metrics: they update :class:`comfywatch.state.TargetState`, which the exporter renders,
-and they raise :class:`comfywatch.clients.http.RequestFailed` (already classified) when the target fails.
-A check that returns has succeeded: the scheduler records ``comfywatch_check_last_success_timestamp_seconds``.
+A check is ``async def check(ctx: TargetContext) -> None`` (:data:`Check`): it reads the target through its
+context (:mod:`comfywatch.checks.context`: the client, the API, the target's settings such as its request
+timeout and stall_after) and records what it observed into ``ctx.state``. The local server's ``system``,
+``queue``, ``jobs`` and ``network`` checks are each a module's ``run``; the Comfy Cloud ones are
+:mod:`comfywatch.checks.cloud`'s ``check_*``. A canary is an object built once per target (it holds its
+workflow and its run budget); the check of its :class:`CheckSpec` has the same shape.
+
+Checks never touch metrics: they update :class:`comfywatch.state.TargetState`, which the exporter renders.
+How a check ends is what the scheduler counts: returning is a success (it records
+``comfywatch_check_last_success_timestamp_seconds``); :class:`comfywatch.clients.http.RequestFailed` (already
+classified) or :class:`CheckFailed` is a failure; :class:`CheckSkipped` is neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from comfywatch.checks.context import TargetContext
 from comfywatch.errors import Reason, SkipReason
 
 CANARY_CLIENT_PREFIX = "comfywatch-"
@@ -34,14 +43,18 @@ class CheckSkipped(Exception):
         self.reason = reason
 
 
+#: The contract every check keeps (see the module docstring).
+Check = Callable[[TargetContext], Coroutine[Any, Any, None]]
+
+
 @dataclass(frozen=True)
 class CheckSpec:
-    """One scheduled check of one target."""
+    """One scheduled check of one target: the scheduler awaits ``run(context)`` within ``timeout``."""
 
     name: str
     interval: float
     timeout: float
-    run: Callable[[], Awaitable[Any]]
+    run: Check
     #: Checks of one group and interval run one after the other. The ``poll`` group of every target with the
     #: same interval shares scheduler jobs (see :mod:`comfywatch.daemon.slots`); other groups get a job per target.
     group: str | None = None

@@ -1,38 +1,72 @@
-"""Comfy Cloud checks: auth, billing, features, queue, jobs and the budgeted Cloud canary."""
+"""Comfy Cloud checks: auth, billing, features, queue and jobs, the budgeted Cloud canary, and the adapter
+that lets the canary engine talk to Comfy Cloud.
+
+Every periodic check here honours the account's limits: while a Retry-After pause holds, or when the request
+budget (``max_requests_per_minute``) stays spent for more than a quarter of the check's time budget, the check
+sends nothing and ends in :class:`CheckSkipped` (neither a success nor a failure).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from comfywatch.checks import CheckSkipped, CheckSpec
+from comfywatch.checks import Check, CheckSkipped
 from comfywatch.checks.budget import DailyBudget
-from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
+from comfywatch.checks.canary import CanaryRunner, check_outcome
 from comfywatch.checks.context import TargetContext
 from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.config import Config
 from comfywatch.errors import Failure, Reason, SkipReason
 from comfywatch.parse.cloud import CloudJob, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
 from comfywatch.parse.queue import QueueItem, QueueSnapshot
-from comfywatch.state import TargetState
-from comfywatch.workflows import WorkflowError, load_workflow
 
-__all__ = ["CloudCanaryApi", "check_auth", "check_billing", "check_features", "check_jobs", "check_queue",
-           "cloud_checks"]
+__all__ = ["BudgetedCanary", "CloudCanaryApi", "check_auth", "check_billing", "check_features", "check_jobs",
+           "check_queue", "time_budget"]
 
 log = structlog.get_logger("comfywatch.cloud")
 
 
-async def check_auth(api: CloudApi, state: TargetState) -> None:
+def time_budget(ctx: TargetContext) -> float:
+    """How long a periodic Cloud check may take: four request timeouts (a call and its retries), within 90 %
+    of the interval, and at least a second."""
+    return max(1.0, min(ctx.request_timeout * 4, ctx.interval * 0.9))
+
+
+def _within_limits(check: Check) -> Check:
+    """*check*, skipped instead of sent while the account's limits hold it back (see the module docstring)."""
+
+    @functools.wraps(check)
+    async def run(ctx: TargetContext) -> None:
+        # Waiting longer for the request budget would eat the check's time budget (and then time out,
+        # making a healthy target look down): beyond a quarter of it, skip this run instead.
+        wait_limit = BUDGET_WAIT.set(time_budget(ctx) / 4)
+        try:
+            await check(ctx)
+        except RetryAfterActive as skipped:
+            # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
+            log.debug("cloud_check_deferred", target=ctx.config.name, reason=str(skipped))
+            # Not a success either: comfywatch_check_last_success_timestamp_seconds must show staleness.
+            why = SkipReason.REQUEST_BUDGET if isinstance(skipped, BudgetExhausted) else SkipReason.RETRY_AFTER
+            raise CheckSkipped(str(skipped), why) from None
+        finally:
+            BUDGET_WAIT.reset(wait_limit)
+
+    return run
+
+
+@_within_limits
+async def check_auth(ctx: TargetContext) -> None:
     """``GET /api/user``: the key is valid. One retry on 401: api.comfy.org has intermittent false 401s."""
+    api, state = ctx.cloud_api(), ctx.state
     try:
         try:
             await api.user()
@@ -46,14 +80,15 @@ async def check_auth(api: CloudApi, state: TargetState) -> None:
     state.set_up(True)
 
 
-async def check_billing(api: CloudApi, state: TargetState) -> None:
+@_within_limits
+async def check_billing(ctx: TargetContext) -> None:
     """Balance and subscription, fetched side by side; a failed balance call makes the balance *absent*, never 0.
 
     The two calls run concurrently so that a balance endpoint that fails slowly (three tries with back-off)
     cannot hold back ``has_funds`` until the check's time budget runs out. A value whose refresh failed or
     was cut short by that budget is cleared rather than left showing last poll's number as current.
     """
-    cloud = state.cloud
+    api, cloud = ctx.cloud_api(), ctx.state.cloud
     assert cloud is not None
     fetched: dict[str, Any] = {}
 
@@ -94,10 +129,11 @@ async def check_billing(api: CloudApi, state: TargetState) -> None:
             raise outcome
 
 
-async def check_features(api: CloudApi, state: TargetState) -> None:
-    assert state.cloud is not None
-    features = await api.features()
-    state.cloud.max_concurrent_jobs = (
+@_within_limits
+async def check_features(ctx: TargetContext) -> None:
+    assert ctx.state.cloud is not None
+    features = await ctx.cloud_api().features()
+    ctx.state.cloud.max_concurrent_jobs = (
         None if features.max_concurrent_jobs is None else float(features.max_concurrent_jobs)
     )
 
@@ -110,10 +146,11 @@ def _snapshot(running: Sequence[Any], pending: Sequence[Any]) -> QueueSnapshot:
     return QueueSnapshot(running=tuple(item(r) for r in running), pending=tuple(item(p) for p in pending))
 
 
-async def check_queue(api: CloudApi, state: TargetState, now: float | None = None) -> None:
-    queue = await api.queue()
-    view = state.queue_tracker.observe(_snapshot(queue.running, queue.pending), time.time() if now is None else now)
-    state.apply_queue(view)
+@_within_limits
+async def check_queue(ctx: TargetContext) -> None:
+    queue = await ctx.cloud_api().queue()
+    state = ctx.state
+    state.apply_queue(state.queue_tracker.observe(_snapshot(queue.running, queue.pending), time.time()))
 
 
 #: Raw-state look-ups per jobs poll: each costs one request of the account's rate budget.
@@ -134,13 +171,15 @@ async def raw_failure(api: CloudApi, job_id: str) -> Reason | None:
     return status.failure_reason
 
 
-async def check_jobs(api: CloudApi, state: TargetState, stall_after: float, now: float | None = None) -> int:
-    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state.
+@_within_limits
+async def check_jobs(ctx: TargetContext) -> None:
+    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state (beyond stall_after).
 
     ``/api/jobs`` reports groups, so a ``lost`` job reads as ``failed``: new failures without an execution
     error are looked up by raw state (a few per poll) before they are counted, so ``lost`` is its own reason.
     """
-    now = time.time() if now is None else now
+    api, state = ctx.cloud_api(), ctx.state
+    now = time.time()
     page = await api.jobs(100)
     finished = [j for j in page.jobs if j.state.terminal]
     reasons = {j.id: j.failure_reason for j in finished}
@@ -158,11 +197,11 @@ async def check_jobs(api: CloudApi, state: TargetState, stall_after: float, now:
             state.count_finished_job(reasons[job.id], seconds)
     stuck = sum(
         1 for j in page.jobs
-        if not j.state.terminal and j.state.group is JobGroup.PENDING and now - j.create_time_ms / 1000.0 > stall_after
+        if not j.state.terminal and j.state.group is JobGroup.PENDING
+        and now - j.create_time_ms / 1000.0 > ctx.stall_after
     )
     assert state.cloud is not None
     state.cloud.jobs_stuck = float(stuck)
-    return len(fresh)
 
 
 @contextlib.contextmanager
@@ -256,82 +295,33 @@ def _entry(detail: JobDetail, reason: Reason | None) -> HistoryEntry:
     )
 
 
-def cloud_checks(config: Config, runtime: TargetContext) -> list[CheckSpec]:
-    target, state = runtime.config, runtime.state
-    api = runtime.extras.get("cloud")
-    if not isinstance(api, CloudApi):
-        return []
-    interval = config.interval_of(target)
-    budget_s = max(1.0, min(config.timeout_of(target) * 4, interval * 0.9))
-    stall_after = config.stall_after_of(target)
+class BudgetedCanary:
+    """The Comfy Cloud canary's check. A run costs credits: at most the day's runs of its :class:`DailyBudget`
+    (kept across restarts), and none while the account's limits pause the checks."""
 
-    def guarded(check: Any) -> Any:
-        async def run() -> None:
-            # Waiting longer for the request budget would eat the check's time budget (and then time out,
-            # making a healthy target look down): beyond a quarter of it, skip this run instead.
-            wait_limit = BUDGET_WAIT.set(budget_s / 4)
-            try:
-                await check()
-            except RetryAfterActive as skipped:
-                # Honour Retry-After (or the request budget): no request was sent, so no failure is counted.
-                log.debug("cloud_check_deferred", target=target.name, reason=str(skipped))
-                # Not a success either: comfywatch_check_last_success_timestamp_seconds must show staleness.
-                why = SkipReason.REQUEST_BUDGET if isinstance(skipped, BudgetExhausted) else SkipReason.RETRY_AFTER
-                raise CheckSkipped(str(skipped), why) from None
-            finally:
-                BUDGET_WAIT.reset(wait_limit)
-        return run
+    def __init__(self, runner: CanaryRunner, budget: DailyBudget) -> None:
+        self.runner = runner
+        self.budget = budget
 
-    specs = [
-        CheckSpec("auth", interval, budget_s, guarded(lambda: check_auth(api, state))),
-        CheckSpec("billing", max(interval, 60.0), budget_s, guarded(lambda: check_billing(api, state))),
-        CheckSpec("features", max(interval, 300.0), budget_s, guarded(lambda: check_features(api, state))),
-        CheckSpec("queue", interval, budget_s, guarded(lambda: check_queue(api, state))),
-        CheckSpec("jobs", max(interval, 30.0), budget_s, guarded(lambda: check_jobs(api, state, stall_after))),
-    ]
-    state.skippable(spec.name for spec in specs)
-    if target.canary_enabled and runtime.credentials.api_key:
-        canary = target.canary
+    async def run(self, ctx: TargetContext) -> None:
+        canary_state = ctx.state.canary(self.runner.workflow.name)
+        budget = self.budget
+        if ctx.cloud_api().paused_for() > 0 or not budget.allow():
+            canary_state.skipped += 1
+            canary_state.runs_today = budget.used()
+            raise CheckSkipped
         try:
-            workflow = load_workflow(canary.workflow, canary.canary_name, canary.verify)
-        except WorkflowError as exc:
-            log.error("canary_workflow_invalid", target=target.name, problem=str(exc))
-            return specs
-        budget = DailyBudget(config.resolved_state_dir() / "canary-budget.json", f"{target.name}:{workflow.name}",
-                             canary.max_runs_per_day)
-        if canary.max_runs_per_day > 0 and canary.interval * canary.max_runs_per_day < 86_400:
-            # Not an error, but rarely what was meant: the day's runs go in a burst, then nothing until 00:00 UTC.
-            log.warning("cloud_canary_budget_spent_early", target=target.name, interval_s=canary.interval,
-                        max_runs_per_day=canary.max_runs_per_day,
-                        hours_covered=round(canary.interval * canary.max_runs_per_day / 3600, 2),
-                        advice="set the canary interval to at least 24h / max_runs_per_day")
-        canary_state = state.canary(workflow.name)
-        canary_state.runs_today = budget.used() or 0
-        runner = CanaryRunner(CloudCanaryApi(api, runtime.credentials.api_key), workflow,
-                              timeout=canary.timeout,
-                              when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result),
-                              on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]))
-
-        async def run_canary() -> None:
-            if api.paused_for() > 0 or not budget.allow():
-                canary_state.skipped += 1
-                canary_state.runs_today = budget.used()
-                raise CheckSkipped
+            canary_state.runs_today = budget.record()
+        except OSError:
+            log.error("canary_budget_unwritable", target=ctx.config.name, path=str(budget.path))
+            canary_state.skipped += 1
+            raise CheckSkipped from None
+        # Counted before the run so that a crash mid-run cannot hand out a free one; given back when the
+        # run stopped before submitting (busy queue), or a busy account would eat the day's budget.
+        result = await self.runner.run()
+        if result.skipped:
             try:
-                canary_state.runs_today = budget.record()
+                canary_state.runs_today = budget.release()
             except OSError:
-                log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
-                canary_state.skipped += 1
-                raise CheckSkipped from None
-            # Counted before the run so that a crash mid-run cannot hand out a free one; given back when the
-            # run stopped before submitting (busy queue), or a busy account would eat the day's budget.
-            result = await runner.run()
-            if result.skipped:
-                try:
-                    canary_state.runs_today = budget.release()
-                except OSError:
-                    log.error("canary_budget_unwritable", target=target.name, path=str(budget.path))
-            check_outcome(result)
-
-        specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, run_canary))
-    return specs
+                log.error("canary_budget_unwritable", target=ctx.config.name, path=str(budget.path))
+        check_outcome(result)

@@ -10,7 +10,8 @@ import asyncio
 import math
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from comfywatch import __version__
 from comfywatch.clients.cloud import CloudApi, RateBudget
@@ -20,7 +21,7 @@ from comfywatch.config import Config, Credentials, TargetConfig, resolve_credent
 from comfywatch.redact import register_secret
 from comfywatch.state import TargetState
 
-__all__ = ["LOCAL_ENDPOINTS", "TargetContext", "build_context", "ssl_context_for"]
+__all__ = ["LOCAL_ENDPOINTS", "Monitor", "TargetContext", "build_context", "ssl_context_for"]
 
 LOCAL_ENDPOINTS = ("system_stats", "queue", "history")
 CLOUD_ENDPOINTS = ("user", "billing_balance", "billing_status", "features", "queue", "jobs")
@@ -34,22 +35,47 @@ def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
     return True
 
 
+class Monitor(Protocol):
+    """A watcher that lives as long as the target's context (the daemon's WebSocket monitor)."""
+
+    async def stop(self) -> None: ...
+
+
 @dataclass
 class TargetContext:
-    """Everything the daemon holds for one target; ``config`` equality decides reuse on reload."""
+    """Everything held for one target, and all a check reads: ``config`` equality decides reuse on reload."""
 
     config: TargetConfig
     credentials: Credentials
     state: TargetState
     http: HttpClient
-    local: LocalApi | None
-    extras: dict[str, object] = field(default_factory=dict)
+    #: The target's own interval, request timeout and stall_after, or else the ``[defaults]`` ones.
+    interval: float
+    request_timeout: float
+    stall_after: float
+    #: The API of a local ComfyUI server; None for a Comfy Cloud account.
+    local: LocalApi | None = None
+    #: The API of a Comfy Cloud account; None for a local server.
+    cloud: CloudApi | None = None
+    #: Set while the daemon watches the target's WebSocket; stopped when the context closes.
+    monitor: Monitor | None = None
+
+    def local_api(self) -> LocalApi:
+        """The local server's API, for the checks the plan gives local targets only."""
+        if self.local is None:
+            raise TypeError(f"target {self.config.name} is not a local ComfyUI server")
+        return self.local
+
+    def cloud_api(self) -> CloudApi:
+        """The Comfy Cloud API, for the checks the plan gives Cloud accounts only."""
+        if self.cloud is None:
+            raise TypeError(f"target {self.config.name} is not a Comfy Cloud account")
+        return self.cloud
 
     async def close(self) -> None:
-        monitor = self.extras.pop("monitor", None)
-        stop = getattr(monitor, "stop", None)
-        if stop is not None:
-            await stop()
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            await monitor.stop()
         await self.http.close()
 
 
@@ -88,15 +114,16 @@ def build_context(
     for secret in credentials.secret_values():
         register_secret(secret)
     endpoints = CLOUD_ENDPOINTS if target.kind == "cloud" else LOCAL_ENDPOINTS
+    interval, stall_after = config.interval_of(target), config.stall_after_of(target)
     state = TargetState(
         target.name,
         target.kind,
         target.public_url,
         endpoints=endpoints,
         labels=target.labels,
-        stall_after=config.stall_after_of(target),
+        stall_after=stall_after,
         idle_polls=config.defaults.worker_idle_polls,
-        quiet_max_skips=quiet_max_skips(config.interval_of(target)),
+        quiet_max_skips=quiet_max_skips(interval),
     )
     budget = RateBudget(target.max_requests_per_minute) if target.kind == "cloud" else None
     http = HttpClient(
@@ -105,8 +132,9 @@ def build_context(
         limiter=limiter,
         before_request=budget.take if budget is not None else None,
     )
-    local = LocalApi(http) if target.kind == "local" else None
-    runtime = TargetContext(config=target, credentials=credentials, state=state, http=http, local=local)
-    if state.cloud is not None:
-        runtime.extras["cloud"] = CloudApi(http, divisor=target.balance_divisor, pause=state.cloud)
-    return runtime
+    return TargetContext(
+        config=target, credentials=credentials, state=state, http=http,
+        interval=interval, request_timeout=config.timeout_of(target), stall_after=stall_after,
+        local=LocalApi(http) if target.kind == "local" else None,
+        cloud=CloudApi(http, divisor=target.balance_divisor, pause=state.cloud) if state.cloud is not None else None,
+    )

@@ -8,6 +8,7 @@ exact across polls and across a server restart (which empties history: the new i
 from __future__ import annotations
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
+from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.errors import Reason
@@ -21,7 +22,7 @@ WINDOW = 64
 WINDOW_MAX = 1024
 
 
-def _count_history(state: TargetState, entries: list[HistoryEntry]) -> int:
+def _count_history(state: TargetState, entries: list[HistoryEntry]) -> None:
     # comfywatch's own canaries delete their entry right after; never count them as users' jobs.
     users = [e for e in entries if not (e.client_id or "").startswith(CANARY_CLIENT_PREFIX)]
     fresh = set(state.seen_jobs.new_ids([e.prompt_id for e in users]))
@@ -31,16 +32,14 @@ def _count_history(state: TargetState, entries: list[HistoryEntry]) -> int:
             if entry.outcome is Outcome.UNKNOWN:
                 failure = Reason.EXECUTION_ERROR
             state.count_finished_job(failure, entry.server_seconds)
-    return len(fresh)
 
 
-def _count_jobs(state: TargetState, jobs: tuple[Job, ...]) -> int:
+def _count_jobs(state: TargetState, jobs: tuple[Job, ...]) -> None:
     finished = [j for j in jobs if j.terminal]
     fresh = set(state.seen_jobs.new_ids([j.id for j in reversed(finished)]))
     for job in finished:
         if job.id in fresh:
             state.count_finished_job(job.failure_reason, job.server_seconds)
-    return len(fresh)
 
 
 def _reaches_seen(state: TargetState, jobs: tuple[Job, ...]) -> bool:
@@ -58,7 +57,7 @@ def _reaches_seen(state: TargetState, jobs: tuple[Job, ...]) -> bool:
     )
 
 
-async def _run_jobs_api(api: LocalApi, state: TargetState) -> int:
+async def _jobs_page(api: LocalApi, state: TargetState) -> tuple[Job, ...]:
     window = WINDOW
     while True:
         page = await api.jobs(window)
@@ -69,18 +68,10 @@ async def _run_jobs_api(api: LocalApi, state: TargetState) -> int:
         if state.seen_jobs.primed and full and window < WINDOW_MAX and not _reaches_seen(state, page.jobs):
             window *= 4
             continue
-        return _count_jobs(state, page.jobs)
+        return page.jobs
 
 
-async def run(api: LocalApi, state: TargetState) -> int:
-    """Count newly finished jobs; returns how many were new."""
-    if state.jobs_api is not False:
-        try:
-            return await _run_jobs_api(api, state)
-        except RequestFailed as failed:
-            if failed.failure.reason is not Reason.NOT_FOUND:
-                raise
-            state.jobs_api = False
+async def _history_window(api: LocalApi, state: TargetState) -> list[HistoryEntry]:
     window = WINDOW
     while True:
         entries = await api.history(window)
@@ -89,4 +80,18 @@ async def run(api: LocalApi, state: TargetState) -> int:
         if state.seen_jobs.primed and unseen == len(entries) == window and window < WINDOW_MAX:
             window *= 4
             continue
-        return _count_history(state, entries)
+        return entries
+
+
+async def run(ctx: TargetContext) -> None:
+    """Count newly finished jobs."""
+    api, state = ctx.local_api(), ctx.state
+    if state.jobs_api is not False:
+        try:
+            _count_jobs(state, await _jobs_page(api, state))
+            return
+        except RequestFailed as failed:
+            if failed.failure.reason is not Reason.NOT_FOUND:
+                raise
+            state.jobs_api = False
+    _count_history(state, await _history_window(api, state))

@@ -9,11 +9,10 @@ checks' business, which fail with reason ``tls``).
 
 from __future__ import annotations
 
+from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import RequestFailed
 from comfywatch.clients.net import NetReport, probe_url
-from comfywatch.config import TargetConfig
 from comfywatch.errors import Failure, Reason
-from comfywatch.state import TargetState
 
 __all__ = ["connection_phases", "run"]
 
@@ -29,8 +28,10 @@ def connection_phases(report: NetReport) -> dict[str, float | None]:
     }
 
 
-async def run(target: TargetConfig, state: TargetState, timeout: float) -> None:
-    report = await probe_url(target.url, timeout=timeout, verify=False)
+async def run(ctx: TargetContext) -> None:
+    """Each step on the fresh connection gets the target's request timeout."""
+    report = await probe_url(ctx.config.url, timeout=ctx.request_timeout, verify=False)
+    state = ctx.state
     state.network_phases = connection_phases(report)
     if report.tls is not None and report.tls.cert is not None and report.tls.cert.not_after is not None:
         state.tls_not_after = report.tls.cert.not_after

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import RequestFailed
-from comfywatch.clients.local import LocalApi
-from comfywatch.state import TargetState
 
 __all__ = ["run"]
 
 
-async def run(api: LocalApi, state: TargetState) -> None:
+async def run(ctx: TargetContext) -> None:
     """Poll ``/system_stats``; ``comfyui_up`` follows the result of this one request."""
+    state = ctx.state
     try:
-        stats, result = await api.system_stats(record_phases=True)
+        stats, result = await ctx.local_api().system_stats(record_phases=True)
     except RequestFailed as failed:
         state.set_up(False, failed.failure.reason)
         raise

@@ -5,71 +5,104 @@ from __future__ import annotations
 
 import structlog
 
-from comfywatch.checks import POLL_GROUP, CheckSpec
+from comfywatch.checks import POLL_GROUP, Check, CheckSpec
+from comfywatch.checks import cloud as cloud_check
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import network as network_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
+from comfywatch.checks.budget import DailyBudget
 from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
-from comfywatch.checks.cloud import cloud_checks
 from comfywatch.checks.context import TargetContext, ssl_context_for
-from comfywatch.config import Config
-from comfywatch.workflows import WorkflowError, load_workflow
+from comfywatch.clients.cloud import CloudApi
+from comfywatch.clients.local import LocalApi
+from comfywatch.config import Config, TargetConfig
+from comfywatch.workflows import CanaryWorkflow, WorkflowError, load_workflow
 
 __all__ = ["plan_checks"]
 
 log = structlog.get_logger("comfywatch.daemon")
 
+#: A local server's polls, in the order they run.
+LOCAL_POLLS: dict[str, Check] = {"system": system_check.run, "queue": queue_check.run, "jobs": jobs_check.run}
 
-def plan_checks(config: Config, runtime: TargetContext) -> list[CheckSpec]:
+
+def plan_checks(config: Config, context: TargetContext) -> list[CheckSpec]:
     """Every check of one target: the polls and network check of a local server, a Cloud account's checks,
     and the canary of either."""
-    target = runtime.config
-    interval = config.interval_of(target)
+    if context.local is not None:
+        return _local_checks(context, context.local)
+    if context.cloud is not None:
+        return _cloud_checks(config, context, context.cloud)
+    return []
+
+
+def _local_checks(context: TargetContext, local: LocalApi) -> list[CheckSpec]:
+    target, interval, request_timeout = context.config, context.interval, context.request_timeout
     # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
     # own request timeout (a request cut by the check's deadline would go uncounted), nor after the interval.
-    request_timeout = config.timeout_of(target)
-    budget = min(max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9)), interval)
-    specs: list[CheckSpec] = []
-    if target.kind == "local" and runtime.local is not None:
-        api, state = runtime.local, runtime.state
-        wanted = target.checks or ("system", "queue", "jobs")
-        if "system" in wanted:
-            specs.append(CheckSpec("system", interval, budget, lambda: system_check.run(api, state), POLL_GROUP))
-        if "queue" in wanted:
-            specs.append(CheckSpec("queue", interval, budget, lambda: queue_check.run(api, state), POLL_GROUP))
-        if "jobs" in wanted:
-            specs.append(CheckSpec("jobs", interval, budget, lambda: jobs_check.run(api, state), POLL_GROUP))
-    if target.kind == "local":
-        # Twice the request timeout: DNS, connect and (https) two TLS handshakes run in sequence.
-        specs.append(CheckSpec("network", max(interval, 300.0), budget + request_timeout,
-                               lambda: network_check.run(target, runtime.state, request_timeout)))
-    if target.kind == "cloud":
-        specs.extend(cloud_checks(config, runtime))
-    if target.kind == "local" and runtime.local is not None and target.canary_enabled:
-        specs.extend(_local_canary(runtime))
+    time_budget = min(max(request_timeout + 0.5, min(request_timeout * 2, interval * 0.9)), interval)
+    wanted = target.checks or ("system", "queue", "jobs")
+    specs = [CheckSpec(name, interval, time_budget, check, POLL_GROUP)
+             for name, check in LOCAL_POLLS.items() if name in wanted]
+    # Twice the request timeout: DNS, connect and (https) two TLS handshakes run in sequence.
+    specs.append(CheckSpec("network", max(interval, 300.0), time_budget + request_timeout, network_check.run))
+    workflow = _canary_workflow(target)
+    if workflow is not None:
+        state = context.state
+        runner = CanaryRunner(
+            local, workflow, timeout=target.canary.timeout, when_busy=target.canary.when_busy,
+            ssl_context=ssl_context_for(target), on_result=lambda result: apply_result(state, result),
+            on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
+        )
+        state.canary(workflow.name)  # the series exist from the start, before the first run
+
+        async def run_canary(_: TargetContext) -> None:
+            check_outcome(await runner.run())
+
+        specs.append(CheckSpec("canary", target.canary.interval, target.canary.timeout + 10.0, run_canary))
     return specs
 
 
-def _local_canary(runtime: TargetContext) -> list[CheckSpec]:
-    target, local = runtime.config, runtime.local
-    assert local is not None
+def _cloud_checks(config: Config, context: TargetContext, api: CloudApi) -> list[CheckSpec]:
+    target, interval, state = context.config, context.interval, context.state
+    time_budget = cloud_check.time_budget(context)
+    specs = [
+        CheckSpec("auth", interval, time_budget, cloud_check.check_auth),
+        CheckSpec("billing", max(interval, 60.0), time_budget, cloud_check.check_billing),
+        CheckSpec("features", max(interval, 300.0), time_budget, cloud_check.check_features),
+        CheckSpec("queue", interval, time_budget, cloud_check.check_queue),
+        CheckSpec("jobs", max(interval, 30.0), time_budget, cloud_check.check_jobs),
+    ]
+    state.skippable(spec.name for spec in specs)
+    api_key = context.credentials.api_key
+    workflow = _canary_workflow(target) if api_key else None
+    if api_key and workflow is not None:
+        canary = target.canary
+        budget = DailyBudget(config.resolved_state_dir() / "canary-budget.json", f"{target.name}:{workflow.name}",
+                             canary.max_runs_per_day)
+        if canary.max_runs_per_day > 0 and canary.interval * canary.max_runs_per_day < 86_400:
+            # Not an error, but rarely what was meant: the day's runs go in a burst, then nothing until 00:00 UTC.
+            log.warning("cloud_canary_budget_spent_early", target=target.name, interval_s=canary.interval,
+                        max_runs_per_day=canary.max_runs_per_day,
+                        hours_covered=round(canary.interval * canary.max_runs_per_day / 3600, 2),
+                        advice="set the canary interval to at least 24h / max_runs_per_day")
+        state.canary(workflow.name).runs_today = budget.used() or 0
+        runner = CanaryRunner(cloud_check.CloudCanaryApi(api, api_key), workflow, timeout=canary.timeout,
+                              when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result),
+                              on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]))
+        check = cloud_check.BudgetedCanary(runner, budget)
+        specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, check.run))
+    return specs
+
+
+def _canary_workflow(target: TargetConfig) -> CanaryWorkflow | None:
+    """The workflow of the target's canary; None when it has none (or its workflow is invalid: logged)."""
+    if not target.canary_enabled:
+        return None
     canary = target.canary
     try:
-        workflow = load_workflow(canary.workflow, canary.canary_name, canary.verify)
+        return load_workflow(canary.workflow, canary.canary_name, canary.verify)
     except WorkflowError as exc:
         log.error("canary_workflow_invalid", target=target.name, problem=str(exc))
-        return []
-    state = runtime.state
-    runner = CanaryRunner(
-        local, workflow, timeout=canary.timeout, when_busy=canary.when_busy,
-        ssl_context=ssl_context_for(target), on_result=lambda result: apply_result(state, result),
-        on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
-    )
-    runtime.extras["canary"] = runner
-    state.canary(workflow.name)  # the series exist from the start, before the first run
-
-    async def run_canary() -> None:
-        check_outcome(await runner.run())
-
-    return [CheckSpec("canary", canary.interval, canary.timeout + 10.0, run_canary)]
+        return None

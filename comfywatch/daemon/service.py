@@ -62,7 +62,7 @@ class ListenError(Exception):
         self.address = address
 
 
-PollMembers = tuple[TargetState, list[CheckSpec]]
+PollMembers = tuple[TargetContext, list[CheckSpec]]
 
 
 @dataclass(frozen=True)
@@ -211,24 +211,25 @@ class Daemon:
     # ----------------------------------------------------------------------------------------------------
     # Checks.
 
-    async def run_check(self, state: TargetState, spec: CheckSpec) -> None:
+    async def run_check(self, context: TargetContext, spec: CheckSpec) -> None:
         task = asyncio.current_task()
-        inflight = self._inflight.setdefault(state.name, set())
+        inflight = self._inflight.setdefault(context.config.name, set())
         if task is not None:
             inflight.add(task)
         try:
-            await self._run_check(state, spec)
+            await self._run_check(context, spec)
         finally:
             if task is not None:
                 inflight.discard(task)
 
-    async def _run_check(self, state: TargetState, spec: CheckSpec) -> None:
+    async def _run_check(self, context: TargetContext, spec: CheckSpec) -> None:
+        state = context.state
         check = state.check(spec.name)
         started = time.perf_counter()
         reason: Reason | None = None
         try:
             async with asyncio.timeout(spec.timeout):
-                await spec.run()
+                await spec.run(context)
         except CheckSkipped as skipped:
             check.duration = time.perf_counter() - started
             if skipped.reason is not None:
@@ -293,7 +294,7 @@ class Daemon:
             self.scheduler.add_job(
                 self._cancellable,
                 job.trigger,
-                args=(self.run_group, built.runtime.state, job.members),
+                args=(self.run_group, built.runtime, job.members),
                 id=job.job_id,
                 name=job.job_id,
                 replace_existing=True,
@@ -306,7 +307,7 @@ class Daemon:
     def _join_slot(self, runtime: TargetContext, interval: float, members: list[CheckSpec]) -> None:
         assert self.scheduler is not None
         name = runtime.config.name
-        slot, created = self._slots.add(name, interval, (runtime.state, members))
+        slot, created = self._slots.add(name, interval, (runtime, members))
         if created:
             self.scheduler.add_job(
                 self.run_slot,
@@ -321,7 +322,7 @@ class Daemon:
                 max_instances=1,
             )
         elif slot.ran:
-            self._start_poll(name, runtime.state, members)
+            self._start_poll(name, runtime, members)
 
     @staticmethod
     async def _cancellable(job: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -335,40 +336,41 @@ class Daemon:
     async def run_slot(self, slot: Slot[PollMembers]) -> None:
         """Start the poll of every target in *slot*; returns at once, so one slow target delays no other."""
         slot.ran = True
-        for name, (state, members) in list(slot.members.items()):
-            self._start_poll(name, state, members)
+        for name, (context, members) in list(slot.members.items()):
+            self._start_poll(name, context, members)
 
-    def _start_poll(self, name: str, state: TargetState, members: list[CheckSpec]) -> None:
+    def _start_poll(self, name: str, context: TargetContext, members: list[CheckSpec]) -> None:
         running = self._polls.get(name)
         if running is not None and not running.done():
             # Like max_instances=1 for a job of its own: the previous poll still runs, this one is skipped.
             for spec in members:
-                state.check(spec.name).overruns += 1
+                context.state.check(spec.name).overruns += 1
             return
-        self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(state, members))
+        self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(context, members))
 
-    async def run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
+    async def run_group(self, context: TargetContext, members: list[CheckSpec]) -> None:
         """Run a group's checks in order; stop after ``system`` finds the target unreachable. ``queue`` and
         ``jobs`` are skipped while the monitoring WebSocket shows the queue has not changed since they last
         succeeded (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
         /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
-        await self._run_group(state, members)
+        await self._run_group(context, members)
         horizon = max((spec.interval for spec in members), default=0.0)
         if self.scrapes.expects_scrape_within(time.monotonic(), horizon):
             try:
-                prepare(state)
+                prepare(context.state)
             except Exception:
                 # Never lose a poll to the exporter: the next scrape encodes the target again (and shows
                 # the same error, where it can be seen).
-                log.error("encode_failed", target=state.name, exc_info=True)
+                log.error("encode_failed", target=context.config.name, exc_info=True)
 
-    async def _run_group(self, state: TargetState, members: list[CheckSpec]) -> None:
+    async def _run_group(self, context: TargetContext, members: list[CheckSpec]) -> None:
+        state = context.state
         mark = (state.monitor_connection, state.monitor_status_frames)
         reads = [spec for spec in members if spec.name in _QUIET_READS]
         for spec in members:
             if spec is (reads[0] if reads else None) and self._quiet(state, members, mark):
                 return
-            await self.run_check(state, spec)
+            await self.run_check(context, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
                 return
         if reads:
@@ -497,7 +499,7 @@ class Daemon:
         name = runtime.config.name
         monitor = WebSocketMonitor(runtime.local, runtime.state, on_disconnect=lambda: self.trigger(name, "system"),
                                    ssl_context=ssl_context_for(runtime.config))
-        runtime.extras["monitor"] = monitor
+        runtime.monitor = monitor
         monitor.start()
 
     def trigger(self, target: str, check: str) -> None:
@@ -506,8 +508,8 @@ class Daemon:
             return
         slot = self._slots.slot_of(target)
         if slot is not None and check in {spec.name for spec in slot.members[target][1]}:
-            state, members = slot.members[target]
-            self._start_poll(target, state, members)
+            context, members = slot.members[target]
+            self._start_poll(target, context, members)
             return
         job = self.scheduler.get_job(f"{target}\0{check}")
         if job is None:  # the check runs inside a group job

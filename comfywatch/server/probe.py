@@ -147,7 +147,6 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
     except ValueError:
         return _refuse(500, "module credentials unreadable")
     runtime = build_context(config, target, credentials=credentials)
-    assert runtime.local is not None
     started = time.perf_counter()
     ok = True
     try:
@@ -155,11 +154,11 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
             for check in module.checks:
                 try:
                     if check == "system":
-                        await system_check.run(runtime.local, runtime.state)
+                        await system_check.run(runtime)
                     elif check == "queue":
-                        await queue_check.run(runtime.local, runtime.state)
+                        await queue_check.run(runtime)
                     elif check == "jobs":
-                        await jobs_check.run(runtime.local, runtime.state)
+                        await jobs_check.run(runtime)
                 except RequestFailed:
                     ok = False
                     if check == "system":

@@ -27,12 +27,11 @@ from comfywatch.checks.cloud import check_billing
 from comfywatch.checks.context import build_context
 from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RateBudget, RetryAfterActive
 from comfywatch.clients.http import RequestFailed
-from comfywatch.config import load_config
+from comfywatch.config import DEFAULT_CLOUD_URL, Config, TargetConfig, load_config
 from comfywatch.errors import Reason
 from comfywatch.parse.cloud import Balance, BillingStatus
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.sim.cloud.model import SimCloud
-from comfywatch.state import TargetState
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run, simulate
 from tests.helpers import Metrics, eventually, running_daemon, scrape
@@ -141,10 +140,7 @@ def api_for(url: str, tmp_path: Path, *, timeout: str = "1s") -> CloudApi:
     # No daemon polls this API: the interval only has to be longer than the timeout.
     path.write_text(cloud_config(url, tmp_path, interval="60s", timeout=timeout), encoding="utf-8")
     config = load_config(path, ENV)
-    runtime = build_context(config, config.targets[0], env=ENV)
-    api = runtime.extras["cloud"]
-    assert isinstance(api, CloudApi)
-    return api
+    return build_context(config, config.targets[0], env=ENV).cloud_api()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,13 +418,11 @@ async def test_billing_status_is_fetched_even_while_balance_retries(sim: SimHand
     path.write_text(cloud_config(sim.url, tmp_path), encoding="utf-8")
     config = load_config(path, ENV)
     runtime = build_context(config, config.targets[0], env=ENV)
-    api = runtime.extras["cloud"]
-    assert isinstance(api, CloudApi)
     try:
         # A budget shorter than the balance's retry back-off (0.75 s at least) still updates has_funds.
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.5):
-                await check_billing(api, runtime.state)
+                await check_billing(runtime)
         cloud = runtime.state.cloud
         assert cloud is not None
         assert cloud.has_funds == 1.0
@@ -457,11 +451,11 @@ class _OrderedBilling:
 async def test_a_zero_balance_is_judged_with_the_status_in_the_same_step(balance_first: bool) -> None:
     """check_billing never exposes "no funds, no plan" next to a $0 balance (a billing-data gap),
     whichever answer comes first: a scrape between the two answers must not see the pair half judged."""
-    state = TargetState("cloud", "cloud", "https://cloud.comfy.org", endpoints=[])
-    cloud = state.cloud
+    runtime = build_context(Config(), TargetConfig(name=T, kind="cloud", url=DEFAULT_CLOUD_URL), env=ENV)
+    cloud = runtime.state.cloud
     assert cloud is not None
-    api = _OrderedBilling()
-    task = asyncio.create_task(check_billing(api, state))  # type: ignore[arg-type]
+    api = runtime.cloud = _OrderedBilling()  # type: ignore[assignment]
+    task = asyncio.create_task(check_billing(runtime))
     first, second = ((api.release_balance, api.release_status) if balance_first
                      else (api.release_status, api.release_balance))
     for release in (first, second):

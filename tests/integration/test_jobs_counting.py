@@ -160,13 +160,12 @@ async def test_canary_prompts_are_not_counted_as_users_jobs(
         config_toml(target_toml(TARGET, sim.url, canary="1s")), tmp_path
     ) as watch:
         runtime = watch.daemon.runtimes[TARGET]
-        api, state = runtime.local, runtime.state
-        assert api is not None
+        api = runtime.local_api()
         delete = api.delete_history
 
         async def poll_then_delete(prompt_ids: Sequence[str]) -> None:
             # The race made certain: a jobs poll runs after the canary finished, before it deletes its entry.
-            await jobs_check.run(api, state)
+            await jobs_check.run(runtime)
             await delete(prompt_ids)
 
         monkeypatch.setattr(api, "delete_history", poll_then_delete)
