@@ -30,17 +30,22 @@ from pydantic import ValidationError
 
 from comfywatch.checks import POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
-from comfywatch.checks.context import TargetContext, build_context
+from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
 from comfywatch.daemon import sdnotify
+from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.daemon.limiter import FairLimiter
 from comfywatch.daemon.plan import plan_checks
+from comfywatch.daemon.shard import owns
 from comfywatch.daemon.slots import Slot, SlotTable, first_offset
+from comfywatch.daemon.ws_monitor import WebSocketMonitor
 from comfywatch.errors import Reason, hint_for
 from comfywatch.export.collector import DaemonInfo, ScrapeClock, prepare
 from comfywatch.redact import replace_secrets, request_scope
 from comfywatch.server.app import ExporterRunner, create_app
+from comfywatch.server.probe import make_probe_handler
+from comfywatch.server.webconfig import basic_auth_middleware, install_response_headers, load_web_config
 from comfywatch.state import TargetState
 
 __all__ = ["Daemon", "ListenError"]
@@ -190,8 +195,6 @@ class Daemon:
         return config
 
     def owned_targets(self, config: Config) -> list[TargetConfig]:
-        from comfywatch.daemon.shard import owns
-
         index, count = config.server.shard_index, config.server.shard_count
         targets = list(config.targets) + self.discovered_targets(config)
         return [t for t in targets if owns(t.name, index, count)]
@@ -200,8 +203,6 @@ class Daemon:
         """Targets from file_sd files (see :mod:`comfywatch.daemon.discovery`); static names win on a clash."""
         if not config.discovery.files:
             return []
-        from comfywatch.daemon.discovery import load_discovered
-
         static = {t.name for t in config.targets}
         found, problems = load_discovered(config.discovery)
         for problem in problems:
@@ -492,9 +493,6 @@ class Daemon:
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
 
     def _start_monitor(self, runtime: TargetContext) -> None:
-        from comfywatch.checks.context import ssl_context_for
-        from comfywatch.daemon.ws_monitor import WebSocketMonitor
-
         assert runtime.local is not None
         name = runtime.config.name
         monitor = WebSocketMonitor(runtime.local, runtime.state, on_disconnect=lambda: self.trigger(name, "system"),
@@ -565,8 +563,6 @@ class Daemon:
             task.add_done_callback(self._background.discard)
 
     def _discovery_fingerprint(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
-        from comfywatch.daemon.discovery import discovery_fingerprint
-
         config = config or self.config
         return discovery_fingerprint(config.discovery) if config is not None else ()
 
@@ -609,14 +605,10 @@ class Daemon:
         return success
 
     async def _start_server(self, config: Config) -> None:
-        from comfywatch.server.probe import make_probe_handler
-
         middlewares: list[object] = []
         ssl_context = None
         headers: Mapping[str, str] = {}
         if config.server.web_config_file is not None:
-            from comfywatch.server.webconfig import basic_auth_middleware, load_web_config
-
             web_config = load_web_config(config.server.web_config_file)
             ssl_context = web_config.ssl_context
             headers = web_config.headers
@@ -627,8 +619,6 @@ class Daemon:
             middlewares=middlewares, scrapes=self.scrapes,
         )
         if headers:
-            from comfywatch.server.webconfig import install_response_headers
-
             install_response_headers(app, headers)
         self._runner = ExporterRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
