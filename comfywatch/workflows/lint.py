@@ -377,6 +377,10 @@ class _Node:
 # ------------------------------------------------------------------------------------------------ lint
 
 
+# ComfyUI's validation is written twice on purpose: here as a client-side check that lists every problem with
+# its fix, and in comfywatch.sim.local.validation as the simulated server answers it. The simulator is the
+# independent server this linter is tested against, so the two must not share code: a misreading of
+# execution.py shared by both would pass every test.
 class _Linter:
     """One lint run over one workflow: collects problems, then orders them."""
 
