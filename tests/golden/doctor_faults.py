@@ -26,9 +26,13 @@ from tests.e2e.procs import Proc, simulate
 __all__ = ["CASES", "DoctorCase", "DoctorRun", "run_case"]
 
 CLOUD_KEY = "ck-golden-doctor-0123456789"
-#: Slower than doctor's per-step timeout below: the ``slow`` faults then show as timeouts, not as slow answers.
+#: Doctor's per-step timeout (``--timeout``): ample on a loaded machine, so only the faults meant to show as
+#: timeouts do.
+DOCTOR_TIMEOUT = "5"
+#: The timeout of the cases that are about waiting (slow answers, a silent WebSocket): short, to keep them quick.
+SHORT_TIMEOUT = "1"
+#: Slower than the short timeout: the ``slow`` faults show as timeouts, not as slow answers.
 SLOW_MS = 2500
-DOCTOR_TIMEOUT = "1"
 #: A Cloud job of the simulator: an empty image previewed (what the Cloud canary submits).
 CLOUD_PROMPT: dict[str, Any] = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
@@ -112,6 +116,8 @@ class DoctorCase:
     canary: bool = False
     #: Run the canary from a config with this ``[targets.canary] timeout`` (a stuck job fails it in time).
     canary_timeout: str | None = None
+    #: doctor's ``--timeout``.
+    timeout: str = DOCTOR_TIMEOUT
     prepare: Callable[[Proc], None] | None = None
 
     @property
@@ -123,7 +129,7 @@ class DoctorCase:
 CASES: tuple[DoctorCase, ...] = (
     DoctorCase("none", canary=True),
     DoctorCase("down"),
-    DoctorCase("slow"),
+    DoctorCase("slow", timeout=SHORT_TIMEOUT),
     DoctorCase("stall", canary=True, canary_timeout="1s"),
     DoctorCase("worker_dead", prepare=two_pending),
     DoctorCase("execution_error", canary=True, prepare=one_failed_job),
@@ -137,7 +143,7 @@ CASES: tuple[DoctorCase, ...] = (
     DoctorCase("huge_body"),
     DoctorCase("restart"),
     DoctorCase("ws_no_upgrade"),
-    DoctorCase("ws_silent"),
+    DoctorCase("ws_silent", timeout=SHORT_TIMEOUT),
     DoctorCase("none", cloud=True),
     DoctorCase("down", cloud=True),
     DoctorCase("http_401", cloud=True),
@@ -146,7 +152,7 @@ CASES: tuple[DoctorCase, ...] = (
     DoctorCase("http_429_queue_limit", cloud=True),
     DoctorCase("http_429_payment", cloud=True),
     DoctorCase("http_5xx", cloud=True),
-    DoctorCase("slow", cloud=True),
+    DoctorCase("slow", cloud=True, timeout=SHORT_TIMEOUT),
     DoctorCase("stuck_jobs", cloud=True, prepare=one_waiting_cloud_job),
     DoctorCase("balance_error", cloud=True),
     DoctorCase("insufficient_funds_runtime", cloud=True, prepare=one_finished_cloud_job),
@@ -181,7 +187,7 @@ def _doctor_args(case: DoctorCase, sim: Proc, workdir: Path) -> list[str]:
         source = ["--config", str(config)]
     else:
         source = ["--cloud", "--url", sim.url] if case.cloud else ["--url", sim.url]
-    return [*source, "--json", "--timeout", DOCTOR_TIMEOUT, *([] if case.canary else ["--no-canary"])]
+    return [*source, "--json", "--timeout", case.timeout, *([] if case.canary else ["--no-canary"])]
 
 
 def run_case(case: DoctorCase, workdir: Path) -> DoctorRun:
