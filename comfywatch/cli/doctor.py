@@ -30,10 +30,11 @@ from typing import Any, Literal
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.checks.network import connection_phases
 from comfywatch.cli.render import format_phases, json_document, printable
-from comfywatch.clients.cloud import CloudApi, RetryAfterActive
+from comfywatch.clients.cloud import RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport, probe_url
+from comfywatch.clients.ws import connect
 from comfywatch.config import (
     DEFAULT_CLOUD_URL,
     Config,
@@ -44,7 +45,16 @@ from comfywatch.config import (
     resolve_credentials,
     target_from_url_option,
 )
-from comfywatch.errors import Failure, Reason, hint_for
+from comfywatch.errors import (
+    DIAGNOSIS_HINTS,
+    TLS_HINTS,
+    Diagnosis,
+    Failure,
+    Reason,
+    TlsProblem,
+    classify_exception,
+    hint_for,
+)
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
@@ -54,38 +64,11 @@ __all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
 Status = Literal["ok", "warn", "fail", "skipped"]
 SYMBOLS: dict[str, str] = {"ok": "✓", "warn": "!", "fail": "✗", "skipped": "-"}
 
-NGINX_WEBSOCKET_HINT = (
-    "The /ws upgrade does not reach ComfyUI: a reverse proxy drops the Upgrade/Connection headers. For nginx "
-    "add to the location block:  proxy_http_version 1.1;  proxy_set_header Upgrade $http_upgrade;  "
-    'proxy_set_header Connection "upgrade";  proxy_read_timeout 3600s;'
-)
-WS_SILENT_HINT = (
-    "ComfyUI sends a 'status' frame as soon as a socket opens, so something in between holds the frames back "
-    "(a proxy buffering the stream, or a server too busy to answer). For nginx:  proxy_buffering off;  "
-    "proxy_read_timeout 3600s;  and check the server's load."
-)
-EXPOSED_HINT = (
-    "ComfyUI listens on all interfaces (--listen) and answered without any credentials: anyone who can reach "
-    "this port can run workflows and read outputs. Put a reverse proxy with authentication in front, or "
-    "bind to 127.0.0.1, or firewall the port."
-)
-CPU_DEVICE_HINT = (
-    "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
-    "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
-)
-WORKER_STUCK_HINT = (
-    "The worker is not consuming the queue: the prompt worker thread may have died or be blocked; check the "
-    "ComfyUI log and restart it."
-)
 #: How long after server.queue saw jobs waiting with nothing running they must still wait for the worker to
 #: count as stuck (and the canary not to be queued behind them).
 STUCK_CONFIRM_S = 2.0
 #: The Date header has 1 s resolution and the request takes time: only a larger skew is meaningful.
 CLOCK_SKEW_WARN_S = 5.0
-JOBS_API_HINT = (
-    "This ComfyUI has no /api/jobs (added Dec 2025, Comfy-Org/ComfyUI#11054): comfywatch falls back to "
-    "/queue + /history. Upgrade ComfyUI for exact job timestamps."
-)
 
 
 @dataclass
@@ -139,19 +122,6 @@ def _skip(check_id: str, because: str) -> CheckResult:
 # Local ComfyUI.
 
 
-TLS_HINTS: dict[str, str] = {
-    "expired": "The certificate has expired: renew it (certbot renew, or your CA) and reload the proxy.",
-    "not_yet_valid": "The certificate is not valid yet: check the clock of this host and of the server (NTP), "
-                     "or the certificate's start date.",
-    "self_signed": "The server presents a self-signed certificate: use a CA-signed one (e.g. Let's Encrypt), "
-                   "or trust exactly this certificate with tls_ca_file in the target's config.",
-    "hostname_mismatch": "The certificate is for another name: connect with a host name listed in it, or "
-                         "reissue it with this name as a subjectAltName.",
-    "untrusted_chain": "The certificate is not signed by a CA this host trusts: serve the full chain "
-                       "(fullchain.pem, not cert.pem), or set tls_ca_file to your private CA.",
-}
-
-
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
@@ -176,7 +146,7 @@ def _tls_check(report: TargetReport, net: NetReport) -> bool:
         facts = f"; certificate for {names} issued by {cert.issuer or '?'}{when}"
     if not tls.ok:
         problem = str(tls.problem) if tls.problem is not None else "handshake_failed"
-        hint = TLS_HINTS.get(problem, hint_for(tls.reason or Reason.TLS))
+        hint = TLS_HINTS.get(TlsProblem(problem), hint_for(tls.reason or Reason.TLS))
         report.add(CheckResult("network.tls", "fail", f"TLS failed: {problem} ({tls.error}){facts}", hint,
                                {"reason": str(tls.reason or Reason.TLS), "problem": problem, **details}))
         return False
@@ -185,7 +155,7 @@ def _tls_check(report: TargetReport, net: NetReport) -> bool:
     if cert is not None and cert.days_left is not None and cert.days_left < 0:
         # Only reachable without verification, which would have refused an expired certificate.
         report.add(CheckResult("network.tls", "warn", f"{checked}; it expired {-cert.days_left:.1f} days ago",
-                               TLS_HINTS["expired"], details))
+                               TLS_HINTS[TlsProblem.EXPIRED], details))
     elif cert is not None and cert.days_left is not None and cert.days_left < EXPIRY_WARN_DAYS:
         report.add(CheckResult("network.tls", "warn", f"certificate expires in {cert.days_left:.1f} days "
                                f"(warning below {EXPIRY_WARN_DAYS:.0f})",
@@ -306,16 +276,13 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
 
 async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float) -> CheckResult:
     """Open /ws as the monitor and the canary do, and wait for ComfyUI's first ``status`` frame."""
-    from comfywatch.clients.ws import connect
-    from comfywatch.errors import classify_exception
-
-    url = api.ws_url("comfywatch-doctor-" + uuid.uuid4().hex)
+    client_id = "comfywatch-doctor-" + uuid.uuid4().hex
     started = time.perf_counter()
     opened: float | None = None
     try:
+        # One timeout over the upgrade and the first frame; opened tells which of the two it cut short.
         async with asyncio.timeout(timeout):
-            async with connect(url, tls=ssl_context_for(runtime.config), additional_headers=api.ws_headers(),
-                               open_timeout=None, ping_interval=None) as ws:
+            async with connect(api, client_id, tls=ssl_context_for(runtime.config), open_timeout=None) as ws:
                 opened = time.perf_counter() - started
                 while True:
                     message = await ws.recv()
@@ -325,10 +292,12 @@ async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float
         if opened is None:
             return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade got no answer within {timeout:g} s",
                                "The server (or a proxy) holds the upgrade request: ComfyUI may be overloaded, or "
-                               "a proxy waits for a response it will never get. " + NGINX_WEBSOCKET_HINT,
+                               "a proxy waits for a response it will never get. "
+                               + DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED],
                                {"reason": "timeout"})
         return CheckResult("websocket.upgrade", "fail", f"/ws upgraded, but no status frame arrived within "
-                           f"{timeout:g} s", WS_SILENT_HINT, {"reason": "timeout", "seconds": opened})
+                           f"{timeout:g} s", DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_SILENT],
+                           {"reason": "timeout", "seconds": opened})
     except Exception as exc:
         failure = classify_exception(exc)
         # websockets' InvalidStatus carries the HTTP answer that came instead of "101 Switching Protocols".
@@ -338,7 +307,8 @@ async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float
                          status=status)
         if isinstance(status, int):
             return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade was answered with HTTP {status} "
-                               "instead of 101 Switching Protocols", NGINX_WEBSOCKET_HINT,
+                               "instead of 101 Switching Protocols",
+                               DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED],
                                {"reason": str(failure.reason), "status": status})
         return _fail("websocket.upgrade", failure)
     return CheckResult("websocket.upgrade", "ok", f"/ws upgraded in {_ms(opened)} and sent status",
@@ -361,7 +331,7 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
     for device in devices[:4]:
         if not device.vram_meaningful:
             report.add(CheckResult("server.device", "warn", f"torch device {device.name!r} has type {device.type}: "
-                                   "no GPU in use", CPU_DEVICE_HINT.format(kind=device.type),
+                                   "no GPU in use", DIAGNOSIS_HINTS[Diagnosis.CPU_DEVICE].format(kind=device.type),
                                    {"type": device.type, "name": device.name}))
             continue
         total, free = device.vram_total or 0, device.vram_free or 0
@@ -378,7 +348,7 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
                            if ram_share < 0.10 else None, {"ram_free": stats.ram_free, "ram_total": stats.ram_total}))
     if stats.listens_on_all_interfaces and not credentials_used:
         report.add(CheckResult("server.exposure", "warn", "listening on all interfaces with no authentication",
-                               EXPOSED_HINT, {"argv_has_listen": True}))
+                               DIAGNOSIS_HINTS[Diagnosis.EXPOSED], {"argv_has_listen": True}))
     else:
         report.add(CheckResult("server.exposure", "ok", "not exposed without authentication"))
     date = result.headers.get("Date")
@@ -416,8 +386,8 @@ async def queue_check(report: TargetReport, api: LocalApi) -> IdleQueue | None:
         return None
     running, pending = len(snapshot.running), len(snapshot.pending)
     if pending and not running:
-        report.add(CheckResult("server.queue", "warn", f"{pending} pending and nothing running", WORKER_STUCK_HINT,
-                               {"running": running, "pending": pending}))
+        report.add(CheckResult("server.queue", "warn", f"{pending} pending and nothing running",
+                               DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK], {"running": running, "pending": pending}))
         return IdleQueue(frozenset(item.prompt_id for item in snapshot.pending), time.monotonic())
     if pending > 20:
         report.add(CheckResult("server.queue", "warn", f"backlog: {pending} pending",
@@ -446,7 +416,8 @@ async def stuck_queue(api: LocalApi, idle: IdleQueue) -> CheckResult | None:
     pending = len(snapshot.pending)
     return CheckResult("canary.run", "fail", f"not run: the worker is not consuming the queue ({pending} jobs still "
                        f"pending after {waited:.1f} s with nothing running): a canary would wait behind them",
-                       WORKER_STUCK_HINT, {"running": 0, "pending": pending, "waited_seconds": waited})
+                       DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK],
+                       {"running": 0, "pending": pending, "waited_seconds": waited})
 
 
 async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
@@ -455,7 +426,8 @@ async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
         report.add(CheckResult("server.jobs_api", "ok", "/api/jobs available"))
     except RequestFailed as failed:
         if failed.failure.reason is Reason.NOT_FOUND:
-            report.add(CheckResult("server.jobs_api", "warn", "no /api/jobs on this server", JOBS_API_HINT))
+            report.add(CheckResult("server.jobs_api", "warn", "no /api/jobs on this server",
+                                   DIAGNOSIS_HINTS[Diagnosis.NO_JOBS_API]))
         else:
             report.add(_fail("server.jobs_api", failed.failure))
     try:
@@ -617,21 +589,10 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
 # ---------------------------------------------------------------------------------------------------------
 # Comfy Cloud.
 
-#: Where the shared hint speaks of a local ComfyUI or its proxy, Comfy Cloud needs its own words.
-CLOUD_HINTS: dict[Reason, str] = {
-    Reason.AUTH: "Comfy Cloud rejected the API key (invalid, revoked or mistyped): create a new key at "
-                 "platform.comfy.org/profile/api-keys and provide it with COMFYWATCH_CLOUD_API_KEY, "
-                 "api_key_file or the systemd credential comfywatch_cloud_api_key.",
-    Reason.SERVER_ERROR: "Comfy Cloud answered with a server error (5xx): nothing to fix on your side; check the "
-                         "Comfy status page and try again later.",
-}
-
-
 async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetReport:
     target = runtime.config
     report = TargetReport(target.name, target.kind, target.public_url)
-    api = runtime.extras.get("cloud")
-    assert isinstance(api, CloudApi)
+    api = runtime.cloud_api()
     if not runtime.credentials.api_key:
         report.add(CheckResult("cloud.auth", "fail", "no API key configured",
                                "Create a key at platform.comfy.org/profile/api-keys and provide it with "
@@ -645,7 +606,7 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
         except RequestFailed as failed:
             failure = failed.failure
             check = _fail(check_id, failure)
-            check.hint = CLOUD_HINTS.get(failure.reason, check.hint)
+            check.hint = hint_for(failure.reason, cloud=True)
             report.add(check)
         except RetryAfterActive as paused:
             report.add(CheckResult(check_id, "fail", f"rate limited: retry in {paused.remaining:.0f} s",

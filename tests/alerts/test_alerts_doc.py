@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import _jsonnet
+import pytest
 import yaml
 
 from tests.alerts.rulefile import ALERTS_DOC, REPO, alerting_rules, all_rules, recorded_names
 from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 from tests.mixin.render import render_mixin
+
+# jsonnet's std.manifestJsonEx renders the dashboards in pure jsonnet: 30-90 s on two busy cores, past the
+# suite's 120 s default once the machine is loaded.
+pytestmark = pytest.mark.timeout(600)
 
 OVERRIDDEN = {"ComfyUIDown", "ComfyUIQueueBacklog", "ComfyCloudCreditsLow", "ComfyUIFleetDegraded"}
 

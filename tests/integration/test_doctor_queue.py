@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from comfywatch.checks.context import build_context
-from comfywatch.cli.doctor import STUCK_CONFIRM_S, WORKER_STUCK_HINT, TargetReport, queue_check, stuck_queue
+from comfywatch.cli.doctor import STUCK_CONFIRM_S, TargetReport, queue_check, stuck_queue
 from comfywatch.clients.local import LocalApi
 from comfywatch.config import Config, TargetConfig
+from comfywatch.errors import DIAGNOSIS_HINTS, Diagnosis
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.integration.conftest import sim_state_until
 
@@ -40,7 +41,7 @@ async def test_jobs_still_waiting_at_the_second_look_mean_a_stuck_worker(api: Lo
     assert idle is not None and report.checks[0].status == "warn"
     stuck = await stuck_queue(api, idle)
     assert stuck is not None
-    assert (stuck.id, stuck.status, stuck.hint) == ("canary.run", "fail", WORKER_STUCK_HINT)
+    assert (stuck.id, stuck.status, stuck.hint) == ("canary.run", "fail", DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK])
     assert stuck.details["pending"] == 1 and stuck.details["waited_seconds"] >= STUCK_CONFIRM_S
     assert time.monotonic() - idle.read_at >= STUCK_CONFIRM_S
 

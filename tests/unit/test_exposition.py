@@ -1,4 +1,5 @@
-"""Tests for the /metrics text: comfywatch.export.exposition (renderer), comfywatch.export.collector (families), comfywatch.export.metrics.
+"""Tests for the /metrics text: comfywatch.export.exposition (renderer), comfywatch.export.collector (families),
+comfywatch.export.metrics.
 
 The output is checked with both of prometheus_client's parsers and with ``promtool check metrics``.
 """

@@ -1,4 +1,5 @@
-"""The fair request limiter (comfywatch.daemon.limiter): a capacity, and freed slots to the target that used the least."""
+"""The fair request limiter (comfywatch.daemon.limiter): a capacity, and freed slots to the target that used the
+least."""
 
 from __future__ import annotations
 
