@@ -26,6 +26,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
+from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.ws import WebSocketServer, connect
 from comfywatch.errors import Failure, ParseError, Reason, classify_exception
@@ -223,12 +224,18 @@ class CanaryRunner:
 
     # ----------------------------------------------------------------------------------------------------
 
+    async def check(self, ctx: TargetContext) -> None:
+        """One scheduled run, under the check contract: a success only when the output was verified."""
+        check_outcome(await self.run())
+
     def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
-        if failed.failure.status == 400 and isinstance(failed.body, dict):
+        # errors.classify_status decides what a refusal is, as for every request; a validation refusal also
+        # names the nodes ComfyUI rejected.
+        if failed.failure.reason is Reason.VALIDATION and isinstance(failed.body, dict):
             try:
                 rejection = summarise_prompt_error(failed.body)
             except ParseError:
-                return _Failed(Reason.INVALID_REQUEST, "400 with an unrecognised body")
+                return _Failed(Reason.VALIDATION, failed.failure.detail)
             result.problems = [node.line for node in rejection.nodes][:20]
             if not result.problems:
                 result.problems = [f"{rejection.error_type}: {rejection.message}"[:200]]

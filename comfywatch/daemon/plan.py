@@ -12,7 +12,7 @@ from comfywatch.checks import network as network_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.checks.budget import DailyBudget
-from comfywatch.checks.canary import CanaryRunner, apply_result, check_outcome
+from comfywatch.checks.canary import CanaryRunner, apply_result
 from comfywatch.checks.context import TargetContext, ssl_context_for
 from comfywatch.clients.cloud import CloudApi
 from comfywatch.clients.local import LocalApi
@@ -56,11 +56,7 @@ def _local_checks(context: TargetContext, local: LocalApi) -> list[CheckSpec]:
             on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
         )
         state.canary(workflow.name)  # the series exist from the start, before the first run
-
-        async def run_canary(_: TargetContext) -> None:
-            check_outcome(await runner.run())
-
-        specs.append(CheckSpec("canary", target.canary.interval, target.canary.timeout + 10.0, run_canary))
+        specs.append(CheckSpec("canary", target.canary.interval, target.canary.timeout + 10.0, runner.check))
     return specs
 
 
@@ -89,6 +85,7 @@ def _cloud_checks(config: Config, context: TargetContext, api: CloudApi) -> list
                         advice="set the canary interval to at least 24h / max_runs_per_day")
         state.canary(workflow.name).runs_today = budget.used() or 0
         runner = CanaryRunner(cloud_check.CloudCanaryApi(api, api_key), workflow, timeout=canary.timeout,
+                              ssl_context=ssl_context_for(target),
                               when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result),
                               on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]))
         check = cloud_check.BudgetedCanary(runner, budget)

@@ -61,9 +61,7 @@ def _job(value: Any, path: str) -> Job:
         error = raw.get("execution_error")
         if isinstance(error, dict):
             kind, message = error.get("exception_type"), error.get("exception_message")
-            reason = classify_execution_error(
-                kind if isinstance(kind, str) else None, message if isinstance(message, str) else None
-            )
+            reason = classify_execution_error(kind, message)
         else:
             # The first /api/jobs release (ComfyUI#11054) lists an interrupted prompt as "failed" with no
             # execution_error; a real error always carries one.

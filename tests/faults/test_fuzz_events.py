@@ -45,6 +45,7 @@ from comfywatch.errors import (
     BodyTooLargeError,
     Failure,
     ParseError,
+    Reason,
     classify_exception,
     classify_status,
 )
@@ -386,7 +387,10 @@ class TestClassification:
         if 200 <= status < 300:
             assert failure is None
         else:
-            assert failure is not None and failure.reason in TRANSPORT_REASONS and failure.status == status
+            # A 400 naming nodes (or a validation error type) is ComfyUI's own validation, the one reason a status
+            # gives that no transport failure does.
+            assert failure is not None and failure.status == status
+            assert failure.reason in TRANSPORT_REASONS or (status == 400 and failure.reason is Reason.VALIDATION)
             assert failure.error_type is None or len(failure.error_type) <= 64
             assert failure.retry_after is None or 0 <= failure.retry_after <= 3600
 
