@@ -5,7 +5,7 @@ the server reports from its own timestamps (``execution_start`` -> ``execution_s
 trip, the hand-over from the queue to the worker, the event delivery and the fetch (``/history/{id}``
 and, for images, ``/view``). It is measured against the simulated ComfyUI running as its own process
 (``comfywatch simulate``, as ComfyUI is), with the runner built exactly as the daemon builds it (same
-runtime, HTTP client and workflow loader). ``--in-process`` runs the simulator on the benchmark's own
+target context, HTTP client and workflow loader). ``--in-process`` runs the simulator on the benchmark's own
 event loop instead: every request's server-side handling then counts as overhead too. Warm-up runs are
 not counted. Prints the median and p90 per built-in canary, the median of every phase, and the median
 wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included), and the CPU

@@ -11,7 +11,7 @@ cost of the heartbeat and scheduler, which dominates at one target.
     .venv/bin/python bench/poll_cost.py [--targets 1 100 1000] [--interval 15] [--cycles 3] [--websocket-monitor on]
 
 ``--websocket-monitor`` (``on``, the shipped default, ``off``, or ``both``): with the monitoring WebSocket,
-polls of a quiet target skip ``/queue`` and ``/history`` (``trackers.QuietQueue``: three polls in four at
+polls of a quiet target skip ``/queue`` and ``/history`` (``state/trackers.py``, ``QuietQueue``: three polls in four at
 15 s); the sockets' own CPU (pings, frames) is counted too. Without it every poll makes the three requests.
 
 Reported per size: total CPU / target-polls, and the marginal cost (idle CPU subtracted). The machine
@@ -22,7 +22,7 @@ is shared and small (2 cores): numbers are noisy; compare medians of several run
 the three GETs with a bare aiohttp session, the same through comfywatch's ``LocalApi``/``HttpClient``, the
 three checks (parsing and state updates included), and what APScheduler job runs cost with nothing in
 them (reported for three runs; the daemon shares one run among the targets of a poll slot, see
-``comfywatch/slots.py``).
+``comfywatch/daemon/slots.py``).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ three endpoints, a canary) and times ``render_metrics`` for text and OpenMetrics
 Before every timed render, each target goes through what one poll cycle changes (three requests counted
 and timed, new system and queue values, the checks' durations and timestamps): Prometheus scrapes about
 once per poll interval, so this is the steady state of a scrape. Scraped regularly, the daemon encodes a
-target's lines when its poll ends (``exporter.prepare``, see ``ScrapeClock``): "scrape" is the render that
-then follows, and "encode/poll" the cost of that encoding per target-poll (paid in the poll, counted by
-bench/scale.py, not by bench/poll_cost.py which does not scrape). "nothing ahead" is a scrape that has to
+target's lines when its poll ends (``prepare`` of ``export/collector.py``, see ``ScrapeClock``): "scrape" is
+the render that then follows, and "encode/poll" the cost of that encoding per target-poll (paid in the poll,
+counted by bench/scale.py, not by bench/poll_cost.py which does not scrape). "nothing ahead" is a scrape that has to
 encode every target itself (a daemon scraped for the first time, or less regularly than it polls). "first"
 is the very first render (nothing cached) and "unchanged" a second scrape with no poll in between.
 
