@@ -130,11 +130,9 @@ async def breakdown_no_sched(sim_url: str, targets: int, rounds: int) -> dict[st
         await local.history(64)
 
     async def checks(i: int) -> None:
-        local, state = runtimes[i].local, runtimes[i].state
-        assert local is not None
-        await system_check.run(local, state)
-        await queue_check.run(local, state)
-        await jobs_check.run(local, state)
+        await system_check.run(runtimes[i])
+        await queue_check.run(runtimes[i])
+        await jobs_check.run(runtimes[i])
 
     out["LocalApi/HttpClient, 3 calls"] = await _per_poll(api, targets, rounds)
     out["system+queue+jobs checks"] = await _per_poll(checks, targets, rounds)
