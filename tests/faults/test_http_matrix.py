@@ -116,6 +116,11 @@ class Case:
 INTERVAL, TIMEOUT = "2s", "1s"
 
 
+#: Faults whose server streams gigabytes from the test's own event loop until the client hangs up. The loop
+#: serving three of them at once can answer the same target's next request after its 1 s timeout, so a
+#: ``timeout`` beside the expected ``invalid_response`` is the test's load, not the daemon's judgement.
+STREAMING = (Fault(Mode.HUGE_DECLARED), Fault(Mode.HUGE_CHUNKED), Fault(Mode.GZIP_BOMB))
+
 CASES: tuple[Case, ...] = (
     Case("refused", Fault(Mode.REFUSE), Reason.CONNECT),
     Case("reset_mid_body", Fault(Mode.RESET_MID_BODY), Reason.CONNECT),
@@ -354,7 +359,8 @@ async def test_fault_reports_its_reason(record: Record, case: Case) -> None:
     moved = failure_deltas(record.baseline, record.during, case.name)
     for endpoint in case.affected:
         assert moved.get((endpoint, str(case.reason)), 0) >= 1, f"{endpoint}: {moved}"
-    wrong = {key: value for key, value in moved.items() if key[1] != str(case.reason)}
+    wrong = {key: value for key, value in moved.items()
+             if key[1] != str(case.reason) and not (key[1] == "timeout" and case.fault in STREAMING)}
     assert not wrong, f"unexpected reasons: {wrong}"
 
 
