@@ -179,18 +179,56 @@ class TlsProblem(StrEnum):
 class Diagnosis(StrEnum):
     """Something ``comfywatch doctor`` finds that is no failure reason of a request or job."""
 
+    #: The certificate verifies but expires within the warning window.
+    CERT_EXPIRING = "cert_expiring"
+    #: The host refused the connection: nothing listens on the port (it fills ``{port}`` in the hint).
+    NOTHING_LISTENING = "nothing_listening"
+    #: A reverse proxy answers 502/503/504: it is up, ComfyUI behind it is not reachable.
+    PROXY_UPSTREAM_DOWN = "proxy_upstream_down"
+    #: A proxy in front of ComfyUI answered 401 to the credentials comfywatch sent.
+    PROXY_CREDENTIALS_REJECTED = "proxy_credentials_rejected"
+    #: A proxy in front of ComfyUI answered 401 and comfywatch sent no credentials.
+    PROXY_CREDENTIALS_MISSING = "proxy_credentials_missing"
+    #: A 403 from ComfyUI's Origin check or from a proxy's rules.
+    ORIGIN_OR_PROXY_FORBIDDEN = "origin_or_proxy_forbidden"
+    #: Something other than ComfyUI answers /system_stats.
+    NOT_COMFYUI = "not_comfyui"
+    #: The /ws upgrade request got no answer at all.
+    WEBSOCKET_UPGRADE_HELD = "websocket_upgrade_held"
     #: The /ws upgrade does not reach ComfyUI: a proxy drops the Upgrade/Connection headers.
     WEBSOCKET_UPGRADE_DROPPED = "websocket_upgrade_dropped"
     #: /ws upgraded, but ComfyUI's first frame never came through.
     WEBSOCKET_SILENT = "websocket_silent"
-    #: ComfyUI listens on all interfaces and answers without credentials.
-    EXPOSED = "exposed"
+    #: ComfyUI reports no torch device.
+    NO_DEVICE = "no_device"
     #: The torch device is no GPU (its kind fills ``{kind}`` in the hint).
     CPU_DEVICE = "cpu_device"
+    #: Less than a tenth of the server's RAM is available.
+    LOW_RAM = "low_ram"
+    #: ComfyUI listens on all interfaces and answers without credentials.
+    EXPOSED = "exposed"
+    #: The server's Date header is further off this host's clock than the Date header's resolution explains.
+    CLOCK_SKEW = "clock_skew"
     #: Jobs wait and nothing runs: the prompt worker is not consuming the queue.
     WORKER_STUCK = "worker_stuck"
+    #: More jobs are pending than the server keeps up with.
+    QUEUE_BACKLOG = "queue_backlog"
     #: The server has no /api/jobs (older than Dec 2025).
     NO_JOBS_API = "no_jobs_api"
+    #: ``--workflow`` names a file that cannot be read.
+    WORKFLOW_UNREADABLE = "workflow_unreadable"
+    #: ``--workflow`` names a file that is not JSON.
+    WORKFLOW_NOT_JSON = "workflow_not_json"
+    #: ``--workflow`` names a workflow saved in the UI format, not the API format.
+    WORKFLOW_UI_FORMAT = "workflow_ui_format"
+    #: The linter found problems ComfyUI's validation would refuse the workflow for.
+    WORKFLOW_REJECTED = "workflow_rejected"
+    #: A Comfy Cloud target has no API key configured.
+    NO_CLOUD_API_KEY = "no_cloud_api_key"
+    #: Comfy Cloud's balance endpoint answered without a balance.
+    BALANCE_UNKNOWN = "balance_unknown"
+    #: doctor itself raised: a bug in comfywatch, not a finding about the target.
+    DOCTOR_BUG = "doctor_bug"
 
 
 HINTS: Mapping[Reason, str] = {
@@ -303,34 +341,88 @@ SSL_REASON_HINTS: Mapping[str, str] = {
     "SSLV3_ALERT_HANDSHAKE_FAILURE": "no cipher or signature algorithm in common",
 }
 
+#: What fixes a /ws upgrade a proxy does not pass on; also the tail of the hint for an upgrade held unanswered.
+_WEBSOCKET_UPGRADE_FIX = (
+    "The /ws upgrade does not reach ComfyUI: a reverse proxy drops the Upgrade/Connection headers. For "
+    "nginx add to the location block:  proxy_http_version 1.1;  proxy_set_header Upgrade $http_upgrade;  "
+    'proxy_set_header Connection "upgrade";  proxy_read_timeout 3600s;'
+)
+
+#: A hint with a ``{placeholder}`` is ``.format()``-ed with the fact it names (see :class:`Diagnosis`).
 DIAGNOSIS_HINTS: Mapping[Diagnosis, str] = {
-    Diagnosis.WEBSOCKET_UPGRADE_DROPPED: (
-        "The /ws upgrade does not reach ComfyUI: a reverse proxy drops the Upgrade/Connection headers. For "
-        "nginx add to the location block:  proxy_http_version 1.1;  proxy_set_header Upgrade $http_upgrade;  "
-        'proxy_set_header Connection "upgrade";  proxy_read_timeout 3600s;'
+    Diagnosis.CERT_EXPIRING: "Renew the certificate (certbot renew / your CA) before it expires.",
+    Diagnosis.NOTHING_LISTENING: (
+        "Is ComfyUI running, and on port {port}? ComfyUI's default is 8188 (`python main.py --port 8188`); "
+        "check `ss -ltnp | grep python`."
     ),
+    Diagnosis.PROXY_UPSTREAM_DOWN: (
+        "The reverse proxy is up but cannot reach ComfyUI: start ComfyUI, and check the proxy's upstream "
+        "address and port (proxy_pass) and its error log."
+    ),
+    Diagnosis.PROXY_CREDENTIALS_REJECTED: (
+        "Check the user name and password (or token) the proxy expects; ComfyUI itself has no authentication."
+    ),
+    Diagnosis.PROXY_CREDENTIALS_MISSING: (
+        "ComfyUI has no authentication of its own: give comfywatch the proxy's credentials (--url with "
+        "user:password@ before the host, or headers_file / bearer_token_file in the config)."
+    ),
+    Diagnosis.ORIGIN_OR_PROXY_FORBIDDEN: (
+        "ComfyUI answers 403 with an empty body when an Origin header's host differs from Host (loopback "
+        "servers); a proxy may add Origin, deny this client, or want other credentials. Remove the Origin "
+        "header in the proxy, start ComfyUI with --enable-cors-header, allow this host in the proxy, or fix "
+        "the credentials."
+    ),
+    Diagnosis.NOT_COMFYUI: (
+        "Check the port: ComfyUI serves JSON at /system_stats (default port 8188). If a proxy is in front, "
+        "check that it forwards to ComfyUI."
+    ),
+    Diagnosis.WEBSOCKET_UPGRADE_HELD: (
+        "The server (or a proxy) holds the upgrade request: ComfyUI may be overloaded, or a proxy waits for a "
+        "response it will never get. " + _WEBSOCKET_UPGRADE_FIX
+    ),
+    Diagnosis.WEBSOCKET_UPGRADE_DROPPED: _WEBSOCKET_UPGRADE_FIX,
     Diagnosis.WEBSOCKET_SILENT: (
         "ComfyUI sends a 'status' frame as soon as a socket opens, so something in between holds the frames "
         "back (a proxy buffering the stream, or a server too busy to answer). For nginx:  proxy_buffering off;  "
         "proxy_read_timeout 3600s;  and check the server's load."
     ),
+    Diagnosis.NO_DEVICE: "ComfyUI lists no device: read its startup log for torch/CUDA errors.",
+    Diagnosis.CPU_DEVICE: (
+        "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
+        "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
+    ),
+    Diagnosis.LOW_RAM: "Little RAM left: models offloaded from VRAM need RAM; close other processes.",
     Diagnosis.EXPOSED: (
         "ComfyUI listens on all interfaces (--listen) and answered without any credentials: anyone who can "
         "reach this port can run workflows and read outputs. Put a reverse proxy with authentication in front, "
         "or bind to 127.0.0.1, or firewall the port."
     ),
-    Diagnosis.CPU_DEVICE: (
-        "The torch device is {kind}: VRAM numbers are system RAM (or unknown) and jobs run without a GPU. "
-        "Check the CUDA/ROCm install and that ComfyUI was not started with --cpu."
+    Diagnosis.CLOCK_SKEW: (
+        "Run NTP (systemd-timesyncd/chrony) on both hosts: job timestamps and durations come from the server's "
+        "clock."
     ),
     Diagnosis.WORKER_STUCK: (
         "The worker is not consuming the queue: the prompt worker thread may have died or be blocked; check "
         "the ComfyUI log and restart it."
     ),
+    Diagnosis.QUEUE_BACKLOG: "Jobs arrive faster than this server runs them: add workers or lower load.",
     Diagnosis.NO_JOBS_API: (
         "This ComfyUI has no /api/jobs (added Dec 2025, Comfy-Org/ComfyUI#11054): comfywatch falls back to "
         "/queue + /history. Upgrade ComfyUI for exact job timestamps."
     ),
+    Diagnosis.WORKFLOW_UNREADABLE: "Give --workflow a readable API-format JSON file.",
+    Diagnosis.WORKFLOW_NOT_JSON: 'Export the workflow again with "Save (API Format)".',
+    Diagnosis.WORKFLOW_UI_FORMAT: 'In ComfyUI enable the dev mode options and export it with "Save (API Format)".',
+    Diagnosis.WORKFLOW_REJECTED: (
+        "Fix each problem listed (install the missing model or custom node, or change the input), then run "
+        "doctor --workflow again."
+    ),
+    Diagnosis.NO_CLOUD_API_KEY: (
+        "Create a key at platform.comfy.org/profile/api-keys and provide it with COMFYWATCH_CLOUD_API_KEY, "
+        "api_key_file or the systemd credential comfywatch_cloud_api_key."
+    ),
+    Diagnosis.BALANCE_UNKNOWN: "Check the balance at platform.comfy.org; the API answered without one.",
+    Diagnosis.DOCTOR_BUG: "This is a comfywatch bug: please report it with this output.",
 }
 
 

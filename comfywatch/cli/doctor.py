@@ -159,7 +159,7 @@ def _tls_check(report: TargetReport, net: NetReport) -> bool:
     elif cert is not None and cert.days_left is not None and cert.days_left < EXPIRY_WARN_DAYS:
         report.add(CheckResult("network.tls", "warn", f"certificate expires in {cert.days_left:.1f} days "
                                f"(warning below {EXPIRY_WARN_DAYS:.0f})",
-                               "Renew the certificate (certbot renew / your CA) before it expires.", details))
+                               DIAGNOSIS_HINTS[Diagnosis.CERT_EXPIRING], details))
     else:
         left = f", expires in {cert.days_left:.0f} days" if cert and cert.days_left is not None else ""
         report.add(CheckResult("network.tls", "ok", f"{tls.protocol} handshake in {_ms(tls.seconds)}, "
@@ -191,8 +191,7 @@ def _network_checks(report: TargetReport, net: NetReport) -> bool:
                    else f"cannot connect to {net.host}:{net.port}: {tcp.error or detail}")
         hint = hint_for(tcp.reason or Reason.CONNECT)
         if detail == "refused":
-            hint = (f"Is ComfyUI running, and on port {net.port}? ComfyUI's default is 8188 "
-                    "(`python main.py --port 8188`); check `ss -ltnp | grep python`.")
+            hint = DIAGNOSIS_HINTS[Diagnosis.NOTHING_LISTENING].format(port=net.port)
         report.add(CheckResult("network.tcp", "fail", summary, hint,
                                {"reason": str(tcp.reason), "detail": detail}))
         _skip_after(report, "network.tcp", *after_tcp)
@@ -242,24 +241,16 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
     seen = f" ({answer})" if answer else ""
     if failure.reason is Reason.SERVER_ERROR and status in {502, 503, 504}:
         return CheckResult("http.api", "fail", f"a proxy answers HTTP {status}: the upstream ComfyUI is down or "
-                           f"unreachable from the proxy{seen}",
-                           "The reverse proxy is up but cannot reach ComfyUI: start ComfyUI, and check the "
-                           "proxy's upstream address and port (proxy_pass) and its error log.", details)
+                           f"unreachable from the proxy{seen}", DIAGNOSIS_HINTS[Diagnosis.PROXY_UPSTREAM_DOWN], details)
     if failure.reason is Reason.AUTH:
         if credentials_used:
             return CheckResult("http.api", "fail", f"401 from an authenticating proxy: the credentials were "
-                               f"rejected{seen}", "Check the user name and password (or token) the proxy expects; "
-                               "ComfyUI itself has no authentication.", details)
+                               f"rejected{seen}", DIAGNOSIS_HINTS[Diagnosis.PROXY_CREDENTIALS_REJECTED], details)
         return CheckResult("http.api", "fail", f"401 from an authenticating proxy in front of ComfyUI{seen}",
-                           "ComfyUI has no authentication of its own: give comfywatch the proxy's credentials "
-                           "(--url with user:password@ before the host, or headers_file / bearer_token_file in the "
-                           "config).", details)
+                           DIAGNOSIS_HINTS[Diagnosis.PROXY_CREDENTIALS_MISSING], details)
     if failure.reason is Reason.FORBIDDEN:
         return CheckResult("http.api", "fail", f"403 Forbidden (origin check, proxy rules or credentials){seen}",
-                           "ComfyUI answers 403 with an empty body when an Origin header's host differs from "
-                           "Host (loopback servers); a proxy may add Origin, deny this client, or want other "
-                           "credentials. Remove the Origin header in the proxy, start ComfyUI with "
-                           "--enable-cors-header, allow this host in the proxy, or fix the credentials.", details)
+                           DIAGNOSIS_HINTS[Diagnosis.ORIGIN_OR_PROXY_FORBIDDEN], details)
     if failure.reason is Reason.TIMEOUT:
         return CheckResult("http.api", "fail", f"/system_stats did not answer within {timeout:g} s",
                            hint_for(Reason.TIMEOUT), details)
@@ -269,8 +260,7 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
     if failure.reason is Reason.INVALID_RESPONSE:
         return CheckResult("http.api", "fail", "something answers on that port, but not with ComfyUI's "
                            f"/system_stats JSON{seen}: a wrong service, or a proxy's page",
-                           "Check the port: ComfyUI serves JSON at /system_stats (default port 8188). If a "
-                           "proxy is in front, check that it forwards to ComfyUI.", details)
+                           DIAGNOSIS_HINTS[Diagnosis.NOT_COMFYUI], details)
     return _fail("http.api", failure, None, **({"answer": answer} if answer else {}))
 
 
@@ -291,10 +281,7 @@ async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float
     except TimeoutError:
         if opened is None:
             return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade got no answer within {timeout:g} s",
-                               "The server (or a proxy) holds the upgrade request: ComfyUI may be overloaded, or "
-                               "a proxy waits for a response it will never get. "
-                               + DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED],
-                               {"reason": "timeout"})
+                               DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_HELD], {"reason": "timeout"})
         return CheckResult("websocket.upgrade", "fail", f"/ws upgraded, but no status frame arrived within "
                            f"{timeout:g} s", DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_SILENT],
                            {"reason": "timeout", "seconds": opened})
@@ -327,7 +314,7 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
     devices = stats.devices
     if not devices:
         report.add(CheckResult("server.device", "warn", "no torch device reported",
-                               "ComfyUI lists no device: read its startup log for torch/CUDA errors."))
+                               DIAGNOSIS_HINTS[Diagnosis.NO_DEVICE]))
     for device in devices[:4]:
         if not device.vram_meaningful:
             report.add(CheckResult("server.device", "warn", f"torch device {device.name!r} has type {device.type}: "
@@ -344,8 +331,8 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
     ram_share = stats.ram_free / stats.ram_total if stats.ram_total else 0.0
     report.add(CheckResult("server.memory", "warn" if ram_share < 0.10 else "ok",
                            f"{stats.ram_free / 2**30:.1f} of {stats.ram_total / 2**30:.1f} GiB RAM available",
-                           "Little RAM left: models offloaded from VRAM need RAM; close other processes."
-                           if ram_share < 0.10 else None, {"ram_free": stats.ram_free, "ram_total": stats.ram_total}))
+                           DIAGNOSIS_HINTS[Diagnosis.LOW_RAM] if ram_share < 0.10 else None,
+                           {"ram_free": stats.ram_free, "ram_total": stats.ram_total}))
     if stats.listens_on_all_interfaces and not credentials_used:
         report.add(CheckResult("server.exposure", "warn", "listening on all interfaces with no authentication",
                                DIAGNOSIS_HINTS[Diagnosis.EXPOSED], {"argv_has_listen": True}))
@@ -362,8 +349,7 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
             skew = server_time + 0.5 - received_at
             if abs(skew) > CLOCK_SKEW_WARN_S:
                 report.add(CheckResult("server.clock", "warn", f"server clock is {skew:+.0f} s off this host's",
-                                       "Run NTP (systemd-timesyncd/chrony) on both hosts: job timestamps and "
-                                       "durations come from the server's clock.", {"skew_seconds": skew}))
+                                       DIAGNOSIS_HINTS[Diagnosis.CLOCK_SKEW], {"skew_seconds": skew}))
             else:
                 report.add(CheckResult("server.clock", "ok", f"clock skew {round(skew) or 0:+d} s (within "
                                        f"±{CLOCK_SKEW_WARN_S:.0f} s)", details={"skew_seconds": skew}))
@@ -391,8 +377,7 @@ async def queue_check(report: TargetReport, api: LocalApi) -> IdleQueue | None:
         return IdleQueue(frozenset(item.prompt_id for item in snapshot.pending), time.monotonic())
     if pending > 20:
         report.add(CheckResult("server.queue", "warn", f"backlog: {pending} pending",
-                               "Jobs arrive faster than this server runs them: add workers or lower load.",
-                               {"running": running, "pending": pending}))
+                               DIAGNOSIS_HINTS[Diagnosis.QUEUE_BACKLOG], {"running": running, "pending": pending}))
     else:
         report.add(CheckResult("server.queue", "ok", f"{running} running, {pending} pending",
                                details={"running": running, "pending": pending}))
@@ -481,15 +466,15 @@ async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -
         workflow = json.loads(text)
     except OSError as exc:
         report.add(CheckResult("workflow.lint", "fail", f"cannot read {workflow_path}: {exc.strerror}",
-                               "Give --workflow a readable API-format JSON file."))
+                               DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UNREADABLE]))
         return
     except (ValueError, RecursionError):
         report.add(CheckResult("workflow.lint", "fail", f"{workflow_path} is not valid JSON",
-                               'Export the workflow again with "Save (API Format)".'))
+                               DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_NOT_JSON]))
         return
     if detect_format(workflow) is WorkflowFormat.UI:
         report.add(CheckResult("workflow.lint", "fail", "this is a UI-format workflow, not API format",
-                               'In ComfyUI enable the dev mode options and export it with "Save (API Format)".'))
+                               DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UI_FORMAT]))
         return
     try:
         object_info = await api.object_info()
@@ -502,8 +487,7 @@ async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -
         return
     report.add(CheckResult("workflow.lint", "fail", f"{len(problems)} problem(s) in {Path(workflow_path).name}: "
                            "ComfyUI would reject it (found before submitting)",
-                           "Fix each problem listed (install the missing model or custom node, or change the "
-                           "input), then run doctor --workflow again.",
+                           DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_REJECTED],
                            {"problems": [{"node_id": p.node_id, "class_type": p.class_type, "code": p.code,
                                           "message": p.message, "fix": p.fix} for p in problems[:100]],
                             "lines": [f"{p.line} -> {p.fix}" for p in problems[:100]]}))
@@ -595,9 +579,7 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     api = runtime.cloud_api()
     if not runtime.credentials.api_key:
         report.add(CheckResult("cloud.auth", "fail", "no API key configured",
-                               "Create a key at platform.comfy.org/profile/api-keys and provide it with "
-                               "COMFYWATCH_CLOUD_API_KEY, api_key_file or the systemd credential "
-                               "comfywatch_cloud_api_key."))
+                               DIAGNOSIS_HINTS[Diagnosis.NO_CLOUD_API_KEY]))
         return report
 
     async def attempt(check_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -633,7 +615,7 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     if balance is not None:
         if balance.balance_usd is None:
             report.add(CheckResult("cloud.balance", "warn", "balance unknown (no balance fields in the answer)",
-                                   "Check the balance at platform.comfy.org; the API answered without one."))
+                                   DIAGNOSIS_HINTS[Diagnosis.BALANCE_UNKNOWN]))
         else:
             low = balance.balance_usd < 1.0
             report.add(CheckResult("cloud.balance", "warn" if low else "ok",
@@ -737,7 +719,7 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
             report = TargetReport(target.name, target.kind, target.public_url)
             report.add(CheckResult("doctor.internal", "fail", f"internal error: {type(exc).__name__}: "
                                                               f"{str(exc)[:200]}",
-                                   "This is a comfywatch bug: please report it with this output."))
+                                   DIAGNOSIS_HINTS[Diagnosis.DOCTOR_BUG]))
             reports.append(report)
         finally:
             await runtime.close()

@@ -148,11 +148,16 @@ class TestHintTables:
         assert "fullchain.pem" in TLS_HINTS[TlsProblem.UNTRUSTED_CHAIN]
 
     def test_every_diagnosis_has_a_hint(self) -> None:
-        """Each doctor finding has a hint; only the CPU device's names a fact (the device kind)."""
+        """Each doctor finding has a hint; only two name a fact: the port nothing listens on, the device kind."""
         assert set(DIAGNOSIS_HINTS) == set(Diagnosis)
         assert "Upgrade" in DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED]
+        assert DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_HELD].endswith(
+            DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED])
         assert DIAGNOSIS_HINTS[Diagnosis.CPU_DEVICE].format(kind="cpu").startswith("The torch device is cpu:")
-        assert [d for d, hint in DIAGNOSIS_HINTS.items() if "{" in hint] == [Diagnosis.CPU_DEVICE]
+        assert DIAGNOSIS_HINTS[Diagnosis.NOTHING_LISTENING].format(port=8189).startswith(
+            "Is ComfyUI running, and on port 8189?")
+        formatted = [d for d, hint in DIAGNOSIS_HINTS.items() if "{" in hint]
+        assert formatted == [Diagnosis.NOTHING_LISTENING, Diagnosis.CPU_DEVICE]
 
     def test_no_two_hints_alike(self) -> None:
         """No hint in any table repeats another: each says something specific."""
