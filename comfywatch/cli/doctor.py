@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import email.utils
 import json
+import os
 import re
 import sys
 import time
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from comfywatch.checks import system as system_check
+from comfywatch.checks.canary import CanaryRunner
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.checks.network import connection_phases
 from comfywatch.cli.render import format_phases, json_document, printable
@@ -55,9 +58,12 @@ from comfywatch.errors import (
     classify_exception,
     hint_for,
 )
+from comfywatch.logs import configure_logging
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
+from comfywatch.workflows import load_workflow
+from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
 
 __all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
 
@@ -440,9 +446,6 @@ async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
 
 
 async def _canary_check(report: TargetReport, runtime: TargetContext, api: LocalApi, timeout: float) -> None:
-    from comfywatch.checks.canary import CanaryRunner
-    from comfywatch.workflows import load_workflow
-
     workflow = load_workflow("builtin:preview-image", "preview-image")
     runner = CanaryRunner(api, workflow, timeout=timeout, when_busy="queue",
                           ssl_context=ssl_context_for(runtime.config))
@@ -459,8 +462,6 @@ async def _canary_check(report: TargetReport, runtime: TargetContext, api: Local
 
 
 async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -> None:
-    from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
-
     try:
         text = await asyncio.to_thread(Path(workflow_path).read_text, encoding="utf-8")
         workflow = json.loads(text)
@@ -533,7 +534,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
         return report
     credentials_used = bool(runtime.credentials.headers or runtime.credentials.basic_auth)
     try:
-        stats, result = await api.system_stats(record_phases=True)
+        system = await system_check.observe(runtime)
     except RequestFailed as failed:
         failure = failed.failure
         # A body over the cap would only be read again; transport failures have no answer to describe.
@@ -547,15 +548,15 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
         _skip_after(report, "http.api", *later)
         return report
     received_at = time.time()
-    phases = _http_phases(net, result)
+    phases = _http_phases(net, system.result)
     steps = [("connect", phases["connect"]), ("tls", phases["tls"]), ("server", phases["processing"]),
              ("transfer", phases["transfer"])]
     timing = ", ".join(f"{name} {_ms(value)}" for name, value in steps if value is not None)
-    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(result.seconds)}"
+    report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(system.result.seconds)}"
                            + (f" ({timing})" if timing else ""),
-                           details={"seconds": result.seconds, "phases": phases}))
+                           details={"seconds": system.result.seconds, "phases": phases}))
     report.add(await _websocket_check(runtime, api, args.timeout))
-    _server_checks(report, stats, result, credentials_used, received_at)
+    _server_checks(report, system.stats, system.result, credentials_used, received_at)
     idle = await queue_check(report, api)
     await _jobs_and_history(report, api)
     if args.workflow:
@@ -771,8 +772,6 @@ def doctor_main(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: the config, ``--url`` or ``--target`` is unusable (the caller prints it and exits 2).
     """
-    from comfywatch.logs import configure_logging
-
     # Logs go to stderr and stay quiet: stdout is the report.
     configure_logging(fmt="console", level="error", stream=sys.stderr)
     config, targets = _targets(args)
@@ -792,8 +791,6 @@ def doctor_main(args: argparse.Namespace) -> int:
     if args.json:
         print(report.to_json())
     else:
-        import os
-
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
         sys.stdout.write(render_text(report, color=color))
     return 0 if report.ok else 1
