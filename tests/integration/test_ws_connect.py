@@ -60,7 +60,7 @@ async def server() -> AsyncIterator[ComfyBehindProxy]:
 
 
 async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(server: ComfyBehindProxy) -> None:
-    target = TargetConfig(name="t", url=f"http://alice:pa55word@127.0.0.1:{server.port}/comfy")
+    target = TargetConfig(name="t", url=f"http://alice:ws-upgrade-s3cret@127.0.0.1:{server.port}/comfy")
     context = build_context(Config(), target)
     assert context.local is not None
     try:
@@ -70,4 +70,4 @@ async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(s
                 assert '"status"' in str(await socket.recv())
     finally:
         await context.close()
-    assert server.upgrades == [Upgrade("/comfy/api/ws", "comfywatch-test", "Basic YWxpY2U6cGE1NXdvcmQ=")]
+    assert server.upgrades == [Upgrade("/comfy/api/ws", "comfywatch-test", "Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ=")]
