@@ -12,7 +12,7 @@ from comfywatch.checks import network as network_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.checks.budget import DailyBudget
-from comfywatch.checks.canary import CanaryRunner, apply_result
+from comfywatch.checks.canary import CanaryApi, CanaryRunner, apply_result
 from comfywatch.checks.context import TargetContext, ssl_context_for
 from comfywatch.clients.cloud import CloudApi
 from comfywatch.clients.local import LocalApi
@@ -49,13 +49,8 @@ def _local_checks(context: TargetContext, local: LocalApi) -> list[CheckSpec]:
     specs.append(CheckSpec("network", max(interval, 300.0), time_budget + request_timeout, network_check.run))
     workflow = _canary_workflow(target)
     if workflow is not None:
-        state = context.state
-        runner = CanaryRunner(
-            local, workflow, timeout=target.canary.timeout, when_busy=target.canary.when_busy,
-            ssl_context=ssl_context_for(target), on_result=lambda result: apply_result(state, result),
-            on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
-        )
-        state.canary(workflow.name)  # the series exist from the start, before the first run
+        runner = _canary_runner(local, workflow, context)
+        context.state.canary(workflow.name)  # the series exist from the start, before the first run
         specs.append(CheckSpec("canary", target.canary.interval, target.canary.timeout + 10.0, runner.check))
     return specs
 
@@ -84,13 +79,21 @@ def _cloud_checks(config: Config, context: TargetContext, api: CloudApi) -> list
                         hours_covered=round(canary.interval * canary.max_runs_per_day / 3600, 2),
                         advice="set the canary interval to at least 24h / max_runs_per_day")
         state.canary(workflow.name).runs_today = budget.used() or 0
-        runner = CanaryRunner(cloud_check.CloudCanaryApi(api, api_key), workflow, timeout=canary.timeout,
-                              ssl_context=ssl_context_for(target),
-                              when_busy=canary.when_busy, on_result=lambda result: apply_result(state, result),
-                              on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]))
+        runner = _canary_runner(cloud_check.CloudCanaryApi(api, api_key), workflow, context)
         check = cloud_check.BudgetedCanary(runner, budget)
         specs.append(CheckSpec("canary", canary.interval, canary.timeout + 10.0, check.run))
     return specs
+
+
+def _canary_runner(api: CanaryApi, workflow: CanaryWorkflow, context: TargetContext) -> CanaryRunner:
+    """The target's canary, local or Cloud: its results go to the target's state, and the prompts it submits
+    are marked as counted so the jobs check never takes them for a user's jobs."""
+    target, state = context.config, context.state
+    return CanaryRunner(
+        api, workflow, timeout=target.canary.timeout, when_busy=target.canary.when_busy,
+        ssl_context=ssl_context_for(target), on_result=lambda result: apply_result(state, result),
+        on_accepted=lambda prompt_id: state.seen_jobs.add_all([prompt_id]),
+    )
 
 
 def _canary_workflow(target: TargetConfig) -> CanaryWorkflow | None:
