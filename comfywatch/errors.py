@@ -227,6 +227,8 @@ class Diagnosis(StrEnum):
     NO_CLOUD_API_KEY = "no_cloud_api_key"
     #: Comfy Cloud's balance endpoint answered without a balance.
     BALANCE_UNKNOWN = "balance_unknown"
+    #: $0.00 with no funds and no plan: how Comfy Cloud answers while an account's billing data is missing.
+    BILLING_DATA_GAP = "billing_data_gap"
     #: doctor itself raised: a bug in comfywatch, not a finding about the target.
     DOCTOR_BUG = "doctor_bug"
 
@@ -422,6 +424,10 @@ DIAGNOSIS_HINTS: Mapping[Diagnosis, str] = {
         "api_key_file or the systemd credential comfywatch_cloud_api_key."
     ),
     Diagnosis.BALANCE_UNKNOWN: "Check the balance at platform.comfy.org; the API answered without one.",
+    Diagnosis.BILLING_DATA_GAP: (
+        "Check the balance and plan at platform.comfy.org: if the account has credits or a plan there, Comfy "
+        "Cloud's billing data is incomplete (contact Comfy support if it lasts); otherwise add credits."
+    ),
     Diagnosis.DOCTOR_BUG: "This is a comfywatch bug: please report it with this output.",
 }
 

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,13 +25,14 @@ from comfywatch.checks.context import TargetContext
 from comfywatch.clients.cloud import BUDGET_WAIT, BudgetExhausted, CloudApi, RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.errors import Failure, Reason, SkipReason
-from comfywatch.parse.cloud import CloudJob, JobDetail, JobGroup, trusted_balance_usd
+from comfywatch.parse.cloud import CloudJob, CloudUser, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
 from comfywatch.parse.queue import QueueItem, QueueSnapshot
+from comfywatch.state import TargetState
 
-__all__ = ["BudgetedCanary", "CloudCanaryApi", "check_auth", "check_billing", "check_features", "check_jobs",
-           "check_queue", "time_budget"]
+__all__ = ["BudgetedCanary", "CloudCanaryApi", "JobsObservation", "check_auth", "check_billing", "check_features",
+           "check_jobs", "check_queue", "observe_jobs", "observe_user", "record_jobs", "time_budget"]
 
 log = structlog.get_logger("comfywatch.cloud")
 
@@ -63,21 +65,31 @@ def _within_limits(check: Check) -> Check:
     return run
 
 
+async def observe_user(ctx: TargetContext) -> CloudUser:
+    """``GET /api/user``, asked again once after a 401: api.comfy.org has intermittent false 401s.
+
+    Raises:
+        RequestFailed: the key was refused twice, or the request failed otherwise.
+        RetryAfterActive: the account's limits hold the request back.
+    """
+    api = ctx.cloud_api()
+    try:
+        return await api.user()
+    except RequestFailed as failed:
+        if failed.failure.reason is not Reason.AUTH:
+            raise
+    return await api.user()
+
+
 @_within_limits
 async def check_auth(ctx: TargetContext) -> None:
-    """``GET /api/user``: the key is valid. One retry on 401: api.comfy.org has intermittent false 401s."""
-    api, state = ctx.cloud_api(), ctx.state
+    """The key is valid: ``comfyui_up`` of a Cloud target."""
     try:
-        try:
-            await api.user()
-        except RequestFailed as failed:
-            if failed.failure.reason is not Reason.AUTH:
-                raise
-            await api.user()
+        await observe_user(ctx)
     except RequestFailed as failed:
-        state.set_up(False, failed.failure.reason)
+        ctx.state.set_up(False, failed.failure.reason)
         raise
-    state.set_up(True)
+    ctx.state.set_up(True)
 
 
 @_within_limits
@@ -171,37 +183,64 @@ async def raw_failure(api: CloudApi, job_id: str) -> Reason | None:
     return status.failure_reason
 
 
-@_within_limits
-async def check_jobs(ctx: TargetContext) -> None:
-    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state (beyond stall_after).
+@dataclass(frozen=True)
+class JobsObservation:
+    """The newest page of ``/api/jobs`` and each finished job's failure reason (None for a success)."""
 
-    ``/api/jobs`` reports groups, so a ``lost`` job reads as ``failed``: new failures without an execution
-    error are looked up by raw state (a few per poll) before they are counted, so ``lost`` is its own reason.
+    jobs: tuple[CloudJob, ...]
+    reasons: dict[str, Reason | None]
+
+
+async def observe_jobs(ctx: TargetContext, *, look_up: Callable[[CloudJob], bool]) -> JobsObservation:
+    """Read the newest 100 jobs; failures that ``/api/jobs`` leaves unclear and *look_up* selects are looked up
+    by raw state (at most :data:`MAX_STATUS_LOOKUPS`), so that ``lost`` is its own reason.
+
+    Raises:
+        RequestFailed: the page could not be read (a failed look-up only leaves its job's reason as listed).
+        RetryAfterActive: the account's limits hold the request back.
     """
-    api, state = ctx.cloud_api(), ctx.state
-    now = time.time()
+    api = ctx.cloud_api()
     page = await api.jobs(100)
     finished = [j for j in page.jobs if j.state.terminal]
     reasons = {j.id: j.failure_reason for j in finished}
-    if state.seen_jobs.primed:
-        # Before marking anything seen: a poll cut short here counts these jobs on the next one instead.
-        unclear = [j for j in finished if j.id not in state.seen_jobs and _needs_raw_state(j)]
-        for job in unclear[:MAX_STATUS_LOOKUPS]:
-            reasons[job.id] = await raw_failure(api, job.id) or reasons[job.id]
+    unclear = [j for j in finished if _needs_raw_state(j) and look_up(j)]
+    for job in unclear[:MAX_STATUS_LOOKUPS]:
+        reasons[job.id] = await raw_failure(api, job.id) or reasons[job.id]
+    return JobsObservation(page.jobs, reasons)
+
+
+def record_jobs(state: TargetState, observation: JobsObservation, *, now: float, stall_after: float) -> None:
+    """Count the finished jobs not counted before, and the jobs waiting longer than *stall_after*."""
+    finished = [j for j in observation.jobs if j.state.terminal]
     fresh = set(state.seen_jobs.new_ids([j.id for j in reversed(finished)]))
     for job in finished:
         if job.id in fresh:
             seconds = None
             if job.execution_start_ms is not None and job.execution_end_ms is not None:
                 seconds = max(0.0, (job.execution_end_ms - job.execution_start_ms) / 1000.0)
-            state.count_finished_job(reasons[job.id], seconds)
+            state.count_finished_job(observation.reasons[job.id], seconds)
     stuck = sum(
-        1 for j in page.jobs
+        1 for j in observation.jobs
         if not j.state.terminal and j.state.group is JobGroup.PENDING
-        and now - j.create_time_ms / 1000.0 > ctx.stall_after
+        and now - j.create_time_ms / 1000.0 > stall_after
     )
     assert state.cloud is not None
     state.cloud.jobs_stuck = float(stuck)
+
+
+@_within_limits
+async def check_jobs(ctx: TargetContext) -> None:
+    """Count finished jobs once each (by reason) and the jobs stuck in a waiting state (beyond stall_after).
+
+    Only the jobs this poll will count are looked up by raw state: the first poll counts none (it marks
+    what is already there as seen), later ones only the jobs not seen before.
+    """
+    state = ctx.state
+    now = time.time()
+    seen = state.seen_jobs
+    # Decided before marking anything seen: a poll cut short here counts these jobs on the next one instead.
+    observation = await observe_jobs(ctx, look_up=lambda job: seen.primed and job.id not in seen)
+    record_jobs(state, observation, now=now, stall_after=ctx.stall_after)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,9 @@
 Reads ``/api/jobs`` on servers that have it (ComfyUI ≥ Dec 2025) and falls back to ``/history`` on 404.
 Both are read through a window of the newest entries; :class:`comfywatch.state.trackers.SeenSet` makes the count
 exact across polls and across a server restart (which empties history: the new ids are simply new).
+
+Doctor looks once instead of counting: it asks ``has_jobs_api`` and judges ``users_history`` (the newest
+finished jobs, as this check would count them).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.jobs import Job
 from comfywatch.state import TargetState
 
-__all__ = ["WINDOW", "WINDOW_MAX", "run"]
+__all__ = ["WINDOW", "WINDOW_MAX", "has_jobs_api", "run", "users_history"]
 
 WINDOW = 64
 WINDOW_MAX = 1024
 
 
-def _count_history(state: TargetState, entries: list[HistoryEntry]) -> None:
+def _users(entries: list[HistoryEntry]) -> list[HistoryEntry]:
     # comfywatch's own canaries delete their entry right after; never count them as users' jobs.
-    users = [e for e in entries if not (e.client_id or "").startswith(CANARY_CLIENT_PREFIX)]
+    return [e for e in entries if not (e.client_id or "").startswith(CANARY_CLIENT_PREFIX)]
+
+
+def _count_history(state: TargetState, entries: list[HistoryEntry]) -> None:
+    users = _users(entries)
     fresh = set(state.seen_jobs.new_ids([e.prompt_id for e in users]))
     for entry in users:
         if entry.prompt_id in fresh:
@@ -95,3 +102,25 @@ async def run(ctx: TargetContext) -> None:
                 raise
             state.jobs_api = False
     _count_history(state, await _history_window(api, state))
+
+
+async def has_jobs_api(ctx: TargetContext) -> bool:
+    """Whether the server serves ``/api/jobs`` (False on 404), recorded as the jobs check records it.
+
+    Raises:
+        RequestFailed: the question could not be answered (any failure but 404).
+    """
+    try:
+        await ctx.local_api().jobs(1)
+    except RequestFailed as failed:
+        if failed.failure.reason is not Reason.NOT_FOUND:
+            raise
+        ctx.state.jobs_api = False
+        return False
+    ctx.state.jobs_api = True
+    return True
+
+
+async def users_history(ctx: TargetContext, count: int) -> list[HistoryEntry]:
+    """The newest *count* entries of ``/history`` without comfywatch's own canaries: the jobs this check counts."""
+    return _users(await ctx.local_api().history(count))

@@ -5,6 +5,9 @@ opens a new one and exports ``comfyui_http_phase_seconds{phase="dns"|"connect"|"
 targets, ``comfyui_tls_cert_not_after_timestamp_seconds`` (whatever verification says: the expiry of an
 untrusted or expired certificate is exactly what to alert on; whether the chain verifies is the polling
 checks' business, which fail with reason ``tls``).
+
+``observe`` opens the connection and ``record`` puts what it found into the target's state; doctor observes with
+verification on and judges each step itself.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import RequestFailed
 from comfywatch.clients.net import NetReport, probe_url
 from comfywatch.errors import Failure, Reason
+from comfywatch.state import TargetState
 
-__all__ = ["connection_phases", "run"]
+__all__ = ["connection_phases", "observe", "record", "run"]
 
 
 def connection_phases(report: NetReport) -> dict[str, float | None]:
@@ -28,13 +32,28 @@ def connection_phases(report: NetReport) -> dict[str, float | None]:
     }
 
 
-async def run(ctx: TargetContext) -> None:
-    """Each step on the fresh connection gets the target's request timeout."""
-    report = await probe_url(ctx.config.url, timeout=ctx.request_timeout, verify=False)
-    state = ctx.state
+async def observe(ctx: TargetContext, *, verify: bool = False) -> NetReport:
+    """Resolve, connect and (https) shake hands on a fresh connection; each step gets the target's request timeout.
+
+    ``verify`` checks the certificate chain and name as the target's clients do (its ``tls_ca_file``, none
+    under ``tls_insecure_skip_verify``): doctor's view. Without it the handshake accepts any certificate, so
+    that the daemon exports the expiry of one that would not verify.
+    """
+    target = ctx.config
+    verified = verify and not target.tls_insecure_skip_verify
+    ca_file = str(target.tls_ca_file) if verified and target.tls_ca_file is not None else None
+    return await probe_url(target.url, timeout=ctx.request_timeout, verify=verified, ca_file=ca_file)
+
+
+def record(state: TargetState, report: NetReport) -> None:
     state.network_phases = connection_phases(report)
     if report.tls is not None and report.tls.cert is not None and report.tls.cert.not_after is not None:
         state.tls_not_after = report.tls.cert.not_after
+
+
+async def run(ctx: TargetContext) -> None:
+    report = await observe(ctx)
+    record(ctx.state, report)
     if not report.ok:
         reason = report.reason or Reason.CONNECT
         raise RequestFailed(Failure(reason, f"{report.failed_step} failed"), "network")

@@ -28,15 +28,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from comfywatch.checks import cloud as cloud_check
+from comfywatch.checks import jobs as jobs_check
+from comfywatch.checks import network as network_check
+from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.checks.canary import CanaryRunner
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
-from comfywatch.checks.network import connection_phases
 from comfywatch.cli.render import format_phases, json_document, printable
 from comfywatch.clients.cloud import RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
-from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport, probe_url
+from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport
 from comfywatch.clients.ws import connect
 from comfywatch.config import (
     DEFAULT_CLOUD_URL,
@@ -59,6 +62,7 @@ from comfywatch.errors import (
     hint_for,
 )
 from comfywatch.logs import configure_logging
+from comfywatch.parse.cloud import trusted_balance_usd
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
@@ -369,10 +373,11 @@ class IdleQueue:
     read_at: float  # time.monotonic()
 
 
-async def queue_check(report: TargetReport, api: LocalApi) -> IdleQueue | None:
-    """``server.queue``; returns what it read when jobs were pending with nothing running."""
+async def judge_queue(report: TargetReport, ctx: TargetContext) -> IdleQueue | None:
+    """``server.queue`` from one read of the queue check; returns what it read when jobs were pending with
+    nothing running. One read, not the daemon's stall tracking over many polls: doctor looks once."""
     try:
-        snapshot = await api.queue()
+        snapshot = (await queue_check.observe(ctx)).snapshot
     except RequestFailed as failed:
         report.add(_fail("server.queue", failed.failure))
         return None
@@ -390,7 +395,7 @@ async def queue_check(report: TargetReport, api: LocalApi) -> IdleQueue | None:
     return None
 
 
-async def stuck_queue(api: LocalApi, idle: IdleQueue) -> CheckResult | None:
+async def stuck_queue(ctx: TargetContext, idle: IdleQueue) -> CheckResult | None:
     """``canary.run``'s result when the jobs ``server.queue`` saw waiting with nothing running still wait a
     moment later: a canary would only time out behind them and blame the server's speed. None (run the canary)
     when the worker has taken them, or the queue cannot be read again."""
@@ -398,7 +403,7 @@ async def stuck_queue(api: LocalApi, idle: IdleQueue) -> CheckResult | None:
     # running, for a moment: only the same jobs still waiting a little later mean it is not consuming.
     await asyncio.sleep(max(0.0, idle.read_at + STUCK_CONFIRM_S - time.monotonic()))
     try:
-        snapshot = await api.queue()
+        snapshot = (await queue_check.observe(ctx)).snapshot
     except RequestFailed:
         return None
     if snapshot.running or idle.pending.isdisjoint(item.prompt_id for item in snapshot.pending):
@@ -411,18 +416,19 @@ async def stuck_queue(api: LocalApi, idle: IdleQueue) -> CheckResult | None:
                        {"running": 0, "pending": pending, "waited_seconds": waited})
 
 
-async def _jobs_and_history(report: TargetReport, api: LocalApi) -> None:
+async def _jobs_and_history(report: TargetReport, ctx: TargetContext) -> None:
+    """``server.jobs_api`` and ``server.failures``: the jobs check's observations, judged once. The daemon counts
+    jobs as they finish; doctor judges the last 100 in history."""
     try:
-        await api.jobs(1)
-        report.add(CheckResult("server.jobs_api", "ok", "/api/jobs available"))
-    except RequestFailed as failed:
-        if failed.failure.reason is Reason.NOT_FOUND:
+        if await jobs_check.has_jobs_api(ctx):
+            report.add(CheckResult("server.jobs_api", "ok", "/api/jobs available"))
+        else:
             report.add(CheckResult("server.jobs_api", "warn", "no /api/jobs on this server",
                                    DIAGNOSIS_HINTS[Diagnosis.NO_JOBS_API]))
-        else:
-            report.add(_fail("server.jobs_api", failed.failure))
+    except RequestFailed as failed:
+        report.add(_fail("server.jobs_api", failed.failure))
     try:
-        entries = await api.history(100)
+        entries = await jobs_check.users_history(ctx, 100)
     except RequestFailed as failed:
         report.add(_fail("server.failures", failed.failure))
         return
@@ -508,7 +514,7 @@ def _http_phases(net: NetReport, result: HttpResult) -> dict[str, float | None]:
     """The phases of ``http.api``, for its summary and its details alike: the connection's steps as the
     network checks timed them, then the request's own (server processing, transfer)."""
     request = result.phases
-    return {**connection_phases(net),
+    return {**network_check.connection_phases(net),
             "processing": None if request is None else request.processing,
             "transfer": None if request is None else request.transfer}
 
@@ -526,9 +532,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     api = runtime.local
     assert api is not None
     later = ("websocket.upgrade", "server", *(("workflow.lint",) if args.workflow else ()), "canary.run")
-    net = await probe_url(target.public_url or target.url, timeout=args.timeout,
-                          verify=not target.tls_insecure_skip_verify,
-                          ca_file=str(target.tls_ca_file) if target.tls_ca_file else None)
+    net = await network_check.observe(runtime, verify=True)
     if not _network_checks(report, net):
         _skip_after(report, "network", *later)
         return report
@@ -557,13 +561,13 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                            details={"seconds": system.result.seconds, "phases": phases}))
     report.add(await _websocket_check(runtime, api, args.timeout))
     _server_checks(report, system.stats, system.result, credentials_used, received_at)
-    idle = await queue_check(report, api)
-    await _jobs_and_history(report, api)
+    idle = await judge_queue(report, runtime)
+    await _jobs_and_history(report, runtime)
     if args.workflow:
         await _lint_check(report, api, args.workflow)
     if args.no_canary:
         report.add(CheckResult("canary.run", "skipped", "skipped: --no-canary"))
-    elif idle is not None and (stuck := await stuck_queue(api, idle)) is not None:
+    elif idle is not None and (stuck := await stuck_queue(runtime, idle)) is not None:
         report.add(stuck)
     else:
         # Runs even when the WebSocket check failed: the canary then polls, and shows what still works.
@@ -596,7 +600,7 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                                    hint_for(Reason.RATE_LIMITED), {"reason": "rate_limited"}))
         return None
 
-    user = await attempt("cloud.auth", api.user)
+    user = await attempt("cloud.auth", lambda: cloud_check.observe_user(runtime))
     if user is None:
         _skip_after(report, "cloud.auth", "cloud.subscription", "cloud.funds", "cloud.balance",
                     "cloud.concurrency", "cloud.recent_errors")
@@ -617,6 +621,11 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
         if balance.balance_usd is None:
             report.add(CheckResult("cloud.balance", "warn", "balance unknown (no balance fields in the answer)",
                                    DIAGNOSIS_HINTS[Diagnosis.BALANCE_UNKNOWN]))
+        elif trusted_balance_usd(balance, status) is None:
+            # The daemon exports no balance then either: "add credits" would be wrong advice to a paying account.
+            report.add(CheckResult("cloud.balance", "warn", "balance unknown ($0.00 with no funds and no plan: a gap "
+                                   "in Comfy Cloud's billing data)", DIAGNOSIS_HINTS[Diagnosis.BILLING_DATA_GAP],
+                                   {"balance_usd": balance.balance_usd, "effective_usd": balance.effective_usd}))
         else:
             low = balance.balance_usd < 1.0
             report.add(CheckResult("cloud.balance", "warn" if low else "ok",
@@ -640,12 +649,14 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                    else "Comfy Cloud's /api/features did not include it")
             report.add(CheckResult("cloud.concurrency", "skipped", f"concurrency limit unknown: {why}"
                                    + (f"; {running} running" if running is not None else ""), details=plan))
-    jobs = await attempt("cloud.recent_errors", lambda: api.jobs(100))
+    # The jobs check's observation, every unclear failure looked up; judged once over the page where the daemon
+    # counts each job as it finishes.
+    jobs = await attempt("cloud.recent_errors", lambda: cloud_check.observe_jobs(runtime, look_up=lambda _: True))
     if jobs is not None and not jobs.jobs:
         report.add(CheckResult("cloud.recent_errors", "ok", "no jobs on this account yet",
                                details={"recent": 0, "failed": 0, "payment": 0, "reasons": {}}))
     elif jobs is not None:
-        reasons = [j.failure_reason for j in jobs.jobs if j.failure_reason is not None]
+        reasons = [r for r in jobs.reasons.values() if r is not None]
         payment = sum(1 for r in reasons if r is Reason.PAYMENT)
         details: dict[str, Any] = {"recent": len(jobs.jobs), "failed": len(reasons), "payment": payment,
                                    "reasons": {str(r): reasons.count(r) for r in sorted(set(reasons))}}

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from comfywatch.errors import DIAGNOSIS_HINTS, Diagnosis
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.sim.faults import Fault
 from tests.certs import CertBundle, make_certs
@@ -845,6 +846,46 @@ async def test_cloud_low_balance_and_plan_concurrency(cloud: SimHandle) -> None:
     assert "add credits" in balance["hint"]
     assert run.check("cloud.concurrency")["details"]["max_concurrent_jobs"] == 5
     assert run.code == 0, run
+
+
+async def test_failed_jobs_of_comfywatch_s_own_canaries_are_not_the_server_s_failures() -> None:
+    """server.failures judges the jobs the daemon's jobs check would count: a failed job of another comfywatch
+    (a daemon's canary, client id ``comfywatch-…``) is not one of the users' failures, another client's is."""
+    async with await start_sim(faults=["execution_error"]) as handle:
+        await handle.submit(job_ms=5, client_id="comfywatch-canary-0123456789abcdef")
+        await eventually(lambda: asyncio.sleep(0, handle.state()), lambda s: s["jobs_failed"] >= 1,
+                         timeout=10, what="the canary's failed job")
+        ours = await doctor("--url", handle.url, "--json", "--timeout", "5", "--no-canary")
+        await handle.submit(job_ms=5)
+        await eventually(lambda: asyncio.sleep(0, handle.state()), lambda s: s["jobs_failed"] >= 2,
+                         timeout=10, what="another client's failed job")
+        theirs = await doctor("--url", handle.url, "--json", "--timeout", "5", "--no-canary")
+    assert ours.check("server.failures")["summary"] == "no finished jobs in history yet", ours
+    failures = theirs.check("server.failures")
+    assert failures["status"] == "warn" and failures["details"]["recent"] == 1, theirs
+
+
+async def test_cloud_billing_data_gap_is_not_an_empty_account() -> None:
+    """$0.00 with no funds and no plan is how Comfy Cloud answers while billing data is missing: doctor says
+    the balance is unknown (as the daemon exports none), not "add credits" to an account that may be paying."""
+    async with await start_sim(cloud=True, cloud_api_keys=[CLOUD_KEY], faults=["inactive_subscription"]) as handle:
+        account: Any = handle.cloud
+        account.balance_cents = 0
+        run = await _cloud_doctor(handle, "--json")
+    balance = run.check("cloud.balance")
+    assert (balance["status"], balance["summary"]) == (
+        "warn", "balance unknown ($0.00 with no funds and no plan: a gap in Comfy Cloud's billing data)"), run
+    assert balance["hint"] == DIAGNOSIS_HINTS[Diagnosis.BILLING_DATA_GAP], run
+
+
+async def test_cloud_auth_asks_again_after_a_401_as_the_daemon_does() -> None:
+    """api.comfy.org has intermittent false 401s: doctor's cloud.auth is the auth check's observation, which asks
+    a second time before calling the key rejected."""
+    async with await start_sim(cloud=True, cloud_api_keys=[CLOUD_KEY], faults=["http_401"]) as handle:
+        run = await _cloud_doctor(handle, "--json")
+        asked = handle.state()["requests_by_method"].get("GET /api/user")
+    assert run.check("cloud.auth")["status"] == "fail", run
+    assert asked == 2, asked
 
 
 async def test_cloud_unknown_concurrency_is_not_a_tick() -> None:

@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from comfywatch.checks.context import build_context
-from comfywatch.cli.doctor import STUCK_CONFIRM_S, TargetReport, queue_check, stuck_queue
-from comfywatch.clients.local import LocalApi
+from comfywatch.checks.context import TargetContext, build_context
+from comfywatch.cli.doctor import STUCK_CONFIRM_S, TargetReport, judge_queue, stuck_queue
 from comfywatch.config import Config, TargetConfig
 from comfywatch.errors import DIAGNOSIS_HINTS, Diagnosis
 from comfywatch.sim.admin import SimHandle, start_sim
@@ -26,29 +25,28 @@ async def dead_worker() -> AsyncIterator[SimHandle]:
 
 
 @pytest.fixture
-async def api(dead_worker: SimHandle) -> AsyncIterator[LocalApi]:
+async def ctx(dead_worker: SimHandle) -> AsyncIterator[TargetContext]:
     runtime = build_context(Config(), TargetConfig(name="sim", url=dead_worker.url))
-    assert runtime.local is not None
     try:
-        yield runtime.local
+        yield runtime
     finally:
         await runtime.close()
 
 
-async def test_jobs_still_waiting_at_the_second_look_mean_a_stuck_worker(api: LocalApi) -> None:
+async def test_jobs_still_waiting_at_the_second_look_mean_a_stuck_worker(ctx: TargetContext) -> None:
     report = TargetReport("sim", "local", "")
-    idle = await queue_check(report, api)
+    idle = await judge_queue(report, ctx)
     assert idle is not None and report.checks[0].status == "warn"
-    stuck = await stuck_queue(api, idle)
+    stuck = await stuck_queue(ctx, idle)
     assert stuck is not None
     assert (stuck.id, stuck.status, stuck.hint) == ("canary.run", "fail", DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK])
     assert stuck.details["pending"] == 1 and stuck.details["waited_seconds"] >= STUCK_CONFIRM_S
     assert time.monotonic() - idle.read_at >= STUCK_CONFIRM_S
 
 
-async def test_a_worker_that_takes_the_jobs_meanwhile_is_not_stuck(dead_worker: SimHandle, api: LocalApi) -> None:
-    idle = await queue_check(TargetReport("sim", "local", ""), api)
+async def test_a_worker_that_takes_the_jobs_meanwhile_is_not_stuck(dead_worker: SimHandle, ctx: TargetContext) -> None:
+    idle = await judge_queue(TargetReport("sim", "local", ""), ctx)
     assert idle is not None
     await dead_worker.set_faults([])
     await sim_state_until(dead_worker, lambda s: s["jobs_finished"] == 1, "the worker ran the pending job")
-    assert await stuck_queue(api, idle) is None
+    assert await stuck_queue(ctx, idle) is None
