@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 from comfywatch.sim.cloud import render
 from comfywatch.sim.cloud.jobs import GROUP_OF, PromptPlan, SimJob, check_prompt
 from comfywatch.sim.cloud.model import SignedFile, SimCloud
+from comfywatch.sim.png import encode_solid_png
 
 __all__ = ["SIM_CLOUD_KEY", "create_cloud_app"]
 
@@ -348,7 +349,7 @@ def _gcs_error(status: int, code: str, message: str) -> web.Response:
 
 
 def _png_response(spec: SignedFile) -> web.Response:
-    return web.Response(body=render.png(spec.width, spec.height, spec.rgb), content_type="image/png")
+    return web.Response(body=encode_solid_png(spec.width, spec.height, spec.color), content_type="image/png")
 
 
 async def _view(request: web.Request) -> web.Response:

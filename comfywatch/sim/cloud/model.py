@@ -43,7 +43,7 @@ class SignedFile:
     filename: str
     width: int
     height: int
-    rgb: tuple[int, int, int]
+    color: int  # 0xRRGGBB, as EmptyImage's input
 
 
 class SimCloud:
@@ -438,9 +438,9 @@ class SimCloud:
             filename = f"{prefix}_{self._file_counter:05d}_.png"
         else:
             filename = f"ComfyUI_temp_sim{job.number % 100000:05d}_{self._file_counter:05d}_.png"
-        width, height, rgb = _image_spec(job, node)
+        width, height, color = _image_spec(job, node)
         self._files[filename] = SignedFile(
-            owner=job.owner, filename=filename, width=width, height=height, rgb=rgb
+            owner=job.owner, filename=filename, width=width, height=height, color=color
         )
         job.files.append(filename)
         return {"images": [{"filename": filename, "subfolder": "", "type": kind}]}
@@ -553,7 +553,7 @@ def _inputs(node: object) -> dict[str, Any]:
     return inputs if isinstance(inputs, dict) else {}
 
 
-def _image_spec(job: SimJob, node: dict[str, Any]) -> tuple[int, int, tuple[int, int, int]]:
+def _image_spec(job: SimJob, node: dict[str, Any]) -> tuple[int, int, int]:
     """Size and colour of the image an output node saves: from an upstream ``EmptyImage`` when linked."""
     width, height, color = 64, 64, 0
     link = _inputs(node).get("images")
@@ -564,7 +564,7 @@ def _image_spec(job: SimJob, node: dict[str, Any]) -> tuple[int, int, tuple[int,
         height = _clamp(inputs.get("height"), 64)
         raw_color = inputs.get("color")
         color = raw_color if isinstance(raw_color, int) and 0 <= raw_color <= 0xFFFFFF else 0
-    return width, height, ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
+    return width, height, color
 
 
 def _clamp(value: object, default: int) -> int:

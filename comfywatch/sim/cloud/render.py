@@ -8,8 +8,6 @@ WebSocket events with Cloud exception types.
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +22,6 @@ __all__ = [
     "job_detail",
     "job_entry",
     "job_status",
-    "png",
     "prompt_error",
     "queue_item",
     "redact_extra_data",
@@ -218,21 +215,3 @@ def system_stats() -> dict[str, Any]:
         },
         "devices": [{"name": "cloud", "type": "cuda", "vram_total": 0, "vram_free": 0}],
     }
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-
-
-def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A valid single-colour 8-bit RGB PNG (what ``EmptyImage`` -> ``SaveImage`` produces)."""
-    row = b"\x00" + bytes(rgb) * width
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(row * height))
-        + _chunk(b"IEND", b"")
-    )
