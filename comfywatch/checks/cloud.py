@@ -277,10 +277,7 @@ class CloudCanaryApi:
         return PromptAccepted(prompt_id=result.prompt_id, number=None, node_errors={})
 
     def ws_url(self, client_id: str) -> str:
-        base = self.api.http.base
-        # yarl keeps an IPv6 host's brackets and a path prefix (a proxy mounting the API under /comfy).
-        url = base.with_scheme("wss" if base.scheme == "https" else "ws").with_path(base.path.rstrip("/") + "/ws")
-        return str(url.with_query({"clientId": client_id, "token": self._key}))
+        return self.api.http.websocket_url("/ws", {"clientId": client_id, "token": self._key})
 
     def ws_headers(self) -> dict[str, str]:
         return {}

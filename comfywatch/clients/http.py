@@ -168,6 +168,14 @@ class HttpClient:
             self._session = self._make_session()
         return self._session
 
+    def websocket_url(self, path: str, query: Mapping[str, str]) -> str:
+        """The ``ws``/``wss`` URL of *path* on this client's server: the base's host, port and path prefix (an IPv6
+        host keeps its brackets), without its userinfo (sent as a header, never in a URL)."""
+        base = self.base
+        url = URL.build(scheme="wss" if base.scheme == "https" else "ws", host=base.host or "",
+                        port=base.explicit_port, path=base.path.rstrip("/") + path)
+        return str(url.with_query(dict(query)))
+
     async def close(self) -> None:
         """Close the pool for good: later requests fail as ``connect`` instead of reopening it."""
         self._closed = True

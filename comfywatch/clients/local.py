@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
-
-from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
@@ -157,13 +154,7 @@ class LocalApi:
         return dict(as_map(body, "$"))
 
     def ws_url(self, client_id: str) -> str:
-        base = self.http.base
-        scheme = "wss" if base.scheme == "https" else "ws"
-        path = base.path.rstrip("/") + self.prefix + "/ws"
-        url = URL.build(scheme=scheme, host=base.host or "", port=base.explicit_port, path=path)
-        return str(url) + "?" + urlencode(
-            {"clientId": client_id}
-        )
+        return self.http.websocket_url(self.prefix + "/ws", {"clientId": client_id})
 
     def ws_headers(self) -> dict[str, str]:
         """Headers the WebSocket upgrade needs: the same proxy credentials as HTTP (never an Origin)."""

@@ -53,6 +53,17 @@ def test_paths_with_ids_are_not_all_kept() -> None:
     assert len(client._urls) == 64
 
 
+@pytest.mark.parametrize(("base", "expected"), [
+    ("http://127.0.0.1:8188", "ws://127.0.0.1:8188/api/ws?clientId=c-1"),
+    ("https://user:pw@[::1]:8443/comfy/", "wss://[::1]:8443/comfy/api/ws?clientId=c-1"),
+    ("https://comfy.example", "wss://comfy.example/api/ws?clientId=c-1"),
+])
+def test_websocket_url_keeps_host_port_and_prefix_and_drops_userinfo(base: str, expected: str) -> None:
+    """The monitor's and the canaries' WebSocket URL: scheme swapped, prefix and IPv6 brackets kept; proxy
+    credentials go in a header (``LocalApi.ws_headers``), never into the URL."""
+    assert LocalApi(HttpClient(ClientSettings(base_url=base))).ws_url("c-1") == expected
+
+
 # A request's own body cap.
 
 #: Valid JSON of 100 KiB: under the client's cap in these tests, over the request's.
