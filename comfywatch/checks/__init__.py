@@ -7,6 +7,10 @@ timeout and stall_after) and records what it observed into ``ctx.state``. The lo
 :mod:`comfywatch.checks.cloud`'s ``check_*``. A canary is an object built once per target (it holds its
 workflow and its run budget); the check of its :class:`CheckSpec` has the same shape.
 
+Doctor runs the same checks once: a check's ``observe`` makes its requests and returns what they said, its
+``record`` (or ``run``) puts that into the state; doctor judges the observation instead. ``websocket`` is
+doctor's alone (the daemon keeps a socket open per target rather than probing one).
+
 Checks never touch metrics: they update :class:`comfywatch.state.TargetState`, which the exporter renders.
 How a check ends is what the scheduler counts: returning is a success (it records
 ``comfywatch_check_last_success_timestamp_seconds``); :class:`comfywatch.clients.http.RequestFailed` (already

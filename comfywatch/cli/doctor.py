@@ -22,7 +22,6 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import network as network_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
+from comfywatch.checks import websocket as websocket_check
 from comfywatch.checks.canary import CanaryRunner
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.cli.render import format_phases, json_document, printable
@@ -40,7 +40,6 @@ from comfywatch.clients.cloud import RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport
-from comfywatch.clients.ws import connect
 from comfywatch.config import (
     DEFAULT_CLOUD_URL,
     Config,
@@ -58,13 +57,11 @@ from comfywatch.errors import (
     Failure,
     Reason,
     TlsProblem,
-    classify_exception,
     hint_for,
 )
 from comfywatch.logs import configure_logging
 from comfywatch.parse.cloud import trusted_balance_usd
 from comfywatch.parse.history import Outcome
-from comfywatch.parse.prompt import parse_ws_text
 from comfywatch.parse.system import SystemStats
 from comfywatch.workflows import load_workflow
 from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
@@ -274,42 +271,29 @@ def _http_failure(failure: Failure, answer: str | None, credentials_used: bool, 
     return _fail("http.api", failure, None, **({"answer": answer} if answer else {}))
 
 
-async def _websocket_check(runtime: TargetContext, api: LocalApi, timeout: float) -> CheckResult:
-    """Open /ws as the monitor and the canary do, and wait for ComfyUI's first ``status`` frame."""
-    client_id = "comfywatch-doctor-" + uuid.uuid4().hex
-    started = time.perf_counter()
-    opened: float | None = None
-    try:
-        # One timeout over the upgrade and the first frame; opened tells which of the two it cut short.
-        async with asyncio.timeout(timeout):
-            async with connect(api, client_id, tls=ssl_context_for(runtime.config), open_timeout=None) as ws:
-                opened = time.perf_counter() - started
-                while True:
-                    message = await ws.recv()
-                    if isinstance(message, str) and parse_ws_text(message).type == "status":
-                        break
-    except TimeoutError:
-        if opened is None:
-            return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade got no answer within {timeout:g} s",
-                               DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_HELD], {"reason": "timeout"})
+async def _websocket_check(runtime: TargetContext, timeout: float) -> CheckResult:
+    """``websocket.upgrade`` from the websocket check's one attempt."""
+    seen = await websocket_check.observe(runtime, timeout)
+    if seen.status_frame:
+        return CheckResult("websocket.upgrade", "ok", f"/ws upgraded in {_ms(seen.opened_seconds)} and sent status",
+                           details={"seconds": seen.opened_seconds})
+    if seen.timed_out and seen.opened_seconds is None:
+        return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade got no answer within {timeout:g} s",
+                           DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_HELD], {"reason": "timeout"})
+    if seen.timed_out:
         return CheckResult("websocket.upgrade", "fail", f"/ws upgraded, but no status frame arrived within "
                            f"{timeout:g} s", DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_SILENT],
-                           {"reason": "timeout", "seconds": opened})
-    except Exception as exc:
-        failure = classify_exception(exc)
-        # websockets' InvalidStatus carries the HTTP answer that came instead of "101 Switching Protocols".
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        if isinstance(status, int) and status in {401, 403}:
-            return _fail("websocket.upgrade", failure, f"the /ws upgrade was refused with HTTP {status}",
-                         status=status)
-        if isinstance(status, int):
-            return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade was answered with HTTP {status} "
-                               "instead of 101 Switching Protocols",
-                               DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED],
-                               {"reason": str(failure.reason), "status": status})
-        return _fail("websocket.upgrade", failure)
-    return CheckResult("websocket.upgrade", "ok", f"/ws upgraded in {_ms(opened)} and sent status",
-                       details={"seconds": opened})
+                           {"reason": "timeout", "seconds": seen.opened_seconds})
+    assert seen.failure is not None
+    status = seen.http_status
+    if status in {401, 403}:
+        return _fail("websocket.upgrade", seen.failure, f"the /ws upgrade was refused with HTTP {status}",
+                     status=status)
+    if status is not None:
+        return CheckResult("websocket.upgrade", "fail", f"the /ws upgrade was answered with HTTP {status} "
+                           "instead of 101 Switching Protocols", DIAGNOSIS_HINTS[Diagnosis.WEBSOCKET_UPGRADE_DROPPED],
+                           {"reason": str(seen.failure.reason), "status": status})
+    return _fail("websocket.upgrade", seen.failure)
 
 
 def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult, credentials_used: bool,
@@ -559,7 +543,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     report.add(CheckResult("http.api", "ok", f"/system_stats answered in {_ms(system.result.seconds)}"
                            + (f" ({timing})" if timing else ""),
                            details={"seconds": system.result.seconds, "phases": phases}))
-    report.add(await _websocket_check(runtime, api, args.timeout))
+    report.add(await _websocket_check(runtime, args.timeout))
     _server_checks(report, system.stats, system.result, credentials_used, received_at)
     idle = await judge_queue(report, runtime)
     await _jobs_and_history(report, runtime)
