@@ -63,7 +63,7 @@ from comfywatch.logs import configure_logging
 from comfywatch.parse.cloud import trusted_balance_usd
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.system import SystemStats
-from comfywatch.workflows import load_workflow
+from comfywatch.workflows import WorkflowError, load_workflow, workflow_files
 from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
 
 __all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
@@ -451,32 +451,53 @@ async def _canary_check(report: TargetReport, runtime: TargetContext, api: Local
                                hint_for(reason, url), details))
 
 
-async def _lint_check(report: TargetReport, api: LocalApi, workflow_path: str) -> None:
+async def _lint_checks(report: TargetReport, api: LocalApi, workflow_path: str) -> None:
+    """One ``workflow.lint`` per workflow ``--workflow`` names (a file, or a directory's ``*.json``), all against
+    one read of ``/object_info`` (megabytes on a server with many node packs)."""
     try:
-        text = await asyncio.to_thread(Path(workflow_path).read_text, encoding="utf-8")
-        workflow = json.loads(text)
+        files = workflow_files(Path(workflow_path))
+    except WorkflowError as exc:  # readable when the command started: it changed since
+        report.add(CheckResult("workflow.lint", "fail", str(exc), DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UNREADABLE]))
+        return
+    object_info: dict[str, Any] | None = None
+    for file in files:
+        workflow = await _read_workflow(report, file)
+        if workflow is None:
+            continue
+        if object_info is None:
+            try:
+                object_info = await api.object_info()
+            except RequestFailed as failed:
+                report.add(_fail("workflow.lint", failed.failure))
+                return
+        _lint_result(report, file.name, workflow, object_info)
+
+
+async def _read_workflow(report: TargetReport, file: Path) -> Any:
+    """The API-format workflow in *file*; None, with a failed ``workflow.lint`` saying why, if it is not one."""
+    try:
+        workflow = json.loads(await asyncio.to_thread(file.read_text, encoding="utf-8"))
     except OSError as exc:
-        report.add(CheckResult("workflow.lint", "fail", f"cannot read {workflow_path}: {exc.strerror}",
+        report.add(CheckResult("workflow.lint", "fail", f"cannot read {file}: {exc.strerror}",
                                DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UNREADABLE]))
-        return
+        return None
     except (ValueError, RecursionError):
-        report.add(CheckResult("workflow.lint", "fail", f"{workflow_path} is not valid JSON",
+        report.add(CheckResult("workflow.lint", "fail", f"{file} is not valid JSON",
                                DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_NOT_JSON]))
-        return
+        return None
     if detect_format(workflow) is WorkflowFormat.UI:
-        report.add(CheckResult("workflow.lint", "fail", "this is a UI-format workflow, not API format",
+        report.add(CheckResult("workflow.lint", "fail", f"{file.name}: this is a UI-format workflow, not API format",
                                DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UI_FORMAT]))
-        return
-    try:
-        object_info = await api.object_info()
-    except RequestFailed as failed:
-        report.add(_fail("workflow.lint", failed.failure))
-        return
+        return None
+    return workflow
+
+
+def _lint_result(report: TargetReport, name: str, workflow: Any, object_info: dict[str, Any]) -> None:
     problems = lint_workflow(workflow, object_info)
     if not problems:
-        report.add(CheckResult("workflow.lint", "ok", f"{Path(workflow_path).name}: no problems found"))
+        report.add(CheckResult("workflow.lint", "ok", f"{name}: no problems found"))
         return
-    report.add(CheckResult("workflow.lint", "fail", f"{len(problems)} problem(s) in {Path(workflow_path).name}: "
+    report.add(CheckResult("workflow.lint", "fail", f"{len(problems)} problem(s) in {name}: "
                            "ComfyUI would reject it (found before submitting)",
                            DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_REJECTED],
                            {"problems": [{"node_id": p.node_id, "class_type": p.class_type, "code": p.code,
@@ -548,7 +569,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     idle = await judge_queue(report, runtime)
     await _jobs_and_history(report, runtime)
     if args.workflow:
-        await _lint_check(report, api, args.workflow)
+        await _lint_checks(report, api, args.workflow)
     if args.no_canary:
         report.add(CheckResult("canary.run", "skipped", "skipped: --no-canary"))
     elif idle is not None and (stuck := await stuck_queue(runtime, idle)) is not None:
@@ -689,9 +710,14 @@ def _targets(args: argparse.Namespace) -> tuple[Config, list[TargetConfig]]:
 
 
 def _check_workflow_file(path: str) -> str | None:
-    """Why ``--workflow`` cannot be linted at all (a usage error), or None."""
+    """Why ``--workflow`` cannot be linted at all (a usage error), or None. In a directory, a file that is not a
+    workflow is a finding of its own ``workflow.lint``; a single file must be JSON."""
     try:
-        json.loads(Path(path).read_text(encoding="utf-8"))
+        files = workflow_files(Path(path))
+        if len(files) == 1 and files[0] == Path(path):
+            json.loads(Path(path).read_text(encoding="utf-8"))
+    except WorkflowError as exc:
+        return f"--workflow: {exc}"
     except OSError as exc:
         return f"--workflow: cannot read {path}: {exc.strerror or type(exc).__name__}"
     except (ValueError, RecursionError):

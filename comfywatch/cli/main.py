@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check Comfy Cloud (key from COMFYWATCH_CLOUD_API_KEY or the credential; "
                              "--url overrides https://cloud.comfy.org)")
     doctor.add_argument("--target", metavar="NAME", help="only this target of the config")
-    doctor.add_argument("--workflow", metavar="FILE", help="lint this API-format workflow against the server")
+    doctor.add_argument("--workflow", metavar="PATH",
+                        help="lint this API-format workflow (or each *.json workflow in this directory) against the "
+                             "server")
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     doctor.add_argument("--no-canary", action="store_true", help="skip the canary run")
     doctor.add_argument("--strict", action="store_true", help="warnings fail too")

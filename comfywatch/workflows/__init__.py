@@ -18,7 +18,8 @@ from typing import Any
 
 from comfywatch.config import VerifyConfig
 
-__all__ = ["BUILTINS", "CanaryWorkflow", "WorkflowError", "load_workflow", "render_workflow"]
+__all__ = ["BUILTINS", "MAX_WORKFLOW_FILES", "CanaryWorkflow", "WorkflowError", "load_workflow", "render_workflow",
+           "workflow_files"]
 
 
 class WorkflowError(ValueError):
@@ -113,3 +114,26 @@ def fill_text(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", value)
     return text
+
+
+#: Workflows read from one directory: a team's production set is tens; beyond this the directory is a mistake.
+MAX_WORKFLOW_FILES = 200
+
+
+def workflow_files(path: Path) -> list[Path]:
+    """The workflows *path* names: the file itself, or a directory's ``*.json`` files (not its subdirectories),
+    sorted by name, at most :data:`MAX_WORKFLOW_FILES`.
+
+    Raises:
+        WorkflowError: *path* cannot be read, or is a directory without a ``.json`` file.
+    """
+    try:
+        if not path.is_dir():
+            path.stat()
+            return [path]
+        files = sorted(f for f in path.iterdir() if f.suffix == ".json" and not f.is_dir())
+    except OSError as exc:
+        raise WorkflowError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if not files:
+        raise WorkflowError(f"{path} holds no .json workflow")
+    return files[:MAX_WORKFLOW_FILES]

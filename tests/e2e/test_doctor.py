@@ -56,7 +56,7 @@ class Run:
         return body
 
     def checks(self, target: int = 0) -> dict[str, dict[str, Any]]:
-        """Check id -> check of one target (ids are unique per target except server.device)."""
+        """Check id -> check of one target (ids are unique per target except server.device and workflow.lint)."""
         return {c["id"]: c for c in self.report()["targets"][target]["checks"]}
 
     def check(self, check_id: str, target: int = 0) -> dict[str, Any]:
@@ -733,6 +733,32 @@ async def test_lint_ui_format_says_save_api_format(sim: SimHandle, tmp_path: Pat
     assert check["status"] == "fail" and "UI-format" in check["summary"], run
     assert 'Save (API Format)' in check["hint"]
     assert run.code == 1
+
+
+async def test_lint_a_directory_lints_each_workflow_in_it(sim: SimHandle, tmp_path: Path) -> None:
+    """--workflow DIR: one workflow.lint per *.json file, in name order, each naming its file; a file that is not
+    a workflow is a finding of its own; other files are ignored. An empty directory is a usage error."""
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name in ("canary_preview_image.json", "txt2img_missing_checkpoint.json"):
+        (folder / name).write_bytes((WORKFLOWS / name).read_bytes())
+    (folder / "editor.json").write_text(json.dumps(UI_WORKFLOW), encoding="utf-8")
+    (folder / "broken.json").write_text("{not json", encoding="utf-8")
+    (folder / "README.txt").write_text("not a workflow", encoding="utf-8")
+    run = await doctor("--url", sim.url, "--json", "--timeout", "5", "--no-canary", "--workflow", str(folder))
+    lints = [(c["status"], c["summary"]) for c in run.report()["targets"][0]["checks"] if c["id"] == "workflow.lint"]
+    assert lints == [
+        ("fail", f"{folder / 'broken.json'} is not valid JSON"),
+        ("ok", "canary_preview_image.json: no problems found"),
+        ("fail", "editor.json: this is a UI-format workflow, not API format"),
+        ("fail", "1 problem(s) in txt2img_missing_checkpoint.json: ComfyUI would reject it (found before submitting)"),
+    ], run
+    assert run.code == 1, run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    usage = await doctor("--url", sim.url, "--no-canary", "--workflow", str(empty))
+    assert (usage.code, usage.stdout) == (2, ""), usage
+    assert usage.stderr == f"comfywatch doctor: --workflow: {empty} holds no .json workflow\n", usage
 
 
 async def test_lint_valid_workflow_passes(sim: SimHandle) -> None:

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 
 from comfywatch.config import VerifyConfig
-from comfywatch.workflows import BUILTINS, CanaryWorkflow, WorkflowError, fill_text, load_workflow, render_workflow
+from comfywatch.workflows import (
+    BUILTINS,
+    MAX_WORKFLOW_FILES,
+    CanaryWorkflow,
+    WorkflowError,
+    fill_text,
+    load_workflow,
+    render_workflow,
+    workflow_files,
+)
 from comfywatch.workflows.lint import lint_workflow
 from tests.fixtures import FIXTURES, load_json
 
@@ -214,3 +223,24 @@ class TestFillText:
     def test_unknown_placeholders_kept(self) -> None:
         """Tokens without a value are left alone."""
         assert fill_text("{{a}} {{b}}", {"a": "1"}) == "1 {{b}}"
+
+
+def test_workflow_files_of_a_directory_are_its_json_files_in_name_order_bounded(tmp_path: Path) -> None:
+    for index in range(MAX_WORKFLOW_FILES + 50):
+        (tmp_path / f"w{index:04d}.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "a_folder.json").mkdir()
+    (tmp_path / "notes.txt").write_text("", encoding="utf-8")
+    files = workflow_files(tmp_path)
+    assert [f.name for f in files] == [f"w{index:04d}.json" for index in range(MAX_WORKFLOW_FILES)]
+
+
+def test_workflow_files_of_a_file_missing_path_or_empty_directory(tmp_path: Path) -> None:
+    single = tmp_path / "one.json"
+    single.write_text("{}", encoding="utf-8")
+    assert workflow_files(single) == [single]
+    with pytest.raises(WorkflowError, match=r"cannot read .*missing: No such file or directory"):
+        workflow_files(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WorkflowError, match=r"holds no \.json workflow"):
+        workflow_files(empty)
