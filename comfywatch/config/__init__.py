@@ -53,6 +53,7 @@ __all__ = [
     "ProbeConfig",
     "ProbeModule",
     "TargetConfig",
+    "WorkflowWatch",
     "config_file",
     "is_valid_name",
     "load_config",
@@ -87,6 +88,7 @@ MAX_TARGETS = 10_000
 MAX_SHARDS = 1_000
 MAX_MODULES = 100
 MAX_DISCOVERY_FILES = 100
+MAX_WATCHED_WORKFLOWS = 100
 MAX_ALLOW_ENTRIES = 1_000
 MAX_PATH_CHARS = 4096
 MAX_URL_CHARS = 2048
@@ -414,6 +416,10 @@ class Defaults(_Strict):
     worker_idle_polls: int = Field(default=4, ge=1, le=1000)
     #: Keep a WebSocket open to each local target: detects a dead server within a second and sees progress.
     websocket_monitor: bool = True
+    #: How often a local target's node catalogue, model lists and log are read again when nothing suggests a
+    #: change (a restart or a new version reads them at once): /object_info is megabytes on a server with
+    #: many node packs.
+    catalog_interval: Interval = 1800.0
 
 
 class VerifyConfig(_Strict):
@@ -517,6 +523,22 @@ class TargetConfig(_Strict):
         return self.canary.enabled
 
 
+class WorkflowWatch(_Strict):
+    """Production workflows linted against the live catalogue of the targets they run on (``[[workflows]]``)."""
+
+    #: An API-format workflow, or a directory of them (its ``*.json`` files).
+    path: FilePath
+    #: The targets that run them, by name; with ``pool``, also those whose ``pool`` label matches. Neither:
+    #: every local target.
+    targets: tuple[Annotated[str, Field(max_length=300)], ...] | None = Field(default=None, max_length=MAX_TARGETS)
+    pool: str | None = Field(default=None, max_length=300)
+
+    def watches(self, target: TargetConfig) -> bool:
+        if self.targets is None and self.pool is None:
+            return True
+        return target.name in (self.targets or ()) or (self.pool is not None and target.labels.get("pool") == self.pool)
+
+
 class ProbeModule(_Strict):
     """A ``/probe?module=`` definition (blackbox_exporter style)."""
 
@@ -560,6 +582,7 @@ class Config(_Strict):
         default_factory=lambda: {"local": ProbeModule()}
     )
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    workflows: Annotated[tuple[WorkflowWatch, ...], BeforeValidator(_at_most(MAX_WATCHED_WORKFLOWS))] = ()
     state_dir: FilePath | None = None
 
     @field_validator("modules")

@@ -120,6 +120,17 @@ CLOUD_CANARY_TODAY = MetricDef(
     "comfy_cloud_canary_runs_today", "gauge", "Cloud canary runs today (UTC), against max_runs_per_day."
 )
 
+WORKFLOW_VALID = MetricDef(
+    "comfyui_workflow_valid", "gauge",
+    "1 if the watched workflow passes ComfyUI's validation against the target's live node catalogue, 0 if the "
+    "server would reject it.", ("workflow",),
+)
+WORKFLOW_PROBLEMS = MetricDef(
+    "comfyui_workflow_problems", "gauge",
+    "Problems the server would report for the watched workflow, by ComfyUI's error type (none when valid).",
+    ("workflow", "type"),
+)
+
 BUILD_INFO = MetricDef("comfywatch_build_info", "info", "comfywatch version.", ("version",))
 CHECK_DURATION = MetricDef(
     "comfywatch_check_duration_seconds", "gauge", "Duration of the latest run of a check.", ("target", "check")
@@ -170,7 +181,7 @@ TARGET: tuple[MetricDef, ...] = (
     QUEUE_RUNNING, QUEUE_PENDING, QUEUE_RUNNING_SECONDS, QUEUE_OLDEST_PENDING, QUEUE_STALLED, WORKER_NOT_CONSUMING,
     JOBS, JOB_FAILURES, JOB_DURATION, REQUEST_DURATION, REQUESTS, REQUEST_FAILURES, HTTP_PHASE, TLS_NOT_AFTER,
     CANARY_SUCCESS, CANARY_RUNS, CANARY_FAILURES, CANARY_SKIPPED, CANARY_PHASE, CANARY_SERVER_SECONDS,
-    CANARY_WEBSOCKET_OK, CANARY_DURATION, CANARY_LAST_SUCCESS,
+    CANARY_WEBSOCKET_OK, CANARY_DURATION, CANARY_LAST_SUCCESS, WORKFLOW_VALID, WORKFLOW_PROBLEMS,
 )
 CLOUD: tuple[MetricDef, ...] = (
     CLOUD_BALANCE, CLOUD_EFFECTIVE_BALANCE, CLOUD_HAS_FUNDS, CLOUD_SUB_ACTIVE, CLOUD_SUB_INFO, CLOUD_MAX_CONCURRENT,

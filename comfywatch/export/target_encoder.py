@@ -87,6 +87,8 @@ class Snapshot(NamedTuple):
     job_durations: int
     #: Per canary: its values, its failures by reason and its duration count.
     canaries: tuple[tuple[object, ...], ...]
+    #: What the last catalogue refresh found (immutable values).
+    catalog: tuple[object, ...]
 
 
 # attrgetter and map: no Python frame per check or histogram.
@@ -120,6 +122,7 @@ def snapshot(state: TargetState, now: float) -> Snapshot:
         tuple(state.check_skips.values()),
         state.job_duration.count,
         tuple(map(_canary_key, canaries)),
+        (state.workflows,),
     )
 
 
@@ -443,6 +446,7 @@ def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -
         chunks[_REQUEST_DURATION] = data
     if state.canaries:
         chunks.update(section("canaries", snap.canaries, _canaries, state))
+    chunks.update(section("catalog", snap.catalog, _catalog, state))
     # A single block is the cached object itself (bytes.join returns it): unchanged blocks are not copied.
     return tuple(map(chunks.get, _POSITIONS))
 
@@ -462,6 +466,16 @@ def _canaries(lines: TargetLines, state: TargetState) -> Texts:
     texts[_CANARY_DURATION] = b"\n".join([
         lines.histogram(m.CANARY_DURATION, ("canary", c.name), c.duration, c.duration.count) for c in canaries])
     return texts
+
+
+def _catalog(lines: TargetLines, state: TargetState) -> Texts:
+    """The watched workflows' verdicts: a section of its own, refreshed every half hour or after a restart."""
+    series: list[tuple[MetricDef, str, Value]] = []
+    for verdict in state.workflows:
+        series.append((m.WORKFLOW_VALID, lines.pairs((("workflow", verdict.name),)), 0 if verdict.problems else 1))
+        series.extend((m.WORKFLOW_PROBLEMS, lines.pairs((("workflow", verdict.name), ("type", kind))), count)
+                      for kind, count in verdict.problems)
+    return _lines(series)
 
 
 def _target_lines(state: TargetState, with_target: bool) -> TargetLines:

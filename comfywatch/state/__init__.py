@@ -30,6 +30,7 @@ __all__ = [
     "CloudState",
     "Histogram",
     "TargetState",
+    "WorkflowVerdict",
     "code_label",
 ]
 
@@ -118,6 +119,15 @@ class CloudState:
         return max(0.0, self.retry_after_until - now)
 
 
+@dataclass(frozen=True)
+class WorkflowVerdict:
+    """A watched workflow against the target's live catalogue: ComfyUI's error types and how often each."""
+
+    name: str
+    #: (error type, count), sorted by type; empty when the server would accept the workflow.
+    problems: tuple[tuple[str, int], ...] = ()
+
+
 class TargetState:
     """Everything known about one target. Also the :class:`RequestObserver` of its HTTP client."""
 
@@ -174,6 +184,8 @@ class TargetState:
         #: Rendered label strings, owned by the exporter (labels never change for a given state object).
         self.label_cache: dict[object, object] = {}
         self.server_version: str | None = None
+        #: The watched workflows linted at the last catalogue refresh, in name order.
+        self.workflows: tuple[WorkflowVerdict, ...] = ()
 
     def _init_endpoint(self, endpoint: str) -> None:
         if endpoint in self.request_durations:

@@ -57,7 +57,7 @@ def test_every_option_is_in_the_example() -> None:
     assert all(not fields for fields in missing.values()), missing
     assert {cls.__name__ for cls in found} == {
         "Config", "ServerConfig", "Defaults", "TargetConfig", "CanaryConfig", "VerifyConfig", "DiscoveryConfig",
-        "ProbeModule", "ProbeConfig",
+        "ProbeModule", "ProbeConfig", "WorkflowWatch",
     }
 
 

@@ -1,0 +1,115 @@
+"""``catalog``: what a local server offers — its node catalogue — and whether the team's workflows still fit it.
+
+``/object_info`` is megabytes on a server with many node packs and costs it hundreds of milliseconds: it is
+read when something suggests the catalogue changed (the first run, the monitoring WebSocket reconnected after
+a restart, a new ComfyUI version, the server back up after being down) and otherwise every
+``catalog_interval``, and only while the server is up. The check itself runs every minute; a run with nothing
+to refresh sends nothing and succeeds (the catalogue is known); one on a server that is down is skipped.
+
+Each watched workflow (``[[workflows]]``) is linted against the catalogue exactly as ComfyUI would validate it
+on submit: a deploy that renames an input, removes a node or a model makes the workflow invalid here before a
+user submits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from comfywatch.checks import CheckSkipped
+from comfywatch.checks.context import TargetContext
+from comfywatch.parse.text import sanitize
+from comfywatch.state import WorkflowVerdict
+from comfywatch.workflows import MAX_WORKFLOW_FILES, WorkflowError, workflow_files
+from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
+
+__all__ = ["CHECK_INTERVAL", "CatalogCheck", "lint_verdicts"]
+
+log = structlog.get_logger("comfywatch.catalog")
+
+#: How often the check looks whether the catalogue needs reading again.
+CHECK_INTERVAL = 60.0
+#: Largest workflow file read: API-format workflows are kilobytes.
+MAX_WORKFLOW_BYTES = 4 * 2**20
+
+
+def _read(file: Path) -> Any:
+    with file.open("rb") as handle:
+        data = handle.read(MAX_WORKFLOW_BYTES + 1)
+    if len(data) > MAX_WORKFLOW_BYTES:
+        raise ValueError("too large")
+    return json.loads(data)
+
+
+def _verdict(name: str, file: Path, object_info: dict[str, Any]) -> WorkflowVerdict:
+    try:
+        workflow = _read(file)
+    except OSError:
+        return WorkflowVerdict(name, (("unreadable", 1),))
+    except (ValueError, RecursionError):
+        return WorkflowVerdict(name, (("invalid_json", 1),))
+    if detect_format(workflow) is WorkflowFormat.UI:
+        return WorkflowVerdict(name, (("ui_format", 1),))
+    counts = Counter(problem.code for problem in lint_workflow(workflow, object_info))
+    return WorkflowVerdict(name, tuple(sorted(counts.items())))
+
+
+def lint_verdicts(paths: Sequence[Path], object_info: dict[str, Any]) -> tuple[WorkflowVerdict, ...]:
+    """Each workflow of *paths* (files or directories) against *object_info*, named by its file's stem (the
+    first of two files with one stem wins), in name order, at most :data:`MAX_WORKFLOW_FILES`. Blocking:
+    reads files and lints."""
+    files: dict[str, Path] = {}
+    for path in paths:
+        try:
+            found = workflow_files(path)
+        except WorkflowError as exc:
+            log.error("watched_workflows_unreadable", path=sanitize(str(path)), problem=sanitize(str(exc)))
+            continue
+        for file in found:
+            files.setdefault(sanitize(file.stem), file)
+    if len(files) > MAX_WORKFLOW_FILES:
+        log.warning("watched_workflows_capped", watched=len(files), kept=MAX_WORKFLOW_FILES)
+    names = sorted(files)[:MAX_WORKFLOW_FILES]
+    return tuple(_verdict(name, files[name], object_info) for name in names)
+
+
+class CatalogCheck:
+    """One target's catalogue refresh (the check's state: when it last read, and what the target looked like)."""
+
+    def __init__(self, workflows: Sequence[Path], refresh_after: float) -> None:
+        self.workflows = tuple(workflows)
+        self.refresh_after = refresh_after
+        self._connection: int | None = None
+        self._version: str | None = None
+        self._next_refresh = 0.0
+
+    def _due(self, ctx: TargetContext) -> bool:
+        state = ctx.state
+        # A restart closes the monitoring socket (a new connection) and a deploy may change the version; a
+        # version first learnt after the last refresh is no change.
+        restarted = state.monitor_connection != self._connection
+        upgraded = None not in (self._version, state.server_version) and state.server_version != self._version
+        return restarted or upgraded or time.monotonic() >= self._next_refresh
+
+    async def check(self, ctx: TargetContext) -> None:
+        if ctx.state.up != 1.0:
+            # Nothing to learn from a server that is down or not polled yet, and a hanging one would hold one of
+            # the daemon's request slots for the catalogue's long timeout. Back up, it may be another build.
+            self._next_refresh = 0.0
+            raise CheckSkipped("the server is not up")
+        if not self._due(ctx):
+            return
+        # Taken before the requests: a restart during them is seen at the next run.
+        connection, version = ctx.state.monitor_connection, ctx.state.server_version
+        object_info = await ctx.local_api().object_info()
+        if self.workflows:
+            ctx.state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, object_info)
+        self._connection, self._next_refresh = connection, time.monotonic() + self.refresh_after
+        self._version = version or self._version

@@ -1,0 +1,43 @@
+"""Workflow watch: the daemon lints each watched workflow against every matching target's live catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfywatch.sim.admin import start_sim
+from tests.fixtures import FIXTURES
+from tests.helpers import eventually, running_daemon, scrape
+from tests.integration.conftest import config_toml, target_toml
+
+WORKFLOWS = FIXTURES / "workflows"
+
+
+def _watched(tmp_path: Path) -> Path:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name in ("canary_preview_image.json", "txt2img_missing_checkpoint.json"):
+        (folder / name).write_bytes((WORKFLOWS / name).read_bytes())
+    (folder / "editor.json").write_text('{"nodes": [], "links": [], "version": 0.4}', encoding="utf-8")
+    return folder
+
+
+async def test_each_workflow_is_valid_or_counts_its_problems_by_comfyui_error_type(tmp_path: Path) -> None:
+    """Two targets, one directory watched on the pool "sdxl" only: its workflows are exported per target
+    (valid 1 / 0, problems by ComfyUI's error type); the target outside the pool gets none."""
+    folder = _watched(tmp_path)
+    async with await start_sim(targets=2) as sim:
+        pooled = target_toml("a", sim.target_url(0)) + '  [targets.labels]\n  pool = "sdxl"\n'
+        config = config_toml(pooled, target_toml("b", sim.target_url(1)))
+        config += f'\n[[workflows]]\npath = "{folder}"\npool = "sdxl"\n'
+        async with running_daemon(config, tmp_path) as (_daemon, base):
+            m = await eventually(lambda: scrape(f"{base}/metrics"),
+                                 lambda m: m.value("comfyui_workflow_valid", target="a", workflow="editor") is not None,
+                                 what="the watched workflows linted")
+            valid = {w: m.value("comfyui_workflow_valid", target="a", pool="sdxl", workflow=w)
+                     for w in ("canary_preview_image", "txt2img_missing_checkpoint", "editor")}
+            assert valid == {"canary_preview_image": 1.0, "txt2img_missing_checkpoint": 0.0, "editor": 0.0}, m.text
+            assert m.value("comfyui_workflow_problems", target="a", workflow="txt2img_missing_checkpoint",
+                           type="value_not_in_list") == 1.0, m.text
+            assert m.value("comfyui_workflow_problems", target="a", workflow="editor", type="ui_format") == 1.0
+            assert m.value("comfyui_workflow_problems", target="a", workflow="canary_preview_image") is None
+            assert "comfyui_workflow_valid{target=\"b\"" not in m.text, m.text
