@@ -86,15 +86,15 @@ class CatalogCheck:
     def __init__(self, workflows: Sequence[Path], refresh_after: float) -> None:
         self.workflows = tuple(workflows)
         self.refresh_after = refresh_after
-        self._connection: int | None = None
+        self._reconnects: int | None = None
         self._version: str | None = None
         self._next_refresh = 0.0
 
     def _due(self, ctx: TargetContext) -> bool:
         state = ctx.state
-        # A restart closes the monitoring socket (a new connection) and a deploy may change the version; a
-        # version first learnt after the last refresh is no change.
-        restarted = state.monitor_connection != self._connection
+        # A restart drops the monitoring socket (it reconnects) and a deploy may change the version; a version
+        # first learnt after the last refresh is no change.
+        restarted = state.monitor_reconnects != self._reconnects
         upgraded = None not in (self._version, state.server_version) and state.server_version != self._version
         return restarted or upgraded or time.monotonic() >= self._next_refresh
 
@@ -107,9 +107,9 @@ class CatalogCheck:
         if not self._due(ctx):
             return
         # Taken before the requests: a restart during them is seen at the next run.
-        connection, version = ctx.state.monitor_connection, ctx.state.server_version
+        reconnects, version = ctx.state.monitor_reconnects, ctx.state.server_version
         object_info = await ctx.local_api().object_info()
         if self.workflows:
             ctx.state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, object_info)
-        self._connection, self._next_refresh = connection, time.monotonic() + self.refresh_after
+        self._reconnects, self._next_refresh = reconnects, time.monotonic() + self.refresh_after
         self._version = version or self._version

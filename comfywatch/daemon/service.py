@@ -500,6 +500,7 @@ class Daemon:
         assert runtime.local is not None
         name = runtime.config.name
         monitor = WebSocketMonitor(runtime.local, runtime.state, on_disconnect=lambda: self.trigger(name, "system"),
+                                   on_reconnect=lambda: self.trigger(name, "catalog"),
                                    ssl_context=ssl_context_for(runtime.config))
         runtime.monitor = monitor
         monitor.start()

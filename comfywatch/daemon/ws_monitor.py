@@ -43,12 +43,15 @@ class WebSocketMonitor:
         state: TargetState,
         *,
         on_disconnect: Callable[[], None],
+        on_reconnect: Callable[[], None] = lambda: None,
         ssl_context: ssl.SSLContext | bool = True,
         open_timeout: float = 5.0,
     ) -> None:
         self.server = server
         self.state = state
         self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        self._connected_before = False
         self.ssl_context = ssl_context
         self.open_timeout = open_timeout
         self._task: asyncio.Task[None] | None = None
@@ -89,6 +92,11 @@ class WebSocketMonitor:
         connected_at = time.monotonic()
         self.state.monitor_connection += 1
         self.state.websocket_connected = 1.0
+        if self._connected_before:
+            # Back after a drop: perhaps a restart, perhaps onto another build.
+            self.state.monitor_reconnects += 1
+            self.on_reconnect()
+        self._connected_before = True
         try:
             async for message in ws:
                 event = ws_event(message)

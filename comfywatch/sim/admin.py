@@ -19,7 +19,7 @@ except ``down``, which closes the port here like for the local sim (:func:`cloud
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -124,6 +124,12 @@ class SimHandle:
             return
         await self._local().set_faults(target, wanted, slow_ms)
 
+    async def deploy(self, target: int | None = None, *, remove: Iterable[str] = (),
+                     options: Mapping[str, Mapping[str, list[Any]]] | None = None,
+                     models: Mapping[str, list[str]] | None = None) -> None:
+        """Change what ``target`` offers, as a deploy would (see ``SimServer.deploy``)."""
+        self._local().server(target).deploy(remove, options, models)
+
     async def restart(self, target: int | None = None) -> None:
         """Perform the one-shot ``restart`` fault on ``target``."""
         await self._local().restart(target)
@@ -213,6 +219,31 @@ async def _restart(request: web.Request) -> web.StreamResponse:
     return web.json_response(handle.state(target))
 
 
+def _string_lists(value: Any, what: str) -> dict[str, list[str]]:
+    def strings(items: Any) -> bool:
+        return isinstance(items, list) and all(isinstance(item, str) for item in items)
+
+    if not isinstance(value, dict) or not all(isinstance(k, str) and strings(v) for k, v in value.items()):
+        raise _BadRequestError(f"{what} must map names to lists of strings")
+    return value
+
+
+async def _deploy(request: web.Request) -> web.StreamResponse:
+    handle = request.app[HANDLE_KEY]
+    body = await _body(request)
+    remove = body.get("remove", [])
+    if not isinstance(remove, list) or not all(isinstance(r, str) for r in remove):
+        raise _BadRequestError("remove must be a list of node class names")
+    raw_options = body.get("options", {})
+    if not isinstance(raw_options, dict):
+        raise _BadRequestError("options must map node classes to {input: [choices]}")
+    options = {name: _string_lists(inputs, "options") for name, inputs in raw_options.items()}
+    models = _string_lists(body.get("models", {}), "models")
+    target = _target(body.get("target"))
+    await handle.deploy(target, remove=remove, options=options, models=models)
+    return web.json_response(handle.state(target))
+
+
 async def _submit(request: web.Request) -> web.StreamResponse:
     handle = request.app[HANDLE_KEY]
     body = await _body(request)
@@ -242,6 +273,7 @@ def create_admin_app(handle: SimHandle | None = None) -> web.Application:
     app.router.add_get(f"{ADMIN_PREFIX}/state", _state)
     app.router.add_post(f"{ADMIN_PREFIX}/faults", _faults)
     app.router.add_post(f"{ADMIN_PREFIX}/restart", _restart)
+    app.router.add_post(f"{ADMIN_PREFIX}/deploy", _deploy)
     app.router.add_post(f"{ADMIN_PREFIX}/submit", _submit)
     app.router.add_get(f"{ADMIN_PREFIX}/info", _info)
     return app

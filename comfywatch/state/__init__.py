@@ -159,6 +159,8 @@ class TargetState:
         #: Set by the monitoring WebSocket: connections made, and queue-change (``status``) frames received.
         self.monitor_connection = 0
         self.monitor_status_frames = 0
+        #: Times the monitoring WebSocket came back after a drop (a restart, or the network).
+        self.monitor_reconnects = 0
         self.jobs_total = 0
         self.job_failures: dict[Reason, int] = dict.fromkeys(JOB_REASONS, 0)
         self.job_duration = Histogram(JOB_BUCKETS)

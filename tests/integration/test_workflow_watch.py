@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from comfywatch.sim.admin import start_sim
 from tests.fixtures import FIXTURES
-from tests.helpers import eventually, running_daemon, scrape
+from tests.helpers import Metrics, eventually, running_daemon, scrape
 from tests.integration.conftest import config_toml, target_toml
 
 WORKFLOWS = FIXTURES / "workflows"
@@ -41,3 +42,30 @@ async def test_each_workflow_is_valid_or_counts_its_problems_by_comfyui_error_ty
             assert m.value("comfyui_workflow_problems", target="a", workflow="editor", type="ui_format") == 1.0
             assert m.value("comfyui_workflow_problems", target="a", workflow="canary_preview_image") is None
             assert "comfyui_workflow_valid{target=\"b\"" not in m.text, m.text
+
+
+async def test_a_deploy_that_removes_a_node_breaks_the_workflow_on_that_server_only(tmp_path: Path) -> None:
+    """A restart that brings a catalogue without PreviewImage (a deploy gone wrong) is seen at once: the
+    monitoring WebSocket reconnects, the catalogue is read again, and the workflow using that node turns invalid
+    on that server only, with ComfyUI's missing-class error type."""
+    folder = _watched(tmp_path)
+    async with await start_sim(targets=2) as sim:
+        config = config_toml(target_toml("a", sim.target_url(0)), target_toml("b", sim.target_url(1)))
+        config += f'\n[[workflows]]\npath = "{folder / "canary_preview_image.json"}"\n'
+        async with running_daemon(config, tmp_path) as (_daemon, base):
+
+            def valid(target: str) -> Callable[[Metrics], bool]:
+                return lambda m: m.value("comfyui_workflow_valid", target=target,
+                                         workflow="canary_preview_image") == 1.0
+
+            await eventually(lambda: scrape(f"{base}/metrics"), lambda m: valid("a")(m) and valid("b")(m),
+                             what="the workflow valid on both servers")
+            await sim.deploy(0, remove=["PreviewImage"])
+            await sim.restart(0)
+            m = await eventually(
+                lambda: scrape(f"{base}/metrics"),
+                lambda m: m.value("comfyui_workflow_valid", target="a", workflow="canary_preview_image") == 0.0,
+                what="the workflow broken on the redeployed server")
+            assert m.value("comfyui_workflow_problems", target="a", workflow="canary_preview_image",
+                           type="invalid_prompt") == 1.0, m.text
+            assert valid("b")(m), m.text

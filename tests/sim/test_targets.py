@@ -99,3 +99,29 @@ async def test_restart_one_target(http: aiohttp.ClientSession) -> None:
         await eventually(lambda: all(ids[t] in multi.state(t)["history"] for t in ids))
         await multi.restart(0)
         assert multi.state(0)["history"] == [] and multi.state(1)["history"] == [ids[1]]
+
+
+async def test_deploy_changes_one_target_s_catalogue_and_models_across_restarts(http: aiohttp.ClientSession) -> None:
+    """POST /_sim/deploy on target 0: a class gone from /object_info (and from validation), a COMBO's options
+    replaced, /models/checkpoints listing files; target 1 unchanged; a restart keeps the deploy."""
+    async with await start_sim(targets=2) as multi:
+        body = {"target": 0, "remove": ["PreviewImage"],
+                "options": {"ImageScale": {"upscale_method": ["nearest-exact"]}},
+                "models": {"checkpoints": ["sdxl.safetensors"]}}
+        async with http.post(multi.admin_url + "/_sim/deploy", json=body) as response:
+            assert response.status == 200, await response.text()
+        async with http.post(multi.admin_url + "/_sim/deploy", json={"remove": "PreviewImage"}) as response:
+            assert response.status == 400
+        await multi.restart(0)
+        for target, has_preview, methods, models in ((0, False, ["nearest-exact"], ["sdxl.safetensors"]),
+                                                     (1, True, None, [])):
+            base = multi.target_url(target)
+            async with http.get(base + "/object_info") as response:
+                info = await response.json()
+            assert ("PreviewImage" in info) is has_preview
+            upscale = info["ImageScale"]["input"]["required"]["upscale_method"][0]
+            assert upscale == methods if methods else len(upscale) > 1, upscale
+            async with http.get(base + "/models/checkpoints") as response:
+                assert await response.json() == models
+        status, answer = await post_prompt(http, multi.target_url(0), {"prompt": workflow("canary_preview_image")})
+        assert status == 400 and answer["error"]["type"] == "invalid_prompt", answer

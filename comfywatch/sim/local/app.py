@@ -223,10 +223,11 @@ async def _models(call: _Call) -> web.StreamResponse:
 
 
 async def _models_folder(call: _Call) -> web.StreamResponse:
-    if call.params["folder"] not in call.cluster.static["models"]:
+    folder = call.params["folder"]
+    if folder not in call.cluster.static["models"]:
         return web.Response(status=404)
-    # No model files in the sim, which is why CheckpointLoaderSimple never validates.
-    return web.json_response([])
+    # No model files unless deployed (SimServer.deploy): CheckpointLoaderSimple's options stay empty regardless.
+    return web.json_response(call.server.models.get(folder, []))
 
 
 async def _view(call: _Call) -> web.StreamResponse:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 __all__ = ["Catalog", "NodeSpec", "default_catalog"]
+
+#: Options of one input, by class and input name: what a deploy may change.
+InputOptions = Mapping[str, Mapping[str, list[Any]]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,22 @@ class Catalog:
                 output=tuple(info["output"]),
                 output_node=bool(info["output_node"]),
             )
+
+
+    def deployed(self, remove: Iterable[str] = (), options: InputOptions | None = None) -> Catalog:
+        """This catalogue after a deploy: the classes in *remove* gone, the listed inputs' options (a COMBO's
+        list) replaced. Unknown classes or inputs are ignored, as a server simply would not have them."""
+        object_info = {name: info for name, info in self.object_info.items() if name not in set(remove)}
+        for name, inputs in (options or {}).items():
+            if name not in object_info:
+                continue
+            info = copy.deepcopy(object_info[name])
+            for section in info["input"].values():
+                for input_name, choices in inputs.items():
+                    if input_name in section and isinstance(section[input_name], list):
+                        section[input_name] = [list(choices), *section[input_name][1:]]
+            object_info[name] = info
+        return Catalog(object_info)
 
 
 @cache

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.sim.faults import DEFAULT_SLOW_MS, JOB_FAILURE_FAULTS, Fault
-from comfywatch.sim.local.catalog import Catalog
+from comfywatch.sim.local.catalog import Catalog, InputOptions
 from comfywatch.sim.local.execution import ExecutionList, cache_signatures, format_inputs, ordered_outputs
 from comfywatch.sim.local.failures import (
     NodeFailure,
@@ -102,6 +102,8 @@ class SimServer:
 
     def __init__(self, catalog: Catalog, options: SimOptions, *, faults: Iterable[Fault] = ()) -> None:
         self.catalog = catalog
+        #: Model files by folder (``/models/{folder}``): none unless a test deploys some.
+        self.models: dict[str, list[str]] = {}
         self.options = options
         self.faults: frozenset[Fault] = frozenset(faults) - {Fault.RESTART}
         self.slow_ms = options.slow_ms
@@ -140,6 +142,13 @@ class SimServer:
             self.restart()
         self.faults = wanted - {Fault.RESTART}
         self._changed.set()
+
+    def deploy(self, remove: Iterable[str] = (), options: InputOptions | None = None,
+               models: Mapping[str, list[str]] | None = None) -> None:
+        """What a deploy does to the installation (kept across restarts): node classes removed, an input's
+        options changed, model folders' files replaced."""
+        self.catalog = self.catalog.deployed(remove, options)
+        self.models.update({folder: list(files) for folder, files in (models or {}).items()})
 
     def restart(self) -> None:
         """What a process restart does to ComfyUI: queue, history, counter, cache and temp/ are gone."""
