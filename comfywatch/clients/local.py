@@ -16,6 +16,7 @@ from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Reason
 from comfywatch.parse.history import HistoryEntry, parse_history, parse_history_entry
 from comfywatch.parse.jobs import JobsPage, parse_jobs
+from comfywatch.parse.models import parse_model_files, parse_model_folders
 from comfywatch.parse.prompt import PromptAccepted, parse_prompt_accepted
 from comfywatch.parse.queue import QueueSnapshot, parse_queue
 from comfywatch.parse.shape import as_map
@@ -152,6 +153,15 @@ class LocalApi:
         route = "/object_info" if class_type is None else f"/object_info/{class_type}"
         body, _ = await self._get(route, "object_info", _identity, timeout=max(self.http.settings.timeout, 30.0))
         return dict(as_map(body, "$"))
+
+    async def model_folders(self) -> tuple[str, ...]:
+        folders, _ = await self._get("/models", "models", parse_model_folders)
+        return folders  # type: ignore[no-any-return]
+
+    async def model_files(self, folder: str) -> tuple[str, ...]:
+        """The files of one folder of :meth:`model_folders` (a plain name: it goes into the path as is)."""
+        files, _ = await self._get(f"/models/{folder}", "models", parse_model_files)
+        return files  # type: ignore[no-any-return]
 
     def ws_url(self, client_id: str) -> str:
         return self.http.websocket_url(self.prefix + "/ws", {"clientId": client_id})
