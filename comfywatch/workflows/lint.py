@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from comfywatch.errors import ParseError
+from comfywatch.parse.catalog import combo_choices
 from comfywatch.parse.nodeerrors import node_sort_key
 
 __all__ = [
@@ -108,13 +109,7 @@ class InputSpec:
     @property
     def choices(self) -> tuple[Any, ...] | None:
         """The allowed values of a combo input, or None when it is not a combo or its list is not served."""
-        if isinstance(self.type, tuple):
-            return self.type
-        if self.type == "COMBO" and not self.options.get("remote"):
-            listed = self.options.get("options")
-            if isinstance(listed, list):
-                return tuple(listed)
-        return None
+        return combo_choices(self.type, self.options)
 
     @property
     def type_name(self) -> str:
