@@ -1,14 +1,17 @@
-"""``catalog``: what a local server offers — its node catalogue — and whether the team's workflows still fit it.
+"""``catalog``: what a local server offers — its node catalogue and models — and whether the team's workflows
+still fit it.
 
-``/object_info`` is megabytes on a server with many node packs and costs it hundreds of milliseconds: it is
-read when something suggests the catalogue changed (the first run, the monitoring WebSocket reconnected after
-a restart, a new ComfyUI version, the server back up after being down) and otherwise every
-``catalog_interval``, and only while the server is up. The check itself runs every minute; a run with nothing
-to refresh sends nothing and succeeds (the catalogue is known); one on a server that is down is skipped.
+``/object_info`` is megabytes on a server with many node packs and costs it hundreds of milliseconds: it (with
+``/models``, a request per folder) is read when something suggests the catalogue changed (the first run, the
+monitoring WebSocket reconnected after a restart, a new ComfyUI version, the server back up after being down)
+and otherwise every ``catalog_interval``, and only while the server is up. The check itself runs every
+minute; a run with nothing to refresh sends nothing and succeeds (the catalogue is known); one on a server
+that is down is skipped.
 
-Each watched workflow (``[[workflows]]``) is linted against the catalogue exactly as ComfyUI would validate it
-on submit: a deploy that renames an input, removes a node or a model makes the workflow invalid here before a
-user submits it.
+The catalogue is exported as counts and two fingerprints (``comfyui_catalog_info``): servers of a pool that
+should be identical and are not show different fingerprints. Each watched workflow (``[[workflows]]``) is
+linted against the catalogue exactly as ComfyUI would validate it on submit: a deploy that renames an input,
+removes a node or a model makes the workflow invalid here before a user submits it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +29,16 @@ import structlog
 
 from comfywatch.checks import CheckSkipped
 from comfywatch.checks.context import TargetContext
+from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.local import LocalApi
+from comfywatch.parse.catalog import Catalog, catalog_from
+from comfywatch.parse.system import SystemStats
 from comfywatch.parse.text import sanitize
-from comfywatch.state import WorkflowVerdict
+from comfywatch.state import CatalogSummary, WorkflowVerdict
 from comfywatch.workflows import MAX_WORKFLOW_FILES, WorkflowError, workflow_files
 from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
 
-__all__ = ["CHECK_INTERVAL", "CatalogCheck", "lint_verdicts"]
+__all__ = ["CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "lint_verdicts", "observe"]
 
 log = structlog.get_logger("comfywatch.catalog")
 
@@ -80,6 +88,38 @@ def lint_verdicts(paths: Sequence[Path], object_info: dict[str, Any]) -> tuple[W
     return tuple(_verdict(name, files[name], object_info) for name in names)
 
 
+async def _models(api: LocalApi) -> dict[str, tuple[str, ...]]:
+    """The files of every model folder; a folder that cannot be read is left out (and counted by the client)."""
+    files: dict[str, tuple[str, ...]] = {}
+    for folder in await api.model_folders():
+        try:
+            files[folder] = await api.model_files(folder)
+        except RequestFailed:
+            continue
+    return files
+
+
+@dataclass(frozen=True)
+class CatalogObservation:
+    #: ``/object_info`` as the server sent it (what workflows are linted against).
+    object_info: dict[str, Any]
+    catalog: Catalog
+
+
+async def observe(ctx: TargetContext, stats: SystemStats | None) -> CatalogObservation:
+    """Read the node catalogue and every model folder (*stats*: the server's versions, if known).
+
+    Raises:
+        RequestFailed: ``/object_info`` or ``/models`` could not be read.
+    """
+    api = ctx.local_api()
+    object_info = await api.object_info()
+    models = await _models(api)
+    # Parsing megabytes of catalogue is CPU work: off the event loop the other targets are polled on.
+    catalog = await asyncio.to_thread(catalog_from, object_info, models, stats)
+    return CatalogObservation(object_info, catalog)
+
+
 class CatalogCheck:
     """One target's catalogue refresh (the check's state: when it last read, and what the target looked like)."""
 
@@ -108,8 +148,12 @@ class CatalogCheck:
             return
         # Taken before the requests: a restart during them is seen at the next run.
         reconnects, version = ctx.state.monitor_reconnects, ctx.state.server_version
-        object_info = await ctx.local_api().object_info()
+        state = ctx.state
+        observation = await observe(ctx, state.system)
+        catalog = observation.catalog
+        state.catalog = CatalogSummary(catalog.node_classes, len(catalog.packs), tuple(sorted(
+            catalog.model_counts.items())), catalog.nodes_hash, catalog.models_hash)
         if self.workflows:
-            ctx.state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, object_info)
+            state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, observation.object_info)
         self._reconnects, self._next_refresh = reconnects, time.monotonic() + self.refresh_after
         self._version = version or self._version

@@ -131,6 +131,17 @@ WORKFLOW_PROBLEMS = MetricDef(
     ("workflow", "type"),
 )
 
+NODE_CLASSES = MetricDef("comfyui_node_classes", "gauge", "Node classes the server offers, from /object_info.")
+CUSTOM_NODE_PACKS = MetricDef(
+    "comfyui_custom_node_packs", "gauge", "Custom node packs providing node classes (python_module custom_nodes.*)."
+)
+MODELS = MetricDef("comfyui_models", "gauge", "Model files per folder, from /models/{folder}.", ("folder",))
+CATALOG_INFO = MetricDef(
+    "comfyui_catalog_info", "info",
+    "Fingerprints of the node catalogue (classes, packs, inputs, options) and of the model lists: servers with "
+    "equal values offer the same.", ("nodes_hash", "models_hash"),
+)
+
 BUILD_INFO = MetricDef("comfywatch_build_info", "info", "comfywatch version.", ("version",))
 CHECK_DURATION = MetricDef(
     "comfywatch_check_duration_seconds", "gauge", "Duration of the latest run of a check.", ("target", "check")
@@ -181,7 +192,8 @@ TARGET: tuple[MetricDef, ...] = (
     QUEUE_RUNNING, QUEUE_PENDING, QUEUE_RUNNING_SECONDS, QUEUE_OLDEST_PENDING, QUEUE_STALLED, WORKER_NOT_CONSUMING,
     JOBS, JOB_FAILURES, JOB_DURATION, REQUEST_DURATION, REQUESTS, REQUEST_FAILURES, HTTP_PHASE, TLS_NOT_AFTER,
     CANARY_SUCCESS, CANARY_RUNS, CANARY_FAILURES, CANARY_SKIPPED, CANARY_PHASE, CANARY_SERVER_SECONDS,
-    CANARY_WEBSOCKET_OK, CANARY_DURATION, CANARY_LAST_SUCCESS, WORKFLOW_VALID, WORKFLOW_PROBLEMS,
+    CANARY_WEBSOCKET_OK, CANARY_DURATION, CANARY_LAST_SUCCESS, WORKFLOW_VALID, WORKFLOW_PROBLEMS, NODE_CLASSES,
+    CUSTOM_NODE_PACKS, MODELS, CATALOG_INFO,
 )
 CLOUD: tuple[MetricDef, ...] = (
     CLOUD_BALANCE, CLOUD_EFFECTIVE_BALANCE, CLOUD_HAS_FUNDS, CLOUD_SUB_ACTIVE, CLOUD_SUB_INFO, CLOUD_MAX_CONCURRENT,

@@ -122,7 +122,7 @@ def snapshot(state: TargetState, now: float) -> Snapshot:
         tuple(state.check_skips.values()),
         state.job_duration.count,
         tuple(map(_canary_key, canaries)),
-        (state.workflows,),
+        (state.workflows, state.catalog),
     )
 
 
@@ -469,13 +469,26 @@ def _canaries(lines: TargetLines, state: TargetState) -> Texts:
 
 
 def _catalog(lines: TargetLines, state: TargetState) -> Texts:
-    """The watched workflows' verdicts: a section of its own, refreshed every half hour or after a restart."""
+    """The catalogue's counts and fingerprints and the watched workflows' verdicts: a section of its own,
+    refreshed every half hour or after a restart."""
     series: list[tuple[MetricDef, str, Value]] = []
+    catalog = state.catalog
+    if catalog is not None:
+        heads = lines.heads
+        texts = {_POSITION[m.NODE_CLASSES]: (heads[m.NODE_CLASSES] + format_value(catalog.node_classes)).encode(),
+                 _POSITION[m.CUSTOM_NODE_PACKS]: (heads[m.CUSTOM_NODE_PACKS]
+                                                  + format_value(catalog.custom_node_packs)).encode()}
+        # Empty folders have no series: a server lists about twenty folders, most of them empty.
+        series.extend((m.MODELS, lines.get("folder", folder), count) for folder, count in catalog.models if count)
+        series.append((m.CATALOG_INFO, lines.get("nodes_hash", catalog.nodes_hash, "models_hash",
+                                                 catalog.models_hash), 1))
+    else:
+        texts = {}
     for verdict in state.workflows:
         series.append((m.WORKFLOW_VALID, lines.pairs((("workflow", verdict.name),)), 0 if verdict.problems else 1))
         series.extend((m.WORKFLOW_PROBLEMS, lines.pairs((("workflow", verdict.name), ("type", kind))), count)
                       for kind, count in verdict.problems)
-    return _lines(series)
+    return texts | _lines(series)
 
 
 def _target_lines(state: TargetState, with_target: bool) -> TargetLines:

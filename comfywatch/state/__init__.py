@@ -26,6 +26,7 @@ __all__ = [
     "JOB_BUCKETS",
     "REQUEST_BUCKETS",
     "CanaryState",
+    "CatalogSummary",
     "CheckState",
     "CloudState",
     "Histogram",
@@ -120,6 +121,19 @@ class CloudState:
 
 
 @dataclass(frozen=True)
+class CatalogSummary:
+    """What the exporter shows of a server's catalogue: counts and fingerprints, never the lists themselves (a
+    catalogue is megabytes; ten thousand targets keep only these)."""
+
+    node_classes: int
+    custom_node_packs: int
+    #: (folder, files), sorted by folder.
+    models: tuple[tuple[str, int], ...]
+    nodes_hash: str
+    models_hash: str
+
+
+@dataclass(frozen=True)
 class WorkflowVerdict:
     """A watched workflow against the target's live catalogue: ComfyUI's error types and how often each."""
 
@@ -188,6 +202,7 @@ class TargetState:
         self.server_version: str | None = None
         #: The watched workflows linted at the last catalogue refresh, in name order.
         self.workflows: tuple[WorkflowVerdict, ...] = ()
+        self.catalog: CatalogSummary | None = None
 
     def _init_endpoint(self, endpoint: str) -> None:
         if endpoint in self.request_durations:

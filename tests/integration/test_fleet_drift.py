@@ -1,0 +1,49 @@
+"""Fleet drift: each local target's catalogue as counts and fingerprints; a deploy that reaches one member of
+a pool shows as a fingerprint the others do not share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from comfywatch.sim.admin import start_sim
+from tests.helpers import Metrics, eventually, running_daemon, scrape
+from tests.integration.conftest import config_toml, target_toml
+
+
+def _pooled(name: str, url: str) -> str:
+    return target_toml(name, url) + '  [targets.labels]\n  pool = "sdxl"\n'
+
+
+def _hashes(m: Metrics, target: str) -> tuple[str, str] | None:
+    for line in m.text.splitlines():
+        if line.startswith("comfyui_catalog_info{") and f'target="{target}"' in line:
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            return labels["nodes_hash"].strip('"'), labels["models_hash"].strip('"')
+    return None
+
+
+async def test_identical_members_share_fingerprints_until_one_is_redeployed(tmp_path: Path) -> None:
+    async with await start_sim(targets=2) as sim:
+        config = config_toml(_pooled("a", sim.target_url(0)), _pooled("b", sim.target_url(1)))
+        async with running_daemon(config, tmp_path) as (_daemon, base):
+            m = await eventually(lambda: scrape(f"{base}/metrics"),
+                                 lambda m: _hashes(m, "a") is not None and _hashes(m, "b") is not None,
+                                 what="both catalogues read")
+            assert _hashes(m, "a") == _hashes(m, "b"), m.text
+            classes = m.value("comfyui_node_classes", target="a", pool="sdxl")
+            assert classes is not None and classes > 5, m.text
+            assert m.value("comfyui_custom_node_packs", target="a") == 1.0  # websocket_image_save
+            assert m.value("comfyui_models", target="a", folder="checkpoints") is None  # empty: no series
+            before = _hashes(m, "a")
+            assert before is not None
+
+            await sim.deploy(1, remove=["ImageScale"], models={"checkpoints": ["sdxl_base.safetensors"]})
+            await sim.restart(1)
+            m = await eventually(lambda: scrape(f"{base}/metrics"), lambda m: _hashes(m, "b") != before,
+                                 what="the redeployed member's new fingerprints")
+            after = _hashes(m, "b")
+            assert after is not None and after[0] != before[0] and after[1] != before[1], m.text
+            assert _hashes(m, "a") == before
+            assert m.value("comfyui_models", target="b", folder="checkpoints") == 1.0
+            assert m.value("comfyui_models", target="a", folder="checkpoints") is None
+            assert m.value("comfyui_node_classes", target="b") == classes - 1
