@@ -55,6 +55,15 @@
       ComfyUITLSCertExpiringSoon: { 'for': '1h', severity: 'warning', days: 14 },
       ComfyUITLSCertExpiringSoonCritical: { 'for': '10m', severity: 'critical', days: 3 },
       ComfyUICheckStale: { 'for': '5m', severity: 'warning', age: '15m', checks: 'system|queue|jobs|billing|auth' },
+      // A watched workflow the server would reject: refreshed at start, after a restart or new version, else
+      // every 30 minutes, so a broken one stays broken until someone fixes the server or the workflow.
+      ComfyUIWorkflowBroken: { 'for': '5m', severity: 'warning' },
+      // A pool = the targets sharing a `pool` label within one fleet (ComfyUIFleetDegraded's perTargetLabels are
+      // aggregated away). `for` outlasts a rolling deploy, whose members differ until the last one is updated.
+      ComfyUIPoolDrift: { 'for': '15m', severity: 'warning' },
+      // kind="custom" only: ComfyUI's own optional modules (comfy_extras) often fail harmlessly on a missing
+      // extra such as torchaudio.
+      ComfyUICustomNodeImportFailed: { 'for': '5m', severity: 'warning' },
 
       ComfyCloudCreditsExhausted: { 'for': '5m', severity: 'critical', window: '30m', refusals: 2 },
       ComfyCloudCreditsLow: { 'for': '15m', severity: 'warning', usd: 5 },

@@ -224,4 +224,44 @@ function(config) lib.group(config, 'comfyui', [
     + '{{ $value | humanizeDuration }} ago although the target answers; the values it feeds '
     + '(queue, jobs, billing or authentication) are stale.',
   ),
+  // The gauge is the latest validation of the watched workflow (file stem) against the target's node
+  // catalogue; `for` only covers a deploy caught half-way.
+  lib.rule(
+    config, 'ComfyUIWorkflowBroken',
+    'comfyui_workflow_valid{%(s)s} == 0',
+    'Workflow {{ $labels.workflow }} would be rejected by {{ $labels.target }}',
+    'The watched workflow {{ $labels.workflow }} has failed validation against the live node catalogue of '
+    + '{{ $labels.target }} for %(forText)s (comfyui_workflow_valid = {{ $value }}): the server would reject it on '
+    + 'submit (a node class, input, option or model it uses is gone). `comfywatch doctor {{ $labels.target }} '
+    + '--workflow <file>` names each problem and its fix.',
+  ),
+  // Counting the distinct (nodes_hash, models_hash) pairs after aggregating the per-target labels away
+  // (ComfyUIFleetDegraded's, so a pool is drawn within the same fleet): comfywatch replicas reporting the same
+  // servers add no pair, and a pool of one, or one whose members agree, counts 1.
+  lib.rule(
+    config, 'ComfyUIPoolDrift',
+    |||
+      count without (nodes_hash, models_hash) (
+        count without (PER_TARGET_LABELS) (comfyui_catalog_info{%(s)s, pool!=""})
+      ) > 1
+    |||,
+    'The servers of pool {{ $labels.pool }} in job {{ $labels.job }} are no longer identical',
+    'The servers of pool {{ $labels.pool }} (job {{ $labels.job }}{{ with $labels.%(cluster)s }}, %(cluster)s {{ . }}{{ end }}) '
+    + 'have reported {{ $value }} different catalogues (node classes and packs, their inputs and options, model '
+    + 'lists) for %(forText)s: a workflow that runs on one of them may be rejected by another. '
+    + '`comfywatch diff A B` with one server of each catalogue prints what one has that the other lacks.',
+  ) + {
+    expr: std.strReplace(super.expr, 'PER_TARGET_LABELS', config.alerts.ComfyUIFleetDegraded.perTargetLabels),
+  },
+  // comfy_extras modules (kind="builtin") are left out: nodes_audio.py failing without torchaudio is common
+  // and harmless to most servers.
+  lib.rule(
+    config, 'ComfyUICustomNodeImportFailed',
+    'comfyui_custom_node_import_failures{%(s)s, kind="custom"} > 0',
+    'Custom node pack {{ $labels.pack }} failed to import on {{ $labels.target }}',
+    'The custom node pack {{ $labels.pack }} failed to import when {{ $labels.target }} last started '
+    + '(comfyui_custom_node_import_failures = {{ $value }}): its node classes are missing, and workflows that use '
+    + 'them are rejected. `comfywatch doctor {{ $labels.target }}` shows the import error (usually a Python module '
+    + "missing from ComfyUI's environment).",
+  ),
 ])

@@ -32,7 +32,8 @@ RUNBOOK = REPO / "docs" / "runbook.md"
 ALERTS_DOC = REPO / "docs" / "alerts.md"
 
 # Every alert the rules file defines: target and fleet health, queue, canary, HTTP failures, jobs, RAM,
-# VRAM, WebSocket, TLS, Comfy Cloud billing and queue, and comfywatch itself.
+# VRAM, WebSocket, TLS, Comfy Cloud billing and queue, comfywatch itself, and what a server offers (watched
+# workflows, pools that drift apart, custom node packs that fail to import).
 ALERTS = (
     "ComfyUIDown",
     "ComfyUIQueueStalled",
@@ -62,6 +63,9 @@ ALERTS = (
     "ComfyUIRAMLow",
     "ComfyUIWebSocketLost",
     "ComfywatchAbsent",
+    "ComfyUIWorkflowBroken",
+    "ComfyUIPoolDrift",
+    "ComfyUICustomNodeImportFailed",
 )
 
 

@@ -32,11 +32,11 @@ from tests.e2e.promstack import PROMTOOL_BINARIES, require_binary
 from tests.e2e.test_probe_prometheus import yaml_blocks
 
 RUNBOOK_BASE = "https://github.com/comfywatch/comfywatch/blob/main/docs/runbook.md#"
-# Alerts about the daemon have no `target`; they name the instance instead. Alerts about a whole fleet or
-# scrape job have neither target nor instance: they name the job. ComfywatchAbsent's only labels are its
+# Alerts about the daemon have no `target`; they name the instance instead. Alerts about a whole fleet, a pool
+# of it or a scrape job have neither target nor instance: they name the job. ComfywatchAbsent's only labels are its
 # selector's matchers, so its description quotes the selector that matched nothing.
 DAEMON_ALERTS = {"ComfywatchDown", "ComfywatchConfigReloadFailed"}
-JOB_ALERTS = {"ComfyUIFleetDegraded", "ComfywatchAbsent"}
+JOB_ALERTS = {"ComfyUIFleetDegraded", "ComfyUIPoolDrift", "ComfywatchAbsent"}
 NAMED_IN_DESCRIPTION = {"ComfywatchAbsent": 'up{job="comfywatch"}'}
 
 
