@@ -1,4 +1,4 @@
-"""Command line: ``comfywatch run | doctor | canary | simulate | check-config | version``.
+"""Command line: ``comfywatch run | doctor | canary | diff | simulate | check-config | version``.
 
 ``main(argv) -> int`` never raises for user errors: exit 0 = fine, 1 = problems found / failure,
 2 = usage or configuration error (the same convention for every subcommand).
@@ -34,6 +34,13 @@ exit codes:
   2  usage or configuration error: an invalid config, an unknown --target, a
      malformed --url, an unreadable --workflow or a missing credential file
      (printed on stderr, with no report)"""
+
+
+_DIFF_EXIT_CODES = """\
+exit codes:
+  0  A and B offer the same catalogue
+  1  they differ, or one cannot be read (stderr says why)
+  2  usage or configuration error: an unknown target, a malformed URL"""
 
 
 def _timeout_seconds(value: str) -> float:
@@ -102,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     canary.add_argument("--timeout", type=_timeout_seconds, default=120.0, metavar="SECONDS",
                         help="how long the whole run may take (default: 120)")
     canary.add_argument("--json", action="store_true", help="print the result as JSON instead of the phase table")
+
+    compare = sub.add_parser("diff", help="what one ComfyUI server offers that another lacks (nodes, models, "
+                                          "versions)", epilog=_DIFF_EXIT_CODES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("a", metavar="A", help="a target name of the config, or a URL")
+    compare.add_argument("b", metavar="B", help="a target name of the config, or a URL")
+    compare.add_argument("--config", "-c", metavar="FILE",
+                         help="TOML config file naming the targets (default: $COMFYWATCH_CONFIG)")
+    compare.add_argument("--timeout", type=_timeout_seconds, default=30.0, metavar="SECONDS",
+                         help="how long each request may take (default: 30; /object_info is large)")
 
     simulate = sub.add_parser("simulate", help="run a simulated ComfyUI (or Comfy Cloud) server", add_help=False)
     simulate.add_argument("args", nargs=argparse.REMAINDER)
@@ -180,6 +197,11 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from comfywatch.cli.canary import canary_main
 
         return canary_main(args)
+    if command == "diff":
+        # imported when the subcommand runs (start-up cost, see the module docstring)
+        from comfywatch.cli.diff import diff_main
+
+        return diff_main(args)
     parser.print_usage(sys.stderr)
     return 2
 
