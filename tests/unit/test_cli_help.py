@@ -32,4 +32,4 @@ def test_every_option_has_a_help_line() -> None:
 
 def test_the_walk_covers_every_subcommand() -> None:
     """The check above sees each subcommand (a renamed one cannot slip past it)."""
-    assert set(parsers()) == {"comfywatch", "run", "check-config", "doctor", "canary", "version"}
+    assert set(parsers()) == {"comfywatch", "run", "check-config", "doctor", "canary", "diff", "version"}
