@@ -235,24 +235,16 @@ function(config) lib.group(config, 'comfyui', [
     + 'submit (a node class, input, option or model it uses is gone). `comfywatch doctor {{ $labels.target }} '
     + '--workflow <file>` names each problem and its fix.',
   ),
-  // Counting the distinct (nodes_hash, models_hash) pairs after aggregating the per-target labels away
-  // (ComfyUIFleetDegraded's, so a pool is drawn within the same fleet): comfywatch replicas reporting the same
-  // servers add no pair, and a pool of one, or one whose members agree, counts 1.
+  // A pool of one server, or one whose servers agree, counts 1 catalogue.
   lib.rule(
     config, 'ComfyUIPoolDrift',
-    |||
-      count without (nodes_hash, models_hash) (
-        count without (PER_TARGET_LABELS) (comfyui_catalog_info{%(s)s, pool!=""})
-      ) > 1
-    |||,
+    lib.poolCatalogues(config, '%(s)s') + ' > 1',
     'The servers of pool {{ $labels.pool }} in job {{ $labels.job }} are no longer identical',
     'The servers of pool {{ $labels.pool }} (job {{ $labels.job }}{{ with $labels.%(cluster)s }}, %(cluster)s {{ . }}{{ end }}) '
     + 'have reported {{ $value }} different catalogues (node classes and packs, their inputs and options, model '
     + 'lists) for %(forText)s: a workflow that runs on one of them may be rejected by another. '
     + '`comfywatch diff A B` with one server of each catalogue prints what one has that the other lacks.',
-  ) + {
-    expr: std.strReplace(super.expr, 'PER_TARGET_LABELS', config.alerts.ComfyUIFleetDegraded.perTargetLabels),
-  },
+  ),
   // comfy_extras modules (kind="builtin") are left out: nodes_audio.py failing without torchaudio is common
   // and harmless to most servers.
   lib.rule(

@@ -46,6 +46,14 @@ local number(value) = if value == std.floor(value) then '%d' % value else '%g' %
       forText: $.humanDuration(entry['for']),
     },
 
+  // The number of distinct catalogues, (nodes_hash, models_hash) pairs, of each pool: the servers sharing a
+  // `pool` label, ComfyUIFleetDegraded's per-target labels aggregated away so that a pool lies within one fleet
+  // and comfywatch replicas reporting the same servers add no pair. ComfyUIPoolDrift and the fleet dashboard
+  // count alike. selector: a template placeholder ('%(s)s') or matchers.
+  poolCatalogues(config, selector)::
+    'count without (nodes_hash, models_hash) (count without (%s) (comfyui_catalog_info{%s, pool!=""}))'
+    % [config.alerts.ComfyUIFleetDegraded.perTargetLabels, selector],
+
   enabled(config, key):: std.get(config.alerts[key], 'enabled', true),
 
   // One alerting rule. key: its _config.alerts entry (the alert name unless two rules share a name).

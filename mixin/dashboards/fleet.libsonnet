@@ -106,6 +106,31 @@
                             q('comfyui_ram_total_bytes{%(t)s} and on (%(by)s) bottomk(%(k)s, comfyui_ram_free_bytes{%(t)s})', '{{target}} total')],
                            unit='bytes', links=lib.targetLinks, w=24),
           ]),
+          local drifting = (import '../alerts/lib.libsonnet').poolCatalogues($._config, '%(t)s') + ' > 1';
+          lib.row('Node catalogues', [
+            lib.stat('Drifting pools',
+                     'Pools (targets sharing a `pool` label) whose servers report more than one catalogue: different node '
+                     + 'classes, packs, inputs, options or model lists (comfyui_catalog_info). ComfyUIPoolDrift fires '
+                     + 'after 15 minutes, long enough for a rolling deploy to finish.',
+                     [q(lib.countOrZero('count(' + drifting + ')'), 'drifting pools', instant=true)],
+                     thresholds=[['green', null], ['orange', 1]], colorMode='background', w=4),
+            lib.stat('Pool drift',
+                     'Every server of the drifting pools with its catalogue fingerprints (nodes_hash: node classes, '
+                     + 'packs, inputs and options; models_hash: model lists): the odd one out has a pair of its own. '
+                     + '`comfywatch diff A B` prints what one server has that the other lacks. Empty while every pool agrees.',
+                     [q('comfyui_catalog_info{%(t)s, pool!=""} and on (' + $._config.clusterLabel + ', job, pool) ('
+                        + drifting + ')', '{{pool}} {{target}}: nodes {{nodes_hash}}, models {{models_hash}}', instant=true)],
+                     textMode='name', w=10),
+            lib.stat('Custom node import failures',
+                     "Node packs that failed to import at the server's last start, read from ComfyUI's log "
+                     + '(comfyui_custom_node_import_failures): custom = a custom_nodes pack, whose nodes are missing '
+                     + '(ComfyUICustomNodeImportFailed fires after 5 minutes); builtin = one of ComfyUI\'s own optional '
+                     + 'comfy_extras modules, often harmless (nodes_audio.py without torchaudio). Empty when none failed.',
+                     [q('comfyui_custom_node_import_failures{%(t)s, kind="custom"}', '{{target}}: {{pack}}', instant=true),
+                      q('comfyui_custom_node_import_failures{%(t)s, kind="builtin"}', '{{target}}: {{pack}} (builtin)', instant=true)],
+                     thresholds=[['red', null]], colorMode='background', textMode='name', w=10)
+            + lib.thresholdsOf('B', [['orange', null]]),
+          ]),
           lib.row('comfywatch checks', [
             lib.timeseries('Check duration', 'How long the latest run of each check took.' + worst,
                            [q('topk(%(k)s, max by (%(by)s, check) (comfywatch_check_duration_seconds{%(t)s}))', '{{target}} {{check}}')],

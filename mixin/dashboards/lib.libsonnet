@@ -146,6 +146,13 @@ function(config) {
       },
     },
 
+  // Mixed into a panel whose value mappings or colours are meant for its other queries (1 = Valid): the values
+  // of query refId are shown as numbers, coloured by thresholds of their own.
+  thresholdsOf(refId, thresholds):: { fieldConfig+: { overrides+: [{
+    matcher: { id: 'byFrameRefID', options: refId },
+    properties: [{ id: 'mappings', value: [] }, { id: 'thresholds', value: lib.steps(thresholds) }],
+  }] } },
+
   row(title, panels):: { title: title, panels: panels },
 
   // The top row of every dashboard: is comfywatch itself scraped, how old is its newest data, and which of

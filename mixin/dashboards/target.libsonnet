@@ -38,6 +38,20 @@
                      [q('comfyui_tls_cert_not_after_timestamp_seconds{%(t)s} - time()', '{{target}}', instant=true)],
                      unit='s', thresholds=[['red', null], ['orange', 259200], ['green', 1209600]], noValue='no TLS'),
           ]),
+          lib.row('Workflows', [
+            lib.stat('Watched workflows',
+                     "Each watched workflow's latest validation against the target's live node catalogue "
+                     + '(comfyui_workflow_valid: Invalid = the server would reject it on submit), and its problems by '
+                     + "ComfyUI's error type (comfyui_workflow_problems: value_not_in_list, invalid_prompt for a missing "
+                     + 'node class, return_type_mismatch, required_input_missing...; ui_format, invalid_json or unreadable '
+                     + 'when the file is not an API-format workflow). Validated at start, after a restart, reconnect or new '
+                     + 'version, else every 30 minutes. ComfyUIWorkflowBroken fires after 5 minutes of Invalid.',
+                     [q('comfyui_workflow_valid{%(t)s}', '{{workflow}}', instant=true),
+                      q('comfyui_workflow_problems{%(t)s}', '{{workflow}} {{type}}', instant=true)],
+                     mappings=lib.valueText({ '0': ['Invalid', 'red'], '1': ['Valid', 'green'] }),
+                     colorMode='background', textMode='value_and_name', noValue='no watched workflow', w=24)
+            + lib.thresholdsOf('B', [['green', null], ['red', 1]]),
+          ]),
           lib.row('Queue', [
             lib.stateTimeline(
               'Queue stalled or not consuming',
