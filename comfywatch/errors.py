@@ -229,6 +229,10 @@ class Diagnosis(StrEnum):
     BALANCE_UNKNOWN = "balance_unknown"
     #: $0.00 with no funds and no plan: how Comfy Cloud answers while an account's billing data is missing.
     BILLING_DATA_GAP = "billing_data_gap"
+    #: A custom node pack failed to import at the server's start: its nodes are missing.
+    CUSTOM_NODES_FAILED = "custom_nodes_failed"
+    #: Some of ComfyUI's own optional node modules failed to import (a missing optional dependency).
+    BUILTIN_NODES_FAILED = "builtin_nodes_failed"
     #: doctor itself raised: a bug in comfywatch, not a finding about the target.
     DOCTOR_BUG = "doctor_bug"
 
@@ -427,6 +431,16 @@ DIAGNOSIS_HINTS: Mapping[Diagnosis, str] = {
     Diagnosis.BILLING_DATA_GAP: (
         "Check the balance and plan at platform.comfy.org: if the account has credits or a plan there, Comfy "
         "Cloud's billing data is incomplete (contact Comfy support if it lasts); otherwise add credits."
+    ),
+    Diagnosis.CUSTOM_NODES_FAILED: (
+        "Install the missing dependency into ComfyUI's own Python environment (the error names the module: e.g. "
+        "`/path/to/ComfyUI/venv/bin/python -m pip install -r custom_nodes/<pack>/requirements.txt`), or update or "
+        "remove the pack from custom_nodes/, then restart ComfyUI. Workflows using its nodes fail until then."
+    ),
+    Diagnosis.BUILTIN_NODES_FAILED: (
+        "Some of ComfyUI's own optional nodes did not load, usually for want of an optional dependency (e.g. "
+        "torchaudio for the audio nodes): workflows using them fail. Install it into ComfyUI's Python "
+        "(`pip install -r requirements.txt` in the ComfyUI folder) if you need them; otherwise nothing to do."
     ),
     Diagnosis.DOCTOR_BUG: "This is a comfywatch bug: please report it with this output.",
 }

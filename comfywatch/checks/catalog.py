@@ -11,7 +11,8 @@ that is down is skipped.
 The catalogue is exported as counts and two fingerprints (``comfyui_catalog_info``): servers of a pool that
 should be identical and are not show different fingerprints. Each watched workflow (``[[workflows]]``) is
 linted against the catalogue exactly as ComfyUI would validate it on submit: a deploy that renames an input,
-removes a node or a model makes the workflow invalid here before a user submits it.
+removes a node or a model makes the workflow invalid here before a user submits it. The same refresh reads
+the server's log (``/internal/logs/raw``) for the node packs that failed to import at its start.
 """
 
 from __future__ import annotations
@@ -31,14 +32,16 @@ from comfywatch.checks import CheckSkipped
 from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import RequestFailed
 from comfywatch.clients.local import LocalApi
+from comfywatch.errors import Reason
 from comfywatch.parse.catalog import Catalog, catalog_from
+from comfywatch.parse.serverlog import ServerLog
 from comfywatch.parse.system import SystemStats
 from comfywatch.parse.text import sanitize
 from comfywatch.state import CatalogSummary, WorkflowVerdict
 from comfywatch.workflows import MAX_WORKFLOW_FILES, WorkflowError, workflow_files
 from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
 
-__all__ = ["CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "lint_verdicts", "observe"]
+__all__ = ["CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "lint_verdicts", "observe", "observe_log"]
 
 log = structlog.get_logger("comfywatch.catalog")
 
@@ -120,6 +123,20 @@ async def observe(ctx: TargetContext, stats: SystemStats | None) -> CatalogObser
     return CatalogObservation(object_info, catalog)
 
 
+async def observe_log(ctx: TargetContext) -> ServerLog | None:
+    """The server's log as far as imports go; None when the server has no log route (before ComfyUI 0.3).
+
+    Raises:
+        RequestFailed: the log could not be read (any failure but 404).
+    """
+    try:
+        return await ctx.local_api().server_log()
+    except RequestFailed as failed:
+        if failed.failure.reason is Reason.NOT_FOUND:
+            return None
+        raise
+
+
 class CatalogCheck:
     """One target's catalogue refresh (the check's state: when it last read, and what the target looked like)."""
 
@@ -155,5 +172,15 @@ class CatalogCheck:
             catalog.model_counts.items())), catalog.nodes_hash, catalog.models_hash)
         if self.workflows:
             state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, observation.object_info)
+        try:
+            log = await observe_log(ctx)
+        except RequestFailed:
+            # Counted by the client (endpoint "logs"); the catalogue above is no less current for it.
+            pass
+        else:
+            if log is None:
+                state.import_failures = None
+            elif log.startup_seen:
+                state.import_failures = log.failures
         self._reconnects, self._next_refresh = reconnects, time.monotonic() + self.refresh_after
         self._version = version or self._version

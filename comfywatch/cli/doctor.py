@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from comfywatch.checks import catalog as catalog_check
 from comfywatch.checks import cloud as cloud_check
 from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import network as network_check
@@ -400,6 +401,41 @@ async def stuck_queue(ctx: TargetContext, idle: IdleQueue) -> CheckResult | None
                        {"running": 0, "pending": pending, "waited_seconds": waited})
 
 
+async def _custom_nodes(report: TargetReport, ctx: TargetContext) -> None:
+    """``server.custom_nodes`` from the catalog check's read of the server's log."""
+    try:
+        log = await catalog_check.observe_log(ctx)
+    except RequestFailed as failed:
+        report.add(_fail("server.custom_nodes", failed.failure))
+        return
+    if log is None:
+        report.add(CheckResult("server.custom_nodes", "skipped", "no /internal/logs/raw here (ComfyUI before 0.3, "
+                               "or a proxy that forwards only /api): cannot tell which node packs imported"))
+        return
+    if not log.startup_seen:
+        report.add(CheckResult("server.custom_nodes", "skipped", "the server's log no longer holds its start-up "
+                               "(it keeps the last few hundred lines): cannot tell which node packs imported"))
+        return
+    custom = log.custom_failures
+    builtin = [f for f in log.failures if f.builtin]
+    details: dict[str, Any] = {"imported": log.imported,
+                               "failed": [{"pack": f.pack, "builtin": f.builtin, "error": f.error}
+                                          for f in log.failures],
+                               "lines": [f"{f.pack}: {f.error or 'import failed'}" for f in (*custom, *builtin)]}
+    if custom:
+        names = ", ".join(f.pack for f in custom[:5]) + (f" and {len(custom) - 5} more" if len(custom) > 5 else "")
+        report.add(CheckResult("server.custom_nodes", "fail", f"{len(custom)} custom node pack(s) failed to import "
+                               f"at start: {names}", DIAGNOSIS_HINTS[Diagnosis.CUSTOM_NODES_FAILED], details))
+    elif builtin:
+        report.add(CheckResult("server.custom_nodes", "warn", f"{log.imported} custom node pack(s) imported; "
+                               f"{len(builtin)} of ComfyUI's optional node modules did not: "
+                               + ", ".join(f.pack for f in builtin[:5]),
+                               DIAGNOSIS_HINTS[Diagnosis.BUILTIN_NODES_FAILED], details))
+    else:
+        report.add(CheckResult("server.custom_nodes", "ok", f"{log.imported} custom node pack(s) imported, none "
+                               "failed", details={"imported": log.imported, "failed": []}))
+
+
 async def _jobs_and_history(report: TargetReport, ctx: TargetContext) -> None:
     """``server.jobs_api`` and ``server.failures``: the jobs check's observations, judged once. The daemon counts
     jobs as they finish; doctor judges the last 100 in history."""
@@ -566,6 +602,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                            details={"seconds": system.result.seconds, "phases": phases}))
     report.add(await _websocket_check(runtime, args.timeout))
     _server_checks(report, system.stats, system.result, credentials_used, received_at)
+    await _custom_nodes(report, runtime)
     idle = await judge_queue(report, runtime)
     await _jobs_and_history(report, runtime)
     if args.workflow:

@@ -19,16 +19,20 @@ from comfywatch.parse.jobs import JobsPage, parse_jobs
 from comfywatch.parse.models import parse_model_files, parse_model_folders
 from comfywatch.parse.prompt import PromptAccepted, parse_prompt_accepted
 from comfywatch.parse.queue import QueueSnapshot, parse_queue
+from comfywatch.parse.serverlog import ServerLog, parse_server_log
 from comfywatch.parse.shape import as_map
 from comfywatch.parse.system import SystemStats, parse_system_stats
 
-__all__ = ["SYSTEM_STATS_MAX_BODY", "LocalApi"]
+__all__ = ["SERVER_LOG_MAX_BODY", "SYSTEM_STATS_MAX_BODY", "LocalApi"]
 
 #: Cap on a ``/system_stats`` answer, below the target's ``max_body_size``: a real one is about 1.3 KB and 64
 #: devices (all that is kept of them) about 15 KB: a mebibyte leaves room to spare, and a larger answer is
 #: refused before it is decoded. Decoding runs on the event loop, where a 16 MB answer (100,000 devices) costs
 #: every other target half a second.
 SYSTEM_STATS_MAX_BODY = 2**20
+#: Cap on ``/internal/logs/raw``: ComfyUI keeps its last few hundred log messages (tens of kilobytes; a long
+#: traceback each at most), so a few megabytes means a log not worth decoding.
+SERVER_LOG_MAX_BODY = 4 * 2**20
 
 
 def _identity(body: Any) -> Any:
@@ -162,6 +166,13 @@ class LocalApi:
         """The files of one folder of :meth:`model_folders` (a plain name: it goes into the path as is)."""
         files, _ = await self._get(f"/models/{folder}", "models", parse_model_files)
         return files  # type: ignore[no-any-return]
+
+    async def server_log(self) -> ServerLog:
+        """ComfyUI's recent log (``/internal/logs/raw``, ComfyUI ≥ 0.3; a 404 on older servers)."""
+        # The internal routes are a sub-application: never under /api.
+        log, _ = await self.http.get_json("/internal/logs/raw", endpoint="logs", parser=parse_server_log,
+                                          max_body=SERVER_LOG_MAX_BODY)
+        return log
 
     def ws_url(self, client_id: str) -> str:
         return self.http.websocket_url(self.prefix + "/ws", {"clientId": client_id})

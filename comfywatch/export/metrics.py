@@ -142,6 +142,12 @@ CATALOG_INFO = MetricDef(
     "equal values offer the same.", ("nodes_hash", "models_hash"),
 )
 
+IMPORT_FAILURES = MetricDef(
+    "comfyui_custom_node_import_failures", "gauge",
+    "1 per node pack that failed to import at the server's last start, from its log (kind: custom for a "
+    "custom_nodes pack, builtin for ComfyUI's own optional modules).", ("pack", "kind"),
+)
+
 BUILD_INFO = MetricDef("comfywatch_build_info", "info", "comfywatch version.", ("version",))
 CHECK_DURATION = MetricDef(
     "comfywatch_check_duration_seconds", "gauge", "Duration of the latest run of a check.", ("target", "check")
@@ -193,7 +199,7 @@ TARGET: tuple[MetricDef, ...] = (
     JOBS, JOB_FAILURES, JOB_DURATION, REQUEST_DURATION, REQUESTS, REQUEST_FAILURES, HTTP_PHASE, TLS_NOT_AFTER,
     CANARY_SUCCESS, CANARY_RUNS, CANARY_FAILURES, CANARY_SKIPPED, CANARY_PHASE, CANARY_SERVER_SECONDS,
     CANARY_WEBSOCKET_OK, CANARY_DURATION, CANARY_LAST_SUCCESS, WORKFLOW_VALID, WORKFLOW_PROBLEMS, NODE_CLASSES,
-    CUSTOM_NODE_PACKS, MODELS, CATALOG_INFO,
+    CUSTOM_NODE_PACKS, MODELS, CATALOG_INFO, IMPORT_FAILURES,
 )
 CLOUD: tuple[MetricDef, ...] = (
     CLOUD_BALANCE, CLOUD_EFFECTIVE_BALANCE, CLOUD_HAS_FUNDS, CLOUD_SUB_ACTIVE, CLOUD_SUB_INFO, CLOUD_MAX_CONCURRENT,

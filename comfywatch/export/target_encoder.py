@@ -122,7 +122,7 @@ def snapshot(state: TargetState, now: float) -> Snapshot:
         tuple(state.check_skips.values()),
         state.job_duration.count,
         tuple(map(_canary_key, canaries)),
-        (state.workflows, state.catalog),
+        (state.workflows, state.catalog, state.import_failures),
     )
 
 
@@ -484,6 +484,9 @@ def _catalog(lines: TargetLines, state: TargetState) -> Texts:
                                                  catalog.models_hash), 1))
     else:
         texts = {}
+    series.extend((m.IMPORT_FAILURES, lines.pairs((("pack", failure.pack),
+                                                  ("kind", "builtin" if failure.builtin else "custom"))), 1)
+                  for failure in state.import_failures or ())
     for verdict in state.workflows:
         series.append((m.WORKFLOW_VALID, lines.pairs((("workflow", verdict.name),)), 0 if verdict.problems else 1))
         series.extend((m.WORKFLOW_PROBLEMS, lines.pairs((("workflow", verdict.name), ("type", kind))), count)

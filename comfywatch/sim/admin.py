@@ -126,9 +126,10 @@ class SimHandle:
 
     async def deploy(self, target: int | None = None, *, remove: Iterable[str] = (),
                      options: Mapping[str, Mapping[str, list[Any]]] | None = None,
-                     models: Mapping[str, list[str]] | None = None) -> None:
+                     models: Mapping[str, list[str]] | None = None,
+                     broken: Mapping[str, str] | None = None) -> None:
         """Change what ``target`` offers, as a deploy would (see ``SimServer.deploy``)."""
-        self._local().server(target).deploy(remove, options, models)
+        self._local().server(target).deploy(remove, options, models, broken)
 
     async def restart(self, target: int | None = None) -> None:
         """Perform the one-shot ``restart`` fault on ``target``."""
@@ -239,8 +240,11 @@ async def _deploy(request: web.Request) -> web.StreamResponse:
         raise _BadRequestError("options must map node classes to {input: [choices]}")
     options = {name: _string_lists(inputs, "options") for name, inputs in raw_options.items()}
     models = _string_lists(body.get("models", {}), "models")
+    broken = body.get("broken", {})
+    if not isinstance(broken, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in broken.items()):
+        raise _BadRequestError("broken must map custom node packs to their import error")
     target = _target(body.get("target"))
-    await handle.deploy(target, remove=remove, options=options, models=models)
+    await handle.deploy(target, remove=remove, options=options, models=models, broken=broken)
     return web.json_response(handle.state(target))
 
 

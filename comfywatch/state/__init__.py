@@ -18,6 +18,7 @@ from typing import Any
 from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason, SkipReason, possible_reasons
 from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.queue import QueueSnapshot
+from comfywatch.parse.serverlog import ImportFailure
 from comfywatch.parse.system import SystemStats
 from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 
@@ -203,6 +204,9 @@ class TargetState:
         #: The watched workflows linted at the last catalogue refresh, in name order.
         self.workflows: tuple[WorkflowVerdict, ...] = ()
         self.catalog: CatalogSummary | None = None
+        #: Node packs that failed to import at the server's last start; None: its log cannot say (no log route,
+        #: or the start-up has scrolled out of it since comfywatch started).
+        self.import_failures: tuple[ImportFailure, ...] | None = None
 
     def _init_endpoint(self, endpoint: str) -> None:
         if endpoint in self.request_durations:

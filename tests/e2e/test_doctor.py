@@ -291,7 +291,8 @@ async def test_healthy_simulator_text_report_with_canary_table(sim: SimHandle) -
     assert marks == {
         "network.dns": "✓", "network.tcp": "✓", "http.api": "✓", "websocket.upgrade": "✓", "server.version": "✓",
         "server.device": "!", "server.memory": "✓", "server.exposure": "✓", "server.clock": "✓",
-        "server.queue": "✓", "server.jobs_api": "!", "server.failures": "✓", "canary.run": "✓",
+        "server.custom_nodes": "!", "server.queue": "✓", "server.jobs_api": "!", "server.failures": "✓",
+        "canary.run": "✓",
     }, run
     assert re.search(r"✓ http\.api\s+/system_stats answered in [\d.]+ ms \(connect [\d.]+ ms, server", run.stdout)
     assert "ComfyUI 0.3.64" in run.stdout
@@ -300,7 +301,7 @@ async def test_healthy_simulator_text_report_with_canary_table(sim: SimHandle) -
     # the CPU device warning carries its fix on the next line
     device = next(i for i, x in enumerate(lines) if "server.device" in x)
     assert lines[device + 1].strip().startswith("fix: The torch device is cpu"), run
-    assert lines[-1] == "healthy: 11 ok, 2 warnings, 0 failed, 0 skipped", run
+    assert lines[-1] == "healthy: 11 ok, 3 warnings, 0 failed, 0 skipped", run
     assert "\x1b[" not in run.stdout  # not a TTY: no colours
     assert sim.state()["jobs_succeeded"] == 1  # the canary really ran
 
@@ -339,7 +340,7 @@ async def test_json_report_schema_and_strict(tmp_path: Path) -> None:
         assert (check["hint"] is None) == (check["status"] in {"ok", "skipped"}), check
     assert run.check("server.jobs_api")["status"] == "ok"  # this server has /api/jobs
     assert run.check("server.failures")["summary"] == "no finished jobs in history yet", run
-    assert [c["id"] for c in target["checks"] if c["status"] == "warn"] == ["server.device"]
+    assert [c["id"] for c in target["checks"] if c["status"] == "warn"] == ["server.device", "server.custom_nodes"]
     assert run.code == 0, run
     assert strict.code == 1 and strict.report()["ok"] is False and strict.report()["strict"] is True, strict
 
@@ -889,6 +890,26 @@ async def test_failed_jobs_of_comfywatch_s_own_canaries_are_not_the_server_s_fai
     assert ours.check("server.failures")["summary"] == "no finished jobs in history yet", ours
     failures = theirs.check("server.failures")
     assert failures["status"] == "warn" and failures["details"]["recent"] == 1, theirs
+
+
+async def test_a_custom_node_pack_that_failed_to_import_is_named_with_its_error_and_fix() -> None:
+    """server.custom_nodes reads the server's start-up log: a broken custom pack fails the check, naming the pack
+    and the exception line; a server without the log route is skipped, not judged."""
+    async with await start_sim() as handle:
+        await handle.deploy(broken={"broken_pack": "No module named 'does_not_exist_module'"})
+        run = await doctor("--url", handle.url, "--json", "--no-canary", "--timeout", "5")
+        text = await doctor("--url", handle.url, "--no-canary", "--timeout", "5")
+        old = await doctor("--url", handle.url + "/api", "--json", "--no-canary", "--timeout", "5")
+    check = run.check("server.custom_nodes")
+    assert (check["status"], check["summary"]) == (
+        "fail", "1 custom node pack(s) failed to import at start: broken_pack"), run
+    assert check["hint"] == DIAGNOSIS_HINTS[Diagnosis.CUSTOM_NODES_FAILED]
+    assert check["details"]["failed"][0] == {"pack": "broken_pack", "builtin": False,
+                                             "error": "No module named 'does_not_exist_module'"}
+    assert "      broken_pack: No module named 'does_not_exist_module'" in text.stdout.splitlines(), text
+    assert run.code == 1
+    skipped = old.check("server.custom_nodes")
+    assert skipped["status"] == "skipped" and "no /internal/logs/raw here" in skipped["summary"], old
 
 
 async def test_cloud_billing_data_gap_is_not_an_empty_account() -> None:

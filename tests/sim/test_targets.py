@@ -125,3 +125,23 @@ async def test_deploy_changes_one_target_s_catalogue_and_models_across_restarts(
                 assert await response.json() == models
         status, answer = await post_prompt(http, multi.target_url(0), {"prompt": workflow("canary_preview_image")})
         assert status == 400 and answer["error"]["type"] == "invalid_prompt", answer
+
+
+async def test_the_start_up_log_names_the_packs_a_deploy_broke(http: aiohttp.ClientSession) -> None:
+    """/internal/logs/raw answers the recorded start-up log, with each broken pack's traceback, "Cannot import"
+    line and failed row; like ComfyUI's internal routes it has no /api duplicate."""
+    async with await start_sim(targets=1) as multi:
+        await multi.deploy(0, broken={"broken_pack": "No module named 'x'"})
+        async with http.get(multi.target_url(0) + "/internal/logs/raw") as response:
+            log = await response.json()
+        async with http.get(multi.target_url(0) + "/api/internal/logs/raw") as response:
+            assert response.status == 404
+        messages = [entry["m"] for entry in log["entries"]]
+        assert "Cannot import /opt/ComfyUI/custom_nodes/broken_pack module for custom nodes: No module named 'x'\n" \
+            in messages
+        assert "   0.0 seconds (IMPORT FAILED): /opt/ComfyUI/custom_nodes/broken_pack\n" in messages
+        assert messages.index("   0.0 seconds: /opt/ComfyUI/custom_nodes/websocket_image_save.py\n") \
+            < messages.index("   0.0 seconds (IMPORT FAILED): /opt/ComfyUI/custom_nodes/broken_pack\n")
+        async with http.get(multi.url + "/internal/logs/raw") as response:
+            untouched = [entry["m"] for entry in (await response.json())["entries"]]
+        assert not any("broken_pack" in m for m in untouched)

@@ -37,6 +37,7 @@ from comfywatch.sim.faults import (
 from comfywatch.sim.local.catalog import Catalog, default_catalog
 from comfywatch.sim.local.jobs import JOB_STATUSES
 from comfywatch.sim.local.server import FEATURES, SimOptions, SimServer
+from comfywatch.sim.local.serverlog import startup_log
 from comfywatch.sim.local.validation import MalformedRequestError
 
 __all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]
@@ -218,6 +219,10 @@ async def _extensions(call: _Call) -> web.StreamResponse:
     return web.json_response(call.cluster.static["extensions"])
 
 
+async def _server_log(call: _Call) -> web.StreamResponse:
+    return web.json_response(startup_log(call.server.broken_packs))
+
+
 async def _models(call: _Call) -> web.StreamResponse:
     return web.json_response(call.cluster.static["models"])
 
@@ -331,6 +336,7 @@ _ROUTES: list[tuple[str, dict[str, _Handler]]] = [
     ("/features", {_GET: _features}),
     ("/embeddings", {_GET: _embeddings}),
     ("/extensions", {_GET: _extensions}),
+    ("/internal/logs/raw", {_GET: _server_log}),
     ("/models", {_GET: _models}),
     ("/models/{folder}", {_GET: _models_folder}),
     ("/view", {_GET: _view}),
@@ -358,7 +364,8 @@ class RouteTable:
         """``(handler, params, allowed_methods)``; the first matching route in declaration order wins."""
         allowed: set[str] = set()
         candidates = [path]
-        if path.startswith("/api/"):
+        # ComfyUI's internal routes (a sub-application) have no /api duplicate.
+        if path.startswith("/api/") and not path.startswith("/api/internal/"):
             candidates.append(path[4:])
         lookup = "GET" if method == "HEAD" else method
         for candidate in candidates:

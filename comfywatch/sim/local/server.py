@@ -104,6 +104,8 @@ class SimServer:
         self.catalog = catalog
         #: Model files by folder (``/models/{folder}``): none unless a test deploys some.
         self.models: dict[str, list[str]] = {}
+        #: Custom node packs that fail to import at start, with their error (``/internal/logs/raw``).
+        self.broken_packs: dict[str, str] = {}
         self.options = options
         self.faults: frozenset[Fault] = frozenset(faults) - {Fault.RESTART}
         self.slow_ms = options.slow_ms
@@ -144,11 +146,13 @@ class SimServer:
         self._changed.set()
 
     def deploy(self, remove: Iterable[str] = (), options: InputOptions | None = None,
-               models: Mapping[str, list[str]] | None = None) -> None:
+               models: Mapping[str, list[str]] | None = None, broken: Mapping[str, str] | None = None) -> None:
         """What a deploy does to the installation (kept across restarts): node classes removed, an input's
-        options changed, model folders' files replaced."""
+        options changed, model folders' files replaced, custom node packs that now fail to import (by pack: the
+        error its start-up log shows)."""
         self.catalog = self.catalog.deployed(remove, options)
         self.models.update({folder: list(files) for folder, files in (models or {}).items()})
+        self.broken_packs.update(broken or {})
 
     def restart(self) -> None:
         """What a process restart does to ComfyUI: queue, history, counter, cache and temp/ are gone."""
