@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from pydantic import ValidationError
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.config import (
@@ -18,6 +19,7 @@ from comfywatch.config import (
     ConfigError,
     Credentials,
     TargetConfig,
+    WorkflowWatch,
     config_file,
     load_config,
     parse_headers_file,
@@ -773,3 +775,25 @@ class TestHelpers:
         assert config_file("a.toml", {"COMFYWATCH_CONFIG": "b.toml"}) == Path("a.toml")
         assert config_file(None, {"COMFYWATCH_CONFIG": "b.toml"}) == Path("b.toml")
         assert config_file(None, {}) is None
+
+
+class TestWorkflowWatch:
+    """Which targets a [[workflows]] entry watches: by name, by pool label (config or file_sd), or all."""
+
+    def test_selectors(self) -> None:
+        pooled = TargetConfig(name="gpu-1", url="http://gpu-1:8188", labels={"pool": "sdxl"})
+        other = TargetConfig(name="gpu-2", url="http://gpu-2:8188")
+        assert WorkflowWatch(path=Path("w")).watches(pooled) and WorkflowWatch(path=Path("w")).watches(other)
+        by_pool = WorkflowWatch(path=Path("w"), pool="sdxl")
+        assert by_pool.watches(pooled) and not by_pool.watches(other)
+        both = WorkflowWatch(path=Path("w"), pool="sdxl", targets=("gpu-2",))
+        assert both.watches(pooled) and both.watches(other)
+        assert not WorkflowWatch(path=Path("w"), targets=()).watches(other)
+
+    def test_entries_and_interval_are_bounded(self) -> None:
+        with pytest.raises(ValidationError):
+            Config.model_validate({"workflows": [{"path": "w"}] * 101})
+        with pytest.raises(ValidationError):
+            Config.model_validate({"defaults": {"catalog_interval": "2d"}})
+        with pytest.raises(ValidationError):
+            Config.model_validate({"workflows": [{"path": "w", "pools": "typo"}]})
