@@ -127,9 +127,9 @@ class SimHandle:
     async def deploy(self, target: int | None = None, *, remove: Iterable[str] = (),
                      options: Mapping[str, Mapping[str, list[Any]]] | None = None,
                      models: Mapping[str, list[str]] | None = None,
-                     broken: Mapping[str, str] | None = None) -> None:
+                     broken: Mapping[str, str] | None = None, reset: bool = False) -> None:
         """Change what ``target`` offers, as a deploy would (see ``SimServer.deploy``)."""
-        self._local().server(target).deploy(remove, options, models, broken)
+        self._local().server(target).deploy(remove, options, models, broken, reset=reset)
 
     async def restart(self, target: int | None = None) -> None:
         """Perform the one-shot ``restart`` fault on ``target``."""
@@ -243,8 +243,11 @@ async def _deploy(request: web.Request) -> web.StreamResponse:
     broken = body.get("broken", {})
     if not isinstance(broken, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in broken.items()):
         raise _BadRequestError("broken must map custom node packs to their import error")
+    reset = body.get("reset", False)
+    if not isinstance(reset, bool):
+        raise _BadRequestError("reset must be true or false")
     target = _target(body.get("target"))
-    await handle.deploy(target, remove=remove, options=options, models=models, broken=broken)
+    await handle.deploy(target, remove=remove, options=options, models=models, broken=broken, reset=reset)
     return web.json_response(handle.state(target))
 
 

@@ -263,6 +263,8 @@ class LocalTarget:
     name: str
     index: int
     canary: bool = False
+    #: The ``pool`` label: servers meant to be identical.
+    pool: str | None = None
 
 
 @dataclass(frozen=True)
@@ -284,8 +286,10 @@ def daemon_config(
     tls_url: str,
     tls_ca_file: Path,
     tls_target: str,
+    watched_workflows: Path,
 ) -> str:
-    """The TOML of the daemon under test: 1 s polls, 2 s stall_after, fast canaries, one TLS target."""
+    """The TOML of the daemon under test: 1 s polls, 2 s stall_after, fast canaries, one TLS target, the
+    workflows of *watched_workflows* watched on every pool."""
     lines = [
         f'state_dir = "{state_dir}"',
         "[defaults]",
@@ -295,6 +299,8 @@ def daemon_config(
     ]
     for target in local_targets:
         lines += ["[[targets]]", f'name = "{target.name}"', f'url = "{local_url}/t/{target.index}"']
+        if target.pool is not None:
+            lines += [f'labels = {{ pool = "{target.pool}" }}']
         lines += ["  [targets.canary]"]
         lines += ['  interval = "1s"', '  timeout = "3s"'] if target.canary else ["  enabled = false"]
     lines += [
@@ -310,6 +316,8 @@ def daemon_config(
             "  [targets.canary]", "  enabled = true", '  interval = "1s"', f'  timeout = "{cloud.canary_timeout}"',
             "  max_runs_per_day = 100000",
         ]
+    for pool in sorted({t.pool for t in local_targets if t.pool is not None}):
+        lines += ["[[workflows]]", f'path = "{watched_workflows}"', f'pool = "{pool}"']
     return "\n".join(lines) + "\n"
 
 
@@ -344,6 +352,12 @@ class Rig:
             body["slow_ms"] = slow_ms
         assert self.local.admin_url is not None
         admin_post(self.local.admin_url, "/_sim/faults", body)
+
+    def local_deploy(self, target: str, **change: Any) -> None:
+        """Change what one local target offers and restart it, as a deploy does (``POST /_sim/deploy``)."""
+        assert self.local.admin_url is not None
+        admin_post(self.local.admin_url, "/_sim/deploy", {"target": self.local_index[target], **change})
+        admin_post(self.local.admin_url, "/_sim/restart", {"target": self.local_index[target]})
 
     def cloud_faults(self, target: str, faults: Sequence[str]) -> None:
         """Replace the faults of one Cloud simulator."""

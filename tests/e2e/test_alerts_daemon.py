@@ -76,6 +76,7 @@ from tests.e2e.alerts_daemon_support import (
     Rig,
     Scenario,
     TlsProxy,
+    admin_post,
     daemon_config,
     gpu_stats_editor,
     live_rules,
@@ -99,6 +100,7 @@ from tests.e2e.promstack import (
     wait_until,
     write_rules,
 )
+from tests.fixtures import FIXTURES
 from tests.mixin.render import render_mixin
 
 # The whole chain takes about 110 s: mostly the Cloud billing and jobs checks (60 s and 30 s cadence), then the
@@ -128,8 +130,17 @@ LOCAL_TARGETS = (
     LocalTarget("slow", 10),
     LocalTarget("slow-reads", 11),
     LocalTarget("websocket", 12),
+    # Two pools of two: "studio" is redeployed by a scenario; in "lab", lab-2 runs a broken build throughout (the
+    # watched workflow invalid, a custom pack failing to import, other models), so the panels of the workflows,
+    # the import failures and the drift always have data.
+    LocalTarget("studio-1", 14, pool="studio"),
+    LocalTarget("studio-2", 15, pool="studio"),
+    LocalTarget("lab-1", 16, pool="lab"),
+    LocalTarget("lab-2", 17, pool="lab"),
 )
 TLS_INDEX = 13
+#: The workflow watched on every pool: it needs PreviewImage, which the deploy scenario removes.
+WATCHED_WORKFLOW = "canary_preview_image"
 CLOUD_TARGETS = (
     CloudTarget("cloud-ok"),
     CloudTarget("cloud-402"),
@@ -183,6 +194,16 @@ def _ram(low: bool) -> Callable[[Rig], None]:
     return switch
 
 
+def _deploy(broken: bool) -> Callable[[Rig], None]:
+    def switch(rig: Rig) -> None:
+        if broken:
+            rig.local_deploy("studio-2", remove=["PreviewImage"], broken={"broken_pack": "No module named 'x'"})
+        else:
+            rig.local_deploy("studio-2", reset=True)
+
+    return switch
+
+
 def _reload(broken: bool) -> Callable[[Rig], None]:
     def switch(rig: Rig) -> None:
         # An unknown key is a validation error: the daemon keeps the old configuration and says so.
@@ -214,6 +235,11 @@ SCENARIOS = (
              off=lambda rig: rig.local_faults("websocket", [])),
     Scenario("vram_low_behind_proxy", (_expect("ComfyUIVRAMLow", TLS_TARGET),), on=_vram(True), off=_vram(False)),
     Scenario("ram_low_behind_proxy", (_expect("ComfyUIRAMLow", TLS_TARGET),), on=_ram(True), off=_ram(False)),
+    # A deploy gone wrong on one server of a pool: a node removed, a custom pack failing to import.
+    Scenario("bad_deploy", (_expect("ComfyUIWorkflowBroken", "studio-2", workflow=WATCHED_WORKFLOW),
+                            _expect("ComfyUICustomNodeImportFailed", "studio-2", pack="broken_pack"),
+                            _expect("ComfyUIPoolDrift", pool="studio")),
+             on=_deploy(True), off=_deploy(False)),
     Scenario("config_reload_failure", (_expect("ComfywatchConfigReloadFailed", job=JOB),),
              on=_reload(True), off=_reload(False)),
     _cloud("cloud_http_402", "cloud-402", "http_402", _expect("ComfyCloudCreditsExhausted", "cloud-402")),
@@ -278,18 +304,29 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     key_file = tmp / "cloud-key"
     key_file.write_text(CLOUD_API_KEY, encoding="utf-8")
     sims = {
-        "local": ["--targets", str(TLS_INDEX + 1), "--load-per-min", "60", "--job-ms", "200"],
+        "local": ["--targets", str(max(TLS_INDEX, *(t.index for t in LOCAL_TARGETS)) + 1), "--load-per-min", "60",
+                  "--job-ms", "200"],
         **{c.name: ["--cloud", "--cloud-api-key", CLOUD_API_KEY] for c in CLOUD_TARGETS},
     }
     gpu = GpuSwitch()
+    watched = tmp / "workflows"
+    watched.mkdir()
+    recorded = FIXTURES / "workflows" / f"{WATCHED_WORKFLOW}.json"
+    (watched / recorded.name).write_bytes(recorded.read_bytes())
     with start_simulators(tmp, sims) as procs:
         local = procs.pop("local")
+        assert local.admin_url is not None
+        lab_2 = next(t.index for t in LOCAL_TARGETS if t.name == "lab-2")
+        admin_post(local.admin_url, "/_sim/deploy", {
+            "target": lab_2, "models": {"checkpoints": ["other.safetensors"]}, "remove": ["PreviewImage"],
+            "broken": {"lab_pack": "No module named 'y'"}})
         options = ProxyOptions(edit_system_stats=gpu_stats_editor(gpu))
         with TlsProxy(f"{local.url}/t/{TLS_INDEX}", cert.server_context(), options) as proxy:
             config = daemon_config(
                 state_dir=tmp / "state", local_url=local.url, local_targets=LOCAL_TARGETS,
                 cloud_urls={name: p.url for name, p in procs.items()}, cloud_targets=CLOUD_TARGETS,
                 api_key_file=key_file, tls_url=proxy.url, tls_ca_file=ca_file, tls_target=TLS_TARGET,
+                watched_workflows=watched,
             )
             rig = Rig(local=local, clouds=procs, local_index={t.name: t.index for t in LOCAL_TARGETS}, gpu=gpu,
                       config_path=Path(), config_text=config)
@@ -384,10 +421,11 @@ def test_faultless_targets_stay_quiet(rig: Rig, outcomes: dict[str, Outcome]) ->
     assert noise == {t: set() for t in CONTROL_TARGETS}
 
 
-def test_no_job_level_alert_but_the_reload_scenarios(rig: Rig, outcomes: dict[str, Outcome]) -> None:
-    """Alerts without a target label (comfywatch itself, its scrape job) fire only for the config-reload fault:
-    ComfywatchAbsent stays quiet while the job it selects is scraped, ComfywatchDown while the daemon runs."""
-    assert rig.untargeted == {"ComfywatchConfigReloadFailed"}
+def test_no_job_level_alert_but_the_reload_and_drift_scenarios(rig: Rig, outcomes: dict[str, Outcome]) -> None:
+    """Alerts without a target label (comfywatch itself, its scrape job, a pool) fire only for the config-reload
+    fault and the drifting pools: ComfywatchAbsent stays quiet while the job it selects is scraped, ComfywatchDown
+    while the daemon runs."""
+    assert rig.untargeted == {"ComfywatchConfigReloadFailed", "ComfyUIPoolDrift"}
 
 
 def test_spending_forecast_fires_for_a_busy_cloud_canary(rig: Rig, outcomes: dict[str, Outcome]) -> None:

@@ -241,6 +241,18 @@ def add_down_target(x: Exposition, name: str) -> None:
     x.gauge("comfyui_target_info", 1, target=name, kind="local", url=f"http://{name}.example:8188")
 
 
+def add_catalog(x: Exposition, name: str, *, nodes_hash: str, broken: bool) -> None:
+    """A local target of pool sdxl: its catalogue fingerprints, a watched workflow (invalid when broken) and the
+    node packs that failed to import (ComfyUI's harmless builtin one always, a custom pack when broken)."""
+    t = {"target": name, "pool": "sdxl"}
+    x.gauge("comfyui_catalog_info", 1, **t, nodes_hash=nodes_hash, models_hash="m1")
+    x.gauge("comfyui_workflow_valid", 0 if broken else 1, **t, workflow="txt2img")
+    x.gauge("comfyui_custom_node_import_failures", 1, **t, pack="nodes_audio.py", kind="builtin")
+    if broken:
+        x.gauge("comfyui_workflow_problems", 1, **t, workflow="txt2img", type="value_not_in_list")
+        x.gauge("comfyui_custom_node_import_failures", 1, **t, pack="ComfyUI-Impact-Pack", kind="custom")
+
+
 def add_daemon(x: Exposition, *, now: float, reload_ok: bool, kinds: dict[str, int]) -> None:
     """The daemon's own comfywatch_* series."""
     x.gauge("comfywatch_build_info", 1, version="0.1.0")
@@ -260,6 +272,8 @@ def healthy_source() -> Callable[[], str]:
         add_target(x, "studio", kind="local", n=n, now=now, sick=False)
         add_target(x, "laptop", kind="local", n=n, now=now, sick=False, cpu=True)
         add_target(x, "cloud-ok", kind="cloud", n=n, now=now, sick=False)
+        add_catalog(x, "studio", nodes_hash="n1", broken=False)
+        add_catalog(x, "laptop", nodes_hash="n1", broken=False)
         add_daemon(x, now=now, reload_ok=True, kinds={"local": 2, "cloud": 1})
         return x.text()
 
@@ -275,6 +289,8 @@ def sick_source() -> Callable[[], str]:
         add_down_target(x, "down")
         add_down_target(x, "down-too")
         add_target(x, "sick", kind="cloud", n=n, now=now, sick=True)
+        add_catalog(x, "sick", nodes_hash="n1", broken=True)
+        add_catalog(x, "down", nodes_hash="n2", broken=False)
         add_daemon(x, now=now, reload_ok=False, kinds={"local": 2, "cloud": 1})
         return x.text()
 

@@ -125,6 +125,11 @@ async def test_deploy_changes_one_target_s_catalogue_and_models_across_restarts(
                 assert await response.json() == models
         status, answer = await post_prompt(http, multi.target_url(0), {"prompt": workflow("canary_preview_image")})
         assert status == 400 and answer["error"]["type"] == "invalid_prompt", answer
+        await multi.deploy(0, reset=True)
+        async with http.get(multi.target_url(0) + "/object_info") as response:
+            assert "PreviewImage" in await response.json()
+        async with http.get(multi.target_url(0) + "/models/checkpoints") as response:
+            assert await response.json() == []
 
 
 async def test_the_start_up_log_names_the_packs_a_deploy_broke(http: aiohttp.ClientSession) -> None:

@@ -101,7 +101,7 @@ class SimServer:
     """One simulated ComfyUI: its queue, history, worker, files, WebSockets and faults."""
 
     def __init__(self, catalog: Catalog, options: SimOptions, *, faults: Iterable[Fault] = ()) -> None:
-        self.catalog = catalog
+        self.catalog = self._installed = catalog
         #: Model files by folder (``/models/{folder}``): none unless a test deploys some.
         self.models: dict[str, list[str]] = {}
         #: Custom node packs that fail to import at start, with their error (``/internal/logs/raw``).
@@ -146,10 +146,13 @@ class SimServer:
         self._changed.set()
 
     def deploy(self, remove: Iterable[str] = (), options: InputOptions | None = None,
-               models: Mapping[str, list[str]] | None = None, broken: Mapping[str, str] | None = None) -> None:
+               models: Mapping[str, list[str]] | None = None, broken: Mapping[str, str] | None = None,
+               *, reset: bool = False) -> None:
         """What a deploy does to the installation (kept across restarts): node classes removed, an input's
         options changed, model folders' files replaced, custom node packs that now fail to import (by pack: the
-        error its start-up log shows)."""
+        error its start-up log shows). *reset* first restores the installation the server started with."""
+        if reset:
+            self.catalog, self.models, self.broken_packs = self._installed, {}, {}
         self.catalog = self.catalog.deployed(remove, options)
         self.models.update({folder: list(files) for folder, files in (models or {}).items()})
         self.broken_packs.update(broken or {})
