@@ -423,8 +423,10 @@ async def test_flapping_target_counts_consistently(record: Record) -> None:
     assert record.after.value("comfyui_jobs_total", target=FLAP_TARGET) == record.flap_jobs
     assert record.watch.highest("comfyui_queue_stalled", target=FLAP_TARGET) == 0.0
     moved = failure_deltas(record.baseline, record.during, FLAP_TARGET)
-    # Its 500 ms timeout is short enough for CPU starvation on a busy CI box to add a few timeouts.
-    assert "connect" in {reason for _, reason in moved} <= {"connect", "timeout"}, moved
+    # Its 500 ms timeout is short enough for CPU starvation on a busy CI box to add a few timeouts. The hostile
+    # server has no catalogue: each time it is back up, the catalog check's read of /object_info gets a 404.
+    polls = {reason for endpoint, reason in moved if endpoint != "object_info"}
+    assert "connect" in polls <= {"connect", "timeout"}, moved
     assert record.recovered.value("comfyui_up", target=FLAP_TARGET) == 1.0
 
 

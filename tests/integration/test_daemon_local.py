@@ -309,6 +309,11 @@ async def test_request_cut_by_the_check_budget_still_counts_as_a_timeout(tmp_pat
         config = "[server]\nmax_concurrency = 1\n\n" + config_toml(
             target_toml("rival", sim.target_url(0)), target_toml(TARGET, sim.url), interval="1s", timeout="900ms")
         async with watching(config, tmp_path) as watch:
+            # First the catalogue reads each target gets when it comes up: made slow, their two dozen requests
+            # would hold the single slot too, and no poll of the target could start at all.
+            await watch.until(lambda m: all(
+                m.value("comfywatch_check_last_success_timestamp_seconds", target=name, check="catalog") is not None
+                for name in ("rival", TARGET)), "both catalogues read")
             await sim.set_faults(["slow"], slow_ms=1500)
             m = await watch.until(
                 lambda m: watch.value(m, "comfyui_up") == 0.0
