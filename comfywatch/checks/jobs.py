@@ -122,5 +122,6 @@ async def has_jobs_api(ctx: TargetContext) -> bool:
 
 
 async def users_history(ctx: TargetContext, count: int) -> list[HistoryEntry]:
-    """The newest *count* entries of ``/history`` without comfywatch's own canaries: the jobs this check counts."""
+    """The newest *count* entries of ``/history`` without comfywatch's own canaries, as this check leaves them out
+    when it reads ``/history``."""
     return _users(await ctx.local_api().history(count))

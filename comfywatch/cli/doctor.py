@@ -691,8 +691,8 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                    else "Comfy Cloud's /api/features did not include it")
             report.add(CheckResult("cloud.concurrency", "skipped", f"concurrency limit unknown: {why}"
                                    + (f"; {running} running" if running is not None else ""), details=plan))
-    # The jobs check's observation, every unclear failure looked up; judged once over the page where the daemon
-    # counts each job as it finishes.
+    # The jobs check's observation, unclear failures looked up (at most MAX_STATUS_LOOKUPS); judged once over the
+    # page where the daemon counts each job as it finishes.
     jobs = await attempt("cloud.recent_errors", lambda: cloud_check.observe_jobs(runtime, look_up=lambda _: True))
     if jobs is not None and not jobs.jobs:
         report.add(CheckResult("cloud.recent_errors", "ok", "no jobs on this account yet",
