@@ -65,7 +65,7 @@ from comfywatch.parse.cloud import trusted_balance_usd
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.system import SystemStats
 from comfywatch.workflows import WorkflowError, load_workflow, workflow_files
-from comfywatch.workflows.lint import WorkflowFormat, detect_format, lint_workflow
+from comfywatch.workflows.lint import NodeSpec, WorkflowFormat, detect_format, lint_workflow, parse_object_info
 
 __all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
 
@@ -495,18 +495,18 @@ async def _lint_checks(report: TargetReport, api: LocalApi, workflow_path: str) 
     except WorkflowError as exc:  # readable when the command started: it changed since
         report.add(CheckResult("workflow.lint", "fail", str(exc), DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UNREADABLE]))
         return
-    object_info: dict[str, Any] | None = None
+    specs: dict[str, NodeSpec] | None = None
     for file in files:
         workflow = await _read_workflow(report, file)
         if workflow is None:
             continue
-        if object_info is None:
+        if specs is None:
             try:
-                object_info = await api.object_info()
+                specs = parse_object_info(await api.object_info(), strict=False)
             except RequestFailed as failed:
                 report.add(_fail("workflow.lint", failed.failure))
                 return
-        _lint_result(report, file.name, workflow, object_info)
+        _lint_result(report, file.name, workflow, specs)
 
 
 async def _read_workflow(report: TargetReport, file: Path) -> Any:
@@ -528,8 +528,8 @@ async def _read_workflow(report: TargetReport, file: Path) -> Any:
     return workflow
 
 
-def _lint_result(report: TargetReport, name: str, workflow: Any, object_info: dict[str, Any]) -> None:
-    problems = lint_workflow(workflow, object_info)
+def _lint_result(report: TargetReport, name: str, workflow: Any, specs: dict[str, NodeSpec]) -> None:
+    problems = lint_workflow(workflow, specs)
     if not problems:
         report.add(CheckResult("workflow.lint", "ok", f"{name}: no problems found"))
         return
