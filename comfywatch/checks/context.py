@@ -124,6 +124,7 @@ def build_context(
         stall_after=stall_after,
         idle_polls=config.defaults.worker_idle_polls,
         quiet_max_skips=quiet_max_skips(interval),
+        full_detail=config.metrics.detail == "full",
     )
     budget = RateBudget(target.max_requests_per_minute) if target.kind == "cloud" else None
     http = HttpClient(

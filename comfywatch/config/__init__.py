@@ -50,6 +50,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Credentials",
+    "MetricsConfig",
     "ProbeConfig",
     "ProbeModule",
     "TargetConfig",
@@ -422,6 +423,15 @@ class Defaults(_Strict):
     catalog_interval: Interval = 1800.0
 
 
+class MetricsConfig(_Strict):
+    """``[metrics]``: how much ``/metrics`` and ``/probe`` say per target."""
+
+    #: "lean": the series dashboards, alerts and the runbook read, counters by reason appearing when first
+    #: counted (except those alerts count from zero), a latency histogram for each target's main poll request
+    #: only. "full": every counter by reason at 0 from the start, a latency histogram per endpoint, finer buckets.
+    detail: Literal["lean", "full"] = "lean"
+
+
 class VerifyConfig(_Strict):
     """What a user canary's output must look like."""
 
@@ -576,6 +586,7 @@ class DiscoveryConfig(_Strict):
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     defaults: Defaults = Field(default_factory=Defaults)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     targets: Annotated[tuple[TargetConfig, ...], BeforeValidator(_at_most(MAX_TARGETS))] = ()
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     modules: Annotated[dict[str, ProbeModule], BeforeValidator(_at_most(MAX_MODULES))] = Field(

@@ -425,7 +425,8 @@ class Daemon:
 
     async def _prepare(self, config: Config) -> _Plan:
         wanted = {t.name: t for t in self.owned_targets(config)}
-        defaults_changed = self.config is not None and self.config.defaults != config.defaults
+        defaults_changed = self.config is not None and (self.config.defaults != config.defaults
+                                                        or self.config.metrics != config.metrics)
         drop = [name for name, runtime in self.runtimes.items()
                 if name not in wanted or wanted[name] != runtime.config or defaults_changed]
         limiter = self.limiter or FairLimiter(config.server.max_concurrency)

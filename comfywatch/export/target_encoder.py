@@ -394,12 +394,17 @@ def _cloud(lines: TargetLines, state: TargetState) -> Texts:
 _CHECK_FAMILIES = (m.CHECK_DURATION, m.CHECK_OVERRUNS, m.CHECK_LAST_SUCCESS)
 
 
-def _checks(lines: TargetLines, checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]]) -> Texts:
-    """The checks' durations, overruns and last successes (new on every poll: never kept), from the snapshot."""
+def _checks(lines: TargetLines, checks: tuple[tuple[str, ...], tuple[tuple[Value, ...], ...]],
+            full_detail: bool) -> Texts:
+    """The checks' durations, overruns and last successes (new on every poll: never kept), from the snapshot.
+    Without full detail a check's overrun counter appears with its first overrun."""
     names, values = checks
     texts = {}
     if names:
-        for metric, family_values in zip(_CHECK_FAMILIES, zip(*values, strict=True), strict=True):
+        columns = list(zip(*values, strict=True))
+        if not full_detail:
+            columns[1] = tuple([overruns or None for overruns in columns[1]])
+        for metric, family_values in zip(_CHECK_FAMILIES, columns, strict=True):
             # Daemon-scoped families carry only the target and check labels, not the discovery labels.
             text = column_lines(lines.heads_by(metric, "check", names, own=True), family_values)
             if text:
@@ -426,7 +431,7 @@ def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -
     chunks.update(section("cloud", snap.cloud, _cloud, state))
     chunks.update(_http(lines, snap.http))
     if lines.with_target:
-        chunks.update(_checks(lines, snap.checks))
+        chunks.update(_checks(lines, snap.checks, state.full_detail))
         if data := counters("check_skips", m.CHECK_SKIPS, state.check_skips, snap.check_skips, ("check", "reason"),
                             own=True):
             chunks[_CHECK_SKIPS] = data
@@ -438,7 +443,9 @@ def encode(lines: TargetLines, state: TargetState, snap: Snapshot, now: float) -
     if data := counters("request_failures", m.REQUEST_FAILURES, state.request_failures, snap.request_failures,
                         ("endpoint", "reason")):
         chunks[_REQUEST_FAILURES] = data
-    chunks[_JOB_DURATION] = histogram(m.JOB_DURATION, None, state.job_duration, snap.job_durations)
+    # Without full detail, a target that has finished no job yet has no job-duration series.
+    if snap.job_durations or state.full_detail:
+        chunks[_JOB_DURATION] = histogram(m.JOB_DURATION, None, state.job_duration, snap.job_durations)
     if data := b"\n".join([
             histogram(m.REQUEST_DURATION, ("endpoint", endpoint), hist, count)
             for (endpoint, hist), count in zip(state.request_durations.items(), snap.request_durations,

@@ -24,8 +24,12 @@ from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenS
 
 __all__ = [
     "CANARY_BUCKETS",
+    "CANARY_BUCKETS_FULL",
+    "CLOUD_REQUEST_REASONS_FROM_ZERO",
     "JOB_BUCKETS",
+    "JOB_REASONS_FROM_ZERO",
     "REQUEST_BUCKETS",
+    "REQUEST_BUCKETS_FULL",
     "CanaryState",
     "CatalogSummary",
     "CheckState",
@@ -36,11 +40,22 @@ __all__ = [
     "code_label",
 ]
 
-# Few buckets on purpose: 1000 targets x 3 endpoints x (buckets + 3) series must render in 100 ms.
-REQUEST_BUCKETS = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
+# Every series costs every user's Prometheus for as long as the target lives, so the default ("lean") detail
+# keeps the buckets the dashboards and alerts read: the canary's include 30 s, the latency ComfyUICanarySlow
+# compares with. ``[metrics] detail = "full"`` keeps the finer sets.
+REQUEST_BUCKETS = (0.01, 0.05, 0.25, 1.0)
+REQUEST_BUCKETS_FULL = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
 JOB_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
-CANARY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+CANARY_BUCKETS = (0.25, 1.0, 2.5, 10.0, 30.0, 120.0)
+CANARY_BUCKETS_FULL = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
+
+#: Failure reasons whose counters exist at 0 before the first failure in the default detail: those an alert
+#: counts a few of with ``increase()``, which cannot see the first failure of a series born at 1 (oom: two in an
+#: hour; the other job reasons add up to the failed-job count; a Cloud account's refusals for lack of credits
+#: and its 429s: two in half an hour). Every other reason's series appears when it first happens.
+JOB_REASONS_FROM_ZERO: tuple[Reason, ...] = (Reason.EXECUTION_ERROR, Reason.OOM, Reason.LOST, Reason.PAYMENT)
+CLOUD_REQUEST_REASONS_FROM_ZERO: tuple[Reason, ...] = (Reason.PAYMENT, Reason.RATE_LIMITED)
 
 
 #: Status codes that keep their own ``code`` label; a server may answer any number from 100 to 999, and each
@@ -93,7 +108,8 @@ class CanaryState:
     success: float | None = None
     runs: int = 0
     skipped: int = 0
-    #: Every reason the target can produce, at 0 from the start (set by ``TargetState.canary``).
+    #: Failed runs by reason; with full detail every reason the target can produce is at 0 from the start (set
+    #: by ``TargetState.canary``). Alerts count failed runs as runs minus successes (``duration``'s count).
     failures: dict[Reason, int] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     server_seconds: float | None = None
@@ -157,8 +173,13 @@ class TargetState:
         stall_after: float = 600.0,
         idle_polls: int = 4,
         quiet_max_skips: int = 0,
+        full_detail: bool = False,
     ) -> None:
         self.name = name
+        #: ``[metrics] detail = "full"``: every counter by reason at 0 from the start, a latency histogram per
+        #: endpoint, finer buckets. Otherwise series an alert does not need at 0 appear when first counted, and
+        #: only the first of *endpoints* (the poll's main request) has a latency histogram.
+        self.full_detail = full_detail
         self.kind = kind
         self.public_url = public_url
         self.labels = dict(labels or {})
@@ -177,14 +198,23 @@ class TargetState:
         #: Times the monitoring WebSocket came back after a drop (a restart, or the network).
         self.monitor_reconnects = 0
         self.jobs_total = 0
-        self.job_failures: dict[Reason, int] = dict.fromkeys(JOB_REASONS, 0)
+        cloud, https = kind == "cloud", public_url.startswith("https:")
+        self.job_failures: dict[Reason, int] = dict.fromkeys(
+            possible_reasons(JOB_REASONS if full_detail else JOB_REASONS_FROM_ZERO, cloud=cloud, https=https), 0)
         self.job_duration = Histogram(JOB_BUCKETS)
         self.requests: dict[tuple[str, str], int] = {}
         self.request_failures: dict[tuple[str, Reason], int] = {}
-        cloud, https = kind == "cloud", public_url.startswith("https:")
-        self._transport_reasons = possible_reasons(TRANSPORT_REASONS, cloud=cloud, https=https)
-        self._canary_reasons = possible_reasons(Reason, cloud=cloud, https=https)
+        if full_detail:
+            self._preset_reasons = possible_reasons(TRANSPORT_REASONS, cloud=cloud, https=https)
+            self._canary_reasons = possible_reasons(Reason, cloud=cloud, https=https)
+        else:
+            self._preset_reasons = CLOUD_REQUEST_REASONS_FROM_ZERO if cloud else ()
+            self._canary_reasons = ()
+        endpoints = tuple(endpoints)
+        self._timed_endpoints = frozenset(endpoints if full_detail else endpoints[:1])
+        self._request_buckets = REQUEST_BUCKETS_FULL if full_detail else REQUEST_BUCKETS
         self.request_durations: dict[str, Histogram] = {}
+        self._seen_endpoints: set[str] = set()
         for endpoint in endpoints:
             self._init_endpoint(endpoint)
         self.phases: PhaseTimes | None = None
@@ -208,21 +238,26 @@ class TargetState:
         #: or the start-up has scrolled out of it since comfywatch started).
         self.import_failures: tuple[ImportFailure, ...] | None = None
 
-    def _init_endpoint(self, endpoint: str) -> None:
-        if endpoint in self.request_durations:
-            return
-        self.request_durations[endpoint] = Histogram(REQUEST_BUCKETS)
-        for reason in self._transport_reasons:
+    def _init_endpoint(self, endpoint: str) -> Histogram | None:
+        """The endpoint's latency histogram (None when not timed), its failure counters pre-set on first use."""
+        hist = self.request_durations.get(endpoint)
+        if hist is not None or endpoint in self._seen_endpoints:
+            return hist
+        self._seen_endpoints.add(endpoint)
+        if self.full_detail or endpoint in self._timed_endpoints:
+            hist = self.request_durations[endpoint] = Histogram(self._request_buckets)
+        for reason in self._preset_reasons:
             self.request_failures.setdefault((endpoint, reason), 0)
+        return hist
 
     # RequestObserver.
 
     def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
-        self._init_endpoint(endpoint)
+        hist = self._init_endpoint(endpoint)
         key = (endpoint, code_label(code))
         self.requests[key] = self.requests.get(key, 0) + 1
-        if code is not None:
-            self.request_durations[endpoint].observe(seconds)
+        if code is not None and hist is not None:
+            hist.observe(seconds)
 
     def on_failure(self, endpoint: str, reason: Reason) -> None:
         self._init_endpoint(endpoint)
@@ -251,7 +286,9 @@ class TargetState:
     def canary(self, name: str) -> CanaryState:
         state = self.canaries.get(name)
         if state is None:
-            state = self.canaries[name] = CanaryState(name, failures=dict.fromkeys(self._canary_reasons, 0))
+            state = self.canaries[name] = CanaryState(
+                name, failures=dict.fromkeys(self._canary_reasons, 0),
+                duration=Histogram(CANARY_BUCKETS_FULL if self.full_detail else CANARY_BUCKETS))
         return state
 
     def set_up(self, up: bool, reason: Reason | None = None) -> None:

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 
 from comfywatch.checks import jobs as jobs_check
-from comfywatch.errors import JOB_REASONS
+from comfywatch.errors import possible_reasons
 from comfywatch.sim.admin import SimHandle, start_sim
+from comfywatch.state import JOB_REASONS_FROM_ZERO
 from tests.helpers import Metrics
 from tests.integration.conftest import TARGET, Watch, config_toml, sim_state_until, target_toml, watching
 
@@ -61,8 +62,9 @@ async def test_background_load_is_counted_exactly_once(tmp_path: Path, jobs_api:
             m = await watch.polls(3)
             assert watch.value(m, "comfyui_jobs_total") == len(finished)
             assert watch.value(m, "comfyui_job_duration_seconds_count") == len(finished)
-            for reason in JOB_REASONS:
+            for reason in possible_reasons(JOB_REASONS_FROM_ZERO, cloud=False, https=False):
                 assert watch.value(m, "comfyui_job_failures_total", reason=reason) == 0.0, reason
+            assert watch.value(m, "comfyui_job_failures_total", reason="interrupted") is None
             _assert_mode(watch, m, jobs_api)
 
 
@@ -82,7 +84,8 @@ async def test_jobs_finished_before_the_daemon_started_are_not_counted(tmp_path:
             m = await watch.polls(2)
             assert watch.value(m, "comfyui_jobs_total") == 0.0
             assert watch.value(m, "comfyui_job_failures_total", reason="oom") == 0.0
-            assert watch.value(m, "comfyui_job_duration_seconds_count") == 0.0
+            # The job-duration histogram appears with the first job finished since the daemon started.
+            assert watch.value(m, "comfyui_job_duration_seconds_count") is None
             await sim.submit(job_ms=1)
             m = await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 1.0, "the one new job counted")
             assert watch.value(m, "comfyui_job_duration_seconds_count") == 1.0

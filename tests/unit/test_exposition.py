@@ -101,7 +101,8 @@ PROMISED_NAMES = {
 
 def local_state(name: str = "studio-gpu-1", labels: dict[str, str] | None = None) -> TargetState:
     """A local target after a few polls of the recorded server, a canary run and some failures."""
-    state = TargetState(name, "local", "http://127.0.0.1:8188", endpoints=["system_stats", "queue"], labels=labels)
+    state = TargetState(name, "local", "http://127.0.0.1:8188", endpoints=["system_stats", "queue"], labels=labels,
+                        full_detail=True)
     state.set_up(True)
     state.apply_system(
         parse_system_stats(load_json("system_stats.json")), PhaseTimes(None, None, None, 0.0027, 0.0001)
@@ -131,7 +132,7 @@ def local_state(name: str = "studio-gpu-1", labels: dict[str, str] | None = None
 
 def cloud_state() -> TargetState:
     """A Comfy Cloud target with billing data, rate limited for another 12 s."""
-    state = TargetState("cloud", "cloud", "https://cloud.comfy.org", endpoints=["billing_balance"])
+    state = TargetState("cloud", "cloud", "https://cloud.comfy.org", endpoints=["billing_balance"], full_detail=True)
     state.set_up(False, Reason.RATE_LIMITED)
     assert state.cloud is not None
     cloud = state.cloud

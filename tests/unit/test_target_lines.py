@@ -109,12 +109,14 @@ def fresh(state: TargetState, with_target: bool = True) -> tuple[bytes | None, .
 
 class TestKeptLines:
     @FUZZ
-    @given(kind=st.sampled_from(["local", "cloud"]), steps=st.lists(st.lists(changes, max_size=4), max_size=8))
-    def test_kept_lines_equal_a_fresh_encoding_after_any_changes(self, kind: str, steps: list[list[Change]]) -> None:
+    @given(kind=st.sampled_from(["local", "cloud"]), full=st.booleans(),
+           steps=st.lists(st.lists(changes, max_size=4), max_size=8))
+    def test_kept_lines_equal_a_fresh_encoding_after_any_changes(self, kind: str, full: bool,
+                                                                   steps: list[list[Change]]) -> None:
         """After every batch of changes (applied between two scrapes), the lines a scrape gets equal a fresh
         encoding: no kept section, counter block or histogram outlives a change of its values."""
         state = TargetState("t", kind, "https://h" if kind == "cloud" else "http://h", endpoints=["system_stats"],
-                            labels={"rack": "r1"})
+                            labels={"rack": "r1"}, full_detail=full)
         for batch in [[], *steps]:
             for change in batch:
                 change(state)
@@ -233,3 +235,57 @@ class TestScrapeClock:
         clock.scraped(0.0)
         clock.scraped(15.0)
         assert all(clock.expects_scrape_within(15.0 + offset / 10, 15.0) for offset in range(0, 300))
+
+
+def _names(state: TargetState) -> list[str]:
+    """The series of *state*'s lines, as ``name{labels}``."""
+    return [line.split(b" ")[0].decode() for chunk in fresh(state) if chunk for line in chunk.split(b"\n")]
+
+
+class TestDetail:
+    def test_lean_counters_appear_when_first_counted(self) -> None:
+        """Without full detail a reason, an overrun, a job duration appear with their first occurrence; only
+        the target's main poll request is timed."""
+        state = TargetState("t", "local", "http://h", endpoints=["system_stats", "queue", "history"])
+        state.check("system").last_success = NOW
+        state.canary("preview-image")
+        before = _names(state)
+        assert not any("request_failures" in name or "overruns" in name or "canary_failures" in name
+                       or "job_duration" in name for name in before), before
+        assert [n for n in before if n.startswith("comfyui_job_failures_total")] == [
+            f'comfyui_job_failures_total{{target="t",reason="{r}"}}' for r in ("execution_error", "oom", "lost")]
+        # The canary's bucket at 30 s: ComfyUICanarySlow compares its 75th percentile with it.
+        assert 'comfyui_canary_duration_seconds_bucket{target="t",canary="preview-image",le="30.0"}' in before
+        state.on_exchange("queue", 200, 0.01)
+        state.on_failure("queue", Reason.TIMEOUT)
+        state.canary("preview-image").failures[Reason.OOM] = 1
+        state.check("system").overruns = 1
+        state.count_finished_job(None, 3.0)
+        after = set(_names(state)) - set(before)
+        assert {'comfyui_request_failures_total{target="t",endpoint="queue",reason="timeout"}',
+                'comfywatch_check_overruns_total{target="t",check="system"}',
+                'comfyui_canary_failures_total{target="t",canary="preview-image",reason="oom"}',
+                'comfyui_job_duration_seconds_count{target="t"}'} <= after
+        assert not any(name.startswith("comfyui_request_duration_seconds") for name in after), after
+        state.on_exchange("system_stats", 200, 0.01)
+        assert 'comfyui_request_duration_seconds_count{target="t",endpoint="system_stats"}' in _names(state)
+
+    def test_lean_cloud_counts_refusals_from_zero(self) -> None:
+        """A Comfy Cloud account's 402s and 429s are counted by alerts from zero, on every endpoint it uses."""
+        state = TargetState("c", "cloud", "https://cloud.comfy.org", endpoints=["user", "billing_balance"])
+        state.on_exchange("prompt", 200, 0.1)
+        failures = sorted(n for n in _names(state) if n.startswith("comfyui_request_failures_total"))
+        assert failures == sorted(f'comfyui_request_failures_total{{target="c",endpoint="{e}",reason="{r}"}}'
+                                  for e in ("user", "billing_balance", "prompt") for r in ("payment", "rate_limited"))
+
+    def test_full_detail_has_every_reason_at_zero(self) -> None:
+        state = TargetState("t", "local", "http://h", endpoints=["system_stats", "queue"], full_detail=True)
+        state.check("system").last_success = NOW
+        state.canary("preview-image")
+        names = _names(state)
+        assert 'comfyui_request_failures_total{target="t",endpoint="queue",reason="timeout"}' in names
+        assert 'comfywatch_check_overruns_total{target="t",check="system"}' in names
+        assert 'comfyui_canary_failures_total{target="t",canary="preview-image",reason="oom"}' in names
+        assert 'comfyui_request_duration_seconds_count{target="t",endpoint="queue"}' in names
+        assert 'comfyui_job_duration_seconds_count{target="t"}' in names
+        assert len(names) > 2 * len(_names(TargetState("t", "local", "http://h", endpoints=["system_stats", "queue"])))
