@@ -14,7 +14,8 @@ function(config) lib.group(config, 'comfyui', [
   ),
   // A target counts as failing when it is down, or when its canaries fail as ComfyUICanaryFailing sees it: the
   // latest run of every canary failed and enough runs failed in that alert's window (one failed run of an
-  // hourly canary holds comfyui_canary_success at 0 for an hour, and must not count toward a page).
+  // hourly canary holds comfyui_canary_success at 0 for an hour, and must not count toward a page). Failed
+  // runs are counted as ComfyUICanaryFailing counts them (lib.canaryFailedRuns), summed over the target's canaries.
   // Aggregating without the per-target labels (target and instance by default) leaves one alert per job and
   // cluster, however many comfywatch shards (/metrics instances) or probed addresses (/probe instances)
   // report the fleet.
@@ -29,15 +30,15 @@ function(config) lib.group(config, 'comfyui', [
           (
             (max without (canary) (comfyui_canary_success{%(s)s}) == 0)
             and on (job, instance, target)
-            (sum without (canary, reason) (increase(comfyui_canary_failures_total{%(s)s}[CANARY_WINDOW])) >= CANARY_FAILURES)
+            (sum without (canary) CANARY_FAILED_RUNS >= CANARY_FAILURES)
           )
         )
         / count without (%(perTargetLabels)s) (comfyui_up{%(s)s})
       ) >= %(share)s
       and
       count without (%(perTargetLabels)s) (comfyui_up{%(s)s}) >= %(minTargets)s
-    |||, 'CANARY_WINDOW', config.alerts.ComfyUICanaryFailing.window), 'CANARY_FAILURES',
-    std.toString(config.alerts.ComfyUICanaryFailing.failures)),
+    |||, 'CANARY_FAILED_RUNS', lib.canaryFailedRuns('%(s)s', config.alerts.ComfyUICanaryFailing.window)),
+    'CANARY_FAILURES', std.toString(config.alerts.ComfyUICanaryFailing.failures)),
     'ComfyUI fleet {{ $labels.job }}{{ with $labels.%(cluster)s }} in %(cluster)s {{ . }}{{ end }} is degraded',
     '{{ $value | humanizePercentage }} of the targets of job {{ $labels.job }}{{ with $labels.%(cluster)s }} '
     + 'in %(cluster)s {{ . }}{{ end }} are down or fail all their canaries (threshold %(sharePercent)s of at least '
@@ -65,17 +66,19 @@ function(config) lib.group(config, 'comfyui', [
     + 'several polls: the execution worker is stuck or dead while the HTTP server still answers.',
   ),
   // success == 0 says the latest run failed; the count over the window makes one failed run (a blip, or
-  // a single failure of an hourly Cloud canary) insufficient on its own.
+  // a single failure of an hourly Cloud canary) insufficient on its own. Failed runs are runs minus successes,
+  // not comfyui_canary_failures_total, whose series of a reason appears with its first failure: increase()
+  // would miss the first failure of every reason (lib.canaryFailedRuns).
   lib.rule(
     config, 'ComfyUICanaryFailing',
-    |||
-      (sum without (reason) (increase(comfyui_canary_failures_total{%(s)s}[%(window)s])) >= %(failures)s)
+    std.strReplace(|||
+      FAILED_RUNS >= %(failures)s
       and
       (comfyui_canary_success{%(s)s} == 0)
-    |||,
+    |||, 'FAILED_RUNS', lib.canaryFailedRuns('%(s)s', '%(window)s')),
     'Canary {{ $labels.canary }} fails on {{ $labels.target }}',
     'The {{ $labels.canary }} canary workflow on {{ $labels.target }} failed its latest runs '
-    + '({{ $value | printf "%%.0f" }} failures in the last %(windowText)s): the server does not complete work end to end.',
+    + '({{ $value | printf "%%.0f" }} failed runs in the last %(windowText)s): the server does not complete work end to end.',
   ),
   // Canary runs and skips happen once per interval whether they succeed or not, so their rate over the
   // window measures the interval: age of the last success x runs per second = intervals without a success.

@@ -54,6 +54,15 @@ local number(value) = if value == std.floor(value) then '%d' % value else '%g' %
     'count without (nodes_hash, models_hash) (count without (%s) (comfyui_catalog_info{%s, pool!=""}))'
     % [config.alerts.ComfyUIFleetDegraded.perTargetLabels, selector],
 
+  // Failed canary runs within `window`, per canary: runs minus successes (only successful runs are observed in
+  // comfyui_canary_duration_seconds). Both exist at 0 from the canary's creation, whereas a reason's series of
+  // comfyui_canary_failures_total appears with its first failure, at 1, an increment increase() cannot see.
+  // ComfyUICanaryFailing, ComfyUIFleetDegraded and the target dashboard count alike. selector: a template
+  // placeholder ('%(s)s') or matchers; window: a duration or a placeholder.
+  canaryFailedRuns(selector, window)::
+    '(increase(comfyui_canary_runs_total{%s}[%s]) - increase(comfyui_canary_duration_seconds_count{%s}[%s]))'
+    % [selector, window, selector, window],
+
   enabled(config, key):: std.get(config.alerts[key], 'enabled', true),
 
   // One alerting rule. key: its _config.alerts entry (the alert name unless two rules share a name).
