@@ -5,6 +5,9 @@
       local lib = (import 'lib.libsonnet')($._config);
       local q = lib.query;
       local canary = '%(t)s, canary=~"$canary"';
+      local alertsLib = import '../alerts/lib.libsonnet';
+      local latencyScope = 'By default only the main poll request has a latency histogram (system_stats for ComfyUI, '
+                           + 'user for Comfy Cloud); with [metrics] detail = "full" every endpoint has one.';
       lib.dashboard(
         'comfywatch-target',
         'ComfyUI / Target detail',
@@ -92,9 +95,15 @@
                            "Execution time measured by the server's own timestamps (execution_start to execution_success).",
                            [q('comfyui_canary_server_execution_seconds{' + canary + '}', '{{canary}}')], unit='s'),
             lib.timeseries('Canary failures by reason',
-                           'Canary runs, failed runs by reason and skipped runs (server busy, request budget, Retry-After) '
-                           + 'in the %s before each point: one failure reads as 1, not as a rate.' % $._config.rareEventWindow,
-                           [q('sum by (canary, reason) (increase(comfyui_canary_failures_total{' + canary + '}[%(window)s]))', '{{canary}} {{reason}}'),
+                           'Canary runs, failed runs, failed runs by reason and skipped runs (server busy, request budget, '
+                           + 'Retry-After) in the %s before each point: one failure reads as 1, not as a rate. '
+                           % $._config.rareEventWindow
+                           + '"failed runs" is runs minus successes, as ComfyUICanaryFailing counts them. A reason\'s series '
+                           + 'appears with its first failure since comfywatch started (with [metrics] detail = "full" every '
+                           + 'reason is at 0 from the start), an increment increase() cannot see: that failure counts in '
+                           + '"failed runs" but not by reason.',
+                           [q('sum by (canary) ' + alertsLib.canaryFailedRuns(canary, '%(window)s'), '{{canary}} failed runs'),
+                            q('sum by (canary, reason) (increase(comfyui_canary_failures_total{' + canary + '}[%(window)s]))', '{{canary}} {{reason}}'),
                             q('sum by (canary) (increase(comfyui_canary_skipped_total{' + canary + '}[%(window)s]))', '{{canary}} skipped'),
                             q('sum by (canary) (increase(comfyui_canary_runs_total{' + canary + '}[%(window)s]))', '{{canary}} runs')],
                            bars=true),
@@ -109,9 +118,10 @@
           ]),
           lib.row('Requests', [
             lib.heatmap('Request latency',
-                        'Distribution of request durations to the target, all endpoints (comfyui_request_duration_seconds buckets).',
+                        'Distribution of request durations to the target (comfyui_request_duration_seconds buckets). '
+                        + latencyScope,
                         [q('sum by (le) (rate(comfyui_request_duration_seconds_bucket{%(t)s}[$__rate_interval]))', '{{le}}')], 's'),
-            lib.timeseries('Request latency p90 by endpoint', '90th percentile request duration per endpoint.',
+            lib.timeseries('Request latency p90 by endpoint', '90th percentile request duration per endpoint. ' + latencyScope,
                            [q('histogram_quantile(0.9, sum by (endpoint, le) (rate(comfyui_request_duration_seconds_bucket{%(t)s}[$__rate_interval])))', '{{endpoint}}')],
                            unit='s', w=12),
             lib.timeseries('Requests by endpoint and status', 'Requests per second by endpoint and HTTP status code.',

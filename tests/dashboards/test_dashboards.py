@@ -15,7 +15,7 @@ import _jsonnet
 import pytest
 import yaml
 
-from tests.alerts.rulefile import alert_names, recorded_names
+from tests.alerts.rulefile import alert_names, alerting_rules, recorded_names
 from tests.dashboards.catalogue import (
     DASHBOARDS_DIR,
     PROMETHEUS_SERIES,
@@ -527,6 +527,7 @@ RARE_EVENT_COUNTERS = frozenset({
     "comfyui_canary_runs_total",
     "comfyui_canary_skipped_total",
     "comfyui_canary_duration_seconds_bucket",
+    "comfyui_canary_duration_seconds_count",
     "comfywatch_check_overruns_total",
 })
 
@@ -553,6 +554,21 @@ def test_target_detail_shows_stall_backlog_and_staleness() -> None:
     assert "comfyui_queue_oldest_pending_seconds" in names["Oldest pending job"]
     (staleness,) = _exprs(_panel(target, "Time since last successful check"))
     assert staleness.startswith("time() - comfywatch_check_last_success_timestamp_seconds{")
+
+
+def _without_selectors_and_windows(expr: str) -> str:
+    return re.sub(r"\[[^\]]*\]", "[]", re.sub(r"\{[^}]*\}", "{}", expr))
+
+
+def test_canary_failed_runs_are_counted_as_comfyui_canary_failing_counts_them() -> None:
+    """Target detail draws failed canary runs as the alert counts them, runs minus successes: a reason's series
+    of comfyui_canary_failures_total appears with its first failure, which increase() cannot see."""
+    failed_runs = "(increase(comfyui_canary_runs_total{}[]) - increase(comfyui_canary_duration_seconds_count{}[]))"
+    (alert,) = [rule for rule in alerting_rules() if rule["alert"] == "ComfyUICanaryFailing"]
+    assert failed_runs in _without_selectors_and_windows(alert["expr"])
+    panel = _panel(DASHBOARDS["comfywatch-target.json"], "Canary failures by reason")
+    drawn = {target["legendFormat"]: _without_selectors_and_windows(target["expr"]) for target in panel["targets"]}
+    assert drawn["{{canary}} failed runs"] == f"sum by (canary) {failed_runs}"
 
 
 def test_cloud_spend_reads_the_balance_slope() -> None:
