@@ -1,0 +1,237 @@
+"""Benchmark: CPU per ``/probe`` of comfywatch (``module=local``) against blackbox_exporter (``http_2xx``).
+
+Starts one ``comfywatch simulate`` server, ``comfywatch run`` (one watched target on a 1 h interval, canary and
+WebSocket monitor off, ``[probe] allow`` limited to loopback, module ``local`` running the ``system``, ``queue``
+and ``jobs`` checks) and ``prometheus-blackbox-exporter`` (Debian package; ``apt-get install
+prometheus-blackbox-exporter``) with an ``http_2xx`` module. After a warm-up of both it runs ``--rounds``
+alternating rounds of ``--probes`` probes each:
+
+- comfywatch: ``/probe?target=<sim>&module=local`` (``/api/system_stats``, ``/api/queue``, then ``/api/jobs``,
+  which the simulated ComfyUI 0.3.64 answers 404, and ``/api/history``: four requests, parsed, rendered);
+- blackbox: ``/probe?target=<sim>/api/queue&module=http_2xx`` (one request, status checked).
+
+For each round it reads the exporter's CPU (``/proc/<pid>/stat`` utime + stime) before and after, and the
+simulator's too, and times every probe as the client sees it. Alternating rounds in one run expose both
+exporters to the same machine load; compare the medians.
+
+    .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--json out.json]
+
+The machine is shared and small (2 cores): ``/proc`` counts CPU in 10 ms ticks, so keep a round at a few
+hundred probes or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from scale import REPO, blackbox_exporter, comfywatch, cpu_seconds, stop, wait_file
+
+PROBE_CHECKS = ("system", "queue", "jobs")
+
+
+@contextlib.contextmanager
+def simulator(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """One ``comfywatch simulate`` server as a process; yields (process, base URL): its CPU is read too."""
+    port_file = workdir / "sim.json"
+    with (workdir / "sim.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comfywatch", "simulate", "--port", "0", "--port-file", str(port_file)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        yield process, json.loads(wait_file(port_file, process))["url"]
+    finally:
+        stop(process)
+
+
+def probe_config(sim_url: str) -> str:
+    """The daemon watches the simulator on a long interval (its polls stay out of the rounds); probes go beside."""
+    checks = ", ".join(f'"{check}"' for check in PROBE_CHECKS)
+    return (
+        '[defaults]\ninterval = "1h"\nwebsocket_monitor = false\n\n'
+        f'[[targets]]\nname = "watched"\nurl = "{sim_url}"\n  [targets.canary]\n  enabled = false\n\n'
+        '[probe]\nallow = ["127.0.0.1"]\n\n'
+        f"[modules.local]\nchecks = [{checks}]\n"
+    )
+
+
+@dataclass
+class Round:
+    exporter: str
+    probes: int
+    cpu: float
+    sim_cpu: float
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    failed: int = 0
+
+    @property
+    def cpu_per_probe(self) -> float:
+        return self.cpu / self.probes
+
+    @property
+    def sim_cpu_per_probe(self) -> float:
+        return self.sim_cpu / self.probes
+
+
+@dataclass
+class Exporter:
+    name: str
+    pid: int
+    #: One probe: True when the exporter reports the probe successful.
+    probe: Callable[[], Awaitable[bool]]
+
+
+async def wait_healthy(session: aiohttp.ClientSession, url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+def prober(session: aiohttp.ClientSession, url: str, params: dict[str, str], success_line: str
+           ) -> Callable[[], Awaitable[bool]]:
+    async def one() -> bool:
+        async with session.get(url, params=params) as response:
+            text = await response.text()
+        return response.status == 200 and success_line in text.splitlines()
+
+    return one
+
+
+async def run_round(exporter: Exporter, sim_pid: int, probes: int, concurrency: int) -> Round:
+    latencies: list[float] = []
+    outcomes: list[bool] = []
+    remaining = iter(range(probes))
+
+    async def worker() -> None:
+        for _ in remaining:
+            started = time.perf_counter()
+            outcomes.append(await exporter.probe())
+            latencies.append(time.perf_counter() - started)
+
+    cpu0, sim0, wall0 = cpu_seconds(exporter.pid), cpu_seconds(sim_pid), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    cpu1, sim1, wall1 = cpu_seconds(exporter.pid), cpu_seconds(sim_pid), time.perf_counter()
+    return Round(exporter.name, probes, cpu1 - cpu0, sim1 - sim0, wall1 - wall0, latencies,
+                 failed=outcomes.count(False))
+
+
+async def measure(exporters: list[Exporter], sim_pid: int, rounds: int, probes: int, concurrency: int,
+                  warmup: int) -> list[Round]:
+    for exporter in exporters:
+        for _ in range(warmup):
+            await exporter.probe()
+    results: list[Round] = []
+    for _ in range(rounds):
+        for exporter in exporters:
+            results.append(await run_round(exporter, sim_pid, probes, concurrency))
+    return results
+
+
+async def bench(args: argparse.Namespace, sim_url: str, sim_pid: int, comfywatch_pid: int, comfywatch_url: str,
+                blackbox_pid: int, blackbox_url: str) -> list[Round]:
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=2 * args.concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        await wait_healthy(session, f"{comfywatch_url}/healthz")
+        await wait_healthy(session, f"{blackbox_url}/-/healthy")
+        exporters = [
+            Exporter("comfywatch", comfywatch_pid,
+                     prober(session, f"{comfywatch_url}/probe", {"target": sim_url, "module": "local"},
+                            "comfyui_probe_success 1.0")),
+            Exporter("blackbox", blackbox_pid,
+                     prober(session, f"{blackbox_url}/probe", {"target": f"{sim_url}/api/queue",
+                                                               "module": "http_2xx"}, "probe_success 1")),
+        ]
+        return await measure(exporters, sim_pid, args.rounds, args.probes, args.concurrency, args.warmup)
+
+
+def summarize(rounds: list[Round], args: argparse.Namespace, blackbox_version: str) -> dict[str, Any]:
+    by_exporter: dict[str, list[Round]] = {"comfywatch": [], "blackbox": []}
+    for result in rounds:
+        by_exporter[result.exporter].append(result)
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "rounds": args.rounds, "probes_per_round": args.probes, "concurrency": args.concurrency,
+        "comfywatch_checks": list(PROBE_CHECKS), "blackbox_version": blackbox_version,
+    }
+    for name, results in by_exporter.items():
+        summary[name] = {
+            "cpu_per_probe_ms": [round(r.cpu_per_probe * 1000, 3) for r in results],
+            "cpu_per_probe_median_ms": round(statistics.median(r.cpu_per_probe for r in results) * 1000, 3),
+            "wall_per_probe_median_ms": round(statistics.median(
+                statistics.median(r.latencies) for r in results) * 1000, 3),
+            "simulator_cpu_per_probe_median_ms": round(statistics.median(
+                r.sim_cpu_per_probe for r in results) * 1000, 3),
+            "failed_probes": sum(r.failed for r in results),
+        }
+    ratios = [cw.cpu_per_probe / bb.cpu_per_probe
+              for cw, bb in zip(by_exporter["comfywatch"], by_exporter["blackbox"], strict=True)]
+    summary["ratio_per_round"] = [round(ratio, 2) for ratio in ratios]
+    summary["ratio_median"] = round(statistics.median(ratios), 2)
+    return summary
+
+
+def print_human(summary: dict[str, Any]) -> None:
+    print(f"{summary['rounds']} alternating rounds x {summary['probes_per_round']} probes, concurrency "
+          f"{summary['concurrency']}; comfywatch module=local ({', '.join(summary['comfywatch_checks'])}) vs "
+          f"{summary['blackbox_version']} http_2xx on /api/queue")
+    print(f"{'round':<8}{'comfywatch ms CPU/probe':>26}{'blackbox ms CPU/probe':>24}{'ratio':>8}")
+    for index, (cw, bb, ratio) in enumerate(zip(summary["comfywatch"]["cpu_per_probe_ms"],
+                                                summary["blackbox"]["cpu_per_probe_ms"],
+                                                summary["ratio_per_round"], strict=True)):
+        print(f"{index + 1:<8}{cw:>26.3f}{bb:>24.3f}{ratio:>8.2f}")
+    cw, bb = summary["comfywatch"], summary["blackbox"]
+    print(f"{'median':<8}{cw['cpu_per_probe_median_ms']:>26.3f}{bb['cpu_per_probe_median_ms']:>24.3f}"
+          f"{summary['ratio_median']:>8.2f}  (median of the per-round ratios)")
+    for name in ("comfywatch", "blackbox"):
+        part = summary[name]
+        print(f"{name}: wall per probe (median) {part['wall_per_probe_median_ms']} ms, simulator CPU per probe "
+              f"{part['simulator_cpu_per_probe_median_ms']} ms, failed probes {part['failed_probes']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per exporter, alternating")
+    parser.add_argument("--probes", type=int, default=300, help="probes per round")
+    parser.add_argument("--concurrency", type=int, default=1, help="probes in flight")
+    parser.add_argument("--warmup", type=int, default=50, help="probes per exporter before the rounds")
+    parser.add_argument("--json", type=Path, help="also write the summary here")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
+        parser.error("--rounds, --probes and --concurrency must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="comfywatch-probe-") as tmp:
+        workdir = Path(tmp)
+        with (simulator(workdir) as (sim_process, sim_url),
+              comfywatch(workdir, probe_config(sim_url)) as (daemon, daemon_url),
+              blackbox_exporter(workdir) as (blackbox, blackbox_url, version)):
+            rounds = asyncio.run(bench(args, sim_url, sim_process.pid, daemon.pid, daemon_url,
+                                       blackbox.pid, blackbox_url))
+    summary = summarize(rounds, args, version)
+    print_human(summary)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if summary["comfywatch"]["failed_probes"] or summary["blackbox"]["failed_probes"]:
+        sys.exit("some probes failed: the numbers measure failures, not probes")
+
+
+if __name__ == "__main__":
+    main()
