@@ -1,26 +1,32 @@
-"""Benchmark: canary measurement overhead (target: median <= 2 ms).
+"""Benchmark: what comfywatch's canary adds to the measured overhead over a bare client.
 
-Overhead is what comfywatch's ``total`` phase (submit -> output verified) adds on top of the execution time
+Overhead is what a canary's ``total`` phase (submit -> output verified) adds on top of the execution time
 the server reports from its own timestamps (``execution_start`` -> ``execution_success``): the POST round
 trip, the hand-over from the queue to the worker, the event delivery and the fetch (``/history/{id}``
 and, for images, ``/view``). It is measured against the simulated ComfyUI running as its own process
 (``comfywatch simulate``, as ComfyUI is), with the runner built exactly as the daemon builds it (same
 target context, HTTP client and workflow loader). ``--in-process`` runs the simulator on the benchmark's own
-event loop instead: every request's server-side handling then counts as overhead too. Warm-up runs are
-not counted. Prints the median and p90 per built-in canary, the median of every phase, and the median
-wall time of a whole run (busy check, WebSocket set-up, close and history clean-up included), and the CPU
-time of a whole comfywatch run in this process and (when it has its own) in the simulator's.
-
-    .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--in-process] [--json]
-
-The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
-rounding; over 200 runs that averages out in the median but widens the p90.
+event loop instead: every request's server-side handling then counts as overhead too.
 
 Every comfywatch run is followed by one of a *bare client* doing the same protocol steps with nothing else:
 a plain ``aiohttp`` session and ``websockets`` connection, ``json.loads`` of each frame, the history read
 (and ``/view`` for images) with no parsing beyond the keys it needs, no timeouts, no phases. Its overhead,
-measured the same way and in the same minutes, is what the server and the transport cost on this machine;
-comfywatch's column minus the bare one is what comfywatch itself adds.
+measured the same way, is what the server and the transport cost any client on this machine. The measure
+is per pair (a comfywatch run and the bare run right after it): comfywatch's overhead minus the bare
+client's, which is what comfywatch itself adds. Pairing cancels the machine's drift over the minutes of a
+run; the median of the paired differences is printed with its p25 and p75 and a 95 % bootstrap interval,
+beside the ratio of the two overhead medians. Warm-up runs are not counted.
+
+Also printed, per built-in canary: comfywatch's median and p90 overhead, the bare client's median, the
+median of every phase, the median wall time of a whole run (busy check, WebSocket set-up, close and history
+clean-up included), and the CPU time of a whole comfywatch run in this process and (when it has its own) in
+the simulator's.
+
+    .venv/bin/python bench/canary_overhead.py [--runs 200] [--warmup 20] [--exec-ms 4] [--in-process] [--json]
+
+The server's timestamps have millisecond resolution, so each overhead sample carries up to +-1 ms of
+rounding, and a paired difference up to +-2 ms; over 200 pairs that averages out in the median (the
+bootstrap interval shows how well) but widens the p90 and the p25-p75 spread.
 
 ``--round-trips`` measures instead the floor under that overhead: the two requests the canary must make
 (``POST /prompt``, then ``GET /history/{id}`` of the finished prompt, read while the server is idle), each
@@ -36,6 +42,7 @@ import json
 import logging
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -59,6 +66,7 @@ from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import CanaryWorkflow, load_workflow, render_workflow
 
 WORKFLOWS = ("builtin:preview-image", "builtin:echo-text")
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass
@@ -77,10 +85,12 @@ class Samples:
     client_cpu: float = 0.0
     server_cpu: float | None = None
 
-    def add(self, result: CanaryResult, wall: float) -> None:
+    def add(self, result: CanaryResult, wall: float, bare_overhead: float) -> None:
+        """One pair: comfywatch's run and the bare client's right after it."""
         if not result.ok or result.server_seconds is None:
             raise SystemExit(f"canary run failed: {result.as_dict()}")
         self.overhead.append(result.phases["total"] - result.server_seconds)
+        self.bare_overhead.append(bare_overhead)
         self.server.append(result.server_seconds)
         self.wall.append(wall)
         self.websocket_runs += bool(result.websocket_ok)
@@ -91,12 +101,19 @@ class Samples:
         def ms(values: list[float]) -> float:
             return round(statistics.median(values) * 1000, 3)
 
+        added = [ours - bare for ours, bare in zip(self.overhead, self.bare_overhead, strict=True)]
+        quartiles = statistics.quantiles(added, n=4)
         return {
             "workflow": self.workflow,
             "runs": len(self.overhead),
+            "added_median_ms": ms(added),
+            "added_p25_ms": round(quartiles[0] * 1000, 3),
+            "added_p75_ms": round(quartiles[2] * 1000, 3),
+            "added_median_ci95_ms": [round(bound * 1000, 3) for bound in bootstrap_median_interval(added)],
+            "overhead_ratio": round(statistics.median(self.overhead) / statistics.median(self.bare_overhead), 3),
             "overhead_median_ms": ms(self.overhead),
             "overhead_p90_ms": round(statistics.quantiles(self.overhead, n=10)[-1] * 1000, 3),
-            "bare_client_overhead_median_ms": ms(self.bare_overhead) if self.bare_overhead else None,
+            "bare_client_overhead_median_ms": ms(self.bare_overhead),
             "server_execution_median_ms": ms(self.server),
             "phase_median_ms": {phase: ms(self.phases[phase]) for phase in CANARY_PHASES},
             "whole_run_median_ms": ms(self.wall),
@@ -105,6 +122,13 @@ class Samples:
             "server_cpu_per_run_ms": None if self.server_cpu is None
             else round(self.server_cpu / len(self.overhead) * 1000, 3),
         }
+
+
+def bootstrap_median_interval(values: list[float]) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the median of *values* (fixed seed: a rerun prints the same)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP_RESAMPLES))
+    return medians[int(0.025 * BOOTSTRAP_RESAMPLES)], medians[int(0.975 * BOOTSTRAP_RESAMPLES) - 1]
 
 
 def process_cpu(pid: int) -> float:
@@ -166,8 +190,7 @@ async def measure_against(url: str, workflow: str, runs: int, warmup: int, serve
             server_ran = process_cpu(server_pid) - server_started if server_pid is not None else 0.0
             bare = await bare_run(session, url, canary)
             if index >= warmup:
-                samples.add(result, wall)
-                samples.bare_overhead.append(bare)
+                samples.add(result, wall, bare)
                 samples.client_cpu += client_cpu
                 server_cpu += server_ran
         if server_pid is not None:
@@ -220,7 +243,7 @@ async def bare_run(session: aiohttp.ClientSession, url: str, canary: CanaryWorkf
     stamps = {event: data["timestamp"] for event, data in entry["status"]["messages"]}
     async with session.post(f"{url}/api/history", json={"delete": [prompt_id]}) as response:
         await response.read()
-    return elapsed - (stamps["execution_success"] - stamps["execution_start"]) / 1000
+    return elapsed - float(stamps["execution_success"] - stamps["execution_start"]) / 1000
 
 
 async def round_trips(url: str, runs: int, warmup: int) -> dict[str, float]:
@@ -305,6 +328,14 @@ def main() -> None:
     print(f"python {environment['python']}, {environment['cpus']} CPUs, load average {load:.2f}, "
           f"simulator {environment['simulator']}, simulated execution {args.exec_ms:g} ms, "
           f"{args.runs} runs after {args.warmup} warm-up")
+    print("comfywatch adds (its overhead minus the bare client's, per pair of runs):")
+    print(f"{'canary':<15} {'median':>8} {'p25':>8} {'p75':>8} {'95% CI of median':>18} "
+          f"{'ratio of medians':>17}   (ms; the ratio has none)")
+    for s in summaries:
+        low, high = s["added_median_ci95_ms"]
+        print(f"{s['workflow'].removeprefix('builtin:'):<15} {s['added_median_ms']:>8.3f} "
+              f"{s['added_p25_ms']:>8.3f} {s['added_p75_ms']:>8.3f} {f'{low:.3f} .. {high:.3f}':>18} "
+              f"{s['overhead_ratio']:>17.3f}")
     print(f"{'canary':<15} {'overhead median':>15} {'p90':>8} {'bare client':>11} {'server':>8} {'total':>8} "
           f"{'submit':>7} {'queue':>7} {'execute':>8} {'fetch':>7} {'whole run':>10} "
           f"{'cpu: ours':>10} {'server':>7}   (ms)")
