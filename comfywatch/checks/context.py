@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from comfywatch import __version__
@@ -27,12 +29,37 @@ LOCAL_ENDPOINTS = ("system_stats", "queue", "history")
 CLOUD_ENDPOINTS = ("user", "billing_balance", "billing_status", "features", "queue", "jobs")
 
 
+#: CA files kept loaded (see :func:`ssl_context_for`).
+MAX_CACHED_CA_CONTEXTS = 16
+_ca_contexts: OrderedDict[tuple[str, int, int], ssl.SSLContext] = OrderedDict()
+
+
 def ssl_context_for(target: TargetConfig) -> ssl.SSLContext | bool:
+    """How the target's TLS is verified: True (the system store, aiohttp's shared context), False (not at all),
+    or a context trusting ``tls_ca_file``.
+
+    A CA file's context is loaded once per version of the file and shared: loading one costs milliseconds
+    (the system store, tens of them), and the WebSocket check and every canary run ask for it again. A
+    rewritten file (a rotated CA) is loaded anew.
+    """
     if target.tls_insecure_skip_verify:
         return False
     if target.tls_ca_file is not None:
-        return ssl.create_default_context(cafile=str(target.tls_ca_file))
+        return _ca_context(target.tls_ca_file)
     return True
+
+
+def _ca_context(ca_file: Path) -> ssl.SSLContext:
+    status = ca_file.stat()
+    key = (str(ca_file), status.st_mtime_ns, status.st_size)
+    context = _ca_contexts.get(key)
+    if context is None:
+        context = _ca_contexts[key] = ssl.create_default_context(cafile=key[0])
+        if len(_ca_contexts) > MAX_CACHED_CA_CONTEXTS:
+            _ca_contexts.popitem(last=False)
+    else:
+        _ca_contexts.move_to_end(key)
+    return context
 
 
 class Monitor(Protocol):
