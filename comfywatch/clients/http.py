@@ -6,6 +6,9 @@ target per cycle, which only aiohttp's client allows.
 
 Every exchange is classified with :mod:`comfywatch.errors` and reported to a :class:`RequestObserver`,
 which is how ``comfyui_requests_total`` / ``comfyui_request_failures_total`` get counted in one place.
+
+A short-lived client (one ``/probe``) borrows its session from :class:`SharedSessions` instead of opening
+its own, so that the next probe of the same server reuses its connection.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ __all__ = [
     "HttpResult",
     "RequestFailed",
     "RequestObserver",
+    "SharedSessions",
 ]
 
 T = TypeVar("T")
 
 #: Distinct request timeouts kept built per client (see ``HttpClient._timeout``).
 MAX_CACHED_TIMEOUTS = 16
+#: How long a target's idle connection is kept open for its next poll.
+KEEPALIVE_SECONDS = 30.0
 
 
 class RequestObserver(Protocol):
@@ -108,10 +114,149 @@ class _PhaseTrace:
         return PhaseTimes(None, None, None, max(0.0, headers - self.start), max(0.0, done - headers))
 
 
+def _new_session(ssl_context: ssl.SSLContext | bool, *, headers: Mapping[str, str], limit: int,
+                 keepalive: float) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context, ttl_dns_cache=60, keepalive_timeout=keepalive)
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers=headers,
+        # Environment proxies must not silently reroute probes of loopback servers.
+        trust_env=False,
+        # Never follow redirects with our credentials attached; callers that expect one handle it.
+        raise_for_status=False,
+        # Stateless, like a probe: a session cookie picked up from one answer must not keep a revoked
+        # token "working" (and no cookie bookkeeping on every poll).
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+    )
+
+
+def _default_headers(settings: ClientSettings) -> dict[str, str]:
+    """What every request of a client carries: its User-Agent and its credentials."""
+    headers = {"User-Agent": settings.user_agent, **dict(settings.headers)}
+    if settings.basic_auth is not None:
+        headers["Authorization"] = basic_auth_header(*settings.basic_auth)
+    return headers
+
+
+_SessionKey = tuple[str, str, int | None, ssl.SSLContext | bool]
+
+
+@dataclass(eq=False)
+class _Shared:
+    session: aiohttp.ClientSession
+    created: float
+    borrowers: int = 0
+    retired: bool = False
+
+
+class SharedSessions:
+    """Sessions lent to short-lived clients (``/probe``), one per server (scheme, host, port) and TLS
+    verification: the connection one probe opened serves the next probe of that server.
+
+    Only connections (and the DNS cache) are shared. A borrowing :class:`HttpClient` sends its own headers
+    and credentials with every request (a shared session has no default headers), cookies are never kept,
+    and every probe has its own state.
+
+    A session lends itself for ``max_age`` seconds; then it is retired and a borrower gets a new one (new
+    connections, resolved afresh: a server that moved is found). Beyond ``max_sessions`` the least recently
+    borrowed is retired. A retired session closes as soon as its last borrower is done, so the open
+    connections stay bounded even when more servers are probed than are kept. An idle connection is kept
+    ``keepalive`` seconds: ComfyUI's server (aiohttp) and nginx keep one 75 s, so a probe a minute still
+    finds it open.
+
+    A sweeper task retires aged sessions and ends when none is left; cancelled (the event loop shutting down,
+    as ``asyncio.run`` does when the daemon stops) it closes them all: the owner cannot forget them.
+    """
+
+    def __init__(self, *, max_sessions: int = 256, max_age: float = 120.0, keepalive: float = 75.0) -> None:
+        self.max_sessions = max_sessions
+        self.max_age = max_age
+        self.keepalive = keepalive
+        self._lending: OrderedDict[_SessionKey, _Shared] = OrderedDict()
+        #: Retired while still borrowed.
+        self._retired: set[_Shared] = set()
+        self._closing: set[_Shared] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        """Sessions not retired, or retired but still borrowed."""
+        return len(self._lending) + len(self._retired)
+
+    def borrow(self, settings: ClientSettings) -> _Shared:
+        """A session for *settings*' server; hand it back with :meth:`give_back`."""
+        base = URL(settings.base_url)
+        key: _SessionKey = (base.scheme, base.host or "", base.port, settings.ssl_context)
+        now = time.monotonic()
+        shared = self._lending.get(key)
+        if shared is not None and now - shared.created > self.max_age:
+            self._retire(key)
+            shared = None
+        if shared is None:
+            # No connection limit: a probe never waits for another probe's connection, as with its own session.
+            session = _new_session(settings.ssl_context, headers={}, limit=0, keepalive=self.keepalive)
+            shared = self._lending[key] = _Shared(session, now)
+            while len(self._lending) > self.max_sessions:
+                self._retire(next(iter(self._lending)))
+            self._sweep_later()
+        else:
+            self._lending.move_to_end(key)
+        shared.borrowers += 1
+        return shared
+
+    def give_back(self, shared: _Shared) -> None:
+        shared.borrowers -= 1
+        if shared.retired and shared.borrowers == 0:
+            self._retired.discard(shared)
+            self._close_soon(shared)
+
+    def _retire(self, key: _SessionKey) -> None:
+        shared = self._lending.pop(key)
+        shared.retired = True
+        if shared.borrowers:
+            self._retired.add(shared)
+        else:
+            self._close_soon(shared)
+
+    def _close_soon(self, shared: _Shared) -> None:
+        self._closing.add(shared)
+        task = asyncio.get_running_loop().create_task(shared.session.close())
+        task.add_done_callback(lambda _: self._closing.discard(shared))
+
+    def _sweep_later(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="shared-sessions-sweeper")
+
+    async def _sweep(self) -> None:
+        try:
+            # Ends without awaiting once nothing is left, so a session borrowed from then on starts a new sweeper.
+            while self._lending or self._retired:
+                await asyncio.sleep(self.max_age / 2)
+                now = time.monotonic()
+                for key in [key for key, shared in self._lending.items() if now - shared.created > self.max_age]:
+                    self._retire(key)
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close every session, lent or not: borrowers still at work fail as ``connect``."""
+        every = [*self._lending.values(), *self._retired, *self._closing]
+        self._lending.clear()
+        self._retired.clear()
+        for shared in every:
+            shared.retired = True
+            await shared.session.close()  # again for one whose close was only scheduled: a no-op once closed
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None and sweeper is not asyncio.current_task():
+            sweeper.cancel()
+
+
 class HttpClient:
     """One target's connection pool, with per-phase timeouts and a hard body-size cap.
 
-    The session is created lazily inside the running loop and reused for the daemon's lifetime.
+    The session is created lazily inside the running loop and reused for the daemon's lifetime; with
+    *shared* it is borrowed from there instead, and handed back by :meth:`close`.
     """
 
     def __init__(
@@ -121,6 +266,7 @@ class HttpClient:
         observer: RequestObserver | None = None,
         limiter: asyncio.Semaphore | None = None,
         before_request: Callable[[], Awaitable[None]] | None = None,
+        shared: SharedSessions | None = None,
     ) -> None:
         self.settings = settings
         self.base = URL(settings.base_url.rstrip("/"))
@@ -129,6 +275,9 @@ class HttpClient:
         self._before_request = before_request
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._headers = _default_headers(settings)
+        self._shared = shared
+        self._borrowed: _Shared | None = None
         # Built once per path and per timeout: a poll makes the same three requests every cycle.
         self._urls: dict[str, URL] = {}
         self._timeouts: OrderedDict[float, aiohttp.ClientTimeout] = OrderedDict()
@@ -136,34 +285,18 @@ class HttpClient:
     # Session management.
 
     def _make_session(self) -> aiohttp.ClientSession:
-        s = self.settings
-        connector = aiohttp.TCPConnector(
-            limit=s.max_connections,
-            ssl=s.ssl_context if isinstance(s.ssl_context, ssl.SSLContext) else bool(s.ssl_context),
-            ttl_dns_cache=60,
-            keepalive_timeout=30,
-        )
-        headers = {"User-Agent": s.user_agent, **dict(s.headers)}
-        if s.basic_auth is not None:
-            headers["Authorization"] = basic_auth_header(*s.basic_auth)
-        return aiohttp.ClientSession(
-            connector=connector,
-            headers=headers,
-            # Environment proxies must not silently reroute probes of loopback servers.
-            trust_env=False,
-            # Never follow redirects with our credentials attached; callers that expect one handle it.
-            raise_for_status=False,
-            # Stateless, like a probe: a session cookie picked up from one answer must not keep a revoked
-            # token "working" (and no cookie bookkeeping on every poll).
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=True,
-        )
+        return _new_session(self.settings.ssl_context, headers=self._headers, limit=self.settings.max_connections,
+                            keepalive=KEEPALIVE_SECONDS)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._closed:
             # A check still running for a target removed on reload must not open a session nobody closes.
             raise ConnectionError("HTTP client closed")
+        if self._shared is not None:
+            if self._borrowed is None:
+                self._borrowed = self._shared.borrow(self.settings)
+            return self._borrowed.session
         if self._session is None or self._session.closed:
             self._session = self._make_session()
         return self._session
@@ -177,8 +310,12 @@ class HttpClient:
         return str(url.with_query(dict(query)))
 
     async def close(self) -> None:
-        """Close the pool for good: later requests fail as ``connect`` instead of reopening it."""
+        """Close the pool for good (or hand the borrowed one back): later requests fail as ``connect`` instead of
+        reopening it."""
         self._closed = True
+        borrowed, self._borrowed = self._borrowed, None
+        if borrowed is not None and self._shared is not None:
+            self._shared.give_back(borrowed)
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
@@ -205,6 +342,11 @@ class HttpClient:
         if len(timeouts) > MAX_CACHED_TIMEOUTS:
             timeouts.popitem(last=False)
         return client_timeout
+
+    def _request_headers(self, extra: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        if self._shared is None:
+            return extra  # the client's own session carries its headers
+        return self._headers if extra is None else {**self._headers, **extra}
 
     # Requests.
 
@@ -285,7 +427,7 @@ class HttpClient:
             json=json_body,
             timeout=client_timeout,
             allow_redirects=allow_redirects,
-            headers=extra_headers,
+            headers=self._request_headers(extra_headers),
         ) as response:
             if trace is not None:
                 trace.headers_at = time.perf_counter()

@@ -1,8 +1,10 @@
 """``/probe?target=URL&module=NAME``: a stateless, blackbox_exporter-style probe.
 
 Each request builds a fresh client and state, runs the module's checks once within the scrape timeout
-Prometheus announces, renders the result without a ``target`` label, and forgets everything. It never
-runs a canary: probes must be cheap and side-effect free.
+Prometheus announces, renders the result without a ``target`` label, and forgets everything but its
+connection: the client borrows it from the handler's :class:`SharedSessions`, so the next probe of the
+same server reuses it (no credentials, cookies or state travel with it). It never runs a canary: probes
+must be cheap and side-effect free.
 
 The caller chooses where the daemon connects, so a module's credentials go only where
 :func:`comfywatch.config.probe_target_allowed` allows (``[probe] allow``, the module's ``allow``, and by
@@ -29,7 +31,7 @@ from comfywatch.checks import jobs as jobs_check
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.checks.context import build_context
-from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.http import RequestFailed, SharedSessions
 from comfywatch.config import (
     MAX_URL_CHARS,
     Config,
@@ -102,10 +104,12 @@ def _timeout_from(request: web.Request, module: ProbeModule) -> float:
 def make_probe_handler(
     get_config: Callable[[], Config | None],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    shared = SharedSessions()
+
     async def handler(request: web.Request) -> web.Response:
         with request_scope():
             try:
-                return await _probe(request, get_config())
+                return await _probe(request, get_config(), shared)
             except Exception:
                 # Logged here, inside the request's scope: the probe's secrets are masked in the traceback too.
                 log.exception("probe_failed")
@@ -114,7 +118,7 @@ def make_probe_handler(
     return handler
 
 
-async def _probe(request: web.Request, config: Config | None) -> web.Response:
+async def _probe(request: web.Request, config: Config | None, shared: SharedSessions) -> web.Response:
     url = request.query.get("target", "")
     _register_userinfo(url)
     if config is None:
@@ -146,7 +150,7 @@ async def _probe(request: web.Request, config: Config | None) -> web.Response:
         credentials = _module_credentials(module, url)
     except ValueError:
         return _refuse(500, "module credentials unreadable")
-    runtime = build_context(config, target, credentials=credentials)
+    runtime = build_context(config, target, credentials=credentials, shared=shared)
     started = time.perf_counter()
     ok = True
     try:
