@@ -7,14 +7,15 @@ prometheus-blackbox-exporter``) with an ``http_2xx`` module. After a warm-up of 
 alternating rounds of ``--probes`` probes each:
 
 - comfywatch: ``/probe?target=<sim>&module=local`` (``/api/system_stats``, ``/api/queue``, then ``/api/jobs``,
-  which the simulated ComfyUI 0.3.64 answers 404, and ``/api/history``: four requests, parsed, rendered);
+  which the simulated ComfyUI 0.3.64 answers 404, and ``/api/history``: four requests, parsed, rendered;
+  with ``--jobs-api`` the simulator serves ``/api/jobs`` as newer ComfyUI releases do: three requests);
 - blackbox: ``/probe?target=<sim>/api/queue&module=http_2xx`` (one request, status checked).
 
 For each round it reads the exporter's CPU (``/proc/<pid>/stat`` utime + stime) before and after, and the
 simulator's too, and times every probe as the client sees it. Alternating rounds in one run expose both
 exporters to the same machine load; compare the medians.
 
-    .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--json out.json]
+    .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--jobs-api] [--json out.json]
 
 The machine is shared and small (2 cores): ``/proc`` counts CPU in 10 ms ticks, so keep a round at a few
 hundred probes or more.
@@ -43,12 +44,13 @@ PROBE_CHECKS = ("system", "queue", "jobs")
 
 
 @contextlib.contextmanager
-def simulator(workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def simulator(workdir: Path, jobs_api: bool) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """One ``comfywatch simulate`` server as a process; yields (process, base URL): its CPU is read too."""
     port_file = workdir / "sim.json"
     with (workdir / "sim.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "comfywatch", "simulate", "--port", "0", "--port-file", str(port_file)],
+            [sys.executable, "-m", "comfywatch", "simulate", "--port", "0", "--port-file", str(port_file),
+             *(["--jobs-api"] if jobs_api else [])],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         yield process, json.loads(wait_file(port_file, process))["url"]
@@ -171,7 +173,7 @@ def summarize(rounds: list[Round], args: argparse.Namespace, blackbox_version: s
     summary: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "rounds": args.rounds, "probes_per_round": args.probes, "concurrency": args.concurrency,
-        "comfywatch_checks": list(PROBE_CHECKS), "blackbox_version": blackbox_version,
+        "comfywatch_checks": list(PROBE_CHECKS), "jobs_api": args.jobs_api, "blackbox_version": blackbox_version,
     }
     for name, results in by_exporter.items():
         summary[name] = {
@@ -192,7 +194,8 @@ def summarize(rounds: list[Round], args: argparse.Namespace, blackbox_version: s
 
 def print_human(summary: dict[str, Any]) -> None:
     print(f"{summary['rounds']} alternating rounds x {summary['probes_per_round']} probes, concurrency "
-          f"{summary['concurrency']}; comfywatch module=local ({', '.join(summary['comfywatch_checks'])}) vs "
+          f"{summary['concurrency']}; comfywatch module=local ({', '.join(summary['comfywatch_checks'])}; "
+          f"simulator {'with' if summary['jobs_api'] else 'without'} /api/jobs) vs "
           f"{summary['blackbox_version']} http_2xx on /api/queue")
     print(f"{'round':<8}{'comfywatch ms CPU/probe':>26}{'blackbox ms CPU/probe':>24}{'ratio':>8}")
     for index, (cw, bb, ratio) in enumerate(zip(summary["comfywatch"]["cpu_per_probe_ms"],
@@ -214,13 +217,14 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=300, help="probes per round")
     parser.add_argument("--concurrency", type=int, default=1, help="probes in flight")
     parser.add_argument("--warmup", type=int, default=50, help="probes per exporter before the rounds")
+    parser.add_argument("--jobs-api", action="store_true", help="the simulator serves /api/jobs (newer ComfyUI)")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
     if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
         parser.error("--rounds, --probes and --concurrency must be at least 1")
     with tempfile.TemporaryDirectory(prefix="comfywatch-probe-") as tmp:
         workdir = Path(tmp)
-        with (simulator(workdir) as (sim_process, sim_url),
+        with (simulator(workdir, args.jobs_api) as (sim_process, sim_url),
               comfywatch(workdir, probe_config(sim_url)) as (daemon, daemon_url),
               blackbox_exporter(workdir) as (blackbox, blackbox_url, version)):
             rounds = asyncio.run(bench(args, sim_url, sim_process.pid, daemon.pid, daemon_url,
