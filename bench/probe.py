@@ -15,7 +15,12 @@ For each round it reads the exporter's CPU (``/proc/<pid>/stat`` utime + stime) 
 simulator's too, and times every probe as the client sees it. Alternating rounds in one run expose both
 exporters to the same machine load; compare the medians.
 
-    .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--jobs-api] [--json out.json]
+``--floor`` adds a third exporter to the rounds: a bare aiohttp server whose ``/probe`` makes the same GETs as
+comfywatch's over one kept connection with a bare aiohttp client and answers a constant, nothing parsed or
+rendered. It is the least a Python ``/probe`` on aiohttp costs on this machine.
+
+    .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--jobs-api] [--floor]
+                                    [--json out.json]
 
 The machine is shared and small (2 cores): ``/proc`` counts CPU in 10 ms ticks, so keep a round at a few
 hundred probes or more.
@@ -38,9 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from scale import REPO, blackbox_exporter, comfywatch, cpu_seconds, stop, wait_file
 
 PROBE_CHECKS = ("system", "queue", "jobs")
+
+
+def probe_paths(jobs_api: bool) -> list[str]:
+    """What comfywatch's probe asks the simulator: the jobs check reads /api/history after a 404 on /api/jobs."""
+    paths = ["/api/system_stats", "/api/queue", "/api/jobs?limit=64&sort_order=desc"]
+    return paths if jobs_api else [*paths, "/api/history?max_items=64"]
 
 
 @contextlib.contextmanager
@@ -67,6 +79,40 @@ def probe_config(sim_url: str) -> str:
         '[probe]\nallow = ["127.0.0.1"]\n\n'
         f"[modules.local]\nchecks = [{checks}]\n"
     )
+
+
+async def serve_floor(sim_url: str, jobs_api: bool, ready: Path) -> None:
+    """The ``--floor`` exporter (runs until killed)."""
+    paths = probe_paths(jobs_api)
+    async with aiohttp.ClientSession() as session:
+
+        async def probe(request: web.Request) -> web.Response:
+            for path in paths:
+                async with session.get(sim_url + path) as response:
+                    await response.read()
+            return web.Response(text="probe_success 1\n")
+
+        app = web.Application()
+        app.router.add_get("/probe", probe)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        ready.write_text(f"http://127.0.0.1:{runner.addresses[0][1]}\n", encoding="utf-8")  # noqa: ASYNC240
+        await asyncio.Event().wait()
+
+
+@contextlib.contextmanager
+def floor_exporter(workdir: Path, sim_url: str, jobs_api: bool) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The ``--floor`` exporter as a process; yields (process, base URL)."""
+    ready = workdir / "floor.ready"
+    with (workdir / "floor.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, __file__, "--floor-server", sim_url, str(ready), *(["--jobs-api"] if jobs_api else [])],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        yield process, wait_file(ready, process)
+    finally:
+        stop(process)
 
 
 @dataclass
@@ -148,11 +194,14 @@ async def measure(exporters: list[Exporter], sim_pid: int, rounds: int, probes: 
     return results
 
 
-async def bench(args: argparse.Namespace, sim_url: str, sim_pid: int, comfywatch_pid: int, comfywatch_url: str,
-                blackbox_pid: int, blackbox_url: str) -> list[Round]:
+async def bench(args: argparse.Namespace, sim_url: str, sim_pid: int, targets: dict[str, tuple[int, str]]
+                ) -> list[Round]:
+    """Rounds of the exporters in *targets* (name: pid, base URL), in that order."""
     timeout = aiohttp.ClientTimeout(total=30)
     connector = aiohttp.TCPConnector(limit=2 * args.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        comfywatch_pid, comfywatch_url = targets["comfywatch"]
+        blackbox_pid, blackbox_url = targets["blackbox"]
         await wait_healthy(session, f"{comfywatch_url}/healthz")
         await wait_healthy(session, f"{blackbox_url}/-/healthy")
         exporters = [
@@ -163,17 +212,21 @@ async def bench(args: argparse.Namespace, sim_url: str, sim_pid: int, comfywatch
                      prober(session, f"{blackbox_url}/probe", {"target": f"{sim_url}/api/queue",
                                                                "module": "http_2xx"}, "probe_success 1")),
         ]
+        if "floor" in targets:
+            floor_pid, floor_url = targets["floor"]
+            exporters.append(Exporter("floor", floor_pid, prober(session, f"{floor_url}/probe", {}, "probe_success 1")))
         return await measure(exporters, sim_pid, args.rounds, args.probes, args.concurrency, args.warmup)
 
 
 def summarize(rounds: list[Round], args: argparse.Namespace, blackbox_version: str) -> dict[str, Any]:
-    by_exporter: dict[str, list[Round]] = {"comfywatch": [], "blackbox": []}
+    by_exporter: dict[str, list[Round]] = {}
     for result in rounds:
-        by_exporter[result.exporter].append(result)
+        by_exporter.setdefault(result.exporter, []).append(result)
     summary: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "rounds": args.rounds, "probes_per_round": args.probes, "concurrency": args.concurrency,
         "comfywatch_checks": list(PROBE_CHECKS), "jobs_api": args.jobs_api, "blackbox_version": blackbox_version,
+        "exporters": list(by_exporter),
     }
     for name, results in by_exporter.items():
         summary[name] = {
@@ -185,27 +238,30 @@ def summarize(rounds: list[Round], args: argparse.Namespace, blackbox_version: s
                 r.sim_cpu_per_probe for r in results) * 1000, 3),
             "failed_probes": sum(r.failed for r in results),
         }
-    ratios = [cw.cpu_per_probe / bb.cpu_per_probe
-              for cw, bb in zip(by_exporter["comfywatch"], by_exporter["blackbox"], strict=True)]
-    summary["ratio_per_round"] = [round(ratio, 2) for ratio in ratios]
-    summary["ratio_median"] = round(statistics.median(ratios), 2)
+        if name != "blackbox":
+            ratios = [mine.cpu_per_probe / theirs.cpu_per_probe
+                      for mine, theirs in zip(results, by_exporter["blackbox"], strict=True)]
+            summary[name]["ratio_to_blackbox_per_round"] = [round(ratio, 2) for ratio in ratios]
+            summary[name]["ratio_to_blackbox_median"] = round(statistics.median(ratios), 2)
     return summary
 
 
 def print_human(summary: dict[str, Any]) -> None:
+    names: list[str] = summary["exporters"]
     print(f"{summary['rounds']} alternating rounds x {summary['probes_per_round']} probes, concurrency "
           f"{summary['concurrency']}; comfywatch module=local ({', '.join(summary['comfywatch_checks'])}; "
           f"simulator {'with' if summary['jobs_api'] else 'without'} /api/jobs) vs "
           f"{summary['blackbox_version']} http_2xx on /api/queue")
-    print(f"{'round':<8}{'comfywatch ms CPU/probe':>26}{'blackbox ms CPU/probe':>24}{'ratio':>8}")
-    for index, (cw, bb, ratio) in enumerate(zip(summary["comfywatch"]["cpu_per_probe_ms"],
-                                                summary["blackbox"]["cpu_per_probe_ms"],
-                                                summary["ratio_per_round"], strict=True)):
-        print(f"{index + 1:<8}{cw:>26.3f}{bb:>24.3f}{ratio:>8.2f}")
-    cw, bb = summary["comfywatch"], summary["blackbox"]
-    print(f"{'median':<8}{cw['cpu_per_probe_median_ms']:>26.3f}{bb['cpu_per_probe_median_ms']:>24.3f}"
-          f"{summary['ratio_median']:>8.2f}  (median of the per-round ratios)")
-    for name in ("comfywatch", "blackbox"):
+    compared = [name for name in names if name != "blackbox"]
+    print(f"{'round':<8}" + "".join(f"{name + ' ms CPU/probe':>26}" for name in names)
+          + "".join(f"{name + '/blackbox':>22}" for name in compared))
+    for index in range(summary["rounds"]):
+        print(f"{index + 1:<8}" + "".join(f"{summary[name]['cpu_per_probe_ms'][index]:>26.3f}" for name in names)
+              + "".join(f"{summary[name]['ratio_to_blackbox_per_round'][index]:>22.2f}" for name in compared))
+    print(f"{'median':<8}" + "".join(f"{summary[name]['cpu_per_probe_median_ms']:>26.3f}" for name in names)
+          + "".join(f"{summary[name]['ratio_to_blackbox_median']:>22.2f}" for name in compared)
+          + "  (ratios: median of the per-round ratios)")
+    for name in names:
         part = summary[name]
         print(f"{name}: wall per probe (median) {part['wall_per_probe_median_ms']} ms, simulator CPU per probe "
               f"{part['simulator_cpu_per_probe_median_ms']} ms, failed probes {part['failed_probes']}")
@@ -218,22 +274,31 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="probes in flight")
     parser.add_argument("--warmup", type=int, default=50, help="probes per exporter before the rounds")
     parser.add_argument("--jobs-api", action="store_true", help="the simulator serves /api/jobs (newer ComfyUI)")
+    parser.add_argument("--floor", action="store_true", help="also measure a bare aiohttp /probe (see above)")
+    parser.add_argument("--floor-server", nargs=2, metavar=("SIM_URL", "READY_FILE"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
+    if args.floor_server:
+        sim_url, ready = args.floor_server
+        asyncio.run(serve_floor(sim_url, args.jobs_api, Path(ready)))
+        return
     if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
         parser.error("--rounds, --probes and --concurrency must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="comfywatch-probe-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="comfywatch-probe-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        with (simulator(workdir, args.jobs_api) as (sim_process, sim_url),
-              comfywatch(workdir, probe_config(sim_url)) as (daemon, daemon_url),
-              blackbox_exporter(workdir) as (blackbox, blackbox_url, version)):
-            rounds = asyncio.run(bench(args, sim_url, sim_process.pid, daemon.pid, daemon_url,
-                                       blackbox.pid, blackbox_url))
+        sim_process, sim_url = stack.enter_context(simulator(workdir, args.jobs_api))
+        daemon, daemon_url = stack.enter_context(comfywatch(workdir, probe_config(sim_url)))
+        blackbox, blackbox_url, version = stack.enter_context(blackbox_exporter(workdir))
+        targets = {"comfywatch": (daemon.pid, daemon_url), "blackbox": (blackbox.pid, blackbox_url)}
+        if args.floor:
+            floor, floor_url = stack.enter_context(floor_exporter(workdir, sim_url, args.jobs_api))
+            targets["floor"] = (floor.pid, floor_url)
+        rounds = asyncio.run(bench(args, sim_url, sim_process.pid, targets))
     summary = summarize(rounds, args, version)
     print_human(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    if summary["comfywatch"]["failed_probes"] or summary["blackbox"]["failed_probes"]:
+    if any(summary[name]["failed_probes"] for name in summary["exporters"]):
         sys.exit("some probes failed: the numbers measure failures, not probes")
 
 
