@@ -240,7 +240,7 @@ class SharedSessions:
             raise
 
     async def close(self) -> None:
-        """Close every session, lent or not: borrowers still at work fail as ``connect``."""
+        """Close every session, lent or not (a borrower still at work sees its request fail)."""
         every = [*self._lending.values(), *self._retired, *self._closing]
         self._lending.clear()
         self._retired.clear()
