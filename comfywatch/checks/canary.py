@@ -494,12 +494,10 @@ class CanaryRunner:
 
 
 async def _feed_until_finished(ws: ClientConnection, follower: PromptFollower) -> None:
-    """Feed every text frame to *follower* until its prompt is over (binary previews are skipped)."""
+    """Feed every message to *follower* until its prompt is over."""
     while not follower.finished:
         message = await ws.recv()
-        at = time.perf_counter()
-        if (event := ws_event(message)) is not None:
-            follower.feed(event, at)
+        follower.feed_message(message, time.perf_counter())
 
 
 def _follower_phases(result: CanaryResult, follower: PromptFollower, accepted_at: float) -> None:

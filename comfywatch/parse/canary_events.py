@@ -1,18 +1,21 @@
 """Pure follower of one prompt's WebSocket events (the sans-I/O core of the canary).
 
-Feed it every decoded text frame with the local monotonic time it arrived; it keeps only what concerns
-*its own* ``prompt_id`` (other clients' prompts, ``status`` broadcasts and previews are ignored) and says
-when the prompt is over and how. Never raises for any event content.
+Feed it every WebSocket message with the local monotonic time it arrived (:meth:`PromptFollower.feed_message`),
+or every decoded event (:meth:`PromptFollower.feed`); it keeps only what concerns *its own* ``prompt_id``
+(other clients' prompts, ``status`` broadcasts and previews are ignored) and says when the prompt is over and
+how. Never raises for any message or event content.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from comfywatch.errors import Reason, classify_execution_error
-from comfywatch.parse.prompt import WsEvent
+from comfywatch.parse.prompt import MAX_FRAME_CHARS, WsEvent, ws_event
+from comfywatch.parse.text import sanitize
 
 __all__ = ["Progress", "PromptFollower"]
 
@@ -23,6 +26,14 @@ class Progress(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     DONE = "done"  # end marker (executing node=null) seen
+
+
+#: Frame types :meth:`PromptFollower.feed_message` reads without building an event: those ComfyUI sends on
+#: every run. Each is its own sanitized value, so reading it as sent changes nothing.
+_PLAIN_TYPES = frozenset({
+    "status", "execution_start", "execution_cached", "executing", "progress", "progress_state", "executed",
+    "execution_success", "execution_error", "execution_interrupted",
+})
 
 
 @dataclass
@@ -42,7 +53,7 @@ class PromptFollower:
     @property
     def finished(self) -> bool:
         """Terminal: the end marker arrived, or an error/interrupt was reported."""
-        return self.state in {Progress.DONE, Progress.FAILED}
+        return self.state is Progress.DONE or self.state is Progress.FAILED
 
     @property
     def server_seconds(self) -> float | None:
@@ -52,12 +63,35 @@ class PromptFollower:
             return None
         return (self.server_end_ms - self.server_start_ms) / 1000.0
 
-    def feed(self, event: WsEvent, at: float) -> None:
-        if event.prompt_id != self.prompt_id:
+    def feed_message(self, message: str | bytes, at: float) -> None:
+        """Feed one WebSocket message as received: the same as ``feed(ws_event(message), at)``, or nothing when
+        the message is no event.
+
+        The canary's clock runs while it reads the burst of frames that ends an execution, and its history
+        request waits for the last of them; so a plain frame (a JSON object of one of ComfyUI's usual types) is
+        read as sent, without building an event: only the strings kept are sanitized, as
+        :func:`~comfywatch.parse.prompt.parse_ws_text` would have. Any other message goes through ``ws_event``.
+        """
+        if isinstance(message, bytes):
             return
-        data = event.data
+        frame = _plain_frame(message)
+        if frame is None:
+            event = ws_event(message)
+            if event is not None:
+                self.feed(event, at)
+            return
+        kind, data = frame
+        prompt_id = data.get("prompt_id")
+        if prompt_id == self.prompt_id or (isinstance(prompt_id, str) and sanitize(prompt_id) == self.prompt_id):
+            self._apply(kind, data, at)
+
+    def feed(self, event: WsEvent, at: float) -> None:
+        if event.prompt_id == self.prompt_id:
+            self._apply(event.type, event.data, at)
+
+    def _apply(self, kind: str, data: dict[str, Any], at: float) -> None:
+        """One event of our prompt; *data* may be unsanitized (strings kept are sanitized here)."""
         self.last_activity = at
-        kind = event.type
         if kind == "execution_start":
             if self.started_at is None:
                 self.started_at = at
@@ -68,22 +102,18 @@ class PromptFollower:
             node = data.get("node")
             output = data.get("output")
             if isinstance(node, str) and isinstance(output, dict) and len(self.outputs) < 64:
-                self.outputs[node] = output
+                self.outputs[sanitize(node)] = output
         elif kind == "execution_success":
             self.succeeded_at = at
             self.server_end_ms = _ms(data.get("timestamp")) or self.server_end_ms
-            if self.state in {Progress.WAITING, Progress.RUNNING}:
+            if self.state is Progress.WAITING or self.state is Progress.RUNNING:
                 self.state = Progress.SUCCEEDED
         elif kind == "execution_error":
-            exc_type, message = data.get("exception_type"), data.get("exception_message")
-            self.failure = classify_execution_error(
-                exc_type if isinstance(exc_type, str) else None, message if isinstance(message, str) else None
-            )
-            node_type = data.get("node_type")
-            self.failure_detail = (
-                f"{node_type if isinstance(node_type, str) else '?'}: "
-                f"{exc_type if isinstance(exc_type, str) else 'error'}"
-            )[:200]
+            exc_type, message, node_type = (_text(data.get(key))
+                                            for key in ("exception_type", "exception_message", "node_type"))
+            self.failure = classify_execution_error(exc_type, message)
+            self.failure_detail = (f"{'?' if node_type is None else node_type}: "
+                                   f"{'error' if exc_type is None else exc_type}")[:200]
             self.server_end_ms = _ms(data.get("timestamp")) or self.server_end_ms
             self.state, self.ended_at = Progress.FAILED, at
         elif kind == "execution_interrupted":
@@ -91,7 +121,7 @@ class PromptFollower:
             self.failure_detail = "interrupted"
             self.server_end_ms = _ms(data.get("timestamp")) or self.server_end_ms
             self.state, self.ended_at = Progress.FAILED, at
-        elif event.is_end_marker:
+        elif kind == "executing" and "node" in data and data["node"] is None:  # WsEvent.is_end_marker
             self.ended_at = at
             if self.state is not Progress.FAILED:
                 self.state = Progress.DONE
@@ -100,6 +130,28 @@ class PromptFollower:
                 self.started_at = at
             if self.state is Progress.WAITING:
                 self.state = Progress.RUNNING
+
+
+def _plain_frame(text: str) -> tuple[str, dict[str, Any]] | None:
+    """(type, data) of a plain frame (see :meth:`PromptFollower.feed_message`), else None: ``ws_event`` decides."""
+    if len(text) > MAX_FRAME_CHARS:
+        return None
+    try:
+        root = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(root, dict):
+        return None
+    kind = root.get("type")
+    if not isinstance(kind, str) or kind not in _PLAIN_TYPES:
+        return None
+    data = root.get("data")
+    # Data that is no object (ws_event: none, or no event) names no prompt: no follower reads the frame.
+    return kind, data if isinstance(data, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return sanitize(value) if isinstance(value, str) else None
 
 
 def _ms(value: object) -> int | None:

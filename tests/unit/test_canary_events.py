@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.canary_events import Progress, PromptFollower
-from comfywatch.parse.prompt import WsEvent, parse_ws_text
+from comfywatch.parse.prompt import MAX_FRAME_CHARS, WsEvent, parse_ws_text, ws_event
 from tests.fixtures import FIXTURES, load_jsonl
 
 PREVIEW = "45cff707-f375-43ec-a1ee-dd35544ef20f"
@@ -46,10 +46,18 @@ def frames(name: str) -> list[tuple[float, WsEvent]]:
     return [(f["t"], parse_ws_text(json.dumps(f["msg"]))) for f in load_jsonl(name) if f["kind"] == "text"]
 
 
+def messages(name: str) -> list[tuple[float, str | bytes]]:
+    """(arrival time, message as the socket gives it) for every frame of a recording; a binary frame is its first
+    bytes (a preview's header and PNG magic), which is all a recording keeps of it."""
+    return [(f["t"], json.dumps(f["msg"]) if f["kind"] == "text" else bytes.fromhex(f["first_16_bytes_hex"]))
+            for f in load_jsonl(name)]
+
+
 def follow(name: str, prompt_id: str) -> PromptFollower:
+    """The follower after every message of a recording, fed as the canary feeds it."""
     follower = PromptFollower(prompt_id)
-    for at, event in frames(name):
-        follower.feed(event, at)
+    for at, message in messages(name):
+        follower.feed_message(message, at)
     return follower
 
 
@@ -283,12 +291,16 @@ class TestBounds:
         assert follower.server_seconds is None
 
 
+HOSTILE_KEYS = ["prompt_id", "timestamp", "node", "output", "exception_type", "exception_message", "node_type"]
+#: Strings that sanitizing changes (or, for "p", leaves as the follower's own prompt id).
+hostile_strings = st.sampled_from(["p", "p\u202a", "\u2066p", "p\x01", "", "\ud800", "q", "x" * 300])
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
 json_values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
+hostile_values = scalars | hostile_strings | st.dictionaries(hostile_strings, json_values, max_size=2)
 event_data = st.dictionaries(
     st.sampled_from(
         [
@@ -340,3 +352,83 @@ class TestNeverRaises:
             return
         follower.feed(event, 0.0)
         assert follower.state in set(Progress)
+
+
+class TestMessagesReadAsEvents:
+    """``feed_message`` reads usual frames without building an event: it must end exactly where ``feed`` of the
+    decoded event (``ws_event``, the one decoder of frames) ends, for any message."""
+
+    @staticmethod
+    def assert_same_as_events(prompt_id: str, sequence: list[str | bytes]) -> None:
+        by_message, by_event = PromptFollower(prompt_id), PromptFollower(prompt_id)
+        for at, message in enumerate(sequence):
+            by_message.feed_message(message, float(at))
+            if (event := ws_event(message)) is not None:
+                by_event.feed(event, float(at))
+            assert by_message == by_event, message
+
+    @pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("ws_*.jsonl")))
+    def test_recordings(self, name: str) -> None:
+        """Every recorded session, followed for each prompt in it (and for one that is not), frame by frame."""
+        sequence = [message for _, message in messages(name)]
+        prompt_ids = {event.prompt_id for _, event in frames(name) if event.prompt_id is not None}
+        for prompt_id in [*sorted(prompt_ids), "00000000-0000-0000-0000-000000000000"]:
+            self.assert_same_as_events(prompt_id, sequence)
+
+    def test_binary_frames_are_ignored(self) -> None:
+        """A preview (binary frame) changes nothing, even one that happens to carry a frame's text."""
+        follower = PromptFollower("p")
+        follower.feed_message(b"\x00\x00\x00\x01\x89PNG", 1.0)
+        follower.feed_message(json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p"}}).encode(), 2.0)
+        assert follower == PromptFollower("p")
+
+    @pytest.mark.parametrize(
+        ("frame", "expected"),
+        [
+            # Sanitizing turns these into the follower's own prompt id and a known type: followed, as events are.
+            ({"type": "execution_start", "data": {"prompt_id": "p\u202e", "timestamp": 5}}, (Progress.RUNNING, 5)),
+            ({"type": "execution_\u2066start", "data": {"prompt_id": "p", "timestamp": 5}}, (Progress.RUNNING, 5)),
+            ({"type": "execution_start", "data": {"prompt_id": "q", "timestamp": 5}}, (Progress.WAITING, None)),
+            ({"type": "execution_start", "data": [], "prompt_id": "p"}, (Progress.WAITING, None)),
+            ({"type": "execution_start", "timestamp": 5}, (Progress.WAITING, None)),
+        ],
+    )
+    def test_unusual_frames(self, frame: dict[str, Any], expected: tuple[Progress, int | None]) -> None:
+        """Frames a plain read would get wrong are read as ``ws_event`` reads them."""
+        follower = PromptFollower("p")
+        follower.feed_message(json.dumps(frame), 1.0)
+        assert (follower.state, follower.server_start_ms) == expected
+        self.assert_same_as_events("p", [json.dumps(frame)])
+
+    def test_kept_strings_are_sanitized(self) -> None:
+        """An output node's name and an error's node and exception types are kept sanitized."""
+        follower = PromptFollower("p")
+        follower.feed_message(json.dumps({"type": "executed", "data": {
+            "prompt_id": "p", "node": "2\x1b[2J", "output": {"text": ["x"]}}}), 1.0)
+        follower.feed_message(json.dumps({"type": "execution_error", "data": {
+            "prompt_id": "p", "node_type": "Node\u202e", "exception_type": "Bad\nError"}}), 2.0)
+        assert list(follower.outputs) == ["2 [2J"]
+        assert (follower.failure, follower.failure_detail) == (Reason.EXECUTION_ERROR, "Node: Bad Error")
+
+    def test_oversized_frame_is_no_event(self) -> None:
+        """A frame over the decoder's bound is no event, whatever it says."""
+        frame = json.dumps({"type": "execution_start", "data": {"prompt_id": "p", "pad": "x" * MAX_FRAME_CHARS}})
+        follower = PromptFollower("p")
+        follower.feed_message(frame, 1.0)
+        assert follower == PromptFollower("p")
+
+    @given(st.lists(
+        st.builds(
+            lambda kind, data, extra: json.dumps({"type": kind, "data": data, **extra}, allow_nan=True),
+            st.sampled_from([*EVENT_TYPES, "execution_\u202astart", "x" * 300]) | json_values,
+            st.dictionaries(st.sampled_from(HOSTILE_KEYS) | st.text(max_size=4), hostile_values, max_size=5)
+            | json_values,
+            st.dictionaries(st.text(max_size=3), json_values, max_size=2),
+        )
+        | st.text(max_size=60)
+        | st.binary(max_size=20),
+        max_size=10,
+    ))
+    def test_arbitrary_messages(self, sequence: list[str | bytes]) -> None:
+        """Any sequence of messages (any types, ids and strings that sanitizing changes, non-object data, junk)."""
+        self.assert_same_as_events("p", sequence)
