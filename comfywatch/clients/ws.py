@@ -14,8 +14,9 @@ buffer without end. :func:`connect` bounds, per connection:
 * control frames (pings and pongs) received: :data:`MAX_CONTROL_FRAMES_PER_SECOND` per one-second window;
 * bytes written but not yet taken by the peer: :data:`MAX_UNSENT_BYTES` (checked after every write, so the
   buffer never holds more than that plus the replies to one read of at most 256 KiB);
-* each message: :data:`MAX_MESSAGE_BYTES` (``max_size``), and :data:`MAX_QUEUED_FRAMES` frames waiting for
-  ``recv()`` (``max_queue``), after which reading pauses;
+* each message: :data:`MAX_MESSAGE_BYTES` (``max_size``);
+* frames waiting for ``recv()``: reading pauses while they hold over :data:`MAX_QUEUED_BYTES` or number over
+  :data:`MAX_QUEUED_FRAMES` (``max_queue``), and resumes once both are down to a quarter;
 * ``send()`` waits above :data:`WRITE_LIMIT` unsent bytes (``write_limit``).
 
 A peer over the first two bounds is disconnected at once: the transport is aborted, as a peer that does not
@@ -27,11 +28,13 @@ timeout, or with reading paused behind unread frames (the peer's close frame cou
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as _websockets_connect
+from websockets.asyncio.messages import Assembler
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import Event, State
 
@@ -40,6 +43,7 @@ from comfywatch.errors import AbuseKind, WebSocketAbuse
 __all__ = [
     "MAX_CONTROL_FRAMES_PER_SECOND",
     "MAX_MESSAGE_BYTES",
+    "MAX_QUEUED_BYTES",
     "MAX_QUEUED_FRAMES",
     "MAX_UNSENT_BYTES",
     "WRITE_LIMIT",
@@ -56,8 +60,11 @@ MAX_CONTROL_FRAMES_PER_SECOND = 50
 MAX_UNSENT_BYTES = 256 * 1024
 #: ComfyUI's binary frames are image previews; 16 MiB holds a full-size PNG.
 MAX_MESSAGE_BYTES = 16 * 2**20
-#: With 16 MiB messages, at most 64 MiB wait for a slow reader before reading pauses.
-MAX_QUEUED_FRAMES = 4
+#: At most four full-size messages wait for a slow reader before reading pauses.
+MAX_QUEUED_BYTES = 4 * MAX_MESSAGE_BYTES
+#: Small frames are bounded by number: ComfyUI ends each execution with a burst of them (about three per node),
+#: and a pause inside it would hold back the last, the end marker the canary's clock is waiting for.
+MAX_QUEUED_FRAMES = 64
 WRITE_LIMIT = 32 * 1024
 
 
@@ -73,6 +80,25 @@ class WebSocketServer(Protocol):
         ...
 
 
+class _QueueBoundedInBytes(Assembler):
+    """websockets' queue of frames waiting for ``recv()``, which bounds only their number, bounded in bytes too."""
+
+    def maybe_pause(self) -> None:
+        if not self.paused and self.high is not None and (
+                len(self.frames) > self.high or self._queued_bytes() > MAX_QUEUED_BYTES):
+            self.paused = True
+            self.pause()
+
+    def maybe_resume(self) -> None:
+        if self.paused and self.low is not None and len(self.frames) <= self.low and (
+                self._queued_bytes() <= MAX_QUEUED_BYTES // 4):
+            self.paused = False
+            self.resume()
+
+    def _queued_bytes(self) -> int:
+        return sum(len(frame.data) for frame in self.frames.queue)
+
+
 class BoundedClientConnection(ClientConnection):
     """A :class:`ClientConnection` that disconnects a peer over the control-frame or unsent-bytes bound."""
 
@@ -81,6 +107,12 @@ class BoundedClientConnection(ClientConnection):
         self.abuse: WebSocketAbuse | None = None
         self._window_started = self.loop.time()
         self._control_frames = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        counted = self.recv_messages
+        self.recv_messages = _QueueBoundedInBytes(counted.high, counted.low, pause=counted.pause,
+                                                  resume=counted.resume)
 
     def process_event(self, event: Event) -> None:
         if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
@@ -98,7 +130,7 @@ class BoundedClientConnection(ClientConnection):
 
     async def close(self, code: CloseCode | int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         if self.recv_messages.paused:
-            # Reading is paused behind MAX_QUEUED_FRAMES unread frames, so the peer's close frame could never
+            # Reading is paused behind unread frames, so the peer's close frame could never
             # be read: the closing handshake would only run out its timeout.
             self.transport.abort()
         try:

@@ -166,10 +166,49 @@ async def test_plain_websockets_client_buffers_pongs_without_bound() -> None:
             connection.transport.abort()
 
 
+async def test_a_burst_of_small_frames_is_read_without_a_pause() -> None:
+    """ComfyUI ends an execution with a burst of small frames: all of them wait for recv() with reading on (a
+    pause would hold back the last one, the canary's end marker), and all arrive."""
+    burst = 40
+    async with (WsFloodPeer(pings_per_second=1, burst=burst) as peer,
+                connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=0.1) as connection):
+
+        async def queued() -> int:
+            return len(connection.recv_messages.frames)
+
+        await eventually(queued, lambda count: count >= burst, timeout=DEADLINE_S, what="the burst queued")
+        assert not connection.recv_messages.paused
+        async with asyncio.timeout(DEADLINE_S * TIMEOUT_FACTOR):
+            for _ in range(burst):
+                assert '"status"' in str(await connection.recv())
+
+
+async def test_large_frames_pause_reading_by_their_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames waiting for recv() are bounded in bytes too: ten of 64 KiB against a 256 KiB bound pause reading
+    with far fewer frames waiting than their number bound (and not much more than the bytes bound waiting);
+    reading them resumes reading, and all ten arrive."""
+    monkeypatch.setattr(ws, "MAX_QUEUED_BYTES", 256 * 1024)
+    size, count = 64 * 1024, 10
+    async with (WsFloodPeer(pings_per_second=1, burst=count, message_bytes=size) as peer,
+                connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=0.1) as connection):
+
+        async def paused() -> bool:
+            return connection.recv_messages.paused
+
+        await eventually(paused, bool, timeout=DEADLINE_S, what="reading paused by bytes")
+        waiting = [frame.data for frame in connection.recv_messages.frames.queue]
+        assert len(waiting) < ws.MAX_QUEUED_FRAMES
+        assert ws.MAX_QUEUED_BYTES < sum(map(len, waiting)) <= ws.MAX_QUEUED_BYTES + 256 * 1024 + size
+        async with asyncio.timeout(DEADLINE_S * TIMEOUT_FACTOR):
+            for _ in range(count):
+                assert len(await connection.recv()) == size
+        assert not connection.recv_messages.paused
+
+
 async def test_close_behind_unread_frames_is_prompt() -> None:
     """Frames nobody read pause reading, so the peer's close frame cannot arrive: close() aborts instead of
     waiting out the closing handshake's timeout."""
-    async with WsFloodPeer(pings_per_second=20) as peer:
+    async with WsFloodPeer(pings_per_second=20, burst=ws.MAX_QUEUED_FRAMES) as peer:
         connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=10)
         assert isinstance(connection, BoundedClientConnection)
 

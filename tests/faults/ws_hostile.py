@@ -8,6 +8,9 @@ frames with the largest control payload (125 bytes):
 * a number: that many a second, each followed by a ComfyUI-like ``status`` text message, so a client can
   tell it is being served.
 
+``burst=N`` first writes N ``status`` messages at once, as ComfyUI ends an execution with a burst of frames;
+``message_bytes`` pads every ``status`` message to that size.
+
 Nothing is parsed beyond the request head: the peer needs only the ``Sec-WebSocket-Key``.
 """
 
@@ -34,19 +37,26 @@ def _text_frame(text: str) -> bytes:
     data = text.encode()
     if len(data) < 126:
         return bytes([0x81, len(data)]) + data
-    return bytes([0x81, 126]) + struct.pack(">H", len(data)) + data
+    if len(data) < 2**16:
+        return bytes([0x81, 126]) + struct.pack(">H", len(data)) + data
+    return bytes([0x81, 127]) + struct.pack(">Q", len(data)) + data
 
 
-_STATUS = _text_frame(json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}}))
+def _status_frame(size: int | None) -> bytes:
+    status = json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}})
+    return _text_frame(status if size is None else status[:-1] + ', "pad": "' + "x" * (size - len(status) - 11) + '"}')
 
 
 class WsFloodPeer:
     """The hostile server. Use as ``async with WsFloodPeer(...) as peer:``; it is a
     :class:`comfywatch.clients.ws.WebSocketServer`, so ``connect(peer, ...)`` opens its socket."""
 
-    def __init__(self, *, pings_per_second: float | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, pings_per_second: float | None = None, tls: ssl.SSLContext | None = None, burst: int = 0,
+                 message_bytes: int | None = None) -> None:
         self.pings_per_second = pings_per_second
         self.tls = tls
+        self.burst = burst
+        self.status = _status_frame(message_bytes)
         self.pings_sent = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -84,7 +94,7 @@ class WsFloodPeer:
         self._writers.add(writer)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
-            writer.write(_switching_protocols(head))
+            writer.write(_switching_protocols(head) + self.status * self.burst)
             transport = writer.transport
             assert isinstance(transport, asyncio.ReadTransport)
             transport.pause_reading()
@@ -103,7 +113,7 @@ class WsFloodPeer:
                 self.pings_sent += len(_BURST) // len(_PING)
                 await writer.drain()
         while True:
-            writer.write(_PING + _STATUS)
+            writer.write(_PING + self.status)
             self.pings_sent += 1
             await writer.drain()
             await asyncio.sleep(1 / self.pings_per_second)
