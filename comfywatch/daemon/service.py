@@ -354,9 +354,9 @@ class Daemon:
         self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(context, members))
 
     async def run_group(self, context: TargetContext, members: list[CheckSpec]) -> None:
-        """Run a group's checks in order; stop after ``system`` finds the target unreachable. ``queue`` and
-        ``jobs`` are skipped while the monitoring WebSocket shows the queue has not changed since they last
-        succeeded (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
+        """Run a group's checks in order; stop after ``system`` finds the target unreachable. The whole poll is
+        skipped while the monitoring WebSocket shows the server up and its queue unchanged since the last full
+        read (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
         /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
         await self._run_group(context, members)
         horizon = max((spec.interval for spec in members), default=0.0)
@@ -372,8 +372,10 @@ class Daemon:
         state = context.state
         mark = (state.monitor_connection, state.monitor_status_frames)
         reads = [spec for spec in members if spec.name in _QUIET_READS]
+        # A quiet poll asks nothing: it ends before its first check when the group reads the queue.
+        quiet_from = members[0] if reads else None
         for spec in members:
-            if spec is (reads[0] if reads else None) and self._quiet(state, members, mark):
+            if spec is quiet_from and self._quiet(state, members, mark):
                 return
             await self.run_check(context, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
@@ -386,8 +388,12 @@ class Daemon:
 
     @staticmethod
     def _quiet(state: TargetState, members: list[CheckSpec], mark: tuple[int, int]) -> bool:
-        """Skip the queue reads of this poll? Only after a successful ``system`` check in the same poll."""
-        if any(spec.name == "system" for spec in members) and state.check("system").last_reason is not None:
+        """Skip this poll's requests? Only when the last poll that asked found the server up: then the monitoring
+        socket, open on the same connection since that full read, vouches for the server (a dead process or a
+        restart closes it, and the system check runs at once) and for its queue (no ``status`` frame since). The
+        server's memory figures are then those of the last full read, at most ``max_skips`` polls old."""
+        if any(spec.name == "system" for spec in members) and (
+                state.up != 1.0 or state.check("system").last_reason is not None):
             return False
         return state.quiet.may_skip(state.websocket_connected == 1.0, *mark) and queue_check.reobserve(state)
 

@@ -154,14 +154,15 @@ class SeenSet:
 
 
 class QuietQueue:
-    """Whether a poll may skip ``/queue`` and ``/history``: the queue cannot have changed since the last read.
+    """Whether a poll may skip its reads: the queue cannot have changed since the last full read.
 
     ComfyUI broadcasts a ``status`` frame to every WebSocket on each queue change (a prompt queued, started,
     finished, deleted or interrupted), so while the monitoring socket stays connected, no
     new ``status`` frame since a full read means that read is still the queue, and no job finished since.
-    The poll then re-observes the last snapshot (ages, stalls and the idle streak still advance) and only
-    ``/system_stats`` is requested. A full read still happens at least every ``max_skips + 1`` polls, in case
-    the socket is open but silent (a proxy that stopped forwarding frames).
+    The poll then re-observes the last snapshot (ages, stalls and the idle streak still advance) and asks
+    nothing: the server was up at the full read and the open socket vouches for it (``Daemon._quiet``). A full
+    read still happens at least every ``max_skips + 1`` polls, in case the socket is open but silent (a proxy
+    that stopped forwarding frames).
 
     The mark is the (connection, frame count) pair read *before* the full read started: a frame arriving
     while it runs makes the next poll a full one again.

@@ -49,13 +49,16 @@ def target_toml(
     return "\n".join([*lines, ""])
 
 
-def config_toml(*targets: str, interval: str = "1s", timeout: str = "500ms", worker_idle_polls: int = 3) -> str:
+def config_toml(*targets: str, interval: str = "1s", timeout: str = "500ms", worker_idle_polls: int = 3,
+                monitor: bool = True) -> str:
     """A daemon configuration polling every *interval* (short, so tests stay fast)."""
     head = (
         "[defaults]\n"
         f'interval = "{interval}"\n'
         f'timeout = "{timeout}"\n'
-        f"worker_idle_polls = {worker_idle_polls}\n\n"
+        f"worker_idle_polls = {worker_idle_polls}\n"
+        + ("" if monitor else "websocket_monitor = false\n")
+        + "\n"
     )
     return head + "\n".join(targets)
 

@@ -40,8 +40,7 @@ async def test_a_poll_still_running_when_its_slot_fires_is_skipped_and_counted(t
     (never skipped: no monitoring WebSocket) take 1.35 s, so the slot's next runs find the poll still going and
     count an overrun for each of its checks instead of starting a second one."""
     async with await start_sim() as sim:
-        config = config_toml(target_toml("sim", sim.target_url(None)), interval="1s", timeout="900ms")
-        config = config.replace("[defaults]\n", "[defaults]\nwebsocket_monitor = false\n", 1)
+        config = config_toml(target_toml("sim", sim.target_url(None)), interval="1s", timeout="900ms", monitor=False)
         async with watching(config, tmp_path) as watch:
             await sim.set_faults(["slow"], slow_ms=450)
             m = await watch.until(
@@ -85,12 +84,14 @@ async def test_targets_that_never_answer_do_not_starve_healthy_ones(tmp_path: Pa
         async with await start_sim(targets=len(healthy)) as sim:
             config = config_toml(*(target_toml(name, f"{hangers.url}/{name}") for name in hanging),
                                  *(target_toml(name, sim.target_url(i)) for i, name in enumerate(healthy)),
-                                 interval="1s", timeout="900ms")
+                                 interval="1s", timeout="900ms", monitor=False)
             async with running_daemon(config, tmp_path) as (_daemon, base):
 
                 async def up() -> dict[str, float]:
                     return await _by_target(base, "comfyui_up")
 
+                # Without the monitoring socket every poll asks /system_stats: each poll is a request that must
+                # find a slot among the hangers'.
                 async def polls() -> dict[str, float]:
                     found = await _by_target(base, "comfyui_requests_total", endpoint="system_stats", code="200")
                     return {name: found.get(name, 0.0) for name in healthy}

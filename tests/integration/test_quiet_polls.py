@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from comfywatch.checks.context import quiet_max_skips
+from comfywatch.checks import CheckSpec
+from comfywatch.checks.context import TargetContext, quiet_max_skips
 from comfywatch.sim.admin import start_sim
 from tests.helpers import Metrics
 from tests.integration.conftest import Watch, config_toml, target_toml, watching
@@ -29,16 +30,34 @@ async def _connected(watch: Watch) -> Metrics:
     return await watch.until(lambda m: watch.value(m, "comfywatch_websocket_connected") == 1.0, "monitor connected")
 
 
-async def test_an_idle_queue_is_read_every_fourth_poll(tmp_path: Path) -> None:
-    """With the monitor connected and nothing queued, three polls in four only ask /system_stats."""
+def _count_polls(watch: Watch) -> list[int]:
+    """Counts the target's polls (the runs of its system/queue/jobs group) from now on: ``[count]``."""
+    counter = [0]
+    original = watch.daemon.run_group
+
+    async def counted(context: TargetContext, members: list[CheckSpec]) -> None:
+        if any(spec.name == "system" for spec in members):
+            counter[0] += 1
+        await original(context, members)
+
+    watch.daemon.run_group = counted  # type: ignore[method-assign]
+    return counter
+
+
+async def test_an_idle_server_is_asked_nothing_three_polls_in_four(tmp_path: Path) -> None:
+    """With the monitor connected and nothing queued, three polls in four ask nothing at all; the fourth reads
+    /system_stats, /queue and /history."""
     async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
         await _connected(watch)
+        polls = _count_polls(watch)
         before = _reads(watch, await watch.polls(2, check="system"))
-        after = _reads(watch, await watch.polls(12, check="system"))
-        polls, queue_reads, history_reads = (a - b for a, b in zip(after, before, strict=True))
-        assert polls >= 12
-        assert 1 <= queue_reads <= polls / 4 + 1, (polls, queue_reads)
-        assert history_reads == queue_reads
+        counted = polls[0]
+        after = _reads(watch, await watch.polls(4, check="system"))
+        system_reads, queue_reads, history_reads = (a - b for a, b in zip(after, before, strict=True))
+        assert system_reads >= 4
+        assert queue_reads == history_reads == system_reads
+        # Each full read follows three silent polls (quiet_max_skips at a 1 s interval).
+        assert polls[0] - counted >= 3 * system_reads, (polls[0] - counted, system_reads)
         assert watch.value(await watch.metrics(), "comfyui_queue_running") == 0.0
 
 
@@ -67,9 +86,10 @@ async def test_a_running_job_keeps_ageing_and_stalls_without_queue_reads(tmp_pat
             await sim.submit(job_ms=1)
             m = await watch.until(lambda m: watch.value(m, "comfyui_queue_stalled") == 1.0, "stalled")
             assert (watch.value(m, "comfyui_queue_running_seconds") or 0.0) >= 1.0
-            before = _reads(watch, m)
-            after = _reads(watch, await watch.polls(8, check="system"))
-            assert after[1] - before[1] <= (after[0] - before[0]) / 4 + 1
+            polls = _count_polls(watch)
+            before = _reads(watch, await watch.metrics())
+            after = _reads(watch, await watch.polls(3, check="system"))
+            assert after[1] - before[1] <= polls[0] / 4 + 1, (after[1] - before[1], polls[0])
             await sim.set_faults([])
 
 
