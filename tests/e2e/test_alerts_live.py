@@ -168,7 +168,8 @@ def add_target(x: Exposition, name: str, *, kind: str, n: int, now: float, sick:
     x.gauge("comfyui_canary_server_execution_seconds", 0.005, **t, **canary)
     x.gauge("comfyui_canary_websocket_ok", 0 if sick else 1, **t, **canary)
     x.gauge("comfyui_canary_last_success_timestamp_seconds", now - (7200 if sick else 10), **t, **canary)
-    x.counter("comfyui_canary_runs_total", n, **t, **canary)
+    # Runs are the successes (the duration histogram's count, n) plus the failures (n when sick).
+    x.counter("comfyui_canary_runs_total", 2 * n if sick else n, **t, **canary)
     x.counter("comfyui_canary_skipped_total", 0, **t, **canary)
     for reason in Reason:
         failing = sick and reason is Reason.TIMEOUT
