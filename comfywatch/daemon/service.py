@@ -170,6 +170,9 @@ class Daemon:
         self._slots: SlotTable[PollMembers] = SlotTable()
         #: The running poll (group task) of each target: a slot never starts a second one (an overrun).
         self._polls: dict[str, asyncio.Task[None]] = {}
+        #: Polls started, and those that asked nothing (``comfywatch_polls_total``, ``comfywatch_quiet_polls_total``).
+        self.polls = 0
+        self.quiet_polls = 0
         self._fleet_size = 1
         #: One configuration switch at a time (SIGHUP and a discovery change may come together).
         self._applying = asyncio.Lock()
@@ -374,8 +377,10 @@ class Daemon:
         reads = [spec for spec in members if spec.name in _QUIET_READS]
         # A quiet poll asks nothing: it ends before its first check when the group reads the queue.
         quiet_from = members[0] if reads else None
+        self.polls += 1
         for spec in members:
             if spec is quiet_from and self._quiet(state, members, mark):
+                self.quiet_polls += 1
                 return
             await self.run_check(context, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
@@ -538,6 +543,8 @@ class Daemon:
             reload_timestamp=self.reload_timestamp,
             shard_index=config.server.shard_index if config else 0,
             shard_count=config.server.shard_count if config else 1,
+            polls=self.polls,
+            quiet_polls=self.quiet_polls,
             tasks=len(asyncio.all_tasks()),
             rss_bytes=_rss_bytes(),
             open_fds=_open_fds(),

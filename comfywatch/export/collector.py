@@ -27,6 +27,8 @@ class DaemonInfo:
     reload_timestamp: float = 0.0
     shard_index: int = 0
     shard_count: int = 1
+    polls: int = 0
+    quiet_polls: int = 0
     tasks: int | None = None
     rss_bytes: int | None = None
     open_fds: int | None = None
@@ -98,6 +100,8 @@ def collect(
     for what, count in TRUNCATIONS.items():
         f[m.TRUNCATIONS].add(f'what="{what}"', count)
     f[m.ENCODE_FAILURES].add("", ENCODE_FAILURES.total)
+    f[m.POLLS].add("", daemon.polls)
+    f[m.QUIET_POLLS].add("", daemon.quiet_polls)
     f[m.TASKS].add("", daemon.tasks)
     f[m.RSS].add("", daemon.rss_bytes)
     f[m.OPEN_FDS].add("", daemon.open_fds)

@@ -186,6 +186,15 @@ ENCODE_FAILURES = MetricDef(
     "comfywatch_encode_failures_total", "counter",
     "Encodings of a target's lines that failed; that target shows only comfyui_up 0 until its values change.",
 )
+POLLS = MetricDef(
+    "comfywatch_polls_total", "counter",
+    "Polls of local targets started (a target's system, queue and jobs checks, run together every interval).",
+)
+QUIET_POLLS = MetricDef(
+    "comfywatch_quiet_polls_total", "counter",
+    "Polls that asked the target nothing: its monitoring WebSocket showed it up and its queue unchanged since the "
+    "last full read.",
+)
 TASKS = MetricDef("comfywatch_asyncio_tasks", "gauge", "asyncio tasks alive in the daemon (leak detection).")
 RSS = MetricDef("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
 OPEN_FDS = MetricDef("process_open_fds", "gauge", "Number of open file descriptors.")
@@ -207,7 +216,8 @@ CLOUD: tuple[MetricDef, ...] = (
 )
 DAEMON: tuple[MetricDef, ...] = (
     BUILD_INFO, CHECK_DURATION, CHECK_OVERRUNS, CHECK_SKIPS, CHECK_LAST_SUCCESS, TARGETS, WEBSOCKET_CONNECTED,
-    RELOAD_SUCCESS, RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, TASKS, RSS, OPEN_FDS,
+    RELOAD_SUCCESS, RELOAD_TIMESTAMP, SHARD_INFO, TRUNCATIONS, ENCODE_FAILURES, POLLS, QUIET_POLLS, TASKS, RSS,
+    OPEN_FDS,
 )
 ALL: tuple[MetricDef, ...] = TARGET + CLOUD + DAEMON
 #: Only ``/probe`` answers these, beside the probed target's series.

@@ -31,6 +31,8 @@ ELAPSED_SERIES = frozenset({
     "comfyui_canary_duration_seconds_sum",
     "comfywatch_check_duration_seconds",
     "comfywatch_asyncio_tasks",
+    "comfywatch_polls_total",
+    "comfywatch_quiet_polls_total",
     "process_resident_memory_bytes",
     "process_open_fds",
 })

@@ -46,18 +46,25 @@ def _count_polls(watch: Watch) -> list[int]:
 
 async def test_an_idle_server_is_asked_nothing_three_polls_in_four(tmp_path: Path) -> None:
     """With the monitor connected and nothing queued, three polls in four ask nothing at all; the fourth reads
-    /system_stats, /queue and /history."""
+    /system_stats, /queue and /history. comfywatch_polls_total and comfywatch_quiet_polls_total count them."""
     async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
         await _connected(watch)
         polls = _count_polls(watch)
-        before = _reads(watch, await watch.polls(2, check="system"))
+        m_before = await watch.polls(2, check="system")
         counted = polls[0]
-        after = _reads(watch, await watch.polls(4, check="system"))
-        system_reads, queue_reads, history_reads = (a - b for a, b in zip(after, before, strict=True))
+        m_after = await watch.polls(4, check="system")
+        run = polls[0] - counted
+        system_reads, queue_reads, history_reads = (
+            a - b for a, b in zip(_reads(watch, m_after), _reads(watch, m_before), strict=True))
         assert system_reads >= 4
         assert queue_reads == history_reads == system_reads
         # Each full read follows three silent polls (quiet_max_skips at a 1 s interval).
-        assert polls[0] - counted >= 3 * system_reads, (polls[0] - counted, system_reads)
+        assert run >= 3 * system_reads, (run, system_reads)
+        exported, quiet = ((m_after.value(name) or 0.0) - (m_before.value(name) or 0.0)
+                           for name in ("comfywatch_polls_total", "comfywatch_quiet_polls_total"))
+        # A poll may start between a scrape and the count read after it.
+        assert abs(exported - run) <= 1, (exported, run)
+        assert abs(quiet - (exported - system_reads)) <= 1, (quiet, exported, system_reads)
         assert watch.value(await watch.metrics(), "comfyui_queue_running") == 0.0
 
 
