@@ -4,14 +4,14 @@ For each size it runs ``comfywatch run`` as a process against one ``comfywatch s
 (canary off, so a poll cycle of a target is its three checks: ``/system_stats``, ``/queue``, ``/history``),
 waits until every target has been polled, then reads the daemon's CPU time
 (``/proc/<pid>/stat`` utime + stime) over ``--cycles`` intervals without scraping in between. Polls are
-counted by comfywatch itself (``comfyui_requests_total{endpoint="system_stats"}``, read just outside the
-window). It also measures an idle daemon (one target on a 1 h interval) over the same window: the fixed
-cost of the heartbeat and scheduler, which dominates at one target.
+counted by comfywatch itself (``comfywatch_polls_total``, read just outside the window). It also measures an
+idle daemon (one target on a 1 h interval) over the same window: the fixed cost of the heartbeat and
+scheduler, which dominates at one target.
 
     .venv/bin/python bench/poll_cost.py [--targets 1 100 1000] [--interval 15] [--cycles 3] [--websocket-monitor on]
 
 ``--websocket-monitor`` (``on``, the shipped default, ``off``, or ``both``): with the monitoring WebSocket,
-polls of a quiet target skip ``/queue`` and ``/history`` (``state/trackers.py``, ``QuietQueue``: three polls in four at
+polls of a quiet target that was up ask nothing (``state/trackers.py``, ``QuietQueue``: three polls in four at
 15 s); the sockets' own CPU (pings, frames) is counted too. Without it every poll makes the three requests.
 
 Reported per size: total CPU / target-polls, and the marginal cost (idle CPU subtracted). The machine
