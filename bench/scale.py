@@ -11,10 +11,11 @@ Prometheus would:
   on, most polls of an idle target ask nothing, ``comfywatch_quiet_polls_total``);
 - RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled);
 - ``/metrics`` render time as a client sees it (median of ``--scrapes`` scrapes, plain and gzip);
-- polling regularity: for every target, the period between two successive successful full reads (its
-  ``system`` check, from ``comfywatch_check_last_success_timestamp_seconds``) minus the nearest multiple of
-  the interval. By design it varies within +-0.75 s (APScheduler's jitter of min(1 s, 5 % of the interval));
-  more means the scheduler or the checks ran late. Also the spread of the latest poll times within one cycle.
+- polling regularity: for every target, the time between two successive successful full reads (its
+  ``system`` check, from ``comfywatch_check_last_success_timestamp_seconds``) divided by the polls it spans,
+  minus the interval. By design it is within 0.75 s (APScheduler's jitter of min(1 s, 5 % of the interval),
+  drawn anew for each run); more means the scheduler or the checks ran late. Also the spread of the latest
+  poll times within one cycle.
 
 Then, in the same run, it starts ``prometheus-blackbox-exporter`` (Debian package; ``apt-get install
 prometheus-blackbox-exporter``) and calls its ``/probe?target=<sim>/t/i/api/system_stats&module=http_2xx``
@@ -282,17 +283,18 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
                               rss_max, system_cpu=sys1 - sys0)
         result.window_scrapes = [sample.seconds for sample in samples[1:]]
 
-        # Regularity: successive poll periods of each target (its system check: every poll makes that request;
-        # queue and jobs reads are skipped while the monitor shows the queue quiet), minus the interval.
+        # Regularity: the mean poll period of each target between two full reads (its system check), minus the
+        # interval.
         for before, after in itertools.pairwise(samples):
             for key, ts in after.last_success.items():
                 if key[1] != "system":
                     continue
                 previous = before.last_success.get(key)
                 if previous and ts > previous:
-                    periods = ts - previous
-                    # One scrape per interval usually sees one new poll; two intervals apart means a skipped run.
-                    result.lateness.append(abs(periods - interval * round(periods / interval)))
+                    period = ts - previous
+                    # Full reads are several polls apart (quiet polls in between): the mean period of those polls.
+                    polls = max(1, round(period / interval))
+                    result.lateness.append(abs(period / polls - interval))
             times = [ts for (_, check), ts in after.last_success.items() if check == "system"]
             result.spread.append(max(times) - min(times))
         result.durations = list(samples[-1].durations.values())
@@ -465,7 +467,7 @@ def print_human(summary: dict[str, Any]) -> None:
               f"{' / '.join(str(s) for s in run['metrics_every_interval_ms'])} ms")
         print(f"  {'/metrics gzip (median, client)':<48} {run['metrics_render_gzip_median_ms']:>9} ms"
               f"   ({run['metrics_bytes']} B plain, {run['metrics_gzip_bytes']} B gzip)")
-        print(f"  {'|poll period - interval| median / p99 / max':<48} {run['poll_period_deviation_median_ms']} / "
+        print(f"  {'|mean poll period - interval| median/p99/max':<48} {run['poll_period_deviation_median_ms']} / "
               f"{run['poll_period_deviation_p99_ms']} / {run['poll_period_deviation_max_ms']} ms")
         print(f"  {'spread of poll times within a cycle':<48} {run['poll_spread_within_cycle_s']} s (by design: "
               "poll slots start spread over the whole interval)")

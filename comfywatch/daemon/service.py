@@ -354,6 +354,7 @@ class Daemon:
             for spec in members:
                 context.state.check(spec.name).overruns += 1
             return
+        self.polls += 1
         self._polls[name] = asyncio.get_running_loop().create_task(self.run_group(context, members))
 
     async def run_group(self, context: TargetContext, members: list[CheckSpec]) -> None:
@@ -377,7 +378,6 @@ class Daemon:
         reads = [spec for spec in members if spec.name in _QUIET_READS]
         # A quiet poll asks nothing: it ends before its first check when the group reads the queue.
         quiet_from = members[0] if reads else None
-        self.polls += 1
         for spec in members:
             if spec is quiet_from and self._quiet(state, members, mark):
                 self.quiet_polls += 1
