@@ -45,8 +45,10 @@ __all__ = ["CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "lint_verdict
 
 log = structlog.get_logger("comfywatch.catalog")
 
-#: How often the check looks whether the catalogue needs reading again.
-CHECK_INTERVAL = 60.0
+#: How often the check looks whether the catalogue needs reading again. The events that call for a read at once
+#: (the server back up, a new version, the monitoring socket reconnected) run it themselves (``Daemon``); this
+#: wake-up serves ``catalog_interval``, and a scheduler job run costs more than the look itself.
+CHECK_INTERVAL = 300.0
 #: Largest workflow file read: API-format workflows are kilobytes.
 MAX_WORKFLOW_BYTES = 4 * 2**20
 

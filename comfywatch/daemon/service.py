@@ -231,7 +231,7 @@ class Daemon:
         check = state.check(spec.name)
         started = time.perf_counter()
         reason: Reason | None = None
-        was_up = state.up
+        was_up, was_version = state.up, state.server_version
         try:
             async with asyncio.timeout(spec.timeout):
                 await spec.run(context)
@@ -260,8 +260,9 @@ class Daemon:
             if check.last_reason is not None:
                 log.info("check_recovered", target=state.name, check=spec.name, was=str(check.last_reason))
             check.last_success = time.time()
-            if spec.name == "system" and was_up != 1.0:
-                # Up for the first time, or back up (a restart, perhaps a deploy): read its catalogue now.
+            if spec.name == "system" and (was_up != 1.0 or state.server_version != was_version):
+                # Up for the first time, back up or another build (a restart, perhaps a deploy): read its catalogue
+                # now.
                 self.trigger(state.name, "catalog")
         finally:
             check.duration = time.perf_counter() - started

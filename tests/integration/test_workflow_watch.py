@@ -69,3 +69,23 @@ async def test_a_deploy_that_removes_a_node_breaks_the_workflow_on_that_server_o
             assert m.value("comfyui_workflow_problems", target="a", workflow="canary_preview_image",
                            type="invalid_prompt") == 1.0, m.text
             assert valid("b")(m), m.text
+
+
+async def test_a_new_version_is_read_at_once_without_the_monitor(tmp_path: Path) -> None:
+    """Without the monitoring WebSocket, a poll that reports another ComfyUI version reads the catalogue at once
+    (the check's own wake-up is minutes away): a deploy that removed PreviewImage breaks the workflow within
+    seconds."""
+    folder = _watched(tmp_path)
+    async with await start_sim(targets=1) as sim:
+        config = config_toml(target_toml("a", sim.target_url(0)), monitor=False)
+        config += f'\n[[workflows]]\npath = "{folder / "canary_preview_image.json"}"\n'
+        async with running_daemon(config, tmp_path) as (_daemon, base):
+
+            def valid(value: float) -> Callable[[Metrics], bool]:
+                return lambda m: m.value("comfyui_workflow_valid", target="a", workflow="canary_preview_image") == value
+
+            await eventually(lambda: scrape(f"{base}/metrics"), valid(1.0), what="the workflow valid")
+            await sim.deploy(0, remove=["PreviewImage"])
+            sim.cluster.system_stats["system"]["comfyui_version"] = "0.3.65"
+            await eventually(lambda: scrape(f"{base}/metrics"), valid(0.0), timeout=15,
+                             what="the workflow broken after the version changed")
