@@ -42,8 +42,9 @@ T = TypeVar("T")
 
 #: Distinct request timeouts kept built per client (see ``HttpClient._timeout``).
 MAX_CACHED_TIMEOUTS = 16
-#: How long a target's idle connection is kept open for its next poll.
-KEEPALIVE_SECONDS = 30.0
+#: How long a target's idle connection is kept open for its next full read: with quiet polls asking nothing,
+#: that is every fourth 15 s poll, 60 s later. Under the 75 s that aiohttp servers (ComfyUI) and nginx keep it.
+KEEPALIVE_SECONDS = 65.0
 
 
 class RequestObserver(Protocol):
@@ -177,6 +178,8 @@ class SharedSessions:
         #: Retired while still borrowed.
         self._retired: set[_Shared] = set()
         self._closing: set[_Shared] = set()
+        # The loop keeps only weak references to tasks: a close nobody holds could be collected half-way.
+        self._close_tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
@@ -221,6 +224,8 @@ class SharedSessions:
     def _close_soon(self, shared: _Shared) -> None:
         self._closing.add(shared)
         task = asyncio.get_running_loop().create_task(shared.session.close())
+        self._close_tasks.add(task)
+        task.add_done_callback(self._close_tasks.discard)
         task.add_done_callback(lambda _: self._closing.discard(shared))
 
     def _sweep_later(self) -> None:
