@@ -43,7 +43,7 @@ __all__ = [
 # Every series costs every user's Prometheus for as long as the target lives, so the default ("lean") detail
 # keeps the buckets the dashboards and alerts read: the canary's include 30 s, the latency ComfyUICanarySlow
 # compares with. ``[metrics] detail = "full"`` keeps the finer sets.
-REQUEST_BUCKETS = (0.01, 0.05, 0.25, 1.0)
+REQUEST_BUCKETS = (0.01, 0.05, 0.25, 1.0, 5.0)
 REQUEST_BUCKETS_FULL = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
 JOB_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 CANARY_BUCKETS = (0.25, 1.0, 2.5, 10.0, 30.0, 120.0)
@@ -199,8 +199,9 @@ class TargetState:
         self.monitor_reconnects = 0
         self.jobs_total = 0
         cloud, https = kind == "cloud", public_url.startswith("https:")
+        # Every job reason in full detail, payment too: a local server's partner (API) nodes can fail for credits.
         self.job_failures: dict[Reason, int] = dict.fromkeys(
-            possible_reasons(JOB_REASONS if full_detail else JOB_REASONS_FROM_ZERO, cloud=cloud, https=https), 0)
+            JOB_REASONS if full_detail else possible_reasons(JOB_REASONS_FROM_ZERO, cloud=cloud, https=https), 0)
         self.job_duration = Histogram(JOB_BUCKETS)
         self.requests: dict[tuple[str, str], int] = {}
         self.request_failures: dict[tuple[str, Reason], int] = {}

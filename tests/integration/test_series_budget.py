@@ -68,4 +68,6 @@ async def test_full_detail_keeps_every_counter_at_zero_and_every_latency(tmp_pat
         assert {"system_stats", "queue", "history", "prompt", "object_info"} <= timed
         assert watch.value(m, "comfyui_canary_failures_total", canary="preview-image", reason="oom") == 0.0
         assert watch.value(m, "comfyui_request_failures_total", endpoint="queue", reason="timeout") == 0.0
+        # A local server's partner nodes can fail a job for credits.
+        assert watch.value(m, "comfyui_job_failures_total", reason="payment") == 0.0
         assert watch.value(m, "comfywatch_check_overruns_total", check="system") == 0.0
