@@ -415,6 +415,9 @@ def report(results: list[DaemonResult], blackbox: BlackboxResult | None) -> dict
             "cpu_per_target_poll_ms": round(r.cpu_per_poll * 1000, 3),
             "target_polls": int(r.polls),
             "quiet_polls": int(r.quiet_polls),
+            # Beside blackbox's one request per probe: all of the daemon's CPU over the requests it made.
+            "cpu_per_request_ms": round(r.cpu / (3 * (r.polls - r.quiet_polls)) * 1000, 3)
+            if r.polls > r.quiet_polls else None,
             # 1.0 when every target was polled once per interval throughout the window.
             "polls_per_target_interval": round(r.polls / (r.targets * r.window / r.interval), 3),
             "rss_max_mb": round(r.rss_max / 2**20, 1),
@@ -460,6 +463,7 @@ def print_human(summary: dict[str, Any]) -> None:
             print(f"  {name:<48} {value:>12}   {'PASS' if ok else 'FAIL'}")
         print(f"  {'CPU per target-poll (0 or 3 requests)':<48} {run['cpu_per_target_poll_ms']:>9} ms"
               f"   ({run['target_polls']} polls, {run['quiet_polls']} quiet; kernel share {run['cpu_kernel_share']})")
+        print(f"  {'CPU per request made (3 per full read)':<48} {run['cpu_per_request_ms']:>9} ms")
         print(f"  {'polls per target and interval':<48} {run['polls_per_target_interval']:>12}   (1.0: none missed)")
         print(f"  {'/metrics: daemon CPU per scrape (median)':<48} {run['metrics_render_daemon_cpu_median_ms']:>9} ms"
               "   (background rate subtracted; CLK_TCK resolution)")
