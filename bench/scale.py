@@ -133,8 +133,9 @@ def fleet_config(sim_url: str, targets: int, interval: float, websocket_monitor:
         f"websocket_monitor = {'true' if websocket_monitor else 'false'}\n",
     ]
     for index in range(targets):
+        # Inline canary tables: 10,000 targets must stay under the 1 MiB a config file may have.
         lines.append(f'[[targets]]\nname = "gpu-{index:04d}"\nurl = "{sim_url}/t/{index}"\n'
-                     "  [targets.canary]\n  enabled = false\n")
+                     "canary = {enabled = false}\n")
     return "\n".join(lines)
 
 
