@@ -257,8 +257,9 @@ class DaemonResult:
 async def measure_daemon(pid: int, base: str, targets: int, interval: float, cycles: int, scrapes: int,
                          websocket_monitor: bool) -> DaemonResult:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        # Warm-up: every target polled by every check once, then one more interval.
-        deadline = time.monotonic() + 4 * interval + 60
+        # Warm-up: every target polled by every check once, then one more interval. Every target's first catalogue
+        # read comes with its first poll: a large fleet needs minutes for those.
+        deadline = time.monotonic() + 4 * interval + 60 + targets * 0.05
         while True:
             first = await scrape(session, base)
             if len(first.last_success) >= targets * len(CHECKS) and all(first.last_success.values()):
