@@ -239,7 +239,7 @@ async def test_probe_of_hostile_targets(record: Record) -> None:
         refused = Metrics(body).value("comfyui_request_failures_total", endpoint="system_stats",
                                       reason="invalid_response")
         # A healthy probe's reason is absent (lean detail creates it with its first failure) or 0 (full).
-        assert refused == 1.0 if name in OVERSIZED else refused in (None, 0.0), (name, refused)
+        assert (refused == 1.0) if name in OVERSIZED else (refused in (None, 0.0)), (name, refused)
     assert f'version="0.3.64{SANITIZED}"' in record.probes["surrogates"][1]
     assert f'version="{"9" * (MAX_CHARS - 1)}…"' in record.probes["under_cap"][1]
 

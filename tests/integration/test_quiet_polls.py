@@ -22,8 +22,7 @@ def _reads(watch: Watch, m: Metrics) -> tuple[float, float, float]:
 
 
 def _config(url: str, *, monitor: bool = True) -> str:
-    text = config_toml(target_toml("sim", url))
-    return text.replace("[defaults]\n", f"[defaults]\nwebsocket_monitor = {'true' if monitor else 'false'}\n", 1)
+    return config_toml(target_toml("sim", url), monitor=monitor)
 
 
 async def _connected(watch: Watch) -> Metrics:
