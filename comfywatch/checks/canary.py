@@ -532,6 +532,7 @@ def apply_result(state: TargetState, result: CanaryResult) -> None:
             log.warning("canary_failed", target=state.name, canary=result.canary, reason=str(reason),
                         detail=result.detail, problems=result.problems[:10])
         canary.last_reason = reason
+    canary.record_run(time.time())
 
 
 def check_outcome(result: CanaryResult) -> None:

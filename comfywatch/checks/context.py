@@ -154,6 +154,8 @@ def build_context(
         idle_polls=config.defaults.worker_idle_polls,
         quiet_max_skips=quiet_max_skips(interval),
         full_detail=config.metrics.detail == "full",
+        history_points=config.status.history_points,
+        history_step=config.status.history_step,
     )
     budget = RateBudget(target.max_requests_per_minute) if target.kind == "cloud" else None
     http = HttpClient(

@@ -53,6 +53,7 @@ __all__ = [
     "MetricsConfig",
     "ProbeConfig",
     "ProbeModule",
+    "StatusConfig",
     "TargetConfig",
     "WorkflowWatch",
     "config_file",
@@ -432,6 +433,15 @@ class MetricsConfig(_Strict):
     detail: Literal["lean", "full"] = "lean"
 
 
+class StatusConfig(_Strict):
+    """``[status]``: the status page's memory of each target (``/``, ``/targets/<name>``, ``/api/v1/status``)."""
+
+    #: Points kept per chart series and target, one at most every ``history_step`` seconds (256 × 15 s: 64
+    #: minutes). 0 keeps no history: the pages then show the current state only.
+    history_points: int = Field(default=256, ge=0, le=4096)
+    history_step: Interval = 15.0
+
+
 class VerifyConfig(_Strict):
     """What a user canary's output must look like."""
 
@@ -587,6 +597,7 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
     targets: Annotated[tuple[TargetConfig, ...], BeforeValidator(_at_most(MAX_TARGETS))] = ()
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     modules: Annotated[dict[str, ProbeModule], BeforeValidator(_at_most(MAX_MODULES))] = Field(

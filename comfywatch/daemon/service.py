@@ -47,6 +47,8 @@ from comfywatch.server.app import ExporterRunner, create_app
 from comfywatch.server.probe import make_probe_handler
 from comfywatch.server.webconfig import basic_auth_middleware, install_response_headers, load_web_config
 from comfywatch.state import TargetState
+from comfywatch.state.history import Event, EventLog
+from comfywatch.status.model import StatusInputs
 
 __all__ = ["Daemon", "ListenError"]
 
@@ -177,6 +179,8 @@ class Daemon:
         #: One configuration switch at a time (SIGHUP and a discovery change may come together).
         self._applying = asyncio.Lock()
         self.scrapes = ScrapeClock()
+        #: Reloads, for the status page.
+        self.events = EventLog()
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -259,6 +263,7 @@ class Daemon:
         else:
             if check.last_reason is not None:
                 log.info("check_recovered", target=state.name, check=spec.name, was=str(check.last_reason))
+                state.note_event("recovered", spec.name, time.time())
             check.last_success = time.time()
             if spec.name == "system" and (was_up != 1.0 or state.server_version != was_version):
                 # Up for the first time, back up or another build (a restart, perhaps a deploy): read its catalogue
@@ -266,7 +271,21 @@ class Daemon:
                 self.trigger(state.name, "catalog")
         finally:
             check.duration = time.perf_counter() - started
+        if reason is not None:
+            self._note_failure(state, spec.name, check.last_reason, reason)
         check.last_reason = reason
+        if spec.group is None:
+            state.record_history(time.time())
+
+    @staticmethod
+    def _note_failure(state: TargetState, check: str, before: Reason | None, after: Reason) -> None:
+        """The status page's last failure; an event when the reason changes (a down server's "down" event, from
+        ``set_up``, already says why)."""
+        now = time.time()
+        if before == after or (state.up == 0.0 and state.up_reason == after and check in {"system", "auth"}):
+            state.last_failure = (now, check, after)
+        else:
+            state.note_failure(check, after, now)
 
     def _log_change(
         self, state: TargetState, check: str, before: Reason | None, after: Reason, detail: str
@@ -364,6 +383,7 @@ class Daemon:
         read (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
         /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
         await self._run_group(context, members)
+        context.state.record_history(time.time())
         horizon = max((spec.interval for spec in members), default=0.0)
         if self.scrapes.expects_scrape_within(time.monotonic(), horizon):
             try:
@@ -552,6 +572,12 @@ class Daemon:
         )
         return [r.state for r in self.runtimes.values()], info
 
+    def status_inputs(self) -> StatusInputs:
+        config = self.config
+        return StatusInputs([r.state for r in self.runtimes.values()], events=self.events,
+                            reload_success=self.reload_success,
+                            history_step=config.status.history_step if config else 0.0)
+
     def alive(self) -> bool:
         return (
             self.scheduler is not None
@@ -620,6 +646,7 @@ class Daemon:
     def _reloaded(self, success: bool) -> bool:
         self.reload_success = success
         self.reload_timestamp = time.time()
+        self.events.add(Event(self.reload_timestamp, "reload" if success else "reload_failed"))
         status = self.status_line() if success else f"reload failed, old configuration kept: {self.status_line()}"
         sdnotify.notify("READY=1", f"STATUS={status}")
         return success
@@ -636,7 +663,7 @@ class Daemon:
                 middlewares.append(basic_auth_middleware(web_config.basic_auth_users))
         app = create_app(
             self.snapshot, probe=make_probe_handler(lambda: self.config), healthy=self.alive,
-            middlewares=middlewares, scrapes=self.scrapes,
+            middlewares=middlewares, scrapes=self.scrapes, status=self.status_inputs,
         )
         if headers:
             install_response_headers(app, headers)

@@ -1,4 +1,4 @@
-"""The exporter's HTTP server: ``/metrics``, ``/probe``, ``/healthz`` and a landing page (aiohttp).
+"""The exporter's HTTP server: ``/metrics``, ``/probe``, ``/healthz`` and the status page (aiohttp).
 
 Serve it with :class:`ExporterRunner`: unlike aiohttp's runner, it answers a request the HTTP parser
 refuses without quoting the request back.
@@ -7,7 +7,6 @@ refuses without quoting the request back.
 from __future__ import annotations
 
 import asyncio
-import html
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,10 +16,11 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from comfywatch import __version__
 from comfywatch.export.collector import DaemonInfo, ScrapeClock, render_metrics
 from comfywatch.export.exposition import choose_format
+from comfywatch.server.status_routes import StatusSource, add_status_routes
 from comfywatch.state import TargetState
+from comfywatch.status.model import StatusInputs
 
 __all__ = ["ExporterRunner", "MetricsSource", "create_app"]
 
@@ -84,21 +84,12 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def _landing(sources: MetricsSource) -> str:
-    states, _ = sources()
-    rows = "".join(
-        f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(s.kind)}</td>"
-        f"<td>{'up' if s.up == 1.0 else ('down: ' + html.escape(str(s.up_reason)) if s.up == 0.0 else 'pending')}"
-        "</td></tr>"
-        for s in states[:200]
-    )
-    return (
-        "<!doctype html><html><head><title>comfywatch</title></head><body>"
-        f"<h1>comfywatch {html.escape(__version__)}</h1>"
-        '<p><a href="/metrics">Metrics</a> · <a href="/healthz">Health</a> · '
-        "<code>/probe?target=URL&amp;module=local</code></p>"
-        f"<table><tr><th>target</th><th>kind</th><th>state</th></tr>{rows}</table></body></html>"
-    )
+def _status_of(source: MetricsSource) -> StatusSource:
+    def inputs() -> StatusInputs:
+        states, daemon = source()
+        return StatusInputs(states, reload_success=daemon.reload_success)
+
+    return inputs
 
 
 def create_app(
@@ -108,9 +99,10 @@ def create_app(
     healthy: HealthCheck | None = None,
     middlewares: Sequence[object] = (),
     scrapes: ScrapeClock | None = None,
+    status: StatusSource | None = None,
 ) -> web.Application:
     """The exporter app. *source* returns a consistent (states, daemon info) pair at render time; *scrapes*
-    learns when ``/metrics`` is scraped."""
+    learns when ``/metrics`` is scraped; *status* feeds the status page (by default, *source*'s states)."""
 
     async def metrics(request: web.Request) -> web.Response:
         if scrapes is not None:
@@ -128,15 +120,12 @@ def create_app(
         ok = healthy() if healthy is not None else True
         return web.Response(text="ok\n" if ok else "scheduler stalled\n", status=200 if ok else 503)
 
-    async def landing(request: web.Request) -> web.Response:
-        return web.Response(text=_landing(source), content_type="text/html")
-
     async def no_probe(request: web.Request) -> web.Response:
         return web.Response(text="probing is not available\n", status=404)
 
     app = web.Application(middlewares=list(middlewares))  # type: ignore[arg-type]
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/", landing)
+    add_status_routes(app, status or _status_of(source))
     app.router.add_get("/probe", probe or no_probe)
     return app

@@ -20,14 +20,18 @@ from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.queue import QueueSnapshot
 from comfywatch.parse.serverlog import ImportFailure
 from comfywatch.parse.system import SystemStats
+from comfywatch.state.history import Event, EventLog, JobWindow, SeriesTable
 from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
 
 __all__ = [
     "CANARY_BUCKETS",
     "CANARY_BUCKETS_FULL",
+    "CANARY_HISTORY_COLUMNS",
+    "CLOUD_HISTORY_COLUMNS",
     "CLOUD_REQUEST_REASONS_FROM_ZERO",
     "JOB_BUCKETS",
     "JOB_REASONS_FROM_ZERO",
+    "LOCAL_HISTORY_COLUMNS",
     "REQUEST_BUCKETS",
     "REQUEST_BUCKETS_FULL",
     "CanaryState",
@@ -49,6 +53,13 @@ JOB_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 CANARY_BUCKETS = (0.25, 1.0, 2.5, 10.0, 30.0, 120.0)
 CANARY_BUCKETS_FULL = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
+
+#: The status page's series of a target, one point per poll at most every ``[status] history_step``. ``latency``
+#: is the poll's main request (system_stats; the user endpoint for Cloud), memory figures of the first device.
+LOCAL_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "vram_free", "vram_total", "ram_free")
+CLOUD_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "balance")
+#: One point per canary run: 1/0 for success, then the phases' seconds.
+CANARY_HISTORY_COLUMNS = ("ok", "total", "submit", "queue", "execute", "fetch")
 
 #: Failure reasons whose counters exist at 0 before the first failure in the default detail: those an alert
 #: counts a few of with ``increase()``, which cannot see the first failure of a series born at 1 (oom: two in an
@@ -118,6 +129,15 @@ class CanaryState:
     duration: Histogram = field(default_factory=lambda: Histogram(CANARY_BUCKETS))
     last_reason: Reason | None = None
     runs_today: int | None = None
+    #: Wall-clock end of the last run (success or failure).
+    last_run_ts: float | None = None
+    history: SeriesTable = field(default_factory=lambda: SeriesTable(CANARY_HISTORY_COLUMNS, 0, 0.0))
+
+    def record_run(self, now: float) -> None:
+        """Remember a finished run for the status page (skipped runs are not runs)."""
+        self.last_run_ts = now
+        self.history.append(now, (self.success, *(self.phases.get(phase) for phase in CANARY_HISTORY_COLUMNS[1:])),
+                            always=True)
 
 
 @dataclass
@@ -174,6 +194,8 @@ class TargetState:
         idle_polls: int = 4,
         quiet_max_skips: int = 0,
         full_detail: bool = False,
+        history_points: int = 0,
+        history_step: float = 15.0,
     ) -> None:
         self.name = name
         #: ``[metrics] detail = "full"``: every counter by reason at 0 from the start, a latency histogram per
@@ -238,6 +260,17 @@ class TargetState:
         #: Node packs that failed to import at the server's last start; None: its log cannot say (no log route,
         #: or the start-up has scrolled out of it since comfywatch started).
         self.import_failures: tuple[ImportFailure, ...] | None = None
+        # The status page's memory (see comfywatch.state.history): bounded whatever happens.
+        self.history = SeriesTable(CLOUD_HISTORY_COLUMNS if cloud else LOCAL_HISTORY_COLUMNS, history_points,
+                                   history_step)
+        self._history_points = history_points
+        self.events = EventLog()
+        self.recent_jobs = JobWindow()
+        #: The main poll request's last duration (seconds), for the latency series.
+        self.last_latency: float | None = None
+        self._main_endpoint = endpoints[0] if endpoints else ""
+        #: (when, check / canary / "job", reason) of the most recent failure of any kind.
+        self.last_failure: tuple[float, str, Reason] | None = None
 
     def _init_endpoint(self, endpoint: str) -> Histogram | None:
         """The endpoint's latency histogram (None when not timed), its failure counters pre-set on first use."""
@@ -259,6 +292,8 @@ class TargetState:
         self.requests[key] = self.requests.get(key, 0) + 1
         if code is not None and hist is not None:
             hist.observe(seconds)
+        if code is not None and endpoint == self._main_endpoint:
+            self.last_latency = seconds
 
     def on_failure(self, endpoint: str, reason: Reason) -> None:
         self._init_endpoint(endpoint)
@@ -289,12 +324,47 @@ class TargetState:
         if state is None:
             state = self.canaries[name] = CanaryState(
                 name, failures=dict.fromkeys(self._canary_reasons, 0),
-                duration=Histogram(CANARY_BUCKETS_FULL if self.full_detail else CANARY_BUCKETS))
+                duration=Histogram(CANARY_BUCKETS_FULL if self.full_detail else CANARY_BUCKETS),
+                history=SeriesTable(CANARY_HISTORY_COLUMNS, self._history_points, 0.0))
         return state
 
-    def set_up(self, up: bool, reason: Reason | None = None) -> None:
+    def set_up(self, up: bool, reason: Reason | None = None, now: float | None = None) -> None:
+        was, was_reason = self.up, self.up_reason
         self.up = 1.0 if up else 0.0
         self.up_reason = None if up else reason
+        if was != self.up or (not up and was_reason != reason):
+            at = time.time() if now is None else now
+            if was is not None or not up:  # a first "up" is no news
+                self.events.add(Event(at, "up" if up else "down", "", None if up else reason))
+            if not up and reason is not None:
+                self.last_failure = (at, "system", reason)
+            self.record_history(at, changed=True)
+
+    def note_failure(self, source: str, reason: Reason, now: float, *, kind: str = "failure") -> None:
+        """A check, canary or job failed for *reason* (the status page's events and last failure)."""
+        self.last_failure = (now, source, reason)
+        self.events.add(Event(now, kind, source, reason))
+
+    def note_event(self, kind: str, source: str, now: float) -> None:
+        self.events.add(Event(now, kind, source))
+
+    def record_history(self, now: float, *, changed: bool = False) -> None:
+        """Add the status page's point for this moment (at most one per step, unless *changed*: ``up`` moved)."""
+        history = self.history
+        if history.capacity <= 0 or not (changed or history.due(now)):
+            return
+        queue = self.queue
+        head: tuple[float | None, ...] = (
+            self.up, None if queue is None else queue.running, None if queue is None else queue.pending,
+            self.last_latency)
+        if self.cloud is not None:
+            row = (*head, self.cloud.balance_usd)
+        else:
+            system = self.system
+            device = next((d for d in system.devices if d.vram_meaningful), None) if system is not None else None
+            row = (*head, None if device is None else device.vram_free, None if device is None else device.vram_total,
+                   None if system is None else system.ram_free)
+        history.append(now, row, always=True)
 
     def apply_system(self, stats: SystemStats, phases: PhaseTimes | None) -> None:
         if self.server_version is not None and stats.comfyui_version != self.server_version:
@@ -307,10 +377,14 @@ class TargetState:
     def apply_queue(self, view: QueueView) -> None:
         self.queue = view
 
-    def count_finished_job(self, failure: Reason | None, server_seconds: float | None) -> None:
+    def count_finished_job(self, failure: Reason | None, server_seconds: float | None,
+                           now: float | None = None) -> None:
         self.jobs_total += 1
+        at = time.time() if now is None else now
+        self.recent_jobs.add(at, failure)
         if failure is not None:
             self.job_failures[failure] = self.job_failures.get(failure, 0) + 1
+            self.note_failure("job", failure, at, kind="job_failed")
         if server_seconds is not None:
             self.job_duration.observe(server_seconds)
 

@@ -392,7 +392,7 @@ class TestErrorMessages:
             ('[defaults]\nintervall = "15s"\n', "defaults.intervall: unknown key — did you mean 'interval'?"),
             (
                 'intervall = "15s"\n',
-                "intervall: unknown key (known keys: server, defaults, metrics, targets, discovery, modules, probe, "
+                "intervall: unknown key (known keys: server, defaults, metrics, status, targets, discovery, modules, probe, "
                 "workflows, state_dir)",
             ),
             (

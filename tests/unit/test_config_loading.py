@@ -124,8 +124,8 @@ class TestHostileFiles:
         monkeypatch.setattr(difflib, "get_close_matches", counting)
         path = write(tmp_path, "".join(f"k{i} = 1\n" for i in range(1000)))
         assert problems_of(path)[0] == (
-            "k0: unknown key (known keys: server, defaults, metrics, targets, discovery, modules, probe, workflows, "
-            "state_dir)"
+            "k0: unknown key (known keys: server, defaults, metrics, status, targets, discovery, modules, probe, "
+            "workflows, state_dir)"
         )
         assert len(calls) == MAX_PROBLEMS
 

@@ -33,7 +33,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[2] / PACKAGE
 #: A layer is a top-level module or package of comfywatch; ``__main__`` (``python -m comfywatch``) sits on top.
 LAYERS = (
     "__init__", "errors", "redact", "basic_auth", "logs", "parse", "config", "workflows", "clients", "state",
-    "checks", "export", "server", "daemon", "sim", "cli", "__main__",
+    "checks", "export", "status", "server", "daemon", "sim", "cli", "__main__",
 )
 #: Layers that may import nothing of comfywatch outside themselves.
 SELF_CONTAINED = frozenset({"sim"})

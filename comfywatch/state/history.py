@@ -1,0 +1,180 @@
+"""Bounded recent history of a target, for the status page: series, job outcomes per minute, events.
+
+Pure and clock-free like :mod:`comfywatch.state.trackers`: every method takes ``now`` (wall-clock seconds).
+Each container has a fixed capacity, so a target's history costs the same after a day as after an hour
+(:func:`series_bytes` says how much).
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from comfywatch.errors import Reason
+
+__all__ = [
+    "EVENTS_PER_TARGET",
+    "JOB_WINDOW_MINUTES",
+    "Event",
+    "EventLog",
+    "JobWindow",
+    "SeriesTable",
+    "series_bytes",
+]
+
+#: Events kept per target (state changes, failures); older ones drop off.
+EVENTS_PER_TARGET = 30
+#: Minutes of finished-job counts kept per target.
+JOB_WINDOW_MINUTES = 60
+#: Bytes one point costs: its timestamp (double) and one single-precision float per column.
+_TIMESTAMP_BYTES = 8
+_VALUE_BYTES = 4
+
+
+def series_bytes(points: int, columns: int) -> int:
+    """What a full :class:`SeriesTable` of *points* × *columns* holds in its arrays."""
+    return points * (_TIMESTAMP_BYTES + _VALUE_BYTES * columns)
+
+
+class SeriesTable:
+    """A ring of at most *capacity* points, each a timestamp and one value per column (NaN: unknown).
+
+    Points closer than *step* seconds to the previous one are dropped unless *always* is given (an ``up``
+    change must show even when it flaps between two samples); the table then spans ``capacity × step``
+    seconds at least. Values are kept as single-precision floats: plenty for a chart, half the memory.
+    """
+
+    __slots__ = ("_next", "_times", "_values", "capacity", "columns", "step")
+
+    def __init__(self, columns: Sequence[str], capacity: int, step: float) -> None:
+        self.columns = tuple(columns)
+        self.capacity = capacity
+        self.step = step
+        # Grown to capacity as points come, then overwritten in place: an idle daemon's targets cost little.
+        self._times = array("d")
+        self._values = [array("f") for _ in self.columns]
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    @property
+    def last_time(self) -> float | None:
+        if not self._times:
+            return None
+        return self._times[(self._next - 1) % len(self._times)]
+
+    def due(self, now: float) -> bool:
+        last = self.last_time
+        return last is None or now - last >= self.step
+
+    def append(self, now: float, values: Sequence[float | None], *, always: bool = False) -> bool:
+        """Add a point at *now* unless one was added less than ``step`` ago (and not *always*); True if added."""
+        if self.capacity <= 0 or (not always and not self.due(now)):
+            return False
+        row = [math.nan if value is None else float(value) for value in values]
+        if len(self._times) < self.capacity:
+            self._times.append(now)
+            for column, value in zip(self._values, row, strict=True):
+                column.append(value)
+            self._next = len(self._times) % self.capacity
+        else:
+            self._times[self._next] = now
+            for column, value in zip(self._values, row, strict=True):
+                column[self._next] = value
+            self._next = (self._next + 1) % self.capacity
+        return True
+
+    def _order(self) -> Iterator[int]:
+        size = len(self._times)
+        start = self._next if size == self.capacity else 0
+        return ((start + offset) % size for offset in range(size))
+
+    def times(self, since: float | None = None) -> list[float]:
+        return [self._times[i] for i in self._order() if since is None or self._times[i] >= since]
+
+    def column(self, name: str, since: float | None = None) -> list[tuple[float, float | None]]:
+        """(timestamp, value) pairs of column *name*, oldest first; None where the value was unknown."""
+        values = self._values[self.columns.index(name)]
+        return [(self._times[i], None if math.isnan(values[i]) else float(values[i]))
+                for i in self._order() if since is None or self._times[i] >= since]
+
+    def nbytes(self) -> int:
+        return self._times.itemsize * len(self._times) + sum(v.itemsize * len(v) for v in self._values)
+
+
+class JobWindow:
+    """Jobs finished in each of the last :data:`JOB_WINDOW_MINUTES` minutes, failures by reason."""
+
+    __slots__ = ("_minutes",)
+
+    def __init__(self) -> None:
+        # (minute number, finished, {reason: failed}); a few reasons at most per minute.
+        self._minutes: deque[tuple[int, list[int], dict[Reason, int]]] = deque(maxlen=JOB_WINDOW_MINUTES)
+
+    def add(self, now: float, failure: Reason | None) -> None:
+        minute = int(now // 60)
+        if not self._minutes or self._minutes[-1][0] != minute:
+            if self._minutes and minute < self._minutes[-1][0]:
+                minute = self._minutes[-1][0]  # the clock stepped back: count it in the newest minute
+            else:
+                self._minutes.append((minute, [0], {}))
+        _, finished, failures = self._minutes[-1]
+        finished[0] += 1
+        if failure is not None:
+            failures[failure] = failures.get(failure, 0) + 1
+
+    def totals(self, now: float, minutes: int = JOB_WINDOW_MINUTES) -> tuple[int, dict[Reason, int]]:
+        """Jobs finished in the last *minutes* (the current minute included), and failures among them by reason."""
+        first = int(now // 60) - minutes + 1
+        finished = 0
+        failures: dict[Reason, int] = {}
+        for minute, count, reasons in self._minutes:
+            if minute >= first:
+                finished += count[0]
+                for reason, failed in reasons.items():
+                    failures[reason] = failures.get(reason, 0) + failed
+        return finished, failures
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened to a target: ``kind`` is one of down, up, failure, recovered, job_failed,
+    canary_failed, canary_recovered, reload, reload_failed. ``reason`` is set for failures; ``source`` names the
+    check, canary or workflow concerned. Never holds a server's own words, only comfywatch's."""
+
+    time: float
+    kind: str
+    source: str = ""
+    reason: Reason | None = None
+
+
+class EventLog:
+    """The last *capacity* events, newest last. Repeats of the same (kind, source, reason) within
+    *merge_within* seconds are counted on the last event instead of pushing older ones out (a failing job
+    per second must not drown the state changes)."""
+
+    __slots__ = ("_events", "merge_within")
+
+    def __init__(self, capacity: int = EVENTS_PER_TARGET, merge_within: float = 600.0) -> None:
+        self._events: deque[tuple[Event, int]] = deque(maxlen=capacity)
+        self.merge_within = merge_within
+
+    def add(self, event: Event) -> None:
+        if self._events:
+            last, repeats = self._events[-1]
+            if ((last.kind, last.source, last.reason) == (event.kind, event.source, event.reason)
+                    and 0 <= event.time - last.time <= self.merge_within):
+                self._events[-1] = (Event(event.time, last.kind, last.source, last.reason), repeats + 1)
+                return
+        self._events.append((event, 1))
+
+    def recent(self) -> list[tuple[Event, int]]:
+        """(event, times it happened in a row) pairs, newest first."""
+        return list(reversed(self._events))
+
+    def __len__(self) -> int:
+        return len(self._events)
