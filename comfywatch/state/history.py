@@ -107,37 +107,44 @@ class SeriesTable:
 
 
 class JobWindow:
-    """Jobs finished in each of the last :data:`JOB_WINDOW_MINUTES` minutes, failures by reason."""
+    """Jobs finished in each of the last :data:`JOB_WINDOW_MINUTES` minutes, failures by reason.
 
-    __slots__ = ("_minutes",)
+    A slot per minute of the hour in flat arrays (a thousand targets each keep an hour): the slot of minute *m* is
+    ``m % JOB_WINDOW_MINUTES`` and is cleared when a later minute takes it over.
+    """
+
+    __slots__ = ("_failed", "_finished", "_minute", "_newest")
 
     def __init__(self) -> None:
-        # (minute number, finished, {reason: failed}); a few reasons at most per minute.
-        self._minutes: deque[tuple[int, list[int], dict[Reason, int]]] = deque(maxlen=JOB_WINDOW_MINUTES)
+        self._minute = array("q", [-1]) * JOB_WINDOW_MINUTES
+        self._finished = array("I", [0]) * JOB_WINDOW_MINUTES
+        #: Per reason that has happened at all: failures per slot.
+        self._failed: dict[Reason, array[int]] = {}
+        self._newest = -1
 
     def add(self, now: float, failure: Reason | None) -> None:
-        minute = int(now // 60)
-        if not self._minutes or self._minutes[-1][0] != minute:
-            if self._minutes and minute < self._minutes[-1][0]:
-                minute = self._minutes[-1][0]  # the clock stepped back: count it in the newest minute
-            else:
-                self._minutes.append((minute, [0], {}))
-        _, finished, failures = self._minutes[-1]
-        finished[0] += 1
+        # A clock that stepped back counts in the newest minute: a slot never goes back in time.
+        minute = max(int(now // 60), self._newest)
+        self._newest = minute
+        slot = minute % JOB_WINDOW_MINUTES
+        if self._minute[slot] != minute:
+            self._minute[slot] = minute
+            self._finished[slot] = 0
+            for counts in self._failed.values():
+                counts[slot] = 0
+        self._finished[slot] += 1
         if failure is not None:
-            failures[failure] = failures.get(failure, 0) + 1
+            if failure not in self._failed:
+                self._failed[failure] = array("I", [0]) * JOB_WINDOW_MINUTES
+            self._failed[failure][slot] += 1
 
     def totals(self, now: float, minutes: int = JOB_WINDOW_MINUTES) -> tuple[int, dict[Reason, int]]:
         """Jobs finished in the last *minutes* (the current minute included), and failures among them by reason."""
-        first = int(now // 60) - minutes + 1
-        finished = 0
-        failures: dict[Reason, int] = {}
-        for minute, count, reasons in self._minutes:
-            if minute >= first:
-                finished += count[0]
-                for reason, failed in reasons.items():
-                    failures[reason] = failures.get(reason, 0) + failed
-        return finished, failures
+        first = int(now // 60) - min(minutes, JOB_WINDOW_MINUTES) + 1
+        slots = [slot for slot, minute in enumerate(self._minute) if minute >= first]
+        failures = {reason: total for reason, counts in self._failed.items()
+                    if (total := sum(counts[slot] for slot in slots))}
+        return sum(self._finished[slot] for slot in slots), failures
 
 
 @dataclass(frozen=True, slots=True)
