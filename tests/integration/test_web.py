@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import html
+import re
 import threading
 from collections.abc import AsyncIterator, Sequence
+from urllib.parse import urljoin
 
 import aiohttp
 import pytest
@@ -77,13 +80,22 @@ async def test_metrics_stay_plain_unless_gzip_is_accepted(base: str, accept_enco
 
 
 async def test_healthz_and_landing_page(base: str) -> None:
-    """/healthz answers ok; the landing page lists targets and links the metrics."""
+    """/healthz answers ok; the fleet page counts and lists every target, and its relative links (metrics, the
+    JSON, a target's page, the stylesheet) all lead somewhere from where the page is served."""
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/healthz") as response:
             assert response.status == 200 and await response.text() == "ok\n"
         async with session.get(f"{base}/") as response:
+            assert response.status == 200 and response.content_type == "text/html"
             page = await response.text()
-            assert 'href="/metrics"' in page and "gpu-39" in page
+        words = re.sub(r"<[^>]+>", "", page)
+        assert "20 up · 20 down · 0 degraded · 0 pending" in words
+        assert all(f'<a href="targets/gpu-{index}">gpu-{index}</a>' in page for index in range(40))
+        links = [link for link in re.findall(r'(?:href|src)="([^"]+)"', page) if not link.startswith("data:")]
+        assert {"metrics", "api/v1/status", "targets/gpu-0"} <= set(links)
+        for link in links:
+            async with session.get(urljoin(f"{base}/", html.unescape(link))) as response:
+                assert response.status == 200, link
 
 
 async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

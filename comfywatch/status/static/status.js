@@ -1,0 +1,140 @@
+// comfywatch status page: refreshes <main> in place every 15 s while the page is visible.
+// The page works without this script (<noscript> refreshes it). It asks only the page's own URL, same origin
+// only, and never lets an error reach the console: a failed refresh marks the page stale instead.
+(function () {
+  "use strict";
+
+  var PERIOD_MS = 15000;
+  var TIMEOUT_MS = 10000;
+  var timer = null;
+  var inFlight = false;
+  var lastAttempt = 0;
+  var staleSince = null;
+
+  if (!window.fetch || !window.DOMParser || !document.querySelector) {
+    return;
+  }
+
+  function live() {
+    return document.getElementById("live");
+  }
+
+  function clock(date) {
+    return date.toISOString().slice(11, 19) + " UTC";
+  }
+
+  function markStale() {
+    var element = live();
+    if (staleSince === null) {
+      staleSince = new Date();
+    }
+    if (element) {
+      element.className = "live stale";
+      element.textContent = "Stale since " + clock(staleSince) + ": the last update failed; retrying every " +
+        PERIOD_MS / 1000 + " s.";
+    }
+  }
+
+  function markFresh() {
+    var element = live();
+    staleSince = null;
+    if (element && element.textContent !== "") {
+      element.className = "live";
+      element.textContent = "";
+    }
+  }
+
+  // Moves the children of `from` into `to`, replacing what `to` held, in one step (no empty frame between).
+  function replaceContents(to, from) {
+    var fragment = document.createDocumentFragment();
+    while (from.firstChild) {
+      fragment.appendChild(document.adoptNode(from.firstChild));
+    }
+    while (to.firstChild) {
+      to.removeChild(to.firstChild);
+    }
+    to.appendChild(fragment);
+  }
+
+  function apply(text) {
+    var fresh = new DOMParser().parseFromString(text, "text/html");
+    var freshMain = fresh.querySelector("main");
+    var main = document.querySelector("main");
+    if (!freshMain || !main) {
+      throw new Error("no <main> in the page");
+    }
+    var x = window.scrollX;
+    var y = window.scrollY;
+    replaceContents(main, freshMain);
+    var freshFooter = fresh.querySelector("footer");
+    var footer = document.querySelector("footer");
+    if (freshFooter && footer) {
+      replaceContents(footer, freshFooter);
+    }
+    if (fresh.title) {
+      document.title = fresh.title;
+    }
+    window.scrollTo(x, y);
+  }
+
+  function refresh() {
+    if (inFlight || document.visibilityState !== "visible") {
+      return;
+    }
+    inFlight = true;
+    lastAttempt = Date.now();
+    var controller = window.AbortController ? new AbortController() : null;
+    var abort = controller ? window.setTimeout(function () { controller.abort(); }, TIMEOUT_MS) : null;
+    var options = { cache: "no-store", credentials: "same-origin", mode: "same-origin" };
+    if (controller) {
+      options.signal = controller.signal;
+    }
+    var request;
+    try {
+      request = window.fetch(window.location.href, options);
+    } catch (error) {
+      request = Promise.reject(error);
+    }
+    request
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (text) {
+        apply(text);
+        markFresh();
+      })
+      .catch(function () {
+        try {
+          markStale();
+        } catch (ignored) {
+          // Nothing left to tell the reader with; stay quiet.
+        }
+      })
+      .then(function () {
+        if (abort !== null) {
+          window.clearTimeout(abort);
+        }
+        inFlight = false;
+        schedule();
+      });
+  }
+
+  function schedule() {
+    if (timer !== null) {
+      window.clearTimeout(timer);
+      timer = null;
+    }
+    if (document.visibilityState === "visible") {
+      var wait = Math.max(0, PERIOD_MS - (Date.now() - lastAttempt));
+      timer = window.setTimeout(refresh, wait);
+    }
+  }
+
+  // Hidden: no timer at all. Shown again: refresh at once if the last attempt is a period old.
+  document.addEventListener("visibilitychange", schedule);
+  lastAttempt = Date.now();
+  schedule();
+})();
