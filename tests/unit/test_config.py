@@ -392,8 +392,8 @@ class TestErrorMessages:
             ('[defaults]\nintervall = "15s"\n', "defaults.intervall: unknown key — did you mean 'interval'?"),
             (
                 'intervall = "15s"\n',
-                "intervall: unknown key (known keys: server, defaults, metrics, status, targets, discovery, modules, probe, "
-                "workflows, state_dir)",
+                "intervall: unknown key (known keys: server, defaults, metrics, status, targets, discovery, modules, "
+                "probe, workflows, state_dir)",
             ),
             (
                 '[[targets]]\nname = "a"\nurl = "http://a"\nintervall = "1s"\n',

@@ -56,8 +56,8 @@ def test_every_option_is_in_the_example() -> None:
     assert "(api_key = \"...\") is refused unless allow_plaintext_api_key is true" in EXAMPLE.read_text()
     assert all(not fields for fields in missing.values()), missing
     assert {cls.__name__ for cls in found} == {
-        "Config", "ServerConfig", "Defaults", "MetricsConfig", "StatusConfig", "TargetConfig", "CanaryConfig", "VerifyConfig",
-        "DiscoveryConfig",
+        "Config", "ServerConfig", "Defaults", "MetricsConfig", "StatusConfig", "TargetConfig", "CanaryConfig",
+        "VerifyConfig", "DiscoveryConfig",
         "ProbeModule", "ProbeConfig", "WorkflowWatch",
     }
 
