@@ -43,7 +43,8 @@ def add_status_routes(app: web.Application, source: StatusSource) -> None:
         state = next((s for s in inputs.states if s.name == name), None)
         if state is None:
             raise web.HTTPNotFound(text="no such target\n")
-        return detail(state, time.time(), history_step=inputs.history_step)
+        # The step the target's series were kept with, not the configuration's: a reload does not rebuild them.
+        return detail(state, time.time())
 
     async def fleet_page(request: web.Request) -> web.Response:
         inputs = source()

@@ -18,6 +18,7 @@ from comfywatch.errors import Reason
 __all__ = [
     "EVENTS_PER_TARGET",
     "JOB_WINDOW_MINUTES",
+    "STEP_SLACK",
     "Event",
     "EventLog",
     "JobWindow",
@@ -29,6 +30,9 @@ __all__ = [
 EVENTS_PER_TARGET = 30
 #: Minutes of finished-job counts kept per target.
 JOB_WINDOW_MINUTES = 60
+#: The part of a step a point may come early: polls every ``step`` seconds end a few milliseconds early or late,
+#: and a point dropped for coming 3 ms early would leave a gap of two steps in the chart.
+STEP_SLACK = 0.05
 #: Bytes one point costs: its timestamp (double) and one single-precision float per column.
 _TIMESTAMP_BYTES = 8
 _VALUE_BYTES = 4
@@ -42,9 +46,10 @@ def series_bytes(points: int, columns: int) -> int:
 class SeriesTable:
     """A ring of at most *capacity* points, each a timestamp and one value per column (NaN: unknown).
 
-    Points closer than *step* seconds to the previous one are dropped unless *always* is given (an ``up``
-    change must show even when it flaps between two samples); the table then spans ``capacity × step``
-    seconds at least. Values are kept as single-precision floats: plenty for a chart, half the memory.
+    Points closer than *step* seconds (less :data:`STEP_SLACK` of it) to the previous one are dropped unless
+    *always* is given (an ``up`` change must show even when it flaps between two samples); the table then spans
+    ``capacity × step × (1 - STEP_SLACK)`` seconds at least. Values are kept as single-precision floats: plenty
+    for a chart, half the memory.
     """
 
     __slots__ = ("_next", "_times", "_values", "capacity", "columns", "step")
@@ -69,10 +74,10 @@ class SeriesTable:
 
     def due(self, now: float) -> bool:
         last = self.last_time
-        return last is None or now - last >= self.step
+        return last is None or now - last >= self.step * (1.0 - STEP_SLACK)
 
     def append(self, now: float, values: Sequence[float | None], *, always: bool = False) -> bool:
-        """Add a point at *now* unless one was added less than ``step`` ago (and not *always*); True if added."""
+        """Add a point at *now* unless the previous one is too recent (:meth:`due`) and not *always*; True if added."""
         if self.capacity <= 0 or (not always and not self.due(now)):
             return False
         row = [math.nan if value is None else float(value) for value in values]

@@ -382,8 +382,10 @@ _CANARY_SERIES = {
 }
 
 
-def detail(state: TargetState, now: float, *, history_step: float = 0.0) -> TargetDetail:
-    """The target view: the summary, the charts' series over the last hour, and recent events."""
+def detail(state: TargetState, now: float, *, history_step: float | None = None) -> TargetDetail:
+    """The target view: the summary, the charts' series over the last hour, and recent events. *history_step* is
+    by default the step the target's series were kept with (a reload that changes ``[status]`` keeps the
+    running targets' history as it is)."""
     since = now - WINDOW
     series = tuple(
         Series(column, *_SERIES[column], tuple(state.history.column(column, since)))
@@ -395,7 +397,8 @@ def detail(state: TargetState, now: float, *, history_step: float = 0.0) -> Targ
     return TargetDetail(
         generated_at=now, summary=summarize(state, now), series=series, canary_series=canaries,
         events=_events(state.events, state.public_url, cloud=state.kind == "cloud"),
-        history_step=history_step, history_points=state.history.capacity)
+        history_step=state.history.step if history_step is None else history_step,
+        history_points=state.history.capacity)
 
 
 _EVENT_TEXT = {

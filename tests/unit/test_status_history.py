@@ -1,0 +1,320 @@
+"""The status page's bounded history: series rings, the jobs-per-minute window, the event log, and the hooks of
+``TargetState`` that feed them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from comfywatch.errors import Reason
+from comfywatch.state import (
+    CANARY_HISTORY_COLUMNS,
+    CLOUD_HISTORY_COLUMNS,
+    LOCAL_HISTORY_COLUMNS,
+    TargetState,
+)
+from comfywatch.state.history import (
+    EVENTS_PER_TARGET,
+    JOB_WINDOW_MINUTES,
+    STEP_SLACK,
+    Event,
+    EventLog,
+    JobWindow,
+    SeriesTable,
+    series_bytes,
+)
+
+T0 = 1_700_000_000.0  # a minute boundary is not assumed anywhere: JobWindow tests place their own
+
+
+# ----------------------------------------------------------------------------------------------------------
+# SeriesTable
+
+
+def test_points_closer_than_the_step_are_dropped() -> None:
+    table = SeriesTable(("v",), capacity=10, step=20.0)
+    assert table.append(T0, (1.0,))
+    assert not table.append(T0 + 10.0, (2.0,))
+    assert not table.append(T0 + 20.0 * (1 - STEP_SLACK) - 0.01, (2.0,))
+    assert table.append(T0 + 20.0, (3.0,))
+    assert not table.append(T0 + 25.0, (4.0,))
+    assert table.append(T0 + 41.0, (5.0,))
+    assert table.column("v") == [(T0, 1.0), (T0 + 20.0, 3.0), (T0 + 41.0, 5.0)]
+    assert table.last_time == T0 + 41.0
+
+
+def test_a_point_a_little_early_still_counts() -> None:
+    """Polls every step end a few milliseconds early or late: each of them is a point, none is dropped."""
+    table = SeriesTable(("v",), capacity=100, step=15.0)
+    ends = [T0 + 15.0 * i + (0.003 if i % 2 else -0.003) for i in range(50)]
+    assert all(table.append(end, (1.0,)) for end in ends)
+    # A poll every second with a 15 s step: a point every 15th poll, not sooner.
+    every_second = SeriesTable(("v",), capacity=100, step=15.0)
+    kept = [i for i in range(120) if every_second.append(T0 + i, (1.0,))]
+    assert kept == list(range(0, 120, 15))
+
+
+def test_always_adds_a_point_inside_the_step() -> None:
+    """An ``up`` change must show even when it comes between two steps."""
+    table = SeriesTable(("up",), capacity=10, step=15.0)
+    table.append(T0, (1.0,))
+    assert table.append(T0 + 1.0, (0.0,), always=True)
+    assert table.append(T0 + 2.0, (1.0,), always=True)
+    assert table.column("up") == [(T0, 1.0), (T0 + 1.0, 0.0), (T0 + 2.0, 1.0)]
+    # The step counts from the newest point, however it came.
+    assert not table.due(T0 + 16.0)
+    assert table.due(T0 + 17.0)
+
+
+def test_wrap_around_keeps_the_newest_points_in_order() -> None:
+    table = SeriesTable(("a", "b"), capacity=4, step=1.0)
+    for i in range(11):
+        table.append(T0 + i, (float(i), float(-i)))
+    assert len(table) == 4
+    assert table.times() == [T0 + 7, T0 + 8, T0 + 9, T0 + 10]
+    assert table.column("a") == [(T0 + i, float(i)) for i in range(7, 11)]
+    assert table.column("b") == [(T0 + i, float(-i)) for i in range(7, 11)]
+    assert table.last_time == T0 + 10
+    assert table.column("a", since=T0 + 9) == [(T0 + 9, 9.0), (T0 + 10, 10.0)]
+    assert table.times(since=T0 + 10.5) == []
+
+
+@given(capacity=st.integers(1, 12), count=st.integers(0, 40))
+def test_any_number_of_points_leaves_the_last_capacity_ones(capacity: int, count: int) -> None:
+    table = SeriesTable(("v",), capacity=capacity, step=0.0)
+    for i in range(count):
+        assert table.append(T0 + i, (float(i),))
+    kept = list(range(max(0, count - capacity), count))
+    assert table.column("v") == [(T0 + i, float(i)) for i in kept]
+    assert table.last_time == (T0 + count - 1 if count else None)
+
+
+def test_unknown_values_come_back_as_none() -> None:
+    table = SeriesTable(("a", "b"), capacity=3, step=0.0)
+    table.append(T0, (None, 2.5))
+    table.append(T0 + 1, (math.nan, None))
+    assert table.column("a") == [(T0, None), (T0 + 1, None)]
+    assert table.column("b") == [(T0, 2.5), (T0 + 1, None)]
+
+
+def test_values_are_single_precision() -> None:
+    """Half the memory of doubles, plenty for a chart: a byte count of 24 GB keeps its first 7 digits."""
+    table = SeriesTable(("bytes",), capacity=1, step=0.0)
+    table.append(T0, (24_000_000_123.0,))
+    ((_, value),) = table.column("bytes")
+    assert value is not None and value != 24_000_000_123.0
+    assert value == pytest.approx(24_000_000_123.0, rel=1e-7)
+
+
+def test_capacity_zero_keeps_nothing() -> None:
+    table = SeriesTable(("v",), capacity=0, step=0.0)
+    assert not table.append(T0, (1.0,))
+    assert not table.append(T0 + 1, (1.0,), always=True)
+    assert len(table) == 0
+    assert table.times() == [] and table.column("v") == []
+    assert table.last_time is None
+    assert table.nbytes() == 0
+
+
+@pytest.mark.parametrize("columns", [LOCAL_HISTORY_COLUMNS, CLOUD_HISTORY_COLUMNS, CANARY_HISTORY_COLUMNS])
+def test_a_full_table_costs_what_series_bytes_says(columns: tuple[str, ...]) -> None:
+    table = SeriesTable(columns, capacity=256, step=0.0)
+    for i in range(300):
+        table.append(T0 + i, [float(i)] * len(columns))
+    assert table.nbytes() == series_bytes(256, len(columns))
+    # Filling grows the arrays only up to capacity, then overwrites in place.
+    half = SeriesTable(columns, capacity=256, step=0.0)
+    for i in range(100):
+        half.append(T0 + i, [0.0] * len(columns))
+    assert half.nbytes() == series_bytes(100, len(columns))
+
+
+def test_series_bytes_of_the_default_tables() -> None:
+    """What docs/status-page.md quotes: 256 points of a local target (7 columns) and of one canary (6)."""
+    assert series_bytes(256, len(LOCAL_HISTORY_COLUMNS)) == 9216
+    assert series_bytes(256, len(CANARY_HISTORY_COLUMNS)) == 8192
+    assert series_bytes(256, len(CLOUD_HISTORY_COLUMNS)) == 7168
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JobWindow
+
+
+def _minute(n: int) -> float:
+    """A moment 30 s into minute *n* of the test's clock."""
+    return 60.0 * (28_000_000 + n) + 30.0
+
+
+def test_totals_count_the_last_sixty_minutes_with_failures_by_reason() -> None:
+    window = JobWindow()
+    window.add(_minute(0), None)
+    window.add(_minute(0), Reason.OOM)
+    window.add(_minute(10), Reason.OOM)
+    window.add(_minute(59), Reason.EXECUTION_ERROR)
+    window.add(_minute(59), None)
+    assert window.totals(_minute(59)) == (5, {Reason.OOM: 2, Reason.EXECUTION_ERROR: 1})
+    # One minute later minute 0 is out of the hour.
+    assert window.totals(_minute(60)) == (3, {Reason.OOM: 1, Reason.EXECUTION_ERROR: 1})
+    assert window.totals(_minute(59), minutes=1) == (2, {Reason.EXECUTION_ERROR: 1})
+    assert window.totals(_minute(200)) == (0, {})
+
+
+def test_old_minutes_drop_out_of_memory() -> None:
+    window = JobWindow()
+    for minute in range(3 * JOB_WINDOW_MINUTES):
+        window.add(_minute(minute), Reason.LOST if minute < 2 * JOB_WINDOW_MINUTES else None)
+        window.add(_minute(minute), None)
+    last = 3 * JOB_WINDOW_MINUTES - 1
+    # Only the last hour's minutes are left: two jobs each, no failure (the lost ones are two hours old).
+    assert window.totals(_minute(last)) == (2 * JOB_WINDOW_MINUTES, {})
+    assert window.totals(_minute(last), minutes=10 * JOB_WINDOW_MINUTES) == (2 * JOB_WINDOW_MINUTES, {})
+    # A job after a quiet hour and a half finds none of the old counts in its minute's slot.
+    window.add(_minute(last + 90), None)
+    assert window.totals(_minute(last + 90)) == (1, {})
+
+
+def test_a_clock_stepping_back_counts_in_the_newest_minute() -> None:
+    window = JobWindow()
+    window.add(_minute(5), None)
+    window.add(_minute(3), Reason.OOM)  # NTP stepped the clock back two minutes
+    assert window.totals(_minute(5), minutes=1) == (2, {Reason.OOM: 1})
+    window.add(_minute(6), None)
+    assert window.totals(_minute(6)) == (3, {Reason.OOM: 1})
+    assert window.totals(_minute(6), minutes=1) == (1, {})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# EventLog
+
+
+def test_repeats_within_merge_within_are_counted_on_the_last_event() -> None:
+    log = EventLog(merge_within=600.0)
+    log.add(Event(T0, "job_failed", "job", Reason.OOM))
+    log.add(Event(T0 + 300, "job_failed", "job", Reason.OOM))
+    log.add(Event(T0 + 900, "job_failed", "job", Reason.OOM))  # 600 s after the merged event's newest time
+    assert [(e.time, n) for e, n in log.recent()] == [(T0 + 900, 3)]
+    log.add(Event(T0 + 1600, "job_failed", "job", Reason.OOM))  # 700 s later: a new event
+    assert [(e.time, n) for e, n in log.recent()] == [(T0 + 1600, 1), (T0 + 900, 3)]
+
+
+def test_another_kind_source_or_reason_is_another_event() -> None:
+    log = EventLog()
+    for event in (Event(T0, "job_failed", "job", Reason.OOM), Event(T0 + 1, "job_failed", "job", Reason.LOST),
+                  Event(T0 + 2, "failure", "queue", Reason.LOST), Event(T0 + 3, "failure", "jobs", Reason.LOST),
+                  Event(T0 + 4, "failure", "jobs", Reason.LOST)):
+        log.add(event)
+    assert [(e.kind, e.source, e.reason, n) for e, n in log.recent()] == [
+        ("failure", "jobs", Reason.LOST, 2), ("failure", "queue", Reason.LOST, 1),
+        ("job_failed", "job", Reason.LOST, 1), ("job_failed", "job", Reason.OOM, 1)]
+
+
+def test_a_repeat_from_before_the_last_event_is_not_merged() -> None:
+    """The clock stepped back: merging would move the event's time backwards."""
+    log = EventLog()
+    log.add(Event(T0, "down", "", Reason.CONNECT))
+    log.add(Event(T0 - 5, "down", "", Reason.CONNECT))
+    assert [n for _, n in log.recent()] == [1, 1]
+
+
+def test_the_log_keeps_the_newest_events_up_to_its_capacity() -> None:
+    log = EventLog()
+    for i in range(EVENTS_PER_TARGET + 12):
+        log.add(Event(T0 + i, "up" if i % 2 else "down", "", None if i % 2 else Reason.TIMEOUT))
+    recent = log.recent()
+    assert len(log) == len(recent) == EVENTS_PER_TARGET
+    assert [e.time for e, _ in recent] == [T0 + i for i in range(EVENTS_PER_TARGET + 11, 11, -1)]
+    small = EventLog(capacity=2)
+    for i in range(5):
+        small.add(Event(T0 + i, "reload"  if i % 2 else "reload_failed"))
+    assert [e.time for e, _ in small.recent()] == [T0 + 4, T0 + 3]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TargetState's hooks
+
+
+def _state(kind: str = "local", points: int = 16, step: float = 15.0) -> TargetState:
+    return TargetState("t", kind, "http://127.0.0.1:8188", endpoints=["system_stats"], history_points=points,
+                       history_step=step)
+
+
+def test_set_up_records_down_and_up_events_but_not_the_first_up() -> None:
+    state = _state()
+    state.set_up(True, now=T0)
+    assert state.events.recent() == []
+    state.set_up(True, now=T0 + 1)  # no change: nothing
+    state.set_up(False, Reason.CONNECT, now=T0 + 2)
+    state.set_up(False, Reason.CONNECT, now=T0 + 3)  # still down for the same reason: nothing
+    state.set_up(False, Reason.TIMEOUT, now=T0 + 4)  # down for another reason: said
+    state.set_up(True, now=T0 + 5)
+    assert [(e.time, e.kind, e.reason) for e, _ in state.events.recent()] == [
+        (T0 + 5, "up", None), (T0 + 4, "down", Reason.TIMEOUT), (T0 + 2, "down", Reason.CONNECT)]
+    assert state.last_failure == (T0 + 4, "system", Reason.TIMEOUT)
+    # Each change of up added a point at once, though 15 s apart is the step.
+    assert state.history.column("up") == [(T0, 1.0), (T0 + 2, 0.0), (T0 + 4, 0.0), (T0 + 5, 1.0)]
+
+
+def test_a_first_poll_that_finds_the_server_down_is_an_event() -> None:
+    state = _state()
+    state.set_up(False, Reason.CONNECT, now=T0)
+    assert [(e.kind, e.reason) for e, _ in state.events.recent()] == [("down", Reason.CONNECT)]
+
+
+def test_count_finished_job_feeds_the_hour_and_the_events() -> None:
+    state = _state()
+    state.count_finished_job(None, 1.0, now=T0)
+    state.count_finished_job(Reason.OOM, 2.0, now=T0 + 1)
+    state.count_finished_job(Reason.OOM, None, now=T0 + 2)
+    assert state.recent_jobs.totals(T0 + 2) == (3, {Reason.OOM: 2})
+    assert state.jobs_total == 3
+    assert state.last_failure == (T0 + 2, "job", Reason.OOM)
+    assert [(e.kind, e.source, e.reason, n) for e, n in state.events.recent()] == [
+        ("job_failed", "job", Reason.OOM, 2)]
+
+
+def test_record_history_takes_one_point_per_step_with_the_poll_figures() -> None:
+    state = _state(step=10.0)
+    state.set_up(True, now=T0)
+    state.last_latency = 0.25
+    state.record_history(T0 + 5)  # inside the step: dropped
+    state.record_history(T0 + 10)
+    assert state.history.column("latency") == [(T0, None), (T0 + 10, 0.25)]
+    assert state.history.column("vram_free") == [(T0, None), (T0 + 10, None)]  # no system_stats yet
+
+
+def test_a_cloud_target_keeps_its_balance() -> None:
+    state = _state("cloud", step=0.0)
+    assert state.history.columns == CLOUD_HISTORY_COLUMNS
+    assert state.cloud is not None
+    state.cloud.balance_usd = 12.5
+    state.set_up(True, now=T0)
+    assert state.history.column("balance") == [(T0, 12.5)]
+
+
+def test_history_points_zero_keeps_no_history() -> None:
+    state = _state(points=0)
+    state.set_up(True, now=T0)
+    state.set_up(False, Reason.CONNECT, now=T0 + 1)
+    state.record_history(T0 + 100)
+    canary = state.canary("c")
+    canary.success = 1.0
+    canary.record_run(T0 + 2)
+    assert len(state.history) == 0 and len(canary.history) == 0
+    # The events and the hour's jobs are no chart: they stay (bounded on their own).
+    assert len(state.events) == 1
+
+
+def test_each_canary_run_is_a_point_whatever_the_step() -> None:
+    state = _state(step=3600.0)
+    canary = state.canary("c")
+    for i, ok in enumerate((1.0, 0.0, 1.0)):
+        canary.success = ok
+        canary.phases = {"submit": 0.5, "total": 2.0 + i}
+        canary.record_run(T0 + i)
+    assert canary.last_run_ts == T0 + 2
+    assert canary.history.column("ok") == [(T0, 1.0), (T0 + 1, 0.0), (T0 + 2, 1.0)]
+    assert canary.history.column("total") == [(T0, 2.0), (T0 + 1, 3.0), (T0 + 2, 4.0)]
+    assert canary.history.column("fetch") == [(T0, None), (T0 + 1, None), (T0 + 2, None)]
