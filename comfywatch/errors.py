@@ -455,8 +455,10 @@ def hint_for(reason: Reason, url: str | None = None, *, cloud: bool = False) -> 
     """The one remediation hint for *reason*, shared by logs, doctor and the runbook (for a Comfy Cloud
     account, *cloud*, in its own words where :data:`CLOUD_HINTS` has them). Given the target's *url*, a hint
     that names the address (``{address}`` in :data:`HINTS`) names the target's ``host:port``."""
-    hint = CLOUD_HINTS.get(reason) if cloud else None
-    return (hint or HINTS[reason]).replace("{address}", (_address(url) if url else None) or _SOME_ADDRESS)
+    hint = (CLOUD_HINTS.get(reason) if cloud else None) or HINTS[reason]
+    if "{address}" not in hint:
+        return hint  # most hints name no address: no URL to parse (the status page asks for a thousand at once)
+    return hint.replace("{address}", (_address(url) if url else None) or _SOME_ADDRESS)
 
 
 def _address(url: str) -> str | None:

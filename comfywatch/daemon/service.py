@@ -263,7 +263,8 @@ class Daemon:
         else:
             if check.last_reason is not None:
                 log.info("check_recovered", target=state.name, check=spec.name, was=str(check.last_reason))
-                state.note_event("recovered", spec.name, time.time())
+                if not (spec.name in {"system", "auth"} and was_up == 0.0):  # set_up's "up" event says so
+                    state.note_event("recovered", spec.name, time.time())
             check.last_success = time.time()
             if spec.name == "system" and (was_up != 1.0 or state.server_version != was_version):
                 # Up for the first time, back up or another build (a restart, perhaps a deploy): read its catalogue
@@ -573,10 +574,8 @@ class Daemon:
         return [r.state for r in self.runtimes.values()], info
 
     def status_inputs(self) -> StatusInputs:
-        config = self.config
         return StatusInputs([r.state for r in self.runtimes.values()], events=self.events,
-                            reload_success=self.reload_success,
-                            history_step=config.status.history_step if config else 0.0)
+                            reload_success=self.reload_success)
 
     def alive(self) -> bool:
         return (

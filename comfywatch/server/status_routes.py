@@ -21,7 +21,7 @@ __all__ = ["StatusSource", "add_status_routes"]
 
 StatusSource = Callable[[], StatusInputs]
 
-_STATIC_TYPES = {"status.css": "text/css", "status.js": "text/javascript"}
+_STATIC_TYPES = {"status.css": "text/css", "status.js": "text/javascript", "favicon.svg": "image/svg+xml"}
 #: Pages are always current; the stylesheet and script change only with the version (their URLs carry it).
 _NO_STORE = {"Cache-Control": "no-store"}
 

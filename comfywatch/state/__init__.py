@@ -56,7 +56,7 @@ CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
 
 #: The status page's series of a target, one point per poll at most every ``[status] history_step``. ``latency``
 #: is the poll's main request (system_stats; the user endpoint for Cloud), memory figures of the first device.
-LOCAL_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "vram_free", "vram_total", "ram_free")
+LOCAL_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "vram_free", "ram_free")
 CLOUD_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "balance")
 #: One point per canary run: 1/0 for success, then the phases' seconds.
 CANARY_HISTORY_COLUMNS = ("ok", "total", "submit", "queue", "execute", "fetch")
@@ -362,8 +362,7 @@ class TargetState:
         else:
             system = self.system
             device = next((d for d in system.devices if d.vram_meaningful), None) if system is not None else None
-            row = (*head, None if device is None else device.vram_free, None if device is None else device.vram_total,
-                   None if system is None else system.ram_free)
+            row = (*head, None if device is None else device.vram_free, None if system is None else system.ram_free)
         history.append(now, row, always=True)
 
     def apply_system(self, stats: SystemStats, phases: PhaseTimes | None) -> None:

@@ -12,6 +12,7 @@ from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import compress
 
 from comfywatch.errors import Reason
 
@@ -80,6 +81,9 @@ class SeriesTable:
         """Add a point at *now* unless the previous one is too recent (:meth:`due`) and not *always*; True if added."""
         if self.capacity <= 0 or (not always and not self.due(now)):
             return False
+        last = self.last_time
+        if last is not None and now < last:
+            now = last  # the clock stepped back: points stay in order, the charts draw no line backwards
         row = [math.nan if value is None else float(value) for value in values]
         if len(self._times) < self.capacity:
             self._times.append(now)
@@ -146,17 +150,19 @@ class JobWindow:
     def totals(self, now: float, minutes: int = JOB_WINDOW_MINUTES) -> tuple[int, dict[Reason, int]]:
         """Jobs finished in the last *minutes* (the current minute included), and failures among them by reason."""
         first = int(now // 60) - min(minutes, JOB_WINDOW_MINUTES) + 1
-        slots = [slot for slot, minute in enumerate(self._minute) if minute >= first]
+        if self._newest < first:
+            return 0, {}
+        within = [minute >= first for minute in self._minute]
         failures = {reason: total for reason, counts in self._failed.items()
-                    if (total := sum(counts[slot] for slot in slots))}
-        return sum(self._finished[slot] for slot in slots), failures
+                    if (total := sum(compress(counts, within)))}
+        return sum(compress(self._finished, within)), failures
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something that happened to a target: ``kind`` is one of down, up, failure, recovered, job_failed,
-    canary_failed, canary_recovered, reload, reload_failed. ``reason`` is set for failures; ``source`` names the
-    check, canary or workflow concerned. Never holds a server's own words, only comfywatch's."""
+    """Something that happened to a target: ``kind`` is one of down, up, failure, recovered, job_failed, reload,
+    reload_failed. ``reason`` is set for failures; ``source`` names the check (``canary`` for a canary) or
+    ``job``. Never holds a server's own words, only comfywatch's."""
 
     time: float
     kind: str

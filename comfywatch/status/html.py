@@ -148,6 +148,11 @@ def _state_content(row: TargetSummary, problem_limit: int) -> str:
     return "".join(parts)
 
 
+def _hints_shown(row: TargetSummary) -> list[str | None]:
+    """The hints the state's cell already prints."""
+    return [row.hint, *(problem.hint for problem in row.problems[:MAX_PROBLEMS_ROW])]
+
+
 def _queue_content(row: TargetSummary, *, detailed: bool = False) -> str:
     if row.queue_running is None and row.queue_pending is None:
         return DASH
@@ -165,8 +170,8 @@ def _memory_line(label: str, memory: Memory | None, ids: _Ids) -> str:
         return f'<div class="mem"><span class="mem-label">{label}</span> {DASH}</div>'
     drawing = svg.meter(memory.free, memory.total, label=label, meter_id=ids("m"))
     return (f'<div class="mem"><span class="mem-label">{label}</span> {drawing} '
-            f'<span class="mem-text">{format_bytes(memory.free)} free of {format_bytes(memory.total)} '
-            f"({memory.free_ratio:.0%})</span></div>")
+            f'<span class="mem-text">{memory.free_ratio:.0%} free · {format_bytes(memory.free)} of '
+            f"{format_bytes(memory.total)}</span></div>")
 
 
 def _memory_content(row: TargetSummary, ids: _Ids) -> str:
@@ -202,11 +207,13 @@ def _jobs_content(row: TargetSummary) -> str:
     return f'{text}<ul class="reasons">{reasons}</ul>'
 
 
-def _failure_content(failure: FailureSummary | None, now: float) -> str:
+def _failure_content(failure: FailureSummary | None, now: float, shown: Iterable[str | None] = ()) -> str:
+    """The last failure; its hint unless *shown* already has it (the row's state says the same)."""
     if failure is None:
         return DASH
+    hint = "" if failure.hint in set(shown) else _hint(failure.hint)
     return (f'<span class="reason">{esc(failure.reason)}</span> <span class="secondary">({esc(failure.source)})'
-            f"</span> · {_ago(failure.time, now)}{_hint(failure.hint)}")
+            f"</span> · {_ago(failure.time, now)}{hint}")
 
 
 def _days_left(cloud: CloudSummary) -> str:
@@ -258,8 +265,8 @@ def _document(*, title: str, root: str, version: str, generated_at: float, heade
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="color-scheme" content="light dark">\n'
         f"<title>{title}</title>\n"
-        # An empty icon: without one, browsers ask for /favicon.ico, which is not here (a 404 in the console).
-        '<link rel="icon" href="data:,">\n'
+        # Without an icon of its own, a browser asks for /favicon.ico (a 404 in its console).
+        f'<link rel="icon" type="image/svg+xml" href="{root}static/favicon.svg{asset}">\n'
         f'<link rel="stylesheet" href="{root}static/status.css{asset}">\n'
         f'<script src="{root}static/status.js{asset}" defer></script>\n'
         f'<noscript><meta http-equiv="refresh" content="{NOSCRIPT_REFRESH_SECONDS}"></noscript>\n'
@@ -296,9 +303,9 @@ def _fleet_row(row: TargetSummary, now: float, ids: _Ids, with_cloud: bool) -> s
         f'<td class="state-cell">{_state_content(row, MAX_PROBLEMS_ROW)}</td>',
         f"<td>{_queue_content(row)}</td>",
         f"<td>{_memory_content(row, ids)}</td>",
-        f"<td>{_canary_content(row.canary, now, ids)}</td>",
+        f'<td class="canary-cell">{_canary_content(row.canary, now, ids)}</td>',
         f"<td>{_jobs_content(row)}</td>",
-        f'<td class="failure-cell">{_failure_content(row.last_failure, now)}</td>',
+        f'<td class="failure-cell">{_failure_content(row.last_failure, now, _hints_shown(row))}</td>',
     ]
     if with_cloud:
         cells.append(f"<td>{_cloud_content(row.cloud)}</td>")
@@ -397,7 +404,7 @@ def _summary_section(row: TargetSummary, now: float, ids: _Ids) -> str:
         ("Queue", _queue_content(row, detailed=True)),
         ("Memory headroom", _memory_content(row, ids)),
         ("Jobs, last hour", _jobs_content(row)),
-        ("Last failure", _failure_content(row.last_failure, now)),
+        ("Last failure", _failure_content(row.last_failure, now, _hints_shown(row))),
     ]
     return f'<section aria-labelledby="summary-h"><h2 id="summary-h">Summary</h2>{_dl(items)}</section>'
 
@@ -440,12 +447,23 @@ def _cloud_section(cloud: CloudSummary) -> str:
 _UNIT_WORDS = {"bool": "up or down", "count": "jobs", "seconds": "seconds", "bytes": "bytes", "usd": "US dollars"}
 
 
+#: The shortest time axis: a daemon started seconds ago draws them over a minute, not squeezed into an hour.
+MIN_CHART_SPAN = 60.0
+
+
+def _chart_start(lines: Sequence[Series], now: float) -> float:
+    """Where the time axis starts: an hour ago, or at the oldest point when the history is younger."""
+    oldest = min((time for series in lines for time, _ in series.points), default=now - WINDOW)
+    return max(now - WINDOW, min(oldest, now - MIN_CHART_SPAN))
+
+
 def _figure(lines: Sequence[Series], title: str, generated_at: float, ids: _Ids) -> str:
     unit = _UNIT_WORDS.get(lines[0].unit, lines[0].unit)
     caption = f'<figcaption>{esc(title)} <span class="unit">({esc(unit)})</span></figcaption>'
     if not any(svg.has_data(series) for series in lines):
         return f'<figure class="chart-figure">{caption}<p class="no-data">no data yet</p></figure>'
-    drawing = svg.time_chart(lines, start=generated_at - WINDOW, end=generated_at, chart_id=ids("c"), title=title)
+    drawing = svg.time_chart(lines, start=_chart_start(lines, generated_at), end=generated_at, chart_id=ids("c"),
+                             title=title)
     legend = ""
     if len(lines) > 1:
         legend = '<ul class="legend">' + "".join(

@@ -183,7 +183,6 @@ class StatusInputs:
     states: Sequence[TargetState]
     events: EventLog | None = None
     reload_success: bool = True
-    history_step: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,10 +381,10 @@ _CANARY_SERIES = {
 }
 
 
-def detail(state: TargetState, now: float, *, history_step: float | None = None) -> TargetDetail:
-    """The target view: the summary, the charts' series over the last hour, and recent events. *history_step* is
-    by default the step the target's series were kept with (a reload that changes ``[status]`` keeps the
-    running targets' history as it is)."""
+def detail(state: TargetState, now: float) -> TargetDetail:
+    """The target view: the summary, the charts' series over the last hour, and recent events. The step given is
+    the one the target's series were kept with (a reload that changes ``[status]`` keeps the running targets'
+    history as it is)."""
     since = now - WINDOW
     series = tuple(
         Series(column, *_SERIES[column], tuple(state.history.column(column, since)))
@@ -397,7 +396,7 @@ def detail(state: TargetState, now: float, *, history_step: float | None = None)
     return TargetDetail(
         generated_at=now, summary=summarize(state, now), series=series, canary_series=canaries,
         events=_events(state.events, state.public_url, cloud=state.kind == "cloud"),
-        history_step=state.history.step if history_step is None else history_step,
+        history_step=state.history.step,
         history_points=state.history.capacity)
 
 
@@ -407,7 +406,6 @@ _EVENT_TEXT = {
     "failure": "{source} failed",
     "recovered": "{source} recovered",
     "job_failed": "a job failed",
-    "canary_failed": "canary {source} failed",
     "reload": "configuration reloaded",
     "reload_failed": "reload failed, old configuration kept",
 }

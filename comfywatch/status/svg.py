@@ -222,9 +222,14 @@ def _n(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def _ago_label(seconds: float, span: float) -> str:
+    """A time-axis label: seconds on an axis of a few minutes, minutes on a longer one."""
+    return f"{seconds:.0f} s" if span <= 300 else f"{seconds / 60:.0f} min"
+
+
 def _window_text(start: float, end: float) -> str:
-    # In minutes, as the time axis counts.
-    return f"the last {(end - start) / 60:.0f} min"
+    # In the time axis's own unit.
+    return f"the last {_ago_label(end - start, end - start)}"
 
 
 def _known(series: Series, start: float, end: float) -> list[float]:
@@ -259,7 +264,7 @@ def _x_axis(start: float, end: float) -> str:
     for index in range(5):
         x = PLOT.left + PLOT.width * index / 4
         before = span * (4 - index) / 4
-        label = "now" if index == 4 else f"-{before / 60:.0f} min"
+        label = "now" if index == 4 else f"-{_ago_label(before, span)}"
         anchor = "start" if index == 0 else "end" if index == 4 else "middle"
         parts.append(f'<text class="tick" x="{_n(x)}" y="{_n(PLOT.bottom + 16)}" text-anchor="{anchor}">'
                      f"{label}</text>")

@@ -133,8 +133,8 @@ def test_a_full_table_costs_what_series_bytes_says(columns: tuple[str, ...]) -> 
 
 
 def test_series_bytes_of_the_default_tables() -> None:
-    """What docs/status-page.md quotes: 256 points of a local target (7 columns) and of one canary (6)."""
-    assert series_bytes(256, len(LOCAL_HISTORY_COLUMNS)) == 9216
+    """What docs/status-page.md quotes: 256 points of a local target (6 columns) and of one canary (6)."""
+    assert series_bytes(256, len(LOCAL_HISTORY_COLUMNS)) == 8192
     assert series_bytes(256, len(CANARY_HISTORY_COLUMNS)) == 8192
     assert series_bytes(256, len(CLOUD_HISTORY_COLUMNS)) == 7168
 
@@ -318,3 +318,12 @@ def test_each_canary_run_is_a_point_whatever_the_step() -> None:
     assert canary.history.column("ok") == [(T0, 1.0), (T0 + 1, 0.0), (T0 + 2, 1.0)]
     assert canary.history.column("total") == [(T0, 2.0), (T0 + 1, 3.0), (T0 + 2, 4.0)]
     assert canary.history.column("fetch") == [(T0, None), (T0 + 1, None), (T0 + 2, None)]
+
+
+def test_a_clock_stepping_back_keeps_the_points_in_order() -> None:
+    """A change recorded at once (``always``) after the clock went back is kept at the newest time, not before it."""
+    table = SeriesTable(("up",), 8, 15.0)
+    table.append(T0 + 100, [1.0])
+    assert table.append(T0 + 40, [0.0], always=True)
+    assert not table.append(T0 + 50, [1.0])  # not due: within a step of the newest point
+    assert table.column("up") == [(T0 + 100, 1.0), (T0 + 100, 0.0)]

@@ -275,8 +275,8 @@ def test_every_problem_at_once() -> None:
     codes = [p.code for p in summarize(state, NOW).problems] + [p.code for p in summarize(account, NOW).problems]
     assert codes == [code for code in PROBLEM_CODES if code != "worker_not_consuming"]
     valid(as_json(fleet([state, account], NOW)))
-    valid(as_json(detail(state, NOW, history_step=15.0)))
-    valid(as_json(detail(account, NOW, history_step=15.0)))
+    valid(as_json(detail(state, NOW)))
+    valid(as_json(detail(account, NOW)))
 
 
 @pytest.mark.parametrize("check", ["system", "auth", "canary"])
@@ -513,7 +513,7 @@ def test_detail_series_cover_the_last_hour() -> None:
     for minute in range(90, -1, -1):
         state.last_latency = minute / 100
         state.record_history(NOW - 60 * minute)
-    view = detail(state, NOW, history_step=60.0)
+    view = detail(state, NOW)
     assert [s.name for s in view.series] == ["up", "running", "pending", "latency", "vram_free", "ram_free"]
     latency = next(s for s in view.series if s.name == "latency")
     assert latency.unit == "seconds"
@@ -553,7 +553,7 @@ def test_canary_series() -> None:
 def test_without_history_the_detail_has_empty_series() -> None:
     state = healthy(points=0)
     _canary(state)
-    document = valid(as_json(detail(state, NOW, history_step=15.0)))
+    document = valid(as_json(detail(state, NOW)))
     assert document["history"]["points"] == 0
     assert all(s["points"] == [] for s in document["series"])
     assert all(s["points"] == [] for c in document["canaries"] for s in c["series"])
