@@ -66,3 +66,7 @@ class CheckSpec:
 
 #: The group polled in batches (slots).
 POLL_GROUP = "poll"
+
+#: The checks that decide whether a target is up (``comfyui_up``): a local server's ``system``, a Comfy Cloud
+#: account's ``auth``. Their failure is the target being down, not one more failing check.
+LIVENESS_CHECKS = frozenset({"system", "auth"})

@@ -28,7 +28,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
-from comfywatch.checks import POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
+from comfywatch.checks import LIVENESS_CHECKS, POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import RequestFailed
@@ -252,7 +252,7 @@ class Daemon:
         except TimeoutError:
             reason = Reason.TIMEOUT
             check.overruns += 1
-            if spec.name in {"system", "auth"}:
+            if spec.name in LIVENESS_CHECKS:
                 state.set_up(False, Reason.TIMEOUT)
             self._log_change(state, spec.name, check.last_reason, reason, "check timed out")
         except asyncio.CancelledError:
@@ -263,8 +263,8 @@ class Daemon:
         else:
             if check.last_reason is not None:
                 log.info("check_recovered", target=state.name, check=spec.name, was=str(check.last_reason))
-                if not (spec.name in {"system", "auth"} and was_up == 0.0):  # set_up's "up" event says so
-                    state.note_event("recovered", spec.name, time.time())
+                if not (spec.name in LIVENESS_CHECKS and was_up == 0.0):  # set_up's "up" event says so
+                    state.note_recovery(spec.name, time.time())
             check.last_success = time.time()
             if spec.name == "system" and (was_up != 1.0 or state.server_version != was_version):
                 # Up for the first time, back up or another build (a restart, perhaps a deploy): read its catalogue
@@ -283,7 +283,7 @@ class Daemon:
         """The status page's last failure; an event when the reason changes (a down server's "down" event, from
         ``set_up``, already says why)."""
         now = time.time()
-        if before == after or (state.up == 0.0 and state.up_reason == after and check in {"system", "auth"}):
+        if before == after or (state.up == 0.0 and state.up_reason == after and check in LIVENESS_CHECKS):
             state.last_failure = (now, check, after)
         else:
             state.note_failure(check, after, now)

@@ -15,7 +15,7 @@ from importlib import resources
 from aiohttp import web
 
 from comfywatch.status import html
-from comfywatch.status.model import StatusInputs, as_json, detail, fleet
+from comfywatch.status.model import StatusInputs, TargetDetail, as_json, detail, fleet
 
 __all__ = ["StatusSource", "add_status_routes"]
 
@@ -32,19 +32,20 @@ def _static(name: str) -> bytes:
 
 def _page_number(request: web.Request) -> int:
     raw = request.query.get("page", "1")
-    return int(raw) if raw.isdigit() and len(raw) <= 6 else 1
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 6 else 1
 
 
 def add_status_routes(app: web.Application, source: StatusSource) -> None:
     static = {name: _static(name) for name in _STATIC_TYPES}
 
-    def _target(request: web.Request, inputs: StatusInputs) -> html.TargetDetail:
+    def _target(request: web.Request, inputs: StatusInputs) -> TargetDetail:
         name = request.match_info["name"]
         state = next((s for s in inputs.states if s.name == name), None)
         if state is None:
             raise web.HTTPNotFound(text="no such target\n")
         # The step the target's series were kept with, not the configuration's: a reload does not rebuild them.
-        return detail(state, time.time())
+        return detail(state, time.time(), daemon_events=inputs.events)
 
     async def fleet_page(request: web.Request) -> web.Response:
         inputs = source()

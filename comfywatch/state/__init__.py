@@ -27,6 +27,8 @@ __all__ = [
     "CANARY_BUCKETS",
     "CANARY_BUCKETS_FULL",
     "CANARY_HISTORY_COLUMNS",
+    "CANARY_PHASES",
+    "CANARY_STEPS",
     "CLOUD_HISTORY_COLUMNS",
     "CLOUD_REQUEST_REASONS_FROM_ZERO",
     "JOB_BUCKETS",
@@ -52,14 +54,16 @@ REQUEST_BUCKETS_FULL = (0.005, 0.025, 0.1, 0.25, 1.0, 5.0)
 JOB_BUCKETS = (0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 CANARY_BUCKETS = (0.25, 1.0, 2.5, 10.0, 30.0, 120.0)
 CANARY_BUCKETS_FULL = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
-CANARY_PHASES = ("submit", "queue", "execute", "fetch", "total")
+#: A canary run's phases in the order they happen, then the whole run.
+CANARY_STEPS = ("submit", "queue", "execute", "fetch")
+CANARY_PHASES = (*CANARY_STEPS, "total")
 
 #: The status page's series of a target, one point per poll at most every ``[status] history_step``. ``latency``
 #: is the poll's main request (system_stats; the user endpoint for Cloud), memory figures of the first device.
 LOCAL_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "vram_free", "ram_free")
 CLOUD_HISTORY_COLUMNS = ("up", "running", "pending", "latency", "balance")
 #: One point per canary run: 1/0 for success, then the phases' seconds.
-CANARY_HISTORY_COLUMNS = ("ok", "total", "submit", "queue", "execute", "fetch")
+CANARY_HISTORY_COLUMNS = ("ok", *CANARY_PHASES)
 
 #: Failure reasons whose counters exist at 0 before the first failure in the default detail: those an alert
 #: counts a few of with ``increase()``, which cannot see the first failure of a series born at 1 (oom: two in an
@@ -345,13 +349,18 @@ class TargetState:
         self.last_failure = (now, source, reason)
         self.events.add(Event(now, kind, source, reason))
 
-    def note_event(self, kind: str, source: str, now: float) -> None:
-        self.events.add(Event(now, kind, source))
+    def note_recovery(self, check: str, now: float) -> None:
+        """*check* succeeds again after failing (the status page's events)."""
+        self.events.add(Event(now, "recovered", check))
 
     def record_history(self, now: float, *, changed: bool = False) -> None:
         """Add the status page's point for this moment (at most one per step, unless *changed*: ``up`` moved)."""
         history = self.history
         if history.capacity <= 0 or not (changed or history.due(now)):
+            return
+        if self.up != 1.0:
+            # What the last answer said is not what a down server holds now: a gap in every chart but up's.
+            history.append(now, (self.up, *(None,) * (len(history.columns) - 1)), always=True)
             return
         queue = self.queue
         head: tuple[float | None, ...] = (

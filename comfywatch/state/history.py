@@ -75,7 +75,8 @@ class SeriesTable:
 
     def due(self, now: float) -> bool:
         last = self.last_time
-        return last is None or now - last >= self.step * (1.0 - STEP_SLACK)
+        # A clock that stepped back is due at once (see append): waiting for it to catch up would leave a gap.
+        return last is None or now < last or now - last >= self.step * (1.0 - STEP_SLACK)
 
     def append(self, now: float, values: Sequence[float | None], *, always: bool = False) -> bool:
         """Add a point at *now* unless the previous one is too recent (:meth:`due`) and not *always*; True if added."""
@@ -83,7 +84,14 @@ class SeriesTable:
             return False
         last = self.last_time
         if last is not None and now < last:
-            now = last  # the clock stepped back: points stay in order, the charts draw no line backwards
+            if last - now > self.step:
+                # The clock stepped back further than a step: what was kept now lies in the future, and points
+                # stacked at its newest time would hide the present. Start over from now.
+                self._times = array("d")
+                self._values = [array("f") for _ in self.columns]
+                self._next = 0
+            else:
+                now = last  # a small step back: points stay in order, the charts draw no line backwards
         row = [math.nan if value is None else float(value) for value in values]
         if len(self._times) < self.capacity:
             self._times.append(now)
@@ -102,17 +110,11 @@ class SeriesTable:
         start = self._next if size == self.capacity else 0
         return ((start + offset) % size for offset in range(size))
 
-    def times(self, since: float | None = None) -> list[float]:
-        return [self._times[i] for i in self._order() if since is None or self._times[i] >= since]
-
     def column(self, name: str, since: float | None = None) -> list[tuple[float, float | None]]:
         """(timestamp, value) pairs of column *name*, oldest first; None where the value was unknown."""
         values = self._values[self.columns.index(name)]
         return [(self._times[i], None if math.isnan(values[i]) else float(values[i]))
                 for i in self._order() if since is None or self._times[i] >= since]
-
-    def nbytes(self) -> int:
-        return self._times.itemsize * len(self._times) + sum(v.itemsize * len(v) for v in self._values)
 
 
 class JobWindow:
@@ -147,9 +149,9 @@ class JobWindow:
                 self._failed[failure] = array("I", [0]) * JOB_WINDOW_MINUTES
             self._failed[failure][slot] += 1
 
-    def totals(self, now: float, minutes: int = JOB_WINDOW_MINUTES) -> tuple[int, dict[Reason, int]]:
-        """Jobs finished in the last *minutes* (the current minute included), and failures among them by reason."""
-        first = int(now // 60) - min(minutes, JOB_WINDOW_MINUTES) + 1
+    def totals(self, now: float) -> tuple[int, dict[Reason, int]]:
+        """Jobs finished in the last hour (the current minute included), and failures among them by reason."""
+        first = int(now // 60) - JOB_WINDOW_MINUTES + 1
         if self._newest < first:
             return 0, {}
         within = [minute >= first for minute in self._minute]
@@ -193,6 +195,3 @@ class EventLog:
     def recent(self) -> list[tuple[Event, int]]:
         """(event, times it happened in a row) pairs, newest first."""
         return list(reversed(self._events))
-
-    def __len__(self) -> int:
-        return len(self._events)

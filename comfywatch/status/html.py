@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from comfywatch import __version__
+from comfywatch.state import CANARY_STEPS
 from comfywatch.status import svg
 from comfywatch.status.model import (
     WINDOW,
@@ -31,10 +32,11 @@ from comfywatch.status.model import (
     Series,
     TargetDetail,
     TargetSummary,
+    duration_text,
 )
 from comfywatch.status.svg import DASH, clean, esc, format_bytes, format_seconds, format_usd
 
-__all__ = ["PAGE_SIZE", "TargetDetail", "render_fleet", "render_target"]
+__all__ = ["PAGE_SIZE", "render_fleet", "render_target"]
 
 #: Rows of the fleet table per page: a thousand targets make ten pages of bounded size.
 PAGE_SIZE = 100
@@ -84,15 +86,7 @@ def _iso(timestamp: float) -> str | None:
 
 def _ago_words(timestamp: float, now: float) -> str:
     delta = max(0.0, now - timestamp)
-    if delta < 1:
-        return "just now"
-    if delta < 60:
-        return f"{delta:.0f} s ago"
-    if delta < 3600:
-        return f"{delta / 60:.0f} min ago"
-    if delta < 86400:
-        return f"{delta / 3600:.1f} h ago"
-    return f"{delta / 86400:.1f} d ago"
+    return "just now" if delta < 1 else f"{duration_text(delta)} ago"
 
 
 def _ago(timestamp: float | None, now: float) -> str:
@@ -484,7 +478,7 @@ def _canary_charts(detail: TargetDetail, ids: _Ids) -> str:
     parts = []
     for name, series in detail.canary_series:
         total = [s for s in series if s.name == "total"]
-        phases = [s for s in series if s.name in svg.PHASES]
+        phases = [s for s in series if s.name in CANARY_STEPS]  # total has a chart of its own
         figures = ""
         if total:
             figures += _figure(total, f"Canary {name}: total", detail.generated_at, ids)

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comfywatch import __version__
+from comfywatch.checks import LIVENESS_CHECKS
 from comfywatch.errors import Reason, hint_for
-from comfywatch.state import CANARY_HISTORY_COLUMNS, TargetState
-from comfywatch.state.history import Event, EventLog
+from comfywatch.parse.text import clean as clean_text
+from comfywatch.state import CANARY_PHASES, TargetState
+from comfywatch.state.history import JOB_WINDOW_MINUTES, Event, EventLog
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -33,6 +35,7 @@ __all__ = [
     "TargetSummary",
     "as_json",
     "detail",
+    "duration_text",
     "fleet",
     "summarize",
 ]
@@ -44,13 +47,13 @@ STATES = ("down", "degraded", "pending", "up")
 #: Longest string taken from a server or a config into the page (longer ones end with "…").
 MAX_TEXT = 200
 #: The window of the charts and of the per-hour job counts (seconds).
-WINDOW = 3600.0
+WINDOW = JOB_WINDOW_MINUTES * 60.0
 #: A balance needs this much history before a burn rate (and days left) is given.
 MIN_BURN_SPAN = 600.0
 
 
 def _cut(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clean_text(text, limit)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +218,7 @@ def _problems(state: TargetState, now: float) -> tuple[Problem, ...]:
     queue = state.queue
     if queue is not None and queue.stalled:
         found.append(Problem("queue_stalled",
-                             f"queue stalled: a job has run {_duration(queue.running_seconds)} without progress"))
+                             f"queue stalled: a job has run {duration_text(queue.running_seconds)} without progress"))
     if queue is not None and queue.worker_not_consuming:
         found.append(Problem("worker_not_consuming", f"worker not consuming: {queue.pending} pending, none running"))
     for name, canary in sorted(state.canaries.items()):
@@ -223,7 +226,8 @@ def _problems(state: TargetState, now: float) -> tuple[Problem, ...]:
             found.append(Problem("canary_failing", _cut(f"canary {name} failing: {canary.last_reason}"),
                                  hint_for(canary.last_reason, state.public_url, cloud=cloud)))
     for check_name, check in sorted(state.checks.items()):
-        if check.last_reason is not None and check_name not in {"system", "auth", "canary"}:
+        # A failing liveness check is the target down; a failing canary is canary_failing above.
+        if check.last_reason is not None and check_name not in LIVENESS_CHECKS and check_name != "canary":
             found.append(Problem("check_failing", f"{check_name} check failing: {check.last_reason}",
                                  hint_for(check.last_reason, state.public_url, cloud=cloud)))
     for verdict in state.workflows:
@@ -243,12 +247,13 @@ def _problems(state: TargetState, now: float) -> tuple[Problem, ...]:
         if account.subscription_active == 0.0:
             found.append(Problem("subscription_inactive", "subscription inactive"))
         if account.retry_after_seconds(now) > 0:
-            found.append(Problem("rate_limited", f"rate limited for {_duration(account.retry_after_seconds(now))}",
+            found.append(Problem("rate_limited", f"rate limited for {duration_text(account.retry_after_seconds(now))}",
                                  hint_for(Reason.RATE_LIMITED, cloud=True)))
     return tuple(found)
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration as people say it: ``45 s``, ``12 min``, ``1.5 h``, ``2.0 d``."""
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.0f} s"
@@ -270,9 +275,7 @@ def _canary(state: TargetState) -> CanarySummary | None:
         return None
     name, canary = min(state.canaries.items())
     reason = None if canary.success != 0.0 else canary.last_reason
-    ordered = [(phase, canary.phases[phase]) for phase in CANARY_HISTORY_COLUMNS[2:] if phase in canary.phases]
-    if "total" in canary.phases:
-        ordered.append(("total", canary.phases["total"]))
+    ordered = [(phase, canary.phases[phase]) for phase in CANARY_PHASES if phase in canary.phases]
     return CanarySummary(
         name=_cut(name), ok=None if canary.success is None else canary.success == 1.0, reason=reason,
         hint=None if reason is None else hint_for(reason, state.public_url, cloud=state.kind == "cloud"),
@@ -324,9 +327,10 @@ def summarize(state: TargetState, now: float) -> TargetSummary:
     problems = _problems(state, now) if state.up == 1.0 else ()
     status = _state_of(state, problems)
     reason = state.up_reason if status == "down" else None
-    system = state.system
+    # A down server's last answer is not what it holds now: its queue and memory are unknown.
+    system = state.system if status != "down" else None
     device = next((d for d in system.devices if d.vram_meaningful), None) if system is not None else None
-    queue = state.queue
+    queue = state.queue if status != "down" else None
     finished, failed = state.recent_jobs.totals(now)
     failure = state.last_failure
     return TargetSummary(
@@ -381,10 +385,11 @@ _CANARY_SERIES = {
 }
 
 
-def detail(state: TargetState, now: float) -> TargetDetail:
-    """The target view: the summary, the charts' series over the last hour, and recent events. The step given is
-    the one the target's series were kept with (a reload that changes ``[status]`` keeps the running targets'
-    history as it is)."""
+def detail(state: TargetState, now: float, *, daemon_events: EventLog | None = None) -> TargetDetail:
+    """The target view: the summary, the charts' series over the last hour, and recent events: the target's own
+    and the daemon's (*daemon_events*: reloads, which may have changed how it is watched), newest first. The step
+    given is the one the target's series were kept with (a reload that changes ``[status]`` keeps the running
+    targets' history as it is)."""
     since = now - WINDOW
     series = tuple(
         Series(column, *_SERIES[column], tuple(state.history.column(column, since)))
@@ -395,7 +400,10 @@ def detail(state: TargetState, now: float) -> TargetDetail:
         for name, canary in sorted(state.canaries.items()))
     return TargetDetail(
         generated_at=now, summary=summarize(state, now), series=series, canary_series=canaries,
-        events=_events(state.events, state.public_url, cloud=state.kind == "cloud"),
+        events=tuple(sorted(
+            _events(state.events, state.public_url, cloud=state.kind == "cloud")
+            + (() if daemon_events is None else _events(daemon_events, None, cloud=False)),
+            key=lambda event: -event.time)),
         history_step=state.history.step,
         history_points=state.history.capacity)
 

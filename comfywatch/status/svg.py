@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from comfywatch.parse.text import clean as clean_text
+from comfywatch.state import CANARY_STEPS
 from comfywatch.status.model import Series
 
 __all__ = [
@@ -24,7 +26,6 @@ __all__ = [
     "CHART_WIDTH",
     "DASH",
     "MAX_SHOWN",
-    "PHASES",
     "PLOT",
     "Box",
     "clean",
@@ -45,18 +46,18 @@ __all__ = [
 MAX_SHOWN = 400
 DASH = "—"
 
-# C0 and C1 controls (tab and newline too: an attribute must stay on one line), lone surrogates (no UTF-8
-# encoder accepts them, so aiohttp would fail the whole response) and noncharacters (an HTML5 parse error).
+# Noncharacters are an HTML5 parse error; everything else unsafe (controls, bidi controls, lone surrogates, which no
+# UTF-8 encoder accepts) is cleaned by the one rule for server text, comfywatch.parse.text.
 _NONCHARACTERS = "".join(f"{chr(plane + 0xFFFE)}{chr(plane + 0xFFFF)}" for plane in range(0, 0x110000, 0x10000))
-_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef{_NONCHARACTERS}]")
+_NONCHARACTER = re.compile(f"[\ufdd0-\ufdef{_NONCHARACTERS}]")
 
 
 def clean(value: object, limit: int = MAX_SHOWN) -> str:
-    """*value* as text that any UTF-8 encoder and HTML parser accept, cut to *limit* characters (not escaped)."""
-    text = str(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return _UNSAFE.sub("\ufffd", text)
+    """*value* as text that any UTF-8 encoder and HTML parser accept, cut to *limit* characters (not escaped):
+    control characters become spaces (an attribute stays on one line), bidi controls go, lone surrogates and
+    noncharacters become U+FFFD."""
+    text, _ = clean_text(str(value), limit)
+    return _NONCHARACTER.sub("\ufffd", text)
 
 
 def esc(value: object, limit: int = MAX_SHOWN) -> str:
@@ -195,11 +196,12 @@ def _scale(unit: str, high: float) -> tuple[float, str]:
     return 1.0, _AXIS_TITLE.get(unit, unit)
 
 
-def _nice_ticks(low: float, high: float, *, integer: bool) -> list[float]:
-    """Round tick values covering [low, high] (four or so steps of 1, 2, 2.5 or 5 × a power of ten)."""
+def _nice_ticks(low: float, high: float, *, integer: bool, finest: float = 0.0) -> list[float]:
+    """Round tick values covering [low, high] (four or so steps of 1, 2, 2.5 or 5 × a power of ten, none finer
+    than *finest*)."""
     if high <= low:
         high = low + 1.0
-    raw = (high - low) / 4
+    raw = max((high - low) / 4, finest)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
     if integer:
@@ -308,7 +310,9 @@ def time_chart(lines: Sequence[Series], *, start: float, end: float, chart_id: s
         # Amounts read against zero; a balance is read by its change, so its axis hugs the data.
         floor = data_low if unit == "usd" else min(0.0, data_low)
         divisor, axis = _scale(unit, max(abs(data_high), abs(floor)))
-        ticks = [t * divisor for t in _nice_ticks(floor / divisor, data_high / divisor, integer=unit == "count")]
+        # Cents at the finest: a near-flat balance (single-precision points) would otherwise tick by its noise.
+        ticks = [t * divisor for t in _nice_ticks(floor / divisor, data_high / divisor, integer=unit == "count",
+                                                  finest=0.01 if unit == "usd" else 0.0)]
         low, high = ticks[0], ticks[-1]
 
     def x(time: float) -> float:
@@ -371,8 +375,6 @@ def _step(runs: Sequence[_Run], x: _Map, y: _Map, index: int) -> str:
 # ----------------------------------------------------------------------------------------------------------
 # Small drawings for the tables.
 
-#: A canary's phases in the order they happen; only these are drawn (``total`` is their sum).
-PHASES = ("submit", "queue", "execute", "fetch")
 PHASE_BAR_WIDTH = 160
 PHASE_BAR_HEIGHT = 12
 
@@ -381,12 +383,12 @@ def phase_bar(phases: Sequence[tuple[str, float]], *, bar_id: str, width: float 
               height: float = PHASE_BAR_HEIGHT) -> str | None:
     """A stacked bar of a canary run's phases, each as wide as its share of their sum; None when there is
     nothing to draw (no phase reached, or all took no time)."""
-    drawn = [(name, seconds) for name, seconds in phases if name in PHASES and _finite(seconds) and seconds > 0]
+    drawn = [(name, seconds) for name, seconds in phases if name in CANARY_STEPS and _finite(seconds) and seconds > 0]
     total_phase = next((seconds for name, seconds in phases if name == "total"), None)
     total = sum(seconds for _, seconds in drawn)
     if not drawn or total <= 0:
         return None
-    words = ", ".join(f"{name} {format_seconds(seconds)}" for name, seconds in phases if name in PHASES)
+    words = ", ".join(f"{name} {format_seconds(seconds)}" for name, seconds in phases if name in CANARY_STEPS)
     title = f"Canary phases: {words}" + (f" (total {format_seconds(total_phase)})" if total_phase is not None else "")
     parts = [_open(bar_id, title, f"Share of each phase of the last canary run. {title}.", "phase-bar", width,
                    height)]

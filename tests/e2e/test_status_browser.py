@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from selenium.webdriver.common.by import By
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.browser import Browser, chromium
 from tests.e2e.procs import Proc, comfywatch_run, simulate
+from tests.e2e.promstack import wait_until
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 API_KEY = "comfyui-browser-test-key"
@@ -88,6 +88,8 @@ def _settled(base: str) -> dict[str, Any] | None:
     """The fleet once every target shows the state its simulator was set up for, with history to draw."""
     fleet: dict[str, Any] = httpx.get(f"{base}/api/v1/status", timeout=5).json()
     states = {t["name"]: t for t in fleet["targets"]}
+    if len(states) < 4:
+        return None
     ready = (
         states["gpu-a"]["state"] == "up" and (states["gpu-a"]["canary"] or {}).get("ok") is True
         and states["gpu-b"]["state"] == "degraded" and states["gpu-b"]["jobs_last_hour"]["failed"].get("oom")
@@ -102,21 +104,6 @@ def _settled(base: str) -> dict[str, Any] | None:
     return fleet if len(up_points) >= 30 else None
 
 
-def _eventually(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-        except (httpx.HTTPError, KeyError, StopIteration) as exc:
-            last = exc
-        else:
-            if result:
-                return result
-        time.sleep(0.2)  # a poll interval of a deadline wait, not a sleep standing in for a condition
-    raise AssertionError(f"{what} not reached within {timeout} s (last error: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("status-browser")
@@ -128,7 +115,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         simulate(tmp, "--cloud", "--cloud-api-key", API_KEY, "--fault", "inactive_subscription") as cloud,
         comfywatch_run(tmp, _config(healthy, failing, cloud, key_file, tmp)) as run,
     ):
-        _eventually(lambda: _settled(run.url), 60, "every target in its state")
+        wait_until(lambda: _settled(run.url), timeout=60 * TIMEOUT_FACTOR, what="every target in its state")
         yield run.url
 
 
@@ -213,14 +200,15 @@ def test_the_page_refreshes_in_place(daemon: str, browser: Browser) -> None:
         now = browser.script("return document.querySelector('footer time, main time').getAttribute('datetime')")
         return bool(now != first)
 
-    _eventually(refreshed, 40, "a refresh of the page's content")
+    wait_until(refreshed, timeout=40 * TIMEOUT_FACTOR, what="a refresh of the page's content")
     assert browser.script("return window.loadedOnce") is True, "the document was reloaded, not refreshed in place"
     assert _same_origin(daemon, browser.requests()) == []
     assert _errors(browser) == []
 
 
 def test_the_fleet_view_fits_a_phone(daemon: str, browser: Browser) -> None:
-    """At a phone's width the document itself does not scroll sideways (wide tables scroll in their own box)."""
+    """At a phone's width the document itself does not scroll sideways: the wide table scrolls in its own box,
+    and a refresh keeps that box where the reader scrolled it."""
     browser.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                    {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
     try:
@@ -228,6 +216,13 @@ def test_the_fleet_view_fits_a_phone(daemon: str, browser: Browser) -> None:
         overflow = browser.script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 1
+        box = "document.querySelector('main .table-wrap')"
+        assert browser.script(f"return {box}.scrollWidth > {box}.clientWidth + 200")
+        browser.script(f"{box}.scrollLeft = 150")
+        first = browser.script("return document.querySelector('main time').getAttribute('datetime')")
+        wait_until(lambda: browser.script("return document.querySelector('main time').getAttribute('datetime')")
+                   != first, timeout=40 * TIMEOUT_FACTOR, what="a refresh of the page's content")
+        assert browser.script(f"return {box}.scrollLeft") == 150
         assert _errors(browser) == []
     finally:
         browser.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

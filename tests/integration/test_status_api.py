@@ -291,8 +291,9 @@ async def test_a_workflow_the_server_would_refuse_is_workflow_broken(tmp_path: P
             assert problem["hint"] is None
 
 
-async def test_reloads_show_in_the_fleets_events(tmp_path: Path) -> None:
-    """A reload is an event of the fleet; a refused one too, with reload_success false until a good one."""
+async def test_reloads_show_in_the_events(tmp_path: Path) -> None:
+    """A reload is an event of the fleet and of every target; a refused one too, with reload_success false until
+    a good one."""
     async with await start_sim() as sim:
         text = config(target_toml(TARGET, sim.url))
         async with watching(text, tmp_path) as watch:
@@ -315,6 +316,9 @@ async def test_reloads_show_in_the_fleets_events(tmp_path: Path) -> None:
             status = await fleet(watch.base)
             assert [e["kind"] for e in status["events"]] == ["reload", "reload_failed", "reload"]
             assert status["reload_success"] is True
+            # A target's own page lists the reloads among its events, newest first.
+            kinds = [e["kind"] for e in (await target(watch.base))["events"]]
+            assert [kind for kind in kinds if kind.startswith("reload")] == ["reload", "reload_failed", "reload"]
 
 
 async def test_hostile_server_strings_stay_valid_and_bounded(tmp_path: Path) -> None:

@@ -111,3 +111,13 @@ async def test_the_pages_print_what_the_servers_did(tmp_path: Path, unused_tcp_p
 
             status, _ = await get(f"{base}/targets/nobody")
             assert status == 404
+
+
+async def test_any_page_number_gets_a_page(tmp_path: Path, unused_tcp_port: int) -> None:
+    """Whatever ``?page=`` holds (other scripts' digits, signs, huge numbers), the answer is a page, never a 500."""
+    config = config_toml(target_toml("refused", f"http://127.0.0.1:{unused_tcp_port}"))
+    async with running_daemon(config, tmp_path) as (_, base):
+        for query in ("%C2%B2", "%D9%A3", "-1", "1e3", "0", "99999999999", "abc", "%00", "1&page=2"):
+            status, page = await get(f"{base}/?page={query}")
+            assert status == 200, query
+            assert "refused" in page

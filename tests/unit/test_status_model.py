@@ -197,6 +197,24 @@ def test_a_down_target_says_why_and_lists_no_problems() -> None:
     assert row.hint == hint_for(Reason.TIMEOUT, URL)
 
 
+def test_a_down_target_shows_no_figures_from_its_last_answer() -> None:
+    """Its queue and memory are unknown while it is down: null in the row, gaps in every chart but up's."""
+    state = healthy(points=64, step=15.0)
+    state.apply_queue(queue(running=1, pending=2))
+    state.last_latency = 0.05
+    state.record_history(NOW - 30)
+    state.set_up(False, Reason.CONNECT, now=NOW - 15)
+    state.record_history(NOW)
+    row = summarize(state, NOW)
+    assert (row.queue_running, row.queue_pending, row.vram, row.ram) == (None, None, None, None)
+    view = detail(state, NOW)
+    points = {s.name: s.points[-3:] for s in view.series}
+    assert points["up"] == ((NOW - 30, 1.0), (NOW - 15, 0.0), (NOW, 0.0))
+    assert points["running"] == ((NOW - 30, 1.0), (NOW - 15, None), (NOW, None))
+    assert points["latency"][1:] == ((NOW - 15, None), (NOW, None))
+    assert points["vram_free"][1:] == ((NOW - 15, None), (NOW, None))
+
+
 def test_down_hints_name_the_address_or_speak_of_comfy_cloud() -> None:
     state = local(url="http://gpu-7.lan:8190")
     state.set_up(False, Reason.CONNECT, now=NOW)
@@ -387,7 +405,7 @@ def test_events_carry_their_hint_and_text() -> None:
     state.set_up(False, Reason.CONNECT, now=NOW - 100)
     state.set_up(True, now=NOW - 50)
     state.note_failure("queue", Reason.TIMEOUT, NOW - 40)
-    state.note_event("recovered", "queue", NOW - 30)
+    state.note_recovery("queue", NOW - 30)
     state.count_finished_job(Reason.OOM, None, now=NOW - 20)
     state.count_finished_job(Reason.OOM, None, now=NOW - 10)
     events = valid(as_json(detail(state, NOW)))["events"]
@@ -650,7 +668,7 @@ def hostile_state(text: str) -> TargetState:
     canary.runs, canary.success, canary.last_reason = 1, 0.0, Reason.VALIDATION
     canary.record_run(NOW - 1)
     state.note_failure(text, Reason.TIMEOUT, NOW - 2)
-    state.note_event("recovered", text, NOW - 1)
+    state.note_recovery(text, NOW - 1)
     state.last_latency = math.nan
     return state
 

@@ -51,9 +51,10 @@ def x_of(time: float) -> float:
     ('<script>alert(1)</script>', "&lt;script&gt;alert(1)&lt;/script&gt;"),
     ('"\'><img src=x onerror=alert(1)>', "&quot;&#x27;&gt;&lt;img src=x onerror=alert(1)&gt;"),
     ("a\ud800b", "a\ufffdb"),
-    ("a\x00b\x1b[2Jc", "a\ufffdb\ufffd[2Jc"),
-    ("tab\tnew\nline", "tab\ufffdnew\ufffdline"),
-    ("c1\x85del\x7f", "c1\ufffddel\ufffd"),
+    ("a\x00b\x1b[2Jc", "a b [2Jc"),
+    ("tab\tnew\nline", "tab new line"),
+    ("c1\x85del\x7f", "c1 del "),
+    ("bidi\u202eevil", "bidievil"),
     ("nonchar\ufdd0\U0001fffe", "nonchar\ufffd\ufffd"),
     ("ok ✓ ü 𝄞", "ok ✓ ü 𝄞"),
 ])

@@ -56,6 +56,35 @@
     to.appendChild(fragment);
   }
 
+  // The reader is using what would be replaced: a link or control inside <main> has the keyboard focus, or text
+  // in it is selected. Replacing it would throw either away; the refresh waits for the next period.
+  function busy(main) {
+    var focused = document.activeElement;
+    if (focused && focused !== document.body && main.contains(focused)) {
+      return true;
+    }
+    var selection = window.getSelection ? window.getSelection() : null;
+    return !!(selection && !selection.isCollapsed && selection.rangeCount > 0 &&
+              main.contains(selection.getRangeAt(0).commonAncestorContainer));
+  }
+
+  // Wide tables scroll sideways in their own box (phones): each box keeps its position, matched by order.
+  function sideways(main) {
+    var boxes = main.querySelectorAll(".table-wrap");
+    var positions = [];
+    for (var i = 0; i < boxes.length; i++) {
+      positions.push(boxes[i].scrollLeft);
+    }
+    return positions;
+  }
+
+  function restoreSideways(main, positions) {
+    var boxes = main.querySelectorAll(".table-wrap");
+    for (var i = 0; i < boxes.length && i < positions.length; i++) {
+      boxes[i].scrollLeft = positions[i];
+    }
+  }
+
   function apply(text) {
     var fresh = new DOMParser().parseFromString(text, "text/html");
     var freshMain = fresh.querySelector("main");
@@ -63,9 +92,14 @@
     if (!freshMain || !main) {
       throw new Error("no <main> in the page");
     }
+    if (busy(main)) {
+      return false;
+    }
     var x = window.scrollX;
     var y = window.scrollY;
+    var positions = sideways(main);
     replaceContents(main, freshMain);
+    restoreSideways(main, positions);
     var freshFooter = fresh.querySelector("footer");
     var footer = document.querySelector("footer");
     if (freshFooter && footer) {
@@ -75,6 +109,7 @@
       document.title = fresh.title;
     }
     window.scrollTo(x, y);
+    return true;
   }
 
   function refresh() {
@@ -103,8 +138,9 @@
         return response.text();
       })
       .then(function (text) {
-        apply(text);
-        markFresh();
+        if (apply(text)) {
+          markFresh();
+        }
       })
       .catch(function () {
         try {
