@@ -358,8 +358,9 @@ class TargetState:
         history = self.history
         if history.capacity <= 0 or not (changed or history.due(now)):
             return
-        if self.up != 1.0:
-            # What the last answer said is not what a down server holds now: a gap in every chart but up's.
+        if self.up != 1.0 or changed:
+            # What the last answer said is not what a down server holds now, nor what one that just came back holds
+            # (the rest of its poll has not read its queue yet): a gap in every chart but up's.
             history.append(now, (self.up, *(None,) * (len(history.columns) - 1)), always=True)
             return
         queue = self.queue

@@ -75,7 +75,8 @@ class SeriesTable:
 
     def due(self, now: float) -> bool:
         last = self.last_time
-        # A clock that stepped back is due at once (see append): waiting for it to catch up would leave a gap.
+        # A clock that stepped back is due at once (append drops what now lies in the future): waiting for it to
+        # catch up would leave a gap.
         return last is None or now < last or now - last >= self.step * (1.0 - STEP_SLACK)
 
     def append(self, now: float, values: Sequence[float | None], *, always: bool = False) -> bool:
@@ -84,14 +85,7 @@ class SeriesTable:
             return False
         last = self.last_time
         if last is not None and now < last:
-            if last - now > self.step:
-                # The clock stepped back further than a step: what was kept now lies in the future, and points
-                # stacked at its newest time would hide the present. Start over from now.
-                self._times = array("d")
-                self._values = [array("f") for _ in self.columns]
-                self._next = 0
-            else:
-                now = last  # a small step back: points stay in order, the charts draw no line backwards
+            self._drop_after(now)
         row = [math.nan if value is None else float(value) for value in values]
         if len(self._times) < self.capacity:
             self._times.append(now)
@@ -104,6 +98,14 @@ class SeriesTable:
                 column[self._next] = value
             self._next = (self._next + 1) % self.capacity
         return True
+
+    def _drop_after(self, now: float) -> None:
+        """Forget the points later than *now*: the clock stepped back, and they would sit in the future, ahead of
+        every point to come (the charts would draw the present behind them). Rare: the ring is rebuilt in order."""
+        kept = [i for i in self._order() if self._times[i] <= now]
+        self._times = array("d", (self._times[i] for i in kept))
+        self._values = [array("f", (column[i] for i in kept)) for column in self._values]
+        self._next = len(kept) % self.capacity
 
     def _order(self) -> Iterator[int]:
         size = len(self._times)

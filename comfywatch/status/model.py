@@ -17,7 +17,7 @@ from comfywatch.checks import LIVENESS_CHECKS
 from comfywatch.errors import Reason, hint_for
 from comfywatch.parse.text import clean as clean_text
 from comfywatch.state import CANARY_PHASES, TargetState
-from comfywatch.state.history import JOB_WINDOW_MINUTES, Event, EventLog
+from comfywatch.state.history import EVENTS_PER_TARGET, JOB_WINDOW_MINUTES, Event, EventLog
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -403,7 +403,7 @@ def detail(state: TargetState, now: float, *, daemon_events: EventLog | None = N
         events=tuple(sorted(
             _events(state.events, state.public_url, cloud=state.kind == "cloud")
             + (() if daemon_events is None else _events(daemon_events, None, cloud=False)),
-            key=lambda event: -event.time)),
+            key=lambda event: -event.time)[:EVENTS_PER_TARGET]),
         history_step=state.history.step,
         history_points=state.history.capacity)
 

@@ -206,6 +206,25 @@ def test_the_page_refreshes_in_place(daemon: str, browser: Browser) -> None:
     assert _errors(browser) == []
 
 
+def test_the_refresh_waits_while_text_is_selected(daemon: str, browser: Browser) -> None:
+    """A selection in ``<main>`` holds the refresh back (replacing the text would drop it), and the page says so;
+    once the selection goes, the next refresh brings the page up to date and the notice goes too."""
+    browser.get(f"{daemon}/targets/gpu-a")
+    generated = "return document.querySelector('main time').getAttribute('datetime')"
+    first = browser.script(generated)
+    browser.script("var range = document.createRange();"
+                   "range.selectNodeContents(document.querySelector('main h2'));"
+                   "getSelection().removeAllRanges(); getSelection().addRange(range);")
+    notice = "return document.getElementById('live').textContent"
+    wait_until(lambda: "paused" in browser.script(notice), timeout=40 * TIMEOUT_FACTOR, what="the pause notice")
+    assert browser.script(generated) == first
+    assert browser.script("return getSelection().toString()")
+    browser.script("getSelection().removeAllRanges()")
+    wait_until(lambda: browser.script(generated) != first, timeout=40 * TIMEOUT_FACTOR, what="a refresh")
+    assert browser.script(notice) == ""
+    assert _errors(browser) == []
+
+
 def test_the_fleet_view_fits_a_phone(daemon: str, browser: Browser) -> None:
     """At a phone's width the document itself does not scroll sideways: the wide table scrolls in its own box,
     and a refresh keeps that box where the reader scrolled it."""

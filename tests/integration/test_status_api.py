@@ -123,7 +123,9 @@ async def test_a_healthy_target_shows_the_simulators_figures(tmp_path: Path) -> 
             assert row(status)["jobs_last_hour"]["failed"] == {}
             assert row(status)["state"] == "up"
 
-            detail = await target(watch.base)
+            # The point recorded as the target came up has up alone; the figures come with the next ones.
+            detail = await target_until(watch.base, lambda d: any(v is not None for _, v in series(d, "vram_free")),
+                                        "a chart point with the server's figures")
             assert detail["target"]["name"] == TARGET
             assert detail["target"]["jobs_last_hour"] == {"finished": 2, "failed": {}}
             assert detail["history"] == {"step_seconds": 1.0, "points": 256}

@@ -276,7 +276,9 @@ def test_a_cloud_target_keeps_its_balance() -> None:
     assert state.cloud is not None
     state.cloud.balance_usd = 12.5
     state.set_up(True, now=T0)
-    assert state.history.column("balance") == [(T0, 12.5)]
+    state.record_history(T0 + 1)
+    # The point of the change of up has up alone: the poll has not read the rest yet.
+    assert state.history.column("balance") == [(T0, None), (T0 + 1, 12.5)]
 
 
 def test_history_points_zero_keeps_no_history() -> None:
@@ -305,19 +307,35 @@ def test_each_canary_run_is_a_point_whatever_the_step() -> None:
     assert canary.history.column("fetch") == [(T0, None), (T0 + 1, None), (T0 + 2, None)]
 
 
-def test_a_clock_stepping_back_a_little_keeps_the_points_in_order() -> None:
-    """Within a step, a point after the clock went back is kept at the newest time, not before it."""
+def test_a_clock_stepping_back_drops_only_the_points_now_in_the_future() -> None:
+    """The points later than the stepped-back clock go (they would sit ahead of every point to come); the rest
+    stay, in order, and the series goes on from now."""
     table = SeriesTable(("up",), 8, 15.0)
-    table.append(T0 + 100, [1.0])
-    assert table.append(T0 + 90, [0.0])
-    assert table.column("up") == [(T0 + 100, 1.0), (T0 + 100, 0.0)]
-
-
-def test_a_clock_stepping_back_far_starts_the_series_over() -> None:
-    """An hour back: the points kept lie in the future; the series goes on from now instead of stalling."""
-    table = SeriesTable(("up",), 8, 15.0)
-    for i in range(4):
+    for i in range(6):
         table.append(T0 + 15 * i, [1.0])
-    assert table.append(T0 - 3600, [0.0])
-    assert table.append(T0 - 3585, [1.0])
-    assert table.column("up") == [(T0 - 3600, 0.0), (T0 - 3585, 1.0)]
+    assert table.append(T0 + 40, [0.0])  # back from T0 + 75 to T0 + 40: due at once
+    assert table.column("up") == [(T0, 1.0), (T0 + 15, 1.0), (T0 + 30, 1.0), (T0 + 40, 0.0)]
+    assert not table.append(T0 + 45, [1.0])  # and then a step apart again
+    assert table.append(T0 + 55, [1.0])
+
+
+def test_a_full_ring_keeps_its_order_across_a_step_back() -> None:
+    table = SeriesTable(("v",), 4, 0.0)
+    for i in range(10):
+        table.append(T0 + i, [float(i)])
+    table.append(T0 + 7.5, [-1.0])
+    assert table.column("v") == [(T0 + 6, 6.0), (T0 + 7, 7.0), (T0 + 7.5, -1.0)]
+    for i in range(3):
+        table.append(T0 + 8 + i, [float(i)])
+    assert [t for t, _ in table.column("v")] == [T0 + 7, T0 + 7.5, T0 + 8, T0 + 9, T0 + 10][-4:]
+
+
+def test_a_canarys_runs_survive_a_small_step_back() -> None:
+    """A canary's table keeps every run (step 0): a step back of a fraction of a second costs at most the run
+    recorded in that fraction, not the table."""
+    table = SeriesTable(("ok",), 256, 0.0)
+    for i in range(100):
+        table.append(T0 + 60 * i, [1.0], always=True)
+    table.append(T0 + 60 * 99 - 0.2, [0.0], always=True)
+    assert len(table) == 100
+    assert table.column("ok")[-1] == (T0 + 60 * 99 - 0.2, 0.0)

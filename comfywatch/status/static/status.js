@@ -10,6 +10,7 @@
   var inFlight = false;
   var lastAttempt = 0;
   var staleSince = null;
+  var lastApplied = Date.now();
 
   if (!window.fetch || !window.DOMParser || !document.querySelector) {
     return;
@@ -56,16 +57,37 @@
     to.appendChild(fragment);
   }
 
-  // The reader is using what would be replaced: a link or control inside <main> has the keyboard focus, or text
-  // in it is selected. Replacing it would throw either away; the refresh waits for the next period.
+  // The reader is using what would be replaced: a link in <main> has the keyboard focus (not a mouse click's,
+  // which stays after a click that opened a tab), or text in it is selected. Replacing it would throw either
+  // away, so the refresh waits, for MAX_PAUSES periods at most and saying so: figures are never old unawares.
+  var MAX_PAUSES = 4;
+  var pauses = 0;
+
+  function keyboardFocus(element) {
+    try {
+      return element.matches(":focus-visible");
+    } catch (unsupported) {
+      return false;
+    }
+  }
+
   function busy(main) {
     var focused = document.activeElement;
-    if (focused && focused !== document.body && main.contains(focused)) {
+    if (focused && focused !== document.body && main.contains(focused) && keyboardFocus(focused)) {
       return true;
     }
     var selection = window.getSelection ? window.getSelection() : null;
-    return !!(selection && !selection.isCollapsed && selection.rangeCount > 0 &&
-              main.contains(selection.getRangeAt(0).commonAncestorContainer));
+    return !!(selection && !selection.isCollapsed && selection.containsNode &&
+              selection.containsNode(main, true));
+  }
+
+  function markPaused() {
+    var element = live();
+    if (element) {
+      element.className = "live paused";
+      element.textContent = "Refresh paused while you select text or use the keyboard on the page; figures " +
+        "as of " + clock(new Date(lastApplied)) + ".";
+    }
   }
 
   // Wide tables scroll sideways in their own box (phones): each box keeps its position, matched by order.
@@ -92,9 +114,12 @@
     if (!freshMain || !main) {
       throw new Error("no <main> in the page");
     }
-    if (busy(main)) {
+    if (pauses < MAX_PAUSES && busy(main)) {
+      pauses += 1;
+      markPaused();
       return false;
     }
+    pauses = 0;
     var x = window.scrollX;
     var y = window.scrollY;
     var positions = sideways(main);
@@ -109,6 +134,7 @@
       document.title = fresh.title;
     }
     window.scrollTo(x, y);
+    lastApplied = Date.now();
     return true;
   }
 
