@@ -44,6 +44,11 @@ class SystemStats:
     devices: tuple[Device, ...]
 
     @property
+    def gpu(self) -> Device | None:
+        """The first device whose VRAM figures mean something; None on a CPU-only server."""
+        return next((device for device in self.devices if device.vram_meaningful), None)
+
+    @property
     def listens_on_all_interfaces(self) -> bool:
         """True when ``--listen`` was given bare or with a wildcard address (reachable from the network)."""
         args = list(self.argv)

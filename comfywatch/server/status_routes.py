@@ -15,7 +15,7 @@ from importlib import resources
 from aiohttp import web
 
 from comfywatch.status import html
-from comfywatch.status.model import StatusInputs, TargetDetail, as_json, detail, fleet
+from comfywatch.status.model import FleetStatus, StatusInputs, TargetDetail, as_json, detail, fleet
 
 __all__ = ["StatusSource", "add_status_routes"]
 
@@ -39,32 +39,32 @@ def _page_number(request: web.Request) -> int:
 def add_status_routes(app: web.Application, source: StatusSource) -> None:
     static = {name: _static(name) for name in _STATIC_TYPES}
 
-    def _target(request: web.Request, inputs: StatusInputs) -> TargetDetail:
+    def _fleet() -> FleetStatus:
+        inputs = source()
+        return fleet(inputs.states, time.time(), events=inputs.events, reload_success=inputs.reload_success)
+
+    def _target(request: web.Request) -> TargetDetail:
+        inputs = source()
         name = request.match_info["name"]
         state = next((s for s in inputs.states if s.name == name), None)
         if state is None:
             raise web.HTTPNotFound(text="no such target\n")
-        # The step the target's series were kept with, not the configuration's: a reload does not rebuild them.
         return detail(state, time.time(), daemon_events=inputs.events)
 
     async def fleet_page(request: web.Request) -> web.Response:
-        inputs = source()
-        status = fleet(inputs.states, time.time(), events=inputs.events, reload_success=inputs.reload_success)
-        return web.Response(text=html.render_fleet(status, page=_page_number(request)), content_type="text/html",
+        return web.Response(text=html.render_fleet(_fleet(), page=_page_number(request)), content_type="text/html",
                             headers=_NO_STORE)
 
     async def target_page(request: web.Request) -> web.Response:
-        return web.Response(text=html.render_target(_target(request, source())), content_type="text/html",
+        return web.Response(text=html.render_target(_target(request)), content_type="text/html",
                             headers=_NO_STORE)
 
     async def fleet_json(request: web.Request) -> web.Response:
-        inputs = source()
-        status = fleet(inputs.states, time.time(), events=inputs.events, reload_success=inputs.reload_success)
-        return web.Response(text=json.dumps(as_json(status), allow_nan=False),
+        return web.Response(text=json.dumps(as_json(_fleet()), allow_nan=False),
                             content_type="application/json", headers=_NO_STORE)
 
     async def target_json(request: web.Request) -> web.Response:
-        document = as_json(_target(request, source()))
+        document = as_json(_target(request))
         return web.Response(text=json.dumps(document, allow_nan=False),
                             content_type="application/json", headers=_NO_STORE)
 

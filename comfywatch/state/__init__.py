@@ -267,7 +267,6 @@ class TargetState:
         # The status page's memory (see comfywatch.state.history): bounded whatever happens.
         self.history = SeriesTable(CLOUD_HISTORY_COLUMNS if cloud else LOCAL_HISTORY_COLUMNS, history_points,
                                    history_step)
-        self._history_points = history_points
         self.events = EventLog()
         self.recent_jobs = JobWindow()
         #: The main poll request's last duration (seconds), for the latency series.
@@ -329,7 +328,7 @@ class TargetState:
             state = self.canaries[name] = CanaryState(
                 name, failures=dict.fromkeys(self._canary_reasons, 0),
                 duration=Histogram(CANARY_BUCKETS_FULL if self.full_detail else CANARY_BUCKETS),
-                history=SeriesTable(CANARY_HISTORY_COLUMNS, self._history_points, 0.0))
+                history=SeriesTable(CANARY_HISTORY_COLUMNS, self.history.capacity, 0.0))
         return state
 
     def set_up(self, up: bool, reason: Reason | None = None, now: float | None = None) -> None:
@@ -371,8 +370,8 @@ class TargetState:
             row = (*head, self.cloud.balance_usd)
         else:
             system = self.system
-            device = next((d for d in system.devices if d.vram_meaningful), None) if system is not None else None
-            row = (*head, None if device is None else device.vram_free, None if system is None else system.ram_free)
+            gpu = None if system is None else system.gpu
+            row = (*head, None if gpu is None else gpu.vram_free, None if system is None else system.ram_free)
         history.append(now, row, always=True)
 
     def apply_system(self, stats: SystemStats, phases: PhaseTimes | None) -> None:

@@ -329,7 +329,7 @@ def summarize(state: TargetState, now: float) -> TargetSummary:
     reason = state.up_reason if status == "down" else None
     # A down server's last answer is not what it holds now: its queue and memory are unknown.
     system = state.system if status != "down" else None
-    device = next((d for d in system.devices if d.vram_meaningful), None) if system is not None else None
+    gpu = None if system is None else system.gpu
     queue = state.queue if status != "down" else None
     finished, failed = state.recent_jobs.totals(now)
     failure = state.last_failure
@@ -343,7 +343,7 @@ def summarize(state: TargetState, now: float) -> TargetSummary:
         queue_pending=None if queue is None else queue.pending,
         oldest_pending_seconds=None if queue is None or not queue.pending else queue.oldest_pending_seconds,
         running_seconds=None if queue is None or not queue.running else queue.running_seconds,
-        vram=None if device is None else _memory(device.vram_free, device.vram_total),
+        vram=None if gpu is None else _memory(gpu.vram_free, gpu.vram_total),
         ram=None if system is None else _memory(system.ram_free, system.ram_total),
         canary=_canary(state),
         jobs_finished_hour=finished,
@@ -393,7 +393,7 @@ def detail(state: TargetState, now: float, *, daemon_events: EventLog | None = N
     since = now - WINDOW
     series = tuple(
         Series(column, *_SERIES[column], tuple(state.history.column(column, since)))
-        for column in state.history.columns if column in _SERIES)
+        for column in state.history.columns)
     canaries = tuple(
         (_cut(name), tuple(Series(column, title, "seconds", tuple(canary.history.column(column, since)))
                            for column, title in _CANARY_SERIES.items()))

@@ -73,14 +73,19 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def _byte_unit(size: float) -> tuple[int, str]:
+    """The largest binary unit *size* bytes reach, as (bytes in it, its name)."""
+    for factor, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= factor:
+            return factor, unit
+    return 1, "B"
+
+
 def format_bytes(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return DASH
-    size = abs(value)
-    for factor, unit in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if size >= factor:
-            return f"{value / factor:.1f} {unit}"
-    return f"{value:.0f} B"
+    factor, unit = _byte_unit(abs(value))
+    return f"{value:.0f} B" if factor == 1 else f"{value / factor:.1f} {unit}"
 
 
 def format_seconds(value: float | None) -> str:
@@ -183,10 +188,8 @@ def _runs(points: Sequence[tuple[float, float | None]], start: float, end: float
 def _scale(unit: str, high: float) -> tuple[float, str]:
     """(divisor, unit name) the axis shows values in, picked by the largest value."""
     if unit == "bytes":
-        for factor, name in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-            if high >= factor:
-                return float(factor), name
-        return 1.0, "B"
+        factor, name = _byte_unit(high)
+        return float(factor), name
     if unit == "seconds":
         if high < 1:
             return 0.001, "ms"
