@@ -6,8 +6,8 @@ check's own code path for ``--rounds`` refreshes: ``catalog.observe`` (``/object
 fingerprint) and ``observe_log``, and lints ``--workflows`` copies of a recorded workflow against the catalogue.
 Reported: bytes received per refresh (the server counts them), comfywatch's CPU per refresh
 (``time.process_time``: the server is another process), wall time, and the CPU of an idle wake-up (the check
-runs every minute and sends nothing when nothing changed). Per hour: the default (2 refreshes + 60 wake-ups)
-against reading the catalogue on every 15 s poll (240 refreshes). The server's own cost of building
+wakes every ``CHECK_INTERVAL`` and sends nothing when nothing changed). Per hour: the default (2 refreshes and
+the wake-ups) against reading the catalogue on every 15 s poll (240 refreshes). The server's own cost of building
 ``/object_info`` is not measured here (no real ComfyUI on this machine); the recording's request took 55.9 ms.
 
     .venv/bin/python bench/catalog.py [--rounds 20] [--workflows 10]
@@ -107,9 +107,11 @@ def main() -> int:
     print(json.dumps(result))
     print(f"per refresh ({result['classes']:.0f} classes, {args.workflows} workflows): {sent / 1e3:.0f} KB, "
           f"{refresh_cpu * 1e3:.1f} ms CPU, {result['wall'] * 1e3:.1f} ms wall; idle wake-up {idle_cpu * 1e6:.1f} µs")
-    default = 2 * refresh_cpu + 60 * idle_cpu
+    wakeups = round(3600 / catalog_check.CHECK_INTERVAL)
+    default = 2 * refresh_cpu + wakeups * idle_cpu
     every_poll = 240 * refresh_cpu
-    print(f"per target per hour, default (2 refreshes + 60 wake-ups): {2 * sent / 1e6:.2f} MB, {default:.3f} s CPU")
+    print(f"per target per hour, default (2 refreshes + {wakeups} wake-ups): {2 * sent / 1e6:.2f} MB, "
+          f"{default:.3f} s CPU")
     print(f"per target per hour, on every 15 s poll (240 refreshes): {240 * sent / 1e6:.1f} MB, {every_poll:.2f} s CPU")
     print(f"1000 targets, default: {2000 * sent / 1e9:.2f} GB/h, {default * 1000 / 3600 * 100:.2f} % of a core")
     return 0
