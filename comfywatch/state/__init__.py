@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -217,7 +218,7 @@ class TargetState:
         self.seen_jobs = SeenSet()
         #: The last /queue read (snapshot, server clock offset), re-observed by polls that skip the read.
         self.last_queue: tuple[QueueSnapshot, float] | None = None
-        self.quiet = QuietQueue(quiet_max_skips)
+        self.quiet = QuietQueue(quiet_max_skips, stagger=zlib.crc32(name.encode("utf-8", "surrogatepass")))
         #: Set by the monitoring WebSocket: connections made, and queue-change (``status``) frames received.
         self.monitor_connection = 0
         self.monitor_status_frames = 0

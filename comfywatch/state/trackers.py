@@ -168,15 +168,18 @@ class QuietQueue:
     while it runs makes the next poll a full one again.
     """
 
-    def __init__(self, max_skips: int) -> None:
+    def __init__(self, max_skips: int, stagger: int = 0) -> None:
         self.max_skips = max_skips
         self._mark: tuple[int, int] | None = None
         self._skips = 0
+        #: Skips taken as already made at the first mark (*stagger* modulo ``max_skips + 1``): a fleet started
+        #: together would otherwise make all its full reads in the same one poll of every ``max_skips + 1``.
+        self._first_skips = stagger % (max_skips + 1)
 
     def mark(self, connection: int, frames: int) -> None:
         """A full read that started at (*connection*, *frames*) succeeded."""
         self._mark = (connection, frames)
-        self._skips = 0
+        self._skips, self._first_skips = self._first_skips, 0
 
     def forget(self) -> None:
         """A full read failed: the next poll reads again."""

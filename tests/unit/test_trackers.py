@@ -332,6 +332,22 @@ class TestQuietQueue:
         quiet.forget()
         assert not quiet.may_skip(True, 1, 5)
 
+    def test_a_stagger_shortens_only_the_first_run_of_skips(self) -> None:
+        """Targets started together make their full reads in different polls: the stagger counts skips as done
+        at the first mark only (modulo max_skips + 1), and every later run of skips is whole."""
+        runs = []
+        for stagger in range(8):
+            quiet = QuietQueue(3, stagger=stagger)
+            quiet.mark(1, 5)
+            first = [quiet.may_skip(True, 1, 5) for _ in range(4)]
+            quiet.mark(1, 5)
+            assert [quiet.may_skip(True, 1, 5) for _ in range(4)] == [True, True, True, False]
+            runs.append(first.index(False))
+        assert runs == [3, 2, 1, 0, 3, 2, 1, 0]
+        never = QuietQueue(0, stagger=7)
+        never.mark(1, 5)
+        assert not never.may_skip(True, 1, 5)
+
     def test_zero_skips_means_always_read(self) -> None:
         """Long intervals (a minute or more) never skip."""
         quiet = QuietQueue(0)
