@@ -18,12 +18,13 @@ the server's log (``/internal/logs/raw``) for the node packs that failed to impo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ import structlog
 
 from comfywatch.checks import CheckSkipped
 from comfywatch.checks.context import TargetContext
-from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.errors import Reason
 from comfywatch.parse.catalog import Catalog, catalog_from
@@ -43,7 +44,8 @@ from comfywatch.workflows import MAX_WORKFLOW_FILES, WorkflowError, workflow_fil
 from comfywatch.workflows.lint import NodeSpec, WorkflowFormat, detect_format, lint_workflow, parse_object_info
 
 __all__ = [
-    "CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "ReadPacer", "lint_verdicts", "observe", "observe_log",
+    "CHECK_INTERVAL", "CatalogCheck", "CatalogObservation", "FleetReads", "ReadPacer", "SummaryCache", "lint_verdicts",
+    "observe", "observe_log",
 ]
 
 log = structlog.get_logger("comfywatch.catalog")
@@ -125,6 +127,20 @@ class CatalogObservation:
     catalog: Catalog
 
 
+async def _fetch(api: LocalApi) -> tuple[HttpResult, dict[str, tuple[str, ...]]]:
+    # The folders first: the decoded catalogue (megabytes of objects) is then held only while it is parsed.
+    models = await _models(api)
+    return await api.object_info_response(), models
+
+
+async def _catalog(api: LocalApi, response: HttpResult, models: Mapping[str, Sequence[str]],
+                   stats: SystemStats | None) -> CatalogObservation:
+    object_info = api.decode_object_info(response)
+    # Parsing megabytes of catalogue is CPU work: off the event loop the other targets are polled on.
+    catalog = await asyncio.to_thread(catalog_from, object_info, models, stats)
+    return CatalogObservation(object_info, catalog)
+
+
 async def observe(ctx: TargetContext, stats: SystemStats | None) -> CatalogObservation:
     """Read the node catalogue and every model folder (*stats*: the server's versions, if known).
 
@@ -132,12 +148,54 @@ async def observe(ctx: TargetContext, stats: SystemStats | None) -> CatalogObser
         RequestFailed: ``/object_info`` or ``/models`` could not be read.
     """
     api = ctx.local_api()
-    # The folders first: the decoded catalogue (megabytes of objects) is then held only while it is parsed.
-    models = await _models(api)
-    object_info = await api.object_info()
-    # Parsing megabytes of catalogue is CPU work: off the event loop the other targets are polled on.
-    catalog = await asyncio.to_thread(catalog_from, object_info, models, stats)
-    return CatalogObservation(object_info, catalog)
+    response, models = await _fetch(api)
+    return await _catalog(api, response, models, stats)
+
+
+def _summary(catalog: Catalog) -> CatalogSummary:
+    return CatalogSummary(catalog.node_classes, len(catalog.packs), tuple(sorted(catalog.model_counts.items())),
+                          catalog.nodes_hash, catalog.models_hash)
+
+
+class SummaryCache:
+    """The summaries of the last few catalogues read, by a digest of exactly what was read (the ``/object_info``
+    bytes and the model lists): the same bytes again (the next refresh of an unchanged server, or another server
+    of an identical pool) cost a digest instead of decoding and parsing a megabyte of JSON. A summary holds
+    counts and fingerprints only, so one target learns nothing from another's entry it could not read itself.
+    Reads of the same bytes at the same time wait for the first one's parse."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._entries: OrderedDict[bytes, asyncio.Future[CatalogSummary]] = OrderedDict()
+
+    @staticmethod
+    def key(object_info: bytes, models: Mapping[str, Sequence[str]]) -> bytes:
+        digest = hashlib.blake2b(object_info, digest_size=16)
+        digest.update(json.dumps(models, sort_keys=True, ensure_ascii=True).encode())
+        return digest.digest()
+
+    async def summary(self, key: bytes, parse: Callable[[], Awaitable[CatalogSummary]]) -> CatalogSummary:
+        """The summary of *key*: remembered, another read's parse in progress, or else ``await parse()``."""
+        while (pending := self._entries.get(key)) is not None:
+            # Not awaited directly: a parse that fails (or whose check is cancelled) is cancelled, and then this
+            # read parses for itself.
+            await asyncio.wait({pending})
+            if not pending.cancelled():
+                self._entries.move_to_end(key)
+                return pending.result()
+        future: asyncio.Future[CatalogSummary] = asyncio.get_running_loop().create_future()
+        self._entries[key] = future
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        try:
+            summary = await parse()
+        except BaseException:
+            if self._entries.get(key) is future:
+                del self._entries[key]
+            future.cancel()
+            raise
+        future.set_result(summary)
+        return summary
 
 
 async def observe_log(ctx: TargetContext) -> ServerLog | None:
@@ -179,14 +237,24 @@ class ReadPacer:
         return wait
 
 
+@dataclass
+class FleetReads:
+    """What the catalogue checks of a daemon's targets share."""
+
+    pacer: ReadPacer = field(default_factory=ReadPacer)
+    summaries: SummaryCache = field(default_factory=SummaryCache)
+
+
 class CatalogCheck:
     """One target's catalogue refresh (the check's state: when it last read, and what the target looked like).
-    With a *pacer*, every read waits for its turn (see :class:`ReadPacer`)."""
+    Within a *fleet*, every read waits for its turn and summaries are shared (:class:`FleetReads`); alone, the
+    check reads at once and remembers its own last read."""
 
-    def __init__(self, workflows: Sequence[Path], refresh_after: float, pacer: ReadPacer | None = None) -> None:
+    def __init__(self, workflows: Sequence[Path], refresh_after: float, fleet: FleetReads | None = None) -> None:
         self.workflows = tuple(workflows)
         self.refresh_after = refresh_after
-        self.pacer = pacer
+        self.pacer = fleet.pacer if fleet is not None else None
+        self.summaries = fleet.summaries if fleet is not None else SummaryCache(1)
         self._reconnects: int | None = None
         self._version: str | None = None
         self._next_refresh = 0.0
@@ -219,12 +287,18 @@ class CatalogCheck:
         # Taken before the requests: a restart during them is seen at the next run.
         reconnects, version = ctx.state.monitor_reconnects, ctx.state.server_version
         state = ctx.state
-        observation = await observe(ctx, state.system)
-        catalog = observation.catalog
-        state.catalog = CatalogSummary(catalog.node_classes, len(catalog.packs), tuple(sorted(
-            catalog.model_counts.items())), catalog.nodes_hash, catalog.models_hash)
+        api = ctx.local_api()
+        response, models = await _fetch(api)
         if self.workflows:
+            # Watched workflows are linted against every read: their files may have changed since.
+            observation = await _catalog(api, response, models, state.system)
+            state.catalog = _summary(observation.catalog)
             state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, observation.object_info)
+        else:
+            async def parse() -> CatalogSummary:
+                return _summary((await _catalog(api, response, models, state.system)).catalog)
+
+            state.catalog = await self.summaries.summary(SummaryCache.key(response.body, models), parse)
         try:
             log = await observe_log(ctx)
         except RequestFailed:

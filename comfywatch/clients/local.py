@@ -153,10 +153,20 @@ class LocalApi:
         params = {"filename": filename, "subfolder": subfolder, "type": kind}
         return await self.http.request("GET", self.prefix + "/view", endpoint="view", params=params)
 
-    async def object_info(self, class_type: str | None = None) -> dict[str, Any]:
-        route = "/object_info" if class_type is None else f"/object_info/{class_type}"
-        body, _ = await self._get(route, "object_info", _identity, timeout=max(self.http.settings.timeout, 30.0))
-        return dict(as_map(body, "$"))
+    async def object_info(self) -> dict[str, Any]:
+        return self.decode_object_info(await self.object_info_response())
+
+    async def object_info_response(self) -> HttpResult:
+        """``/object_info`` as received, not decoded yet (:meth:`decode_object_info`): a caller that has seen the
+        same bytes before can skip decoding megabytes of JSON."""
+        # Building it may take a server with many node packs seconds: 30 s at least.
+        return await self.http.request("GET", self.prefix + "/object_info", endpoint="object_info",
+                                       timeout=max(self.http.settings.timeout, 30.0))
+
+    def decode_object_info(self, response: HttpResult) -> dict[str, Any]:
+        """The catalogue of an :meth:`object_info_response`; a body that is not a JSON object is counted and
+        raised as ``invalid_response``."""
+        return dict(as_map(self.http.decode(response, "object_info", _identity), "$"))
 
     async def model_folders(self) -> tuple[str, ...]:
         folders, _ = await self._get("/models", "models", parse_model_folders)

@@ -14,7 +14,7 @@ from comfywatch.checks import queue as queue_check
 from comfywatch.checks import system as system_check
 from comfywatch.checks.budget import DailyBudget
 from comfywatch.checks.canary import CanaryApi, CanaryRunner, apply_result
-from comfywatch.checks.catalog import CatalogCheck, ReadPacer
+from comfywatch.checks.catalog import CatalogCheck, FleetReads
 from comfywatch.checks.context import TargetContext, ssl_context_for
 from comfywatch.clients.cloud import CloudApi
 from comfywatch.clients.local import LocalApi
@@ -29,18 +29,18 @@ log = structlog.get_logger("comfywatch.daemon")
 LOCAL_POLLS: dict[str, Check] = {"system": system_check.run, "queue": queue_check.run, "jobs": jobs_check.run}
 
 
-def plan_checks(config: Config, context: TargetContext, catalog_pacer: ReadPacer | None = None) -> list[CheckSpec]:
-    """Every check of one target: the polls, network and catalogue checks of a local server (its catalogue reads
-    taking turns from *catalog_pacer*, shared by the fleet), a Cloud account's checks, and the canary of either."""
+def plan_checks(config: Config, context: TargetContext, catalogs: FleetReads | None = None) -> list[CheckSpec]:
+    """Every check of one target: the polls, network and catalogue checks of a local server (the catalogue's reads
+    in turn with the rest of the fleet's *catalogs*), a Cloud account's checks, and the canary of either."""
     if context.local is not None:
-        return _local_checks(config, context, context.local, catalog_pacer)
+        return _local_checks(config, context, context.local, catalogs)
     if context.cloud is not None:
         return _cloud_checks(config, context, context.cloud)
     return []
 
 
 def _local_checks(config: Config, context: TargetContext, local: LocalApi,
-                  catalog_pacer: ReadPacer | None) -> list[CheckSpec]:
+                  catalogs: FleetReads | None) -> list[CheckSpec]:
     target, interval, request_timeout = context.config, context.interval, context.request_timeout
     # A check should end before its next run is due (or max_instances=1 skips runs), but never before its
     # own request timeout (a request cut by the check's deadline would go uncounted), nor after the interval.
@@ -51,7 +51,7 @@ def _local_checks(config: Config, context: TargetContext, local: LocalApi,
     # Twice the request timeout: DNS, connect and (https) two TLS handshakes run in sequence.
     specs.append(CheckSpec("network", max(interval, 300.0), time_budget + request_timeout, network_check.run))
     watched = [watch.path for watch in config.workflows if watch.watches(target)]
-    catalog = CatalogCheck(watched, config.defaults.catalog_interval, catalog_pacer)
+    catalog = CatalogCheck(watched, config.defaults.catalog_interval, catalogs)
     # /object_info may take the server seconds to build: the client gives it 30 s at least.
     specs.append(CheckSpec("catalog", catalog_check.CHECK_INTERVAL, catalog_check.CHECK_INTERVAL - 5.0, catalog.check))
     workflow = _canary_workflow(target)

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from comfywatch.checks import LIVENESS_CHECKS, POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
-from comfywatch.checks.catalog import ReadPacer
+from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
@@ -182,8 +182,8 @@ class Daemon:
         self.scrapes = ScrapeClock()
         #: Reloads, for the status page.
         self.events = EventLog()
-        #: Turns for every target's catalogue reads (a fleet coming up together reads its catalogues in turn).
-        self.catalog_pacer = ReadPacer()
+        #: Shared by every target's catalogue check: a fleet coming up together reads its catalogues in turn.
+        self.catalogs = FleetReads()
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -304,7 +304,7 @@ class Daemon:
         now = datetime.now(UTC)
         name = runtime.config.name
         groups: dict[tuple[str, float], list[CheckSpec]] = {}
-        for spec in plan_checks(config, runtime, self.catalog_pacer):
+        for spec in plan_checks(config, runtime, self.catalogs):
             groups.setdefault((spec.group or spec.name, spec.interval), []).append(spec)
         polls: dict[float, list[CheckSpec]] = {}
         jobs: list[_Job] = []

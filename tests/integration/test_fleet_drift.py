@@ -4,7 +4,12 @@ a pool shows as a fingerprint the others do not share."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from comfywatch.checks import catalog as catalog_check
+from comfywatch.parse.catalog import catalog_from
 from comfywatch.sim.admin import start_sim
 from tests.helpers import Metrics, eventually, running_daemon, scrape
 from tests.integration.conftest import config_toml, target_toml
@@ -47,3 +52,33 @@ async def test_identical_members_share_fingerprints_until_one_is_redeployed(tmp_
             assert m.value("comfyui_models", target="b", folder="checkpoints") == 1.0
             assert m.value("comfyui_models", target="a", folder="checkpoints") is None
             assert m.value("comfyui_node_classes", target="b") == classes - 1
+
+
+async def test_a_pool_parses_one_catalogue_for_identical_members(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three members serving the same /object_info and model lists: the daemon decodes and parses that catalogue
+    once and gives all three its counts and fingerprints; a member redeployed differently is parsed anew."""
+    parsed: list[int] = []
+
+    def counting(object_info: object, models: Any, stats: Any) -> Any:
+        parsed.append(1)
+        return catalog_from(object_info, models, stats)
+
+    monkeypatch.setattr(catalog_check, "catalog_from", counting)
+    async with await start_sim(targets=3) as sim:
+        config = config_toml(*(_pooled(name, sim.target_url(index)) for index, name in enumerate("abc")))
+        async with running_daemon(config, tmp_path) as (_daemon, base):
+            m = await eventually(lambda: scrape(f"{base}/metrics"),
+                                 lambda m: all(_hashes(m, name) is not None for name in "abc"),
+                                 what="three catalogues read")
+            assert _hashes(m, "a") == _hashes(m, "b") == _hashes(m, "c"), m.text
+            assert m.value("comfyui_node_classes", target="c") == m.value("comfyui_node_classes", target="a")
+            assert len(parsed) == 1
+
+            before = _hashes(m, "c")
+            await sim.deploy(2, remove=["ImageScale"])
+            await sim.restart(2)
+            m = await eventually(lambda: scrape(f"{base}/metrics"), lambda m: _hashes(m, "c") != before,
+                                 what="the redeployed member's new fingerprint")
+            assert len(parsed) == 2
+            assert _hashes(m, "a") == before

@@ -1,5 +1,6 @@
 """Catalogue reads take turns across the fleet: a burst at once, then a steady rate; a read whose turn is too far
-off is left to a later run of its check, and a server that went down while its read waited is not read."""
+off is left to a later run of its check, and a server that went down while its read waited is not read. Reads of
+bytes already parsed (or being parsed) take that parse's summary."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any, cast
 import pytest
 
 from comfywatch.checks import CheckSkipped
-from comfywatch.checks.catalog import CatalogCheck, ReadPacer
+from comfywatch.checks.catalog import CatalogCheck, FleetReads, ReadPacer, SummaryCache
 from comfywatch.checks.context import TargetContext
-from comfywatch.state import TargetState
+from comfywatch.state import CatalogSummary, TargetState
 
 
 class Clock:
@@ -70,7 +71,7 @@ def _context(up: float | None = 1.0) -> TargetContext:
 
 
 async def test_a_read_without_a_turn_is_left_to_a_later_run() -> None:
-    check = CatalogCheck((), 1800.0, ReadPacer(rate=1.0 / 1e6, burst=1))
+    check = CatalogCheck((), 1800.0, FleetReads(ReadPacer(rate=1.0 / 1e6, burst=1)))
     with pytest.raises(Reached):
         await check.check(_context())  # the first read has the burst's turn
     with pytest.raises(CheckSkipped, match="queued"):
@@ -79,7 +80,7 @@ async def test_a_read_without_a_turn_is_left_to_a_later_run() -> None:
 
 async def test_a_read_waits_for_its_turn() -> None:
     """The second read of a pacer allowing 20 a second starts 50 ms after the first."""
-    check = CatalogCheck((), 1800.0, ReadPacer(rate=20.0, burst=1))
+    check = CatalogCheck((), 1800.0, FleetReads(ReadPacer(rate=20.0, burst=1)))
     with pytest.raises(Reached):
         await check.check(_context())
     started = time.monotonic()
@@ -94,7 +95,7 @@ async def test_a_server_down_after_its_wait_is_not_read() -> None:
     pacer = ReadPacer(rate=20.0, burst=1)
     pacer.reserve(1.0)
     context = _context()
-    check = CatalogCheck((), 1800.0, pacer)
+    check = CatalogCheck((), 1800.0, FleetReads(pacer))
 
     async def down_meanwhile() -> None:
         context.state.up = 0.0
@@ -107,3 +108,66 @@ async def test_a_server_down_after_its_wait_is_not_read() -> None:
     check.pacer = None
     with pytest.raises(Reached):
         await check.check(context)
+
+
+SUMMARY = CatalogSummary(478, 1, (("checkpoints", 2),), "a" * 12, "b" * 12)
+
+
+async def test_reads_of_the_same_bytes_share_one_parse() -> None:
+    """Three reads at once of one catalogue: the first parses, the others wait for it; later reads do not parse."""
+    cache, parses = SummaryCache(), []
+    release = asyncio.Event()
+
+    async def parse() -> CatalogSummary:
+        parses.append(1)
+        await release.wait()
+        return SUMMARY
+
+    key = SummaryCache.key(b"{}", {"checkpoints": ("a.safetensors",)})
+    reads = [asyncio.create_task(cache.summary(key, parse)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*reads) == [SUMMARY] * 3
+    assert await cache.summary(key, parse) is SUMMARY
+    assert len(parses) == 1
+
+
+async def test_a_failed_parse_is_not_shared() -> None:
+    """The first read's parse fails (its body was not JSON): that read raises, and a read waiting for it parses
+    for itself instead of taking the failure."""
+    cache = SummaryCache()
+    release = asyncio.Event()
+
+    async def failing() -> CatalogSummary:
+        await release.wait()
+        raise ValueError("not JSON")
+
+    async def parse() -> CatalogSummary:
+        return SUMMARY
+
+    key = SummaryCache.key(b"[", {})
+    first = asyncio.create_task(cache.summary(key, failing))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(cache.summary(key, parse))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(ValueError, match="not JSON"):
+        await first
+    assert await second is SUMMARY
+
+
+async def test_the_key_covers_both_parts_and_old_entries_go() -> None:
+    cache, parses = SummaryCache(size=2), []
+
+    async def parse() -> CatalogSummary:
+        parses.append(1)
+        return SUMMARY
+
+    keys = [SummaryCache.key(b"{}", {}), SummaryCache.key(b"{} ", {}), SummaryCache.key(b"{}", {"loras": ()})]
+    assert len(set(keys)) == 3
+    for key in keys:
+        await cache.summary(key, parse)
+    await cache.summary(keys[2], parse)
+    assert len(parses) == 3
+    await cache.summary(keys[0], parse)  # the oldest of three was forgotten
+    assert len(parses) == 4
