@@ -12,6 +12,7 @@ import errno
 import gc
 import hashlib
 import os
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +35,7 @@ from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
-from comfywatch.daemon import sdnotify
+from comfywatch.daemon import fdlimit, sdnotify
 from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.daemon.limiter import FairLimiter
 from comfywatch.daemon.plan import plan_checks
@@ -56,6 +57,11 @@ __all__ = ["Daemon", "ListenError"]
 log = structlog.get_logger("comfywatch.daemon")
 
 HEARTBEAT_SECONDS = 1.0
+#: Seconds of start-up per target: a fleet's first polls (and monitoring sockets) are spread over
+#: max(interval, targets × this). A target's first poll and socket cost the daemon about 5 ms of CPU, twice a
+#: steady poll's; at 10 ms a fleet coming up takes at most half a core on top of its polls (10,000 targets
+#: ramp up over 100 s instead of crowding into the first 15 s, where their checks would time out).
+START_CPU_PER_TARGET = 0.010
 
 
 class ListenError(Exception):
@@ -184,6 +190,8 @@ class Daemon:
         self.events = EventLog()
         #: Shared by every target's catalogue check: a fleet coming up together reads its catalogues in turn.
         self.catalogs = FleetReads()
+        #: The soft limit on open descriptors in force (raised to the hard limit by ``run``).
+        self.open_files_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -317,10 +325,11 @@ class Daemon:
                              now + timedelta(seconds=_spread(name, group, interval, fleet_size)), members))
         return _Built(runtime, polls, jobs)
 
-    def _schedule(self, built: _Built) -> None:
+    def _schedule(self, built: _Built) -> float:
+        """Schedule the target's jobs; the seconds until its first poll."""
         assert self.scheduler is not None
-        for interval, members in built.polls.items():
-            self._join_slot(built.runtime, interval, members)
+        first_poll = min((self._join_slot(built.runtime, interval, members)
+                          for interval, members in built.polls.items()), default=0.0)
         for job in built.jobs:
             self._group_members[job.job_id] = [spec.name for spec in job.members]
             self.scheduler.add_job(
@@ -335,12 +344,17 @@ class Daemon:
                 coalesce=True,
                 max_instances=1,
             )
+        return first_poll
 
-    def _join_slot(self, runtime: TargetContext, interval: float, members: list[CheckSpec]) -> None:
+    def _join_slot(self, runtime: TargetContext, interval: float, members: list[CheckSpec]) -> float:
+        """Put the target in a poll slot; the seconds until its first poll."""
         assert self.scheduler is not None
         name = runtime.config.name
         slot, created = self._slots.add(name, interval, (runtime, members))
         if created:
+            # A large fleet starting together ramps up over more than one interval (see START_CPU_PER_TARGET).
+            offset = first_offset(slot.index, max(interval, self._fleet_size * START_CPU_PER_TARGET))
+            slot.starts_at = time.monotonic() + offset
             self.scheduler.add_job(
                 self.run_slot,
                 IntervalTrigger(seconds=interval, jitter=min(1.0, interval * 0.05)),
@@ -348,13 +362,15 @@ class Daemon:
                 id=slot.job_id,
                 name=slot.job_id,
                 replace_existing=True,
-                next_run_time=datetime.now(UTC) + timedelta(seconds=first_offset(slot.index, interval)),
+                next_run_time=datetime.now(UTC) + timedelta(seconds=offset),
                 misfire_grace_time=max(1, int(interval)),
                 coalesce=True,
                 max_instances=1,
             )
         elif slot.ran:
             self._start_poll(name, runtime, members)
+            return 0.0
+        return max(0.0, slot.starts_at - time.monotonic())
 
     @staticmethod
     async def _cancellable(job: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -521,9 +537,10 @@ class Daemon:
         for built in plan.add:
             runtime = built.runtime
             self.runtimes[runtime.config.name] = runtime
-            self._schedule(built)
+            first_poll = self._schedule(built)
             if runtime.local is not None and config.defaults.websocket_monitor:
-                self._start_monitor(runtime)
+                # Connected as the target is first polled: a fleet's sockets open spread like its polls.
+                self._start_monitor(runtime, delay=first_poll)
         if self.scheduler is not None and (old is None or old.discovery.refresh_interval
                                            != config.discovery.refresh_interval):
             self.scheduler.add_job(self._cancellable, IntervalTrigger(seconds=config.discovery.refresh_interval),
@@ -532,15 +549,20 @@ class Daemon:
         replace_secrets(secret for runtime in self.runtimes.values()
                         for secret in runtime.credentials.secret_values())
         log.info("targets_configured", count=len(self.runtimes), names=sorted(self.runtimes)[:20])
+        local = sum(1 for runtime in self.runtimes.values() if runtime.local is not None)
+        needed = fdlimit.descriptors_needed(local, config.defaults.websocket_monitor, len(self.runtimes) - local)
+        if needed > self.open_files_limit:
+            log.warning("open_files_limit_low", limit=self.open_files_limit, needed=needed, targets=len(self.runtimes),
+                        advice="raise LimitNOFILE (systemd) or ulimit -n, or shard the targets over more daemons")
 
-    def _start_monitor(self, runtime: TargetContext) -> None:
+    def _start_monitor(self, runtime: TargetContext, delay: float = 0.0) -> None:
         assert runtime.local is not None
         name = runtime.config.name
         monitor = WebSocketMonitor(runtime.local, runtime.state, on_disconnect=lambda: self.trigger(name, "system"),
                                    on_reconnect=lambda: self.trigger(name, "catalog"),
                                    ssl_context=ssl_context_for(runtime.config))
         runtime.monitor = monitor
-        monitor.start()
+        monitor.start(delay)
 
     def trigger(self, target: str, check: str) -> None:
         """Run a check now (e.g. the monitor WebSocket closed: is the server gone?)."""
@@ -713,6 +735,7 @@ class Daemon:
                 for problem in exc.problems:
                     log.error("config_invalid", source=exc.source, problem=problem)
                 return 2
+        self.open_files_limit = fdlimit.raise_soft_limit()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,6 +40,8 @@ class Slot(Generic[M]):
     #: Set once the job has run: a target joining a slot that already ran is polled at once instead of
     #: waiting up to a whole interval for its first poll.
     ran: bool = False
+    #: When (``time.monotonic``) its job first runs.
+    starts_at: float = 0.0
 
     @property
     def job_id(self) -> str:

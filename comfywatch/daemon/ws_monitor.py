@@ -56,9 +56,10 @@ class WebSocketMonitor:
         self.open_timeout = open_timeout
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self, delay: float = 0.0) -> None:
+        """Connect after *delay* seconds, and keep reconnecting until :meth:`stop`."""
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"monitor:{self.state.name}")
+            self._task = asyncio.get_running_loop().create_task(self._run(delay), name=f"monitor:{self.state.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -68,7 +69,9 @@ class WebSocketMonitor:
             self._task = None
         self.state.websocket_connected = None
 
-    async def _run(self) -> None:
+    async def _run(self, delay: float) -> None:
+        if delay > 0.0:
+            await asyncio.sleep(delay)
         backoff = 1.0
         while True:
             connected_at = await self._session()

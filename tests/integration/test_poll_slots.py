@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from comfywatch.daemon import service
 from comfywatch.sim.admin import start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.faults.hostile import Fault, HostileServer, Mode
@@ -113,3 +115,34 @@ async def test_targets_that_never_answer_do_not_starve_healthy_ones(tmp_path: Pa
                 assert all(values.get(name) == 1.0 for name in healthy), values
     finally:
         await hangers.close()
+
+
+async def test_a_large_fleet_ramps_up_its_first_polls_and_sockets(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """30 targets at 1 s, start-up priced at 0.4 s a target: the first polls spread over max(1 s, 30 × 0.4 s) =
+    12 s. The first slot's 25 targets are polled and connect their monitoring sockets at once; the second slot's
+    five first run at {1 · golden ratio} of 12 s, 7.4 s after start, and open their sockets only then."""
+    monkeypatch.setattr(service, "START_CPU_PER_TARGET", 0.4)
+    names = [f"t{i:02d}" for i in range(30)]
+    async with await start_sim(targets=len(names)) as sim:
+        config = config_toml(*(target_toml(name, sim.target_url(i)) for i, name in enumerate(names)))
+        began = time.monotonic()
+        async with running_daemon(config, tmp_path) as (daemon, base):
+            slots = {name: daemon._slots.slot_of(name) for name in names}
+            late = [name for name in names if slots[name] is not slots[names[0]]]
+            assert len(late) == 5
+            early_slot, late_slot = slots[names[0]], slots[late[0]]
+            assert early_slot is not None and late_slot is not None
+            assert late_slot.starts_at - began == pytest.approx(0.618 * 12.0, abs=0.5)
+
+            connected = await eventually(lambda: _by_target(base, "comfywatch_websocket_connected"),
+                                         lambda values: all(values.get(name) == 1.0 for name in names[:25]),
+                                         timeout=10, what="the first slot's sockets")
+            if time.monotonic() < late_slot.starts_at - 0.3:
+                assert not any(connected.get(name) == 1.0 for name in late), connected
+                polled = await _by_target(base, "comfyui_requests_total", endpoint="system_stats", code="200")
+                assert not any(name in polled for name in late), polled
+            await eventually(lambda: _by_target(base, "comfywatch_websocket_connected"),
+                             lambda values: all(values.get(name) == 1.0 for name in late),
+                             timeout=15, what="the second slot's sockets")
+            assert time.monotonic() >= late_slot.starts_at - 0.05

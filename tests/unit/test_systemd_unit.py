@@ -68,6 +68,7 @@ class TestUnitContent:
             ("Restart", "on-failure"),
             ("RestartSec", "5"),
             ("TimeoutStopSec", "20"),
+            ("LimitNOFILE", "65536"),
             ("ExecStart", "/opt/comfywatch/bin/comfywatch run --config /etc/comfywatch/comfywatch.toml"),
             ("ExecReload", "/bin/kill -HUP $MAINPID"),
             ("DynamicUser", "yes"),
