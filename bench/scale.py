@@ -3,7 +3,7 @@
 Starts ``comfywatch simulate --targets N`` (one process serving ``/t/0`` ... ``/t/N-1``) and ``comfywatch run``
 with N local targets polled every ``--interval`` (canary off; ``[defaults] websocket_monitor`` off, and
 also on with ``--websocket-monitor both``). After a warm-up (every target polled once, then one more
-interval) it measures over ``--cycles`` intervals, while scraping ``/metrics`` once per interval the way
+interval, then ``--settle`` seconds) it measures over ``--cycles`` intervals, while scraping ``/metrics`` once per interval the way
 Prometheus would:
 
 - CPU % of one core of the comfywatch process (``/proc/<pid>/stat`` utime + stime over wall time), and
@@ -255,7 +255,7 @@ class DaemonResult:
 
 
 async def measure_daemon(pid: int, base: str, targets: int, interval: float, cycles: int, scrapes: int,
-                         websocket_monitor: bool) -> DaemonResult:
+                         websocket_monitor: bool, settle: float = 0.0) -> DaemonResult:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         # Warm-up: every target polled by every check once, then one more interval. Every target's first catalogue
         # read comes with its first poll: a large fleet needs minutes for those.
@@ -267,7 +267,8 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
             if time.monotonic() > deadline:
                 raise RuntimeError(f"warm-up: only {len(first.last_success)} checks have run")
             await asyncio.sleep(1.0)
-        await asyncio.sleep(interval)
+        # One more interval, and as long again as asked: a large fleet reads its catalogues in turn for minutes.
+        await asyncio.sleep(interval + settle)
 
         # Measure: CPU over `cycles` intervals, one scrape per interval (as Prometheus would).
         samples = [await scrape(session, base)]
@@ -496,7 +497,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             config = fleet_config(sim, args.targets, args.interval, monitor)
             with comfywatch(workdir, config) as (process, base):
                 results.append(asyncio.run(measure_daemon(process.pid, base, args.targets, args.interval,
-                                                          args.cycles, args.scrapes, monitor)))
+                                                          args.cycles, args.scrapes, monitor, args.settle)))
         if args.blackbox_probes > 0:
             with blackbox_exporter(workdir) as (process, base, version):
                 blackbox = asyncio.run(measure_blackbox(process.pid, base, version, sim, args.targets,
@@ -510,6 +511,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=15.0, help="poll interval in seconds")
     parser.add_argument("--cycles", type=int, default=3, help="intervals measured after the warm-up (>= 2)")
     parser.add_argument("--scrapes", type=int, default=7, help="/metrics scrapes timed for the render median")
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds more to wait after the warm-up (a large fleet's catalogue reads take minutes)")
     parser.add_argument("--websocket-monitor", choices=("off", "on", "both"), default="off")
     parser.add_argument("--blackbox-probes", type=int, default=3000, help="0 skips the blackbox comparison")
     parser.add_argument("--concurrency", type=int, default=8, help="blackbox probes in flight")
