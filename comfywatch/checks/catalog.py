@@ -60,9 +60,9 @@ CHECK_INTERVAL = 300.0
 #: targets at the default ``catalog_interval`` (30 min).
 READS_PER_SECOND = 8.0
 READ_BURST = 16
-#: Longest a read waits for its turn within one run of the check (its time budget is ``CHECK_INTERVAL - 5``);
-#: a longer queue leaves it to a later run.
-MAX_TURN_WAIT = 240.0
+#: Longest a read waits for its turn within one run of the check, leaving the read itself most of the run's
+#: time budget (``CHECK_INTERVAL - 5``); a longer queue leaves it to a later run.
+MAX_TURN_WAIT = 120.0
 #: Largest workflow file read: API-format workflows are kilobytes.
 MAX_WORKFLOW_BYTES = 4 * 2**20
 
@@ -177,11 +177,13 @@ class SummaryCache:
     async def summary(self, key: bytes, parse: Callable[[], Awaitable[CatalogSummary]]) -> CatalogSummary:
         """The summary of *key*: remembered, another read's parse in progress, or else ``await parse()``."""
         while (pending := self._entries.get(key)) is not None:
-            # Not awaited directly: a parse that fails (or whose check is cancelled) is cancelled, and then this
-            # read parses for itself.
-            await asyncio.wait({pending})
+            if not pending.done():
+                # Not awaited directly: a parse that fails (or whose check is cancelled) is cancelled, and then
+                # this read parses for itself.
+                await asyncio.wait({pending})
             if not pending.cancelled():
-                self._entries.move_to_end(key)
+                if self._entries.get(key) is pending:  # other reads may have pushed it out meanwhile
+                    self._entries.move_to_end(key)
                 return pending.result()
         future: asyncio.Future[CatalogSummary] = asyncio.get_running_loop().create_future()
         self._entries[key] = future
@@ -255,6 +257,8 @@ class CatalogCheck:
         self.refresh_after = refresh_after
         self.pacer = fleet.pacer if fleet is not None else None
         self.summaries = fleet.summaries if fleet is not None else SummaryCache(1)
+        #: The digest and summary of this server's last read (the fleet's cache may have forgotten it by the next).
+        self._last: tuple[bytes, CatalogSummary] | None = None
         self._reconnects: int | None = None
         self._version: str | None = None
         self._next_refresh = 0.0
@@ -295,10 +299,15 @@ class CatalogCheck:
             state.catalog = _summary(observation.catalog)
             state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, observation.object_info)
         else:
-            async def parse() -> CatalogSummary:
-                return _summary((await _catalog(api, response, models, state.system)).catalog)
+            key = SummaryCache.key(response.body, models)
+            if self._last is not None and self._last[0] == key:
+                state.catalog = self._last[1]  # unchanged since this server's last read
+            else:
+                async def parse() -> CatalogSummary:
+                    return _summary((await _catalog(api, response, models, state.system)).catalog)
 
-            state.catalog = await self.summaries.summary(SummaryCache.key(response.body, models), parse)
+                state.catalog = await self.summaries.summary(key, parse)
+                self._last = (key, state.catalog)
         try:
             log = await observe_log(ctx)
         except RequestFailed:

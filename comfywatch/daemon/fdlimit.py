@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import resource
 
-__all__ = ["SPARE_DESCRIPTORS", "UNLIMITED", "descriptors_needed", "raise_soft_limit"]
+__all__ = ["SPARE_DESCRIPTORS", "UNLIMITED", "descriptors_needed", "raise_soft_limit", "soft_limit"]
 
 #: What an unlimited limit counts as (Linux's default ``fs.nr_open``).
 UNLIMITED = 1 << 20
@@ -16,12 +16,18 @@ UNLIMITED = 1 << 20
 SPARE_DESCRIPTORS = 256
 
 
+def soft_limit() -> int:
+    """The soft ``RLIMIT_NOFILE`` in force (unlimited as :data:`UNLIMITED`)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return UNLIMITED if soft == resource.RLIM_INFINITY else soft
+
+
 def raise_soft_limit() -> int:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit where it is lower; the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     # Unlimited (a hard limit only root can give) is not a soft value Linux takes: its nr_open caps it anyway.
     ceiling = UNLIMITED if hard == resource.RLIM_INFINITY else hard
-    current = UNLIMITED if soft == resource.RLIM_INFINITY else soft
+    current = soft_limit()
     if current >= ceiling:
         return current
     try:

@@ -12,7 +12,6 @@ import errno
 import gc
 import hashlib
 import os
-import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -57,10 +56,11 @@ __all__ = ["Daemon", "ListenError"]
 log = structlog.get_logger("comfywatch.daemon")
 
 HEARTBEAT_SECONDS = 1.0
-#: Seconds of start-up per target: a fleet's first polls (and monitoring sockets) are spread over
-#: max(interval, targets × this). A target's first poll and socket cost the daemon about 5 ms of CPU, twice a
-#: steady poll's; at 10 ms a fleet coming up takes at most half a core on top of its polls (10,000 targets
-#: ramp up over 100 s instead of crowding into the first 15 s, where their checks would time out).
+#: Seconds of start-up per target: the first polls (and monitoring sockets) of the targets a start or reload
+#: adds are spread over max(interval, targets added × this). A target's first poll and socket cost the daemon
+#: about 5 ms of CPU, twice a steady poll's; at 10 ms a fleet coming up takes at most half a core on top of its
+#: polls (10,000 targets ramp up over 100 s instead of crowding into the first 15 s, where their checks would
+#: time out).
 START_CPU_PER_TARGET = 0.010
 
 
@@ -183,6 +183,8 @@ class Daemon:
         self.polls = 0
         self.quiet_polls = 0
         self._fleet_size = 1
+        #: Targets the configuration switch under way starts: they ramp up together (see START_CPU_PER_TARGET).
+        self._starting = 0
         #: One configuration switch at a time (SIGHUP and a discovery change may come together).
         self._applying = asyncio.Lock()
         self.scrapes = ScrapeClock()
@@ -191,7 +193,7 @@ class Daemon:
         #: Shared by every target's catalogue check: a fleet coming up together reads its catalogues in turn.
         self.catalogs = FleetReads()
         #: The soft limit on open descriptors in force (raised to the hard limit by ``run``).
-        self.open_files_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.open_files_limit = fdlimit.soft_limit()
 
     # ----------------------------------------------------------------------------------------------------
     # Configuration.
@@ -353,7 +355,7 @@ class Daemon:
         slot, created = self._slots.add(name, interval, (runtime, members))
         if created:
             # A large fleet starting together ramps up over more than one interval (see START_CPU_PER_TARGET).
-            offset = first_offset(slot.index, max(interval, self._fleet_size * START_CPU_PER_TARGET))
+            offset = first_offset(slot.index, max(interval, self._starting * START_CPU_PER_TARGET))
             slot.starts_at = time.monotonic() + offset
             self.scheduler.add_job(
                 self.run_slot,
@@ -519,6 +521,7 @@ class Daemon:
     async def _switch(self, plan: _Plan) -> None:
         old, config = self.config, plan.config
         self.config, self.limiter, self._fleet_size = config, plan.limiter, plan.fleet_size
+        self._starting = len(plan.add)
         plan.limiter.resize(config.server.max_concurrency)
         for name in plan.drop:
             runtime = self.runtimes.pop(name)

@@ -172,14 +172,18 @@ class QuietQueue:
         self.max_skips = max_skips
         self._mark: tuple[int, int] | None = None
         self._skips = 0
-        #: Skips taken as already made at the first mark (*stagger* modulo ``max_skips + 1``): a fleet started
-        #: together would otherwise make all its full reads in the same one poll of every ``max_skips + 1``.
+        #: Skips taken as already made at the first mark with a socket (*stagger* modulo ``max_skips + 1``): a fleet
+        #: started together would otherwise make all its full reads in the same one poll of every ``max_skips + 1``.
         self._first_skips = stagger % (max_skips + 1)
 
     def mark(self, connection: int, frames: int) -> None:
-        """A full read that started at (*connection*, *frames*) succeeded."""
+        """A full read that started at (*connection*, *frames*) succeeded (*connection* 0: no socket yet)."""
         self._mark = (connection, frames)
-        self._skips, self._first_skips = self._first_skips, 0
+        if connection:
+            # The first mark that can start a run of skips (a socket opens as its target is first polled).
+            self._skips, self._first_skips = self._first_skips, 0
+        else:
+            self._skips = 0
 
     def forget(self) -> None:
         """A full read failed: the next poll reads again."""

@@ -133,7 +133,8 @@ async def test_a_large_fleet_ramps_up_its_first_polls_and_sockets(tmp_path: Path
             assert len(late) == 5
             early_slot, late_slot = slots[names[0]], slots[late[0]]
             assert early_slot is not None and late_slot is not None
-            assert late_slot.starts_at - began == pytest.approx(0.618 * 12.0, abs=0.5)
+            # The slot is scheduled once the daemon has started: a slow machine adds its start-up time.
+            assert 0.618 * 12.0 - 0.1 <= late_slot.starts_at - began <= 0.618 * 12.0 + 5.0 * TIMEOUT_FACTOR
 
             connected = await eventually(lambda: _by_target(base, "comfywatch_websocket_connected"),
                                          lambda values: all(values.get(name) == 1.0 for name in names[:25]),

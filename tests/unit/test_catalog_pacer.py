@@ -171,3 +171,29 @@ async def test_the_key_covers_both_parts_and_old_entries_go() -> None:
     assert len(parses) == 3
     await cache.summary(keys[0], parse)  # the oldest of three was forgotten
     assert len(parses) == 4
+
+
+async def test_a_parse_pushed_out_of_the_cache_still_serves_its_waiters() -> None:
+    """While one read parses and another waits for it, a read of other bytes pushes the entry out of a
+    one-entry cache: the waiter still gets the parse's summary (and the parse is not repeated)."""
+    cache, parses = SummaryCache(size=1), []
+    release = asyncio.Event()
+
+    async def slow() -> CatalogSummary:
+        parses.append(1)
+        await release.wait()
+        return SUMMARY
+
+    async def other() -> CatalogSummary:
+        return CatalogSummary(1, 0, (), "c" * 12, "d" * 12)
+
+    first_key, other_key = SummaryCache.key(b"{}", {}), SummaryCache.key(b"[]", {})
+    parsing = asyncio.create_task(cache.summary(first_key, slow))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(cache.summary(first_key, slow))
+    await asyncio.sleep(0)
+    await cache.summary(other_key, other)
+    release.set()
+    assert await parsing is SUMMARY
+    assert await waiting is SUMMARY
+    assert len(parses) == 1

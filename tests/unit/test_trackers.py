@@ -334,10 +334,11 @@ class TestQuietQueue:
 
     def test_a_stagger_shortens_only_the_first_run_of_skips(self) -> None:
         """Targets started together make their full reads in different polls: the stagger counts skips as done
-        at the first mark only (modulo max_skips + 1), and every later run of skips is whole."""
+        at the first mark with a socket only (modulo max_skips + 1), and every later run of skips is whole."""
         runs = []
         for stagger in range(8):
             quiet = QuietQueue(3, stagger=stagger)
+            quiet.mark(0, 0)  # the first poll, before the socket opened: no skips can follow it, none taken
             quiet.mark(1, 5)
             first = [quiet.may_skip(True, 1, 5) for _ in range(4)]
             quiet.mark(1, 5)
