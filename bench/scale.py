@@ -3,8 +3,8 @@
 Starts ``comfywatch simulate --targets N`` (one process serving ``/t/0`` ... ``/t/N-1``) and ``comfywatch run``
 with N local targets polled every ``--interval`` (canary off; ``[defaults] websocket_monitor`` off, and
 also on with ``--websocket-monitor both``). After a warm-up (every target polled once, then one more
-interval, then ``--settle`` seconds) it measures over ``--cycles`` intervals, while scraping ``/metrics`` once per interval the way
-Prometheus would:
+interval, then ``--settle`` seconds) it measures over ``--cycles`` intervals, while scraping ``/metrics`` once
+per interval the way Prometheus would:
 
 - CPU % of one core of the comfywatch process (``/proc/<pid>/stat`` utime + stime over wall time), and
   CPU per target-poll (CPU / polls counted by comfywatch itself, ``comfywatch_polls_total``: with the monitor
