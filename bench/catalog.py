@@ -6,9 +6,11 @@ check's own code path for ``--rounds`` refreshes: ``catalog.observe`` (``/object
 fingerprint) and ``observe_log``, and lints ``--workflows`` copies of a recorded workflow against the catalogue.
 Reported: bytes received per refresh (the server counts them), comfywatch's CPU per refresh
 (``time.process_time``: the server is another process), wall time, and the CPU of an idle wake-up (the check
-wakes every ``CHECK_INTERVAL`` and sends nothing when nothing changed). Per hour: the default (2 refreshes and
-the wake-ups) against reading the catalogue on every 15 s poll (240 refreshes). The server's own cost of building
-``/object_info`` is not measured here (no real ComfyUI on this machine); the recording's request took 55.9 ms.
+wakes every ``CHECK_INTERVAL`` and sends nothing when nothing changed), and the CPU of a refresh by the check
+itself of a server whose catalogue is unchanged (no watched workflows: the parse is skipped by digest). Per
+hour: the default (2 refreshes and the wake-ups) against reading the catalogue on every 15 s poll (240
+refreshes). The server's own cost of building ``/object_info`` is not measured here (no real ComfyUI on this
+machine); the recording's request took 55.9 ms.
 
     .venv/bin/python bench/catalog.py [--rounds 20] [--workflows 10]
 """
@@ -82,11 +84,21 @@ async def measure(port: int, rounds: int, workflows: int) -> dict[str, float]:
             started_cpu = time.process_time()
             await check.check(context)
             idle.append(time.process_time() - started_cpu)
+        # A refresh of a server whose catalogue has not changed (no watched workflows): the same requests, the
+        # parse skipped by digest.
+        unchanged_check = catalog_check.CatalogCheck([], 0.0)
+        await unchanged_check.check(context)
+        unchanged = []
+        for _ in range(rounds):
+            started_cpu = time.process_time()
+            await unchanged_check.check(context)
+            unchanged.append(time.process_time() - started_cpu)
     finally:
         await context.close()
         shutil.rmtree(folder)
     return {"cpu": statistics.median(cpu), "wall": statistics.median(wall), "bytes": statistics.median(sent),
-            "idle": statistics.median(idle), "classes": float(len(observation.object_info))}
+            "idle": statistics.median(idle), "unchanged": statistics.median(unchanged),
+            "classes": float(len(observation.object_info))}
 
 
 def main() -> int:
@@ -107,6 +119,8 @@ def main() -> int:
     print(json.dumps(result))
     print(f"per refresh ({result['classes']:.0f} classes, {args.workflows} workflows): {sent / 1e3:.0f} KB, "
           f"{refresh_cpu * 1e3:.1f} ms CPU, {result['wall'] * 1e3:.1f} ms wall; idle wake-up {idle_cpu * 1e6:.1f} µs")
+    print(f"refresh of an unchanged server (check, no workflows, parse skipped by digest): "
+          f"{result['unchanged'] * 1e3:.1f} ms CPU")
     wakeups = round(3600 / catalog_check.CHECK_INTERVAL)
     default = 2 * refresh_cpu + wakeups * idle_cpu
     every_poll = 240 * refresh_cpu
