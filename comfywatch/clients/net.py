@@ -373,7 +373,11 @@ async def _connect_any(infos: _Infos) -> tuple[socket.socket, str]:
     loop = asyncio.get_running_loop()
     failures: list[tuple[str, BaseException]] = []
     for family, sockaddr in infos:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of descriptors (EMFILE, ENFILE), or a family this host does not have
+            failures.append((str(sockaddr[0]), exc))
+            continue
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, sockaddr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import socket
 import sys
 import time
@@ -408,6 +409,31 @@ class TestProbeUrl:
         assert report.ok and not report.uses_tls
         assert report.tcp is not None and report.tcp.ok
         assert report.tls is None and report.skipped == ()
+
+    async def test_out_of_descriptors_is_a_connect_failure_not_a_crash(self) -> None:
+        """A process that has used up its open-files limit cannot even create the socket: the TCP step (of
+        probe_url, after its DNS step answered) reports a connect failure saying so instead of raising OSError
+        (which the daemon logged as a crashed check, with a traceback, for every target)."""
+        child = (
+            "import asyncio, encodings.idna, json, resource, socket\n"
+            "from comfywatch.clients.net import _tcp\n"
+            "async def main():\n"
+            "    held = []\n"
+            "    try:\n"
+            "        while True: held.append(socket.socket())\n"
+            "    except OSError: pass\n"
+            "    tcp = await _tcp('127.0.0.1', 9, 2.0, ('127.0.0.1',))\n"
+            "    print(json.dumps([tcp.reason, tcp.detail, tcp.error]))\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+            "asyncio.run(main())\n"
+        )
+        process = await asyncio.create_subprocess_exec(sys.executable, "-c", child, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        reason, detail, error = json.loads(out)
+        assert (reason, detail) == (Reason.CONNECT, TcpDetail.ERROR)
+        assert "Too many open files" in error
 
     async def test_dns_failure_skips_the_rest(self) -> None:
         """A DNS failure stops the probe: tcp and tls are skipped and the reason is dns."""
