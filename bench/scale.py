@@ -258,7 +258,7 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
                          websocket_monitor: bool, settle: float = 0.0) -> DaemonResult:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         # Warm-up: every target polled by every check once, then one more interval (and --settle). A large fleet
-        # ramps its first polls up over targets x 10 ms, and reads its catalogues in turn, 8 a second, after that.
+        # ramps its first polls up over targets x 20 ms, and reads its catalogues in turn, 8 a second, after that.
         deadline = time.monotonic() + 4 * interval + 60 + targets * 0.05
         while True:
             first = await scrape(session, base)
