@@ -42,7 +42,9 @@ from pathlib import Path
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from scale import comfywatch, cpu_split, fleet_config, raise_fd_limit, scrape, simulator
+from scale import comfywatch, cpu_split, fleet_config, scrape, simulator
+
+from comfywatch.daemon.fdlimit import raise_soft_limit
 
 CHECKS = 3
 
@@ -182,7 +184,7 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true", help="also split the cost by layer (in-process)")
     parser.add_argument("--websocket-monitor", choices=("on", "off", "both"), default="on")
     args = parser.parse_args()
-    raise_fd_limit()
+    raise_soft_limit()  # for the simulator
     results: dict[str, object] = {"interval_s": args.interval, "cycles": args.cycles, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="comfywatch-pollcost-") as tmp, \
             simulator(Path(tmp), max(args.targets)) as sim:

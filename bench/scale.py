@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -52,6 +51,8 @@ from typing import Any
 
 import aiohttp
 
+from comfywatch.daemon.fdlimit import raise_soft_limit
+
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
@@ -60,14 +61,6 @@ CHECKS = ("system", "queue", "jobs")
 
 # ---------------------------------------------------------------------------------------------------------
 # Processes and /proc.
-
-
-def raise_fd_limit() -> None:
-    """1000 targets keep ~1000 connections open (2000 with WebSockets): lift the soft limit for the children."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else 65536
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def cpu_split(pid: int) -> tuple[float, float]:
@@ -487,7 +480,7 @@ def print_human(summary: dict[str, Any]) -> None:
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    raise_fd_limit()
+    raise_soft_limit()  # for the simulator: 1000 targets keep 2000 connections open
     results: list[DaemonResult] = []
     blackbox: BlackboxResult | None = None
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.websocket_monitor]

@@ -256,7 +256,7 @@ class CatalogCheck:
         self.workflows = tuple(workflows)
         self.refresh_after = refresh_after
         self.pacer = fleet.pacer if fleet is not None else None
-        self.summaries = fleet.summaries if fleet is not None else SummaryCache(1)
+        self.summaries = fleet.summaries if fleet is not None else None
         #: The digest and summary of this server's last read (the fleet's cache may have forgotten it by the next).
         self._last: tuple[bytes, CatalogSummary] | None = None
         self._reconnects: int | None = None
@@ -306,7 +306,7 @@ class CatalogCheck:
                 async def parse() -> CatalogSummary:
                     return _summary((await _catalog(api, response, models, state.system)).catalog)
 
-                state.catalog = await self.summaries.summary(key, parse)
+                state.catalog = await (self.summaries.summary(key, parse) if self.summaries else parse())
                 self._last = (key, state.catalog)
         try:
             log = await observe_log(ctx)

@@ -58,8 +58,8 @@ log = structlog.get_logger("comfywatch.daemon")
 HEARTBEAT_SECONDS = 1.0
 #: Seconds of start-up per target: the first polls (and monitoring sockets) of the targets a start or reload
 #: adds are spread over max(interval, targets added × this). A target's first polls are full reads until its
-#: socket vouches for it, and its catalogue is read soon after: at 10 ms a target, 9000 targets still timed
-#: checks out at the end of their ramp; at 20 ms (10,000 targets: 200 s) none did.
+#: socket vouches for it, and its catalogue is read soon after: at 20 ms (10,000 targets: 200 s) a 9000-target
+#: ramp took at most 65 % of a core and timed no check out (docs/benchmarks.md, "10,000 targets").
 START_CPU_PER_TARGET = 0.020
 
 
@@ -120,8 +120,8 @@ _UNREACHABLE = frozenset({Reason.DNS, Reason.CONNECT, Reason.TLS, Reason.TIMEOUT
 
 def _spread(name: str, check: str, interval: float, fleet: int = 1) -> float:
     """A stable first-run offset: a fleet's checks spread evenly (1000 targets must not check in the same
-    millisecond, nor in the same few seconds of every cycle), ~15 ms apart, within the interval (9000 targets'
-    network checks crowded into 15 s held more sockets at once than the daemon had descriptors left).
+    millisecond, nor in the same few seconds of every cycle), ~15 ms apart, within the interval (a large fleet's
+    network checks crowded into a few seconds would hold thousands of sockets at once).
     A single target checks at once."""
     digest = hashlib.blake2b(f"{name}\0{check}".encode(), digest_size=4).digest()
     window = min(interval, 0.015 * max(0, fleet - 1))
