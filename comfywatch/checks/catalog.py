@@ -128,9 +128,10 @@ class CatalogObservation:
 
 
 async def _fetch(api: LocalApi) -> tuple[HttpResult, dict[str, tuple[str, ...]]]:
-    # The folders first: the decoded catalogue (megabytes of objects) is then held only while it is parsed.
-    models = await _models(api)
-    return await api.object_info_response(), models
+    # Kept undecoded while the folders are read: decoded, the catalogue is megabytes of objects, held only while
+    # it is parsed (and not at all when its digest is known).
+    response = await api.object_info_response()
+    return response, await _models(api)
 
 
 async def _catalog(api: LocalApi, response: HttpResult, models: Mapping[str, Sequence[str]],
