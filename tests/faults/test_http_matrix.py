@@ -206,9 +206,12 @@ def _config(servers: dict[str, HostileServer], certs: CertBundle) -> str:
 
 
 def _primed(metrics: Metrics, names: list[str]) -> bool:
+    """Every target up, polled, and its start-up catalogue read made (reads take turns across the daemon: a
+    fleet of this size has some of them a second or two after its first polls)."""
     return all(
         metrics.value("comfyui_up", target=name) == 1.0
         and (metrics.value("comfywatch_check_last_success_timestamp_seconds", target=name, check="jobs") or 0) > 0
+        and metrics.total("comfyui_requests_total", target=name, endpoint="object_info") > 0
         for name in names
     )
 
