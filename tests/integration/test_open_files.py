@@ -34,21 +34,23 @@ def _config(targets: int) -> str:
 def _run_until_ready(tmp_path: Path, targets: int, soft: int, hard: int) -> list[dict[str, object]]:
     config = tmp_path / "comfywatch.toml"
     config.write_text(_config(targets), encoding="utf-8")
-    ready = tmp_path / "ready"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "comfywatch", "run", "--config", str(config), "--listen", "127.0.0.1:0",
-         "--ready-file", str(ready), "--log-format", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_limited(soft, hard))
+    ready, log = tmp_path / "ready", tmp_path / "comfywatch.log"
+    # The log goes to a file: a pipe nobody reads while the daemon starts would fill and block its event loop.
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comfywatch", "run", "--config", str(config), "--listen", "127.0.0.1:0",
+             "--ready-file", str(ready), "--log-format", "json"],
+            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_limited(soft, hard))
     try:
         deadline = time.monotonic() + 20 * TIMEOUT_FACTOR
         while not (ready.exists() and ready.stat().st_size):
-            assert process.poll() is None, process.communicate()[0].decode()
+            assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "comfywatch run did not get ready"
             time.sleep(0.05)
     finally:
         process.terminate()
-        output, _ = process.communicate(timeout=20 * TIMEOUT_FACTOR)
-    return [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+        process.wait(timeout=20 * TIMEOUT_FACTOR)
+    return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
 def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
@@ -61,14 +63,14 @@ def test_the_soft_limit_is_raised_to_the_hard_one() -> None:
 
 
 def test_a_fleet_over_the_hard_limit_is_warned_about(tmp_path: Path) -> None:
-    """150 monitored local targets need 2 × 150 + spare descriptors: under a hard limit of 400 the daemon still
-    starts (soft raised from 128 to 400) and logs open_files_limit_low with both numbers and the way out."""
-    needed = descriptors_needed(150, monitored=True)
-    assert needed == 300 + SPARE_DESCRIPTORS
-    events = _run_until_ready(tmp_path, 150, soft=128, hard=400)
+    """20 monitored local targets need 2 × 20 + spare descriptors: under a hard limit of 200 the daemon still
+    starts (soft raised from 128 to 200) and logs open_files_limit_low with both numbers and the way out."""
+    needed = descriptors_needed(20, monitored=True)
+    assert needed == 40 + SPARE_DESCRIPTORS
+    events = _run_until_ready(tmp_path, 20, soft=128, hard=200)
     low = [e for e in events if e.get("event") == "open_files_limit_low"]
     assert len(low) == 1, events[:5]
-    assert low[0]["limit"] == 400 and low[0]["needed"] == needed
+    assert low[0]["limit"] == 200 and low[0]["needed"] == needed
     assert "LimitNOFILE" in str(low[0]["advice"])
 
 
