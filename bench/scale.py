@@ -51,7 +51,10 @@ from typing import Any
 
 import aiohttp
 
+from comfywatch.checks.catalog import CHECK_INTERVAL as CATALOG_CHECK_INTERVAL
+from comfywatch.checks.catalog import READS_PER_SECOND
 from comfywatch.daemon.fdlimit import raise_soft_limit
+from comfywatch.daemon.service import START_CPU_PER_TARGET
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -255,8 +258,10 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         # Warm-up: every target polled by every check once and its catalogue read, then one more interval (and
         # --settle). A large fleet ramps its first polls up over targets x 20 ms, and reads its catalogues in
-        # turn, 8 a second: without waiting for them, the window would measure a start-up's reads.
-        deadline = time.monotonic() + 4 * interval + 60 + targets * (0.02 + 1 / 8)
+        # turn: without waiting for them, the window would measure a start-up's reads. A read that would wait
+        # too long for its turn is left to the catalogue check's next run.
+        deadline = (time.monotonic() + 4 * interval + 60 + CATALOG_CHECK_INTERVAL
+                    + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND))
         while True:
             first = await scrape(session, base)
             done = sum(1 for (_, check), last in first.last_success.items() if check in WARM_CHECKS and last)
