@@ -2,7 +2,7 @@
 
 For each size it runs ``comfywatch run`` as a process against one ``comfywatch simulate --targets N`` process
 (canary off, so a poll cycle of a target is its three checks: ``/system_stats``, ``/queue``, ``/history``),
-waits until every target has been polled, then reads the daemon's CPU time
+waits until every target has been polled and its node catalogue read, then reads the daemon's CPU time
 (``/proc/<pid>/stat`` utime + stime) over ``--cycles`` intervals without scraping in between. Polls are
 counted by comfywatch itself (``comfywatch_polls_total``, read just outside the window). It also measures an
 idle daemon (one target on a 1 h interval) over the same window: the fixed cost of the heartbeat and
@@ -42,11 +42,9 @@ from pathlib import Path
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from scale import comfywatch, cpu_split, fleet_config, scrape, simulator
+from scale import comfywatch, cpu_split, fleet_config, scrape, simulator, warm_up
 
 from comfywatch.daemon.fdlimit import raise_soft_limit
-
-CHECKS = 3
 
 
 @dataclass
@@ -65,11 +63,7 @@ class Cost:
 async def measure(pid: int, base: str, targets: int, interval: float, cycles: int, rounds: int) -> Cost:
     """CPU of *pid* over *rounds* windows of *cycles* intervals each (summed), after a warm-up."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        deadline = time.monotonic() + 4 * interval + 60
-        while (first := await scrape(session, base)).polls < targets or len(first.last_success) < targets * CHECKS:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"warm-up: {len(first.last_success)} checks have run")
-            await asyncio.sleep(0.5)
+        await warm_up(session, base, targets, interval)
         await asyncio.sleep(interval)
         cost = Cost(targets, 0.0, 0.0, 0.0, rounds)
         for _ in range(rounds):

@@ -211,6 +211,22 @@ async def scrape(session: aiohttp.ClientSession, base: str, *, gzip: bool = Fals
     return result
 
 
+async def warm_up(session: aiohttp.ClientSession, base: str, targets: int, interval: float) -> None:
+    """Wait until every target has passed each of :data:`WARM_CHECKS` once. A large fleet ramps its first polls
+    up over targets x 20 ms, and reads its catalogues in turn: without waiting for them, a window would measure
+    a start-up's reads. A read that would wait too long for its turn is left to the catalogue check's next run."""
+    deadline = (time.monotonic() + 4 * interval + 60 + CATALOG_CHECK_INTERVAL
+                + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND))
+    while True:
+        first = await scrape(session, base)
+        done = sum(1 for (_, check), last in first.last_success.items() if check in WARM_CHECKS and last)
+        if done >= targets * len(WARM_CHECKS):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"warm-up: only {done} of {targets * len(WARM_CHECKS)} checks have succeeded")
+        await asyncio.sleep(1.0)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -256,20 +272,8 @@ class DaemonResult:
 async def measure_daemon(pid: int, base: str, targets: int, interval: float, cycles: int, scrapes: int,
                          websocket_monitor: bool, settle: float = 0.0) -> DaemonResult:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        # Warm-up: every target polled by every check once and its catalogue read, then one more interval (and
-        # --settle). A large fleet ramps its first polls up over targets x 20 ms, and reads its catalogues in
-        # turn: without waiting for them, the window would measure a start-up's reads. A read that would wait
-        # too long for its turn is left to the catalogue check's next run.
-        deadline = (time.monotonic() + 4 * interval + 60 + CATALOG_CHECK_INTERVAL
-                    + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND))
-        while True:
-            first = await scrape(session, base)
-            done = sum(1 for (_, check), last in first.last_success.items() if check in WARM_CHECKS and last)
-            if done >= targets * len(WARM_CHECKS):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"warm-up: only {done} of {targets * len(WARM_CHECKS)} checks have succeeded")
-            await asyncio.sleep(1.0)
+        await warm_up(session, base, targets, interval)
+        # One more interval, and as long again as asked.
         await asyncio.sleep(interval + settle)
 
         # Measure: CPU over `cycles` intervals, one scrape per interval (as Prometheus would).
