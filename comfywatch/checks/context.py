@@ -122,9 +122,16 @@ def client_settings(config: Config, target: TargetConfig, credentials: Credentia
 
 
 def quiet_max_skips(interval: float) -> int:
-    """How many polls in a row may skip /queue and /history (see ``trackers.QuietQueue``): a full read at least
-    every fourth poll and at least once a minute."""
+    """How many polls in a row may ask nothing (see ``trackers.QuietQueue``): a read at least every fourth poll and
+    at least once a minute."""
     return max(0, min(3, math.ceil(60.0 / interval) - 1))
+
+
+def quiet_max_refreshes(interval: float) -> int:
+    """How many of those reads in a row may be of ``/system_stats`` alone (see ``trackers.QuietQueue``): ``/queue``
+    and ``/history`` are read at least every fifth of them and at least every five minutes."""
+    polls_per_read = quiet_max_skips(interval) + 1
+    return max(0, min(4, math.floor(300.0 / (interval * polls_per_read)) - 1))
 
 
 def build_context(
@@ -153,6 +160,7 @@ def build_context(
         stall_after=stall_after,
         idle_polls=config.defaults.worker_idle_polls,
         quiet_max_skips=quiet_max_skips(interval),
+        quiet_max_refreshes=quiet_max_refreshes(interval),
         full_detail=config.metrics.detail == "full",
         history_points=config.status.history_points,
         history_step=config.status.history_step,

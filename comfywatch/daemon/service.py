@@ -49,6 +49,7 @@ from comfywatch.server.probe import make_probe_handler
 from comfywatch.server.webconfig import basic_auth_middleware, install_response_headers, load_web_config
 from comfywatch.state import TargetState
 from comfywatch.state.history import Event, EventLog
+from comfywatch.state.trackers import Read
 from comfywatch.status.model import StatusInputs
 
 __all__ = ["Daemon", "ListenError"]
@@ -419,12 +420,18 @@ class Daemon:
         state = context.state
         mark = (state.monitor_connection, state.monitor_status_frames)
         reads = [spec for spec in members if spec.name in _QUIET_READS]
-        # A quiet poll asks nothing: it ends before its first check when the group reads the queue.
+        # A quiet poll asks nothing, a refresh /system_stats alone: both decided before the group's first check
+        # when the group reads the queue.
         quiet_from = members[0] if reads else None
         for spec in members:
-            if spec is quiet_from and self._quiet(state, members, mark):
-                self.quiet_polls += 1
-                return
+            if spec is quiet_from:
+                read = self._next_read(state, members, mark)
+                if read is Read.NOTHING:
+                    self.quiet_polls += 1
+                    return
+                if read is Read.SYSTEM:
+                    await self.run_check(context, next(spec for spec in members if spec.name == "system"))
+                    return
             await self.run_check(context, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
                 return
@@ -435,15 +442,20 @@ class Daemon:
                 state.quiet.forget()
 
     @staticmethod
-    def _quiet(state: TargetState, members: list[CheckSpec], mark: tuple[int, int]) -> bool:
-        """Skip this poll's requests? Only when the last poll that asked found the server up: then the monitoring
-        socket, open on the same connection since that full read, vouches for the server (a dead process or a
-        restart closes it, and the system check runs at once) and for its queue (no ``status`` frame since). The
-        server's memory figures are then those of the last full read, at most ``max_skips`` polls old."""
-        if any(spec.name == "system" for spec in members) and (
-                state.up != 1.0 or state.check("system").last_reason is not None):
-            return False
-        return state.quiet.may_skip(state.websocket_connected == 1.0, *mark) and queue_check.reobserve(state)
+    def _next_read(state: TargetState, members: list[CheckSpec], mark: tuple[int, int]) -> Read:
+        """What this poll asks (``trackers.QuietQueue``). Less than a full read only when the last poll that asked
+        found the server up: then the monitoring socket, open on the same connection since that full read, vouches
+        for the server (a dead process or a restart closes it, and the system check runs at once) and for its queue
+        (no ``status`` frame since). The server's memory figures are then those of the last read, at most
+        ``max_skips`` polls old."""
+        has_system = any(spec.name == "system" for spec in members)
+        if has_system and (state.up != 1.0 or state.check("system").last_reason is not None):
+            return Read.FULL
+        read = state.quiet.next_read(state.websocket_connected == 1.0, *mark, state.monitor_forwarded)
+        if read is Read.FULL or not queue_check.reobserve(state):
+            return Read.FULL
+        # A group without the system check has nothing to refresh with: it reads in full.
+        return Read.FULL if read is Read.SYSTEM and not has_system else read
 
     def _unschedule(self, name: str) -> None:
         if self.scheduler is None:

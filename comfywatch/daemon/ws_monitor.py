@@ -68,6 +68,7 @@ class WebSocketMonitor:
                 await self._task
             self._task = None
         self.state.websocket_connected = None
+        self.state.monitor_forwarded = False
 
     async def _run(self, delay: float) -> None:
         if delay > 0.0:
@@ -95,6 +96,7 @@ class WebSocketMonitor:
         connected_at = time.monotonic()
         self.state.monitor_connection += 1
         self.state.websocket_connected = 1.0
+        self.state.monitor_forwarded = False
         if self._connected_before:
             # Back after a drop: perhaps a restart, perhaps onto another build.
             self.state.monitor_reconnects += 1
@@ -102,6 +104,8 @@ class WebSocketMonitor:
         self._connected_before = True
         try:
             async for message in ws:
+                # ComfyUI's first frame on a socket is ``status``: any frame shows it forwards (trackers.QuietQueue).
+                self.state.monitor_forwarded = True
                 event = ws_event(message)
                 if event is None:
                     continue
@@ -124,6 +128,7 @@ class WebSocketMonitor:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 1.0)
         self.state.websocket_connected = 0.0
+        self.state.monitor_forwarded = False
         self.state.monitor_connection += 1  # whatever was counted on the old socket no longer vouches
         log.info("monitor_websocket_closed", target=self.state.name)
         self.on_disconnect()

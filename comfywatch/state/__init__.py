@@ -198,6 +198,7 @@ class TargetState:
         stall_after: float = 600.0,
         idle_polls: int = 4,
         quiet_max_skips: int = 0,
+        quiet_max_refreshes: int = 0,
         full_detail: bool = False,
         history_points: int = 0,
         history_step: float = 15.0,
@@ -218,10 +219,13 @@ class TargetState:
         self.seen_jobs = SeenSet()
         #: The last /queue read (snapshot, server clock offset), re-observed by polls that skip the read.
         self.last_queue: tuple[QueueSnapshot, float] | None = None
-        self.quiet = QuietQueue(quiet_max_skips, stagger=zlib.crc32(name.encode("utf-8", "surrogatepass")))
+        self.quiet = QuietQueue(quiet_max_skips, quiet_max_refreshes,
+                                stagger=zlib.crc32(name.encode("utf-8", "surrogatepass")))
         #: Set by the monitoring WebSocket: connections made, and queue-change (``status``) frames received.
         self.monitor_connection = 0
         self.monitor_status_frames = 0
+        #: Whether the open monitoring socket has delivered a frame: it forwards (not a silent, buffering proxy).
+        self.monitor_forwarded = False
         #: Times the monitoring WebSocket came back after a drop (a restart, or the network).
         self.monitor_reconnects = 0
         self.jobs_total = 0

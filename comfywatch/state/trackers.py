@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from comfywatch.parse.queue import QueueSnapshot
 
-__all__ = ["QueueTracker", "QueueView", "QuietQueue", "SeenSet"]
+__all__ = ["QueueTracker", "QueueView", "QuietQueue", "Read", "SeenSet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,28 +154,46 @@ class SeenSet:
         return fresh
 
 
+class Read(Enum):
+    """What a poll asks the server (:meth:`QuietQueue.next_read`)."""
+
+    #: Nothing: the last full read still holds.
+    NOTHING = "nothing"
+    #: ``/system_stats`` alone: liveness and memory figures, while the queue is known not to have changed.
+    SYSTEM = "system"
+    #: ``/system_stats``, ``/queue`` and ``/history``.
+    FULL = "full"
+
+
 class QuietQueue:
-    """Whether a poll may skip its reads: the queue cannot have changed since the last full read.
+    """What a poll must read: whether the queue can have changed since the last full read.
 
     ComfyUI broadcasts a ``status`` frame to every WebSocket on each queue change (a prompt queued, started,
     finished, deleted or interrupted), so while the monitoring socket stays connected, no
     new ``status`` frame since a full read means that read is still the queue, and no job finished since.
     The poll then re-observes the last snapshot (ages, stalls and the idle streak still advance) and asks
-    nothing: the server was up at the full read and the open socket vouches for it (``Daemon._quiet``). A full
-    read still happens at least every ``max_skips + 1`` polls, in case the socket is open but silent (a proxy
-    that stopped forwarding frames).
+    nothing: the server was up at the full read and the open socket vouches for it (``Daemon._next_read``).
+
+    After ``max_skips`` such polls in a row one reads again: ``/system_stats`` alone (fresh memory figures, and a
+    failure only HTTP sees) on a socket that has forwarded a frame (ComfyUI sends ``status`` first on every new
+    socket), as the pings that keep it open prove it still forwards; ``/queue`` and ``/history`` too on a socket
+    that never did (a buffering proxy: open but silent), and at least every ``max_refreshes + 1`` such reads
+    whatever the socket, in case the server stopped broadcasting.
 
     The mark is the (connection, frame count) pair read *before* the full read started: a frame arriving
     while it runs makes the next poll a full one again.
     """
 
-    def __init__(self, max_skips: int, stagger: int = 0) -> None:
+    def __init__(self, max_skips: int, max_refreshes: int = 0, stagger: int = 0) -> None:
         self.max_skips = max_skips
+        self.max_refreshes = max_refreshes
         self._mark: tuple[int, int] | None = None
         self._skips = 0
-        #: Skips taken as already made at the first mark with a socket (*stagger* modulo ``max_skips + 1``): a fleet
-        #: started together would otherwise make all its full reads in the same one poll of every ``max_skips + 1``.
+        self._refreshes = 0
+        #: Skips and ``/system_stats`` reads taken as already made at the first mark with a socket (*stagger*
+        #: spread over both counts): a fleet started together would otherwise make all its reads in the same polls.
         self._first_skips = stagger % (max_skips + 1)
+        self._first_refreshes = stagger // (max_skips + 1) % (max_refreshes + 1)
 
     def mark(self, connection: int, frames: int) -> None:
         """A full read that started at (*connection*, *frames*) succeeded (*connection* 0: no socket yet)."""
@@ -182,16 +201,23 @@ class QuietQueue:
         if connection:
             # The first mark that can start a run of skips (a socket opens as its target is first polled).
             self._skips, self._first_skips = self._first_skips, 0
+            self._refreshes, self._first_refreshes = self._first_refreshes, 0
         else:
-            self._skips = 0
+            self._skips = self._refreshes = 0
 
     def forget(self) -> None:
         """A full read failed: the next poll reads again."""
         self._mark = None
 
-    def may_skip(self, connected: bool, connection: int, frames: int) -> bool:
-        """True if this poll may skip the read (and counts it as a skip)."""
-        if connected and self._mark == (connection, frames) and self._skips < self.max_skips:
+    def next_read(self, connected: bool, connection: int, frames: int, forwarded: bool) -> Read:
+        """What this poll reads (counted as taken): *forwarded*, whether the open socket has delivered a frame."""
+        if not connected or self._mark != (connection, frames):
+            return Read.FULL
+        if self._skips < self.max_skips:
             self._skips += 1
-            return True
-        return False
+            return Read.NOTHING
+        if forwarded and self._refreshes < self.max_refreshes:
+            self._refreshes += 1
+            self._skips = 0
+            return Read.SYSTEM
+        return Read.FULL

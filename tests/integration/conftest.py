@@ -95,8 +95,10 @@ class Watch:
 
         return await self.until(done, f"{name} up with every check run once")
 
-    async def polls(self, count: int = 2, check: str = "jobs", target: str | None = None) -> Metrics:
-        """Wait until *check* succeeded *count* more times; with count >= 2 one full run started after now."""
+    async def polls(self, count: int = 2, check: str = "jobs", target: str | None = None,
+                    timeout: float = 30.0) -> Metrics:
+        """Wait until *check* succeeded *count* more times (each within *timeout* seconds: on a quiet server at
+        1 s, ``queue`` and ``jobs`` run every 20th poll); with count >= 2 one full run started after now."""
         name = target or self.target
         metrics = await self.metrics()
         for _ in range(count):
@@ -106,7 +108,7 @@ class Watch:
                 last = m.value("comfywatch_check_last_success_timestamp_seconds", target=name, check=check)
                 return last is not None and last > since
 
-            metrics = await self.until(newer, f"another successful {check} check of {name}")
+            metrics = await self.until(newer, f"another successful {check} check of {name}", timeout)
         return metrics
 
 

@@ -289,7 +289,7 @@ async def test_restart_does_not_double_count_jobs(tmp_path: Path, jobs_api: bool
         await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 5.0, "five jobs after the restart")
         distinct = first | set(local_sim.state()["history"])
         assert len(distinct) == 5
-        m = await watch.polls(3, check="jobs")
+        m = await watch.polls(2, check="jobs")
         assert watch.value(m, "comfyui_jobs_total") == len(distinct)
         assert watch.value(m, "comfyui_job_duration_seconds_count") == len(distinct)
         assert watch.value(m, "comfyui_up") == 1.0

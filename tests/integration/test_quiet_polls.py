@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfywatch.checks import CheckSpec
-from comfywatch.checks.context import TargetContext, quiet_max_skips
+from comfywatch.checks.context import TargetContext, quiet_max_refreshes, quiet_max_skips
 from comfywatch.sim.admin import start_sim
-from tests.helpers import Metrics
+from tests.helpers import Metrics, running_daemon
 from tests.integration.conftest import Watch, config_toml, target_toml, watching
 
 REQUESTS = "comfyui_requests_total"
@@ -45,38 +45,39 @@ def _count_polls(watch: Watch) -> list[int]:
 
 async def test_an_idle_server_is_asked_nothing_three_polls_in_four(tmp_path: Path) -> None:
     """With the monitor connected and nothing queued, three polls in four ask nothing at all; the fourth reads
-    /system_stats, /queue and /history. comfywatch_polls_total and comfywatch_quiet_polls_total count them."""
+    /system_stats alone, four times in a row, and then /system_stats, /queue and /history (at a 1 s interval:
+    quiet_max_skips 3, quiet_max_refreshes 4). comfywatch_polls_total and comfywatch_quiet_polls_total count
+    them."""
     async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
         await _connected(watch)
         polls = _count_polls(watch)
-        # Scraped as a full read's last check (jobs) succeeds: a scrape between its system and queue reads would
-        # count one more read of one endpoint than of the others.
-        m_before = await watch.polls(2, check="jobs")
+        # From one full read to the next: scraped as each full read's last check (jobs) succeeds, so that no read
+        # of the cycle is half counted. The target's first cycle with the socket is staggered (shorter): skipped.
+        await watch.polls(1, check="jobs")
+        m_before = await watch.polls(1, check="jobs")
         counted = polls[0]
-        m_after = await watch.polls(4, check="jobs")
+        m_after = await watch.polls(1, check="jobs")
         run = polls[0] - counted
         system_reads, queue_reads, history_reads = (
             a - b for a, b in zip(_reads(watch, m_after), _reads(watch, m_before), strict=True))
-        assert system_reads >= 4
-        assert queue_reads == history_reads == system_reads
-        # Each full read follows three silent polls (quiet_max_skips at a 1 s interval).
-        assert run >= 3 * system_reads, (run, system_reads)
+        assert (system_reads, queue_reads, history_reads) == (5, 1, 1)
         exported, quiet = ((m_after.value(name) or 0.0) - (m_before.value(name) or 0.0)
                            for name in ("comfywatch_polls_total", "comfywatch_quiet_polls_total"))
         # A poll may start between a scrape and the count read after it.
         assert abs(exported - run) <= 1, (exported, run)
+        assert run >= 20 - 1, run
         assert abs(quiet - (exported - system_reads)) <= 1, (quiet, exported, system_reads)
         assert watch.value(await watch.metrics(), "comfyui_queue_running") == 0.0
 
 
 async def test_a_queued_job_ends_the_quiet_at_once(tmp_path: Path) -> None:
     """A prompt queued and finished between polls broadcasts status frames: the next poll reads history and
-    counts it. Submitted right after a full read, the every-fourth-poll read would come only 4 polls later."""
+    counts it. Submitted right after a full read, the next full read without them would come 20 polls later."""
     async with await start_sim() as sim, watching(_config(sim.url), tmp_path) as watch:
         await _connected(watch)
         m = await watch.polls(2, check="system")
         reads = _reads(watch, m)[2]
-        m = await watch.until(lambda m: _reads(watch, m)[2] > reads, "a full read")
+        m = await watch.until(lambda m: _reads(watch, m)[2] > reads, "a full read", timeout=30.0)
         polls_before = _reads(watch, m)[0]
         await sim.submit(job_ms=1)
         m = await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 1.0, "the job counted")
@@ -113,6 +114,21 @@ async def test_a_silent_socket_still_gets_every_job_counted(tmp_path: Path) -> N
             await watch.until(lambda m: watch.value(m, "comfyui_jobs_total") == 1.0, "the job counted")
 
 
+async def test_a_group_without_the_system_check_reads_in_full(tmp_path: Path) -> None:
+    """checks = ["queue", "jobs"]: there is no /system_stats to refresh with, so the read after three quiet polls
+    is a full one, every fourth poll, not every twentieth."""
+    async with await start_sim() as sim:
+        target = target_toml("sim", sim.url).replace(f'url = "{sim.url}"\n',
+                                                     f'url = "{sim.url}"\nchecks = ["queue", "jobs"]\n')
+        async with running_daemon(config_toml(target), tmp_path) as (daemon, base):
+            watch = Watch(daemon, base)
+            await _connected(watch)
+            start = _reads(watch, await watch.polls(1, check="queue"))[1]
+            m = await watch.until(lambda m: _reads(watch, m)[1] >= start + 3, "three more reads of /queue", 20.0)
+            assert _reads(watch, m)[0] == 0
+            assert (m.value("comfywatch_quiet_polls_total") or 0.0) >= 6
+
+
 async def test_without_the_monitor_every_poll_reads_the_queue(tmp_path: Path) -> None:
     """websocket_monitor = false: nothing vouches for the queue, so each poll reads /queue and /history."""
     async with await start_sim() as sim, watching(_config(sim.url, monitor=False), tmp_path) as watch:
@@ -122,6 +138,16 @@ async def test_without_the_monitor_every_poll_reads_the_queue(tmp_path: Path) ->
         assert abs(polls - queue_reads) <= 1 and abs(polls - history_reads) <= 1, (polls, queue_reads)
 
 
-def test_a_full_read_at_least_every_fourth_poll_and_every_minute() -> None:
+def test_a_read_at_least_every_fourth_poll_and_every_minute() -> None:
     """Skips allowed in a row: 3 at 15 s (a read every minute), 1 at 30 s, none at a minute or more."""
     assert [quiet_max_skips(s) for s in (0.2, 15.0, 20.0, 30.0, 45.0, 60.0, 300.0)] == [3, 3, 2, 1, 1, 0, 0]
+
+
+def test_a_full_read_at_least_every_fifth_read_and_every_five_minutes() -> None:
+    """Reads of /system_stats alone allowed in a row: 4 at 15 s (a full read every 5 minutes), fewer as the
+    interval grows so that the full reads stay within 5 minutes, none at 5 minutes or more."""
+    intervals = (1.0, 15.0, 30.0, 45.0, 60.0, 120.0, 150.0, 300.0)
+    assert [quiet_max_refreshes(s) for s in intervals] == [4, 4, 4, 2, 4, 1, 1, 0]
+    for interval in intervals:
+        polls = (quiet_max_skips(interval) + 1) * (quiet_max_refreshes(interval) + 1)
+        assert polls * interval <= max(300.0, interval)

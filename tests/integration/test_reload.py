@@ -62,7 +62,7 @@ async def test_reload_keeps_unchanged_targets_adds_new_ones_and_drops_removed_on
         assert set(watch.daemon.runtimes) == {"b"}
         assert watch.daemon.scheduler is not None
         assert not [job for job in watch.daemon.scheduler.get_jobs() if job.id.startswith("a\0")]
-        m = await watch.polls(2, target="b")
+        m = await watch.polls(2, check="system", target="b")
         assert _targets(m) == {"b"}, sorted(_targets(m))
         assert m.value("comfyui_jobs_total", target="b") == 1.0
         assert m.value("comfywatch_targets", kind="local") == 1.0
@@ -86,7 +86,7 @@ async def test_invalid_reload_keeps_the_running_configuration(tmp_path: Path) ->
         for text in broken:
             assert not await _rewrite(watch, tmp_path, text), text
             assert watch.daemon.runtimes["a"].state is state_a
-            m = await watch.polls(2, target="a")
+            m = await watch.polls(2, check="system", target="a")
             assert m.value(RELOAD_OK) == 0.0
             assert m.value("comfyui_up", target="a") == 1.0
             assert m.value("comfyui_jobs_total", target="a") == 1.0
@@ -138,7 +138,7 @@ async def test_a_reload_failing_after_validation_keeps_the_running_configuration
         assert not await _rewrite(watch, tmp_path, changed)
         assert set(watch.daemon.runtimes) == {"a"}
         assert watch.daemon.runtimes["a"].state is state_a
-        m = await watch.polls(2, target="a")
+        m = await watch.polls(2, check="system", target="a")
         assert m.value(RELOAD_OK) == 0.0
         assert m.value("comfyui_up", target="a") == 1.0
         assert _targets(m) == {"a"}

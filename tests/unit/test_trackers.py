@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.queue import QueueItem, QueueSnapshot, parse_queue
-from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, SeenSet
+from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, Read, SeenSet
 from tests.fixtures import load_json
 
 A, B, C = (
@@ -298,62 +298,82 @@ class TestSeenSet:
         assert set(counted) == visible - primed
 
 
+NOTHING, SYSTEM, FULL = Read.NOTHING, Read.SYSTEM, Read.FULL
+
+
 class TestQuietQueue:
     def test_no_skip_before_a_full_read(self) -> None:
         """Nothing is known about the queue until one full read succeeded."""
-        assert not QuietQueue(3).may_skip(True, 1, 5)
+        assert QuietQueue(3, 4).next_read(True, 1, 5, True) is FULL
 
     def test_skips_while_no_status_frame_arrived(self) -> None:
         """Same connection, same frame count as when the successful read started: up to max_skips skips,
-        then one full read is due however quiet the socket is."""
-        quiet = QuietQueue(3)
+        then a read is due however quiet the socket is, in full on a socket that never forwarded a frame."""
+        quiet = QuietQueue(3, 4)
         quiet.mark(1, 5)
-        assert [quiet.may_skip(True, 1, 5) for _ in range(4)] == [True, True, True, False]
+        assert [quiet.next_read(True, 1, 5, False) for _ in range(4)] == [NOTHING, NOTHING, NOTHING, FULL]
         quiet.mark(1, 5)
-        assert quiet.may_skip(True, 1, 5)
+        assert quiet.next_read(True, 1, 5, False) is NOTHING
+
+    def test_a_forwarding_socket_refreshes_system_stats_alone_then_reads_in_full(self) -> None:
+        """On a socket that has delivered a frame, the read after each run of skips is of /system_stats alone,
+        max_refreshes times; then one full read; a full read that succeeds starts the count again."""
+        quiet = QuietQueue(3, 2)
+        quiet.mark(1, 5)
+        reads = [quiet.next_read(True, 1, 5, True) for _ in range(12)]
+        assert reads == [NOTHING] * 3 + [SYSTEM] + [NOTHING] * 3 + [SYSTEM] + [NOTHING] * 3 + [FULL]
+        quiet.mark(1, 5)
+        assert [quiet.next_read(True, 1, 5, True) for _ in range(4)] == [NOTHING] * 3 + [SYSTEM]
 
     def test_a_status_frame_ends_the_quiet(self) -> None:
-        """One queue change since the read (frame count moved) means the next poll reads again."""
-        quiet = QuietQueue(3)
+        """One queue change since the read (frame count moved) means the next poll reads in full."""
+        quiet = QuietQueue(3, 4)
         quiet.mark(1, 5)
-        assert not quiet.may_skip(True, 1, 6)
+        assert quiet.next_read(True, 1, 6, True) is FULL
 
     def test_a_new_connection_or_no_connection_vouches_for_nothing(self) -> None:
-        """Frames missed while disconnected cannot be known: reconnects and closed sockets force a read."""
-        quiet = QuietQueue(3)
+        """Frames missed while disconnected cannot be known: reconnects and closed sockets force a full read."""
+        quiet = QuietQueue(3, 4)
         quiet.mark(1, 5)
-        assert not quiet.may_skip(True, 2, 5)
-        assert not quiet.may_skip(False, 1, 5)
+        assert quiet.next_read(True, 2, 5, True) is FULL
+        assert quiet.next_read(False, 1, 5, True) is FULL
 
     def test_a_failed_read_is_forgotten(self) -> None:
-        """After a failed read the mark is gone: the next poll reads again."""
-        quiet = QuietQueue(3)
+        """After a failed read the mark is gone: the next poll reads in full."""
+        quiet = QuietQueue(3, 4)
         quiet.mark(1, 5)
         quiet.forget()
-        assert not quiet.may_skip(True, 1, 5)
+        assert quiet.next_read(True, 1, 5, True) is FULL
 
-    def test_a_stagger_shortens_only_the_first_run_of_skips(self) -> None:
-        """Targets started together make their full reads in different polls: the stagger counts skips as done
-        at the first mark with a socket only (modulo max_skips + 1), and every later run of skips is whole."""
-        runs = []
+    def test_a_stagger_shortens_only_the_first_runs(self) -> None:
+        """Targets started together make their reads in different polls: the stagger counts skips (modulo
+        max_skips + 1) and refreshes (the rest, modulo max_refreshes + 1) as done at the first mark with a socket
+        only, and every later run is whole."""
+        runs, refreshes = [], []
         for stagger in range(8):
-            quiet = QuietQueue(3, stagger=stagger)
+            quiet = QuietQueue(3, 1, stagger=stagger)
             quiet.mark(0, 0)  # the first poll, before the socket opened: no skips can follow it, none taken
             quiet.mark(1, 5)
-            first = [quiet.may_skip(True, 1, 5) for _ in range(4)]
+            first = [quiet.next_read(True, 1, 5, True) for _ in range(8)]
             quiet.mark(1, 5)
-            assert [quiet.may_skip(True, 1, 5) for _ in range(4)] == [True, True, True, False]
-            runs.append(first.index(False))
+            assert [quiet.next_read(True, 1, 5, True) for _ in range(8)] == (
+                [NOTHING] * 3 + [SYSTEM] + [NOTHING] * 3 + [FULL])
+            runs.append(first.index(SYSTEM) if SYSTEM in first else first.index(FULL))
+            refreshes.append(first.count(SYSTEM))
         assert runs == [3, 2, 1, 0, 3, 2, 1, 0]
+        assert refreshes == [1, 1, 1, 1, 0, 0, 0, 0]
         never = QuietQueue(0, stagger=7)
         never.mark(1, 5)
-        assert not never.may_skip(True, 1, 5)
+        assert never.next_read(True, 1, 5, True) is FULL
 
     def test_zero_skips_means_always_read(self) -> None:
-        """Long intervals (a minute or more) never skip."""
+        """Long intervals (a minute or more) never skip; without refreshes every read is full."""
         quiet = QuietQueue(0)
         quiet.mark(1, 5)
-        assert not quiet.may_skip(True, 1, 5)
+        assert quiet.next_read(True, 1, 5, True) is FULL
+        refreshing = QuietQueue(0, 1)
+        refreshing.mark(1, 5)
+        assert [refreshing.next_read(True, 1, 5, True) for _ in range(2)] == [SYSTEM, FULL]
 
     def test_reobserving_the_same_snapshot_advances_ages_and_stalls(self) -> None:
         """A skipped read re-observes the last snapshot: the running job keeps ageing and can stall, and a
