@@ -22,7 +22,8 @@ prometheus-blackbox-exporter``) and calls its ``/probe?target=<sim>/t/i/api/syst
 ``--blackbox-probes`` times, and reports blackbox's CPU per probe and the ratio to comfywatch's CPU per
 target-poll (a comfywatch target-poll is three requests: system_stats, queue, history; or, while the
 monitoring WebSocket shows the target up and its queue unchanged, none, or system_stats alone every fourth
-poll; requests counted from ``comfyui_requests_total``).
+poll, with the three every twentieth). It also reports the daemon's CPU per request it made (every request
+counted in ``comfyui_requests_total``, catalogue reads too).
 
     .venv/bin/python bench/scale.py [--targets 1000] [--interval 15] [--cycles 3] [--websocket-monitor both]
 

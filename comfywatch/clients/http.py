@@ -42,8 +42,8 @@ T = TypeVar("T")
 
 #: Distinct request timeouts kept built per client (see ``HttpClient._timeout``).
 MAX_CACHED_TIMEOUTS = 16
-#: How long a target's idle connection is kept open for its next full read: with quiet polls asking nothing,
-#: that is every fourth 15 s poll, 60 s later. Under the 75 s that aiohttp servers (ComfyUI) and nginx keep it.
+#: How long a target's idle connection is kept open for its next read: with quiet polls asking nothing, that is
+#: every fourth 15 s poll, 60 s later. Under the 75 s that aiohttp servers (ComfyUI) and nginx keep it.
 KEEPALIVE_SECONDS = 65.0
 
 

@@ -49,7 +49,7 @@ from comfywatch.server.probe import make_probe_handler
 from comfywatch.server.webconfig import basic_auth_middleware, install_response_headers, load_web_config
 from comfywatch.state import TargetState
 from comfywatch.state.history import Event, EventLog
-from comfywatch.state.trackers import Read
+from comfywatch.state.trackers import PollRead
 from comfywatch.status.model import StatusInputs
 
 __all__ = ["Daemon", "ListenError"]
@@ -402,9 +402,10 @@ class Daemon:
 
     async def run_group(self, context: TargetContext, members: list[CheckSpec]) -> None:
         """Run a group's checks in order; stop after ``system`` finds the target unreachable. The whole poll is
-        skipped while the monitoring WebSocket shows the server up and its queue unchanged since the last full
-        read (``trackers.QuietQueue``). When a scrape is due before the group runs again, the target's
-        /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them ready."""
+        skipped, or only its system check run, while the monitoring WebSocket shows the server up and its queue
+        unchanged since the last full read (``trackers.QuietQueue``). When a scrape is due before the group runs
+        again, the target's /metrics lines are encoded as it ends (``exporter.prepare``): the scrape finds them
+        ready."""
         await self._run_group(context, members)
         context.state.record_history(time.time())
         horizon = max((spec.interval for spec in members), default=0.0)
@@ -420,17 +421,17 @@ class Daemon:
         state = context.state
         mark = (state.monitor_connection, state.monitor_status_frames)
         reads = [spec for spec in members if spec.name in _QUIET_READS]
-        # A quiet poll asks nothing, a refresh /system_stats alone: both decided before the group's first check
-        # when the group reads the queue.
+        system = next((spec for spec in members if spec.name == "system"), None)
+        # Decided before the group's first check, so that a poll that asks less asks nothing it does not need.
         quiet_from = members[0] if reads else None
         for spec in members:
             if spec is quiet_from:
-                read = self._next_read(state, members, mark)
-                if read is Read.NOTHING:
+                read = self._next_read(state, system is not None, mark)
+                if read is PollRead.NOTHING:
                     self.quiet_polls += 1
                     return
-                if read is Read.SYSTEM:
-                    await self.run_check(context, next(spec for spec in members if spec.name == "system"))
+                if read is PollRead.SYSTEM and system is not None:
+                    await self.run_check(context, system)
                     return
             await self.run_check(context, spec)
             if spec.name == "system" and state.up == 0.0 and state.up_reason in _UNREACHABLE:
@@ -442,20 +443,18 @@ class Daemon:
                 state.quiet.forget()
 
     @staticmethod
-    def _next_read(state: TargetState, members: list[CheckSpec], mark: tuple[int, int]) -> Read:
+    def _next_read(state: TargetState, has_system: bool, mark: tuple[int, int]) -> PollRead:
         """What this poll asks (``trackers.QuietQueue``). Less than a full read only when the last poll that asked
         found the server up: then the monitoring socket, open on the same connection since that full read, vouches
         for the server (a dead process or a restart closes it, and the system check runs at once) and for its queue
         (no ``status`` frame since). The server's memory figures are then those of the last read, at most
-        ``max_skips`` polls old."""
-        has_system = any(spec.name == "system" for spec in members)
+        ``max_skips`` polls old. A group without the system check has nothing to refresh with: it reads in full."""
         if has_system and (state.up != 1.0 or state.check("system").last_reason is not None):
-            return Read.FULL
-        read = state.quiet.next_read(state.websocket_connected == 1.0, *mark, state.monitor_forwarded)
-        if read is Read.FULL or not queue_check.reobserve(state):
-            return Read.FULL
-        # A group without the system check has nothing to refresh with: it reads in full.
-        return Read.FULL if read is Read.SYSTEM and not has_system else read
+            return PollRead.FULL
+        read = state.quiet.next_read(state.websocket_connected == 1.0, *mark, has_system and state.monitor_forwarded)
+        if read is not PollRead.FULL and not queue_check.reobserve(state):
+            return PollRead.FULL
+        return read
 
     def _unschedule(self, name: str) -> None:
         if self.scheduler is None:

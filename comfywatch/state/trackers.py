@@ -13,7 +13,7 @@ from enum import Enum
 
 from comfywatch.parse.queue import QueueSnapshot
 
-__all__ = ["QueueTracker", "QueueView", "QuietQueue", "Read", "SeenSet"]
+__all__ = ["PollRead", "QueueTracker", "QueueView", "QuietQueue", "SeenSet"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ class SeenSet:
         return fresh
 
 
-class Read(Enum):
+class PollRead(Enum):
     """What a poll asks the server (:meth:`QuietQueue.next_read`)."""
 
     #: Nothing: the last full read still holds.
@@ -176,9 +176,10 @@ class QuietQueue:
 
     After ``max_skips`` such polls in a row one reads again: ``/system_stats`` alone (fresh memory figures, and a
     failure only HTTP sees) on a socket that has forwarded a frame (ComfyUI sends ``status`` first on every new
-    socket), as the pings that keep it open prove it still forwards; ``/queue`` and ``/history`` too on a socket
-    that never did (a buffering proxy: open but silent), and at least every ``max_refreshes + 1`` such reads
-    whatever the socket, in case the server stopped broadcasting.
+    socket; the monitor pings it every 20 s and closes it when no pong comes back, so it stays open only while
+    frames get through); ``/queue`` and ``/history`` too on a socket that never did (a buffering proxy: open but
+    silent), and at least every ``max_refreshes + 1`` such reads whatever the socket, in case the server stopped
+    broadcasting.
 
     The mark is the (connection, frame count) pair read *before* the full read started: a frame arriving
     while it runs makes the next poll a full one again.
@@ -188,36 +189,39 @@ class QuietQueue:
         self.max_skips = max_skips
         self.max_refreshes = max_refreshes
         self._mark: tuple[int, int] | None = None
+        #: The socket of the last mark: the first full read on a new socket starts the counts at the stagger.
+        self._socket = 0
         self._skips = 0
         self._refreshes = 0
-        #: Skips and ``/system_stats`` reads taken as already made at the first mark with a socket (*stagger*
-        #: spread over both counts): a fleet started together would otherwise make all its reads in the same polls.
-        self._first_skips = stagger % (max_skips + 1)
-        self._first_refreshes = stagger // (max_skips + 1) % (max_refreshes + 1)
+        #: Skips and ``/system_stats`` reads taken as already made at the first mark on each socket (*stagger*
+        #: spread over both counts): a fleet whose sockets opened together (a start, a proxy restart) would
+        #: otherwise make all its reads in the same polls.
+        self._stagger_skips = stagger % (max_skips + 1)
+        self._stagger_refreshes = stagger // (max_skips + 1) % (max_refreshes + 1)
 
     def mark(self, connection: int, frames: int) -> None:
         """A full read that started at (*connection*, *frames*) succeeded (*connection* 0: no socket yet)."""
         self._mark = (connection, frames)
-        if connection:
-            # The first mark that can start a run of skips (a socket opens as its target is first polled).
-            self._skips, self._first_skips = self._first_skips, 0
-            self._refreshes, self._first_refreshes = self._first_refreshes, 0
+        if connection and connection != self._socket:
+            self._skips, self._refreshes = self._stagger_skips, self._stagger_refreshes
         else:
             self._skips = self._refreshes = 0
+        self._socket = connection
 
     def forget(self) -> None:
         """A full read failed: the next poll reads again."""
         self._mark = None
 
-    def next_read(self, connected: bool, connection: int, frames: int, forwarded: bool) -> Read:
-        """What this poll reads (counted as taken): *forwarded*, whether the open socket has delivered a frame."""
+    def next_read(self, connected: bool, connection: int, frames: int, forwarded: bool) -> PollRead:
+        """What this poll reads (counted as taken). *forwarded*: the open socket has delivered a frame, and a read of
+        ``/system_stats`` alone would do."""
         if not connected or self._mark != (connection, frames):
-            return Read.FULL
+            return PollRead.FULL
         if self._skips < self.max_skips:
             self._skips += 1
-            return Read.NOTHING
+            return PollRead.NOTHING
         if forwarded and self._refreshes < self.max_refreshes:
             self._refreshes += 1
             self._skips = 0
-            return Read.SYSTEM
-        return Read.FULL
+            return PollRead.SYSTEM
+        return PollRead.FULL

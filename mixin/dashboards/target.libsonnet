@@ -72,8 +72,10 @@
                            unit='s', thresholds=[['green', null], ['red', 1800]]),
             lib.timeseries('Time since last successful check',
                            "Age of each check's last success (system, queue, jobs, canary, billing): it grows while a "
-                           + 'check fails or stops running, and the other panels then show old news. ComfyUICheckStale '
-                           + "fires when a check's last success is older than 15 minutes while the target is up.",
+                           + 'check fails or stops running, and the other panels then show old news. On a quiet server '
+                           + 'with the monitoring WebSocket, queue and jobs run every fifth read, up to 5 minutes apart. '
+                           + "ComfyUICheckStale fires when a check's last success is older than 15 minutes while the "
+                           + 'target is up.',
                            [q('time() - comfywatch_check_last_success_timestamp_seconds{%(t)s}', '{{check}}')],
                            unit='s'),
           ]),

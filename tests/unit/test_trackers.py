@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.queue import QueueItem, QueueSnapshot, parse_queue
-from comfywatch.state.trackers import QueueTracker, QueueView, QuietQueue, Read, SeenSet
+from comfywatch.state.trackers import PollRead, QueueTracker, QueueView, QuietQueue, SeenSet
 from tests.fixtures import load_json
 
 A, B, C = (
@@ -298,7 +298,7 @@ class TestSeenSet:
         assert set(counted) == visible - primed
 
 
-NOTHING, SYSTEM, FULL = Read.NOTHING, Read.SYSTEM, Read.FULL
+NOTHING, SYSTEM, FULL = PollRead.NOTHING, PollRead.SYSTEM, PollRead.FULL
 
 
 class TestQuietQueue:
@@ -345,10 +345,11 @@ class TestQuietQueue:
         quiet.forget()
         assert quiet.next_read(True, 1, 5, True) is FULL
 
-    def test_a_stagger_shortens_only_the_first_runs(self) -> None:
-        """Targets started together make their reads in different polls: the stagger counts skips (modulo
-        max_skips + 1) and refreshes (the rest, modulo max_refreshes + 1) as done at the first mark with a socket
-        only, and every later run is whole."""
+    def test_a_stagger_shortens_only_the_first_runs_on_each_socket(self) -> None:
+        """Targets whose sockets opened together (a start, a proxy restart) make their reads in different polls:
+        the stagger counts skips (modulo max_skips + 1) and refreshes (the rest, modulo max_refreshes + 1) as done
+        at the first mark on each socket only, and every later run on that socket is whole."""
+        whole = [NOTHING] * 3 + [SYSTEM] + [NOTHING] * 3 + [FULL]
         runs, refreshes = [], []
         for stagger in range(8):
             quiet = QuietQueue(3, 1, stagger=stagger)
@@ -356,8 +357,9 @@ class TestQuietQueue:
             quiet.mark(1, 5)
             first = [quiet.next_read(True, 1, 5, True) for _ in range(8)]
             quiet.mark(1, 5)
-            assert [quiet.next_read(True, 1, 5, True) for _ in range(8)] == (
-                [NOTHING] * 3 + [SYSTEM] + [NOTHING] * 3 + [FULL])
+            assert [quiet.next_read(True, 1, 5, True) for _ in range(8)] == whole
+            quiet.mark(3, 9)  # a reconnect: a new socket
+            assert [quiet.next_read(True, 3, 9, True) for _ in range(8)] == first
             runs.append(first.index(SYSTEM) if SYSTEM in first else first.index(FULL))
             refreshes.append(first.count(SYSTEM))
         assert runs == [3, 2, 1, 0, 3, 2, 1, 0]
