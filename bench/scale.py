@@ -525,7 +525,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=3, help="intervals measured after the warm-up (>= 2)")
     parser.add_argument("--scrapes", type=int, default=7, help="/metrics scrapes timed for the render median")
     parser.add_argument("--settle", type=float, default=0.0,
-                        help="seconds more to wait after the warm-up (a large fleet's catalogue reads take minutes)")
+                        help="seconds more to wait after the warm-up")
     parser.add_argument("--websocket-monitor", choices=("off", "on", "both"), default="off")
     parser.add_argument("--blackbox-probes", type=int, default=3000, help="0 skips the blackbox comparison")
     parser.add_argument("--concurrency", type=int, default=8, help="blackbox probes in flight")
