@@ -11,7 +11,7 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,13 @@ CHECKS = ("system", "queue", "jobs")
 
 def target_toml(
     name: str, url: str, *, timeout: str | None = None, stall_after: str | None = None,
-    canary: str | None = None, canary_timeout: str = "10s",
+    canary: str | None = None, canary_timeout: str = "10s", checks: Sequence[str] | None = None,
 ) -> str:
-    """One ``[[targets]]`` table for a local target; its canary runs every *canary* (off when None)."""
+    """One ``[[targets]]`` table for a local target; its canary runs every *canary* (off when None), its polls
+    run *checks* (the default set when None)."""
     lines = ["[[targets]]", f'name = "{name}"', f'url = "{url}"']
+    if checks is not None:
+        lines.append("checks = [" + ", ".join(f'"{check}"' for check in checks) + "]")
     if timeout is not None:
         lines.append(f'timeout = "{timeout}"')
     if stall_after is not None:

@@ -118,8 +118,7 @@ async def test_a_group_without_the_system_check_reads_in_full(tmp_path: Path) ->
     """checks = ["queue", "jobs"]: there is no /system_stats to refresh with, so the read after three quiet polls
     is a full one, every fourth poll, not every twentieth."""
     async with await start_sim() as sim:
-        target = target_toml("sim", sim.url).replace(f'url = "{sim.url}"\n',
-                                                     f'url = "{sim.url}"\nchecks = ["queue", "jobs"]\n')
+        target = target_toml("sim", sim.url, checks=("queue", "jobs"))
         async with running_daemon(config_toml(target), tmp_path) as (daemon, base):
             watch = Watch(daemon, base)
             await _connected(watch)
