@@ -63,18 +63,24 @@ HEARTBEAT_SECONDS = 1.0
 #: socket vouches for it, and its catalogue is read soon after: at 20 ms (10,000 targets: 200 s) a 9000-target
 #: ramp took at most 65 % of a core and timed no check out (docs/benchmarks.md, "10,000 targets").
 START_CPU_PER_TARGET = 0.020
-#: Polling intervals after a configuration switch's last first poll at which what its targets made to stay
-#: (connections, monitoring sockets, first observations) is moved out of the collector's reach (see
-#: :func:`_freeze_long_lived`).
+#: What a configuration switch's targets keep (connections, monitoring sockets) is frozen (see
+#: :func:`_freeze_long_lived`) this many poll intervals after its last first poll, and no sooner than
+#: SETTLE_MIN_SECONDS after it: a monitoring socket opens as its target is first polled, and may take its
+#: 5 s open timeout.
 SETTLE_INTERVALS = 2
+SETTLE_MIN_SECONDS = 10.0
+#: Every this many seconds everything is unfrozen, collected and frozen again: a frozen object that became part
+#: of a garbage cycle since (a connection replaced after a reconnect) is freed within this time.
+REFREEZE_SECONDS = 3600.0
 
 
-def _freeze_long_lived() -> None:
+def _freeze_long_lived(*, unfreeze: bool) -> None:
     """Move every object alive now out of the cycle collector's generations: a fleet's states, clients and open
     connections live for the whole run, and a full collection would otherwise walk all of them every minute or
-    so (at 3000 targets, 540k objects: a 330 ms stall of the event loop, scrapes and polls included). Objects
-    frozen before are unfrozen and collected first, so cycles left by targets a reload dropped are freed."""
-    gc.unfreeze()
+    so, stalling the event loop (scrapes and polls included) for longer the larger the fleet. With *unfreeze*,
+    the objects frozen before are collected too (a full walk of the heap), and garbage cycles among them freed."""
+    if unfreeze:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
 
@@ -563,7 +569,7 @@ class Daemon:
             except Exception as exc:
                 # The switch is under way: a client that fails to close must not leave it half done.
                 log.warning("target_close_failed", target=name, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-        settled = 0.0
+        settle_after = SETTLE_MIN_SECONDS
         for built in plan.add:
             runtime = built.runtime
             self.runtimes[runtime.config.name] = runtime
@@ -571,13 +577,11 @@ class Daemon:
             if runtime.local is not None and config.defaults.websocket_monitor:
                 # Connected as the target is first polled: a fleet's sockets open spread like its polls.
                 self._start_monitor(runtime, delay=first_poll)
-            # Its polls' interval (a target without poll slots: its most frequent job's).
+            # A target without poll slots (Cloud) has settled once its most frequent job has run.
             interval = max(built.polls, default=min((job.interval for job in built.jobs), default=0.0))
-            settled = max(settled, first_poll + SETTLE_INTERVALS * interval)
+            settle_after = max(settle_after, first_poll + max(SETTLE_INTERVALS * interval, SETTLE_MIN_SECONDS))
         if plan.add and self.scheduler is not None:
-            # A later switch before this one has settled moves the freeze after its own targets' first polls.
-            self.scheduler.add_job(self._settle, DateTrigger(datetime.now(UTC) + timedelta(seconds=settled)),
-                                   id="\0settle", replace_existing=True)
+            self._schedule_settle(datetime.now(UTC) + timedelta(seconds=settle_after))
         if self.scheduler is not None and (old is None or old.discovery.refresh_interval
                                            != config.discovery.refresh_interval):
             self.scheduler.add_job(self._cancellable, IntervalTrigger(seconds=config.discovery.refresh_interval),
@@ -657,11 +661,34 @@ class Daemon:
             text += ")"
         return text
 
+    def _schedule_settle(self, when: datetime) -> None:
+        """Freeze what the targets keep at *when*, or later: a switch that comes before the freeze of an earlier
+        one never moves it before that one's targets have settled."""
+        assert self.scheduler is not None
+        pending = self.scheduler.get_job("\0settle")
+        if pending is not None and pending.next_run_time is not None:
+            when = max(when, pending.next_run_time)
+        # However late the loop runs it, a freeze is still worth doing: no misfire grace.
+        self.scheduler.add_job(self._settle, DateTrigger(when, timezone=UTC), id="\0settle", replace_existing=True,
+                               misfire_grace_time=None)
+
     async def _settle(self) -> None:
-        """The targets of the last configuration switch have all been polled and their sockets opened."""
+        """Freeze what the targets of the last switch keep, once they have settled."""
+        self._freeze(unfreeze=False)
+
+    async def _refreeze(self) -> None:
+        """Collect what is frozen too, and freeze again (see REFREEZE_SECONDS)."""
+        self._freeze(unfreeze=True)
+
+    # The jobs above are coroutines so that APScheduler runs them on the event loop, between polls: it runs a
+    # plain function in a worker thread.
+
+    @staticmethod
+    def _freeze(*, unfreeze: bool) -> None:
         started = time.perf_counter()
-        _freeze_long_lived()
-        log.info("objects_frozen", objects=gc.get_freeze_count(), seconds=round(time.perf_counter() - started, 3))
+        _freeze_long_lived(unfreeze=unfreeze)
+        log.info("objects_frozen", objects=gc.get_freeze_count(), unfrozen=unfreeze,
+                 seconds=round(time.perf_counter() - started, 3))
 
     async def _heartbeat(self) -> None:
         self.last_tick = time.monotonic()
@@ -796,6 +823,7 @@ class Daemon:
             await self._stop_server()
             raise ListenError(config.server.listen, exc) from None
         self.scheduler.start()
+        self.scheduler.add_job(self._refreeze, IntervalTrigger(seconds=REFREEZE_SECONDS), id="\0refreeze")
         self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="\0heartbeat",
                                next_run_time=datetime.now(UTC))
         # Fingerprint first: a file changing while targets are being set up is then seen at the next refresh.
@@ -806,7 +834,8 @@ class Daemon:
             await self.shutdown()
             raise
         # Config, clients and target states: frozen now, and with their connections once the targets settle.
-        _freeze_long_lived()
+        # (Unfrozen first: a process that ran a daemon before, as a test does, may have frozen its objects.)
+        _freeze_long_lived(unfreeze=True)
         self.reload_timestamp = time.time()
         self.last_tick = time.monotonic()
         watchdog = sdnotify.Watchdog(self.alive)
