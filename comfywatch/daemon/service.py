@@ -78,11 +78,16 @@ def _freeze_long_lived(*, unfreeze: bool) -> None:
     """Move every object alive now out of the cycle collector's generations: a fleet's states, clients and open
     connections live for the whole run, and a full collection would otherwise walk all of them every minute or
     so, stalling the event loop (scrapes and polls included) for longer the larger the fleet. With *unfreeze*,
-    the objects frozen before are collected too (a full walk of the heap), and garbage cycles among them freed."""
+    the objects frozen before are collected too (a full walk of the heap), and garbage cycles among them freed.
+    What is in flight at the time (a poll's response, a catalogue being parsed) is frozen too: any cycle it
+    leaves is freed at the next unfreezing one."""
+    started = time.perf_counter()
     if unfreeze:
         gc.unfreeze()
     gc.collect()
     gc.freeze()
+    log.info("objects_frozen", objects=gc.get_freeze_count(), unfrozen=unfreeze,
+             seconds=round(time.perf_counter() - started, 3))
 
 
 class ListenError(Exception):
@@ -672,23 +677,16 @@ class Daemon:
         self.scheduler.add_job(self._settle, DateTrigger(when, timezone=UTC), id="\0settle", replace_existing=True,
                                misfire_grace_time=None)
 
+    # The two freeze jobs are coroutines so that APScheduler runs them on the event loop, between polls (it
+    # runs a plain function in a worker thread).
+
     async def _settle(self) -> None:
         """Freeze what the targets of the last switch keep, once they have settled."""
-        self._freeze(unfreeze=False)
+        _freeze_long_lived(unfreeze=False)
 
     async def _refreeze(self) -> None:
         """Collect what is frozen too, and freeze again (see REFREEZE_SECONDS)."""
-        self._freeze(unfreeze=True)
-
-    # The jobs above are coroutines so that APScheduler runs them on the event loop, between polls: it runs a
-    # plain function in a worker thread.
-
-    @staticmethod
-    def _freeze(*, unfreeze: bool) -> None:
-        started = time.perf_counter()
-        _freeze_long_lived(unfreeze=unfreeze)
-        log.info("objects_frozen", objects=gc.get_freeze_count(), unfrozen=unfreeze,
-                 seconds=round(time.perf_counter() - started, 3))
+        _freeze_long_lived(unfreeze=True)
 
     async def _heartbeat(self) -> None:
         self.last_tick = time.monotonic()
@@ -834,8 +832,7 @@ class Daemon:
             await self.shutdown()
             raise
         # Config, clients and target states: frozen now, and with their connections once the targets settle.
-        # (Unfrozen first: a process that ran a daemon before, as a test does, may have frozen its objects.)
-        _freeze_long_lived(unfreeze=True)
+        _freeze_long_lived(unfreeze=False)
         self.reload_timestamp = time.time()
         self.last_tick = time.monotonic()
         watchdog = sdnotify.Watchdog(self.alive)
@@ -872,6 +869,9 @@ class Daemon:
                 await asyncio.wait_for(runtime.close(), timeout=1.0)
         self.runtimes.clear()
         await self._stop_server()
+        # The process's collector as the daemon found it: a program that embeds the daemon gets its garbage
+        # cycles collected again.
+        gc.unfreeze()
 
     async def _stop_server(self) -> None:
         if self._runner is not None:
