@@ -100,7 +100,9 @@ async def test_the_pages_print_what_the_servers_did(tmp_path: Path, unused_tcp_p
             assert summary["Version"].startswith("<script>alert(1)</script><img src=x onerror=alert(2)>\ufffd")
             assert not any(e.tag == "img" or e.get("onerror") for e in target.iter())
 
-            status, page = await get(f"{base}/targets/healthy")
+            # A target's first poll records a point with up alone (up changed): the VRAM chart needs the next one.
+            status, page = await eventually(lambda: get(f"{base}/targets/healthy"),
+                                            lambda answer: "VRAM free: last" in answer[1], what="a VRAM point")
             target = parse(page)
             charts = {text(f.find("figcaption")): f for f in target.iter("figure")}
             assert list(charts)[:6] == ["Up (up or down)", "Jobs running (jobs)", "Jobs pending (jobs)",
