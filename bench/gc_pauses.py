@@ -34,6 +34,7 @@ import asyncio
 import gc
 import io
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,8 @@ async def run_mode(mode: str, sim_url: str, workdir: Path, targets: int, minutes
         "[server]\n", '[server]\nlisten = "127.0.0.1:0"\n', 1), encoding="utf-8")
     log_stream = io.StringIO()
     configure_logging(fmt="json", level="info", stream=log_stream)
+    # As `comfywatch run` sets it: APScheduler's lines per job run would be this process's own work.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     daemon = Daemon(config)
     if mode == "startup":
         daemon._schedule_settle = lambda when: None  # type: ignore[method-assign]
