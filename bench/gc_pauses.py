@@ -7,7 +7,7 @@ configuration of bench/scale.py. After the warm-up of bench/scale.py (every targ
 read, then one more interval; read from the daemon's states) it records, over ``--minutes``:
 
 - every collection of the oldest generation (a full walk of what the collector tracks; the event loop, scrapes
-  and polls included, waits for it): how many, their median and largest pause;
+  and polls included, waits for it): how many, and their pauses (up to five; else median and largest);
 - ``/metrics`` scraped once per interval, as Prometheus would, timed by the client (the largest shows a pause
   that came during a scrape);
 - the objects the collector tracks and the objects frozen out of it at the start of the window.
@@ -46,12 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from scale import WARM_CHECKS, fleet_config, scrape, simulator
+from scale import WARM_CHECKS, fleet_config, scrape, simulator, warm_up_seconds
 
-from comfywatch.checks.catalog import CHECK_INTERVAL as CATALOG_CHECK_INTERVAL
-from comfywatch.checks.catalog import READS_PER_SECOND
 from comfywatch.daemon.fdlimit import raise_soft_limit
-from comfywatch.daemon.service import START_CPU_PER_TARGET, Daemon
+from comfywatch.daemon.service import Daemon
 from comfywatch.logs import configure_logging
 
 INTERVAL = 15.0
@@ -124,13 +122,14 @@ async def record_window(session: aiohttp.ClientSession, base: str, minutes: floa
 
 async def warm_up(daemon: Daemon, targets: int) -> None:
     """bench/scale.py's warm-up, read from the daemon's states: parsing its whole ``/metrics`` every second
-    would be this process's own work, on the daemon's event loop."""
-    deadline = (time.monotonic() + 4 * INTERVAL + 60 + CATALOG_CHECK_INTERVAL
-                + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND))
+    would be this process's own work, on the daemon's event loop. Then, as long as the settle is pending,
+    it waits for it: its own collection is not a pause of the window's."""
+    deadline = time.monotonic() + warm_up_seconds(targets, INTERVAL)
     while True:
         done = sum(1 for context in daemon.runtimes.values() for check in WARM_CHECKS
                    if (state := context.state.checks.get(check)) is not None and state.last_success)
-        if done >= targets * len(WARM_CHECKS):
+        if done >= targets * len(WARM_CHECKS) and (
+                daemon.scheduler is None or daemon.scheduler.get_job("\0settle") is None):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"warm-up: only {done} of {targets * len(WARM_CHECKS)} checks have succeeded")
@@ -203,7 +202,8 @@ def describe(name: str, window: Window) -> list[str]:
     return [
         f"  {name}: {window.tracked_objects:,} objects tracked, {window.frozen_objects:,} frozen",
         f"    full collections: {len(pauses)} in {window.seconds / 60:g} min"
-        + (f", pause median {ms(statistics.median(pauses))}, largest {ms(max(pauses))}" if pauses else ""),
+        + (f", pauses {' / '.join(map(ms, pauses))}" if 0 < len(pauses) <= 5 else
+           f", pause median {ms(statistics.median(pauses))}, largest {ms(max(pauses))}" if pauses else ""),
         f"    younger collections: {window.young_collections}, largest pause {ms(window.young_pause_max)}",
         f"    /metrics once per interval: median {ms(statistics.median(window.scrapes))}, "
         f"largest {ms(max(window.scrapes))} ({len(window.scrapes)} scrapes)",

@@ -217,12 +217,16 @@ async def scrape(session: aiohttp.ClientSession, base: str, *, gzip: bool = Fals
     return result
 
 
+def warm_up_seconds(targets: int, interval: float) -> float:
+    """The longest a warm-up may take: the ramp of first polls, every catalogue read in turn, a few intervals."""
+    return 4 * interval + 60 + CATALOG_CHECK_INTERVAL + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND)
+
+
 async def warm_up(session: aiohttp.ClientSession, base: str, targets: int, interval: float) -> None:
     """Wait until every target has passed each of :data:`WARM_CHECKS` once. A large fleet ramps its first polls
     up over targets x 20 ms, and reads its catalogues in turn: without waiting for them, a window would measure
     a start-up's reads. A read that would wait too long for its turn is left to the catalogue check's next run."""
-    deadline = (time.monotonic() + 4 * interval + 60 + CATALOG_CHECK_INTERVAL
-                + targets * (START_CPU_PER_TARGET + 1 / READS_PER_SECOND))
+    deadline = time.monotonic() + warm_up_seconds(targets, interval)
     while True:
         first = await scrape(session, base)
         done = sum(1 for (_, check), last in first.last_success.items() if check in WARM_CHECKS and last)
