@@ -147,12 +147,15 @@ class CloudApi:
             raise RetryAfterActive(remaining)
 
     async def _get(self, route: str, endpoint: str, parser: Callable[[Any], T],
-                   params: Mapping[str, str] | None = None) -> T:
+                   params: Mapping[str, str] | None = None, *, polled: bool = True) -> T:
+        """GET *route*, retried after a server error, refused connection or timeout; *polled*: a fixed route
+        (its URL is kept), not one with a job's id."""
         self._ensure_not_paused()
         attempt = 0
         while True:
             try:
-                body, _ = await self.http.get_json(route, endpoint=endpoint, parser=parser, params=params)
+                body, _ = await self.http.get_json(route, endpoint=endpoint, parser=parser, params=params,
+                                                   keep_url=polled)
                 return body
             except RequestFailed as failed:
                 self._note_failure(failed.failure)
@@ -185,10 +188,11 @@ class CloudApi:
         return await self._get("/api/jobs", "jobs", cloud_parse.parse_jobs_list, params)
 
     async def job_status(self, job_id: str) -> cloud_parse.JobStatus:
-        return await self._get(f"/api/job/{job_id}/status", "job_status", cloud_parse.parse_job_status)
+        return await self._get(f"/api/job/{job_id}/status", "job_status", cloud_parse.parse_job_status,
+                               polled=False)
 
     async def job_detail(self, job_id: str) -> cloud_parse.JobDetail:
-        return await self._get(f"/api/jobs/{job_id}", "jobs", cloud_parse.parse_job_detail)
+        return await self._get(f"/api/jobs/{job_id}", "jobs", cloud_parse.parse_job_detail, polled=False)
 
     async def submit(self, prompt: Mapping[str, Any], client_id: str | None = None) -> cloud_parse.SubmitResult:
         """POST /api/prompt once: never retried, since a lost answer may hide an accepted (billed) job."""

@@ -52,11 +52,13 @@ class LocalApi:
     async def _get(
         self, route: str, endpoint: str, parser: Any, params: Mapping[str, str] | None = None,
         *, record_phases: bool = False, timeout: float | None = None, max_body: int | None = None,
+        polled: bool = False,
     ) -> tuple[Any, HttpResult]:
+        """GET *route* (under the prefix); *polled*: a fixed route the polls request (its URL is kept)."""
         try:
             return await self.http.get_json(
                 self.prefix + route, endpoint=endpoint, parser=parser, params=params,
-                record_phases=record_phases, timeout=timeout, max_body=max_body,
+                record_phases=record_phases, timeout=timeout, max_body=max_body, keep_url=polled,
             )
         except RequestFailed as failed:
             if failed.failure.reason is Reason.NOT_FOUND and self.prefix and endpoint == "system_stats":
@@ -64,25 +66,26 @@ class LocalApi:
                 self.prefix = ""
                 return await self.http.get_json(
                     route, endpoint=endpoint, parser=parser, params=params,
-                    record_phases=record_phases, timeout=timeout, max_body=max_body,
+                    record_phases=record_phases, timeout=timeout, max_body=max_body, keep_url=polled,
                 )
             raise
 
     async def system_stats(self, *, record_phases: bool = True) -> tuple[SystemStats, HttpResult]:
         return await self._get("/system_stats", "system_stats", parse_system_stats, record_phases=record_phases,
-                               max_body=SYSTEM_STATS_MAX_BODY)
+                               max_body=SYSTEM_STATS_MAX_BODY, polled=True)
 
     async def queue(self) -> QueueSnapshot:
-        snapshot, _ = await self._get("/queue", "queue", parse_queue)
+        snapshot, _ = await self._get("/queue", "queue", parse_queue, polled=True)
         return snapshot  # type: ignore[no-any-return]
 
     async def queue_and_clock(self) -> tuple[QueueSnapshot, float | None]:
         """The queue plus the server's clock offset (server minus local, seconds) from its Date header."""
-        snapshot, result = await self._get("/queue", "queue", parse_queue)
+        snapshot, result = await self._get("/queue", "queue", parse_queue, polled=True)
         return snapshot, clock_offset(result.headers.get("Date"))
 
     async def history(self, max_items: int) -> list[HistoryEntry]:
-        entries, _ = await self._get("/history", "history", parse_history, {"max_items": str(max_items)})
+        entries, _ = await self._get("/history", "history", parse_history, {"max_items": str(max_items)},
+                                     polled=True)
         return entries  # type: ignore[no-any-return]
 
     async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None:
@@ -119,7 +122,7 @@ class LocalApi:
         # No sort_by: local ComfyUI answers 400 to anything but "created_at"/"execution_duration" (Comfy
         # Cloud spells it "create_time"), and its default is already newest-created first.
         params = {"limit": str(limit), "sort_order": "desc"}
-        page, _ = await self._get("/jobs", "jobs", parse_jobs, params)
+        page, _ = await self._get("/jobs", "jobs", parse_jobs, params, polled=True)
         return page  # type: ignore[no-any-return]
 
     async def submit(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from comfywatch.clients.http import MAX_CACHED_TIMEOUTS, ClientSettings, HttpClient, RequestFailed
+from comfywatch.clients.http import MAX_CACHED_TIMEOUTS, MAX_CACHED_URLS, ClientSettings, HttpClient, RequestFailed
 from comfywatch.clients.local import SYSTEM_STATS_MAX_BODY, LocalApi
 from comfywatch.errors import Reason
 from comfywatch.parse.system import parse_system_stats
@@ -44,13 +44,18 @@ def test_a_repeated_timeout_is_the_same_object() -> None:
     assert (first.total, first.connect) == (5.0, 2.0)
 
 
-def test_paths_with_ids_are_not_all_kept() -> None:
-    """``/history/{id}`` is a new path per canary run; only the first 64 paths are kept."""
+def test_only_polled_paths_are_kept_and_only_so_many() -> None:
+    """A URL is kept only when asked (a polled path), and never more than MAX_CACHED_URLS of them; a path asked
+    without keeping is built anew each time."""
     client = HttpClient(ClientSettings(base_url="http://127.0.0.1:8188/base"))
-    for index in range(500):
+    for index in range(100):
         url = client.url(f"/api/history/{index:04d}")
         assert str(url) == f"http://127.0.0.1:8188/base/api/history/{index:04d}"
-    assert len(client._urls) == 64
+    assert client._urls == {}
+    for index in range(500):
+        client.url(f"/api/polled/{index:04d}", keep=True)
+    assert len(client._urls) == MAX_CACHED_URLS
+    assert client.url("/api/polled/0000", keep=True) is client.url("/api/polled/0000")
 
 
 @pytest.mark.parametrize(("base", "expected"), [
