@@ -71,3 +71,23 @@ async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(s
     finally:
         await context.close()
     assert server.upgrades == [Upgrade("/comfy/api/ws", "comfywatch-test", "Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ=")]
+
+
+async def test_an_open_socket_keeps_neither_its_upgrade_request_nor_the_answers_headers(
+        server: ComfyBehindProxy) -> None:
+    """A monitoring socket lives for days: once open it holds no copy of the upgrade request (the credentials
+    are among its headers) nor of the answer's headers, only the answer's status; and it still reads."""
+    target = TargetConfig(name="t", url=f"http://alice:ws-upgrade-s3cret@127.0.0.1:{server.port}/comfy")
+    context = build_context(Config(), target)
+    assert context.local is not None
+    try:
+        async with asyncio.timeout(10):
+            async with connect(context.local, "comfywatch-test", tls=ssl_context_for(target),
+                               open_timeout=5, close_timeout=1) as socket:
+                assert socket.request is None
+                assert socket.response is not None
+                assert (socket.response.status_code, len(socket.response.headers)) == (101, 0)
+                assert '"status"' in str(await socket.recv())
+    finally:
+        await context.close()
+    assert [upgrade.authorization for upgrade in server.upgrades] == ["Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ="]
