@@ -23,9 +23,8 @@ from tests.integration.conftest import Watch, config_toml, target_toml, watching
 def _collected_sockets(port: int) -> int:
     """Monitoring sockets to the server on *port* still in the collector's generations: ``gc.get_objects()``
     leaves the frozen (permanent generation) out."""
-    host = f"127.0.0.1:{port}"
     return sum(1 for obj in gc.get_objects() if isinstance(obj, ClientConnection)
-               and obj.request is not None and obj.request.headers.get("Host") == host)
+               and obj.remote_address is not None and obj.remote_address[:2] == ("127.0.0.1", port))
 
 
 async def _sockets_frozen(watch: Watch, port: int, target: str) -> None:
