@@ -17,7 +17,7 @@ from typing import Protocol
 
 from comfywatch import __version__
 from comfywatch.clients.cloud import CloudApi, RateBudget
-from comfywatch.clients.http import ClientSettings, HttpClient, RequestObserver, SharedSessions
+from comfywatch.clients.http import ClientSettings, FleetSession, HttpClient, RequestObserver, SharedSessions
 from comfywatch.clients.local import LocalApi
 from comfywatch.config import Config, Credentials, TargetConfig, resolve_credentials, url_without_userinfo
 from comfywatch.redact import register_secret
@@ -143,9 +143,11 @@ def build_context(
     credentials: Credentials | None = None,
     env: Mapping[str, str] | None = None,
     shared: SharedSessions | None = None,
+    fleet: FleetSession | None = None,
 ) -> TargetContext:
-    """Create the client and state for *target*; every secret it holds is registered for redaction. With *shared*
-    the client borrows its connections from there (a ``/probe``) instead of keeping its own."""
+    """Create the client and state for *target*; every secret it holds is registered for redaction. With *fleet*
+    the client uses the daemon's session (:class:`FleetSession`), with *shared* it borrows one (a ``/probe``),
+    else it keeps its own."""
     credentials = credentials if credentials is not None else resolve_credentials(target, env)
     for secret in credentials.secret_values():
         register_secret(secret)
@@ -172,6 +174,7 @@ def build_context(
         limiter=limiter,
         before_request=budget.take if budget is not None else None,
         shared=shared,
+        fleet=fleet,
     )
     return TargetContext(
         config=target, credentials=credentials, state=state, http=http,

@@ -33,7 +33,7 @@ from comfywatch.checks import LIVENESS_CHECKS, POLL_GROUP, CheckFailed, CheckSki
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
-from comfywatch.clients.http import RequestFailed
+from comfywatch.clients.http import FleetSession, RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
 from comfywatch.daemon import fdlimit, sdnotify
 from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
@@ -191,6 +191,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         #: Requests in flight to all targets together (``max_concurrency``), shared fairly between them.
         self.limiter: FairLimiter | None = None
+        #: The HTTP session of every target (each with its own connections).
+        self.sessions = FleetSession()
         self.reload_success = True
         self.reload_timestamp = 0.0
         self.last_tick = time.monotonic()
@@ -545,7 +547,8 @@ class Daemon:
                 added: list[_Built] = []
                 for target in targets:
                     try:
-                        runtime = build_context(config, target, limiter=limiter.share(), env=self.env)
+                        runtime = build_context(config, target, limiter=limiter.share(), env=self.env,
+                                                fleet=self.sessions)
                     except ValueError as exc:  # a secret file validation read is gone or unreadable now
                         source = str(self.config_path or "environment")
                         raise ConfigError([f"target {target.name}: {exc}"], source) from None
@@ -868,6 +871,8 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runtime.close(), timeout=1.0)
         self.runtimes.clear()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sessions.close(), timeout=1.0)
         await self._stop_server()
         # The process's collector as the daemon found it: a program that embeds the daemon gets its garbage
         # cycles collected again.

@@ -242,9 +242,9 @@ async def test_removed_target_sends_nothing_after_removal(fleet: SimHandle, tmp_
         await eventually(lambda: _async(victim.state.check("system").duration), lambda d: d is not None,
                          what="victim's queued check ended")
         assert sum(victim.state.requests.values()) == sent
-        # _session is private, but "no session left open" is exactly what a leak would break.
-        session = victim.http._session
-        assert session is None or session.closed
+        # Closed for good: whatever asks for its session later gets none, and opens no connection.
+        with pytest.raises(ConnectionError):
+            _ = victim.http.session
 
 
 def test_targets_behind_one_host_get_distinct_names_without_secrets(tmp_path: Path) -> None:
