@@ -9,7 +9,9 @@ scraping ``/metrics`` once per interval the way Prometheus would:
 - CPU % of one core of the comfywatch process (``/proc/<pid>/stat`` utime + stime over wall time), and
   CPU per target-poll (CPU / polls counted by comfywatch itself, ``comfywatch_polls_total``: with the monitor
   on, most polls of an idle target ask nothing, ``comfywatch_quiet_polls_total``);
-- RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled);
+- RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled), and the open descriptors as the window
+  ends. The simulator serves every target on one address, and the daemon keeps its HTTP connections per
+  server, so its targets share them: a fleet of as many servers keeps one idle connection per target more;
 - ``/metrics`` render time as a client sees it (median of ``--scrapes`` scrapes, plain and gzip);
 - polling regularity: for every target, the time between two successive successful reads of ``/system_stats``
   (its ``system`` check, from ``comfywatch_check_last_success_timestamp_seconds``) divided by the polls it spans,
@@ -258,6 +260,9 @@ class DaemonResult:
     polls: float
     quiet_polls: float
     rss_max: int
+    #: The daemon's open descriptors as the window ends: its listening socket, monitoring sockets and HTTP
+    #: connections (kept per server: the simulator serves every target on one address, so they are shared).
+    open_fds: int = 0
     system_cpu: float = 0.0
     requests: float = 0.0
     render_plain: list[float] = field(default_factory=list)
@@ -302,6 +307,7 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
                               samples[-1].polls - samples[0].polls, samples[-1].quiet_polls - samples[0].quiet_polls,
                               rss_max, system_cpu=sys1 - sys0, requests=samples[-1].requests - samples[0].requests)
         result.window_scrapes = [sample.seconds for sample in samples[1:]]
+        result.open_fds = len(os.listdir(f"/proc/{pid}/fd"))
 
         # Regularity: the mean poll period of each target between two reads of /system_stats (its system check),
         # minus the interval.
@@ -441,6 +447,7 @@ def report(results: list[DaemonResult], blackbox: BlackboxResult | None) -> dict
             # 1.0 when every target was polled once per interval throughout the window.
             "polls_per_target_interval": round(r.polls / (r.targets * r.window / r.interval), 3),
             "rss_max_mb": round(r.rss_max / 2**20, 1),
+            "open_fds": r.open_fds,
             "metrics_render_median_ms": round(statistics.median(r.render_plain) * 1000, 1),
             "metrics_every_interval_ms": [round(s * 1000, 1) for s in r.window_scrapes],
             "metrics_render_daemon_cpu_median_ms": round(statistics.median(r.render_cpu) * 1000, 1),
@@ -485,6 +492,7 @@ def print_human(summary: dict[str, Any]) -> None:
               f"   ({run['target_polls']} polls, {run['quiet_polls']} quiet; kernel share {run['cpu_kernel_share']})")
         print(f"  {'CPU per request made':<48} {run['cpu_per_request_ms']:>9} ms   ({run['requests']} requests)")
         print(f"  {'polls per target and interval':<48} {run['polls_per_target_interval']:>12}   (1.0: none missed)")
+        print(f"  {'open descriptors as the window ended':<48} {run['open_fds']:>12}")
         print(f"  {'/metrics: daemon CPU per scrape (median)':<48} {run['metrics_render_daemon_cpu_median_ms']:>9} ms"
               "   (background rate subtracted; CLK_TCK resolution)")
         print(f"  {'/metrics once per interval, in the CPU window':<48} "
