@@ -147,7 +147,7 @@ class CloudApi:
             raise RetryAfterActive(remaining)
 
     async def _get(self, route: str, endpoint: str, parser: Callable[[Any], T],
-                   params: Mapping[str, str] | None = None, *, polled: bool = True) -> T:
+                   params: Mapping[str, str] | None = None, *, polled: bool = False) -> T:
         """GET *route*, retried after a server error, refused connection or timeout; *polled*: a fixed route
         (its URL is kept), not one with a job's id."""
         self._ensure_not_paused()
@@ -168,31 +168,30 @@ class CloudApi:
             await asyncio.sleep(base + random.uniform(0, base))
 
     async def user(self) -> cloud_parse.CloudUser:
-        return await self._get("/api/user", "user", cloud_parse.parse_user)
+        return await self._get("/api/user", "user", cloud_parse.parse_user, polled=True)
 
     async def balance(self) -> cloud_parse.Balance:
         return await self._get("/api/billing/balance", "billing_balance",
-                               lambda body: cloud_parse.parse_balance(body, self.divisor))
+                               lambda body: cloud_parse.parse_balance(body, self.divisor), polled=True)
 
     async def billing_status(self) -> cloud_parse.BillingStatus:
-        return await self._get("/api/billing/status", "billing_status", cloud_parse.parse_billing_status)
+        return await self._get("/api/billing/status", "billing_status", cloud_parse.parse_billing_status, polled=True)
 
     async def features(self) -> cloud_parse.Features:
-        return await self._get("/api/features", "features", cloud_parse.parse_features)
+        return await self._get("/api/features", "features", cloud_parse.parse_features, polled=True)
 
     async def queue(self) -> cloud_parse.CloudQueue:
-        return await self._get("/api/queue", "queue", cloud_parse.parse_cloud_queue)
+        return await self._get("/api/queue", "queue", cloud_parse.parse_cloud_queue, polled=True)
 
     async def jobs(self, limit: int = 100) -> cloud_parse.JobsPage:
         params = {"limit": str(limit), "sort_by": "create_time", "sort_order": "desc"}
-        return await self._get("/api/jobs", "jobs", cloud_parse.parse_jobs_list, params)
+        return await self._get("/api/jobs", "jobs", cloud_parse.parse_jobs_list, params, polled=True)
 
     async def job_status(self, job_id: str) -> cloud_parse.JobStatus:
-        return await self._get(f"/api/job/{job_id}/status", "job_status", cloud_parse.parse_job_status,
-                               polled=False)
+        return await self._get(f"/api/job/{job_id}/status", "job_status", cloud_parse.parse_job_status)
 
     async def job_detail(self, job_id: str) -> cloud_parse.JobDetail:
-        return await self._get(f"/api/jobs/{job_id}", "jobs", cloud_parse.parse_job_detail, polled=False)
+        return await self._get(f"/api/jobs/{job_id}", "jobs", cloud_parse.parse_job_detail)
 
     async def submit(self, prompt: Mapping[str, Any], client_id: str | None = None) -> cloud_parse.SubmitResult:
         """POST /api/prompt once: never retried, since a lost answer may hide an accepted (billed) job."""

@@ -271,21 +271,27 @@ class FleetSession:
     credentials with every request, and its own TLS setting; cookies are never kept. There is no connection
     limit per server here: the daemon's limiter bounds the requests in flight across the fleet.
 
-    A client that closes (its target removed on reload) stops using it at once; its idle connection is closed
-    by the keep-alive timeout (:data:`KEEPALIVE_SECONDS`).
+    A client that closes (its target removed on reload) sends no new request; one already in flight ends by
+    its timeout, and the idle connection by the keep-alive timeout (:data:`KEEPALIVE_SECONDS`). Once the
+    fleet's session is closed, nothing opens it again: a check that outlived the daemon's shutdown gets
+    ``ConnectionError``, not a session nobody would close.
     """
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
         """The session, created inside the running loop on first use."""
+        if self._closed:
+            raise ConnectionError("the daemon's HTTP session is closed")
         if self._session is None or self._session.closed:
             self._session = _new_session(True, headers={}, limit=0, keepalive=KEEPALIVE_SECONDS)
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()

@@ -65,13 +65,14 @@ async def _get(client: HttpClient) -> None:
 async def test_targets_send_only_their_own_credentials_over_their_own_servers_connections(serve: object) -> None:
     first, second = await serve(), await serve()  # type: ignore[operator]
     fleet = FleetSession()
+    session = fleet.session
     alice = HttpClient(ClientSettings(base_url=first.url, basic_auth=("alice", "pw-one")), fleet=fleet)
     bob = HttpClient(ClientSettings(base_url=first.url, basic_auth=("bob", "pw-two")), fleet=fleet)
     other = HttpClient(ClientSettings(base_url=second.url, headers={"Authorization": "Bearer t0ken"}), fleet=fleet)
     try:
         for client in (alice, bob, other, alice, bob, other):
             await _get(client)
-        assert alice.session is bob.session is other.session
+        assert alice.session is bob.session is other.session is session
     finally:
         for client in (alice, bob, other):
             await client.close()
@@ -83,8 +84,12 @@ async def test_targets_send_only_their_own_credentials_over_their_own_servers_co
     # A closed client does not reopen anything; the fleet's session stays open for the others.
     with pytest.raises(RequestFailed):
         await _get(alice)
-    assert not fleet.session.closed
+    assert not session.closed and fleet.session is session
     await fleet.close()
+    assert session.closed
+    # Closed for good: nothing can open the fleet's session again.
+    with pytest.raises(ConnectionError):
+        _ = fleet.session
 
 
 async def test_each_target_keeps_its_own_tls_setting(serve: object, tmp_path: Path) -> None:

@@ -34,6 +34,9 @@ async def _sockets_frozen(watch: Watch, port: int, target: str) -> None:
     async def probe() -> int:
         return _collected_sockets(port)
 
+    # Found before the settle (at least 10 s after the first poll), or "none left" below would prove nothing.
+    assert _collected_sockets(port) >= 1
+
     # Settled: 10 s after its first poll (at 1 s intervals, SETTLE_MIN_SECONDS is the later).
     await eventually(probe, lambda count: count == 0, timeout=30.0, what=f"{target}'s monitoring socket frozen")
 

@@ -112,12 +112,15 @@ async def test_removed_target_with_a_canary_in_flight_leaves_no_open_client(tmp_
             )
             old = watch.daemon.runtimes["a"]
             assert await _rewrite(watch, tmp_path, _config(sim, "b"))
-            assert old.http._session is None or old.http._session.closed
+            with pytest.raises(ConnectionError):
+                _ = old.http.session
             await sim.set_faults([])
             # The orphaned canary times out, cancels its prompt and deletes it through a's client.
             await sim_state_until(sim, lambda s: not s["queue_running"] and not s["queue_pending"], "a's queue empty")
             await watch.polls(3, check="system", target="b")
-            assert old.http._session is None or old.http._session.closed, "a's client opened a new session"
+            # Closed for good: the orphaned canary's requests found no session to open connections with.
+            with pytest.raises(ConnectionError):
+                _ = old.http.session
 
 
 async def test_a_reload_failing_after_validation_keeps_the_running_configuration(
