@@ -324,8 +324,6 @@ class HttpClient:
         self._headers = _default_headers(settings)
         self._shared = shared
         self._fleet = fleet
-        #: Whether the session is another's, sending no headers of this client's own.
-        self._foreign_session = shared is not None or fleet is not None
         self._borrowed: _Shared | None = None
         # Built once per polled path and per timeout: a poll makes the same three requests every cycle.
         self._urls: dict[str, URL] = {}
@@ -399,7 +397,7 @@ class HttpClient:
         return client_timeout
 
     def _request_headers(self, extra: Mapping[str, str] | None) -> Mapping[str, str] | None:
-        if not self._foreign_session:
+        if self._shared is None and self._fleet is None:
             return extra  # the client's own session carries its headers
         return self._headers if extra is None else {**self._headers, **extra}
 
