@@ -4,6 +4,7 @@ same credentials, the caller's clientId."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from comfywatch.checks.context import build_context, ssl_context_for
-from comfywatch.clients.ws import connect
+from comfywatch.clients.ws import BoundedClientConnection, connect
 from comfywatch.config import Config, TargetConfig
 
 STATUS = {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}}}
@@ -59,7 +60,10 @@ async def server() -> AsyncIterator[ComfyBehindProxy]:
         await runner.cleanup()
 
 
-async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(server: ComfyBehindProxy) -> None:
+@contextlib.asynccontextmanager
+async def opened(server: ComfyBehindProxy) -> AsyncIterator[BoundedClientConnection]:
+    """The socket of a target on *server* whose URL carries proxy credentials, open for clientId
+    ``comfywatch-test``; its context is closed afterwards."""
     target = TargetConfig(name="t", url=f"http://alice:ws-upgrade-s3cret@127.0.0.1:{server.port}/comfy")
     context = build_context(Config(), target)
     assert context.local is not None
@@ -67,9 +71,14 @@ async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(s
         async with asyncio.timeout(10):
             async with connect(context.local, "comfywatch-test", tls=ssl_context_for(target),
                                open_timeout=5, close_timeout=1) as socket:
-                assert '"status"' in str(await socket.recv())
+                yield socket
     finally:
         await context.close()
+
+
+async def test_the_socket_carries_the_targets_prefix_credentials_and_client_id(server: ComfyBehindProxy) -> None:
+    async with opened(server) as socket:
+        assert '"status"' in str(await socket.recv())
     assert server.upgrades == [Upgrade("/comfy/api/ws", "comfywatch-test", "Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ=")]
 
 
@@ -77,17 +86,9 @@ async def test_an_open_socket_keeps_neither_its_upgrade_request_nor_the_answers_
         server: ComfyBehindProxy) -> None:
     """A monitoring socket lives for days: once open it holds no copy of the upgrade request (the credentials
     are among its headers) nor of the answer's headers, only the answer's status; and it still reads."""
-    target = TargetConfig(name="t", url=f"http://alice:ws-upgrade-s3cret@127.0.0.1:{server.port}/comfy")
-    context = build_context(Config(), target)
-    assert context.local is not None
-    try:
-        async with asyncio.timeout(10):
-            async with connect(context.local, "comfywatch-test", tls=ssl_context_for(target),
-                               open_timeout=5, close_timeout=1) as socket:
-                assert socket.request is None
-                assert socket.response is not None
-                assert (socket.response.status_code, len(socket.response.headers)) == (101, 0)
-                assert '"status"' in str(await socket.recv())
-    finally:
-        await context.close()
+    async with opened(server) as socket:
+        assert socket.request is None
+        assert socket.response is not None
+        assert (socket.response.status_code, len(socket.response.headers)) == (101, 0)
+        assert '"status"' in str(await socket.recv())
     assert [upgrade.authorization for upgrade in server.upgrades] == ["Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ="]
