@@ -19,7 +19,6 @@ import heapq
 import itertools
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -43,8 +42,9 @@ class Share(asyncio.Semaphore):
         self._usage = 0.0
         self._charged_at = 0.0
         self.key = -math.inf
-        #: When each slot this share holds was acquired.
-        self._held: deque[float] = deque()
+        #: When each slot this share holds was acquired, oldest first (a list: a target holds a slot or two, and
+        #: an empty deque would take 760 bytes in every target).
+        self._held: list[float] = []
 
     def locked(self) -> bool:
         return self._limiter.locked()
@@ -57,7 +57,7 @@ class Share(asyncio.Semaphore):
     def release(self) -> None:
         now = self._limiter.clock()
         decay = math.exp(-(now - self._charged_at) / self._limiter.tau)
-        self._usage = self._usage * decay + (now - self._held.popleft())
+        self._usage = self._usage * decay + (now - self._held.pop(0))
         self._charged_at = now
         self.key = math.log(self._usage) + now / self._limiter.tau if self._usage > 0 else -math.inf
         self._limiter.hand_on()

@@ -30,6 +30,7 @@ from comfywatch.export.exposition import (
     labels_text,
 )
 from comfywatch.parse.phases import PhaseTimes
+from comfywatch.parse.system import Device
 from comfywatch.parse.text import sanitize
 from comfywatch.state import CANARY_PHASES, CanaryState, Histogram, TargetState
 
@@ -62,8 +63,8 @@ class EncodeFailures:
 
 ENCODE_FAILURES = EncodeFailures()
 
-#: Label strings and sections kept per target: far more than one target has, yet a server
-#: reporting a new device name on every poll cannot grow them without bound.
+#: Column heads and sections kept per target: far more than one target has, yet a server
+#: reporting new label values on every poll cannot grow them without bound.
 _KEPT = 512
 
 
@@ -155,8 +156,8 @@ class TargetLines:
     """Label strings, line heads, encoded sections and the last encoding of one target (for one of
     ``/metrics`` with a ``target`` label, or ``/probe`` without)."""
 
-    __slots__ = ("blocks", "column_heads", "encoded", "failed", "heads", "hists", "labels", "name", "now", "own",
-                 "pair_cache", "prefix", "sections", "seqs", "with_target")
+    __slots__ = ("blocks", "column_heads", "device_heads", "encoded", "failed", "heads", "hists", "name", "now",
+                 "prefix", "sections", "seqs", "with_target")
 
     def __init__(self, state: TargetState, with_target: bool) -> None:
         self.name = state.name
@@ -168,14 +169,13 @@ class TargetLines:
         self.prefix = labels_text(pairs)
         #: ``name{prefix} `` of the families whose series carry the prefix only, made when first used.
         self.heads = _Heads(self.prefix)
-        self.labels: dict[tuple[str, str, str], str] = {}
-        self.pair_cache: dict[tuple[tuple[str, str], ...], str] = {}
-        #: Label strings of the daemon-scoped families (target and check only), by check.
-        self.own: dict[str, str] = {}
         #: Line heads of families written as columns (checks, HTTP phases), by family and label values.
-        self.column_heads: dict[tuple[MetricDef, tuple[str, ...]], list[str]] = {}
+        self.column_heads: dict[tuple[MetricDef, tuple[str, ...]], tuple[str, ...]] = {}
+        #: The devices' line heads for each device family, with the label values they were made for: written
+        #: on every system poll, and the same until the server's devices change.
+        self.device_heads: tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, ...], ...]] = ((), ())
         #: Line heads of the counter blocks, and the blocks with the values they show, by slot.
-        self.seqs: dict[str, list[str]] = {}
+        self.seqs: dict[str, tuple[str, ...]] = {}
         #: Per histogram: (count when encoded, its lines, their %-template).
         self.hists: dict[Histogram, tuple[int, bytes, bytes]] = {}
         self.blocks: dict[str, tuple[tuple[int, ...], bytes]] = {}
@@ -185,44 +185,29 @@ class TargetLines:
         #: Whether an encoding of this target has failed (logged once, counted every time).
         self.failed = False
 
-    # Label strings.
+    # Label strings: made where needed, not kept. A section that uses them is rebuilt only when its values
+    # change, and what is written on every poll keeps its line heads instead (heads, column and device heads).
 
     def get(self, key: str, value: str, key2: str = "", value2: str = "") -> str:
-        """``prefix,key="value"[,key2="value2"]`` (values escaped), cached."""
-        cache_key = (key, value, f"{key2}\0{value2}")
-        text = self.labels.get(cache_key)
-        if text is None:
-            pairs = [(key, value)] + ([(key2, value2)] if key2 else [])
-            text = _join(self.prefix, labels_text(pairs))
-            if len(self.labels) < _KEPT:
-                self.labels[cache_key] = text
-        return text
+        """``prefix,key="value"[,key2="value2"]`` (values escaped)."""
+        return _join(self.prefix, labels_text([(key, value), (key2, value2)] if key2 else [(key, value)]))
 
     def pairs(self, pairs: tuple[tuple[str, str], ...]) -> str:
-        """``prefix,k1="v1",...`` for label pairs whose values come from the server (info, devices), cached by
-        value: they are the same on every scrape until the server changes."""
-        text = self.pair_cache.get(pairs)
-        if text is None:
-            text = _join(self.prefix, labels_text(pairs))
-            if len(self.pair_cache) < _KEPT:
-                self.pair_cache[pairs] = text
-        return text
+        """``prefix,k1="v1",...`` (values escaped)."""
+        return _join(self.prefix, labels_text(pairs))
 
     def own_labels(self, check: str) -> str:
         """Labels of the daemon-scoped families: ``target`` (and ``check``, unless empty) only."""
-        text = self.own.get(check)
-        if text is None:
-            text = self.own[check] = labels_text([("target", self.name)] + ([("check", check)] if check else []))
-        return text
+        return labels_text([("target", self.name), ("check", check)] if check else [("target", self.name)])
 
-    def heads_by(self, metric: MetricDef, label: str, values: tuple[str, ...], own: bool = False) -> list[str]:
+    def heads_by(self, metric: MetricDef, label: str, values: tuple[str, ...], own: bool = False) -> tuple[str, ...]:
         """Line heads of *metric* series with ``label`` set to each of *values* (after the target's prefix, or
         after only the ``target`` label when *own*), cached by the values."""
         key = (metric, values)
         heads = self.column_heads.get(key)
         if heads is None:
-            heads = [_line_head(metric.name, self.own_labels(value) if own else self.get(label, value))
-                     for value in values]
+            heads = tuple([_line_head(metric.name, self.own_labels(value) if own else self.get(label, value))
+                           for value in values])
             if len(self.column_heads) < _KEPT:
                 self.column_heads[key] = heads
         return heads
@@ -249,10 +234,10 @@ class TargetLines:
         heads = self.seqs.get(slot)
         if heads is None or len(heads) != len(values):
             # Counter dicts are insertion-ordered and append-only: the heads stay aligned with the values.
-            heads = self.seqs[slot] = [
+            heads = self.seqs[slot] = tuple([
                 _line_head(metric.name, _join(self.own_labels("") if own else self.prefix, labels_text(
                     (*fixed, *zip(label_names, key if isinstance(key, tuple) else (key,), strict=True)))))
-                for key in keys]
+                for key in keys])
         # map() over C functions: no Python frame per line.
         data = "\n".join(map(str.__add__, heads, map(str, values))).encode("utf-8")
         self.blocks[slot] = (values, data)
@@ -301,6 +286,7 @@ def _target(lines: TargetLines, state: TargetState) -> Texts:
 
 
 _DEVICE_FAMILIES = (m.VRAM_TOTAL, m.VRAM_FREE, m.TORCH_VRAM_TOTAL, m.TORCH_VRAM_FREE)
+_DEVICE_POSITIONS = tuple([_POSITION[metric] for metric in _DEVICE_FAMILIES])
 _DEVICE_VALUES = operator.attrgetter("vram_total", "vram_free", "torch_vram_total", "torch_vram_free")
 
 
@@ -311,18 +297,26 @@ def _system(lines: TargetLines, state: TargetState) -> Texts:
     texts = dict(lines.section("info", (state.kind, state.public_url, info), _info, state))
     if stats is None or state.kind != "local":
         return texts
-    heads = lines.heads
-    texts[_POSITION[m.RAM_TOTAL]] = (heads[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
-    texts[_POSITION[m.RAM_FREE]] = (heads[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
+    own = lines.heads
+    texts[_POSITION[m.RAM_TOTAL]] = (own[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
+    texts[_POSITION[m.RAM_FREE]] = (own[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
     if stats.devices:
-        labels = [lines.pairs((("device", d.name), ("type", d.type), ("index", "" if d.index is None else
-                                                                    str(d.index)))) for d in stats.devices]
-        for metric, values in zip(_DEVICE_FAMILIES, zip(*map(_DEVICE_VALUES, stats.devices), strict=True),
-                                  strict=True):
-            text = column_lines([_line_head(metric.name, text) for text in labels], values)
+        for position, heads, values in zip(_DEVICE_POSITIONS, _device_heads(lines, stats.devices),
+                                           zip(*map(_DEVICE_VALUES, stats.devices), strict=True), strict=True):
+            text = column_lines(heads, values)
             if text:
-                texts[_POSITION[metric]] = text.encode("utf-8")
+                texts[position] = text.encode("utf-8")
     return texts
+
+
+def _device_heads(lines: TargetLines, devices: tuple[Device, ...]) -> tuple[tuple[str, ...], ...]:
+    """The devices' line heads, one tuple per family of :data:`_DEVICE_FAMILIES`."""
+    key = tuple([(d.name, d.type, "" if d.index is None else str(d.index)) for d in devices])
+    if lines.device_heads[0] != key:
+        labels = [lines.pairs((("device", name), ("type", kind), ("index", index))) for name, kind, index in key]
+        lines.device_heads = (key, tuple([tuple([_line_head(metric.name, text) for text in labels])
+                                          for metric in _DEVICE_FAMILIES]))
+    return lines.device_heads[1]
 
 
 def _info(lines: TargetLines, state: TargetState) -> Texts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,8 @@ from comfywatch.errors import ParseError
 from comfywatch.parse.text import bounded
 
 __all__ = [
-    "as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_str", "opt_timestamp_ms",
+    "as_bool", "as_float", "as_int", "as_list", "as_map", "as_opt_int", "as_opt_str", "as_shared_str", "as_str",
+    "opt_timestamp_ms",
 ]
 
 #: Far beyond any real timestamp in ms (year 31 million), yet small enough that arithmetic on it stays in
@@ -39,6 +41,12 @@ def as_str(value: object, path: str) -> str:
     if not isinstance(value, str):
         raise ParseError(f"{path}: expected string, got {_kind(value)}")
     return bounded(value)
+
+
+def as_shared_str(value: object, path: str) -> str:
+    """:func:`as_str` for a string a whole fleet tends to repeat on every poll (versions, device names, argv):
+    one copy, however many targets keep it. Interned strings go when the last holder lets go of them."""
+    return sys.intern(as_str(value, path))
 
 
 def as_opt_str(value: object, path: str) -> str | None:

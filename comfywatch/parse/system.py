@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from comfywatch.parse.shape import as_bool, as_int, as_list, as_map, as_opt_int, as_str
+from comfywatch.parse.shape import as_bool, as_int, as_list, as_map, as_opt_int, as_shared_str
 from comfywatch.parse.text import MAX_DEVICES, Cut, count_cut
 
 __all__ = ["Device", "SystemStats", "parse_system_stats"]
@@ -68,8 +68,8 @@ def _device(value: Any, path: str) -> Device:
     raw = as_map(value, path)
     index = raw.get("index")
     return Device(
-        name=as_str(raw.get("name"), f"{path}.name"),
-        type=as_str(raw.get("type"), f"{path}.type"),
+        name=as_shared_str(raw.get("name"), f"{path}.name"),
+        type=as_shared_str(raw.get("type"), f"{path}.type"),
         index=None if index is None else as_int(index, f"{path}.index"),
         vram_total=as_opt_int(raw.get("vram_total"), f"{path}.vram_total"),
         vram_free=as_opt_int(raw.get("vram_free"), f"{path}.vram_free"),
@@ -93,13 +93,13 @@ def parse_system_stats(body: Any) -> SystemStats:
     argv = as_list(system.get("argv", []), "system.argv")
     embedded = system.get("embedded_python")
     return SystemStats(
-        os=as_str(system.get("os"), "system.os"),
-        comfyui_version=as_str(system.get("comfyui_version"), "system.comfyui_version"),
-        python_version=as_str(system.get("python_version"), "system.python_version"),
-        pytorch_version=as_str(system.get("pytorch_version"), "system.pytorch_version"),
+        os=as_shared_str(system.get("os"), "system.os"),
+        comfyui_version=as_shared_str(system.get("comfyui_version"), "system.comfyui_version"),
+        python_version=as_shared_str(system.get("python_version"), "system.python_version"),
+        pytorch_version=as_shared_str(system.get("pytorch_version"), "system.pytorch_version"),
         ram_total=as_int(system.get("ram_total"), "system.ram_total"),
         ram_free=as_int(system.get("ram_free"), "system.ram_free"),
         embedded_python=None if embedded is None else as_bool(embedded, "system.embedded_python"),
-        argv=tuple(as_str(arg, f"system.argv[{i}]") for i, arg in enumerate(argv)),
+        argv=tuple(as_shared_str(arg, f"system.argv[{i}]") for i, arg in enumerate(argv)),
         devices=tuple(_device(d, f"devices[{i}]") for i, d in enumerate(devices)),
     )

@@ -128,6 +128,16 @@ class TestSystemStats:
         assert prefixed.argv == plain.argv
         assert prefixed.comfyui_version == plain.comfyui_version
 
+    def test_strings_a_fleet_repeats_are_kept_once(self) -> None:
+        """Two servers answering the same build, devices and command line keep one copy of each string."""
+        text = json.dumps(load_json("system_stats.json"))
+        first, second = parse_system_stats(json.loads(text)), parse_system_stats(json.loads(text))
+        for field in ("os", "comfyui_version", "python_version", "pytorch_version"):
+            assert getattr(first, field) is getattr(second, field), field
+        assert all(a is b for a, b in zip(first.argv, second.argv, strict=True))
+        assert first.devices[0].name is second.devices[0].name
+        assert first.devices[0].type is second.devices[0].type
+
     def test_cuda_device(self) -> None:
         """A CUDA device (shape from comfy/model_management.py) keeps its index and counts VRAM."""
         body = load_json("system_stats.json")

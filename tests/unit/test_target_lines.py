@@ -34,10 +34,14 @@ checks = st.sampled_from(["system", "queue", "jobs", "network"])
 Change = Callable[[TargetState], None]
 
 
-def _system(ram_free: int) -> Change:
+def _system(ram_free: int, devices: int, renamed: bool) -> Change:
+    """New system stats, with *devices* copies of the recorded device (the first one *renamed*)."""
     def change(state: TargetState) -> None:
         stats = parse_system_stats(load_json("system_stats.json"))
-        state.system = dataclasses.replace(stats, ram_free=ram_free)
+        device = stats.devices[0]
+        names = [f"{device.name} #{i}" if renamed and i == 0 else device.name for i in range(devices)]
+        state.system = dataclasses.replace(stats, ram_free=ram_free, devices=tuple(
+            dataclasses.replace(device, name=name, index=i) for i, name in enumerate(names)))
 
     return change
 
@@ -84,7 +88,7 @@ def _phases(processing: float, tls: float | None) -> Change:
 
 
 changes = st.one_of(
-    st.builds(_system, st.integers(0, 10**11)),
+    st.builds(_system, st.integers(0, 10**11), st.integers(0, 2), st.booleans()),
     st.builds(_queue, st.integers(0, 1), seconds, st.booleans()),
     st.builds(_canary, canaries, st.integers(0, 50), seconds, reasons, seconds),
     st.builds(_check, checks, st.none() | seconds, st.integers(0, 3)),
@@ -103,7 +107,7 @@ changes = st.one_of(
 
 
 def fresh(state: TargetState, with_target: bool = True) -> tuple[bytes | None, ...]:
-    """The target's lines encoded from scratch (no kept section, block or label string)."""
+    """The target's lines encoded from scratch (no kept section, block or line head)."""
     return encode(TargetLines(state, with_target), state, snapshot(state, NOW), NOW)
 
 
@@ -122,6 +126,14 @@ class TestKeptLines:
                 change(state)
             for with_target in (True, False):
                 assert chunks(state, with_target, NOW) == fresh(state, with_target)
+
+    def test_kept_device_heads_follow_the_devices(self) -> None:
+        """The devices' line heads are kept between polls, and made again when a device is added, renamed or
+        removed."""
+        state = TargetState("t", "local", "http://h", endpoints=["system_stats"], labels={"rack": "r1"})
+        for devices, renamed in [(1, False), (2, False), (2, True), (1, True), (0, False), (1, False)]:
+            _system(10**9, devices, renamed)(state)
+            assert chunks(state, True, NOW) == fresh(state, True)
 
     def test_unchanged_target_is_not_encoded_again(self) -> None:
         """A second scrape with nothing changed reuses the encoding itself (same objects)."""
