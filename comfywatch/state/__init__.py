@@ -74,18 +74,21 @@ JOB_REASONS_FROM_ZERO: tuple[Reason, ...] = (Reason.EXECUTION_ERROR, Reason.OOM,
 CLOUD_REQUEST_REASONS_FROM_ZERO: tuple[Reason, ...] = (Reason.PAYMENT, Reason.RATE_LIMITED)
 
 
-#: Status codes that keep their own ``code`` label; a server may answer any number from 100 to 999, and each
-#: would otherwise become a series of its own.
-_KNOWN_CODES: frozenset[int] = frozenset(HTTPStatus)
+#: The ``code`` labels of the status codes that keep their own (a server may answer any number from 100 to 999,
+#: and each would otherwise become a series of its own), and of the classes of the others: made once, so that
+#: every target's counters share one string per code.
+_CODE_LABELS: dict[int, str] = {int(status): str(int(status)) for status in HTTPStatus}
+_CLASS_LABELS: dict[int, str] = {first: f"{first}xx" for first in range(1, 6)}
 
 
 def code_label(code: int | None) -> str:
     """The ``code`` label of a request: a registered status as itself, another as its class (``5xx``), or ``other``."""
     if code is None:
         return "none"
-    if code in _KNOWN_CODES:
-        return str(code)
-    return f"{code // 100}xx" if 100 <= code < 600 else "other"
+    label = _CODE_LABELS.get(code)
+    if label is None:
+        label = _CLASS_LABELS[code // 100] if 100 <= code < 600 else "other"
+    return label
 
 
 class Histogram:
@@ -110,7 +113,7 @@ class Histogram:
         return list(itertools.accumulate(self.counts))
 
 
-@dataclass
+@dataclass(slots=True)
 class CheckState:
     duration: float | None = None
     overruns: int = 0
@@ -118,7 +121,7 @@ class CheckState:
     last_reason: Reason | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class CanaryState:
     name: str
     success: float | None = None
@@ -145,7 +148,7 @@ class CanaryState:
                             always=True)
 
 
-@dataclass
+@dataclass(slots=True)
 class CloudState:
     balance_usd: float | None = None
     effective_balance_usd: float | None = None
@@ -257,7 +260,8 @@ class TargetState:
         self._timed_endpoints = frozenset(endpoints if full_detail else endpoints[:1])
         self._request_buckets = REQUEST_BUCKETS_FULL if full_detail else REQUEST_BUCKETS
         self.request_durations: dict[str, Histogram] = {}
-        self._seen_endpoints: set[str] = set()
+        # A tuple: a target has a handful of endpoints, and a set of them takes 700 bytes.
+        self._seen_endpoints: tuple[str, ...] = ()
         for endpoint in endpoints:
             self._init_endpoint(endpoint)
         self.phases: PhaseTimes | None = None
@@ -296,7 +300,7 @@ class TargetState:
         hist = self.request_durations.get(endpoint)
         if hist is not None or endpoint in self._seen_endpoints:
             return hist
-        self._seen_endpoints.add(endpoint)
+        self._seen_endpoints += (endpoint,)
         if self.full_detail or endpoint in self._timed_endpoints:
             hist = self.request_durations[endpoint] = Histogram(self._request_buckets)
         for reason in self._preset_reasons:
