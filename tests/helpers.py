@@ -1,21 +1,25 @@
-"""Shared test helpers: scrape and query metrics, poll with a deadline, run the daemon in-process."""
+"""Shared test helpers: scrape and query metrics, poll with a deadline, run the daemon in-process, record what
+a server receives."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from comfywatch.daemon.service import Daemon
 from tests.conftest import TIMEOUT_FACTOR
 
-__all__ = ["Metrics", "eventually", "running_daemon", "scrape"]
+__all__ = ["Metrics", "RecordingServer", "Seen", "eventually", "recording_server", "running_daemon", "scrape"]
 
 T = TypeVar("T")
 
@@ -102,3 +106,52 @@ async def daemon_at(config_path: Path, *, env: dict[str, str] | None = None, sha
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One request as a :func:`recording_server` received it."""
+
+    authorization: str | None
+    cookie: str | None
+    user_agent: str | None
+    #: The client's port: the same port means the same connection.
+    peer_port: int
+
+
+@dataclass
+class RecordingServer:
+    url: str
+    requests: list[Seen] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return self.url.split("://", 1)[1]
+
+
+@contextlib.asynccontextmanager
+async def recording_server(path: str, body: object, tls: ssl.SSLContext | None = None
+                           ) -> AsyncIterator[RecordingServer]:
+    """A loopback server answering *path* with the JSON *body* and a session cookie (which no client of several
+    targets may send back), recording every request."""
+    server = RecordingServer("")
+
+    async def answer(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        server.requests.append(Seen(request.headers.get("Authorization"), request.headers.get("Cookie"),
+                                    request.headers.get("User-Agent"), peer[1] if peer else -1))
+        response = web.json_response(body)
+        response.set_cookie("session", "granted-to-whoever-asked-first")
+        return response
+
+    app = web.Application()
+    app.router.add_get(path, answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    server.url = f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()

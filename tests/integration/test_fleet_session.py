@@ -4,66 +4,41 @@ goes over a connection to its own server."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.clients.http import ClientSettings, FleetSession, HttpClient, RequestFailed
 from comfywatch.errors import Reason
 from comfywatch.sim.admin import start_sim
 from tests.certs import make_certs
+from tests.helpers import RecordingServer, recording_server
 from tests.integration.conftest import config_toml, target_toml, watching
 
-
-@dataclass
-class Server:
-    """A loopback server answering ``/x`` with a session cookie, recording each request."""
-
-    url: str = ""
-    #: (Authorization, Cookie, the client's port: the same port is the same connection)
-    seen: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+#: Starts a recording server (TLS with the context given, if any).
+Serve = Callable[..., Awaitable[RecordingServer]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[object]:
-    runners: list[web.AppRunner] = []
+async def serve() -> AsyncIterator[Serve]:
+    """Starts recording servers answering ``/x`` (with a TLS context, if given), stopped after the test."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(tls: ssl.SSLContext | None = None) -> RecordingServer:
+            return await stack.enter_async_context(recording_server("/x", {}, tls))
 
-    async def start(tls: ssl.SSLContext | None = None) -> Server:
-        server = Server()
-
-        async def answer(request: web.Request) -> web.Response:
-            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-            server.seen.append((request.headers.get("Authorization"), request.headers.get("Cookie"),
-                                peer[1] if peer else -1))
-            response = web.json_response({})
-            response.set_cookie("session", "granted-to-whoever-asked-first")
-            return response
-
-        app = web.Application()
-        app.router.add_get("/x", answer)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
-        runners.append(runner)
-        server.url = f"{'https' if tls else 'http'}://127.0.0.1:{runner.addresses[0][1]}"
-        return server
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 async def _get(client: HttpClient) -> None:
     await client.get_json("/x", endpoint="x", parser=lambda body: body)
 
 
-async def test_targets_send_only_their_own_credentials_over_their_own_servers_connections(serve: object) -> None:
-    first, second = await serve(), await serve()  # type: ignore[operator]
+async def test_targets_send_only_their_own_credentials_over_their_own_servers_connections(serve: Serve) -> None:
+    first, second = await serve(), await serve()
     fleet = FleetSession()
     session = fleet.session
     alice = HttpClient(ClientSettings(base_url=first.url, basic_auth=("alice", "pw-one")), fleet=fleet)
@@ -76,11 +51,12 @@ async def test_targets_send_only_their_own_credentials_over_their_own_servers_co
     finally:
         for client in (alice, bob, other):
             await client.close()
-    assert [(auth, cookie) for auth, cookie, _ in first.seen] == [
+    assert [(seen.authorization, seen.cookie) for seen in first.requests] == [
         (basic_auth_header("alice", "pw-one"), None), (basic_auth_header("bob", "pw-two"), None)] * 2
-    assert [(auth, cookie) for auth, cookie, _ in second.seen] == [("Bearer t0ken", None)] * 2
+    assert [(seen.authorization, seen.cookie) for seen in second.requests] == [("Bearer t0ken", None)] * 2
     # Kept alive: one connection to each server, whoever's requests it carried.
-    assert len({port for *_, port in first.seen}) == 1 and len({port for *_, port in second.seen}) == 1
+    assert len({seen.peer_port for seen in first.requests}) == 1
+    assert len({seen.peer_port for seen in second.requests}) == 1
     # A closed client does not reopen anything; the fleet's session stays open for the others.
     with pytest.raises(RequestFailed):
         await _get(alice)
@@ -92,12 +68,12 @@ async def test_targets_send_only_their_own_credentials_over_their_own_servers_co
         _ = fleet.session
 
 
-async def test_each_target_keeps_its_own_tls_setting(serve: object, tmp_path: Path) -> None:
+async def test_each_target_keeps_its_own_tls_setting(serve: Serve, tmp_path: Path) -> None:
     """One session, one server whose certificate only the test CA vouches for: the target trusting that CA and
     the one skipping verification read it, the one verifying against the system's store fails as ``tls``, in
     whatever order they come."""
     certs = make_certs(tmp_path)
-    server = await serve(certs.valid.server_context())  # type: ignore[operator]
+    server = await serve(certs.valid.server_context())
     fleet = FleetSession()
     verifying = HttpClient(ClientSettings(base_url=server.url), fleet=fleet)
     skipping = HttpClient(ClientSettings(base_url=server.url, ssl_context=False), fleet=fleet)
@@ -113,7 +89,7 @@ async def test_each_target_keeps_its_own_tls_setting(serve: object, tmp_path: Pa
         for client in (verifying, skipping, trusting):
             await client.close()
         await fleet.close()
-    assert len(server.seen) == 4
+    assert len(server.requests) == 4
 
 
 async def test_the_daemons_targets_use_its_one_session_closed_at_shutdown(tmp_path: Path) -> None:

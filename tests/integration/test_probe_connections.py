@@ -11,12 +11,10 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from comfywatch import __version__
 from comfywatch.basic_auth import basic_auth_header
@@ -26,51 +24,15 @@ from comfywatch.config import TargetConfig
 from comfywatch.sim.admin import start_sim
 from tests.certs import make_certs
 from tests.fixtures import load_json
-from tests.helpers import Metrics, running_daemon
+from tests.helpers import Metrics, RecordingServer, recording_server, running_daemon
 from tests.integration.test_probe import TOKEN, daemon_config, probe
 
 
-@dataclass
-class Seen:
-    """One request as the server received it."""
-
-    authorization: str | None
-    cookie: str | None
-    user_agent: str | None
-    #: The client's port: the same port means the same connection.
-    peer_port: int
-
-
-@dataclass
-class Recorder:
-    address: str
-    requests: list[Seen] = field(default_factory=list)
-
-
 @pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
+async def recorder() -> AsyncIterator[RecordingServer]:
     """A stand-in ComfyUI that answers /api/system_stats with a session cookie and records every request."""
-    stats = load_json("system_stats.json")
-    record = Recorder("")
-
-    async def system_stats(request: web.Request) -> web.Response:
-        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
-        record.requests.append(Seen(request.headers.get("Authorization"), request.headers.get("Cookie"),
-                                    request.headers.get("User-Agent"), peer[1] if peer else -1))
-        response = web.json_response(stats)
-        response.set_cookie("session", "granted-to-the-first-caller")
-        return response
-
-    app = web.Application()
-    app.router.add_get("/api/system_stats", system_stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    record.address = f"127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield record
-    finally:
-        await runner.cleanup()
+    async with recording_server("/api/system_stats", load_json("system_stats.json")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -88,7 +50,7 @@ async def probe_ok(base: str, target: str, module: str) -> None:
 
 
 async def test_probes_share_a_connection_and_send_only_their_own_credentials(
-    probe_base: str, recorder: Recorder
+    probe_base: str, recorder: RecordingServer
 ) -> None:
     """Five probes of one server, with two users' passwords, none, and the module's bearer token: one connection
     serves them all, and each request carries exactly its own probe's credentials (never the previous one's),
@@ -169,7 +131,7 @@ async def test_the_least_recently_borrowed_session_is_retired_beyond_the_bound()
     assert [first.session.closed, third.session.closed] == [True, True]
 
 
-async def test_a_session_lends_itself_for_max_age_then_a_new_one_is_made(recorder: Recorder) -> None:
+async def test_a_session_lends_itself_for_max_age_then_a_new_one_is_made(recorder: RecordingServer) -> None:
     """Within ``max_age`` clients of one server reuse its connection; after it they get a new session (a new
     connection, resolved anew), and the old one closes once given back. An idle pool ends up empty."""
     pool = SharedSessions(max_age=1.0)
