@@ -4,12 +4,17 @@ same credentials, the caller's clientId."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import gc
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from websockets.datastructures import Headers
+from websockets.http11 import Request
 
 from comfywatch.checks.context import build_context, ssl_context_for
 from comfywatch.clients.ws import BoundedClientConnection, connect
@@ -60,6 +65,23 @@ async def server() -> AsyncIterator[ComfyBehindProxy]:
         await runner.cleanup()
 
 
+def reachable(root: object, wanted: tuple[type, ...]) -> list[object]:
+    """The objects of the *wanted* types that *root* keeps alive through websockets' objects, plain containers
+    and generators (a protocol's parser is one: its frame keeps what it parsed)."""
+    seen, found, todo = {id(root)}, [], [root]
+    while todo:
+        for ref in gc.get_referents(todo.pop()):
+            if id(ref) in seen:
+                continue
+            seen.add(id(ref))
+            if isinstance(ref, wanted):
+                found.append(ref)
+            if isinstance(ref, dict | list | tuple | collections.deque | types.GeneratorType) or (
+                    type(ref).__module__.startswith("websockets.")):
+                todo.append(ref)
+    return found
+
+
 @contextlib.asynccontextmanager
 async def opened(server: ComfyBehindProxy) -> AsyncIterator[BoundedClientConnection]:
     """The socket of a target on *server* whose URL carries proxy credentials, open for clientId
@@ -90,5 +112,7 @@ async def test_an_open_socket_keeps_neither_its_upgrade_request_nor_the_answers_
         assert socket.request is None
         assert socket.response is not None
         assert (socket.response.status_code, len(socket.response.headers)) == (101, 0)
+        kept = reachable(socket, (Headers, Request))
+        assert kept and all(isinstance(item, Headers) and not item for item in kept), kept
         assert '"status"' in str(await socket.recv())
     assert [upgrade.authorization for upgrade in server.upgrades] == ["Basic YWxpY2U6d3MtdXBncmFkZS1zM2NyZXQ="]
