@@ -9,7 +9,8 @@ scraping ``/metrics`` once per interval the way Prometheus would:
 - CPU % of one core of the comfywatch process (``/proc/<pid>/stat`` utime + stime over wall time), and
   CPU per target-poll (CPU / polls counted by comfywatch itself, ``comfywatch_polls_total``: with the monitor
   on, most polls of an idle target ask nothing, ``comfywatch_quiet_polls_total``);
-- RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled), and the open descriptors as the window
+- RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled in the window), its peak since the start
+  (``VmHWM``: the warm-up, as the catalogues are read, is included), and the open descriptors as the window
   ends. The simulator serves every target on one address, and the daemon keeps its HTTP connections per
   server, so its targets share them: a fleet of as many servers keeps one idle connection per target more;
 - ``/metrics`` render time as a client sees it (median of ``--scrapes`` scrapes, plain and gzip);
@@ -85,12 +86,12 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of *pid* (VmRSS)."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of *pid* (VmRSS), or its peak since the process started (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 def wait_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60.0) -> str:
@@ -260,6 +261,8 @@ class DaemonResult:
     polls: float
     quiet_polls: float
     rss_max: int
+    #: The largest RSS since the daemon started (VmHWM), as the window ends.
+    rss_peak: int = 0
     #: The daemon's open descriptors as the window ends: its listening socket, monitoring sockets and HTTP
     #: connections (kept per server: the simulator serves every target on one address, so they are shared).
     open_fds: int = 0
@@ -307,6 +310,7 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
                               samples[-1].polls - samples[0].polls, samples[-1].quiet_polls - samples[0].quiet_polls,
                               rss_max, system_cpu=sys1 - sys0, requests=samples[-1].requests - samples[0].requests)
         result.window_scrapes = [sample.seconds for sample in samples[1:]]
+        result.rss_peak = rss_bytes(pid, "VmHWM")
         result.open_fds = len(os.listdir(f"/proc/{pid}/fd"))
 
         # Regularity: the mean poll period of each target between two reads of /system_stats (its system check),
@@ -447,6 +451,7 @@ def report(results: list[DaemonResult], blackbox: BlackboxResult | None) -> dict
             # 1.0 when every target was polled once per interval throughout the window.
             "polls_per_target_interval": round(r.polls / (r.targets * r.window / r.interval), 3),
             "rss_max_mb": round(r.rss_max / 2**20, 1),
+            "rss_peak_since_start_mb": round(r.rss_peak / 2**20, 1),
             "open_fds": r.open_fds,
             "metrics_render_median_ms": round(statistics.median(r.render_plain) * 1000, 1),
             "metrics_every_interval_ms": [round(s * 1000, 1) for s in r.window_scrapes],
@@ -492,6 +497,7 @@ def print_human(summary: dict[str, Any]) -> None:
               f"   ({run['target_polls']} polls, {run['quiet_polls']} quiet; kernel share {run['cpu_kernel_share']})")
         print(f"  {'CPU per request made':<48} {run['cpu_per_request_ms']:>9} ms   ({run['requests']} requests)")
         print(f"  {'polls per target and interval':<48} {run['polls_per_target_interval']:>12}   (1.0: none missed)")
+        print(f"  {'RSS peak since the start (warm-up included)':<48} {run['rss_peak_since_start_mb']:>9} MB")
         print(f"  {'open descriptors as the window ended':<48} {run['open_fds']:>12}")
         print(f"  {'/metrics: daemon CPU per scrape (median)':<48} {run['metrics_render_daemon_cpu_median_ms']:>9} ms"
               "   (background rate subtracted; CLK_TCK resolution)")
