@@ -86,12 +86,12 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
-def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+def rss_bytes(pid: int, key: str = "VmRSS") -> int:
     """Resident set size of *pid* (VmRSS), or its peak since the process started (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field}")
+    raise RuntimeError(f"no {key}")
 
 
 def wait_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60.0) -> str:

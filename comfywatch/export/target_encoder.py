@@ -63,8 +63,8 @@ class EncodeFailures:
 
 ENCODE_FAILURES = EncodeFailures()
 
-#: Column heads and sections kept per target: far more than one target has, yet a server
-#: reporting new label values on every poll cannot grow them without bound.
+#: A cap on the column heads and sections kept per target, far above what a target has: whatever label values
+#: reach them, they cannot grow without bound.
 _KEPT = 512
 
 
@@ -153,8 +153,8 @@ class _Heads(dict[MetricDef, str]):
 
 
 class TargetLines:
-    """Label strings, line heads, encoded sections and the last encoding of one target (for one of
-    ``/metrics`` with a ``target`` label, or ``/probe`` without)."""
+    """Line heads, encoded sections and the last encoding of one target (for one of ``/metrics`` with a
+    ``target`` label, or ``/probe`` without)."""
 
     __slots__ = ("blocks", "column_heads", "device_heads", "encoded", "failed", "heads", "hists", "name", "now",
                  "prefix", "sections", "seqs", "with_target")
@@ -297,9 +297,9 @@ def _system(lines: TargetLines, state: TargetState) -> Texts:
     texts = dict(lines.section("info", (state.kind, state.public_url, info), _info, state))
     if stats is None or state.kind != "local":
         return texts
-    own = lines.heads
-    texts[_POSITION[m.RAM_TOTAL]] = (own[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
-    texts[_POSITION[m.RAM_FREE]] = (own[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
+    prefixed = lines.heads
+    texts[_POSITION[m.RAM_TOTAL]] = (prefixed[m.RAM_TOTAL] + format_value(stats.ram_total)).encode("utf-8")
+    texts[_POSITION[m.RAM_FREE]] = (prefixed[m.RAM_FREE] + format_value(stats.ram_free)).encode("utf-8")
     if stats.devices:
         for position, heads, values in zip(_DEVICE_POSITIONS, _device_heads(lines, stats.devices),
                                            zip(*map(_DEVICE_VALUES, stats.devices), strict=True), strict=True):

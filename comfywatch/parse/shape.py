@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,10 +42,24 @@ def as_str(value: object, path: str) -> str:
     return bounded(value)
 
 
+#: Strings many servers repeat, one copy each (see :func:`as_shared_str`). Not ``sys.intern``: some interpreters
+#: keep interned strings for good, and a server can send new ones on every poll.
+_SHARED: dict[str, str] = {}
+#: Far more than a fleet's builds, devices and command lines; reached only by servers sending new strings all the
+#: time, and then the table starts over.
+_MAX_SHARED = 4096
+
+
 def as_shared_str(value: object, path: str) -> str:
     """:func:`as_str` for a string a whole fleet tends to repeat on every poll (versions, device names, argv):
-    one copy, however many targets keep it. Interned strings go when the last holder lets go of them."""
-    return sys.intern(as_str(value, path))
+    one copy, however many targets keep it."""
+    text = as_str(value, path)
+    shared = _SHARED.get(text)
+    if shared is None:
+        if len(_SHARED) >= _MAX_SHARED:
+            _SHARED.clear()
+        shared = _SHARED[text] = text
+    return shared
 
 
 def as_opt_str(value: object, path: str) -> str | None:

@@ -275,7 +275,7 @@ class TargetState:
         self.websocket_connected: float | None = None
         self.cloud: CloudState | None = CloudState() if kind == "cloud" else None
         self.jobs_api: bool | None = None
-        #: Rendered label strings, owned by the exporter (labels never change for a given state object).
+        #: The exporter's kept lines of this target (its labels never change for a given state object).
         self.label_cache: dict[object, object] = {}
         self.server_version: str | None = None
         #: The watched workflows linted at the last catalogue refresh, in name order.

@@ -181,6 +181,8 @@ class EventLog:
     __slots__ = ("_events", "capacity", "merge_within")
 
     def __init__(self, capacity: int = EVENTS_PER_TARGET, merge_within: float = 600.0) -> None:
+        if capacity < 0:
+            raise ValueError("capacity must not be negative")
         # A list, not a deque: an empty deque takes a 64-slot block (760 bytes) in every target.
         self._events: list[tuple[Event, int]] = []
         self.capacity = capacity

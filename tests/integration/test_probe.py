@@ -18,7 +18,6 @@ from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from comfywatch.basic_auth import basic_auth_header
@@ -27,7 +26,7 @@ from comfywatch.config import MAX_URL_CHARS
 from comfywatch.redact import SECRETS
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.fixtures import load_json
-from tests.helpers import Metrics, running_daemon
+from tests.helpers import Metrics, RecordingServer, recording_server, running_daemon
 
 TOKEN = "s3cret-probe-token"
 
@@ -183,51 +182,35 @@ async def test_module_timeout_caps_a_longer_scrape_timeout(probe_base: str) -> N
 
 
 @pytest.fixture
-async def recording_server() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
-    """A stand-in ComfyUI behind an authenticating proxy: answers /api/system_stats, records request headers."""
-    seen: list[dict[str, str]] = []
-    stats = load_json("system_stats.json")
-
-    async def system_stats(request: web.Request) -> web.Response:
-        seen.append(dict(request.headers))
-        return web.json_response(stats)
-
-    app = web.Application()
-    app.router.add_get("/api/system_stats", system_stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+async def recorder() -> AsyncIterator[RecordingServer]:
+    """A stand-in ComfyUI behind an authenticating proxy: answers /api/system_stats, records each request."""
+    async with recording_server("/api/system_stats", load_json("system_stats.json")) as server:
+        yield server
 
 
 async def test_module_bearer_token_is_sent_and_never_shown(
-    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+    probe_base: str, recorder: RecordingServer
 ) -> None:
     """``bearer_token_file`` of the module becomes the Authorization header; the token is not in the output."""
-    address, seen = recording_server
+    address, seen = recorder.address, recorder.requests
     status, body, _ = await probe(probe_base, f"http://{address}", "authed")
     assert status == 200
     assert Metrics(body).value("comfyui_probe_success") == 1.0
-    assert [headers.get("Authorization") for headers in seen] == [f"Bearer {TOKEN}"]
+    assert [request.authorization for request in seen] == [f"Bearer {TOKEN}"]
     assert TOKEN not in body
 
 
 async def test_userinfo_in_the_target_becomes_basic_auth(
-    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+    probe_base: str, recorder: RecordingServer
 ) -> None:
     """``http://user:pass@host`` probes with basic auth, like a configured target; the password is not shown."""
-    address, seen = recording_server
+    address, seen = recorder.address, recorder.requests
     status, body, _ = await probe(probe_base, f"http://alice:pa55word@{address}", "quick")
     assert status == 200
     metrics = Metrics(body)
     assert metrics.value("comfyui_probe_success") == 1.0
     assert metrics.value("comfyui_target_info", kind="local", url=f"http://{address}") == 1.0
-    assert [headers.get("Authorization") for headers in seen] == ["Basic YWxpY2U6cGE1NXdvcmQ="]
+    assert [request.authorization for request in seen] == ["Basic YWxpY2U6cGE1NXdvcmQ="]
     assert "pa55word" not in body
 
 
@@ -256,11 +239,11 @@ async def test_bad_probe_requests_are_400_without_echoing_the_target(
 
 
 async def test_probes_with_fresh_passwords_leave_the_redactor_unchanged(
-    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+    probe_base: str, recorder: RecordingServer
 ) -> None:
     """Each probe authenticates with its own password; none of them is added to the process-wide redactor,
     whose pattern (scrubbed on every log line) keeps the same number of secrets however many probes ran."""
-    address, seen = recording_server
+    address, seen = recorder.address, recorder.requests
     before = len(SECRETS)
     passwords = [f"fresh-{number}-{secrets.token_hex(6)}" for number in range(40)]
     for password in passwords:
@@ -268,7 +251,7 @@ async def test_probes_with_fresh_passwords_leave_the_redactor_unchanged(
         assert status == 200
         assert Metrics(body).value("comfyui_probe_success") == 1.0
         assert password not in body
-    assert [headers["Authorization"] for headers in seen] == [basic_auth_header("alice", p) for p in passwords]
+    assert [request.authorization for request in seen] == [basic_auth_header("alice", p) for p in passwords]
     assert len(SECRETS) == before
     assert not any(password in SECRETS for password in passwords)
 
@@ -370,11 +353,11 @@ async def test_a_credentialed_module_refuses_a_host_outside_its_allow_list(
 
 
 async def test_a_credentialed_module_without_allow_reaches_only_its_targets(
-    probe_base: str, recording_server: tuple[str, list[dict[str, str]]]
+    probe_base: str, recorder: RecordingServer
 ) -> None:
     """``tokened`` sends the token and has no allow list: no target of the config uses its token file, so a
     probe anywhere is a 403 naming the fix, and the server never sees the token."""
-    address, seen = recording_server
+    address, seen = recorder.address, recorder.requests
     status, body, _ = await probe(probe_base, f"http://{address}", "tokened")
     assert status == 403
     assert body == ("module 'tokened' sends credentials, and only to the targets that use the same files; "
@@ -383,11 +366,11 @@ async def test_a_credentialed_module_without_allow_reaches_only_its_targets(
 
 
 async def test_module_secret_files_are_read_bounded_at_each_probe(
-    probe_base: str, recording_server: tuple[str, list[dict[str, str]]], tmp_path: Path
+    probe_base: str, recorder: RecordingServer, tmp_path: Path
 ) -> None:
     """A token file grown past the secret-file bound after start is refused (500, nothing sent), not read whole
     into a header."""
-    address, seen = recording_server
+    address, seen = recorder.address, recorder.requests
     (tmp_path / "token").write_text("x" * (64 * 2**10 + 1), encoding="utf-8")
     status, body, _ = await probe(probe_base, f"http://{address}", "authed")
     assert (status, body) == (500, "module credentials unreadable\n")

@@ -4,6 +4,7 @@ least."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -133,3 +134,15 @@ async def test_anonymous_acquire_and_release() -> None:
     assert limiter.locked()
     limiter.release()
     assert not limiter.locked()
+
+
+async def test_a_release_charges_the_slot_held_longest() -> None:
+    """A share holding a slot taken 10 s ago and one just taken is charged the 10 s when it releases one."""
+    clock = Clock()
+    limiter = FairLimiter(2, clock=clock)
+    share = limiter.share()
+    await share.acquire()
+    clock.now += 10.0
+    await share.acquire()
+    share.release()
+    assert share.key > -math.inf

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from comfywatch.errors import ParseError, Reason
+from comfywatch.parse import shape
 from comfywatch.parse.history import HistoryEntry, Outcome, parse_history, parse_history_entry
 from comfywatch.parse.jobs import Job, parse_jobs, to_ms
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, parse_prompt_accepted, parse_ws_text, ws_event
@@ -137,6 +138,14 @@ class TestSystemStats:
         assert all(a is b for a, b in zip(first.argv, second.argv, strict=True))
         assert first.devices[0].name is second.devices[0].name
         assert first.devices[0].type is second.devices[0].type
+
+    def test_new_strings_on_every_poll_keep_the_shared_table_bounded(self) -> None:
+        """A server answering a new version on every poll cannot grow the table of shared strings for good."""
+        body = load_json("system_stats.json")
+        for poll in range(shape._MAX_SHARED + 10):
+            body["system"]["comfyui_version"] = f"0.3.{poll}"
+            parse_system_stats(body)
+            assert len(shape._SHARED) <= shape._MAX_SHARED
 
     def test_cuda_device(self) -> None:
         """A CUDA device (shape from comfy/model_management.py) keeps its index and counts VRAM."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from comfywatch.state import TargetState, code_label
+from comfywatch.state import CanaryState, CheckState, CloudState, TargetState, code_label
 
 
 def test_request_code_labels_are_bounded() -> None:
@@ -22,3 +22,10 @@ def test_request_code_labels_are_bounded() -> None:
 
 def test_code_label() -> None:
     assert [code_label(c) for c in (None, 200, 429, 599, 777, 99)] == ["none", "200", "429", "5xx", "other", "other"]
+
+
+def test_what_every_target_keeps_has_no_instance_dict() -> None:
+    """Ten thousand targets each keep a state, its checks, canaries and Cloud account: slots, not dicts."""
+    state = TargetState("t", "cloud", "https://cloud.example", endpoints=["system_stats"])
+    for kept in (state, CheckState(), CanaryState("c"), CloudState()):
+        assert not hasattr(kept, "__dict__"), type(kept).__name__

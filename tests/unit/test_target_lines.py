@@ -134,6 +134,12 @@ class TestKeptLines:
         for devices, renamed in [(1, False), (2, False), (2, True), (1, True), (0, False), (1, False)]:
             _system(10**9, devices, renamed)(state)
             assert chunks(state, True, NOW) == fresh(state, True)
+        lines = state.label_cache[True]
+        assert isinstance(lines, TargetLines)
+        kept = lines.device_heads[1]
+        _system(10**8, 1, False)(state)  # the same device, less free memory: its heads are reused
+        assert chunks(state, True, NOW) == fresh(state, True)
+        assert lines.device_heads[1] is kept
 
     def test_unchanged_target_is_not_encoded_again(self) -> None:
         """A second scrape with nothing changed reuses the encoding itself (same objects)."""
