@@ -1,7 +1,8 @@
 """Benchmark: ``/metrics`` render time versus number of targets (target: 1000 targets in <= 100 ms).
 
 Builds realistic target states (system stats from the recorded fixture, a busy queue, request counters on
-three endpoints, a canary) and times ``render_metrics`` for text and OpenMetrics. Prints medians.
+three endpoints, a canary) and times ``metrics_body``, joined as it is sent, for text and OpenMetrics. Prints
+medians.
 
 Before every timed render, each target goes through what one poll cycle changes (three requests counted
 and timed, new system and queue values, the checks' durations and timestamps): Prometheus scrapes about
@@ -24,7 +25,7 @@ import statistics
 import time
 from pathlib import Path
 
-from comfywatch.export.collector import DaemonInfo, prepare, render_metrics
+from comfywatch.export.collector import DaemonInfo, metrics_body, prepare
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import parse_system_stats
 from comfywatch.state import TargetState
@@ -83,7 +84,7 @@ def main() -> None:
         states = make_states(count)
         info = DaemonInfo()
         started = time.perf_counter()
-        render_metrics(states, daemon=info, openmetrics=False)
+        bytes(metrics_body(states, daemon=info, openmetrics=False))
         first = time.perf_counter() - started
         timings: dict[str, list[float]] = {"text": [], "om": [], "cold": [], "unchanged": [], "encode": []}
         body = b""
@@ -95,16 +96,16 @@ def main() -> None:
                     prepare(state)
                 timings["encode"].append((time.perf_counter() - started) / count)
                 started = time.perf_counter()
-                body = render_metrics(states, daemon=info, openmetrics=kind == "om")
+                body = bytes(metrics_body(states, daemon=info, openmetrics=kind == "om"))
                 timings[kind].append(time.perf_counter() - started)
             poll(states, cycle + args.repeat)
             started = time.perf_counter()
-            render_metrics(states, daemon=info, openmetrics=False)
+            bytes(metrics_body(states, daemon=info, openmetrics=False))
             timings["cold"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            render_metrics(states, daemon=info, openmetrics=False)
+            bytes(metrics_body(states, daemon=info, openmetrics=False))
             timings["unchanged"].append(time.perf_counter() - started)
-        text = render_metrics(states, daemon=info, openmetrics=False)
+        text = bytes(metrics_body(states, daemon=info, openmetrics=False))
         series = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
         text_ms, om_ms, cold_ms, same_ms = (statistics.median(timings[k]) * 1000
                                             for k in ("text", "om", "cold", "unchanged"))

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from comfywatch import __version__
 from comfywatch.export import metrics as m
-from comfywatch.export.exposition import Family, labels_text, render
+from comfywatch.export.exposition import Body, Family, labels_text, render_body
 from comfywatch.export.target_encoder import ENCODE_FAILURES, FAMILIES, chunks
 from comfywatch.parse.text import TRUNCATIONS
 from comfywatch.state import TargetState
 
-__all__ = ["DaemonInfo", "ScrapeClock", "collect", "prepare", "render_metrics"]
+__all__ = ["DaemonInfo", "ScrapeClock", "collect", "metrics_body", "prepare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +108,16 @@ def collect(
     return families
 
 
-def render_metrics(
+def metrics_body(
     states: Sequence[TargetState], *, daemon: DaemonInfo | None, openmetrics: bool, with_target: bool = True
-) -> bytes:
+) -> Body:
     # A render that has to encode targets allocates up to a few hundred thousand short-lived strings, lists and
     # tuples, none in a reference cycle: refcounting frees them all. Left on, the cycle collector would run
     # several times per scrape for nothing, walking what the daemon has not frozen (what polls made since).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return render(collect(states, daemon=daemon, with_target=with_target), openmetrics=openmetrics)
+        return render_body(collect(states, daemon=daemon, with_target=with_target), openmetrics=openmetrics)
     finally:
         if enabled:
             gc.enable()

@@ -9,13 +9,14 @@ negotiates. Its output is checked against ``prometheus_client``'s parsers and ``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
+    "Body",
     "Family",
     "MetricDef",
     "choose_format",
@@ -26,9 +27,12 @@ __all__ = [
     "histogram_template",
     "labels_text",
     "render",
+    "render_body",
 ]
 
 CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+#: About how many bytes :meth:`Body.pieces` joins at a time.
+PIECE_BYTES = 1 << 18
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 Kind = Literal["gauge", "counter", "histogram", "info"]
@@ -149,7 +153,46 @@ def _help(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+class Body:
+    """A rendered exposition: the chunks whose ``b"\\n".join`` it is, mostly blocks the encoders keep anyway.
+
+    Sent in pieces, never joined whole: 10,000 targets make 44 MB, and a joined copy (with the part of it a
+    socket buffers) would add twice that to the daemon's memory at every scrape."""
+
+    __slots__ = ("_chunks", "size")
+
+    def __init__(self, chunks: Sequence[bytes]) -> None:
+        self._chunks = chunks
+        #: Its length in bytes.
+        self.size = sum(map(len, chunks)) + len(chunks) - 1 if chunks else 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"\n".join(self._chunks)
+
+    def pieces(self, piece_bytes: int = PIECE_BYTES) -> Iterator[bytes]:
+        """The body in order, in pieces of about *piece_bytes* (a chunk is never split), none of them empty."""
+        batch: list[bytes] = []
+        batched = 0
+        for chunk in self._chunks:
+            if batched >= piece_bytes:
+                batch.append(b"")  # the newline between this batch's last chunk and the next
+                yield b"\n".join(batch)
+                batch, batched = [], 0
+            batch.append(chunk)
+            batched += len(chunk) + 1
+        if batch and (last := b"\n".join(batch)):
+            yield last
+
+
 def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
+    """Render families into one body (see :func:`render_body`)."""
+    return bytes(render_body(families, openmetrics=openmetrics))
+
+
+def render_body(families: Iterable[Family], *, openmetrics: bool = False) -> Body:
     """Render families; families without samples still get HELP/TYPE (so names are discoverable)."""
     chunks: list[bytes] = []
     for family in families:
@@ -174,7 +217,7 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> bytes:
     if openmetrics:
         chunks.append(b"# EOF")
     chunks.append(b"")
-    return b"\n".join(chunks)
+    return Body(chunks)
 
 
 def choose_format(accept: str | None) -> tuple[bool, str]:

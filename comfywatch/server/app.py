@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
-from comfywatch.export.collector import DaemonInfo, ScrapeClock, render_metrics
-from comfywatch.export.exposition import choose_format
+from comfywatch.export.collector import DaemonInfo, ScrapeClock, metrics_body
+from comfywatch.export.exposition import Body, choose_format
 from comfywatch.server.status_routes import StatusSource, add_status_routes
 from comfywatch.state import TargetState
 from comfywatch.status.model import StatusInputs
@@ -71,9 +71,12 @@ class ExporterRunner(web.AppRunner):
                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 
 
-def gzip_body(body: bytes) -> bytes:
+def gzip_body(body: Body) -> list[bytes]:
+    """*body* gzipped, piece by piece (a tenth of its size: see :data:`GZIP_LEVEL`)."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return compressor.compress(body) + compressor.flush()
+    compressed = [compressor.compress(piece) for piece in body.pieces()]
+    compressed.append(compressor.flush())
+    return [piece for piece in compressed if piece]
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
@@ -104,17 +107,28 @@ def create_app(
     """The exporter app. *source* returns a consistent (states, daemon info) pair at render time; *scrapes*
     learns when ``/metrics`` is scraped; *status* feeds the status page (by default, *source*'s states)."""
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.StreamResponse:
         if scrapes is not None:
             scrapes.scraped(time.monotonic())
         openmetrics, content_type = choose_format(request.headers.get("Accept"))
         states, daemon = source()
-        body = render_metrics(states, daemon=daemon, openmetrics=openmetrics)
-        headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+        body = metrics_body(states, daemon=daemon, openmetrics=openmetrics)
+        response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding"})
+        pieces: Iterable[bytes]
         if len(body) > 4096 and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            body = await asyncio.to_thread(gzip_body, body) if len(body) > _THREAD_ABOVE else gzip_body(body)
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
+            pieces = await asyncio.to_thread(gzip_body, body) if len(body) > _THREAD_ABOVE else gzip_body(body)
+            response.headers["Content-Encoding"] = "gzip"
+            response.content_length = sum(map(len, pieces))
+        else:
+            pieces = body.pieces()
+            response.content_length = len(body)
+        await response.prepare(request)
+        if request.method != hdrs.METH_HEAD:
+            # Each write waits while the socket's buffer is full: what a scrape holds is its chunks, not copies.
+            for piece in pieces:
+                await response.write(piece)
+        await response.write_eof()
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy() if healthy is not None else True

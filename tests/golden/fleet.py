@@ -36,7 +36,7 @@ import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from comfywatch.daemon.service import Daemon
-from comfywatch.export.collector import render_metrics
+from comfywatch.export.collector import metrics_body
 from comfywatch.sim.admin import SimHandle, start_sim
 
 __all__ = ["CLOUD_KEY", "FrozenClock", "fleet_exposition"]
@@ -205,8 +205,8 @@ async def fleet_exposition(state_dir: Path, clock: FrozenClock) -> dict[str, str
             await run_round(daemon)
             states, info = daemon.snapshot()
             return {
-                "text": render_metrics(states, daemon=info, openmetrics=False).decode(),
-                "openmetrics": render_metrics(states, daemon=info, openmetrics=True).decode(),
+                "text": bytes(metrics_body(states, daemon=info, openmetrics=False)).decode(),
+                "openmetrics": bytes(metrics_body(states, daemon=info, openmetrics=True)).decode(),
             }
         finally:
             await daemon.shutdown()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import html
 import re
 import threading
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urljoin
 
@@ -16,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 import comfywatch.server.app
 from comfywatch.export.collector import DaemonInfo
+from comfywatch.export.exposition import Body
 from comfywatch.server.app import create_app
 from comfywatch.state import TargetState
 
@@ -98,6 +102,58 @@ async def test_healthz_and_landing_page(base: str) -> None:
                 assert response.status == 200, link
 
 
+#: A 32 MiB body made of one 64 KiB block of lines: large on the wire, small in memory.
+_BLOCK = (b'comfyui_up{target="gpu"} 1\n' * 2427)[:-1]
+_LARGE = [_BLOCK] * 512 + [b""]
+
+
+@pytest.fixture
+def large_body(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """``/metrics`` answers :data:`_LARGE`; returns the SHA-256 of the body it makes."""
+    monkeypatch.setattr("comfywatch.server.app.metrics_body", lambda *args, **kwargs: Body(_LARGE))
+    digest = hashlib.sha256()
+    for chunk in _LARGE[:-1]:
+        digest.update(chunk + b"\n")
+    return digest.digest()
+
+
+@pytest.mark.parametrize("accept_encoding", [None, PROMETHEUS_ENCODING])
+async def test_a_large_body_is_sent_without_a_whole_copy(base: str, large_body: bytes,
+                                                         accept_encoding: str | None) -> None:
+    """A scrape of 32 MiB, plain or gzipped, allocates a small part of that in the server: the body goes out in
+    pieces as the socket takes them, never joined (and then buffered) whole."""
+    digest = hashlib.sha256()
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    tracemalloc.start()
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            headers = {"Accept-Encoding": accept_encoding or "identity"}
+            async with session.get(f"{base}/metrics", headers=headers) as response:
+                async for data in response.content.iter_chunked(1 << 16):
+                    if not accept_encoding:
+                        digest.update(data)
+                        continue
+                    while data:  # inflated a bounded part at a time: the test's memory is traced too
+                        digest.update(inflate.decompress(data, 1 << 16))
+                        data = inflate.unconsumed_tail
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest.digest() == large_body
+    assert response.headers.get("Content-Encoding") == accept_encoding
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB traced for a 32 MiB body"
+
+
+async def test_head_of_metrics_has_the_length_and_no_body(base: str) -> None:
+    """HEAD answers what GET would (its length included) and sends no body."""
+    _, body = await _get(f"{base}/metrics", None)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.head(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response:
+            assert response.status == 200
+            assert response.headers["Content-Length"] == str(len(body))
+            assert await response.read() == b""
+
+
 async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the threshold the gzip runs in a worker thread: same bytes on the wire."""
     _, inline = await _get(f"{base}/metrics", PROMETHEUS_ENCODING)
@@ -105,7 +161,7 @@ async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeyp
     threads: list[str] = []
     real = comfywatch.server.app.gzip_body
 
-    def spy(body: bytes) -> bytes:
+    def spy(body: Body) -> list[bytes]:
         threads.append(threading.current_thread().name)
         return real(body)
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from comfywatch.config import DiscoveryConfig
 from comfywatch.daemon.discovery import MAX_FILE_SD_BYTES, discovery_fingerprint, load_discovered
-from comfywatch.export.collector import DaemonInfo, render_metrics
+from comfywatch.export.collector import DaemonInfo, metrics_body
 from comfywatch.state import TargetState
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ def test_sanitized_labels_render_for_every_target(tmp_path: Path) -> None:
         state = TargetState(name, "local", url, endpoints=["system_stats"], labels=labels)
         state.set_up(True)
         states.append(state)
-    text = render_metrics(states, daemon=DaemonInfo(), openmetrics=False).decode("utf-8")
+    text = bytes(metrics_body(states, daemon=DaemonInfo(), openmetrics=False)).decode("utf-8")
     ups = {s.labels["target"]: s.value for f in parse_text(text) for s in f.samples if s.name == "comfyui_up"}
     assert ups == {"hostile": 1.0, "healthy": 1.0}
     assert 'comfyui_up{target="hostile",rack="r\ufffd"} 1.0' in text.splitlines()

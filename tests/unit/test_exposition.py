@@ -22,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from comfywatch import __version__
 from comfywatch.errors import JOB_REASONS, TRANSPORT_REASONS, Reason
 from comfywatch.export import metrics as m
-from comfywatch.export.collector import DaemonInfo, collect, render_metrics
+from comfywatch.export.collector import DaemonInfo, collect, metrics_body
 from comfywatch.export.exposition import (
     CONTENT_TYPE_OPENMETRICS,
     CONTENT_TYPE_TEXT,
+    Body,
     Family,
     MetricDef,
     choose_format,
@@ -505,7 +506,7 @@ class TestExporterOutput:
         body = load_json("system_stats.json")
         body["devices"][0]["name"] = NASTY
         state.system = parse_system_stats(body)
-        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=openmetrics)
+        text = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=openmetrics))
         found = [(n, lab, v) for n, lab, v in samples(text.decode(), openmetrics) if "target" in lab]
         assert all(lab.get("team") == NASTY for n, lab, _ in found if not n.startswith("comfywatch_"))
         urls = {lab["url"] for n, lab, _ in found if n == "comfyui_target_info"}
@@ -528,7 +529,7 @@ class TestExporterOutput:
     def test_probe_output_has_no_target_label(self, openmetrics: bool) -> None:
         """/probe output (with_target=False) has no target label and no daemon families."""
         for state in (local_state(), cloud_state()):
-            text = render_metrics([state], daemon=None, openmetrics=openmetrics, with_target=False)
+            text = bytes(metrics_body([state], daemon=None, openmetrics=openmetrics, with_target=False))
             found = samples(text.decode(), openmetrics)
             assert len(found) > 50
             assert all("target" not in labels for _, labels, _ in found)
@@ -547,11 +548,11 @@ class TestExporterOutput:
     def test_cached_labels_follow_new_series(self) -> None:
         """Rendering is repeatable, and series added between scrapes (a new status code) show up."""
         state = local_state()
-        first = render_metrics([state], daemon=DaemonInfo(), openmetrics=False)
-        assert render_metrics([state], daemon=DaemonInfo(), openmetrics=False) == first
+        first = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False))
+        assert bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False)) == first
         state.on_exchange("queue", 503, 0.2)
         state.on_exchange("history", 200, 0.01)
-        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        text = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False)).decode()
         assert value_of(text, "comfyui_requests_total", endpoint="queue", code="503") == 1
         assert value_of(text, "comfyui_requests_total", endpoint="history", code="200") == 1
         assert value_of(text, "comfyui_request_failures_total", endpoint="history", reason="dns") == 0
@@ -560,13 +561,13 @@ class TestExporterOutput:
         """Blocks kept between scrapes (failures by reason, histograms) show counts changed in place since."""
         state = local_state()
         canary = state.canaries["preview-image"]
-        render_metrics([state], daemon=DaemonInfo(), openmetrics=False)
+        bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False))
         state.on_failure("queue", Reason.AUTH)
         state.count_finished_job(Reason.OOM, 40.0)
         canary.failures[Reason.LOST] += 1
         canary.duration.observe(3.0)
         state.on_exchange("queue", 200, 0.2)
-        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        text = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False)).decode()
         assert value_of(text, "comfyui_request_failures_total", endpoint="queue", reason="auth") == 1
         assert value_of(text, "comfyui_job_failures_total", reason="oom") == 2
         assert value_of(text, "comfyui_job_duration_seconds_bucket", le="30.0") == 2
@@ -619,3 +620,15 @@ class TestMetricDefinitions:
         assert all(d.name.startswith("comfy_cloud_") for d in m.CLOUD)
         assert all(d.name.startswith(("comfywatch_", "process_")) for d in m.DAEMON)
         assert all(not d.name.startswith("process_") for d in m.TARGET + m.CLOUD)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(min_value=1, max_value=120))
+def test_a_body_sent_in_pieces_is_the_joined_body(chunks: list[bytes], piece_bytes: int) -> None:
+    """Pieces of any size add up to exactly ``b"\\n".join(chunks)``, none is empty, and ``len`` says its size."""
+    body = Body(chunks)
+    pieces = list(body.pieces(piece_bytes))
+    assert b"".join(pieces) == bytes(body) == b"\n".join(chunks)
+    assert len(body) == len(bytes(body))
+    assert all(pieces)
+    # A piece ends with the chunk that takes it to the size: at most one chunk (40 bytes here) beyond it.
+    assert all(len(piece) <= piece_bytes + 40 for piece in pieces)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from comfywatch.export.collector import DaemonInfo, render_metrics
+from comfywatch.export.collector import DaemonInfo, metrics_body
 from comfywatch.export.target_encoder import ENCODE_FAILURES
 from comfywatch.parse.cloud import parse_billing_status, parse_jobs_list
 from comfywatch.parse.history import parse_history
@@ -76,8 +76,8 @@ def target_lines(text: str, target: str) -> list[str]:
 def render_both(states: list[TargetState]) -> tuple[str, str]:
     """Text and OpenMetrics output, decoded strictly and accepted by both of prometheus_client's parsers."""
     daemon = DaemonInfo(reload_timestamp=NOW)
-    text = render_metrics(states, daemon=daemon, openmetrics=False).decode("utf-8")
-    openmetrics = render_metrics(states, daemon=daemon, openmetrics=True).decode("utf-8")
+    text = bytes(metrics_body(states, daemon=daemon, openmetrics=False)).decode("utf-8")
+    openmetrics = bytes(metrics_body(states, daemon=daemon, openmetrics=True)).decode("utf-8")
     list(parse_text(text))
     list(parse_openmetrics(openmetrics))
     return text, openmetrics
@@ -175,9 +175,9 @@ class TestExporter:
         bad = local_target("bad", broken)
         good = local_target("good", stats)
         daemon = DaemonInfo(reload_timestamp=NOW)
-        alone = render_metrics([good], daemon=daemon, openmetrics=openmetrics).decode("utf-8")
+        alone = bytes(metrics_body([good], daemon=daemon, openmetrics=openmetrics)).decode("utf-8")
         before = ENCODE_FAILURES.total
-        body = render_metrics([bad, good], daemon=daemon, openmetrics=openmetrics).decode("utf-8")
+        body = bytes(metrics_body([bad, good], daemon=daemon, openmetrics=openmetrics)).decode("utf-8")
         assert ENCODE_FAILURES.total == before + 1
         assert target_lines(body, "bad") == ['comfyui_up{target="bad"} 0.0']
         assert target_lines(body, "good") == target_lines(alone, "good")
@@ -186,15 +186,15 @@ class TestExporter:
         list(parse(body))
         # Encoded once per change of the target's values, like any target: a scrape of the same values does not
         # count again.
-        render_metrics([bad, good], daemon=daemon, openmetrics=openmetrics)
+        bytes(metrics_body([bad, good], daemon=daemon, openmetrics=openmetrics))
         assert ENCODE_FAILURES.total == before + 1
 
     def test_encode_failure_in_a_probe(self) -> None:
         """/probe output (no target label, no daemon families) also degrades to comfyui_up 0."""
         broken = SystemStats(os="\ud800", comfyui_version="x", python_version="x", pytorch_version="x", ram_total=1,
                              ram_free=1, embedded_python=None, argv=(), devices=())
-        text = render_metrics([local_target("probe", broken)], daemon=None, openmetrics=False,
-                              with_target=False).decode("utf-8")
+        text = bytes(metrics_body([local_target("probe", broken)], daemon=None, openmetrics=False,
+                              with_target=False)).decode("utf-8")
         assert [line for line in text.splitlines() if not line.startswith("#")] == ["comfyui_up 0.0"]
 
     def test_truncations_are_exported(self) -> None:

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.errors import Reason, SkipReason
-from comfywatch.export.collector import DaemonInfo, ScrapeClock, render_metrics
+from comfywatch.export.collector import DaemonInfo, ScrapeClock, metrics_body
 from comfywatch.export.target_encoder import FAMILIES, TargetLines, chunks, encode, is_current, snapshot
 from comfywatch.parse.phases import PhaseTimes
 from comfywatch.parse.system import parse_system_stats
@@ -173,7 +173,7 @@ class TestKeptLines:
         not its discovery labels (a daemon-scoped family, absent from /probe); a skip counts once."""
         state = TargetState("c", "cloud", "https://cloud.comfy.org", endpoints=[], labels={"rack": "r1"})
         state.skippable(["auth", "billing"])
-        metrics = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        metrics = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False)).decode()
         skips = sorted(line for line in metrics.splitlines() if line.startswith("comfywatch_check_skips_total{"))
         assert skips == sorted(f'comfywatch_check_skips_total{{target="c",check="{check}",reason="{reason}"}} 0'
                                for check in ("auth", "billing") for reason in ("retry_after", "request_budget"))
@@ -184,8 +184,8 @@ class TestKeptLines:
         assert b'comfywatch_check_skips_total{target="c",check="auth",reason="request_budget"} 1' in text
         assert b"comfywatch_check_skips_total" not in b"".join(chunk for chunk in chunks(state, False, NOW) if chunk)
         local = TargetState("l", "local", "http://h", endpoints=["queue"])
-        assert "comfywatch_check_skips_total{" not in render_metrics([local], daemon=DaemonInfo(),
-                                                                      openmetrics=False).decode()
+        assert "comfywatch_check_skips_total{" not in bytes(metrics_body([local], daemon=DaemonInfo(),
+                                                                      openmetrics=False)).decode()
 
     def test_one_block_per_family(self) -> None:
         """Chunks align with FAMILIES; a family the target has nothing in is None, never an empty block."""
@@ -202,7 +202,7 @@ class TestKeptLines:
         state.tls_not_after = value
         state.request_durations["queue"].sum = value
         state.request_durations["queue"].count = 1
-        text = render_metrics([state], daemon=DaemonInfo(), openmetrics=False).decode()
+        text = bytes(metrics_body([state], daemon=DaemonInfo(), openmetrics=False)).decode()
         spelled = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}[repr(value)]
         assert f'comfyui_tls_cert_not_after_timestamp_seconds{{target="t"}} {spelled}' in text
         assert f'comfyui_request_duration_seconds_sum{{target="t",endpoint="queue"}} {spelled}' in text
