@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from comfywatch.export.exposition import MetricDef
-from comfywatch.parse.text import MAX_CHARS, MAX_DEVICES
+from comfywatch.parse.text import MAX_ARGS, MAX_CHARS, MAX_DEVICES
 
 __all__ = ["ALL", "CLOUD", "DAEMON", "PROBE", "TARGET"]
 
@@ -179,7 +179,7 @@ SHARD_INFO = MetricDef("comfywatch_shard_info", "info", "This replica's shard.",
 TRUNCATIONS = MetricDef(
     "comfywatch_truncations_total", "counter",
     f"Server values cut to their bound: strings longer than {MAX_CHARS} characters, devices beyond {MAX_DEVICES} "
-    "per target.",
+    f"and command-line arguments beyond {MAX_ARGS} per target.",
     ("what",),
 )
 ENCODE_FAILURES = MetricDef(

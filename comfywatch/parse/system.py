@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.parse.shape import as_bool, as_int, as_list, as_map, as_opt_int, as_shared_str
-from comfywatch.parse.text import MAX_DEVICES, Cut, count_cut
+from comfywatch.parse.text import MAX_ARGS, MAX_DEVICES, Cut, count_cut
 
 __all__ = ["Device", "SystemStats", "parse_system_stats"]
 
@@ -82,7 +82,8 @@ def parse_system_stats(body: Any) -> SystemStats:
     """Parse a ``/system_stats`` body (local ComfyUI and Comfy Cloud share the shape).
 
     Devices beyond :data:`~comfywatch.parse.text.MAX_DEVICES` are dropped unread (and the cut counted): each
-    becomes four series.
+    becomes four series. So are arguments beyond :data:`~comfywatch.parse.text.MAX_ARGS`: a megabyte of empty
+    ones would be a tuple of 350,000 kept by the target.
     """
     root = as_map(body, "$")
     system = as_map(root.get("system"), "system")
@@ -91,6 +92,9 @@ def parse_system_stats(body: Any) -> SystemStats:
         count_cut(Cut.DEVICES)
         devices = devices[:MAX_DEVICES]
     argv = as_list(system.get("argv", []), "system.argv")
+    if len(argv) > MAX_ARGS:
+        count_cut(Cut.ARGV)
+        argv = argv[:MAX_ARGS]
     embedded = system.get("embedded_python")
     return SystemStats(
         os=as_shared_str(system.get("os"), "system.os"),

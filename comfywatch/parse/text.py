@@ -13,13 +13,19 @@ import re
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["ELLIPSIS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "clean", "count_cut", "sanitize"]
+__all__ = [
+    "ELLIPSIS", "MAX_ARGS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "clean", "count_cut",
+    "sanitize",
+]
 
 #: Longest server string kept (label values included): ComfyUI versions, OS names and device names are a few
 #: dozen characters; a longer value is cut and ends in :data:`ELLIPSIS`.
 MAX_CHARS: Final = 256
 #: Devices of one ``/system_stats`` kept: each becomes four series, and real servers report one.
 MAX_DEVICES: Final = 64
+#: Command-line arguments of one ``/system_stats`` kept: ComfyUI is started with a dozen, and a target keeps them
+#: (``--listen`` is read from them).
+MAX_ARGS: Final = 64
 #: Marks a value that was cut, so nobody mistakes it for the whole.
 ELLIPSIS: Final = "…"
 
@@ -38,6 +44,8 @@ class Cut(StrEnum):
     STRING = "string"
     #: Devices of ``/system_stats`` beyond :data:`MAX_DEVICES`.
     DEVICES = "devices"
+    #: Command-line arguments of ``/system_stats`` beyond :data:`MAX_ARGS`.
+    ARGV = "argv"
 
 
 #: Cuts since the process started, by what was cut (exported as ``comfywatch_truncations_total``).

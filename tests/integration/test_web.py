@@ -147,11 +147,11 @@ async def test_a_large_body_is_sent_without_a_whole_copy(base: str, large_body: 
 async def test_head_of_metrics_has_the_length_and_no_body(base: str) -> None:
     """HEAD answers what GET would (its length included) and sends no body."""
     _, body = await _get(f"{base}/metrics", None)
-    async with aiohttp.ClientSession(auto_decompress=False) as session:
-        async with session.head(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response:
-            assert response.status == 200
-            assert response.headers["Content-Length"] == str(len(body))
-            assert await response.read() == b""
+    async with (aiohttp.ClientSession(auto_decompress=False) as session,
+                session.head(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response):
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(body))
+        assert await response.read() == b""
 
 
 async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

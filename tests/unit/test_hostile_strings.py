@@ -26,7 +26,7 @@ from comfywatch.parse.jobs import parse_jobs
 from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text
 from comfywatch.parse.queue import parse_queue
 from comfywatch.parse.system import Device, SystemStats, parse_system_stats
-from comfywatch.parse.text import ELLIPSIS, MAX_CHARS, MAX_DEVICES, TRUNCATIONS, Cut
+from comfywatch.parse.text import ELLIPSIS, MAX_ARGS, MAX_CHARS, MAX_DEVICES, TRUNCATIONS, Cut
 from comfywatch.state import TargetState
 from comfywatch.state.trackers import QueueTracker
 from tests.fixtures import load_json
@@ -105,6 +105,15 @@ class TestParsers:
         stats = parse_system_stats(system_body(text="cuda", devices=100_000))
         assert [d.index for d in stats.devices] == list(range(MAX_DEVICES))
         assert TRUNCATIONS[Cut.DEVICES] == before + 1
+
+    def test_350000_arguments_keep_the_first_64_and_count_one_cut(self) -> None:
+        """A megabyte of empty arguments: the target keeps MAX_ARGS of them, and one cut is counted."""
+        body = system_body(text="cuda")
+        body["system"]["argv"] = ["main.py", "--port", "8188", *[""] * 350_000, "--listen"]
+        before = TRUNCATIONS[Cut.ARGV]
+        stats = parse_system_stats(body)
+        assert stats.argv == ("main.py", "--port", "8188", *[""] * (MAX_ARGS - 3))
+        assert TRUNCATIONS[Cut.ARGV] == before + 1
 
     def test_queue_ids_are_safe(self) -> None:
         """Prompt and client ids of /queue come out sanitized and bounded."""
