@@ -123,11 +123,14 @@ def create_app(
             pieces = body.pieces()
             response.content_length = len(body)
         await response.prepare(request)
-        if request.method != hdrs.METH_HEAD:
-            # Each write waits while the socket's buffer is full: what a scrape holds is its chunks, not copies.
-            for piece in pieces:
-                await response.write(piece)
-        await response.write_eof()
+        try:
+            if request.method != hdrs.METH_HEAD:
+                # Each write waits while the socket's buffer is full: a scrape holds its chunks, not copies.
+                for piece in pieces:
+                    await response.write(piece)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the scraper hung up: a scrape's business, not the daemon's (aiohttp would log a traceback)
         return response
 
     async def healthz(request: web.Request) -> web.Response:

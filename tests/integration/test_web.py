@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import html
+import logging
 import re
 import threading
 import tracemalloc
@@ -142,6 +144,22 @@ async def test_a_large_body_is_sent_without_a_whole_copy(base: str, large_body: 
     assert digest.digest() == large_body
     assert response.headers.get("Content-Encoding") == accept_encoding
     assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB traced for a 32 MiB body"
+
+
+async def test_a_scraper_hanging_up_mid_body_is_no_error(base: str, large_body: bytes,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A scraper that goes away halfway through a large body ends that scrape quietly; the next one is whole.
+    (Plain: gzipped, this body is small enough to be sent whole before the scraper hangs up.)"""
+    host, port = base.removeprefix("http://").split(":")
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+        await writer.drain()
+        assert len(await reader.read(100_000)) > 1000
+        writer.transport.abort()
+        _, body = await _get(f"{base}/metrics", None)
+    assert hashlib.sha256(body).digest() == large_body
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
 async def test_head_of_metrics_has_the_length_and_no_body(base: str) -> None:
