@@ -1,8 +1,8 @@
 """Benchmark: ``/metrics`` render time versus number of targets (target: 1000 targets in <= 100 ms).
 
 Builds realistic target states (system stats from the recorded fixture, a busy queue, request counters on
-three endpoints, a canary) and times ``metrics_body``, joined as it is sent, for text and OpenMetrics. Prints
-medians.
+three endpoints, a canary) and times ``metrics_body`` and its join (the copy sending it in pieces makes), for
+text and OpenMetrics. Prints medians.
 
 Before every timed render, each target goes through what one poll cycle changes (three requests counted
 and timed, new system and queue values, the checks' durations and timestamps): Prometheus scrapes about

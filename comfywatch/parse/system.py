@@ -82,8 +82,8 @@ def parse_system_stats(body: Any) -> SystemStats:
     """Parse a ``/system_stats`` body (local ComfyUI and Comfy Cloud share the shape).
 
     Devices beyond :data:`~comfywatch.parse.text.MAX_DEVICES` are dropped unread (and the cut counted): each
-    becomes four series. So are arguments beyond :data:`~comfywatch.parse.text.MAX_ARGS`: a megabyte of empty
-    ones would be a tuple of 350,000 kept by the target.
+    becomes four series. So are arguments beyond :data:`~comfywatch.parse.text.MAX_ARGS`: a mebibyte of empty
+    ones would be a tuple of 340,000 kept by the target.
     """
     root = as_map(body, "$")
     system = as_map(root.get("system"), "system")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import html
@@ -162,14 +163,78 @@ async def test_a_scraper_hanging_up_mid_body_is_no_error(base: str, large_body: 
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
-async def test_head_of_metrics_has_the_length_and_no_body(base: str) -> None:
-    """HEAD answers what GET would (its length included) and sends no body."""
-    _, body = await _get(f"{base}/metrics", None)
-    async with (aiohttp.ClientSession(auto_decompress=False) as session,
-                session.head(f"{base}/metrics", headers={"Accept-Encoding": "identity"}) as response):
-        assert response.status == 200
-        assert response.headers["Content-Length"] == str(len(body))
-        assert await response.read() == b""
+async def _raw(base: str, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.parametrize("accept_encoding", ["identity", PROMETHEUS_ENCODING])
+async def test_head_of_metrics_has_the_length_and_no_body(base: str, accept_encoding: str) -> None:
+    """HEAD answers what GET would (its length included) and sends no body: nothing follows the headers."""
+    _, body = await _get(f"{base}/metrics", accept_encoding)
+    reader, writer = await _raw(
+        base, f"HEAD /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: {accept_encoding}\r\nConnection: close\r\n\r\n"
+        .encode())
+    try:
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert f"\r\ncontent-length: {len(body)}\r\n".encode() in head.lower() + b"\r\n"
+    assert rest == b""
+
+
+async def test_a_scraper_hanging_up_while_its_body_is_gzipped_is_no_error(
+        base: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Hanging up before the headers (while a large body is gzipped in a worker thread) is no error either."""
+    gzipping, hung_up = threading.Event(), threading.Event()
+    real = comfywatch.server.app.gzip_body
+
+    def slow(body: Body) -> list[bytes]:
+        gzipping.set()
+        hung_up.wait(10)
+        return real(body)
+
+    monkeypatch.setattr("comfywatch.server.app._THREAD_ABOVE", 0)
+    monkeypatch.setattr("comfywatch.server.app.gzip_body", slow)
+    with caplog.at_level(logging.INFO):
+        _, writer = await _raw(base, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        assert await asyncio.to_thread(gzipping.wait, 10)
+        writer.transport.abort()
+        hung_up.set()
+        monkeypatch.setattr("comfywatch.server.app.gzip_body", real)
+        response, body = await _get(f"{base}/metrics", PROMETHEUS_ENCODING)
+    assert response.status == 200 and gzip.decompress(body).startswith(b"# HELP ")
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+
+
+async def test_a_scraper_that_stops_reading_is_cut_off(base: str, large_body: bytes,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scraper that stops reading a large body is disconnected once the send deadline has passed, instead of
+    holding the scrape (and the chunks it keeps) for good."""
+    cut_off = asyncio.Event()
+
+    class Log:
+        def warning(self, event: str, **fields: object) -> None:
+            if event == "scrape_cut_off":
+                cut_off.set()
+
+    monkeypatch.setattr("comfywatch.server.app.SEND_SECONDS", 0.5)
+    monkeypatch.setattr("comfywatch.server.app.log", Log())
+    reader, writer = await _raw(base, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+    try:
+        received = len(await reader.read(1000))
+        await asyncio.wait_for(cut_off.wait(), 10)  # not reading meanwhile: the socket's buffers fill up
+        with contextlib.suppress(ConnectionResetError):
+            while data := await asyncio.wait_for(reader.read(1 << 20), 10):
+                received += len(data)
+    finally:
+        writer.close()
+    assert received < len(b"".join(_LARGE)) / 2
 
 
 async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeypatch: pytest.MonkeyPatch) -> None:

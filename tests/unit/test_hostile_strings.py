@@ -106,10 +106,10 @@ class TestParsers:
         assert [d.index for d in stats.devices] == list(range(MAX_DEVICES))
         assert TRUNCATIONS[Cut.DEVICES] == before + 1
 
-    def test_350000_arguments_keep_the_first_64_and_count_one_cut(self) -> None:
-        """A megabyte of empty arguments: the target keeps MAX_ARGS of them, and one cut is counted."""
+    def test_340000_arguments_keep_the_first_64_and_count_one_cut(self) -> None:
+        """A mebibyte of empty arguments: the target keeps MAX_ARGS of them, and one cut is counted."""
         body = system_body(text="cuda")
-        body["system"]["argv"] = ["main.py", "--port", "8188", *[""] * 350_000, "--listen"]
+        body["system"]["argv"] = ["main.py", "--port", "8188", *[""] * 340_000, "--listen"]
         before = TRUNCATIONS[Cut.ARGV]
         stats = parse_system_stats(body)
         assert stats.argv == ("main.py", "--port", "8188", *[""] * (MAX_ARGS - 3))
@@ -203,7 +203,7 @@ class TestExporter:
         broken = SystemStats(os="\ud800", comfyui_version="x", python_version="x", pytorch_version="x", ram_total=1,
                              ram_free=1, embedded_python=None, argv=(), devices=())
         text = bytes(metrics_body([local_target("probe", broken)], daemon=None, openmetrics=False,
-                              with_target=False)).decode("utf-8")
+                                  with_target=False)).decode("utf-8")
         assert [line for line in text.splitlines() if not line.startswith("#")] == ["comfyui_up 0.0"]
 
     def test_truncations_are_exported(self) -> None:

@@ -185,7 +185,7 @@ class TestKeptLines:
         assert b"comfywatch_check_skips_total" not in b"".join(chunk for chunk in chunks(state, False, NOW) if chunk)
         local = TargetState("l", "local", "http://h", endpoints=["queue"])
         assert "comfywatch_check_skips_total{" not in bytes(metrics_body([local], daemon=DaemonInfo(),
-                                                                      openmetrics=False)).decode()
+                                                                        openmetrics=False)).decode()
 
     def test_one_block_per_family(self) -> None:
         """Chunks align with FAMILIES; a family the target has nothing in is None, never an empty block."""
