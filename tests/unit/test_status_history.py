@@ -217,6 +217,15 @@ def test_the_log_keeps_the_newest_events_up_to_its_capacity() -> None:
     assert [e.time for e, _ in small.recent()] == [T0 + 4, T0 + 3]
 
 
+def test_a_log_of_no_capacity_keeps_nothing_and_a_negative_one_is_refused() -> None:
+    none = EventLog(capacity=0)
+    for i in range(3):
+        none.add(Event(T0 + i, "down", "system", Reason.TIMEOUT))
+    assert none.recent() == []
+    with pytest.raises(ValueError, match="negative"):
+        EventLog(capacity=-1)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # TargetState's hooks
 
