@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from comfywatch.parse.shape import as_bool, as_int, as_list, as_map, as_opt_int, as_shared_str
-from comfywatch.parse.text import MAX_ARGS, MAX_DEVICES, Cut, count_cut
+from comfywatch.parse.text import MAX_ARGS, MAX_DEVICES, Cut, capped
 
 __all__ = ["Device", "SystemStats", "parse_system_stats"]
 
@@ -87,14 +87,8 @@ def parse_system_stats(body: Any) -> SystemStats:
     """
     root = as_map(body, "$")
     system = as_map(root.get("system"), "system")
-    devices = as_list(root.get("devices"), "devices")
-    if len(devices) > MAX_DEVICES:
-        count_cut(Cut.DEVICES)
-        devices = devices[:MAX_DEVICES]
-    argv = as_list(system.get("argv", []), "system.argv")
-    if len(argv) > MAX_ARGS:
-        count_cut(Cut.ARGV)
-        argv = argv[:MAX_ARGS]
+    devices = capped(as_list(root.get("devices"), "devices"), MAX_DEVICES, Cut.DEVICES)
+    argv = capped(as_list(system.get("argv", []), "system.argv"), MAX_ARGS, Cut.ARGV)
     embedded = system.get("embedded_python")
     return SystemStats(
         os=as_shared_str(system.get("os"), "system.os"),

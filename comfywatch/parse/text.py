@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 __all__ = [
-    "ELLIPSIS", "MAX_ARGS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "clean", "count_cut",
+    "ELLIPSIS", "MAX_ARGS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "capped", "clean", "count_cut",
     "sanitize",
 ]
 
@@ -48,6 +48,8 @@ class Cut(StrEnum):
     ARGV = "argv"
 
 
+T = TypeVar("T")
+
 #: Cuts since the process started, by what was cut (exported as ``comfywatch_truncations_total``).
 TRUNCATIONS: dict[Cut, int] = dict.fromkeys(Cut, 0)
 
@@ -72,6 +74,14 @@ def clean(value: str, limit: int) -> tuple[str, bool]:
 def count_cut(what: Cut) -> None:
     """Count one cut of *what*."""
     TRUNCATIONS[what] += 1
+
+
+def capped(items: list[T], limit: int, what: Cut) -> list[T]:
+    """The first *limit* of *items*; a cut is counted as *what*."""
+    if len(items) <= limit:
+        return items
+    count_cut(what)
+    return items[:limit]
 
 
 def bounded(value: str, limit: int = MAX_CHARS) -> str:
