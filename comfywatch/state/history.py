@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 
@@ -33,14 +33,18 @@ JOB_WINDOW_MINUTES = 60
 #: The part of a step a point may come early: polls every ``step`` seconds end a few milliseconds early or late,
 #: and a point dropped for coming 3 ms early would leave a gap of two steps in the chart.
 STEP_SLACK = 0.05
-#: Bytes one point costs: its timestamp (double) and one single-precision float per column.
-_TIMESTAMP_BYTES = 8
+#: Bytes one point costs: its time (whole milliseconds after the table's base, unsigned 32-bit) and one
+#: single-precision float per column.
+_TIME_BYTES = 4
 _VALUE_BYTES = 4
+#: The most milliseconds a point's time can lie after the base (49.7 days): a ring that spans more drops its
+#: oldest points to move the base up.
+_MAX_OFFSET_MS = 2**32 - 1
 
 
 def series_bytes(points: int, columns: int) -> int:
     """What a full :class:`SeriesTable` of *points* × *columns* holds in its arrays."""
-    return points * (_TIMESTAMP_BYTES + _VALUE_BYTES * columns)
+    return points * (_TIME_BYTES + _VALUE_BYTES * columns)
 
 
 class SeriesTable:
@@ -48,29 +52,36 @@ class SeriesTable:
 
     Points closer than *step* seconds (less :data:`STEP_SLACK` of it) to the previous one are dropped unless
     *always* is given (an ``up`` change must show even when it flaps between two samples); the table then spans
-    ``capacity × step × (1 - STEP_SLACK)`` seconds at least. Values are kept as single-precision floats: plenty
-    for a chart, half the memory.
+    ``capacity × step × (1 - STEP_SLACK)`` seconds at least.
+
+    A daemon keeps a table per target, ten thousand of them at the most, so a point is packed: its time as whole
+    milliseconds after the table's base (its oldest point's time when it was first kept), its values as
+    single-precision floats (plenty for a chart), every value in one array, row after row.
     """
 
-    __slots__ = ("_next", "_times", "_values", "capacity", "columns", "step")
+    __slots__ = ("_base", "_next", "_times", "_values", "capacity", "columns", "step")
 
     def __init__(self, columns: Sequence[str], capacity: int, step: float) -> None:
         self.columns = tuple(columns)
         self.capacity = capacity
         self.step = step
+        self._base = 0.0
         # Grown to capacity as points come, then overwritten in place: an idle daemon's targets cost little.
-        self._times = array("d")
-        self._values = [array("f") for _ in self.columns]
+        self._times = array("I")
+        self._values = array("f")
         self._next = 0
 
     def __len__(self) -> int:
         return len(self._times)
 
+    def _time(self, index: int) -> float:
+        return self._base + self._times[index] / 1000.0
+
     @property
     def last_time(self) -> float | None:
         if not self._times:
             return None
-        return self._times[(self._next - 1) % len(self._times)]
+        return self._time((self._next - 1) % len(self._times))
 
     def due(self, now: float) -> bool:
         last = self.last_time
@@ -82,28 +93,46 @@ class SeriesTable:
         """Add a point at *now* unless the previous one is too recent (:meth:`due`) and not *always*; True if added."""
         if self.capacity <= 0 or (not always and not self.due(now)):
             return False
+        row = array("f", [math.nan if value is None else float(value) for value in values])
+        if len(row) != len(self.columns):
+            raise ValueError(f"{len(row)} values for the {len(self.columns)} columns {self.columns}")
         last = self.last_time
         if last is not None and now < last:
-            self._drop_after(now)
-        row = [math.nan if value is None else float(value) for value in values]
+            # The clock stepped back: the points now in the future would sit ahead of every point to come (the
+            # charts would draw the present behind them).
+            self._keep(lambda time: time <= now)
+        if self._times and (now - self._base) * 1000.0 > _MAX_OFFSET_MS:
+            self._keep(lambda time: (now - time) * 1000.0 <= _MAX_OFFSET_MS)
+        if not self._times:
+            self._base = now
+        offset = round((now - self._base) * 1000.0)
         if len(self._times) < self.capacity:
-            self._times.append(now)
-            for column, value in zip(self._values, row, strict=True):
-                column.append(value)
+            self._times.append(offset)
+            self._values.extend(row)
             self._next = len(self._times) % self.capacity
+            if not self._next:
+                # Full: give back the room append keeps for growth (up to a sixteenth), which a ring never uses.
+                self._times = array("I", self._times)
+                self._values = array("f", self._values)
         else:
-            self._times[self._next] = now
-            for column, value in zip(self._values, row, strict=True):
-                column[self._next] = value
+            width = len(self.columns)
+            self._times[self._next] = offset
+            self._values[self._next * width : (self._next + 1) * width] = row
             self._next = (self._next + 1) % self.capacity
         return True
 
-    def _drop_after(self, now: float) -> None:
-        """Forget the points later than *now*: the clock stepped back, and they would sit in the future, ahead of
-        every point to come (the charts would draw the present behind them). Rare: the ring is rebuilt in order."""
-        kept = [i for i in self._order() if self._times[i] <= now]
-        self._times = array("d", (self._times[i] for i in kept))
-        self._values = [array("f", (column[i] for i in kept)) for column in self._values]
+    def _keep(self, wanted: Callable[[float], bool]) -> None:
+        """Rebuild the ring, oldest first and based on the oldest, with only the points whose time is *wanted*.
+        Rare (a clock stepping back, a ring spanning weeks), so simple."""
+        width = len(self.columns)
+        kept = [i for i in self._order() if wanted(self._time(i))]
+        times = [self._time(i) for i in kept]
+        values = array("f")
+        for i in kept:
+            values.extend(self._values[i * width : (i + 1) * width])
+        self._base = times[0] if times else 0.0
+        self._times = array("I", [round((time - self._base) * 1000.0) for time in times])
+        self._values = values
         self._next = len(kept) % self.capacity
 
     def _order(self) -> Iterator[int]:
@@ -112,10 +141,18 @@ class SeriesTable:
         return ((start + offset) % size for offset in range(size))
 
     def column(self, name: str, since: float | None = None) -> list[tuple[float, float | None]]:
-        """(timestamp, value) pairs of column *name*, oldest first; None where the value was unknown."""
-        values = self._values[self.columns.index(name)]
-        return [(self._times[i], None if math.isnan(values[i]) else float(values[i]))
-                for i in self._order() if since is None or self._times[i] >= since]
+        """(timestamp, value) pairs of column *name*, oldest first; None where the value was unknown. Times come
+        back to the millisecond."""
+        width = len(self.columns)
+        position = self.columns.index(name)
+        values = self._values
+        pairs = []
+        for i in self._order():
+            time = self._time(i)
+            if since is None or time >= since:
+                value = values[i * width + position]
+                pairs.append((time, None if math.isnan(value) else value))
+        return pairs
 
 
 class JobWindow:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,6 +17,7 @@ from comfywatch.state import (
     CLOUD_HISTORY_COLUMNS,
     LOCAL_HISTORY_COLUMNS,
     TargetState,
+    history,
 )
 from comfywatch.state.history import (
     EVENTS_PER_TARGET,
@@ -119,10 +122,72 @@ def test_capacity_zero_keeps_nothing() -> None:
 
 
 def test_series_bytes_of_the_default_tables() -> None:
-    """What docs/status-page.md quotes: 256 points of a local target (6 columns) and of one canary (6)."""
-    assert series_bytes(256, len(LOCAL_HISTORY_COLUMNS)) == 8192
-    assert series_bytes(256, len(CANARY_HISTORY_COLUMNS)) == 8192
-    assert series_bytes(256, len(CLOUD_HISTORY_COLUMNS)) == 7168
+    """What docs/status-page.md quotes: 256 points of a local target (6 columns), of a canary (6), of a Comfy Cloud
+    account (5); 4096 points of a local target and its canary."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "status-page.md").read_text(encoding="utf-8")
+    for row, columns in (("a local target", LOCAL_HISTORY_COLUMNS), ("each canary", CANARY_HISTORY_COLUMNS),
+                         ("a Comfy Cloud account", CLOUD_HISTORY_COLUMNS)):
+        assert f"| {row} | 256 × (4 + {len(columns)} × 4) = {series_bytes(256, len(columns)):,} |" in doc
+    assert series_bytes(256, len(LOCAL_HISTORY_COLUMNS)) == 7168
+    assert series_bytes(256, len(CLOUD_HISTORY_COLUMNS)) == 6144
+    both = series_bytes(4096, len(LOCAL_HISTORY_COLUMNS)) + series_bytes(4096, len(CANARY_HISTORY_COLUMNS))
+    assert f"series take {both:,} bytes" in doc
+
+
+@pytest.mark.parametrize("columns", [LOCAL_HISTORY_COLUMNS, CLOUD_HISTORY_COLUMNS])
+def test_a_full_table_holds_what_series_bytes_says(columns: tuple[str, ...]) -> None:
+    """Ten thousand targets keep a table each: a full one allocates its points' bytes, a few object headers, and
+    no room to grow (a table of a double per time, or of an array per column, would not fit)."""
+    tracemalloc.start()
+    try:
+        table = SeriesTable(columns, capacity=256, step=0.0)
+        for i in range(256 + 10):
+            table.append(T0 + 15.0 * i, [float(i)] * len(columns))
+        # What is still allocated by history.py's lines: the table's own, whatever else the process did meanwhile.
+        traces = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, history.__file__)])
+    finally:
+        tracemalloc.stop()
+    held = sum(stat.size for stat in traces.statistics("filename"))
+    assert len(table) == 256
+    assert series_bytes(256, len(columns)) <= held <= series_bytes(256, len(columns)) + 400
+
+
+def test_times_come_back_to_the_millisecond() -> None:
+    table = SeriesTable(("v",), capacity=4, step=0.0)
+    table.append(T0 + 0.1234, [1.0])
+    table.append(T0 + 15.0006, [2.0])
+    # The first point is the base, kept whole; the second lies 14,877 ms (of 14,877.2) after it.
+    assert table.column("v") == [(T0 + 0.1234, 1.0), (pytest.approx(T0 + 15.0004, abs=1e-6), 2.0)]
+    assert table.last_time == pytest.approx(T0 + 15.0004, abs=1e-6)
+
+
+def test_a_ring_spanning_more_than_its_offsets_count_drops_its_oldest_points() -> None:
+    """A point's time is kept as milliseconds after the ring's base in 32 bits (49.7 days): a ring of few points
+    far apart moves its base up, dropping the points that would lie further back than that."""
+    day = 86_400.0
+    table = SeriesTable(("v",), capacity=8, step=0.0)
+    for i, offset in enumerate((0.0, 20 * day, 40 * day, 60 * day, 100 * day)):
+        table.append(T0 + offset, [float(i)])
+    assert table.column("v") == [(T0 + 60 * day, 3.0), (T0 + 100 * day, 4.0)]
+    table.append(T0 + 101 * day, [5.0])
+    assert table.column("v")[-1] == (T0 + 101 * day, 5.0)
+
+
+def test_a_clock_stepping_back_before_every_point_starts_over() -> None:
+    table = SeriesTable(("v",), capacity=4, step=15.0)
+    for i in range(6):
+        table.append(T0 + 15.0 * i, [float(i)])
+    assert table.append(T0 - 1000.0, [-1.0])
+    assert table.column("v") == [(T0 - 1000.0, -1.0)]
+    assert table.append(T0 - 985.0, [-2.0])
+    assert table.column("v") == [(T0 - 1000.0, -1.0), (T0 - 985.0, -2.0)]
+
+
+def test_a_row_of_the_wrong_width_is_refused() -> None:
+    table = SeriesTable(("a", "b"), capacity=4, step=0.0)
+    with pytest.raises(ValueError, match="2 columns"):
+        table.append(T0, [1.0])
+    assert len(table) == 0
 
 
 # ----------------------------------------------------------------------------------------------------------
