@@ -42,7 +42,7 @@ def _wait_file(path: Path, process: subprocess.Popen[bytes], log: Path, timeout:
     raise AssertionError(f"{path.name} not written within {timeout}s:\n{log.read_text()[-4000:]}")
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+def _stop(process: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -50,7 +50,8 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError("process did not stop within the deadline after SIGTERM") from None
+            raise AssertionError(
+                f"process did not stop within {timeout}s of SIGTERM:\n{log.read_text()[-4000:]}") from None
     return process.returncode
 
 
@@ -68,7 +69,7 @@ def simulate(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Iterat
         info = json.loads(_wait_file(port_file, process, log))
         yield Proc(process, info["url"], info.get("admin_url"), log)
     finally:
-        _stop(process)
+        _stop(process, log)
 
 
 @contextmanager
@@ -89,5 +90,5 @@ def comfywatch_run(tmp: Path, config: str, *extra: str, env: dict[str, str] | No
         address = _wait_file(ready, process, log)
         yield Proc(process, f"http://{address}", None, log)
     finally:
-        code = _stop(process)
+        code = _stop(process, log)
         assert code == 0, f"comfywatch run exited with {code}:\n{log.read_text()[-4000:]}"

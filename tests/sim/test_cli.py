@@ -68,6 +68,31 @@ async def test_cli_writes_port_file_and_serves(tmp_path: Path) -> None:
         assert await asyncio.wait_for(process.wait(), 30) == 0
 
 
+async def test_sigterm_does_not_wait_for_requests_a_fault_holds(tmp_path: Path) -> None:
+    """Faults hold requests on purpose (slow, stall, huge_body, ws_silent): a stop cuts them off within a couple of
+    seconds instead of waiting for aiohttp's default minute."""
+    async with (
+        _simulate(tmp_path, "--fault", "huge_body") as (info, process),
+        aiohttp.ClientSession() as http,
+    ):
+        # A client that takes the headers of the 2 GiB body and reads no further: its handler waits to write.
+        held = await http.get(info["url"] + "/api/queue")
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            async with http.get(info["admin_url"] + "/_sim/state") as response:
+                if (await response.json())["huge_bodies_active"] == 1:
+                    break
+            assert loop.time() < deadline, "the huge body never started"
+            await asyncio.sleep(0.01)
+        started = loop.time()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert loop.time() - started < 5.0
+        held.close()
+
+
 def test_cli_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     """Usage errors exit 2 with a message: --cloud without a key, negative numbers, unknown faults."""
     for argv in (["--cloud"], ["--targets", "-1"]):

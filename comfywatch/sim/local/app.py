@@ -404,6 +404,11 @@ async def _static_404(request: web.Request) -> web.StreamResponse:
     return response
 
 
+#: How long a stop lets requests in flight finish before cancelling them. Faults hold requests on purpose (slow,
+#: stall, huge_body, ws_silent), and aiohttp's default would make a stop wait a minute for them.
+STOP_GRACE_SECONDS = 1.0
+
+
 class Listener:
     """The listening socket of a simulated server; ``stop`` makes connections fail with "refused".
 
@@ -425,7 +430,8 @@ class Listener:
     async def start(self, host: str, port: int) -> None:
         """Bind ``host:port``; port 0 picks an ephemeral port that later ``reopen`` calls reuse."""
         self.host = host
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=STOP_GRACE_SECONDS)
         await self._runner.setup()
         await self._bind(port)
 
