@@ -392,11 +392,12 @@ class CanaryRunner:
     ) -> None:
         """Confirm success in ``/history/{id}`` and verify the output; raises :class:`_Failed`.
 
-        When the WebSocket already delivered the outputs, the output check runs while history is read:
-        they are independent requests, and overlapping them keeps the ``fetch`` phase to one round trip.
+        When the WebSocket already delivered images, they are fetched while history is read: independent
+        requests, and overlapping them keeps the ``fetch`` phase to one round trip. Outputs with nothing to
+        fetch (text) are checked after history, in this task: a task of their own would only cost its start.
         """
         verifying: asyncio.Task[None] | None = None
-        if entry is None and follower.outputs:
+        if entry is None and _images(follower.outputs):
             verifying = asyncio.create_task(self._verify(follower.outputs, values, deadline))
         try:
             if entry is None:
@@ -430,8 +431,7 @@ class CanaryRunner:
 
     async def _verify(self, outputs: dict[str, Any], values: dict[str, str], deadline: float) -> None:
         expect = self.workflow.expect
-        images = [img for out in outputs.values() if isinstance(out, dict)
-                  for img in (out.get("images") or []) if isinstance(img, dict)]
+        images = _images(outputs)
         texts = [str(t) for out in outputs.values() if isinstance(out, dict)
                  for t in (out.get("text") or []) if isinstance(t, str | int | float)]
         if expect.any_output and not outputs:
@@ -491,6 +491,14 @@ class CanaryRunner:
             if again:
                 await self.api.cancel_own(prompt_id)
                 again = False
+
+
+def _images(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image records among a prompt's outputs (each output node's ``images`` list; anything else in a
+    server's answer is no image)."""
+    return [image for output in outputs.values() if isinstance(output, dict)
+            if isinstance(images := output.get("images"), list)
+            for image in images if isinstance(image, dict)]
 
 
 async def _feed_until_finished(ws: ClientConnection, follower: PromptFollower) -> None:

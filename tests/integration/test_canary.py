@@ -25,6 +25,7 @@ from comfywatch.checks.context import build_context, ssl_context_for
 from comfywatch.config import Config, TargetConfig, VerifyConfig
 from comfywatch.errors import Reason
 from comfywatch.sim.admin import SimHandle, start_sim
+from comfywatch.sim.local import nodes as sim_nodes
 from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import load_workflow
 from tests.certs import CertPair, make_certs
@@ -239,6 +240,22 @@ async def test_output_invalid_when_verify_fails(verify: VerifyConfig, detail: st
         # It ran to the end: every phase up to the fetch is known.
         assert {"submit", "queue", "execute", "total"} <= set(result.phases)
         assert sim.state()["jobs_succeeded"] == 1
+        assert_left_nothing(sim, result)
+
+
+@pytest.mark.parametrize("images", [5, "temp/a.png", {"filename": "a.png"}, None])
+async def test_an_images_field_that_is_no_list_is_no_image(monkeypatch: pytest.MonkeyPatch, images: Any) -> None:
+    """A server whose output node reports ``images`` as something other than a list (a hostile or broken one)
+    fails the run as output_invalid: the run ends with a result, it does not raise."""
+
+    async def odd_preview(*_: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (), {"images": images}
+
+    monkeypatch.setitem(sim_nodes._NODE_RUNNERS, "PreviewImage", odd_preview)
+    async with await start_sim() as sim:
+        result = await run_canary(sim.url)
+        assert (result.ok, result.reason) == (False, Reason.OUTPUT_INVALID), result.as_dict()
+        assert "expected 1 images, got 0" in result.detail
         assert_left_nothing(sim, result)
 
 
