@@ -77,17 +77,28 @@ class SeriesTable:
     def _time(self, index: int) -> float:
         return self._base + self._times[index] / 1000.0
 
+    def _offset(self, now: float) -> int:
+        """*now* in whole milliseconds after the base (negative before it): the table's own clock, in which a
+        point comes before, with or after the last one."""
+        return round((now - self._base) * 1000.0)
+
+    @property
+    def _last(self) -> int:
+        return (self._next - 1) % len(self._times)
+
     @property
     def last_time(self) -> float | None:
         if not self._times:
             return None
-        return self._time((self._next - 1) % len(self._times))
+        return self._time(self._last)
 
     def due(self, now: float) -> bool:
-        last = self.last_time
+        if not self._times:
+            return True
+        since = self._offset(now) - self._times[self._last]
         # A clock that stepped back is due at once (append drops what now lies in the future): waiting for it to
         # catch up would leave a gap.
-        return last is None or now < last or now - last >= self.step * (1.0 - STEP_SLACK)
+        return since < 0 or since >= self.step * (1.0 - STEP_SLACK) * 1000.0
 
     def append(self, now: float, values: Sequence[float | None], *, always: bool = False) -> bool:
         """Add a point at *now* unless the previous one is too recent (:meth:`due`) and not *always*; True if added."""
@@ -96,16 +107,17 @@ class SeriesTable:
         row = array("f", [math.nan if value is None else float(value) for value in values])
         if len(row) != len(self.columns):
             raise ValueError(f"{len(row)} values for the {len(self.columns)} columns {self.columns}")
-        last = self.last_time
-        if last is not None and now < last:
-            # The clock stepped back: the points now in the future would sit ahead of every point to come (the
-            # charts would draw the present behind them).
-            self._keep(lambda time: time <= now)
-        if self._times and (now - self._base) * 1000.0 > _MAX_OFFSET_MS:
-            self._keep(lambda time: (now - time) * 1000.0 <= _MAX_OFFSET_MS)
+        if self._times:
+            offset = self._offset(now)
+            if offset < self._times[self._last]:
+                # The clock stepped back: the points now in the future would sit ahead of every point to come
+                # (the charts would draw the present behind them).
+                self._keep(lambda kept: kept <= offset)
+            elif offset > _MAX_OFFSET_MS:
+                self._keep(lambda kept: offset - kept <= _MAX_OFFSET_MS)
         if not self._times:
             self._base = now
-        offset = round((now - self._base) * 1000.0)
+        offset = self._offset(now)
         if len(self._times) < self.capacity:
             self._times.append(offset)
             self._values.extend(row)
@@ -121,17 +133,17 @@ class SeriesTable:
             self._next = (self._next + 1) % self.capacity
         return True
 
-    def _keep(self, wanted: Callable[[float], bool]) -> None:
-        """Rebuild the ring, oldest first and based on the oldest, with only the points whose time is *wanted*.
+    def _keep(self, wanted: Callable[[int], bool]) -> None:
+        """Rebuild the ring, oldest first and based on the oldest, with only the points whose offset is *wanted*.
         Rare (a clock stepping back, a ring spanning weeks), so simple."""
         width = len(self.columns)
-        kept = [i for i in self._order() if wanted(self._time(i))]
-        times = [self._time(i) for i in kept]
+        kept = [i for i in self._order() if wanted(self._times[i])]
+        first = self._times[kept[0]] if kept else 0
         values = array("f")
         for i in kept:
             values.extend(self._values[i * width : (i + 1) * width])
-        self._base = times[0] if times else 0.0
-        self._times = array("I", [round((time - self._base) * 1000.0) for time in times])
+        self._base += first / 1000.0
+        self._times = array("I", [self._times[i] - first for i in kept])
         self._values = values
         self._next = len(kept) % self.capacity
 

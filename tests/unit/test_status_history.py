@@ -173,6 +173,26 @@ def test_a_ring_spanning_more_than_its_offsets_count_drops_its_oldest_points() -
     assert table.column("v")[-1] == (T0 + 101 * day, 5.0)
 
 
+def test_a_ring_running_for_months_keeps_its_points() -> None:
+    """Its base moves up whenever the newest point would lie too far after it: the ring loses nothing by it."""
+    day = 86_400.0
+    table = SeriesTable(("v",), capacity=4, step=0.0)
+    for i in range(20):
+        table.append(T0 + 10 * day * i, [float(i)])
+    assert table.column("v") == [(T0 + 10 * day * i, float(i)) for i in range(16, 20)]
+
+
+def test_points_within_a_millisecond_are_both_kept() -> None:
+    """Two points closer than the table's millisecond (an ``up`` change right after a poll's point) keep their
+    order: the second is not taken for a clock stepping back."""
+    table = SeriesTable(("up",), capacity=4, step=15.0)
+    assert table.append(T0, [1.0])
+    assert table.append(T0 + 15.0006, [1.0])  # kept as T0 + 15.001
+    assert table.append(T0 + 15.0008, [0.0], always=True)
+    assert [value for _, value in table.column("up")] == [1.0, 1.0, 0.0]
+    assert not table.due(T0 + 16.0)
+
+
 def test_a_clock_stepping_back_before_every_point_starts_over() -> None:
     table = SeriesTable(("v",), capacity=4, step=15.0)
     for i in range(6):
