@@ -432,8 +432,7 @@ class CanaryRunner:
     async def _verify(self, outputs: dict[str, Any], values: dict[str, str], deadline: float) -> None:
         expect = self.workflow.expect
         images = _images(outputs)
-        texts = [str(t) for out in outputs.values() if isinstance(out, dict)
-                 for t in (out.get("text") or []) if isinstance(t, str | int | float)]
+        texts = [str(text) for text in _listed(outputs, "text") if isinstance(text, str | int | float)]
         if expect.any_output and not outputs:
             raise _Failed(Reason.OUTPUT_INVALID, "no output")
         if expect.images is not None and len(images) != expect.images:
@@ -493,12 +492,16 @@ class CanaryRunner:
                 again = False
 
 
+def _listed(outputs: dict[str, Any], key: str) -> list[Any]:
+    """The items of every output node's *key* list (``images``, ``text``), in order. A server's answer is
+    untrusted: a *key* that is not a list lists nothing."""
+    return [item for output in outputs.values() if isinstance(output, dict)
+            if isinstance(items := output.get(key), list) for item in items]
+
+
 def _images(outputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """The image records among a prompt's outputs (each output node's ``images`` list; anything else in a
-    server's answer is no image)."""
-    return [image for output in outputs.values() if isinstance(output, dict)
-            if isinstance(images := output.get("images"), list)
-            for image in images if isinstance(image, dict)]
+    """The image records among a prompt's outputs."""
+    return [image for image in _listed(outputs, "images") if isinstance(image, dict)]
 
 
 async def _feed_until_finished(ws: ClientConnection, follower: PromptFollower) -> None:

@@ -37,8 +37,8 @@ STEP_SLACK = 0.05
 #: single-precision float per column.
 _TIME_BYTES = 4
 _VALUE_BYTES = 4
-#: The most milliseconds a point's time can lie after the base (49.7 days): a ring that spans more drops its
-#: oldest points to move the base up.
+#: The most milliseconds a point's time can lie after the base (49.7 days): a ring that would span more drops
+#: its oldest points.
 _MAX_OFFSET_MS = 2**32 - 1
 
 
@@ -52,11 +52,12 @@ class SeriesTable:
 
     Points closer than *step* seconds (less :data:`STEP_SLACK` of it) to the previous one are dropped unless
     *always* is given (an ``up`` change must show even when it flaps between two samples); the table then spans
-    ``capacity × step × (1 - STEP_SLACK)`` seconds at least.
+    ``capacity × step × (1 - STEP_SLACK)`` seconds at least, and 49.7 days at most (the oldest points go).
 
     A daemon keeps a table per target, ten thousand of them at the most, so a point is packed: its time as whole
-    milliseconds after the table's base (its oldest point's time when it was first kept), its values as
-    single-precision floats (plenty for a chart), every value in one array, row after row.
+    milliseconds after the table's base (the time of its first point, moved up when the newest would lie 2^32
+    milliseconds after it), its values as single-precision floats (plenty for a chart), every value in one
+    array, row after row.
     """
 
     __slots__ = ("_base", "_next", "_times", "_values", "capacity", "columns", "step")
@@ -107,17 +108,15 @@ class SeriesTable:
         row = array("f", [math.nan if value is None else float(value) for value in values])
         if len(row) != len(self.columns):
             raise ValueError(f"{len(row)} values for the {len(self.columns)} columns {self.columns}")
-        if self._times:
-            offset = self._offset(now)
-            if offset < self._times[self._last]:
-                # The clock stepped back: the points now in the future would sit ahead of every point to come
-                # (the charts would draw the present behind them).
-                self._keep(lambda kept: kept <= offset)
-            elif offset > _MAX_OFFSET_MS:
-                self._keep(lambda kept: offset - kept <= _MAX_OFFSET_MS)
+        present = offset = self._offset(now) if self._times else 0
+        if self._times and present < self._times[self._last]:
+            # The clock stepped back: the points now in the future would sit ahead of every point to come (the
+            # charts would draw the present behind them).
+            offset -= self._keep(lambda kept: kept <= present)
+        elif present > _MAX_OFFSET_MS:
+            offset -= self._keep(lambda kept: present - kept <= _MAX_OFFSET_MS)
         if not self._times:
-            self._base = now
-        offset = self._offset(now)
+            self._base, offset = now, 0
         if len(self._times) < self.capacity:
             self._times.append(offset)
             self._values.extend(row)
@@ -133,19 +132,20 @@ class SeriesTable:
             self._next = (self._next + 1) % self.capacity
         return True
 
-    def _keep(self, wanted: Callable[[int], bool]) -> None:
-        """Rebuild the ring, oldest first and based on the oldest, with only the points whose offset is *wanted*.
-        Rare (a clock stepping back, a ring spanning weeks), so simple."""
+    def _keep(self, wanted: Callable[[int], bool]) -> int:
+        """Rebuild the ring, oldest first and based on the oldest, with only the points whose offset is *wanted*;
+        the milliseconds the base moved up. Rare (a clock stepping back, a ring spanning weeks), so simple."""
         width = len(self.columns)
         kept = [i for i in self._order() if wanted(self._times[i])]
         first = self._times[kept[0]] if kept else 0
-        values = array("f")
+        values: list[float] = []
         for i in kept:
             values.extend(self._values[i * width : (i + 1) * width])
         self._base += first / 1000.0
         self._times = array("I", [self._times[i] - first for i in kept])
-        self._values = values
+        self._values = array("f", values)
         self._next = len(kept) % self.capacity
+        return first
 
     def _order(self) -> Iterator[int]:
         size = len(self._times)

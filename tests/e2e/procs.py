@@ -29,6 +29,10 @@ class Proc:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+def _tail(log: Path) -> str:
+    return log.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
 def _wait_file(path: Path, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> str:
     deadline = time.monotonic() + timeout * TIMEOUT_FACTOR
     while time.monotonic() < deadline:
@@ -37,9 +41,9 @@ def _wait_file(path: Path, process: subprocess.Popen[bytes], log: Path, timeout:
             if text:
                 return text
         if process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+            raise AssertionError(f"process exited with {process.returncode}:\n{_tail(log)}")
         time.sleep(0.02)
-    raise AssertionError(f"{path.name} not written within {timeout}s:\n{log.read_text()[-4000:]}")
+    raise AssertionError(f"{path.name} not written within {timeout}s:\n{_tail(log)}")
 
 
 def _stop(process: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) -> int:
@@ -50,8 +54,7 @@ def _stop(process: subprocess.Popen[bytes], log: Path, timeout: float = 10.0) ->
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError(
-                f"process did not stop within {timeout}s of SIGTERM:\n{log.read_text()[-4000:]}") from None
+            raise AssertionError(f"process did not stop within {timeout}s of SIGTERM:\n{_tail(log)}") from None
     return process.returncode
 
 
@@ -91,4 +94,4 @@ def comfywatch_run(tmp: Path, config: str, *extra: str, env: dict[str, str] | No
         yield Proc(process, f"http://{address}", None, log)
     finally:
         code = _stop(process, log)
-        assert code == 0, f"comfywatch run exited with {code}:\n{log.read_text()[-4000:]}"
+        assert code == 0, f"comfywatch run exited with {code}:\n{_tail(log)}"

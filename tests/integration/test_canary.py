@@ -243,19 +243,26 @@ async def test_output_invalid_when_verify_fails(verify: VerifyConfig, detail: st
         assert_left_nothing(sim, result)
 
 
-@pytest.mark.parametrize("images", [5, "temp/a.png", {"filename": "a.png"}, None])
-async def test_an_images_field_that_is_no_list_is_no_image(monkeypatch: pytest.MonkeyPatch, images: Any) -> None:
-    """A server whose output node reports ``images`` as something other than a list (a hostile or broken one)
-    fails the run as output_invalid: the run ends with a result, it does not raise."""
+@pytest.mark.parametrize("listed", [5, "temp/a.png", {"filename": "a.png"}, None])
+@pytest.mark.parametrize(("node", "key", "workflow", "detail"), [
+    ("PreviewImage", "images", PREVIEW, "expected 1 images, got 0"),
+    ("PreviewAny", "text", ECHO, "text output does not echo the input"),
+])
+async def test_an_output_field_that_is_no_list_lists_nothing(
+    monkeypatch: pytest.MonkeyPatch, listed: Any, node: str, key: str, workflow: str, detail: str
+) -> None:
+    """A server whose output node reports ``images`` or ``text`` as something other than a list (a hostile or
+    broken one) fails the run as output_invalid: the run ends with a result, it does not raise, and a string is
+    not read as a list of its characters."""
 
-    async def odd_preview(*_: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (), {"images": images}
+    async def odd_output(*_: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        return (), {key: listed}
 
-    monkeypatch.setitem(sim_nodes._NODE_RUNNERS, "PreviewImage", odd_preview)
+    monkeypatch.setitem(sim_nodes._NODE_RUNNERS, node, odd_output)
     async with await start_sim() as sim:
-        result = await run_canary(sim.url)
+        result = await run_canary(sim.url, workflow)
         assert (result.ok, result.reason) == (False, Reason.OUTPUT_INVALID), result.as_dict()
-        assert "expected 1 images, got 0" in result.detail
+        assert detail in result.detail
         assert_left_nothing(sim, result)
 
 

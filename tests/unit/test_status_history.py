@@ -136,14 +136,16 @@ def test_series_bytes_of_the_default_tables() -> None:
 
 @pytest.mark.parametrize("columns", [LOCAL_HISTORY_COLUMNS, CLOUD_HISTORY_COLUMNS])
 def test_a_full_table_holds_what_series_bytes_says(columns: tuple[str, ...]) -> None:
-    """Ten thousand targets keep a table each: a full one allocates its points' bytes, a few object headers, and
-    no room to grow (a table of a double per time, or of an array per column, would not fit)."""
+    """Ten thousand targets keep a table each: a full one allocates its points' bytes and a few object headers,
+    not the room to grow that ``append`` leaves in an array."""
+    if tracemalloc.is_tracing():
+        pytest.skip("tracemalloc already traces this process: older allocations would count")
     tracemalloc.start()
     try:
         table = SeriesTable(columns, capacity=256, step=0.0)
         for i in range(256 + 10):
             table.append(T0 + 15.0 * i, [float(i)] * len(columns))
-        # What is still allocated by history.py's lines: the table's own, whatever else the process did meanwhile.
+        # Only what history.py's own lines allocated: other allocations of the process meanwhile do not count.
         traces = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, history.__file__)])
     finally:
         tracemalloc.stop()
@@ -180,6 +182,36 @@ def test_a_ring_running_for_months_keeps_its_points() -> None:
     for i in range(20):
         table.append(T0 + 10 * day * i, [float(i)])
     assert table.column("v") == [(T0 + 10 * day * i, float(i)) for i in range(16, 20)]
+
+
+def test_a_point_as_far_after_the_base_as_offsets_reach_is_kept() -> None:
+    """The newest point lies 2^32 - 1 ms after the one kept before it: both stay, the offset fits exactly."""
+    table = SeriesTable(("v",), capacity=4, step=0.0)
+    table.append(T0, [0.0])
+    table.append(T0 + 1.0, [1.0])
+    assert table.append(T0 + 1.0 + (2**32 - 1) / 1000.0, [2.0])
+    assert [value for _, value in table.column("v")] == [1.0, 2.0]
+
+
+@given(steps=st.lists(st.tuples(st.sampled_from([-3600.0, -0.0004, 0.0003, 1.0, 15.0, 20 * 86_400.0]),
+                                st.booleans()), max_size=60),
+       capacity=st.integers(1, 6))
+def test_any_clock_keeps_the_ring_in_order_and_ends_with_the_newest_point(
+    steps: list[tuple[float, bool]], capacity: int
+) -> None:
+    """Whatever the clock does (steps back, jumps of weeks, points within a millisecond), the kept points are in
+    time order, within the newest point's 49.7 days, at most *capacity*, and the last one is the newest."""
+    table = SeriesTable(("v",), capacity=capacity, step=15.0)
+    now = T0
+    for index, (step, always) in enumerate(steps):
+        now += step
+        added = table.append(now, [float(index)], always=always)
+        times = [time for time, _ in table.column("v")]
+        assert len(times) <= capacity
+        assert times == sorted(times)
+        assert times[-1] - times[0] <= (2**32 - 1) / 1000.0 + 0.001
+        if added:
+            assert table.column("v")[-1] == (pytest.approx(now, abs=0.001), float(index))
 
 
 def test_points_within_a_millisecond_are_both_kept() -> None:

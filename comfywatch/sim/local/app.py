@@ -404,8 +404,9 @@ async def _static_404(request: web.Request) -> web.StreamResponse:
     return response
 
 
-#: How long a stop lets requests in flight finish before cancelling them. Faults hold requests on purpose (slow,
-#: stall, huge_body, ws_silent), and aiohttp's default would make a stop wait a minute for them.
+#: How long :meth:`Listener.close` lets requests in flight finish before cancelling them. Faults hold requests on
+#: purpose (slow, stall, huge_body, ws_silent), and aiohttp's default would make the process wait a minute to
+#: exit.
 STOP_GRACE_SECONDS = 1.0
 
 
