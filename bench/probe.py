@@ -6,9 +6,11 @@ and ``jobs`` checks) and ``prometheus-blackbox-exporter`` (Debian package; ``apt
 prometheus-blackbox-exporter``) with an ``http_2xx`` module. After a warm-up of both it runs ``--rounds``
 alternating rounds of ``--probes`` probes each:
 
-- comfywatch: ``/probe?target=<sim>&module=local`` (``/api/system_stats``, ``/api/queue``, then ``/api/jobs``,
-  which the simulated ComfyUI 0.3.64 answers 404, and ``/api/history``: four requests, parsed, rendered;
-  with ``--jobs-api`` the simulator serves ``/api/jobs`` as newer ComfyUI releases do: three requests);
+- comfywatch: ``/probe?target=<sim>&module=local`` (``/api/system_stats``, ``/api/queue`` and ``/api/history``:
+  three requests, parsed, rendered. The simulated ComfyUI 0.3.64 answers ``/api/jobs`` 404; the warm-up's
+  first probe learns that, and comfywatch's probes ask again only every two minutes, a fourth request then.
+  With ``--jobs-api`` the simulator serves ``/api/jobs`` as newer ComfyUI releases do, read instead of
+  ``/api/history``);
 - blackbox: ``/probe?target=<sim>/api/queue&module=http_2xx`` (one request, status checked).
 
 For each round it reads the exporter's CPU (``/proc/<pid>/stat`` utime + stime) before and after, and the
@@ -50,9 +52,9 @@ PROBE_CHECKS = ("system", "queue", "jobs")
 
 
 def probe_paths(jobs_api: bool) -> list[str]:
-    """What comfywatch's probe asks the simulator: the jobs check reads /api/history after a 404 on /api/jobs."""
-    paths = ["/api/system_stats", "/api/queue", "/api/jobs?limit=64&sort_order=desc"]
-    return paths if jobs_api else [*paths, "/api/history?max_items=64"]
+    """What a comfywatch probe asks the simulator once it knows whether the server has ``/api/jobs``."""
+    jobs = "/api/jobs?limit=64&sort_order=desc" if jobs_api else "/api/history?max_items=64"
+    return ["/api/system_stats", "/api/queue", jobs]
 
 
 @contextlib.contextmanager

@@ -3,8 +3,10 @@
 Each request builds a fresh client and state, runs the module's checks once within the scrape timeout
 Prometheus announces, renders the result without a ``target`` label, and forgets everything but its
 connection: the client borrows it from the handler's :class:`SharedSessions`, so the next probe of the
-same server reuses it (no credentials, cookies or state travel with it). It never runs a canary: probes
-must be cheap and side-effect free.
+same server reuses it (no credentials, cookies or state travel with it). The one fact kept about a server
+is that it has no ``/api/jobs`` (ComfyUI before Dec 2025 answers 404), for two minutes: its next probes with
+the ``jobs`` check read ``/history`` straight away, one request fewer, and a server upgraded since is asked
+again soon. It never runs a canary: probes must be cheap and side-effect free.
 
 The caller chooses where the daemon connects, so a module's credentials go only where
 :func:`comfywatch.config.probe_target_allowed` allows (``[probe] allow``, the module's ``allow``, and by
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -101,15 +104,50 @@ def _timeout_from(request: web.Request, module: ProbeModule) -> float:
     return max(0.2, min(module.timeout, scrape - 0.5))
 
 
+class WithoutJobsApi:
+    """The probed servers that answered 404 to ``/api/jobs``, by module and URL (without userinfo), each kept
+    ``max_age`` seconds; beyond ``max_entries`` the oldest go first."""
+
+    def __init__(self, *, max_entries: int = 1024, max_age: float = 120.0) -> None:
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._since: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        since = self._since.get(key)
+        if since is None:
+            return False
+        if time.monotonic() - since >= self.max_age:
+            del self._since[key]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def record(self, key: tuple[str, str], jobs_api: bool | None) -> None:
+        """What a probe learned: False adds *key*, True forgets it, None (not asked) changes nothing."""
+        if jobs_api is None:
+            return
+        if jobs_api:
+            self._since.pop(key, None)
+            return
+        if key not in self._since:
+            self._since[key] = time.monotonic()
+            while len(self._since) > self.max_entries:
+                self._since.popitem(last=False)
+
+
 def make_probe_handler(
     get_config: Callable[[], Config | None],
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     shared = SharedSessions()
+    without_jobs_api = WithoutJobsApi()
 
     async def handler(request: web.Request) -> web.Response:
         with request_scope():
             try:
-                return await _probe(request, get_config(), shared)
+                return await _probe(request, get_config(), shared, without_jobs_api)
             except Exception:
                 # Logged here, inside the request's scope: the probe's secrets are masked in the traceback too.
                 log.exception("probe_failed")
@@ -118,7 +156,8 @@ def make_probe_handler(
     return handler
 
 
-async def _probe(request: web.Request, config: Config | None, shared: SharedSessions) -> web.Response:
+async def _probe(request: web.Request, config: Config | None, shared: SharedSessions,
+                 without_jobs_api: WithoutJobsApi) -> web.Response:
     url = request.query.get("target", "")
     _register_userinfo(url)
     if config is None:
@@ -151,6 +190,9 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
     except ValueError:
         return _refuse(500, "module credentials unreadable")
     runtime = build_context(config, target, credentials=credentials, shared=shared)
+    server = (module_name, target.public_url)
+    if server in without_jobs_api:
+        runtime.state.jobs_api = False
     started = time.perf_counter()
     ok = True
     try:
@@ -173,6 +215,7 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
             runtime.state.set_up(False, Reason.TIMEOUT)
     finally:
         await runtime.close()
+    without_jobs_api.record(server, runtime.state.jobs_api)
     openmetrics, content_type = choose_format(request.headers.get("Accept"))
     summary = [Family(m.PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
                Family(m.PROBE_DURATION, [("", time.perf_counter() - started)])]

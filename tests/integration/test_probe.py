@@ -143,6 +143,23 @@ async def test_every_probe_starts_from_fresh_state_and_runs_no_canary(probe_base
     assert state["history"] == []
 
 
+async def test_a_server_without_the_jobs_api_is_asked_for_it_once(probe_base: str, sim: SimHandle) -> None:
+    """ComfyUI 0.3.64 answers /api/jobs 404: the first probe learns it, the next ones read /history straight away;
+    a newer server's /api/jobs is read at every probe."""
+    for expected_404 in (1.0, None, None):
+        status, body, _ = await probe(probe_base, sim.url, "everything")
+        assert status == 200
+        metrics = Metrics(body)
+        assert metrics.value("comfyui_probe_success") == 1.0
+        assert metrics.value("comfyui_requests_total", endpoint="jobs", code="404") == expected_404
+        assert metrics.value("comfyui_requests_total", endpoint="history", code="200") == 1.0
+    async with await start_sim(jobs_api=True) as newer:
+        for _ in range(2):
+            metrics = Metrics((await probe(probe_base, newer.url, "everything"))[1])
+            assert metrics.value("comfyui_requests_total", endpoint="jobs", code="200") == 1.0
+            assert metrics.value("comfyui_requests_total", endpoint="history", code="200") is None
+
+
 @pytest.mark.parametrize(("fault", "reason"), [("down", "connect"), ("http_401", "auth"), ("http_500", "server_error")])
 async def test_probe_of_a_failing_server_reports_failure(probe_base: str, fault: str, reason: str) -> None:
     """Down, 401 and 500 servers: HTTP 200 with probe_success 0, up 0 and the failure's reason counted."""
