@@ -35,7 +35,7 @@ from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import FleetSession, RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
-from comfywatch.daemon import fdlimit, sdnotify
+from comfywatch.daemon import fdlimit, malloc, sdnotify
 from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.daemon.limiter import FairLimiter
 from comfywatch.daemon.plan import plan_checks
@@ -807,6 +807,7 @@ class Daemon:
                     log.error("config_invalid", source=exc.source, problem=problem)
                 return 2
         self.open_files_limit = fdlimit.raise_soft_limit()
+        mmap_threshold_fixed = malloc.fix_mmap_threshold()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -845,7 +846,8 @@ class Daemon:
         if ready_file is not None and self.bound_address is not None:
             # A few bytes once at start-up (tests and wrappers read the bound port from it).
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
-        log.info("started", targets=len(self.runtimes), shard=config.server.shard)
+        log.info("started", targets=len(self.runtimes), shard=config.server.shard,
+                 mmap_threshold_fixed=mmap_threshold_fixed)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         log.info("stopping")
