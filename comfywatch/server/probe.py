@@ -4,9 +4,9 @@ Each request builds a fresh client and state, runs the module's checks once with
 Prometheus announces, renders the result without a ``target`` label, and forgets everything but its
 connection: the client borrows it from the handler's :class:`SharedSessions`, so the next probe of the
 same server reuses it (no credentials, cookies or state travel with it). The one fact kept about a server
-is that it has no ``/api/jobs`` (ComfyUI before Dec 2025 answers 404), for two minutes: its next probes with
-the ``jobs`` check read ``/history`` straight away, one request fewer, and a server upgraded since is asked
-again soon. It never runs a canary: probes must be cheap and side-effect free.
+is that it has no ``/api/jobs`` (ComfyUI before Dec 2025 answers 404), for two minutes (:class:`WithoutJobsApi`):
+its next probes with the ``jobs`` check read ``/history`` straight away, one request fewer, unless the server
+runs another version by then. It never runs a canary: probes must be cheap and side-effect free.
 
 The caller chooses where the daemon connects, so a module's credentials go only where
 :func:`comfywatch.config.probe_target_allowed` allows (``[probe] allow``, the module's ``allow``, and by
@@ -24,6 +24,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -50,7 +51,7 @@ from comfywatch.export.collector import collect
 from comfywatch.export.exposition import Family, choose_format, render
 from comfywatch.redact import register_secret, request_scope, scrub, strip_userinfo
 
-__all__ = ["make_probe_handler"]
+__all__ = ["JobsApiAnswer", "WithoutJobsApi", "make_probe_handler"]
 
 log = structlog.get_logger("comfywatch.probe")
 
@@ -104,38 +105,49 @@ def _timeout_from(request: web.Request, module: ProbeModule) -> float:
     return max(0.2, min(module.timeout, scrape - 0.5))
 
 
-class WithoutJobsApi:
-    """The probed servers that answered 404 to ``/api/jobs``, by module and URL (without userinfo), each kept
-    ``max_age`` seconds; beyond ``max_entries`` the oldest go first."""
+class JobsApiAnswer(NamedTuple):
+    """A server's 404 to ``/api/jobs``: when (monotonic seconds), and the ComfyUI version it ran then."""
 
-    def __init__(self, *, max_entries: int = 1024, max_age: float = 120.0) -> None:
+    at: float
+    version: str | None
+
+
+class WithoutJobsApi:
+    """The probed servers that answered 404 to ``/api/jobs``, by module and URL (without userinfo), each
+    forgotten ``max_age`` seconds after that answer; beyond ``max_entries`` the oldest go first. Who asked does
+    not matter: a 404 is the server's, whatever the caller's credentials."""
+
+    def __init__(self, *, max_entries: int = 1024, max_age: float = 120.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.max_age = max_age
-        self._since: OrderedDict[tuple[str, str], float] = OrderedDict()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        since = self._since.get(key)
-        if since is None:
-            return False
-        if time.monotonic() - since >= self.max_age:
-            del self._since[key]
-            return False
-        return True
+        self._clock = clock
+        #: Oldest answer first: expiry and eviction both take from the front.
+        self._answers: OrderedDict[tuple[str, str], JobsApiAnswer] = OrderedDict()
 
     def __len__(self) -> int:
-        return len(self._since)
+        return len(self._answers)
 
-    def record(self, key: tuple[str, str], jobs_api: bool | None) -> None:
-        """What a probe learned: False adds *key*, True forgets it, None (not asked) changes nothing."""
+    def _expire(self) -> None:
+        oldest = self._clock() - self.max_age
+        while self._answers and next(iter(self._answers.values())).at <= oldest:
+            self._answers.popitem(last=False)
+
+    def get(self, key: tuple[str, str]) -> JobsApiAnswer | None:
+        self._expire()
+        return self._answers.get(key)
+
+    def record(self, key: tuple[str, str], jobs_api: bool | None, version: str | None) -> None:
+        """What a probe that asked ``/api/jobs`` learned: False remembers the 404 from now, True forgets it,
+        None (no answer) changes nothing."""
         if jobs_api is None:
             return
-        if jobs_api:
-            self._since.pop(key, None)
-            return
-        if key not in self._since:
-            self._since[key] = time.monotonic()
-            while len(self._since) > self.max_entries:
-                self._since.popitem(last=False)
+        self._answers.pop(key, None)
+        if not jobs_api:
+            self._answers[key] = JobsApiAnswer(self._clock(), version)
+            while len(self._answers) > self.max_entries:
+                self._answers.popitem(last=False)
+        self._expire()
 
 
 def make_probe_handler(
@@ -191,8 +203,11 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
         return _refuse(500, "module credentials unreadable")
     runtime = build_context(config, target, credentials=credentials, shared=shared)
     server = (module_name, target.public_url)
-    if server in without_jobs_api:
+    remembered = without_jobs_api.get(server)
+    if remembered is not None:
         runtime.state.jobs_api = False
+        # The system check asks /api/jobs again (the daemon's rule) if the server now runs another version.
+        runtime.state.server_version = remembered.version
     started = time.perf_counter()
     ok = True
     try:
@@ -215,7 +230,9 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
             runtime.state.set_up(False, Reason.TIMEOUT)
     finally:
         await runtime.close()
-    without_jobs_api.record(server, runtime.state.jobs_api)
+    # Only a probe that asked learned something: one that went by the memo must not renew it.
+    if any(endpoint == "jobs" for endpoint, _ in runtime.state.requests):
+        without_jobs_api.record(server, runtime.state.jobs_api, runtime.state.server_version)
     openmetrics, content_type = choose_format(request.headers.get("Accept"))
     summary = [Family(m.PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
                Family(m.PROBE_DURATION, [("", time.perf_counter() - started)])]

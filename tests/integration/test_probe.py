@@ -51,6 +51,9 @@ url = "{watched}"
 [modules.everything]
 checks = ["system", "queue", "jobs"]
 
+[modules.jobs-only]
+checks = ["system", "jobs"]
+
 [modules.quick]
 timeout = "500ms"
 checks = ["system"]
@@ -143,16 +146,30 @@ async def test_every_probe_starts_from_fresh_state_and_runs_no_canary(probe_base
     assert state["history"] == []
 
 
+async def jobs_requests(base: str, target: str, module: str = "everything") -> tuple[float | None, float | None]:
+    """(``/api/jobs`` answered 404, ``/history`` answered 200) as counted by one successful probe."""
+    status, body, _ = await probe(base, target, module)
+    assert status == 200
+    metrics = Metrics(body)
+    assert metrics.value("comfyui_probe_success") == 1.0
+    return (metrics.value("comfyui_requests_total", endpoint="jobs", code="404"),
+            metrics.value("comfyui_requests_total", endpoint="history", code="200"))
+
+
 async def test_a_server_without_the_jobs_api_is_asked_for_it_once(probe_base: str, sim: SimHandle) -> None:
-    """ComfyUI 0.3.64 answers /api/jobs 404: the first probe learns it, the next ones read /history straight away;
-    a newer server's /api/jobs is read at every probe."""
-    for expected_404 in (1.0, None, None):
-        status, body, _ = await probe(probe_base, sim.url, "everything")
-        assert status == 200
-        metrics = Metrics(body)
-        assert metrics.value("comfyui_probe_success") == 1.0
-        assert metrics.value("comfyui_requests_total", endpoint="jobs", code="404") == expected_404
-        assert metrics.value("comfyui_requests_total", endpoint="history", code="200") == 1.0
+    """ComfyUI 0.3.64 answers /api/jobs 404: the first probe learns it, the next ones read /history straight away,
+    whatever password the caller's URL carries; another module, or a new server version, asks again."""
+    host = sim.url.split("://", 1)[1]
+    assert await jobs_requests(probe_base, f"http://probe:first-password@{host}") == (1.0, 1.0)
+    for url in (sim.url, f"http://probe:another-password@{host}"):
+        assert await jobs_requests(probe_base, url) == (None, 1.0)
+    assert await jobs_requests(probe_base, sim.url, "jobs-only") == (1.0, 1.0)
+    sim.cluster.system_stats["system"]["comfyui_version"] = "0.3.65"  # type: ignore[union-attr]
+    assert await jobs_requests(probe_base, sim.url) == (1.0, 1.0)
+    assert await jobs_requests(probe_base, sim.url) == (None, 1.0)
+
+
+async def test_a_newer_server_has_its_jobs_api_read_at_every_probe(probe_base: str) -> None:
     async with await start_sim(jobs_api=True) as newer:
         for _ in range(2):
             metrics = Metrics((await probe(probe_base, newer.url, "everything"))[1])

@@ -3,58 +3,69 @@ and in time."""
 
 from __future__ import annotations
 
-import pytest
-
-from comfywatch.server import probe
-from comfywatch.server.probe import WithoutJobsApi
+from comfywatch.server.probe import JobsApiAnswer, WithoutJobsApi
 
 OLD = ("local", "http://old.lan:8188")
 NEW = ("local", "http://new.lan:8188")
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    now = [1000.0]
-    monkeypatch.setattr(probe.time, "monotonic", lambda: now[0])
-    return now
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_a_404_is_remembered_until_max_age(clock: list[float]) -> None:
-    memo = WithoutJobsApi(max_age=120.0)
-    memo.record(OLD, False)
-    clock[0] += 119.0
-    assert OLD in memo
-    assert NEW not in memo
-    clock[0] += 1.0
-    assert OLD not in memo
+def test_a_404_is_remembered_with_its_version_until_max_age() -> None:
+    clock = Clock()
+    memo = WithoutJobsApi(max_age=120.0, clock=clock)
+    memo.record(OLD, False, "0.3.64")
+    clock.now += 119.0
+    assert memo.get(OLD) == JobsApiAnswer(1000.0, "0.3.64")
+    assert memo.get(NEW) is None
+    clock.now += 1.0
+    assert memo.get(OLD) is None
     assert len(memo) == 0
 
 
-def test_asking_again_does_not_extend_the_age(clock: list[float]) -> None:
-    """A server upgraded since is asked again max_age after the first 404, however often it is probed."""
-    memo = WithoutJobsApi(max_age=120.0)
-    memo.record(OLD, False)
-    clock[0] += 100.0
-    memo.record(OLD, False)
-    clock[0] += 20.0
-    assert OLD not in memo
+def test_a_new_404_starts_the_age_again_and_takes_the_new_version() -> None:
+    clock = Clock()
+    memo = WithoutJobsApi(max_age=120.0, clock=clock)
+    memo.record(OLD, False, "0.3.64")
+    clock.now += 100.0
+    memo.record(OLD, False, "0.3.65")
+    clock.now += 100.0
+    assert memo.get(OLD) == JobsApiAnswer(1100.0, "0.3.65")
 
 
-def test_a_served_jobs_api_forgets_and_an_unasked_one_changes_nothing(clock: list[float]) -> None:
-    memo = WithoutJobsApi()
-    memo.record(OLD, False)
-    memo.record(OLD, None)
-    assert OLD in memo
-    memo.record(OLD, True)
-    assert OLD not in memo
-    memo.record(NEW, None)
-    assert NEW not in memo
+def test_a_served_jobs_api_forgets_and_no_answer_changes_nothing() -> None:
+    memo = WithoutJobsApi(clock=Clock())
+    memo.record(OLD, False, None)
+    memo.record(OLD, None, None)
+    assert memo.get(OLD) is not None
+    memo.record(OLD, True, "0.3.70")
+    assert memo.get(OLD) is None
+    memo.record(NEW, None, None)
+    assert memo.get(NEW) is None
 
 
-def test_the_oldest_go_beyond_max_entries(clock: list[float]) -> None:
-    memo = WithoutJobsApi(max_entries=3)
-    servers = [("local", f"http://gpu-{i}.lan:8188") for i in range(5)]
+def test_expired_answers_go_even_when_never_looked_up() -> None:
+    clock = Clock()
+    memo = WithoutJobsApi(max_age=120.0, clock=clock)
+    for index in range(50):
+        memo.record(("local", f"http://gpu-{index}.lan:8188"), False, None)
+    clock.now += 120.0
+    memo.record(OLD, False, None)
+    assert len(memo) == 1
+
+
+def test_the_oldest_go_beyond_max_entries() -> None:
+    clock = Clock()
+    memo = WithoutJobsApi(max_entries=3, clock=clock)
+    servers = [("local", f"http://gpu-{index}.lan:8188") for index in range(5)]
     for server in servers:
-        memo.record(server, False)
+        clock.now += 1.0
+        memo.record(server, False, None)
     assert len(memo) == 3
-    assert [server in memo for server in servers] == [False, False, True, True, True]
+    assert [memo.get(server) is not None for server in servers] == [False, False, True, True, True]
