@@ -29,13 +29,14 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
+from comfywatch import malloc
 from comfywatch.checks import LIVENESS_CHECKS, POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import FleetSession, RequestFailed
 from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
-from comfywatch.daemon import fdlimit, malloc, sdnotify
+from comfywatch.daemon import fdlimit, sdnotify
 from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.daemon.limiter import FairLimiter
 from comfywatch.daemon.plan import plan_checks
@@ -807,7 +808,7 @@ class Daemon:
                     log.error("config_invalid", source=exc.source, problem=problem)
                 return 2
         self.open_files_limit = fdlimit.raise_soft_limit()
-        mmap_threshold_fixed = malloc.fix_mmap_threshold()
+        mmap_threshold_pinned = malloc.pin_mmap_threshold()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -847,7 +848,7 @@ class Daemon:
             # A few bytes once at start-up (tests and wrappers read the bound port from it).
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
         log.info("started", targets=len(self.runtimes), shard=config.server.shard,
-                 mmap_threshold_fixed=mmap_threshold_fixed)
+                 mmap_threshold_pinned=mmap_threshold_pinned)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         log.info("stopping")
