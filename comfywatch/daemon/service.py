@@ -29,7 +29,6 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
-from comfywatch import malloc
 from comfywatch.checks import LIVENESS_CHECKS, POLL_GROUP, CheckFailed, CheckSkipped, CheckSpec
 from comfywatch.checks import queue as queue_check
 from comfywatch.checks.catalog import FleetReads
@@ -808,7 +807,6 @@ class Daemon:
                     log.error("config_invalid", source=exc.source, problem=problem)
                 return 2
         self.open_files_limit = fdlimit.raise_soft_limit()
-        mmap_threshold_pinned = malloc.pin_mmap_threshold()
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -847,8 +845,7 @@ class Daemon:
         if ready_file is not None and self.bound_address is not None:
             # A few bytes once at start-up (tests and wrappers read the bound port from it).
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
-        log.info("started", targets=len(self.runtimes), shard=config.server.shard,
-                 mmap_threshold_pinned=mmap_threshold_pinned)
+        log.info("started", targets=len(self.runtimes), shard=config.server.shard)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         log.info("stopping")

@@ -16,7 +16,6 @@ import structlog
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
-from comfywatch import malloc
 from comfywatch.export.collector import DaemonInfo, ScrapeClock, metrics_body
 from comfywatch.export.exposition import Body, choose_format
 from comfywatch.server.status_routes import StatusSource, add_status_routes
@@ -39,9 +38,6 @@ _THREAD_ABOVE = 1 << 20
 #: Longest a ``/metrics`` body may take to send (44 MB at 10,000 targets: 0.4 MB/s). A scraper that stops
 #: reading is cut off then: until it is, the scrape keeps chunks the encoders have since replaced.
 SEND_SECONDS = 120.0
-#: After sending a body larger than this, the heaps' free pages go back to the system (a fraction of a
-#: millisecond at 10,000 targets): the pieces and lists a large scrape frees would otherwise stay in them.
-_TRIM_ABOVE = 4 << 20
 
 
 class _QuietProtocol(RequestHandler):
@@ -120,7 +116,6 @@ def create_app(
         openmetrics, content_type = choose_format(request.headers.get("Accept"))
         states, daemon = source()
         body = metrics_body(states, daemon=daemon, openmetrics=openmetrics)
-        large = len(body) > _TRIM_ABOVE
         response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding"})
         pieces: Iterable[bytes]
         if len(body) > 4096 and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
@@ -130,9 +125,8 @@ def create_app(
             response.content_length = sum(map(len, packed))
             pieces = packed
         else:
-            response.content_length = len(body)
             pieces = body.pieces()
-            del body  # what is sent is in the pieces: freed with them
+            response.content_length = len(body)
         try:
             async with asyncio.timeout(SEND_SECONDS):
                 await response.prepare(request)
@@ -147,10 +141,6 @@ def create_app(
             log.warning("scrape_cut_off", peer=request.remote, seconds=SEND_SECONDS)
             if request.transport is not None:
                 request.transport.abort()
-        finally:
-            if large:
-                del pieces  # the last reference to the body: give back what it held
-                malloc.trim()
         return response
 
     async def healthz(request: web.Request) -> web.Response:

@@ -25,7 +25,6 @@ from comfywatch.export.collector import DaemonInfo
 from comfywatch.export.exposition import Body
 from comfywatch.server.app import create_app
 from comfywatch.state import TargetState
-from tests.helpers import eventually
 
 #: What Prometheus 2.x sends with every scrape.
 PROMETHEUS_ENCODING = "gzip"
@@ -146,26 +145,6 @@ async def test_a_large_body_is_sent_without_a_whole_copy(base: str, large_body: 
     assert digest.digest() == large_body
     assert response.headers.get("Content-Encoding") == accept_encoding
     assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB traced for a 32 MiB body"
-
-
-async def test_the_heaps_are_trimmed_after_a_large_scrape_only(base: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A body over a few MiB, plain or gzipped, is followed by one malloc trim once it is sent; a small one is not."""
-    trims: list[int] = []
-    monkeypatch.setattr(comfywatch.server.app.malloc, "trim", lambda: trims.append(1) or True)
-
-    async def trimmed() -> int:
-        return len(trims)
-
-    await _get(f"{base}/metrics", PROMETHEUS_ENCODING)
-    assert trims == []
-    monkeypatch.setattr("comfywatch.server.app.metrics_body", lambda *args, **kwargs: Body(_LARGE))
-    for accept_encoding in (None, PROMETHEUS_ENCODING):
-        before = len(trims)
-        response, _ = await _get(f"{base}/metrics", accept_encoding)
-        assert response.status == 200
-        # The handler trims once it has sent the last byte, which may be just after the client has it.
-        await eventually(trimmed, lambda done, wanted=before + 1: done == wanted, what="a trim after the scrape")
-    assert trims == [1, 1]
 
 
 async def test_a_scraper_hanging_up_mid_body_is_no_error(base: str, large_body: bytes,
