@@ -144,8 +144,9 @@ def fleet_config(sim_url: str, targets: int, interval: float, websocket_monitor:
 
 
 @contextlib.contextmanager
-def comfywatch(workdir: Path, config: str, extra: Sequence[str] = ()) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``comfywatch run`` as a process on an ephemeral port; yields (process, base URL)."""
+def comfywatch(workdir: Path, config: str, extra: Sequence[str] = (), tree: Path = REPO
+               ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``comfywatch run`` (of the checkout *tree*) as a process on an ephemeral port; yields (process, base URL)."""
     config_path = workdir / f"comfywatch-{time.monotonic_ns()}.toml"
     config_path.write_text(config, encoding="utf-8")
     ready = config_path.with_suffix(".ready")
@@ -153,7 +154,8 @@ def comfywatch(workdir: Path, config: str, extra: Sequence[str] = ()) -> Iterato
         process = subprocess.Popen(
             [sys.executable, "-m", "comfywatch", "run", "--config", str(config_path), "--listen", "127.0.0.1:0",
              "--ready-file", str(ready), "--log-level", "warning", *extra],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            stdout=log, stderr=subprocess.STDOUT, cwd=tree,
+            env=None if tree == REPO else {**os.environ, "PYTHONPATH": str(tree)})
     try:
         yield process, f"http://{wait_file(ready, process)}"
     finally:

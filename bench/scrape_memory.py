@@ -9,9 +9,10 @@ prints RSS before the scrapes, the largest sample during them and RSS after them
 scrape time, plain and gzip.
 
 With ``--against TREE`` (another commit's checkout, e.g. ``git worktree add /tmp/before REV``) each run of this
-tree's daemon is followed by a run of TREE's, ``--runs`` times: the same machine load for both.
+tree's daemon is followed by a run of TREE's, ``--runs`` times: the same machine load for both. TREE's daemon runs
+with this environment's packages, against this tree's simulator.
 
-    .venv/bin/python bench/scrape_memory.py [--targets 10000] [--warm 16] [--scrapes 14] [--runs 2]
+    .venv/bin/python bench/scrape_memory.py [--targets 10000] [--warm 16] [--scrapes 14] [--runs 1]
                                             [--against TREE] [--json out.json]
 """
 
@@ -19,21 +20,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from scale import REPO, fleet_config, rss_bytes, scrape, simulator, stop, wait_file
+from scale import REPO, comfywatch, fleet_config, rss_bytes, scrape, simulator
 
 MB = 2**20
 INTERVAL = 15.0
@@ -52,23 +47,6 @@ class Run:
     @property
     def rise_mb(self) -> float:
         return self.rss_peak_mb - self.rss_before_mb
-
-
-@contextlib.contextmanager
-def daemon(workdir: Path, tree: Path, config: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``comfywatch run`` of the checkout *tree* as a process on an ephemeral port; yields (process, base URL)."""
-    config_path = workdir / f"comfywatch-{time.monotonic_ns()}.toml"
-    config_path.write_text(config, encoding="utf-8")
-    ready = config_path.with_suffix(".ready")
-    with config_path.with_suffix(".log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "comfywatch", "run", "--config", str(config_path), "--listen", "127.0.0.1:0",
-             "--ready-file", str(ready), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
-    try:
-        yield process, f"http://{wait_file(ready, process)}"
-    finally:
-        stop(process)
 
 
 class Sampler:
@@ -108,7 +86,8 @@ async def measure(tree: Path, pid: int, base: str, warm: int, scrapes: int) -> R
             for index in range(scrapes):
                 result = await scrape(session, base, gzip=index % 2 == 1, parse=False)
                 (gzipped if index % 2 else plain).append(result.seconds)
-                size = size if index % 2 else result.size
+                if index % 2 == 0:
+                    size = result.size
         after = rss_bytes(pid)
     return Run(str(tree), before / MB, sampler.peak / MB, after / MB, size / MB,
                statistics.median(plain) * 1000, statistics.median(gzipped) * 1000 if gzipped else 0.0)
@@ -117,8 +96,8 @@ async def measure(tree: Path, pid: int, base: str, warm: int, scrapes: int) -> R
 def run_once(tree: Path, targets: int, warm: int, scrapes: int) -> Run:
     with tempfile.TemporaryDirectory(prefix="comfywatch-scrape-memory-") as tmp:
         workdir = Path(tmp)
-        with simulator(workdir, targets) as sim_url, daemon(
-            workdir, tree, fleet_config(sim_url, targets, INTERVAL, websocket_monitor=True)
+        with simulator(workdir, targets) as sim_url, comfywatch(
+            workdir, fleet_config(sim_url, targets, INTERVAL, websocket_monitor=True), tree=tree
         ) as (process, base):
             return asyncio.run(measure(tree, process.pid, base, warm, scrapes))
 
@@ -132,6 +111,8 @@ def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout of comfywatch, run after each of this one")
     parser.add_argument("--json", type=Path, help="also write the runs here")
     args = parser.parse_args()
+    if args.scrapes < 2:
+        parser.error("--scrapes must be at least 2 (one plain, one gzip)")
     trees = [REPO] + ([args.against.resolve()] if args.against else [])
     runs: list[Run] = []
     print(f"{args.targets} targets, {args.warm} intervals of {INTERVAL:g} s scraped once, then {args.scrapes} "

@@ -1,12 +1,13 @@
 """``/probe?target=URL&module=NAME``: a stateless, blackbox_exporter-style probe.
 
 Each request builds a fresh client and state, runs the module's checks once within the scrape timeout
-Prometheus announces, renders the result without a ``target`` label, and forgets everything but its
-connection: the client borrows it from the handler's :class:`SharedSessions`, so the next probe of the
-same server reuses it (no credentials, cookies or state travel with it). The one fact kept about a server
-is that it has no ``/api/jobs`` (ComfyUI before Dec 2025 answers 404), for two minutes (:class:`WithoutJobsApi`):
-its next probes with the ``jobs`` check read ``/history`` straight away, one request fewer, unless the server
-runs another version by then. It never runs a canary: probes must be cheap and side-effect free.
+Prometheus announces, renders the result without a ``target`` label, and forgets everything but two things:
+its connection, which the client borrows from the handler's :class:`SharedSessions` so that the next probe of
+the same server reuses it (no credentials, cookies or state travel with it), and, for two minutes, that the
+server has no ``/api/jobs`` (ComfyUI before Dec 2025 answers 404; :class:`WithoutJobsApi`). A module whose
+``system`` check runs before its ``jobs`` check then reads ``/history`` straight away, one request fewer,
+unless the server reports another version. It never runs a canary: probes must be cheap and side-effect
+free.
 
 The caller chooses where the daemon connects, so a module's credentials go only where
 :func:`comfywatch.config.probe_target_allowed` allows (``[probe] allow``, the module's ``allow``, and by
@@ -105,17 +106,24 @@ def _timeout_from(request: web.Request, module: ProbeModule) -> float:
     return max(0.2, min(module.timeout, scrape - 0.5))
 
 
+def _system_before_jobs(checks: tuple[str, ...]) -> bool:
+    """Whether the system check runs before the jobs check: only then does a new version show in time."""
+    return "system" in checks and "jobs" in checks and checks.index("system") < checks.index("jobs")
+
+
 class JobsApiAnswer(NamedTuple):
-    """A server's 404 to ``/api/jobs``: when (monotonic seconds), and the ComfyUI version it ran then."""
+    """A server's 404 to ``/api/jobs``: when it was recorded (monotonic seconds, as the probe ended), and the
+    ComfyUI version the server reported then."""
 
     at: float
     version: str | None
 
 
 class WithoutJobsApi:
-    """The probed servers that answered 404 to ``/api/jobs``, by module and URL (without userinfo), each
-    forgotten ``max_age`` seconds after that answer; beyond ``max_entries`` the oldest go first. Who asked does
-    not matter: a 404 is the server's, whatever the caller's credentials."""
+    """The probed servers that answered 404 to ``/api/jobs``, by module and URL, each forgotten ``max_age``
+    seconds after it was recorded; beyond ``max_entries`` the oldest go first. The URL's userinfo is not part of
+    the key (a caller's password changes nothing the server serves, and is not kept); the module is, as its
+    headers may reach another backend behind a proxy."""
 
     def __init__(self, *, max_entries: int = 1024, max_age: float = 120.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -151,15 +159,15 @@ class WithoutJobsApi:
 
 
 def make_probe_handler(
-    get_config: Callable[[], Config | None],
+    get_config: Callable[[], Config | None], *, without_jobs_api: WithoutJobsApi | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     shared = SharedSessions()
-    without_jobs_api = WithoutJobsApi()
+    memo = without_jobs_api if without_jobs_api is not None else WithoutJobsApi()
 
     async def handler(request: web.Request) -> web.Response:
         with request_scope():
             try:
-                return await _probe(request, get_config(), shared, without_jobs_api)
+                return await _probe(request, get_config(), shared, memo)
             except Exception:
                 # Logged here, inside the request's scope: the probe's secrets are masked in the traceback too.
                 log.exception("probe_failed")
@@ -203,10 +211,11 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
         return _refuse(500, "module credentials unreadable")
     runtime = build_context(config, target, credentials=credentials, shared=shared)
     server = (module_name, target.public_url)
-    remembered = without_jobs_api.get(server)
+    remembered = without_jobs_api.get(server) if _system_before_jobs(module.checks) else None
     if remembered is not None:
         runtime.state.jobs_api = False
-        # The system check asks /api/jobs again (the daemon's rule) if the server now runs another version.
+        # A server reporting another version has its jobs_api forgotten by the system check (the daemon's rule),
+        # so the jobs check asks /api/jobs again.
         runtime.state.server_version = remembered.version
     started = time.perf_counter()
     ok = True

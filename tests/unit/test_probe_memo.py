@@ -69,3 +69,17 @@ def test_the_oldest_go_beyond_max_entries() -> None:
         memo.record(server, False, None)
     assert len(memo) == 3
     assert [memo.get(server) is not None for server in servers] == [False, False, True, True, True]
+
+
+def test_a_recorded_again_answer_moves_behind_the_others() -> None:
+    """Expiry takes from the front: an answer recorded again must not shield the ones recorded after it."""
+    clock = Clock()
+    memo = WithoutJobsApi(max_age=120.0, clock=clock)
+    memo.record(OLD, False, None)
+    clock.now += 10.0
+    memo.record(NEW, False, None)
+    clock.now += 10.0
+    memo.record(OLD, False, None)
+    clock.now += 110.0
+    assert memo.get(NEW) is None
+    assert memo.get(OLD) is not None
