@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comfywatch.daemon.service import Daemon
 from tests.conftest import TIMEOUT_FACTOR
 
-__all__ = ["Metrics", "RecordingServer", "Seen", "eventually", "recording_server", "running_daemon", "scrape"]
+__all__ = ["Clock", "Metrics", "RecordingServer", "Seen", "eventually", "recording_server", "running_daemon", "scrape"]
 
 T = TypeVar("T")
 
@@ -106,6 +106,16 @@ async def daemon_at(config_path: Path, *, env: dict[str, str] | None = None, sha
     finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+class Clock:
+    """A monotonic clock the test moves (``clock.now += 30``), for code that takes a ``clock`` callable."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,7 @@ from comfywatch.checks import CheckSkipped
 from comfywatch.checks.catalog import CatalogCheck, FleetReads, ReadPacer, SummaryCache
 from comfywatch.checks.context import TargetContext
 from comfywatch.state import CatalogSummary, TargetState
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 def test_a_burst_goes_at_once_then_one_turn_per_spacing() -> None:

@@ -9,14 +9,7 @@ import math
 import pytest
 
 from comfywatch.daemon.limiter import FairLimiter, Share
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers import Clock
 
 
 async def _queued(share: Share, served: list[str], name: str) -> asyncio.Task[None]:

@@ -4,17 +4,10 @@ and in time."""
 from __future__ import annotations
 
 from comfywatch.server.probe import JobsApiAnswer, WithoutJobsApi
+from tests.helpers import Clock
 
 OLD = ("local", "http://old.lan:8188")
 NEW = ("local", "http://new.lan:8188")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_404_is_remembered_with_its_version_until_max_age() -> None:
