@@ -90,7 +90,7 @@ async def measure(tree: Path, pid: int, base: str, warm: int, scrapes: int) -> R
                     size = result.size
         after = rss_bytes(pid)
     return Run(str(tree), before / MB, sampler.peak / MB, after / MB, size / MB,
-               statistics.median(plain) * 1000, statistics.median(gzipped) * 1000 if gzipped else 0.0)
+               statistics.median(plain) * 1000, statistics.median(gzipped) * 1000)
 
 
 def run_once(tree: Path, targets: int, warm: int, scrapes: int) -> Run:

@@ -211,7 +211,8 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
         return _refuse(500, "module credentials unreadable")
     runtime = build_context(config, target, credentials=credentials, shared=shared)
     server = (module_name, target.public_url)
-    remembered = without_jobs_api.get(server) if _system_before_jobs(module.checks) else None
+    by_memo = _system_before_jobs(module.checks)
+    remembered = without_jobs_api.get(server) if by_memo else None
     if remembered is not None:
         runtime.state.jobs_api = False
         # A server reporting another version has its jobs_api forgotten by the system check (the daemon's rule),
@@ -239,8 +240,9 @@ async def _probe(request: web.Request, config: Config | None, shared: SharedSess
             runtime.state.set_up(False, Reason.TIMEOUT)
     finally:
         await runtime.close()
-    # Only a probe that asked learned something: one that went by the memo must not renew it.
-    if any(endpoint == "jobs" for endpoint, _ in runtime.state.requests):
+    # Only a probe that asked learned something (one that went by the memo must not renew it), and only for a
+    # module that reads the memo.
+    if by_memo and any(endpoint == "jobs" for endpoint, _ in runtime.state.requests):
         without_jobs_api.record(server, runtime.state.jobs_api, runtime.state.server_version)
     openmetrics, content_type = choose_format(request.headers.get("Accept"))
     summary = [Family(m.PROBE_SUCCESS, [("", 1.0 if ok else 0.0)]),
