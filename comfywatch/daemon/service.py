@@ -181,8 +181,11 @@ class Daemon:
         env: Mapping[str, str] | None = None,
         listen: str | None = None,
         shard: str | None = None,
+        mmap_threshold_pinned: bool = False,
     ) -> None:
         self.config_path = config_path
+        #: Whether the process pinned glibc's mmap threshold (the CLI does, before loading; see daemon/malloc.py).
+        self.mmap_threshold_pinned = mmap_threshold_pinned
         self.env = env
         self.listen_override = listen
         self.shard_override = shard
@@ -845,7 +848,8 @@ class Daemon:
         if ready_file is not None and self.bound_address is not None:
             # A few bytes once at start-up (tests and wrappers read the bound port from it).
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
-        log.info("started", targets=len(self.runtimes), shard=config.server.shard)
+        log.info("started", targets=len(self.runtimes), shard=config.server.shard,
+                 mmap_threshold_pinned=self.mmap_threshold_pinned)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         log.info("stopping")

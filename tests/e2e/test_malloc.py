@@ -1,0 +1,99 @@
+"""On glibc the daemon pins the mmap threshold at start (unless the environment sets it), so the large pieces
+of a ``/metrics`` body go back to the system once sent instead of staying in a heap whose threshold glibc
+raised."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfywatch.cli.main import main
+from comfywatch.config import ConfigError
+from comfywatch.daemon import malloc
+from comfywatch.daemon.malloc import glibc_version
+from comfywatch.daemon.service import Daemon
+from tests.conftest import TIMEOUT_FACTOR
+from tests.e2e.procs import comfywatch_run
+
+pytestmark = pytest.mark.skipif(glibc_version() is None, reason="glibc only")
+
+#: Prints whether the threshold was pinned, then the MiB of RSS that freed blocks leave. A 16 MiB block freed
+#: raises an unpinned threshold to 16 MiB (and the heap's trim threshold to 32); then 24 pieces of 1 MiB, freed,
+#: are what a scrape leaves behind.
+PIECES_LEFT = """
+import sys
+from comfywatch.daemon.malloc import pin_mmap_threshold
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+print(pin_mmap_threshold() if sys.argv[1] == "pin" else None)
+big = b"x" * (16 << 20)
+del big
+before = rss()
+pieces = [b"x" * (1 << 20) for _ in range(24)]
+del pieces
+print((rss() - before) / (1 << 20))
+"""
+
+#: Variables through which the environment would set the threshold itself.
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def _python(code: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    clean = {key: value for key, value in os.environ.items() if key not in _USER_SETTINGS}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                          env={**clean, **(env or {})}, timeout=60 * TIMEOUT_FACTOR)
+    return done.stdout.split()
+
+
+def test_freed_pieces_go_back_to_the_system_with_the_threshold_pinned() -> None:
+    pinned, mib = _python(PIECES_LEFT, "pin")
+    assert pinned == "True"
+    assert float(mib) < 4
+    # What the daemon would keep without it: the pieces stay in the heap.
+    assert float(_python(PIECES_LEFT, "leave")[1]) > 20
+
+
+def test_a_threshold_the_environment_sets_is_left_alone() -> None:
+    assert _python(PIECES_LEFT, "pin", env={"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})[0] == "False"
+
+
+@pytest.mark.parametrize(("env", "pinned"), [
+    ({}, True),
+    ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, False),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, True),
+])
+def test_the_daemon_pins_it_at_start(tmp_path: Path, env: dict[str, str], pinned: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _USER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    config = '[defaults]\nwebsocket_monitor = false\n[[targets]]\nname = "t"\nurl = "http://127.0.0.1:9"\n'
+    with comfywatch_run(tmp_path, config, "--log-format", "json", env=env) as daemon:
+        pass
+    events = [json.loads(line) for line in daemon.output().splitlines() if line.startswith("{")]
+    started = [event for event in events if event.get("event") == "started"]
+    assert [event["mmap_threshold_pinned"] for event in started] == [pinned]
+
+
+def test_the_threshold_is_pinned_before_the_configuration_is_read(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned after a large block is freed (a fleet's configuration), glibc would keep its raised trim threshold."""
+    calls: list[str] = []
+
+    def pin() -> bool:
+        calls.append("pin")
+        return True
+
+    def load(daemon: Daemon) -> None:
+        calls.append("load")
+        raise ConfigError(["stop here"], "test")
+
+    monkeypatch.setattr(malloc, "pin_mmap_threshold", pin)
+    monkeypatch.setattr(Daemon, "load", load)
+    assert main(["run", "--config", str(tmp_path / "comfywatch.toml")]) == 2
+    assert calls == ["pin", "load"]
