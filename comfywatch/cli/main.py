@@ -149,16 +149,18 @@ def _check_config(path_arg: str | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from comfywatch.daemon import malloc
+
+    # Before the daemon's imports and its configuration free their large blocks: glibc raises its heap trim
+    # threshold with the mmap threshold at each, and the pin leaves the trim threshold as it is. Here, not in
+    # Daemon: the allocator is the whole process's, and a daemon embedded in tests leaves the test process's alone.
+    pinned = malloc.pin_mmap_threshold()
     # imported when the subcommand runs (start-up cost, see the module docstring)
     from comfywatch.config import ConfigError, config_file
-    from comfywatch.daemon import malloc
     from comfywatch.daemon.service import Daemon, ListenError
     from comfywatch.logs import configure_logging, default_log_format
     from comfywatch.server.webconfig import WebConfigError
 
-    # Before the configuration is read: pinned only after a large block is freed, glibc would keep its raised
-    # heap trim threshold. The process's, so the CLI's to change (a daemon embedded in tests leaves it alone).
-    pinned = malloc.pin_mmap_threshold()
     daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard, mmap_threshold_pinned=pinned)
     # Problems with the file or the options are reported like check-config's, before anything starts.
     config = daemon.load()

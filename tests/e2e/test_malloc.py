@@ -1,4 +1,4 @@
-"""On glibc the daemon pins the mmap threshold at start (unless the environment sets it), so the large pieces
+"""On glibc ``comfywatch run`` pins the mmap threshold at start (unless the environment sets it), so the large pieces
 of a ``/metrics`` body go back to the system once sent instead of staying in a heap whose threshold glibc
 raised."""
 
@@ -15,12 +15,11 @@ import pytest
 from comfywatch.cli.main import main
 from comfywatch.config import ConfigError
 from comfywatch.daemon import malloc
-from comfywatch.daemon.malloc import glibc_version
 from comfywatch.daemon.service import Daemon
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.procs import comfywatch_run
 
-pytestmark = pytest.mark.skipif(glibc_version() is None, reason="glibc only")
+pytestmark = pytest.mark.skipif(malloc.glibc_version() is None, reason="glibc only")
 
 #: Prints whether the threshold was pinned, then the MiB of RSS that freed blocks leave. A 16 MiB block freed
 #: raises an unpinned threshold to 16 MiB (and the heap's trim threshold to 32); then 24 pieces of 1 MiB, freed,
