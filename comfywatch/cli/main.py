@@ -149,6 +149,7 @@ def _check_config(path_arg: str | None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # imported when the subcommand runs, and before the daemon's modules (see the pin below)
     from comfywatch.daemon import malloc
 
     # Before the daemon's imports and its configuration free their large blocks: glibc raises its heap trim
