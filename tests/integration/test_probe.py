@@ -28,7 +28,7 @@ from comfywatch.redact import SECRETS
 from comfywatch.server.probe import WithoutJobsApi, make_probe_handler
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.fixtures import load_json
-from tests.helpers import Metrics, RecordingServer, recording_server, running_daemon
+from tests.helpers import Clock, Metrics, RecordingServer, recording_server, running_daemon
 
 TOKEN = "s3cret-probe-token"
 
@@ -172,38 +172,38 @@ async def test_a_server_without_the_jobs_api_is_asked_for_it_once(probe_base: st
 
 
 @pytest.fixture
-async def probed_with_a_clock(sim: SimHandle) -> AsyncIterator[tuple[str, list[float]]]:
+async def probed_with_a_clock(sim: SimHandle) -> AsyncIterator[tuple[str, Clock]]:
     """A bare /probe app whose memo of servers without /api/jobs runs on a clock the test moves; yields (base
     URL, clock)."""
-    now = [1000.0]
+    clock = Clock()
     config = Config.model_validate({"modules": {"everything": {"checks": ["system", "queue", "jobs"]},
                                                 "jobs-first": {"checks": ["jobs", "system"]}}})
     app = web.Application()
     app.router.add_get("/probe", make_probe_handler(lambda: config,
-                                                    without_jobs_api=WithoutJobsApi(clock=lambda: now[0])))
+                                                    without_jobs_api=WithoutJobsApi(clock=clock)))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}", now
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", clock
     finally:
         await runner.cleanup()
 
 
-async def test_probes_that_go_by_the_memo_do_not_renew_it(probed_with_a_clock: tuple[str, list[float]],
+async def test_probes_that_go_by_the_memo_do_not_renew_it(probed_with_a_clock: tuple[str, Clock],
                                                           sim: SimHandle) -> None:
     """A server probed more often than every two minutes is still asked again two minutes after its 404."""
-    base, now = probed_with_a_clock
+    base, clock = probed_with_a_clock
     assert await jobs_requests(base, sim.url) == (1.0, 1.0)
     for later in (30.0, 60.0, 90.0):
-        now[0] = 1000.0 + later
+        clock.now = 1000.0 + later
         assert await jobs_requests(base, sim.url) == (None, 1.0)
-    now[0] = 1120.0
+    clock.now = 1120.0
     assert await jobs_requests(base, sim.url) == (1.0, 1.0)
 
 
 async def test_a_module_that_reads_jobs_before_system_asks_every_time(
-        probed_with_a_clock: tuple[str, list[float]], sim: SimHandle) -> None:
+        probed_with_a_clock: tuple[str, Clock], sim: SimHandle) -> None:
     """Its jobs check runs before a new version could show: it never goes by the memo."""
     base, _ = probed_with_a_clock
     for _ in range(2):
