@@ -11,7 +11,8 @@ scraping ``/metrics`` once per interval the way Prometheus would:
   on, most polls of an idle target ask nothing, ``comfywatch_quiet_polls_total``);
 - RSS (``VmRSS`` of ``/proc/<pid>/status``, the largest value sampled in the window), its peak since the start
   (``VmHWM``: the warm-up, as the catalogues are read, is included), and the open descriptors as the window
-  ends. The simulator serves every target on one address, and the daemon keeps its HTTP connections per
+  ends; then the peak again after the back-to-back scrapes timed for the render time (below), before the daemon
+  is stopped. The simulator serves every target on one address, and the daemon keeps its HTTP connections per
   server, so its targets share them: a fleet of as many servers keeps one idle connection per target more;
 - ``/metrics`` render time as a client sees it (median of ``--scrapes`` scrapes, plain and gzip);
 - polling regularity: for every target, the time between two successive successful reads of ``/system_stats``
@@ -265,6 +266,8 @@ class DaemonResult:
     rss_max: int
     #: The largest RSS since the daemon started (VmHWM), as the window ends.
     rss_peak: int = 0
+    #: The same after the back-to-back scrapes that follow the window, read before the daemon is stopped.
+    rss_peak_after_scrapes: int = 0
     #: The daemon's open descriptors as the window ends: its listening socket, monitoring sockets and HTTP
     #: connections (kept per server: the simulator serves every target on one address, so they are shared).
     open_fds: int = 0
@@ -343,6 +346,7 @@ async def measure_daemon(pid: int, base: str, targets: int, interval: float, cyc
             packed = await scrape(session, base, gzip=True)
             result.render_gzip.append(packed.seconds)
             result.gzip_bytes = packed.size
+        result.rss_peak_after_scrapes = rss_bytes(pid, "VmHWM")
     return result
 
 
@@ -454,6 +458,7 @@ def report(results: list[DaemonResult], blackbox: BlackboxResult | None) -> dict
             "polls_per_target_interval": round(r.polls / (r.targets * r.window / r.interval), 3),
             "rss_max_mb": round(r.rss_max / 2**20, 1),
             "rss_peak_since_start_mb": round(r.rss_peak / 2**20, 1),
+            "rss_peak_after_scrapes_mb": round(r.rss_peak_after_scrapes / 2**20, 1),
             "open_fds": r.open_fds,
             "metrics_render_median_ms": round(statistics.median(r.render_plain) * 1000, 1),
             "metrics_every_interval_ms": [round(s * 1000, 1) for s in r.window_scrapes],
@@ -500,6 +505,7 @@ def print_human(summary: dict[str, Any]) -> None:
         print(f"  {'CPU per request made':<48} {run['cpu_per_request_ms']:>9} ms   ({run['requests']} requests)")
         print(f"  {'polls per target and interval':<48} {run['polls_per_target_interval']:>12}   (1.0: none missed)")
         print(f"  {'RSS peak since the start (warm-up included)':<48} {run['rss_peak_since_start_mb']:>9} MB")
+        print(f"  {'RSS peak after the back-to-back scrapes':<48} {run['rss_peak_after_scrapes_mb']:>9} MB")
         print(f"  {'open descriptors as the window ended':<48} {run['open_fds']:>12}")
         print(f"  {'/metrics: daemon CPU per scrape (median)':<48} {run['metrics_render_daemon_cpu_median_ms']:>9} ms"
               "   (background rate subtracted; CLK_TCK resolution)")
