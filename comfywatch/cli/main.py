@@ -153,16 +153,19 @@ def _run(args: argparse.Namespace) -> int:
     from comfywatch.daemon import malloc
 
     # Before the daemon's imports and its configuration free their large blocks: glibc raises its heap trim
-    # threshold with the mmap threshold at each, and the pin leaves the trim threshold as it is. Here, not in
-    # Daemon: the allocator is the whole process's, and a daemon embedded in tests leaves the test process's alone.
+    # threshold with the mmap threshold at each, and the pin leaves the trim threshold as it is. And before any
+    # thread allocates, as a thread keeps the arena it was given. Here, not in Daemon: the allocator is the whole
+    # process's, and a daemon embedded in tests leaves the test process's alone.
     pinned = malloc.pin_mmap_threshold()
+    capped = malloc.cap_arenas()
     # imported when the subcommand runs (start-up cost, see the module docstring)
     from comfywatch.config import ConfigError, config_file
     from comfywatch.daemon.service import Daemon, ListenError
     from comfywatch.logs import configure_logging, default_log_format
     from comfywatch.server.webconfig import WebConfigError
 
-    daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard, mmap_threshold_pinned=pinned)
+    daemon = Daemon(config_file(args.config), listen=args.listen, shard=args.shard, mmap_threshold_pinned=pinned,
+                    arenas_capped=capped)
     # Problems with the file or the options are reported like check-config's, before anything starts.
     config = daemon.load()
     try:

@@ -182,10 +182,13 @@ class Daemon:
         listen: str | None = None,
         shard: str | None = None,
         mmap_threshold_pinned: bool = False,
+        arenas_capped: bool = False,
     ) -> None:
         self.config_path = config_path
-        #: Whether the process pinned glibc's mmap threshold (the CLI does, before loading; see daemon/malloc.py).
+        #: Whether the process pinned glibc's mmap threshold and capped its arenas (the CLI does, before loading;
+        #: see daemon/malloc.py).
         self.mmap_threshold_pinned = mmap_threshold_pinned
+        self.arenas_capped = arenas_capped
         self.env = env
         self.listen_override = listen
         self.shard_override = shard
@@ -849,7 +852,7 @@ class Daemon:
             # A few bytes once at start-up (tests and wrappers read the bound port from it).
             ready_file.write_text(f"{self.bound_address[0]}:{self.bound_address[1]}\n", encoding="utf-8")  # noqa: ASYNC240
         log.info("started", targets=len(self.runtimes), shard=config.server.shard,
-                 mmap_threshold_pinned=self.mmap_threshold_pinned)
+                 mmap_threshold_pinned=self.mmap_threshold_pinned, arenas_capped=self.arenas_capped)
         await self._stop.wait()
         sdnotify.notify("STOPPING=1")
         log.info("stopping")

@@ -178,8 +178,9 @@ class TestMemoryDenyWriteExecute:
             import apscheduler.schedulers.asyncio, websockets.asyncio.client
             from aiohttp import web
             import comfywatch.daemon.service, comfywatch.logs, comfywatch.server.webconfig, comfywatch.daemon.sdnotify
-            from comfywatch.daemon.malloc import pin_mmap_threshold
+            from comfywatch.daemon.malloc import cap_arenas, pin_mmap_threshold
             pin_mmap_threshold()
+            cap_arenas()
             assert bcrypt.checkpw(b"pw", bcrypt.hashpw(b"pw", bcrypt.gensalt(4)))
             ssl.create_default_context()
 
