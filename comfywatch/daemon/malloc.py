@@ -25,9 +25,9 @@ __all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "cap_arenas", "glibc_version", "pin_mm
 
 #: glibc's initial (and documented default) threshold.
 MMAP_THRESHOLD = 128 * 1024
-#: The process's arenas: the main one only.
+#: The most arenas the process may use: the main one only.
 ARENA_MAX = 1
-#: ``M_MMAP_THRESHOLD`` and ``M_ARENA_MAX`` of glibc's ``<malloc.h>``.
+# ``M_MMAP_THRESHOLD`` and ``M_ARENA_MAX`` of glibc's ``<malloc.h>``.
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
@@ -46,7 +46,8 @@ def glibc_version() -> str | None:
 
 def _set_by_environment(variable: str, tunable: str) -> bool:
     """Whether the environment sets a parameter (glibc read it at start)."""
-    return variable in os.environ or f"glibc.malloc.{tunable}" in os.environ.get("GLIBC_TUNABLES", "")
+    tunables = os.environ.get("GLIBC_TUNABLES", "").split(":")
+    return variable in os.environ or any(item.partition("=")[0] == f"glibc.malloc.{tunable}" for item in tunables)
 
 
 def _mallopt(param: int, value: int) -> bool:

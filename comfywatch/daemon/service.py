@@ -185,9 +185,9 @@ class Daemon:
         arenas_capped: bool = False,
     ) -> None:
         self.config_path = config_path
-        #: Whether the process pinned glibc's mmap threshold and capped its arenas (the CLI does, before loading;
-        #: see daemon/malloc.py).
+        #: Whether the process pinned glibc's mmap threshold (the CLI does, before loading; see daemon/malloc.py).
         self.mmap_threshold_pinned = mmap_threshold_pinned
+        #: Whether the process capped glibc's arenas at one (the CLI does, with the pin).
         self.arenas_capped = arenas_capped
         self.env = env
         self.listen_override = listen

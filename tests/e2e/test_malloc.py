@@ -54,8 +54,9 @@ worker.join()
 ctypes.CDLL(None).malloc_stats()
 """
 
-#: Variables through which the environment would set the threshold or the arenas itself.
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+#: Variables through which the environment would set the threshold or the arenas itself, or put another allocator
+#: in glibc's place for Python's blocks.
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES", "PYTHONMALLOC")
 
 
 def _run_python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -92,13 +93,18 @@ def test_a_worker_thread_allocates_in_the_main_arena_with_the_arenas_capped() ->
     assert _arenas("leave") == ("None", 2)
 
 
-@pytest.mark.parametrize("env", [{"MALLOC_ARENA_MAX": "4"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}])
+@pytest.mark.parametrize("env", [
+    {"MALLOC_ARENA_MAX": "4"},
+    {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"},
+    {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=4"},
+])
 def test_an_arena_limit_the_environment_sets_is_left_alone(env: dict[str, str]) -> None:
     assert _arenas("cap", env=env) == ("False", 2)
 
 
 @pytest.mark.parametrize(("env", "pinned", "capped"), [
     ({}, True, True),
+    ({"GLIBC_TUNABLES": "glibc.malloc.arena_test=2"}, True, True),
     ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, False, True),
     ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, True, False),
     ({"MALLOC_ARENA_MAX": "2"}, True, False),
