@@ -17,9 +17,15 @@ For each round it reads the exporter's CPU (``/proc/<pid>/stat`` utime + stime) 
 simulator's too, and times every probe as the client sees it. Alternating rounds in one run expose both
 exporters to the same machine load; compare the medians.
 
-``--floor`` adds a third exporter to the rounds: a bare aiohttp server whose ``/probe`` makes the same GETs as
-comfywatch's over one kept connection with a bare aiohttp client and answers a constant, nothing parsed or
-rendered. It is the least a Python ``/probe`` on aiohttp costs on this machine.
+``--floor`` adds three exporters to the rounds, bare aiohttp servers whose ``/probe`` answers a constant, nothing
+parsed or rendered:
+
+- ``floor``: makes the same GETs as comfywatch's over one kept connection with a bare aiohttp client. It is the
+  least a Python ``/probe`` on aiohttp costs on this machine;
+- ``floor-raw``: writes the same GETs at once (pipelined) on one kept connection of a hand-written HTTP/1.1
+  client and reads the three answers by their ``Content-Length``: the least a second, hand-written client for
+  probes could cost;
+- ``floor-none``: makes no request: aiohttp's server alone.
 
     .venv/bin/python bench/probe.py [--rounds 5] [--probes 300] [--concurrency 1] [--jobs-api] [--floor]
                                     [--json out.json]
@@ -47,6 +53,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from scale import REPO, blackbox_exporter, comfywatch, cpu_seconds, stop, wait_file
+from yarl import URL
 
 PROBE_CHECKS = ("system", "queue", "jobs")
 
@@ -83,15 +90,82 @@ def probe_config(sim_url: str) -> str:
     )
 
 
-async def serve_floor(sim_url: str, jobs_api: bool, ready: Path) -> None:
-    """The ``--floor`` exporter (runs until killed)."""
+#: The ``--floor`` exporters: name, and how its ``/probe`` asks the simulator (see above).
+FLOORS = {"floor": "aiohttp", "floor-raw": "raw", "floor-none": "none"}
+
+
+class PipelinedConnection(asyncio.Protocol):
+    """The ``floor-raw`` client: one kept HTTP/1.1 connection; :meth:`get_all` writes every GET at once and waits
+    for as many answers, each read by its ``Content-Length`` (the simulator always sends one)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._expected = 0
+        self._statuses: list[int] = []
+        self._done: asyncio.Future[list[int]] | None = None
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(ConnectionError("the simulator closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._statuses) < self._expected:
+            head_end = self._buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            lines = bytes(self._buffer[:head_end]).split(b"\r\n")
+            fields = {name.strip().lower(): value.strip()
+                      for name, _, value in (line.partition(b":") for line in lines[1:])}
+            end = head_end + 4 + int(fields[b"content-length"])
+            if len(self._buffer) < end:
+                return
+            self._statuses.append(int(lines[0].split(b" ", 2)[1]))
+            del self._buffer[:end]
+        if self._done is not None and not self._done.done():
+            self._done.set_result(self._statuses)
+
+    async def get_all(self, host: str, paths: list[str]) -> list[int]:
+        assert self._transport is not None
+        self._expected, self._statuses = len(paths), []
+        self._done = asyncio.get_running_loop().create_future()
+        self._transport.write(b"".join(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode("ascii")
+            for path in paths))
+        return await self._done
+
+
+async def serve_floor(sim_url: str, jobs_api: bool, ready: Path, client: str) -> None:
+    """A ``--floor`` exporter (runs until killed); *client* is one of :data:`FLOORS`' values."""
     paths = probe_paths(jobs_api)
+    sim = URL(sim_url)
+    sim_host, sim_port = str(sim.host), int(sim.port or 80)
+    host = f"{sim_host}:{sim_port}"
+    connection: PipelinedConnection | None = None
     async with aiohttp.ClientSession() as session:
 
         async def probe(request: web.Request) -> web.Response:
-            for path in paths:
-                async with session.get(sim_url + path) as response:
-                    await response.read()
+            nonlocal connection
+            if client == "aiohttp":
+                for path in paths:
+                    async with session.get(sim_url + path) as response:
+                        await response.read()
+            elif client == "raw":
+                if connection is None:
+                    _, connection = await asyncio.get_running_loop().create_connection(
+                        PipelinedConnection, sim_host, sim_port)
+                try:
+                    statuses = await connection.get_all(host, paths)
+                except ConnectionError:
+                    connection = None
+                    raise
+                if any(status != 200 for status in statuses):
+                    return web.Response(text="probe_success 0\n")
             return web.Response(text="probe_success 1\n")
 
         app = web.Application()
@@ -104,12 +178,14 @@ async def serve_floor(sim_url: str, jobs_api: bool, ready: Path) -> None:
 
 
 @contextlib.contextmanager
-def floor_exporter(workdir: Path, sim_url: str, jobs_api: bool) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """The ``--floor`` exporter as a process; yields (process, base URL)."""
-    ready = workdir / "floor.ready"
-    with (workdir / "floor.log").open("wb") as log:
+def floor_exporter(workdir: Path, sim_url: str, jobs_api: bool, name: str
+                   ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The ``--floor`` exporter *name* as a process; yields (process, base URL)."""
+    ready = workdir / f"{name}.ready"
+    with (workdir / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--floor-server", sim_url, str(ready), *(["--jobs-api"] if jobs_api else [])],
+            [sys.executable, __file__, "--floor-server", sim_url, str(ready), FLOORS[name],
+             *(["--jobs-api"] if jobs_api else [])],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
         yield process, wait_file(ready, process)
@@ -214,9 +290,11 @@ async def bench(args: argparse.Namespace, sim_url: str, sim_pid: int, targets: d
                      prober(session, f"{blackbox_url}/probe", {"target": f"{sim_url}/api/queue",
                                                                "module": "http_2xx"}, "probe_success 1")),
         ]
-        if "floor" in targets:
-            floor_pid, floor_url = targets["floor"]
-            exporters.append(Exporter("floor", floor_pid, prober(session, f"{floor_url}/probe", {}, "probe_success 1")))
+        for name in FLOORS:
+            if name in targets:
+                floor_pid, floor_url = targets[name]
+                exporters.append(Exporter(name, floor_pid,
+                                          prober(session, f"{floor_url}/probe", {}, "probe_success 1")))
         return await measure(exporters, sim_pid, args.rounds, args.probes, args.concurrency, args.warmup)
 
 
@@ -276,13 +354,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="probes in flight")
     parser.add_argument("--warmup", type=int, default=50, help="probes per exporter before the rounds")
     parser.add_argument("--jobs-api", action="store_true", help="the simulator serves /api/jobs (newer ComfyUI)")
-    parser.add_argument("--floor", action="store_true", help="also measure a bare aiohttp /probe (see above)")
-    parser.add_argument("--floor-server", nargs=2, metavar=("SIM_URL", "READY_FILE"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help="also measure three bare /probe servers (see above)")
+    parser.add_argument("--floor-server", nargs=3, metavar=("SIM_URL", "READY_FILE", "CLIENT"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
     if args.floor_server:
-        sim_url, ready = args.floor_server
-        asyncio.run(serve_floor(sim_url, args.jobs_api, Path(ready)))
+        sim_url, ready, client = args.floor_server
+        asyncio.run(serve_floor(sim_url, args.jobs_api, Path(ready), client))
         return
     if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
         parser.error("--rounds, --probes and --concurrency must be at least 1")
@@ -293,8 +371,9 @@ def main() -> None:
         blackbox, blackbox_url, version = stack.enter_context(blackbox_exporter(workdir))
         targets = {"comfywatch": (daemon.pid, daemon_url), "blackbox": (blackbox.pid, blackbox_url)}
         if args.floor:
-            floor, floor_url = stack.enter_context(floor_exporter(workdir, sim_url, args.jobs_api))
-            targets["floor"] = (floor.pid, floor_url)
+            for name in FLOORS:
+                floor, floor_url = stack.enter_context(floor_exporter(workdir, sim_url, args.jobs_api, name))
+                targets[name] = (floor.pid, floor_url)
         rounds = asyncio.run(bench(args, sim_url, sim_process.pid, targets))
     summary = summarize(rounds, args, version)
     print_human(summary)
