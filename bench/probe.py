@@ -22,7 +22,7 @@ parsed or rendered:
 
 - ``floor``: makes the same GETs as comfywatch's over one kept connection with a bare aiohttp client. It is the
   least a Python ``/probe`` on aiohttp costs on this machine;
-- ``floor-raw``: writes the same GETs at once (pipelined) on one kept connection of a hand-written HTTP/1.1
+- ``floor-raw``: writes the same GETs at once (pipelined) on a kept connection of a hand-written HTTP/1.1
   client and reads the three answers by their ``Content-Length``: the least a second, hand-written client for
   probes could cost;
 - ``floor-none``: makes no request: aiohttp's server alone.
@@ -95,8 +95,9 @@ FLOORS = {"floor": "aiohttp", "floor-raw": "raw", "floor-none": "none"}
 
 
 class PipelinedConnection(asyncio.Protocol):
-    """The ``floor-raw`` client: one kept HTTP/1.1 connection; :meth:`get_all` writes every GET at once and waits
-    for as many answers, each read by its ``Content-Length`` (the simulator always sends one)."""
+    """The ``floor-raw`` client: one kept HTTP/1.1 connection, one batch at a time; :meth:`get_all` writes every
+    GET at once and waits for as many answers, each read by its ``Content-Length`` (the simulator always sends
+    one)."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -104,14 +105,23 @@ class PipelinedConnection(asyncio.Protocol):
         self._statuses: list[int] = []
         self._done: asyncio.Future[list[int]] | None = None
         self._transport: asyncio.Transport | None = None
+        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ConnectionError("the simulator closed the connection"))
+
+    def _fail(self, error: ConnectionError) -> None:
         if self._done is not None and not self._done.done():
-            self._done.set_exception(ConnectionError("the simulator closed the connection"))
+            self._done.set_exception(error)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -122,6 +132,10 @@ class PipelinedConnection(asyncio.Protocol):
             lines = bytes(self._buffer[:head_end]).split(b"\r\n")
             fields = {name.strip().lower(): value.strip()
                       for name, _, value in (line.partition(b":") for line in lines[1:])}
+            if b"content-length" not in fields:
+                self._fail(ConnectionError("an answer without Content-Length"))
+                self.close()
+                return
             end = head_end + 4 + int(fields[b"content-length"])
             if len(self._buffer) < end:
                 return
@@ -131,42 +145,54 @@ class PipelinedConnection(asyncio.Protocol):
             self._done.set_result(self._statuses)
 
     async def get_all(self, host: str, paths: list[str]) -> list[int]:
+        """The answers' statuses, in order. On any failure or cancellation the connection is closed: answers left
+        unread would be taken for the next batch's."""
         assert self._transport is not None
+        if self.closed:
+            raise ConnectionError("the connection is closed")
         self._expected, self._statuses = len(paths), []
         self._done = asyncio.get_running_loop().create_future()
         self._transport.write(b"".join(
             f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\n\r\n".encode("ascii")
             for path in paths))
-        return await self._done
+        try:
+            return await self._done
+        except BaseException:
+            self.close()
+            raise
 
 
 async def serve_floor(sim_url: str, jobs_api: bool, ready: Path, client: str) -> None:
     """A ``--floor`` exporter (runs until killed); *client* is one of :data:`FLOORS`' values."""
+    if client not in FLOORS.values():
+        raise ValueError(f"unknown floor client {client!r}")
     paths = probe_paths(jobs_api)
     sim = URL(sim_url)
     sim_host, sim_port = str(sim.host), int(sim.port or 80)
     host = f"{sim_host}:{sim_port}"
-    connection: PipelinedConnection | None = None
+    #: floor-raw's kept connections not in use; a probe takes one (or opens one) and gives it back when done.
+    idle: list[PipelinedConnection] = []
     async with aiohttp.ClientSession() as session:
 
         async def probe(request: web.Request) -> web.Response:
-            nonlocal connection
+            statuses: list[int] = []
             if client == "aiohttp":
                 for path in paths:
                     async with session.get(sim_url + path) as response:
                         await response.read()
+                        statuses.append(response.status)
             elif client == "raw":
-                if connection is None:
+                while idle and idle[-1].closed:
+                    idle.pop()
+                if idle:
+                    connection = idle.pop()
+                else:
                     _, connection = await asyncio.get_running_loop().create_connection(
                         PipelinedConnection, sim_host, sim_port)
-                try:
-                    statuses = await connection.get_all(host, paths)
-                except ConnectionError:
-                    connection = None
-                    raise
-                if any(status != 200 for status in statuses):
-                    return web.Response(text="probe_success 0\n")
-            return web.Response(text="probe_success 1\n")
+                statuses = await connection.get_all(host, paths)
+                idle.append(connection)
+            success = all(status == 200 for status in statuses)
+            return web.Response(text=f"probe_success {int(success)}\n")
 
         app = web.Application()
         app.router.add_get("/probe", probe)
