@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 import time
 
 import aiohttp
@@ -52,6 +54,40 @@ async def test_down_from_start(http: aiohttp.ClientSession) -> None:
             assert response.status == 200
         async with http.get(sim.url + "/queue") as response:
             assert response.status == 200
+
+
+def _assert_port_held(port: int) -> None:
+    """Nothing else may bind a downed server's port: it would answer in its place or keep the server from returning."""
+    other = socket.socket()
+    try:
+        with pytest.raises(OSError) as caught:
+            other.bind(("127.0.0.1", port))
+        assert caught.value.errno == errno.EADDRINUSE
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("cloud", [False, True], ids=["local", "cloud"])
+async def test_down_keeps_the_port_for_the_server(http: aiohttp.ClientSession, cloud: bool) -> None:
+    """While down (from the start or switched on) the port refuses connections and no other socket can take it."""
+    keys = ["comfyui-sim-key"] if cloud else []
+    answered = 401 if cloud else 200  # the Cloud's /api/queue asks for a key
+    async with await start_sim(faults=["down"], cloud=cloud, cloud_api_keys=keys) as sim:
+        port = int(sim.url.rsplit(":", 1)[1])
+        _assert_port_held(port)
+        assert sim.admin_url != sim.url
+        await sim.set_faults([])
+        async with http.get(sim.url + "/api/queue") as response:
+            assert response.status == answered
+        await sim.set_faults(["down"])
+        _assert_port_held(port)
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            async with http.get(sim.url + "/api/queue"):
+                pass
+        assert isinstance(refused.value.os_error, ConnectionRefusedError)
+        await sim.set_faults([])
+        async with http.get(sim.url + "/api/queue") as response:
+            assert response.status == answered
 
 
 async def test_slow_delays_every_response(sim: SimHandle, http: aiohttp.ClientSession) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import copy
 import ipaddress
 import json
+import socket
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -413,6 +414,10 @@ STOP_GRACE_SECONDS = 1.0
 class Listener:
     """The listening socket of a simulated server; ``stop`` makes connections fail with "refused".
 
+    While stopped the port stays bound by sockets that do not listen, so connections are still refused but no
+    other socket bound to port 0 (the admin API's, another test's server) is handed the port meanwhile, and
+    ``reopen`` gets it back.
+
     Used for the simulated ComfyUI and, by :mod:`comfywatch.sim.admin`, for the simulated Cloud app.
     """
 
@@ -422,6 +427,7 @@ class Listener:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._port_holders: list[socket.socket] = []
 
     @property
     def listening(self) -> bool:
@@ -449,6 +455,7 @@ class Listener:
             return
         await self._site.stop()
         self._site = None
+        self._port_holders = _hold_port(self.host, self.port)
         # A dead server takes its open connections with it.
         connections = self._runner.server.connections if self._runner.server is not None else []
         for connection in list(connections):
@@ -458,13 +465,40 @@ class Listener:
         """Listen again on the same port after :meth:`stop`."""
         if self._site is None and self._runner is not None:
             await self._bind(self.port)
+            self._release_port()
+
+    def _release_port(self) -> None:
+        for holder in self._port_holders:
+            holder.close()
+        self._port_holders = []
 
     async def close(self) -> None:
         """Release everything."""
+        self._release_port()
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
         self._site = None
+
+
+def _hold_port(host: str, port: int) -> list[socket.socket]:
+    """Bind ``host:port`` (each address, as the site did) without listening: a connection is refused.
+
+    ``SO_REUSEADDR`` on both sides lets the site bind again while these are held (Linux refuses that only
+    when a socket on the port listens) and keeps the closed connections' ``TIME_WAIT`` from blocking the bind.
+    An address another socket took in the moment between closing the site and binding here is left unheld.
+    """
+    holders: list[socket.socket] = []
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        holder = socket.socket(family, kind, proto)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            holder.bind(address)
+        except OSError:
+            holder.close()
+            continue
+        holders.append(holder)
+    return holders
 
 
 class SimCluster:
