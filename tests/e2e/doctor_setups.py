@@ -17,7 +17,6 @@ import base64
 import contextlib
 import email.utils
 import json
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +32,6 @@ from tests.certs import CertPair
 
 __all__ = [
     "ProxyOptions",
-    "closed_port",
     "expiring_certs",
     "not_comfyui_app",
     "proxy_app",
@@ -69,13 +67,6 @@ async def serve(app: web.Application, *, ssl_context: ssl.SSLContext | None = No
     finally:
         await runner.cleanup()
 
-
-def closed_port() -> int:
-    """A loopback port that refuses connections: bound once by the kernel's choice, then released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def not_comfyui_app(kind: Literal["html", "json", "404"]) -> web.Application:

@@ -26,9 +26,9 @@ from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.sim.faults import Fault
 from tests.certs import CertBundle, make_certs
 from tests.conftest import TIMEOUT_FACTOR
-from tests.e2e.doctor_setups import ProxyOptions, closed_port, expiring_certs, not_comfyui_app, proxy_app, serve
+from tests.e2e.doctor_setups import ProxyOptions, expiring_certs, not_comfyui_app, proxy_app, serve
 from tests.fixtures import FIXTURES
-from tests.helpers import eventually
+from tests.helpers import closed_port, eventually
 
 pytestmark = pytest.mark.e2e
 

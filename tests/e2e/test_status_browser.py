@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,11 @@ from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.browser import Browser, chromium
 from tests.e2e.procs import Proc, comfywatch_run, simulate
 from tests.e2e.promstack import wait_until
+from tests.helpers import closed_port
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 API_KEY = "comfyui-browser-test-key"
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 #: What a careful operator puts in the web config: the page must work under it (no inline script or style, nothing
@@ -70,7 +64,7 @@ url = "{failing.url}"
   timeout = "5s"
 [[targets]]
 name = "gpu-c"
-url = "http://127.0.0.1:{_closed_port()}"
+url = "http://127.0.0.1:{closed_port()}"
   [targets.canary]
   enabled = false
 [[targets]]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from comfywatch.daemon.service import Daemon
 from comfywatch.export.collector import metrics_body
 from comfywatch.sim.admin import SimHandle, start_sim
+from tests.helpers import closed_port
 
 __all__ = ["CLOUD_KEY", "FrozenClock", "fleet_exposition"]
 
@@ -73,13 +73,6 @@ class FrozenClock:
         time.time = self.time
         time.time_ns = self.time_ns
 
-
-def closed_port() -> int:
-    """A loopback port that refuses connections: bound once by the kernel's choice, then released."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 async def until(what: str, done: Callable[[], bool]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import load_workflow
 from tests.certs import CertPair, make_certs
 from tests.fixtures import FIXTURES
-from tests.helpers import Metrics, eventually, running_daemon, scrape
+from tests.helpers import Metrics, closed_port, eventually, running_daemon, scrape
 
 WORKFLOWS = Path(__file__).resolve().parent / "canary_workflows"
 PREVIEW = "builtin:preview-image"
@@ -474,15 +473,11 @@ async def test_transport_failure_reasons(fault: str, reason: Reason, when_busy: 
 
 async def test_connect_reason_when_nothing_listens() -> None:
     """Nothing accepting connections on the port is reason connect."""
-    # A bound socket that never listens refuses connections, and no other test can take its port meanwhile
-    # (a closed listener's port can be reused by a parallel test's server).
-    with socket.socket() as reserved:
-        reserved.bind(("127.0.0.1", 0))
-        port = reserved.getsockname()[1]
-        for when_busy in ("skip", "queue"):
-            result = await run_canary(f"http://127.0.0.1:{port}", when_busy=when_busy)
-            assert result.reason is Reason.CONNECT, result.as_dict()
-            assert result.prompt_id is None and set(result.phases) == {"total"}
+    port = closed_port()
+    for when_busy in ("skip", "queue"):
+        result = await run_canary(f"http://127.0.0.1:{port}", when_busy=when_busy)
+        assert result.reason is Reason.CONNECT, result.as_dict()
+        assert result.prompt_id is None and set(result.phases) == {"total"}
 
 
 async def test_not_found_and_tls_reasons() -> None:

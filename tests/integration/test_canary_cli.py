@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from comfywatch.errors import HINTS, Reason
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.state import CANARY_PHASES
 from tests.conftest import TIMEOUT_FACTOR
+from tests.helpers import closed_port
 from tests.integration.test_canary import WORKFLOWS, canary_history
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,9 +89,7 @@ async def test_failure_exits_1_with_reason_and_hint() -> None:
 
 async def test_nothing_listening_exits_1_with_connect() -> None:
     """No server on the port: exit 1 with reason connect."""
-    with socket.socket() as reserved:
-        reserved.bind(("127.0.0.1", 0))
-        code, out, _ = await cli("--url", f"http://127.0.0.1:{reserved.getsockname()[1]}", "--json")
+    code, out, _ = await cli("--url", f"http://127.0.0.1:{closed_port()}", "--json")
     assert code == 1
     result = json.loads(out)
     assert (result["ok"], result["reason"]) == (False, "connect")
