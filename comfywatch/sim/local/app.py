@@ -453,13 +453,14 @@ class Listener:
         """Close the listening socket and every open connection (keep-alive and WebSockets)."""
         if self._site is None or self._runner is None:
             return
+        bound = self._runner.addresses
         await self._site.stop()
         self._site = None
-        self._port_holders = _hold_port(self.host, self.port)
         # A dead server takes its open connections with it.
         connections = self._runner.server.connections if self._runner.server is not None else []
         for connection in list(connections):
             connection.force_close()
+        self._port_holders = hold_addresses(bound)
 
     async def reopen(self) -> None:
         """Listen again on the same port after :meth:`stop`."""
@@ -481,18 +482,25 @@ class Listener:
         self._site = None
 
 
-def _hold_port(host: str, port: int) -> list[socket.socket]:
-    """Bind ``host:port`` (each address, as the site did) without listening: a connection is refused.
+def hold_addresses(addresses: Iterable[tuple[Any, ...]]) -> list[socket.socket]:
+    """Bind a closed listener's addresses again without listening: connections are refused, the ports kept.
 
-    ``SO_REUSEADDR`` on both sides lets the site bind again while these are held (Linux refuses that only
-    when a socket on the port listens) and keeps the closed connections' ``TIME_WAIT`` from blocking the bind.
-    An address another socket took in the moment between closing the site and binding here is left unheld.
+    Kept from whoever binds port 0 next (another server would answer in the closed one's place, and the closed
+    one could not come back). ``SO_REUSEADDR`` on both sides lets the listener bind again while these are held
+    (Linux refuses that only when a socket on the port listens) and keeps its closed connections' ``TIME_WAIT``
+    from blocking the bind; IPv6 addresses are held IPv6-only, as asyncio binds them. An address that cannot be
+    bound (taken in the moment since the listener closed, or a family the host lacks) is left unheld.
     """
     holders: list[socket.socket] = []
-    for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
-        holder = socket.socket(family, kind, proto)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for address in addresses:
         try:
+            holder = socket.socket(socket.AF_INET6 if len(address) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            continue
+        try:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if holder.family == socket.AF_INET6:
+                holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             holder.bind(address)
         except OSError:
             holder.close()

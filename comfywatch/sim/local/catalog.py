@@ -56,7 +56,6 @@ class Catalog:
                 output_node=bool(info["output_node"]),
             )
 
-
     def deployed(self, remove: Iterable[str] = (), options: InputOptions | None = None) -> Catalog:
         """This catalogue after a deploy: the classes in *remove* gone, the listed inputs' options (a COMBO's
         list) replaced. Unknown classes or inputs are ignored, as a server simply would not have them."""
