@@ -172,7 +172,6 @@ async def recording_server(path: str, body: object, tls: ssl.SSLContext | None =
         await runner.cleanup()
 
 
-
 def closed_port() -> int:
     """A loopback port that refuses connections for the rest of the test run.
 

@@ -1,7 +1,6 @@
 """Deliberately broken set-ups for ``comfywatch doctor`` tests: real servers on loopback, ephemeral ports.
 
 - :func:`serve` runs any aiohttp app (optionally over TLS) and yields its base URL.
-- :func:`closed_port` is a port nothing listens on.
 - :func:`not_comfyui_app` is another web service on "ComfyUI's" port: an HTML page, other JSON or 404s.
 - :func:`proxy_app` is a reverse proxy in front of a (simulated) ComfyUI, with the faults real proxies have:
   it can strip the WebSocket upgrade (nginx without the ``Upgrade``/``Connection`` lines), require basic
@@ -66,7 +65,6 @@ async def serve(app: web.Application, *, ssl_context: ssl.SSLContext | None = No
         yield f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
-
 
 
 def not_comfyui_app(kind: Literal["html", "json", "404"]) -> web.Application:

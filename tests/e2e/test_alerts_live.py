@@ -44,7 +44,6 @@ from tests.e2e.promstack import (
     WebhookReceiver,
     alertmanager_config,
     async_wait_until,
-    free_port,
     probe_scrape_config,
     prometheus_config,
     require_binary,
@@ -55,6 +54,7 @@ from tests.e2e.promstack import (
     wait_until,
     write_rules,
 )
+from tests.helpers import closed_port
 
 pytestmark = pytest.mark.e2e
 
@@ -366,7 +366,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 static_scrape_config("comfywatch-sick", [exporter.address], metrics_path="/sick",
                                      labels={"cluster": "eu"}),
                 static_scrape_config("comfywatch-flip", [exporter.address], metrics_path="/flip"),
-                static_scrape_config("comfywatch-dead", [f"127.0.0.1:{free_port()}"]),
+                static_scrape_config("comfywatch-dead", [f"127.0.0.1:{closed_port()}"]),
                 probe_scrape_config("comfywatch-probe", exporter.address, ["probe-a", "probe-b"]),
             ],
             rule_files=[rules],

@@ -30,7 +30,6 @@ DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 API_KEY = "comfyui-browser-test-key"
 
 
-
 #: What a careful operator puts in the web config: the page must work under it (no inline script or style, nothing
 #: from elsewhere). A violation is a console error.
 CSP = "default-src 'self'"

@@ -8,7 +8,7 @@ included, because the daemon pools connections.
 
 :meth:`HostileServer.set_fault` switches behaviour at run time, for every route or only some
 (``"system_stats"``, ``"queue"``, ``"history"``, ``"jobs"``, ``"ws"``): refused connections (the listening
-socket is closed and later reopened on the same port), a reset in the middle of the body, a server that
+socket is closed, its port held, and later reopened on the same port), a reset in the middle of the body, a server that
 accepts and never answers, headers or bodies that trickle, a 2 GiB body (declared or chunked), arbitrary
 status/body/content-type answers (invalid UTF-8, invalid JSON, wrong shapes, HTML pages) and redirect loops.
 ``set_tls`` presents another certificate to new connections (open ones are cut, as a restart would);
@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from comfywatch.sim.local.app import hold_addresses
 from tests.fixtures import FIXTURES, load_json
 
 __all__ = [
@@ -132,6 +133,7 @@ class HostileServer:
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._port_holders: list[socket.socket] = []
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._template: dict[str, Any] = next(iter(load_json("history_success_preview.json").values()))
@@ -158,10 +160,19 @@ class HostileServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _stop_listening(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+    async def _stop_listening(self) -> list[tuple[Any, ...]]:
+        """Close the listening socket; the addresses it was bound to."""
+        if self._server is None:
+            return []
+        bound = [sock.getsockname() for sock in self._server.sockets]
+        self._server.close()
+        self._server = None
+        return bound
+
+    def _release_port(self) -> None:
+        for holder in self._port_holders:
+            holder.close()
+        self._port_holders = []
 
     def cut_connections(self) -> None:
         """Reset every open connection, as a dying process would."""
@@ -172,6 +183,7 @@ class HostileServer:
     async def close(self) -> None:
         """Stop listening, cut every connection and wait for their handlers to end."""
         await self._stop_listening()
+        self._release_port()
         self.cut_connections()
         if self._handlers:
             # A cut connection wakes its handler (read returns, drain raises); none may outlive the loop.
@@ -180,13 +192,18 @@ class HostileServer:
     # Control.
 
     async def set_fault(self, fault: Fault) -> None:
-        """Switch behaviour; ``refuse`` closes the listening socket, leaving it reopens the same port."""
+        """Switch behaviour; ``refuse`` closes the listening socket, leaving it reopens the same port.
+
+        While refusing, the port stays bound without listening, so no other server is handed it meanwhile.
+        """
         before, self.fault = self.fault, fault
         if fault.mode is Mode.REFUSE and before.mode is not Mode.REFUSE:
-            await self._stop_listening()
+            bound = await self._stop_listening()
             self.cut_connections()
+            self._port_holders = hold_addresses(bound)
         elif fault.mode is not Mode.REFUSE and before.mode is Mode.REFUSE:
             await self._listen()
+            self._release_port()
         elif fault.mode is not Mode.HEALTHY:
             # Kept-alive connections must not carry answers of the previous behaviour past the switch.
             self.cut_connections()

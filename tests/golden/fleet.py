@@ -74,7 +74,6 @@ class FrozenClock:
         time.time_ns = self.time_ns
 
 
-
 async def until(what: str, done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + DEADLINE_S
     while not done():

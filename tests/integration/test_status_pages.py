@@ -15,7 +15,7 @@ import aiohttp
 
 from comfywatch.errors import Reason, hint_for
 from comfywatch.sim.admin import start_sim
-from tests.helpers import eventually, running_daemon
+from tests.helpers import closed_port, eventually, running_daemon
 from tests.integration.conftest import config_toml, target_toml
 
 # The unit tests' readers of a page: a strict HTML5 parse, cell text as a browser lays it out.
@@ -49,7 +49,7 @@ def settled(document: dict[str, Any]) -> bool:
             and states["hostile"]["state"] == "up" and states["hostile"]["version"] != "0.3.64")
 
 
-async def test_the_pages_print_what_the_servers_did(tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_the_pages_print_what_the_servers_did(tmp_path: Path) -> None:
     async with await start_sim() as healthy, await start_sim() as oom, await start_sim() as hostile:
         assert healthy.cluster is not None and hostile.cluster is not None
         healthy.cluster.system_stats["devices"] = [{
@@ -58,7 +58,7 @@ async def test_the_pages_print_what_the_servers_did(tmp_path: Path, unused_tcp_p
         attack = "<script>alert(1)</script><img src=x onerror=alert(2)>\ud800"
         hostile.cluster.system_stats["system"]["comfyui_version"] = attack
         await oom.set_faults(["oom"])
-        refused = f"http://127.0.0.1:{unused_tcp_port}"
+        refused = f"http://127.0.0.1:{closed_port()}"
         config = STATUS + config_toml(
             target_toml("healthy", healthy.url), target_toml("oom", oom.url, canary="1s"),
             target_toml("refused", refused), target_toml("hostile", hostile.url))
@@ -115,9 +115,9 @@ async def test_the_pages_print_what_the_servers_did(tmp_path: Path, unused_tcp_p
             assert status == 404
 
 
-async def test_any_page_number_gets_a_page(tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_any_page_number_gets_a_page(tmp_path: Path) -> None:
     """Whatever ``?page=`` holds (other scripts' digits, signs, huge numbers), the answer is a page, never a 500."""
-    config = config_toml(target_toml("refused", f"http://127.0.0.1:{unused_tcp_port}"))
+    config = config_toml(target_toml("refused", f"http://127.0.0.1:{closed_port()}"))
     async with running_daemon(config, tmp_path) as (_, base):
         for query in ("%C2%B2", "%D9%A3", "-1", "1e3", "0", "99999999999", "abc", "%00", "1&page=2"):
             status, page = await get(f"{base}/?page={query}")
