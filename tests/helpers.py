@@ -1,12 +1,10 @@
 """Shared test helpers: scrape and query metrics, poll with a deadline, run the daemon in-process, record what
-a server receives, a port that refuses connections."""
+a server receives."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,10 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comfywatch.daemon.service import Daemon
 from tests.conftest import TIMEOUT_FACTOR
 
-__all__ = [
-    "Clock", "Metrics", "RecordingServer", "Seen", "closed_port", "eventually", "recording_server", "running_daemon",
-    "scrape",
-]
+__all__ = ["Clock", "Metrics", "RecordingServer", "Seen", "eventually", "recording_server", "running_daemon", "scrape"]
 
 T = TypeVar("T")
 
@@ -170,16 +165,3 @@ async def recording_server(path: str, body: object, tls: ssl.SSLContext | None =
         yield server
     finally:
         await runner.cleanup()
-
-
-def closed_port() -> int:
-    """A loopback port that refuses connections for the rest of the test run.
-
-    Bound and never listened on, so the kernel refuses connections to it; a port bound and released instead could be
-    handed to a server started later, which would then answer in its place.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    atexit.register(sock.close)
-    port: int = sock.getsockname()[1]
-    return port

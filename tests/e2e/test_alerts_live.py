@@ -54,7 +54,7 @@ from tests.e2e.promstack import (
     wait_until,
     write_rules,
 )
-from tests.helpers import closed_port
+from tests.ports import closed_port
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TIMEOUT_FACTOR
-from tests.helpers import closed_port
+from tests.ports import closed_port
 
 REPO = Path(__file__).resolve().parents[2]
 #: The developer's COMFYWATCH_* settings and a journal connection must not leak into the commands.

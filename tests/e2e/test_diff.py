@@ -9,7 +9,7 @@ from pathlib import Path
 from comfywatch.sim.admin import start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.test_doctor import _env
-from tests.helpers import closed_port
+from tests.ports import closed_port
 
 
 async def diff(*args: str) -> tuple[int, str, str]:

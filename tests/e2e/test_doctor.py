@@ -28,7 +28,8 @@ from tests.certs import CertBundle, make_certs
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.doctor_setups import ProxyOptions, expiring_certs, not_comfyui_app, proxy_app, serve
 from tests.fixtures import FIXTURES
-from tests.helpers import closed_port, eventually
+from tests.helpers import eventually
+from tests.ports import closed_port
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.browser import Browser, chromium
 from tests.e2e.procs import Proc, comfywatch_run, simulate
 from tests.e2e.promstack import wait_until
-from tests.helpers import closed_port
+from tests.ports import closed_port
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 API_KEY = "comfyui-browser-test-key"

@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from comfywatch.sim.local.app import hold_addresses
+from comfywatch.sim.local.app import PortHold
 from tests.fixtures import FIXTURES, load_json
 
 __all__ = [
@@ -133,7 +133,7 @@ class HostileServer:
         self.host = "127.0.0.1"
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._port_holders: list[socket.socket] = []
+        self._held = PortHold()
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._template: dict[str, Any] = next(iter(load_json("history_success_preview.json").values()))
@@ -169,11 +169,6 @@ class HostileServer:
         self._server = None
         return bound
 
-    def _release_port(self) -> None:
-        for holder in self._port_holders:
-            holder.close()
-        self._port_holders = []
-
     def cut_connections(self) -> None:
         """Reset every open connection, as a dying process would."""
         for writer in list(self._writers):
@@ -183,7 +178,7 @@ class HostileServer:
     async def close(self) -> None:
         """Stop listening, cut every connection and wait for their handlers to end."""
         await self._stop_listening()
-        self._release_port()
+        self._held.release()
         self.cut_connections()
         if self._handlers:
             # A cut connection wakes its handler (read returns, drain raises); none may outlive the loop.
@@ -200,10 +195,10 @@ class HostileServer:
         if fault.mode is Mode.REFUSE and before.mode is not Mode.REFUSE:
             bound = await self._stop_listening()
             self.cut_connections()
-            self._port_holders = hold_addresses(bound)
+            self._held.hold(bound)
         elif fault.mode is not Mode.REFUSE and before.mode is Mode.REFUSE:
             await self._listen()
-            self._release_port()
+            self._held.release()
         elif fault.mode is not Mode.HEALTHY:
             # Kept-alive connections must not carry answers of the previous behaviour past the switch.
             self.cut_connections()

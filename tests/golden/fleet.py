@@ -37,7 +37,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from comfywatch.daemon.service import Daemon
 from comfywatch.export.collector import metrics_body
 from comfywatch.sim.admin import SimHandle, start_sim
-from tests.helpers import closed_port
+from tests.ports import closed_port
 
 __all__ = ["CLOUD_KEY", "FrozenClock", "fleet_exposition"]
 

@@ -29,7 +29,8 @@ from comfywatch.state import CANARY_PHASES
 from comfywatch.workflows import load_workflow
 from tests.certs import CertPair, make_certs
 from tests.fixtures import FIXTURES
-from tests.helpers import Metrics, closed_port, eventually, running_daemon, scrape
+from tests.helpers import Metrics, eventually, running_daemon, scrape
+from tests.ports import closed_port
 
 WORKFLOWS = Path(__file__).resolve().parent / "canary_workflows"
 PREVIEW = "builtin:preview-image"

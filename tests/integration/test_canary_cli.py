@@ -17,8 +17,8 @@ from comfywatch.errors import HINTS, Reason
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.state import CANARY_PHASES
 from tests.conftest import TIMEOUT_FACTOR
-from tests.helpers import closed_port
 from tests.integration.test_canary import WORKFLOWS, canary_history
+from tests.ports import closed_port
 
 REPO = Path(__file__).resolve().parents[2]
 PHASE_LINE = re.compile(r"^  (submit|queue|execute|fetch|total)\s+\d+\.\d ms$")

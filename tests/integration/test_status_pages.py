@@ -15,8 +15,9 @@ import aiohttp
 
 from comfywatch.errors import Reason, hint_for
 from comfywatch.sim.admin import start_sim
-from tests.helpers import closed_port, eventually, running_daemon
+from tests.helpers import eventually, running_daemon
 from tests.integration.conftest import config_toml, target_toml
+from tests.ports import closed_port
 
 # The unit tests' readers of a page: a strict HTML5 parse, cell text as a browser lays it out.
 from tests.unit.test_status_html import parse, row_of, rows, text

@@ -75,10 +75,8 @@ async def test_down_keeps_the_port_for_the_server(http: aiohttp.ClientSession, c
     async with await start_sim(faults=["down"], cloud=cloud, cloud_api_keys=keys) as sim:
         port = int(sim.url.rsplit(":", 1)[1])
         _assert_port_held(port)
-        assert sim.admin_url != sim.url
+        # No request before the second down: a connection it cut would keep the port in TIME_WAIT, bound anyway.
         await sim.set_faults([])
-        async with http.get(sim.url + "/api/queue") as response:
-            assert response.status == answered
         await sim.set_faults(["down"])
         _assert_port_held(port)
         with pytest.raises(aiohttp.ClientConnectorError) as refused:

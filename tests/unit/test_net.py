@@ -25,6 +25,7 @@ from comfywatch.clients.net import (
 )
 from comfywatch.errors import Reason, TcpDetail, TlsProblem
 from tests.certs import EXPIRED_DAYS_AGO, NOT_YET_VALID_IN_DAYS, VALID_DAYS, CertBundle, CertPair, make_certs
+from tests.ports import closed_port
 
 # Generous where success is expected (a slow CI box must not flake), short where a timeout is the point.
 OK_TIMEOUT = 5.0
@@ -56,14 +57,6 @@ async def serve(pair: CertPair | None = None) -> AsyncIterator[int]:
         yield runner.addresses[0][1]
     finally:
         await runner.cleanup()
-
-
-@contextlib.contextmanager
-def closed_port() -> Iterator[int]:
-    """A loopback port that nothing listens on (bound, never listened, so the kernel refuses connects)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -131,8 +124,8 @@ class TestTcpConnect:
 
     async def test_closed_port_is_refused(self) -> None:
         """Nothing listening gives reason connect with detail refused, quickly."""
-        with closed_port() as port:
-            result = await tcp_connect("127.0.0.1", port, OK_TIMEOUT)
+        port = closed_port()
+        result = await tcp_connect("127.0.0.1", port, OK_TIMEOUT)
         assert result.reason is Reason.CONNECT
         assert result.detail is TcpDetail.REFUSED
         assert result.address is None and result.peer is None
@@ -308,8 +301,8 @@ class TestTlsHandshake:
 
     async def test_closed_port_is_a_connect_failure(self) -> None:
         """When TCP is refused the failure is connect, with no TLS problem."""
-        with closed_port() as port:
-            result = await tls_handshake("127.0.0.1", port, server_hostname="localhost", timeout=OK_TIMEOUT)
+        port = closed_port()
+        result = await tls_handshake("127.0.0.1", port, server_hostname="localhost", timeout=OK_TIMEOUT)
         assert result.reason is Reason.CONNECT
         assert result.problem is None and result.seconds is None
 
@@ -445,8 +438,8 @@ class TestProbeUrl:
 
     async def test_refused_connect_skips_tls(self) -> None:
         """A refused connect stops before TLS; the reason is connect with detail refused."""
-        with closed_port() as port:
-            report = await probe_url(f"wss://127.0.0.1:{port}/ws", timeout=OK_TIMEOUT)
+        port = closed_port()
+        report = await probe_url(f"wss://127.0.0.1:{port}/ws", timeout=OK_TIMEOUT)
         assert report.failed_step == "tcp" and report.reason is Reason.CONNECT
         assert report.tcp is not None and report.tcp.detail is TcpDetail.REFUSED
         assert report.skipped == ("tls",)
@@ -462,10 +455,10 @@ class TestProbeUrl:
 
     async def test_secrets_in_the_url_never_reach_the_report(self) -> None:
         """Userinfo and query tokens are not kept anywhere in the report."""
-        with closed_port() as port:
-            report = await probe_url(
-                f"http://alice:s3cret-pw@127.0.0.1:{port}/ws?token=tok-XYZ", timeout=OK_TIMEOUT
-            )
+        port = closed_port()
+        report = await probe_url(
+            f"http://alice:s3cret-pw@127.0.0.1:{port}/ws?token=tok-XYZ", timeout=OK_TIMEOUT
+        )
         text = repr(report)
         assert "s3cret-pw" not in text and "tok-XYZ" not in text and "alice" not in text
 

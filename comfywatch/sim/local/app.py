@@ -41,7 +41,7 @@ from comfywatch.sim.local.server import FEATURES, SimOptions, SimServer
 from comfywatch.sim.local.serverlog import startup_log
 from comfywatch.sim.local.validation import MalformedRequestError
 
-__all__ = ["CLUSTER_KEY", "Listener", "SimCluster", "origin_forbidden"]
+__all__ = ["CLUSTER_KEY", "Listener", "PortHold", "SimCluster", "origin_forbidden"]
 
 MAX_UPLOAD_SIZE = 104857600  # --max-upload-size 100 (MB) becomes aiohttp's client_max_size
 
@@ -414,9 +414,7 @@ STOP_GRACE_SECONDS = 1.0
 class Listener:
     """The listening socket of a simulated server; ``stop`` makes connections fail with "refused".
 
-    While stopped the port stays bound by sockets that do not listen, so connections are still refused but no
-    other socket bound to port 0 (the admin API's, another test's server) is handed the port meanwhile, and
-    ``reopen`` gets it back.
+    While stopped its port is held (:class:`PortHold`), so ``reopen`` gets it back.
 
     Used for the simulated ComfyUI and, by :mod:`comfywatch.sim.admin`, for the simulated Cloud app.
     """
@@ -427,7 +425,7 @@ class Listener:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
-        self._port_holders: list[socket.socket] = []
+        self._held = PortHold()
 
     @property
     def listening(self) -> bool:
@@ -460,53 +458,59 @@ class Listener:
         connections = self._runner.server.connections if self._runner.server is not None else []
         for connection in list(connections):
             connection.force_close()
-        self._port_holders = hold_addresses(bound)
+        self._held.hold(bound)
 
     async def reopen(self) -> None:
         """Listen again on the same port after :meth:`stop`."""
         if self._site is None and self._runner is not None:
             await self._bind(self.port)
-            self._release_port()
-
-    def _release_port(self) -> None:
-        for holder in self._port_holders:
-            holder.close()
-        self._port_holders = []
+            self._held.release()
 
     async def close(self) -> None:
         """Release everything."""
-        self._release_port()
+        self._held.release()
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
         self._site = None
 
 
-def hold_addresses(addresses: Iterable[tuple[Any, ...]]) -> list[socket.socket]:
-    """Bind a closed listener's addresses again without listening: connections are refused, the ports kept.
+class PortHold:
+    """A closed listener's addresses bound again without listening: connections are refused, the ports kept.
 
-    Kept from whoever binds port 0 next (another server would answer in the closed one's place, and the closed
-    one could not come back). ``SO_REUSEADDR`` on both sides lets the listener bind again while these are held
+    Kept from whoever binds port 0 next: another server would answer in the closed one's place, and the closed
+    one could not come back. ``SO_REUSEADDR`` on both sides lets the listener bind again while the hold lasts
     (Linux refuses that only when a socket on the port listens) and keeps its closed connections' ``TIME_WAIT``
-    from blocking the bind; IPv6 addresses are held IPv6-only, as asyncio binds them. An address that cannot be
-    bound (taken in the moment since the listener closed, or a family the host lacks) is left unheld.
+    from blocking the bind; IPv6 addresses are held IPv6-only, as asyncio binds them.
     """
-    holders: list[socket.socket] = []
-    for address in addresses:
-        try:
-            holder = socket.socket(socket.AF_INET6 if len(address) == 4 else socket.AF_INET, socket.SOCK_STREAM)
-        except OSError:
-            continue
-        try:
-            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if holder.family == socket.AF_INET6:
-                holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            holder.bind(address)
-        except OSError:
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+
+    def hold(self, addresses: Iterable[tuple[Any, ...]]) -> None:
+        """Bind each address (a listener's ``getsockname()``); one taken since it closed, or of a family the host
+        lacks, is left unheld."""
+        self.release()
+        for address in addresses:
+            try:
+                holder = socket.socket(socket.AF_INET6 if len(address) == 4 else socket.AF_INET, socket.SOCK_STREAM)
+            except OSError:
+                continue
+            try:
+                holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if holder.family == socket.AF_INET6:
+                    holder.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                holder.bind(address)
+            except OSError:
+                holder.close()
+                continue
+            self._sockets.append(holder)
+
+    def release(self) -> None:
+        """Unbind every held address."""
+        for holder in self._sockets:
             holder.close()
-            continue
-        holders.append(holder)
-    return holders
+        self._sockets = []
 
 
 class SimCluster:
@@ -598,7 +602,7 @@ class SimCluster:
     async def set_faults(self, target: int | None, faults: Iterable[str], slow_ms: int | None = None) -> None:
         """Replace a target's faults (``ValueError`` for unknown names).
 
-        ``down`` on the root closes the shared port (reopened on the same port when cleared).
+        ``down`` on the root stops listening on the shared port, which stays held (listened on again when cleared).
         """
         wanted = parse_faults(faults)
         server = self.server(target)
