@@ -90,8 +90,8 @@ def probe_config(sim_url: str) -> str:
     )
 
 
-#: The ``--floor`` exporters: name, and how its ``/probe`` asks the simulator (see above).
-FLOORS = {"floor": "aiohttp", "floor-raw": "raw", "floor-none": "none"}
+#: The ``--floor`` exporters, named by how their ``/probe`` asks the simulator (see above).
+FLOORS = ("floor", "floor-raw", "floor-none")
 
 
 class PipelinedConnection(asyncio.Protocol):
@@ -162,10 +162,10 @@ class PipelinedConnection(asyncio.Protocol):
             raise
 
 
-async def serve_floor(sim_url: str, jobs_api: bool, ready: Path, client: str) -> None:
-    """A ``--floor`` exporter (runs until killed); *client* is one of :data:`FLOORS`' values."""
-    if client not in FLOORS.values():
-        raise ValueError(f"unknown floor client {client!r}")
+async def serve_floor(sim_url: str, jobs_api: bool, ready: Path, name: str) -> None:
+    """The ``--floor`` exporter *name*, one of :data:`FLOORS` (runs until killed)."""
+    if name not in FLOORS:
+        raise ValueError(f"unknown floor {name!r}")
     paths = probe_paths(jobs_api)
     sim = URL(sim_url)
     sim_host, sim_port = str(sim.host), int(sim.port or 80)
@@ -176,12 +176,12 @@ async def serve_floor(sim_url: str, jobs_api: bool, ready: Path, client: str) ->
 
         async def probe(request: web.Request) -> web.Response:
             statuses: list[int] = []
-            if client == "aiohttp":
+            if name == "floor":
                 for path in paths:
                     async with session.get(sim_url + path) as response:
                         await response.read()
                         statuses.append(response.status)
-            elif client == "raw":
+            elif name == "floor-raw":
                 while idle and idle[-1].closed:
                     idle.pop()
                 if idle:
@@ -210,7 +210,7 @@ def floor_exporter(workdir: Path, sim_url: str, jobs_api: bool, name: str
     ready = workdir / f"{name}.ready"
     with (workdir / f"{name}.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--floor-server", sim_url, str(ready), FLOORS[name],
+            [sys.executable, __file__, "--floor-server", sim_url, str(ready), name,
              *(["--jobs-api"] if jobs_api else [])],
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     try:
@@ -381,12 +381,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="probes per exporter before the rounds")
     parser.add_argument("--jobs-api", action="store_true", help="the simulator serves /api/jobs (newer ComfyUI)")
     parser.add_argument("--floor", action="store_true", help="also measure three bare /probe servers (see above)")
-    parser.add_argument("--floor-server", nargs=3, metavar=("SIM_URL", "READY_FILE", "CLIENT"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor-server", nargs=3, metavar=("SIM_URL", "READY_FILE", "NAME"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
     if args.floor_server:
-        sim_url, ready, client = args.floor_server
-        asyncio.run(serve_floor(sim_url, args.jobs_api, Path(ready), client))
+        sim_url, ready, name = args.floor_server
+        asyncio.run(serve_floor(sim_url, args.jobs_api, Path(ready), name))
         return
     if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
         parser.error("--rounds, --probes and --concurrency must be at least 1")
