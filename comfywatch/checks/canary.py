@@ -215,7 +215,8 @@ class CanaryRunner:
                     result.server_seconds = follower.server_seconds
             if ws is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(ws.close(), 1.0)
+                    async with asyncio.timeout(1.0):
+                        await ws.close()
             if result.prompt_id is not None:
                 await self._cleanup(result, cancel=not finished)
         if result.ok:

@@ -876,10 +876,12 @@ class Daemon:
             await asyncio.wait(pending, timeout=2.0)
         for runtime in list(self.runtimes.values()):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(runtime.close(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await runtime.close()
         self.runtimes.clear()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.sessions.close(), timeout=1.0)
+            async with asyncio.timeout(1.0):
+                await self.sessions.close()
         await self._stop_server()
         # The process's collector as the daemon found it: a program that embeds the daemon gets its garbage
         # cycles collected again.

@@ -116,7 +116,8 @@ class WebSocketMonitor:
                     self.state.queue_tracker.progress(event.prompt_id, time.time())
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await ws.close()
             raise
         except Exception as exc:
             # A peer cut off for flooding is counted; any other close is a restart or a network failure,
@@ -126,7 +127,8 @@ class WebSocketMonitor:
             # Any receive failure means the socket is gone or unusable; close it in case it is only the
             # latter, or each reconnect would leave one more connection (and its fd and tasks) behind.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(ws.close(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await ws.close()
         self.state.websocket_connected = 0.0
         self.state.monitor_forwarded = False
         self.state.monitor_connection += 1  # whatever was counted on the old socket no longer vouches

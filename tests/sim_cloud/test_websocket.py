@@ -12,8 +12,10 @@ from aiohttp import web
 
 from comfywatch.errors import Reason, classify_execution_error
 from comfywatch.sim.cloud.app import create_cloud_app
+from comfywatch.sim.cloud.jobs import PromptPlan, check_prompt
 from comfywatch.sim.cloud.model import SimCloud
-from tests.sim_cloud import KEY, OTHER_KEY, Served, serve, submit, ws_errors
+from tests.conftest import TIMEOUT_FACTOR
+from tests.sim_cloud import CANARY, KEY, OTHER_KEY, Served, serve, submit, ws_errors
 
 
 @pytest.fixture
@@ -157,3 +159,28 @@ async def test_shutdown_closes_open_sockets() -> None:
             closing = await ws.receive()
         assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
     assert sim.snapshot()["ws_connections"] == 0
+
+
+async def test_an_event_as_the_app_stops_does_not_keep_the_cleanup_waiting() -> None:
+    """The clock task is cancelled in the same loop turn as an event wakes it: the cleanup still ends."""
+    sim = SimCloud(api_keys=[KEY])
+    owner = sim.owner_for_key(KEY)
+    plan = check_prompt(CANARY)
+    assert owner is not None and isinstance(plan, PromptPlan)
+    app = create_cloud_app(sim)
+
+    async def submit_as_the_app_stops(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        # Cleanup contexts exit in reverse order with no await between them: the event this submit publishes
+        # wakes the clock task just before the simulator's own context cancels it.
+        sim.submit(owner, plan)
+
+    app.cleanup_ctx.append(submit_as_the_app_stops)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    # A task of its own: a deadline on this one could be swallowed by the very wait it is meant to end.
+    cleanup = asyncio.create_task(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=5 * TIMEOUT_FACTOR)
+    assert cleanup in done, "the cleanup still waits for the clock task"
+    cleanup.result()

@@ -440,7 +440,8 @@ async def _ticker(sim: SimCloud, hub: _Hub) -> None:
         due = sim.next_due_ms()
         delay = 1.0 if due is None else min(1.0, max(0.001, (due - sim.clock()) / 1000))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hub.wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await hub.wake.wait()
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -561,7 +561,8 @@ class SimServer:
             self._changed.clear()
             start = loop.time()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 return
             remaining -= loop.time() - start
