@@ -56,6 +56,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from scale import stop_children_on_sigterm
 from websockets.asyncio.client import connect
 
 from comfywatch.checks.canary import CanaryResult, CanaryRunner
@@ -308,6 +309,7 @@ def main() -> None:
     parser.add_argument("--round-trips", action="store_true",
                         help="time the two required requests alone, bare and through comfywatch's client")
     args = parser.parse_args()
+    stop_children_on_sigterm()
     # The runner logs a debug line per success: keep the benchmark's own output readable (and cheap).
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 

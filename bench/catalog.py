@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scale import stop_children_on_sigterm
+
 from comfywatch.checks import catalog as catalog_check
 from comfywatch.checks.context import build_context
 from comfywatch.config import Config, TargetConfig
@@ -107,6 +109,7 @@ def main() -> int:
     parser.add_argument("--workflows", type=int, default=10)
     parser.add_argument("--port", type=int, default=18911)
     args = parser.parse_args()
+    stop_children_on_sigterm()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(FIXTURES), str(args.port)],
                               stdout=subprocess.PIPE, text=True)
     try:

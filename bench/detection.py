@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from scale import stop_children_on_sigterm
 
 
 def _value(url: str, name: str) -> float | None:
@@ -124,6 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    stop_children_on_sigterm()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from scale import WARM_CHECKS, fleet_config, scrape, simulator, warm_up_seconds
+from scale import WARM_CHECKS, fleet_config, scrape, simulator, stop_children_on_sigterm, warm_up_seconds
 
 from comfywatch.daemon.fdlimit import raise_soft_limit
 from comfywatch.daemon.service import Daemon
@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    stop_children_on_sigterm()
     results = asyncio.run(run_all(args))
     print_human(results)
     if args.json:

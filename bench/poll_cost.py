@@ -42,7 +42,7 @@ from pathlib import Path
 import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from scale import comfywatch, cpu_split, fleet_config, scrape, simulator, warm_up
+from scale import comfywatch, cpu_split, fleet_config, scrape, simulator, stop_children_on_sigterm, warm_up
 
 from comfywatch.daemon.fdlimit import raise_soft_limit
 
@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--websocket-monitor", choices=("on", "off", "both"), default="on")
     args = parser.parse_args()
     raise_soft_limit()  # for the simulator
+    stop_children_on_sigterm()
     results: dict[str, object] = {"interval_s": args.interval, "cycles": args.cycles, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="comfywatch-pollcost-") as tmp, \
             simulator(Path(tmp), max(args.targets)) as sim:

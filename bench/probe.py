@@ -52,7 +52,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from scale import REPO, blackbox_exporter, comfywatch, cpu_seconds, stop, wait_file
+from scale import REPO, blackbox_exporter, comfywatch, cpu_seconds, stop, stop_children_on_sigterm, wait_file
 from yarl import URL
 
 PROBE_CHECKS = ("system", "queue", "jobs")
@@ -390,6 +390,7 @@ def main() -> None:
         return
     if args.rounds < 1 or args.probes < 1 or args.concurrency < 1:
         parser.error("--rounds, --probes and --concurrency must be at least 1")
+    stop_children_on_sigterm()
     with tempfile.TemporaryDirectory(prefix="comfywatch-probe-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
         sim_process, sim_url = stack.enter_context(simulator(workdir, args.jobs_api))

@@ -106,6 +106,12 @@ def wait_file(path: Path, process: subprocess.Popen[bytes], timeout: float = 60.
     raise RuntimeError(f"{path} not written within {timeout}s")
 
 
+def stop_children_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, a cancelled job) unwind the bench as Ctrl-C does, so that the ``finally``
+    blocks stop the simulators, daemons and exporters it started instead of leaving them running."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -559,6 +565,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cycles < 2:
         parser.error("--cycles must be at least 2")
+    stop_children_on_sigterm()
     summary = run_all(args)
     print_human(summary)
     if args.json:

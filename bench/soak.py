@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from scale import stop_children_on_sigterm
 
 FAULTS = ["down", "slow", "stall", "worker_dead", "execution_error", "oom", "http_401", "http_500",
           "http_502_html", "garbage_json", "huge_body", "restart", "ws_no_upgrade"]
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=20)
     parser.add_argument("--interval", default="1s")
     args = parser.parse_args()
+    stop_children_on_sigterm()
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
