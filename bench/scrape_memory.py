@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
-from scale import REPO, comfywatch, fleet_config, rss_bytes, scrape, simulator
+from scale import REPO, comfywatch, fleet_config, rss_bytes, scrape, simulator, stop_children_on_sigterm
 
 MB = 2**20
 INTERVAL = 15.0
@@ -113,6 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.scrapes < 2:
         parser.error("--scrapes must be at least 2 (one plain, one gzip)")
+    stop_children_on_sigterm()
     trees = [REPO] + ([args.against.resolve()] if args.against else [])
     runs: list[Run] = []
     print(f"{args.targets} targets, {args.warm} intervals of {INTERVAL:g} s scraped once, then {args.scrapes} "
