@@ -682,6 +682,12 @@ def url_problem(url: str) -> str | None:
         _ = parts.port
     except ValueError:
         return "invalid port"
+    try:
+        # What the HTTP client will connect to: yarl refuses some hosts urlsplit accepts (a zero-width space,
+        # an empty IDNA label), and a target that passed here must not fail only when its client is built.
+        _ = URL(url_without_userinfo(url)).host
+    except ValueError:  # UnicodeError included
+        return "host is not a valid host name"
     return None
 
 

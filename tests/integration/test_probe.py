@@ -295,6 +295,10 @@ async def test_userinfo_in_the_target_becomes_basic_auth(
         ({"module": "local"}, "target must be an http(s) URL"),
         ({"target": "ftp://127.0.0.1/x", "module": "local"}, "target must be an http(s) URL"),
         ({"target": "http://user:hunter2@127.0.0.1:99999", "module": "local"}, "target has an invalid port"),
+        # Hosts the HTTP client cannot use: a zero-width space, fullwidth dots, an empty IDNA label.
+        ({"target": "http://user:hunter2@a\u200bb:1/", "module": "local"}, "target is not a usable URL"),
+        ({"target": "http://user:hunter2@\uff0e\uff0e/", "module": "local"}, "target is not a usable URL"),
+        ({"target": "http://user:hunter2@xn--:1/", "module": "local"}, "target is not a usable URL"),
         ({"target": "http://127.0.0.1:1", "module": "nope"}, "unknown module 'nope'"),
         ({"target": "http://127.0.0.1:1", "module": "cloudy"}, "only local modules can be probed"),
     ],

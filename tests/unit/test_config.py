@@ -195,6 +195,9 @@ class TestTargets:
             ('[[targets]]\nname = "a"\nurl = "ftp://a"\n', "targets[0]: url: expected http:// or https:// with a host"),
             ('[[targets]]\nname = "a"\nurl = "http://"\n', "targets[0]: url: expected http:// or https:// with a host"),
             ('[[targets]]\nname = "a"\nurl = "http://a:99999"\n', "targets[0]: url: invalid port"),
+            # Hosts urlsplit accepts and the HTTP client refuses: a zero-width space, an empty IDNA label.
+            ('[[targets]]\nname = "a"\nurl = "http://a\\u200bb:1"\n', "targets[0]: url: host is not a valid host name"),
+            ('[[targets]]\nname = "a"\nurl = "http://xn--/"\n', "targets[0]: url: host is not a valid host name"),
             (
                 '[[targets]]\nname = "a"\nkind = "remote"\nurl = "http://a"\n',
                 "targets[0].kind: Input should be 'local' or 'cloud'",
@@ -755,6 +758,7 @@ class TestHelpers:
             (f"ftp://u:{SECRET}@h", "--url: expected http:// or https:// with a host, e.g. http://127.0.0.1:8188"),
             (f"http://u:{SECRET}@127.0.0.1:99999", "--url: invalid port"),
             ("http://[::1", "--url: not a valid URL"),
+            (f"http://u:{SECRET}@\uff0e\uff0e:8188", "--url: host is not a valid host name"),
         ],
     )
     def test_bad_url_option(self, url: str, problem: str) -> None:

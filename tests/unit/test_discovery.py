@@ -74,6 +74,17 @@ def test_unusable_urls_and_names_are_refused(tmp_path: Path) -> None:
     ]
 
 
+def test_a_host_the_http_client_cannot_use_is_refused(tmp_path: Path) -> None:
+    """A host urlsplit accepts and the HTTP client refuses (a zero-width space) is a problem naming the entry,
+    as in a config file; the other target still loads."""
+    targets, problems = discovered(tmp_path, [
+        {"targets": ["http://a\u200bb:1"], "labels": {"name": "zero-width"}},
+        {"targets": ["127.0.0.1:2"], "labels": {"name": "fine"}},
+    ])
+    assert [name for name, _, _ in targets] == ["fine"]
+    assert problems == ["[0].targets[0]: url: host is not a valid host name"]
+
+
 def test_a_label_name_with_a_line_break_is_refused(tmp_path: Path) -> None:
     """A label name ending in a line break (which would split the exposition line) is a problem naming the
     group; the other group still loads."""
