@@ -160,6 +160,7 @@ class _RequestSecrets:
         self._lock = threading.Lock()
         self.secrets = inherited
         self.longest_first = _longest_first(inherited)
+        self.longest = max(map(len, inherited), default=0)
 
     def add(self, forms: frozenset[str]) -> None:
         # Tasks and threads the request starts share this object (they copy the context).
@@ -168,6 +169,7 @@ class _RequestSecrets:
                 return
             self.secrets = self.secrets | forms
             self.longest_first = _longest_first(self.secrets)
+            self.longest = max(map(len, self.secrets), default=0)
 
 
 _REQUEST: ContextVar[_RequestSecrets | None] = ContextVar("comfywatch_request_secrets", default=None)
@@ -185,6 +187,7 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
+        self._longest = 0
 
     def register(self, value: str) -> None:
         """Remember ``value`` (in all its forms) as a secret; later :meth:`scrub` calls replace it with ``***``.
@@ -217,6 +220,7 @@ class SecretRegistry:
     def _set(self, secrets: frozenset[str]) -> None:
         self._secrets = secrets
         self._pattern = re.compile("|".join(map(re.escape, _longest_first(secrets)))) if secrets else None
+        self._longest = max(map(len, secrets), default=0)
 
     @contextlib.contextmanager
     def request_scope(self) -> Iterator[None]:
@@ -240,17 +244,33 @@ class SecretRegistry:
         """How many strings the process-wide pattern holds (its size is the cost of every scrub)."""
         return len(self._secrets)
 
+    def longest_form(self) -> int:
+        """Length of the longest registered form (the current request's included); 0 when none is."""
+        request = _REQUEST.get()
+        return max(self._longest, request.longest if request is not None and request.owner is self else 0)
+
     def scrub(self, text: str) -> str:
         """Return ``text`` with every known secret and credential-shaped substring replaced by ``***``.
 
         Guarantee: no registered secret (the current request's included) occurs in the result, whatever
         surrounds it in ``text``.
         """
+        return self._scrub(text, shapes=True)
+
+    def scrub_known(self, text: str) -> str:
+        """Return ``text`` with every registered secret (the current request's included) replaced by ``***``.
+
+        The same guarantee as :meth:`scrub` without its shapes: for the strings a server sends, which are many
+        and short, and which leak a credential by echoing what they were sent.
+        """
+        return self._scrub(text, shapes=False)
+
+    def _scrub(self, text: str, *, shapes: bool) -> str:
         pattern = self._pattern
         request = _REQUEST.get()
         extra = request.longest_first if request is not None and request.owner is self else []
         for _ in range(_MAX_PASSES):
-            new = _mask_structure(text)
+            new = _mask_structure(text) if shapes else text
             if pattern is not None:
                 new = pattern.sub(MASK, new)
             for secret in extra:

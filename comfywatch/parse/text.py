@@ -2,9 +2,10 @@
 
 A server chooses every string it sends. JSON lets it send a lone surrogate (``"\\ud800"``), which no UTF-8
 encoder accepts, control characters (``"\\u001b[2J"`` clears a terminal), and strings of any length up to the
-body-size limit. Every string a parser keeps goes through :func:`clean` (or :func:`bounded`, which also counts
-a cut), so that whatever reaches a label, a log line, the status page or ``doctor`` output can be encoded,
-printed and stored without surprise.
+body-size limit, and it may echo the credentials it was sent. Every string a parser keeps goes through
+:func:`clean` (or :func:`bounded`, which also counts a cut), so that whatever reaches a label, a log line, the
+status page or ``doctor`` output can be encoded, printed and stored without surprise, and holds no known
+secret.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from typing import Final, TypeVar
+
+from comfywatch.redact import SECRETS
 
 __all__ = [
     "ELLIPSIS", "MAX_ARGS", "MAX_CHARS", "MAX_DEVICES", "TRUNCATIONS", "Cut", "bounded", "capped", "clean", "count_cut",
@@ -63,12 +66,21 @@ def sanitize(value: str) -> str:
 
 
 def clean(value: str, limit: int) -> tuple[str, bool]:
-    """(*value* sanitized and at most *limit* characters, whether it was cut). A cut value ends in ``…``."""
+    """(*value* sanitized, each registered secret in it masked, at most *limit* characters; whether it was cut).
+
+    A cut value ends in ``…``. Secrets are those of :data:`comfywatch.redact.SECRETS` (with the current
+    request's): a server that echoes the password, token or API key it was sent does not get it into a label,
+    the status page or ``doctor`` output.
+    """
     cut = len(value) > limit
     if cut:
-        # Cut first: sanitizing only what is kept costs the same for 20 MB as for 256 characters.
+        # Cut first: cleaning only what is kept costs the same for 20 MB as for 256 characters. The cut leaves
+        # as much as the longest secret beyond the bound, so that a secret across it is masked whole, not halved.
+        value = value[: limit + SECRETS.longest_form()]
+    value = SECRETS.scrub_known(sanitize(value))
+    if cut:
         value = value[: max(limit - 1, 0)] + ELLIPSIS
-    return sanitize(value), cut
+    return value, cut
 
 
 def count_cut(what: Cut) -> None:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.text import ELLIPSIS, MAX_CHARS, TRUNCATIONS, Cut, bounded, clean, sanitize
+from comfywatch.redact import MASK, register_secret, request_scope
 from tests.strategies import FUZZ
 
 #: Every code point, lone surrogates included (hypothesis leaves them out unless asked).
@@ -46,6 +47,25 @@ def test_clean_of_20_megabytes_is_cheap() -> None:
     """Only what is kept is sanitized: a 20 MB value costs no more than a short one."""
     text, cut = clean("\ud800" * 20_000_000, MAX_CHARS)
     assert cut and len(text) == MAX_CHARS and text.endswith(ELLIPSIS)
+
+
+def test_clean_masks_a_secret_the_server_echoes() -> None:
+    """A registered secret (here a request's own, as a /probe's password) is masked wherever a server string
+    carries it, clear or percent-encoded; outside the request it is forgotten and nothing is masked."""
+    with request_scope():
+        register_secret("S3cret/Passw0rd")
+        assert clean("posix S3cret/Passw0rd", MAX_CHARS) == (f"posix {MASK}", False)
+        assert clean("0.3.64 S3cret%2FPassw0rd", MAX_CHARS) == (f"0.3.64 {MASK}", False)
+    assert clean("posix S3cret/Passw0rd", MAX_CHARS) == ("posix S3cret/Passw0rd", False)
+
+
+def test_clean_masks_a_secret_across_the_cut_whole() -> None:
+    """A secret the bound would cut in two is masked whole before the cut: no part of it is kept."""
+    secret = "S3cretPassw0rd-0123456789"
+    with request_scope():
+        register_secret(secret)
+        text, cut = clean("x" * 250 + secret + "y" * 100, 256)
+    assert (text, cut) == ("x" * 250 + MASK + "yy" + ELLIPSIS, True)
 
 
 def test_bounded_counts_each_cut() -> None:
