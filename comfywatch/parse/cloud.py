@@ -85,6 +85,8 @@ KNOWN_BILLING_STATUSES = frozenset(
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SECRET_RE = re.compile(r"(comfyui-|cmy_|comfy_)[^\s\"',;]+|(?i:bearer)\s+[^\s\"',;]+")
 _DIGITS_RE = re.compile(r"-?[0-9]{1,20}")
+# Largest magnitude of an integer :func:`_int` and :func:`_number` accept: what they return ends up a float (a
+# metric), and a larger integer would not convert (OverflowError) where it is used.
 _MAX_FLOAT_INT = 10**300
 
 
@@ -430,15 +432,20 @@ def _opt_bool(value: object, path: str) -> bool | None:
 
 
 def _int(value: object, path: str) -> int:
+    """An integer (or integral float, or digit string) of at most :data:`_MAX_FLOAT_INT` in magnitude."""
     if isinstance(value, bool):
         raise ParseError(f"{path}: expected integer")
     if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _DIGITS_RE.fullmatch(value.strip()):
-        return int(value.strip())
-    raise ParseError(f"{path}: expected integer")
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _DIGITS_RE.fullmatch(value.strip()):
+        number = int(value.strip())
+    else:
+        raise ParseError(f"{path}: expected integer")
+    if abs(number) > _MAX_FLOAT_INT:
+        raise ParseError(f"{path}: number out of range")
+    return number
 
 
 def _opt_int(value: object, path: str) -> int | None:

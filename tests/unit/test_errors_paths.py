@@ -7,16 +7,19 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from comfywatch.checks.cloud import check_features, check_queue
+from comfywatch.checks.context import TargetContext, build_context
 from comfywatch.clients.cloud import CloudApi, RetryAfterActive
 from comfywatch.clients.http import ClientSettings, HttpClient, RequestFailed
 from comfywatch.clients.local import LocalApi
+from comfywatch.config import DEFAULT_CLOUD_URL, Config, TargetConfig
 from comfywatch.errors import Reason
 from comfywatch.parse.cloud import MAX_TEXT, parse_job_detail
 from comfywatch.parse.jobs import parse_jobs
@@ -156,6 +159,36 @@ async def test_cloud_pauses_for_an_http_date_or_seconds_at_most_an_hour(header: 
         with pytest.raises(RetryAfterActive):
             await api.user()
     assert answer.requests == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A Cloud integer too large for a float is a bad answer like any other: every number ends up a float (a metric),
+# so the parser refuses it rather than leave the check that exports it to crash.
+
+HUGE = 10**400
+
+
+@pytest.mark.parametrize(("check", "endpoint", "body"), [
+    (check_features, "features", {"max_concurrent_jobs": HUGE}),
+    (check_queue, "queue", {"queue_running": [[HUGE, "p1", {}, [], {"create_time": 1700000000000}]],
+                            "queue_pending": []}),
+], ids=["features", "queue"])
+async def test_a_cloud_integer_no_float_can_hold_is_a_counted_invalid_response(
+        check: Callable[[TargetContext], Awaitable[None]], endpoint: str, body: dict[str, Any]) -> None:
+    """The features and queue checks fail with an ``invalid_response`` RequestFailed (not an OverflowError)
+    when Comfy Cloud sends a 401-digit integer, and the failure is counted for the endpoint."""
+    observer = Failures()
+    runtime = build_context(Config(), TargetConfig(name="cloud", kind="cloud", url=DEFAULT_CLOUD_URL),
+                            env={"COMFYWATCH_CLOUD_API_KEY": "comfyui-" + "0" * 64})
+    try:
+        async with answering(Answer(200, body), observer) as http:
+            runtime.cloud = CloudApi(http)
+            with pytest.raises(RequestFailed) as failed:
+                await check(runtime)
+    finally:
+        await runtime.close()
+    assert failed.value.failure.reason is Reason.INVALID_RESPONSE
+    assert observer.seen == [(endpoint, Reason.INVALID_RESPONSE)]
 
 
 # ---------------------------------------------------------------------------------------------------------

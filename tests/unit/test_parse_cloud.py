@@ -346,6 +346,19 @@ class TestQueueAndJobs:
         with pytest.raises(ParseError, match=r"queue_pending\[0\]\[1\]"):
             parse_cloud_queue({"queue_pending": [[1, 2]]})
 
+    @pytest.mark.parametrize(
+        "big", [10**400, -(10**400), 10**300 + 1, 1e305], ids=["huge", "-huge", "bound+1", "integral-float"]
+    )
+    def test_integers_a_float_cannot_hold_are_refused(self, big: int | float) -> None:
+        """An integer beyond 10**300 in magnitude (the bound balances' numbers have too) is a ParseError naming
+        its field, in /api/features and in a /api/queue item; 10**300 itself parses and converts to a float."""
+        with pytest.raises(ParseError, match=r"max_concurrent_jobs: number out of range"):
+            parse_features({"max_concurrent_jobs": abs(big)})
+        with pytest.raises(ParseError, match=r"queue_running\[0\]\[0\]: number out of range"):
+            parse_cloud_queue({"queue_running": [[big, JOB_ID]], "queue_pending": []})
+        limit = parse_cloud_queue({"queue_pending": [[10**300, JOB_ID]]}).pending[0].number
+        assert float(limit) == 1e300
+
     def test_prompt_info_and_submit(self) -> None:
         """GET /api/prompt gives queue_remaining; a 200 submit gives the prompt id."""
         assert parse_queue_remaining({"exec_info": {"queue_remaining": 4}}) == 4
