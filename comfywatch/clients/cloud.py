@@ -244,11 +244,9 @@ async def fetch_unauthenticated(http: HttpClient, location: str) -> HttpResult:
     The body is read whole: to its declared length (``output_invalid`` when the connection ends before it) or,
     without one, to the connection's end; either way at most the client's ``max_body_size``.
     """
-    url = URL(location)
-    if not url.is_absolute():
-        url = http.base.join(url)
     started = time.perf_counter()
     try:
+        url = _redirect_url(http, location)
         async with aiohttp.ClientSession(trust_env=False) as session, session.get(
             url, timeout=aiohttp.ClientTimeout(total=http.settings.timeout), allow_redirects=False
         ) as response:
@@ -263,6 +261,22 @@ async def fetch_unauthenticated(http: HttpClient, location: str) -> HttpResult:
     if failure is not None:
         raise RequestFailed(failure, "view")
     return result
+
+
+def _redirect_url(http: HttpClient, location: str) -> URL:
+    """A redirect's *location* as an absolute URL (relative to the API's base).
+
+    The Location comes from the server: none, or one that is not a URL (``http://[x``), is a bad answer (an empty
+    one would fetch the API's base instead), and its text, a signed URL's, is left out of the failure.
+    """
+    if not location.strip():
+        raise RequestFailed(Failure(Reason.INVALID_RESPONSE, "the view redirect has no Location"), "view")
+    try:
+        url = URL(location)
+        return url if url.is_absolute() else http.base.join(url)
+    except ValueError:
+        raise RequestFailed(Failure(Reason.INVALID_RESPONSE, "the view redirect's Location is not a valid URL"),
+                            "view") from None
 
 
 async def _read_whole(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from comfywatch.clients.cloud import fetch_unauthenticated
+from comfywatch.clients.cloud import CloudApi, fetch_unauthenticated
 from comfywatch.clients.http import ClientSettings, HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import Reason
 
@@ -93,3 +93,38 @@ async def test_a_body_over_the_cap_is_refused(declared: int | None) -> None:
             await fetch(answer, max_body_size=100_000)
     assert failed.value.failure.reason is Reason.INVALID_RESPONSE
     assert failed.value.failure.detail == "response body larger than 100000 bytes"
+
+
+@contextlib.asynccontextmanager
+async def redirecting(location: str) -> AsyncIterator[HttpClient]:
+    """An :class:`HttpClient` for a loopback ``/api/view`` that answers 302 to *location*."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout=10.0))
+    try:
+        yield http
+    finally:
+        await http.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("location", ["http://[x", "http://[::1", "http://127.0.0.1:99999/a.png", ""])
+async def test_a_redirect_to_an_unparsable_location_is_invalid_response(location: str) -> None:
+    """``/api/view``'s 302 to a Location that is not a URL, or to none, makes ``CloudApi.view`` raise an
+    ``invalid_response`` RequestFailed for ``view`` whose detail leaves the Location out, not a bare ValueError
+    (nor a fetch of the API's base)."""
+    async with redirecting(location) as http:
+        with pytest.raises(RequestFailed) as failed:
+            await CloudApi(http).view("a.png", "", "temp")
+    assert (failed.value.failure.reason, failed.value.endpoint) == (Reason.INVALID_RESPONSE, "view")
+    assert not location or location not in failed.value.failure.detail
