@@ -366,7 +366,7 @@ async def judge_queue(report: TargetReport, ctx: TargetContext) -> IdleQueue | N
     except RequestFailed as failed:
         report.add(_fail("server.queue", failed.failure))
         return None
-    running, pending = len(snapshot.running), len(snapshot.pending)
+    running, pending = snapshot.running_count, snapshot.pending_count
     if pending and not running:
         report.add(CheckResult("server.queue", "warn", f"{pending} pending and nothing running",
                                DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK], {"running": running, "pending": pending}))
@@ -391,10 +391,10 @@ async def stuck_queue(ctx: TargetContext, idle: IdleQueue) -> CheckResult | None
         snapshot = (await queue_check.observe(ctx)).snapshot
     except RequestFailed:
         return None
-    if snapshot.running or idle.pending.isdisjoint(item.prompt_id for item in snapshot.pending):
+    if snapshot.running_count or idle.pending.isdisjoint(item.prompt_id for item in snapshot.pending):
         return None
     waited = time.monotonic() - idle.read_at
-    pending = len(snapshot.pending)
+    pending = snapshot.pending_count
     return CheckResult("canary.run", "fail", f"not run: the worker is not consuming the queue ({pending} jobs still "
                        f"pending after {waited:.1f} s with nothing running): a canary would wait behind them",
                        DIAGNOSIS_HINTS[Diagnosis.WORKER_STUCK],

@@ -101,22 +101,25 @@ class LocalApi:
         return entry  # type: ignore[no-any-return]
 
     async def in_flight(self, prompt_id: str) -> bool:
-        """True while *prompt_id* is running or pending (the canary's "lost" check)."""
+        """True while *prompt_id* is running or pending (the canary's "lost" check), or may be: among the entries
+        of a queue too long to read whole."""
         snapshot = await self.queue()
-        return any(i.prompt_id == prompt_id for i in (*snapshot.running, *snapshot.pending))
+        return (snapshot.running_unread > 0 or snapshot.pending_unread > 0
+                or any(i.prompt_id == prompt_id for i in (*snapshot.running, *snapshot.pending)))
 
     async def cancel_own(self, prompt_id: str) -> None:
         """Cancel only *prompt_id*: delete it if pending, targeted interrupt if running."""
         snapshot = await self.queue()
-        if any(i.prompt_id == prompt_id for i in snapshot.pending):
-            await self.delete_pending([prompt_id])
-        elif any(i.prompt_id == prompt_id for i in snapshot.running):
+        if any(i.prompt_id == prompt_id for i in snapshot.running):
             await self.interrupt(prompt_id)
+        elif snapshot.pending_unread > 0 or any(i.prompt_id == prompt_id for i in snapshot.pending):
+            # Among unread entries it may be pending: deleting an id the queue does not hold changes nothing.
+            await self.delete_pending([prompt_id])
 
     async def busy(self) -> tuple[int, int]:
         """(running, pending) right now."""
         snapshot = await self.queue()
-        return len(snapshot.running), len(snapshot.pending)
+        return snapshot.running_count, snapshot.pending_count
 
     async def jobs(self, limit: int) -> JobsPage:
         # No sort_by: local ComfyUI answers 400 to anything but "created_at"/"execution_duration" (Comfy

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from comfywatch.export.exposition import MetricDef
+from comfywatch.parse.queue import MAX_QUEUE_ITEMS
 from comfywatch.parse.text import MAX_ARGS, MAX_CHARS, MAX_DEVICES
 
 __all__ = ["ALL", "CLOUD", "DAEMON", "PROBE", "TARGET"]
@@ -178,8 +179,8 @@ RELOAD_TIMESTAMP = MetricDef(
 SHARD_INFO = MetricDef("comfywatch_shard_info", "info", "This replica's shard.", ("shard", "shards"))
 TRUNCATIONS = MetricDef(
     "comfywatch_truncations_total", "counter",
-    f"Server values cut to their bound: strings longer than {MAX_CHARS} characters, devices beyond {MAX_DEVICES} "
-    f"and command-line arguments beyond {MAX_ARGS} per target.",
+    f"Server values cut to their bound: strings longer than {MAX_CHARS} characters, devices beyond {MAX_DEVICES}, "
+    f"command-line arguments beyond {MAX_ARGS} per target and queue entries beyond {MAX_QUEUE_ITEMS} per list.",
     ("what",),
 )
 ENCODE_FAILURES = MetricDef(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from comfywatch.errors import ParseError
 from comfywatch.parse.shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
-from comfywatch.parse.text import bounded
+from comfywatch.parse.text import Cut, bounded, capped
 
-__all__ = ["QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
+__all__ = ["MAX_QUEUE_ITEMS", "QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
+
+#: Entries read of each list of ``/queue``; the rest are counted, not read. A target keeps what it read until
+#: its next poll (job ages, stalls), so a queue of millions of entries would cost its daemon gigabytes and
+#: seconds of every poll. ComfyUI's pending list is a heap on the job number: its first entries hold the next
+#: and the longest-waiting jobs.
+MAX_QUEUE_ITEMS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +33,20 @@ class QueueItem:
 
 @dataclass(frozen=True, slots=True)
 class QueueSnapshot:
+    """The entries read of each list (at most :data:`MAX_QUEUE_ITEMS`) and how many more each list had."""
+
     running: tuple[QueueItem, ...]
     pending: tuple[QueueItem, ...]
+    running_unread: int = 0
+    pending_unread: int = 0
+
+    @property
+    def running_count(self) -> int:
+        return len(self.running) + self.running_unread
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.pending) + self.pending_unread
 
 
 def _extra_create_time(extra: Any) -> tuple[str | None, int | None]:
@@ -61,9 +79,13 @@ def parse_queue(body: Any) -> QueueSnapshot:
     root = as_map(body, "$")
     running = as_list(root.get("queue_running"), "queue_running")
     pending = as_list(root.get("queue_pending"), "queue_pending")
+    read_running = capped(running, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
+    read_pending = capped(pending, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
     return QueueSnapshot(
-        running=tuple(_item(v, f"queue_running[{i}]") for i, v in enumerate(running)),
-        pending=tuple(_item(v, f"queue_pending[{i}]") for i, v in enumerate(pending)),
+        running=tuple(_item(v, f"queue_running[{i}]") for i, v in enumerate(read_running)),
+        pending=tuple(_item(v, f"queue_pending[{i}]") for i, v in enumerate(read_pending)),
+        running_unread=len(running) - len(read_running),
+        pending_unread=len(pending) - len(read_pending),
     )
 
 

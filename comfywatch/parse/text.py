@@ -49,6 +49,8 @@ class Cut(StrEnum):
     DEVICES = "devices"
     #: Command-line arguments of ``/system_stats`` beyond :data:`MAX_ARGS`.
     ARGV = "argv"
+    #: Entries of a ``/queue`` list beyond ``comfywatch.parse.queue.MAX_QUEUE_ITEMS``.
+    QUEUE_ITEMS = "queue_items"
 
 
 T = TypeVar("T")

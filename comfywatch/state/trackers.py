@@ -90,7 +90,7 @@ class QueueTracker:
                 first = min(first, item.create_time_ms / 1000.0 - clock_offset)
             oldest = max(oldest, now - first)
 
-        if snapshot.pending and not snapshot.running:
+        if snapshot.pending_count and not snapshot.running_count:
             self._idle_streak += 1
         else:
             self._idle_streak = 0
@@ -98,8 +98,8 @@ class QueueTracker:
         stalled = running is not None and now - quiet_since >= self.stall_after
         self._last_poll = now
         return QueueView(
-            running=len(snapshot.running),
-            pending=len(snapshot.pending),
+            running=snapshot.running_count,
+            pending=snapshot.pending_count,
             running_prompt_id=self._running_id,
             running_seconds=max(0.0, running_seconds),
             oldest_pending_seconds=max(0.0, oldest),

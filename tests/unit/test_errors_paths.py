@@ -23,6 +23,7 @@ from comfywatch.config import DEFAULT_CLOUD_URL, Config, TargetConfig
 from comfywatch.errors import Reason
 from comfywatch.parse.cloud import MAX_TEXT, parse_job_detail
 from comfywatch.parse.jobs import parse_jobs
+from comfywatch.parse.queue import MAX_QUEUE_ITEMS
 from tests.fixtures import load_json
 
 
@@ -220,3 +221,24 @@ def test_a_failed_job_has_the_same_reason_locally_and_on_cloud(exception_type: s
     local = parse_jobs({"jobs": [{"id": "a", "status": "failed", "execution_error": error}]}).jobs[0]
     cloud = parse_job_detail({"id": "a", "status": "error", "create_time": 1755684000, "execution_error": error})
     assert (local.failure_reason, cloud.failure_reason) == (reason, reason)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A queue too long to read whole: the canary's own prompt may be among the entries not read.
+
+
+@pytest.mark.parametrize(("pending", "in_flight", "requests"), [
+    (MAX_QUEUE_ITEMS, False, 2),
+    (MAX_QUEUE_ITEMS + 1, True, 3),
+], ids=["read-whole", "longer-than-read"])
+async def test_a_prompt_among_unread_queue_entries_is_in_flight_and_deleted(
+        pending: int, in_flight: bool, requests: int) -> None:
+    """A queue read whole without the canary's prompt means it is gone, and cancelling it asks nothing more; a
+    queue with entries left unread may hold it: it counts as in flight (not lost), and cancelling it deletes it."""
+    answer = Answer(200, {"queue_running": [], "queue_pending": [[index, f"p{index}", {}, {}, []]
+                                                                 for index in range(pending)]})
+    async with answering(answer) as http:
+        api = LocalApi(http)
+        assert await api.in_flight("canary-prompt") is in_flight
+        await api.cancel_own("canary-prompt")
+    assert answer.requests == requests
