@@ -26,9 +26,9 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from comfywatch.errors import (
@@ -64,6 +64,8 @@ EXPIRY_WARN_DAYS: Final = 14.0
 _CLOSE_GRACE_S: Final = 1.0
 
 Step = Literal["dns", "tcp", "tls"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,38 +198,74 @@ def _days_left(not_after: float | None, now: float) -> float | None:
 
 
 def cert_info_from_der(der: bytes, *, now: float) -> CertInfo | None:
-    """Parse a DER certificate with ``cryptography``; None if it is not installed or cannot parse it."""
+    """Parse a DER certificate with ``cryptography``; None if it is not installed or cannot parse it at all.
+
+    ``cryptography`` decodes the names and extensions only when they are read, and rejects what it finds
+    malformed (an invalid GeneralName in any extension, an extension listed twice, a name that is not valid
+    UTF-8) although OpenSSL loads the certificate and completes the handshake with it. Each part is read on its
+    own, so that a malformed one is reported as unknown (``None``; no ``sans`` when the extensions do not
+    parse) and the validity period, which is what the expiry metric needs, is still read.
+    """
     try:
         # optional at runtime (a dev dependency so far); the ignores keep mypy quiet where it is absent
         from cryptography import x509  # type: ignore[import-not-found,unused-ignore]
-        from cryptography.exceptions import InvalidSignature  # type: ignore[import-not-found,unused-ignore]
+        from cryptography.exceptions import (  # type: ignore[import-not-found,unused-ignore]
+            InvalidSignature,
+            UnsupportedAlgorithm,
+        )
         from cryptography.x509.oid import NameOID  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return None
+    # What cryptography raises for DER it cannot parse or does not support (its own classes are not ValueErrors).
+    # Anything else would be a bug here, not a hostile certificate, and should be seen as one.
+    malformed: tuple[type[Exception], ...] = (
+        ValueError,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        x509.InvalidVersion,
+        UnsupportedAlgorithm,
+    )
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
+    except malformed:
         return None
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+
+    def read(part: Callable[[], _T]) -> _T | None:
+        try:
+            return part()
+        except malformed:
+            return None
+
+    not_after = read(lambda: cert.not_valid_after_utc.timestamp())
+    not_before = read(lambda: cert.not_valid_before_utc.timestamp())
+    subject = read(lambda: cert.subject)
+    issuer = read(lambda: cert.issuer)
+    cns = read(lambda: subject.get_attributes_for_oid(NameOID.COMMON_NAME)) if subject is not None else None
     subject_cn = _text(cns[0].value) if cns else None
-    sans: list[str] = []
-    with contextlib.suppress(x509.ExtensionNotFound):
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans += san.get_values_for_type(x509.DNSName)
-        sans += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    self_signed = False
-    if cert.issuer == cert.subject:
+
+    def names() -> list[str]:
+        found: list[str] = []
+        with contextlib.suppress(x509.ExtensionNotFound):
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            found += san.get_values_for_type(x509.DNSName)
+            found += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+        return found
+
+    def signed_by_itself() -> bool:
         try:
             cert.verify_directly_issued_by(cert)
-            self_signed = True
-        except (ValueError, TypeError, InvalidSignature):
-            pass
-    not_after = cert.not_valid_after_utc.timestamp()
+        except (ValueError, TypeError, InvalidSignature):  # not its own signature, or a key type that cannot sign
+            return False
+        return True
+
+    self_signed: bool | None = None  # unknown when the names do not parse or the algorithm is not supported
+    if subject is not None and issuer is not None:
+        self_signed = read(signed_by_itself) if issuer == subject else False
     return CertInfo(
         subject_cn=subject_cn,
-        sans=tuple(sans),
-        issuer=cert.issuer.rfc4514_string(),
-        not_before=cert.not_valid_before_utc.timestamp(),
+        sans=tuple(read(names) or ()),
+        issuer=read(issuer.rfc4514_string) if issuer is not None else None,
+        not_before=not_before,
         not_after=not_after,
         days_left=_days_left(not_after, now),
         self_signed=self_signed,

@@ -7,22 +7,27 @@ import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from comfywatch.checks import network
+from comfywatch.checks.context import build_context
 from comfywatch.clients.net import (
     CertInfo,
+    cert_info_from_der,
     cert_info_from_dict,
     probe_url,
     resolve,
     tcp_connect,
     tls_handshake,
 )
+from comfywatch.config import Config, TargetConfig
 from comfywatch.errors import Reason, TcpDetail, TlsProblem
 from tests.certs import EXPIRED_DAYS_AGO, NOT_YET_VALID_IN_DAYS, VALID_DAYS, CertBundle, CertPair, make_certs
 from tests.ports import closed_port
@@ -66,6 +71,47 @@ def silent_listener(backlog: int = 8) -> Iterator[socket.socket]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(backlog)
         yield sock
+
+
+# Extension OIDs, and extension values in DER that cryptography rejects although OpenSSL loads the certificate
+# (it does not decode IssuerAltName at all) and serves it.
+SAN_OID = "2.5.29.17"
+IAN_OID = "2.5.29.18"
+SAN_LOCALHOST = b"\x30\x0b\x82\x09localhost"  # GeneralNames: dNSName [2] "localhost"
+BAD_TAG_LOCALHOST = b"\x30\x0b\x89\x09localhost"  # the same under tag [9], which is no GeneralName choice
+X400_ADDRESS = b"\x30\x04\xa3\x02\x30\x00"  # an x400Address [3], a choice cryptography does not support
+
+
+def self_signed_der(extensions: Sequence[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    """A self-signed EC certificate for CN=localhost, valid from a day ago for ``VALID_DAYS`` days, carrying
+    ``extensions`` (dotted OID, DER value) verbatim; returns the certificate's DER and its key's PEM."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
+    )
+    for oid, value in extensions:
+        # an UnrecognizedExtension is written as given, so the malformed value is signed like any other
+        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), False)
+    cert = builder.sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.DER), key_pem
 
 
 class TestResolve:
@@ -374,6 +420,50 @@ class TestPureTls:
         )
 
 
+    @pytest.mark.parametrize(
+        ("extensions", "patch", "sans", "subject_cn", "self_signed"),
+        [
+            pytest.param([(SAN_OID, SAN_LOCALHOST), (IAN_OID, BAD_TAG_LOCALHOST)], None, (), "localhost", True,
+                         id="invalid-general-name-tag"),
+            pytest.param([(SAN_OID, X400_ADDRESS)], None, (), "localhost", True, id="unsupported-general-name"),
+            # the builder refuses an extension twice: IssuerAltName's OID is rewritten to SubjectAltName's
+            # afterwards, which breaks the signature (so the certificate is not self-signed any more)
+            pytest.param([(SAN_OID, SAN_LOCALHOST), (IAN_OID, SAN_LOCALHOST)],
+                         (b"\x06\x03\x55\x1d\x12", b"\x06\x03\x55\x1d\x11"), (), "localhost", False,
+                         id="duplicate-extension"),
+            # the common name (subject and issuer alike) made invalid UTF-8: neither name is known
+            pytest.param([(SAN_OID, SAN_LOCALHOST)], (b"\x0c\x09localhost", b"\x0c\x09\xfflocalhos"),
+                         ("localhost",), None, None, id="name-not-utf8"),
+        ],
+    )
+    def test_a_malformed_part_is_unknown_and_the_validity_still_read(
+        self,
+        extensions: list[tuple[str, bytes]],
+        patch: tuple[bytes, bytes] | None,
+        sans: tuple[str, ...],
+        subject_cn: str | None,
+        self_signed: bool | None,
+    ) -> None:
+        """cert_info_from_der on a certificate cryptography loads but cannot fully decode (a malformed or
+        unsupported GeneralName, an extension listed twice, a name that is not UTF-8) returns the validity
+        period and fingerprint, with only the facts of the malformed part unknown, instead of raising."""
+        pytest.importorskip("cryptography", reason="the certificates are built with cryptography")
+        der, _key = self_signed_der(extensions)
+        if patch is not None:
+            # the patch must hit, or the case tests nothing, and keep lengths, or the DER no longer loads at all
+            assert der.count(patch[0]) >= 1 and len(patch[0]) == len(patch[1])
+            der = der.replace(*patch)
+        now = time.time()
+        info = cert_info_from_der(der, now=now)
+        assert info is not None
+        assert info.not_after == pytest.approx(now + VALID_DAYS * DAY, abs=600)
+        assert info.not_before == pytest.approx(now - DAY, abs=600)
+        assert info.days_left == pytest.approx(VALID_DAYS, abs=0.01)
+        assert info.sha256_fingerprint == hashlib.sha256(der).hexdigest()
+        assert (info.sans, info.subject_cn, info.self_signed) == (sans, subject_cn, self_signed)
+        assert info.issuer == (None if subject_cn is None else "CN=localhost")
+
+
 class TestProbeUrl:
     async def test_https_runs_all_three_steps(self, certs: CertBundle) -> None:
         """An https URL is resolved, connected and handshaken; the report is ok with every step."""
@@ -467,6 +557,34 @@ class TestProbeUrl:
         """A URL without a supported scheme, host or valid port is a configuration error."""
         with pytest.raises(ValueError):
             await probe_url(url, timeout=OK_TIMEOUT)
+
+
+async def test_network_check_completes_against_a_certificate_with_a_malformed_extension(tmp_path: Path) -> None:
+    """A server presenting a certificate whose IssuerAltName holds an invalid GeneralName tag (OpenSSL serves
+    it, cryptography cannot decode the extensions): the daemon's network check completes without raising and
+    records the dns, connect and tls phases and the certificate's expiry; only its SANs are unknown."""
+    pytest.importorskip("cryptography", reason="the certificate is built with cryptography")
+    der, key_pem = self_signed_der([(SAN_OID, SAN_LOCALHOST), (IAN_OID, BAD_TAG_LOCALHOST)])
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    pair = CertPair(tmp_path / "bad-ian.pem", tmp_path / "bad-ian.key")
+    pair.cert.write_text(pem)
+    pair.key.write_bytes(key_pem)
+    async with serve(pair) as port:
+        runtime = build_context(Config(), TargetConfig(name="t", url=f"https://localhost:{port}/"))
+        try:
+            await network.run(runtime)  # raises on a failed probe, and so it did on the certificate
+            report = await network.observe(runtime)
+        finally:
+            await runtime.close()
+    phases = runtime.state.network_phases
+    assert phases is not None and set(phases) == {"dns", "connect", "tls"}
+    assert all(seconds is not None and seconds >= 0 for seconds in phases.values()), phases
+    assert runtime.state.tls_not_after == pytest.approx(time.time() + VALID_DAYS * DAY, abs=600)
+    # the facts outside the extensions are still read from the same certificate
+    assert report.tls is not None and report.tls.cert is not None
+    cert = report.tls.cert
+    assert (cert.subject_cn, cert.issuer, cert.self_signed, cert.sans) == ("localhost", "CN=localhost", True, ())
+    assert cert.sha256_fingerprint == hashlib.sha256(der).hexdigest()
 
 
 async def _accept_and_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
