@@ -29,7 +29,8 @@ _MAX_LINES: Final = 50_000
 _MAX_LINE: Final = 2_000
 _MAX_ERROR: Final = 300
 
-_CANNOT_IMPORT: Final = re.compile(r"Cannot import (.+?) module for custom nodes: (.*)")
+_CANNOT_IMPORT: Final = "Cannot import "
+_FOR_CUSTOM_NODES: Final = " module for custom nodes: "
 _TABLE_HEAD: Final = "Import times for custom nodes:"
 _TABLE_ROW: Final = re.compile(r"\s*\d+(?:\.\d+)? seconds( \(IMPORT FAILED\))?: (.+)")
 _EXTRA_FAILED: Final = re.compile(r"IMPORT FAILED: (\S.*)")
@@ -75,6 +76,24 @@ def _module(path: str) -> tuple[str, bool] | None:
     return None
 
 
+def _cannot_import(line: str) -> tuple[str, str] | None:
+    """``(path, error)`` of a ``Cannot import <path> module for custom nodes: <error>`` line, or None.
+
+    The answer of ``re.search(r"Cannot import (.+?) module for custom nodes: (.*)", line)`` for a line (no
+    ``"\\n"``), found with two scans of the line instead: that search retries the lazy path from every
+    "Cannot import " to the line's end, quadratic in a line that repeats it without the suffix. The first
+    "Cannot import " decides: a later one could only end at a suffix the first one also reaches.
+    """
+    start = line.find(_CANNOT_IMPORT)
+    if start < 0:
+        return None
+    path = start + len(_CANNOT_IMPORT)
+    end = line.find(_FOR_CUSTOM_NODES, path + 1)  # the path is not empty
+    if end < 0:
+        return None
+    return line[path:end], line[end + len(_FOR_CUSTOM_NODES) :]
+
+
 def _lines(body: object) -> list[str]:
     entries = as_list(as_map(body, "$").get("entries", []), "$.entries")
     lines: list[str] = []
@@ -101,11 +120,12 @@ def parse_server_log(body: object) -> ServerLog:
         if line.strip() == _TABLE_HEAD:
             startup_seen = in_table = True
             continue
-        if (cannot := _CANNOT_IMPORT.search(line)) is not None:
-            module = _module(cannot.group(1))
+        if (cannot := _cannot_import(line)) is not None:
+            path, error = cannot
+            module = _module(path)
             if module is not None:
                 failed.add(module)
-                errors[module] = bounded(cannot.group(2).strip(), _MAX_ERROR)
+                errors[module] = bounded(error.strip(), _MAX_ERROR)
             continue
         if in_table and (row := _TABLE_ROW.fullmatch(line)) is not None:
             module = _module(row.group(2))

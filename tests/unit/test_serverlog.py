@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from comfywatch.errors import ParseError
-from comfywatch.parse.serverlog import MAX_FAILURES, ImportFailure, parse_server_log
+from comfywatch.parse.serverlog import MAX_FAILURES, ImportFailure, _cannot_import, parse_server_log
 from tests.fixtures import load_json
 
 
@@ -68,3 +71,34 @@ def test_a_body_of_the_wrong_shape_is_a_parse_error(body: object) -> None:
 
 def test_entries_of_the_wrong_shape_are_skipped() -> None:
     assert parse_server_log({"entries": [1, None, {"m": 3}, {"t": "x"}]}).failures == ()
+
+
+def test_a_line_repeating_cannot_import_is_matched_in_linear_time() -> None:
+    """Lines of 16.8 MB repeating "Cannot import " (alone, or after the " module for custom nodes: " suffix)
+    are rejected, and one ending in the suffix is matched, each within pytest-timeout's 120 s.
+
+    Not a timing test: a regex search retrying ``(.+?)`` from every "Cannot import " is quadratic (7 s for
+    140 kB where measured), so at 120 times the length it would take about 28 hours, some 800 times the
+    timeout, while the two linear scans take milliseconds. The parser cuts its own lines at 2,000 characters,
+    too short for such a margin, so the line matcher is called directly."""
+    repeated = "Cannot import " * 1_200_000
+    assert _cannot_import(repeated) is None
+    assert _cannot_import(" module for custom nodes: " + repeated) is None
+    # the first "Cannot import " reaches the suffix: the path is everything up to it, as the lazy group had it
+    matched = _cannot_import(repeated + "/x module for custom nodes: boom")
+    assert matched == (repeated[len("Cannot import "):] + "/x", "boom")
+
+
+# The pattern the parser used to search each line with: _cannot_import must give the same groups.
+_REFERENCE = re.compile(r"Cannot import (.+?) module for custom nodes: (.*)")
+_FRAGMENTS = ["Cannot import ", "Cannot import", " module for custom nodes: ", "module for custom nodes:",
+              " module for custom nodes:", "/srv/custom_nodes/pack", "comfy_extras/nodes_audio.py", " ", "x", "é",
+              "\r", "\t", ": "]
+
+
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=12).map("".join))
+def test_cannot_import_lines_match_as_the_regex_search_did(line: str) -> None:
+    """For any line (the parser's lines never hold "\\n") made of the message's pieces, _cannot_import
+    returns the (path, error) groups of the regex search it replaces, or None where that found nothing."""
+    reference = _REFERENCE.search(line)
+    assert _cannot_import(line) == (reference.groups() if reference is not None else None)
