@@ -1,7 +1,7 @@
 """The exporter's HTTP server: ``/metrics``, ``/probe``, ``/healthz`` and the status page (aiohttp).
 
 Serve it with :class:`ExporterRunner`: unlike aiohttp's runner, it answers a request the HTTP parser
-refuses without quoting the request back.
+refuses without quoting the request back, and closes a connection idle for :data:`IDLE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from http import HTTPStatus
+from typing import Any
 
 import structlog
 from aiohttp import hdrs, web
@@ -38,6 +39,10 @@ _THREAD_ABOVE = 1 << 20
 #: Longest a ``/metrics`` body may take to send (44 MB at 10,000 targets: 0.4 MB/s). A scraper that stops
 #: reading is cut off then: until it is, the scrape keeps chunks the encoders have since replaced.
 SEND_SECONDS = 120.0
+#: Longest a connection may stay idle between requests, or take to send one (aiohttp's runner allows an hour):
+#: silent connections from anyone who can reach the port must not pile up against the descriptors the polls
+#: need. Prometheus scrapes, and reuses its connection, well within it.
+IDLE_SECONDS = 75.0
 
 
 class _QuietProtocol(RequestHandler):
@@ -66,7 +71,12 @@ class _QuietServer(web.Server):
 
 
 class ExporterRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer a malformed request with its status alone."""
+    """``web.AppRunner`` whose connections answer a malformed request with its status alone and are closed after
+    :data:`IDLE_SECONDS` without a request."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", IDLE_SECONDS)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from comfywatch.export.collector import DaemonInfo
+from comfywatch.server import app as server_app
 from comfywatch.server.app import ExporterRunner, create_app
 from comfywatch.state import TargetState
 
@@ -93,3 +94,32 @@ async def test_well_formed_requests_are_served_as_before(address: tuple[str, int
     answer = await exchange(address, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b'\ncomfyui_up{target="gpu-1"} 1.0\n' in answer
+
+
+SILENT = {
+    "nothing sent": "",
+    "a request never finished": "GET /metrics HTTP/1.1\r\nHost: x\r\n",
+    "idle after an answered request": "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("sent", SILENT.values(), ids=SILENT.keys())
+async def test_an_idle_connection_is_closed(monkeypatch: pytest.MonkeyPatch, sent: str) -> None:
+    """A connection that sends nothing, half a request, or nothing after its answer is closed by the server
+    after IDLE_SECONDS (shortened here), rather than held for aiohttp's hour."""
+    monkeypatch.setattr(server_app, "IDLE_SECONDS", 0.5)
+    runner = ExporterRunner(create_app(lambda: ([], DaemonInfo())), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        reader, writer = await asyncio.open_connection(*runner.addresses[0][:2])
+        try:
+            writer.write(sent.encode("latin-1"))
+            await writer.drain()
+            async with asyncio.timeout(10):
+                answer = await reader.read()  # to the end: the server's close
+        finally:
+            writer.close()
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") == sent.startswith("GET /healthz"), answer[:200]
