@@ -289,8 +289,9 @@ HINTS: Mapping[Reason, str] = {
         "listening on that port, or a proxy answering with an HTML page?"
     ),
     Reason.WS_FLOOD: (
-        "The server's WebSocket sent pings or pongs faster than 50 a second, or stopped reading while "
-        "comfywatch's replies piled up past 256 KiB: ComfyUI does neither. comfywatch disconnected it and "
+        "The server's WebSocket sent pings or pongs faster than 50 a second, messages faster than 5000 a "
+        "second, or stopped reading while comfywatch's replies piled up past 256 KiB: ComfyUI does none of "
+        "that. comfywatch disconnected it and "
         "re-checks the target; check what listens on that port and any proxy in front of it."
     ),
     Reason.VALIDATION: (
@@ -488,6 +489,7 @@ class AbuseKind(StrEnum):
     """Which bound a WebSocket peer broke."""
 
     CONTROL_FLOOD = "control_flood"
+    DATA_FLOOD = "data_flood"
     UNSENT_BACKLOG = "unsent_backlog"
 
 

@@ -12,6 +12,8 @@ websockets answers every Ping with a Pong that it writes to the transport at onc
 buffer without end. :func:`connect` bounds, per connection:
 
 * control frames (pings and pongs) received: :data:`MAX_CONTROL_FRAMES_PER_SECOND` per one-second window;
+* data frames received: :data:`MAX_DATA_FRAMES_PER_SECOND` per one-second window (each costs a parse, and a
+  peer streaming them as fast as it can would take the event loop from every other target);
 * bytes written but not yet taken by the peer: :data:`MAX_UNSENT_BYTES` (checked after every write, so the
   buffer never holds more than that plus the replies to one read of at most 256 KiB);
 * each message: :data:`MAX_MESSAGE_BYTES` (``max_size``);
@@ -19,7 +21,7 @@ buffer without end. :func:`connect` bounds, per connection:
   :data:`MAX_QUEUED_FRAMES` (``max_queue``), and resumes once both are down to a quarter;
 * ``send()`` waits above :data:`WRITE_LIMIT` unsent bytes (``write_limit``).
 
-A peer over the first two bounds is disconnected at once: the transport is aborted, as a peer that does not
+A peer over the first three bounds is disconnected at once: the transport is aborted, as a peer that does not
 read would never take a closing handshake. ``recv()`` and ``async for`` then raise
 ``websockets.exceptions.ConnectionClosedError`` whose ``__cause__`` is the :class:`WebSocketAbuse`, also kept
 in :attr:`BoundedClientConnection.abuse`. ``close()`` never leaves the socket open: cancelled by its caller's
@@ -44,6 +46,7 @@ from comfywatch.errors import AbuseKind, WebSocketAbuse
 
 __all__ = [
     "MAX_CONTROL_FRAMES_PER_SECOND",
+    "MAX_DATA_FRAMES_PER_SECOND",
     "MAX_MESSAGE_BYTES",
     "MAX_QUEUED_BYTES",
     "MAX_QUEUED_FRAMES",
@@ -58,6 +61,9 @@ __all__ = [
 
 #: ComfyUI and Comfy Cloud ping rarely if ever (proxies every 20-60 s); 50 a second is no keepalive.
 MAX_CONTROL_FRAMES_PER_SECOND = 50
+#: ComfyUI sends a few frames per node executed (a burst of them as a large workflow ends, about three per
+#: node) and a progress frame and a preview per sampler step: hundreds a second, not thousands.
+MAX_DATA_FRAMES_PER_SECOND = 5000
 #: comfywatch sends only its own pings and the close frame: anything near this is replies piling up.
 MAX_UNSENT_BYTES = 256 * 1024
 #: ComfyUI's binary frames are image previews; 16 MiB holds a full-size PNG.
@@ -101,14 +107,32 @@ class _QueueBoundedInBytes(Assembler):
         return sum(len(frame.data) for frame in self.frames.queue)
 
 
+class _PerSecond:
+    """Events counted in one-second windows."""
+
+    __slots__ = ("_count", "_started")
+
+    def __init__(self, now: float) -> None:
+        self._started = now
+        self._count = 0
+
+    def count(self, now: float) -> int:
+        """Count one event at *now*; how many its window holds."""
+        if now - self._started >= 1.0:
+            self._started, self._count = now, 0
+        self._count += 1
+        return self._count
+
+
 class BoundedClientConnection(ClientConnection):
-    """A :class:`ClientConnection` that disconnects a peer over the control-frame or unsent-bytes bound."""
+    """A :class:`ClientConnection` that disconnects a peer over the control-frame, data-frame or unsent-bytes
+    bound."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.abuse: WebSocketAbuse | None = None
-        self._window_started = self.loop.time()
-        self._control_frames = 0
+        self._control_frames = _PerSecond(self.loop.time())
+        self._data_frames = _PerSecond(self.loop.time())
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -128,8 +152,17 @@ class BoundedClientConnection(ClientConnection):
             self.response.headers.clear()
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG):
-            self._count_control_frame()
+        if isinstance(event, Frame):
+            if event.opcode in (Opcode.PING, Opcode.PONG):
+                if self._control_frames.count(self.loop.time()) > MAX_CONTROL_FRAMES_PER_SECOND:
+                    self._disconnect(WebSocketAbuse(
+                        AbuseKind.CONTROL_FLOOD,
+                        f"the peer sent over {MAX_CONTROL_FRAMES_PER_SECOND} pings or pongs in one second",
+                    ))
+            elif self._data_frames.count(self.loop.time()) > MAX_DATA_FRAMES_PER_SECOND:
+                self._disconnect(WebSocketAbuse(
+                    AbuseKind.DATA_FLOOD, f"the peer sent over {MAX_DATA_FRAMES_PER_SECOND} frames in one second",
+                ))
         super().process_event(event)
 
     def send_data(self) -> None:
@@ -152,17 +185,6 @@ class BoundedClientConnection(ClientConnection):
             if self.protocol.state is not State.CLOSED:
                 # Cancelled by the caller's own timeout: the socket must not outlive the connection object.
                 self.transport.abort()
-
-    def _count_control_frame(self) -> None:
-        now = self.loop.time()
-        if now - self._window_started >= 1.0:
-            self._window_started, self._control_frames = now, 0
-        self._control_frames += 1
-        if self._control_frames > MAX_CONTROL_FRAMES_PER_SECOND:
-            self._disconnect(WebSocketAbuse(
-                AbuseKind.CONTROL_FLOOD,
-                f"the peer sent over {MAX_CONTROL_FRAMES_PER_SECOND} pings or pongs in one second",
-            ))
 
     def _disconnect(self, abuse: WebSocketAbuse) -> None:
         if self.abuse is not None:

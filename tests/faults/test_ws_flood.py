@@ -95,6 +95,28 @@ async def test_ping_flood_is_cut_off_as_a_control_flood() -> None:
     assert _rss_bytes() - rss_before < RSS_GROWTH_LIMIT
 
 
+async def test_message_flood_is_cut_off_as_a_data_flood() -> None:
+    """Status messages as fast as the client reads them: disconnected for the rate of data frames, which would
+    otherwise keep the event loop parsing them."""
+    async with WsFloodPeer(messages=True) as peer:
+        connection = await connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S)
+        abuse = await _abuse_that_closed(connection)
+    assert abuse.kind is AbuseKind.DATA_FLOOD
+
+
+async def test_a_burst_of_thousands_of_frames_keeps_its_connection() -> None:
+    """Half the per-second bound at once, as a large workflow's end could send, then a message a second: every
+    frame is read and the connection is not cut off."""
+    burst = ws.MAX_DATA_FRAMES_PER_SECOND // 2
+    async with (WsFloodPeer(pings_per_second=1, burst=burst) as peer,
+                connect(peer, CLIENT_ID, tls=True, open_timeout=DEADLINE_S, close_timeout=1) as connection):
+        async with asyncio.timeout(DEADLINE_S * TIMEOUT_FACTOR):
+            for _ in range(burst + 2):
+                assert '"status"' in str(await connection.recv())
+        assert isinstance(connection, BoundedClientConnection)
+        assert connection.abuse is None
+
+
 @pytest.mark.usefixtures("tracked")
 async def test_unread_replies_are_cut_off_as_an_unsent_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the rate bound out of the way, the pongs the peer never reads hit the unsent-bytes bound."""

@@ -8,6 +8,8 @@ frames with the largest control payload (125 bytes):
 * a number: that many a second, each followed by a ComfyUI-like ``status`` text message, so a client can
   tell it is being served.
 
+``messages=True`` floods ``status`` text messages instead of pings, as fast as the client takes them.
+
 ``burst=N`` first writes N ``status`` messages at once, as ComfyUI ends an execution with a burst of frames;
 ``message_bytes`` pads every ``status`` message to that size.
 
@@ -52,8 +54,9 @@ class WsFloodPeer:
     :class:`comfywatch.clients.ws.WebSocketServer`, so ``connect(peer, ...)`` opens its socket."""
 
     def __init__(self, *, pings_per_second: float | None = None, tls: ssl.SSLContext | None = None, burst: int = 0,
-                 message_bytes: int | None = None) -> None:
+                 message_bytes: int | None = None, messages: bool = False) -> None:
         self.pings_per_second = pings_per_second
+        self.messages = messages
         self.tls = tls
         self.burst = burst
         self.status = _status_frame(message_bytes)
@@ -107,6 +110,11 @@ class WsFloodPeer:
             writer.transport.abort()
 
     async def _flood(self, writer: asyncio.StreamWriter) -> None:
+        if self.messages:
+            burst = self.status * (65536 // len(self.status))
+            while True:
+                writer.write(burst)
+                await writer.drain()
         if self.pings_per_second is None:
             while True:
                 writer.write(_BURST)
