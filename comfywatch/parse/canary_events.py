@@ -8,16 +8,27 @@ how. Never raises for any message or event content.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from comfywatch.errors import Reason, classify_execution_error
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, WsEvent, ws_event
-from comfywatch.parse.text import sanitize
+from comfywatch.parse.text import bounded, sanitize
 
-__all__ = ["Progress", "PromptFollower"]
+__all__ = ["MAX_OUTPUT_ITEMS", "MAX_OUTPUT_NODES", "MAX_OUTPUT_TEXT_CHARS", "Progress", "PromptFollower"]
+
+#: Output nodes a run keeps (``executed`` events of its prompt), and of each what the canary's verification reads:
+#: its first image records and texts. A server chooses how large an output is (a 4 Mi-character frame of empty
+#: objects decodes to about 100 MB), and a run keeps its outputs until it ends.
+MAX_OUTPUT_NODES: Final = 64
+MAX_OUTPUT_ITEMS: Final = 64
+MAX_OUTPUT_TEXT_CHARS: Final = 16_384
+#: An image record's filename, subfolder and type are sent back to ``/view`` as given, so they are cut, not cleaned.
+_MAX_IMAGE_FIELD_CHARS: Final = 1024
+_IMAGE_FIELDS: Final = ("filename", "subfolder", "type")
 
 
 class Progress(StrEnum):
@@ -101,8 +112,8 @@ class PromptFollower:
         elif kind == "executed":
             node = data.get("node")
             output = data.get("output")
-            if isinstance(node, str) and isinstance(output, dict) and len(self.outputs) < 64:
-                self.outputs[sanitize(node)] = output
+            if isinstance(node, str) and isinstance(output, dict) and len(self.outputs) < MAX_OUTPUT_NODES:
+                self.outputs[bounded(node)] = _kept_output(output)
         elif kind == "execution_success":
             self.succeeded_at = at
             self.server_end_ms = _ms(data.get("timestamp")) or self.server_end_ms
@@ -148,6 +159,27 @@ def _plain_frame(text: str) -> tuple[str, dict[str, Any]] | None:
     data = root.get("data")
     # Data that is no object (ws_event: none, or no event) names no prompt: no follower reads the frame.
     return kind, data if isinstance(data, dict) else {}
+
+
+def _kept_output(output: dict[str, Any]) -> dict[str, list[Any]]:
+    """What the canary's verification reads of one ``executed`` output, bounded: the first image records (their
+    scalar fields, strings cut) and the first texts (cut, not cleaned: a pattern may look for any character)."""
+    kept: dict[str, list[Any]] = {}
+    images = output.get("images")
+    if isinstance(images, list):
+        records = itertools.islice((image for image in images if isinstance(image, dict)), MAX_OUTPUT_ITEMS)
+        kept["images"] = [{key: _scalar(image[key]) for key in _IMAGE_FIELDS if key in image} for image in records]
+    texts = output.get("text")
+    if isinstance(texts, list):
+        kept["text"] = [text[:MAX_OUTPUT_TEXT_CHARS] if isinstance(text, str) else text for text in itertools.islice(
+            (text for text in texts if isinstance(text, str | int | float)), MAX_OUTPUT_ITEMS)]
+    return kept
+
+
+def _scalar(value: object) -> object:
+    if isinstance(value, str):
+        return value[:_MAX_IMAGE_FIELD_CHARS]
+    return value if value is None or isinstance(value, int | float) else None
 
 
 def _text(value: object) -> str | None:

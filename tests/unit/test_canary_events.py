@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.errors import ParseError, Reason
-from comfywatch.parse.canary_events import Progress, PromptFollower
+from comfywatch.parse.canary_events import (
+    MAX_OUTPUT_ITEMS,
+    MAX_OUTPUT_NODES,
+    MAX_OUTPUT_TEXT_CHARS,
+    Progress,
+    PromptFollower,
+)
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, WsEvent, parse_ws_text, ws_event
 from tests.fixtures import FIXTURES, load_jsonl
 
@@ -232,6 +238,40 @@ class TestFailedRuns:
             "?: error",
         )
         assert follower.ended_at == 3.0
+
+
+class TestOutputsKept:
+    def test_an_output_of_a_million_entries_keeps_what_verification_reads(self) -> None:
+        """An ``executed`` frame just under the frame bound, its output a million empty objects beside images
+        and texts: the follower keeps the first MAX_OUTPUT_ITEMS image records (their scalar fields) and texts
+        (cut to MAX_OUTPUT_TEXT_CHARS), nothing else, however many the server sent."""
+        image = {"filename": "a.png", "subfolder": "", "type": "temp", "extra": [1] * 100}
+        output = {"images": [image, "not a record"] * 100, "text": ["t" * 10_000, 7, ["no"]] * 100,
+                  "pad": [{}] * 1_000_000}
+        frame = json.dumps({"type": "executed", "data": {"prompt_id": "p", "node": "9", "output": output}},
+                           separators=(",", ":"))
+        assert len(frame) < MAX_FRAME_CHARS
+        follower = PromptFollower("p")
+        follower.feed_message(frame, 1.0)
+        kept = follower.outputs["9"]
+        assert set(kept) == {"images", "text"}
+        assert kept["images"] == [{"filename": "a.png", "subfolder": "", "type": "temp"}] * MAX_OUTPUT_ITEMS
+        assert kept["text"][:2] == ["t" * 10_000, 7] and len(kept["text"]) == MAX_OUTPUT_ITEMS
+
+    def test_a_text_output_is_cut_not_cleaned(self) -> None:
+        """A text over MAX_OUTPUT_TEXT_CHARS is cut to it; its line breaks stay (a pattern may look for them)."""
+        follower = PromptFollower("p")
+        text = "line\n" + "t" * 2 * MAX_OUTPUT_TEXT_CHARS
+        follower.feed(WsEvent("executed", {"prompt_id": "p", "node": "9", "output": {"text": [text]}}, "p"), 1.0)
+        assert follower.outputs["9"] == {"text": [text[:MAX_OUTPUT_TEXT_CHARS]]}
+
+    def test_at_most_so_many_output_nodes_with_bounded_names(self) -> None:
+        """Outputs of more nodes than MAX_OUTPUT_NODES keep the first ones; a node id is kept bounded."""
+        follower = PromptFollower("p")
+        for node in ["n" * 10_000, *map(str, range(2 * MAX_OUTPUT_NODES))]:
+            follower.feed(WsEvent("executed", {"prompt_id": "p", "node": node, "output": {}}, "p"), 1.0)
+        assert len(follower.outputs) == MAX_OUTPUT_NODES
+        assert max(map(len, follower.outputs)) <= 256
 
 
 class TestOtherPromptsIgnored:
