@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import json
 import os
 import re
@@ -39,7 +38,7 @@ from comfywatch.checks.context import TargetContext, build_context, ssl_context_
 from comfywatch.cli.render import format_phases, json_document, printable
 from comfywatch.clients.cloud import RetryAfterActive
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.clients.local import LocalApi
+from comfywatch.clients.local import LocalApi, server_time
 from comfywatch.clients.net import EXPIRY_WARN_DAYS, NetReport
 from comfywatch.config import (
     DEFAULT_CLOUD_URL,
@@ -333,21 +332,16 @@ def _server_checks(report: TargetReport, stats: SystemStats, result: HttpResult,
                                DIAGNOSIS_HINTS[Diagnosis.EXPOSED], {"argv_has_listen": True}))
     else:
         report.add(CheckResult("server.exposure", "ok", "not exposed without authentication"))
-    date = result.headers.get("Date")
-    if date:
-        try:
-            server_time = email.utils.parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError):
-            server_time = None
-        if server_time is not None:
-            # Date is truncated to whole seconds: on average the server's clock was half a second further.
-            skew = server_time + 0.5 - received_at
-            if abs(skew) > CLOCK_SKEW_WARN_S:
-                report.add(CheckResult("server.clock", "warn", f"server clock is {skew:+.0f} s off this host's",
-                                       DIAGNOSIS_HINTS[Diagnosis.CLOCK_SKEW], {"skew_seconds": skew}))
-            else:
-                report.add(CheckResult("server.clock", "ok", f"clock skew {round(skew) or 0:+d} s (within "
-                                       f"±{CLOCK_SKEW_WARN_S:.0f} s)", details={"skew_seconds": skew}))
+    date = server_time(result.headers.get("Date"))
+    if date is not None:
+        # Date is truncated to whole seconds: on average the server's clock was half a second further.
+        skew = date + 0.5 - received_at
+        if abs(skew) > CLOCK_SKEW_WARN_S:
+            report.add(CheckResult("server.clock", "warn", f"server clock is {skew:+.0f} s off this host's",
+                                   DIAGNOSIS_HINTS[Diagnosis.CLOCK_SKEW], {"skew_seconds": skew}))
+        else:
+            report.add(CheckResult("server.clock", "ok", f"clock skew {round(skew) or 0:+d} s (within "
+                                   f"±{CLOCK_SKEW_WARN_S:.0f} s)", details={"skew_seconds": skew}))
 
 
 @dataclass(frozen=True)

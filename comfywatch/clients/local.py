@@ -201,16 +201,25 @@ class LocalApi:
         return headers
 
 
-def clock_offset(date_header: str | None, now: float | None = None) -> float | None:
-    """Server clock minus local clock from an HTTP ``Date`` header (1 s resolution), or None."""
+def server_time(date_header: str | None) -> float | None:
+    """The time an HTTP ``Date`` header gives (1 s resolution), or None when it is absent or unusable (the server
+    chooses it: a zone of twenty digits overflows, a truncated one fails to index)."""
     import email.utils
-    import time
 
     if not date_header:
         return None
     try:
-        server = email.utils.parsedate_to_datetime(date_header).timestamp()
+        return email.utils.parsedate_to_datetime(date_header).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def clock_offset(date_header: str | None, now: float | None = None) -> float | None:
+    """Server clock minus local clock from an HTTP ``Date`` header (1 s resolution), or None."""
+    import time
+
+    server = server_time(date_header)
+    if server is None:
         return None
     local = time.time() if now is None else now
     # The header truncates to whole seconds: a server in sync looks up to 1 s behind.

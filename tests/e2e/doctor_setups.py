@@ -98,6 +98,8 @@ class ProxyOptions:
     edit_system_stats: Callable[[dict[str, Any]], None] | None = None
     #: Seconds added to the ``Date`` header of every answer (a server whose clock is off).
     date_offset: float = 0.0
+    #: A ``Date`` header sent as given instead (one no date parser can read).
+    date: str | None = None
     #: Counts of what went through, for assertions: "http", "ws_piped", "ws_stripped", "unauthorized".
     seen: dict[str, int] = field(default_factory=dict)
 
@@ -171,6 +173,8 @@ async def _forward(request: web.Request) -> web.StreamResponse:
     out["Server"] = _PROXY_SERVER
     if options.date_offset:
         out["Date"] = email.utils.formatdate(time.time() + options.date_offset, usegmt=True)
+    if options.date is not None:
+        out["Date"] = options.date
     return web.Response(status=status, body=payload, headers=out)
 
 

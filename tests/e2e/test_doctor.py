@@ -691,6 +691,18 @@ async def test_clock_skew_warns(sim: SimHandle) -> None:
     assert "NTP" in check["hint"]
 
 
+@pytest.mark.parametrize("date", ["Mon, 01 Jan 2020 00:00:00 +99999999999999999999", "01 Jan 99999999999 00:00:00 GMT",
+                                  "not a date"])
+async def test_an_unreadable_date_header_skips_the_clock_check(sim: SimHandle, date: str) -> None:
+    """A Date header no parser can read (a zone or a year that overflows, text) leaves out the clock check and
+    costs no other: the server's facts are reported, no internal error."""
+    async with serve(proxy_app(sim.url, ProxyOptions(date=date))) as url:
+        run = await doctor("--url", url, "--json", "--timeout", "2", "--no-canary")
+    checks = run.checks()
+    assert "server.clock" not in checks and "doctor.internal" not in checks, run
+    assert checks["server.version"]["status"] == "ok", run
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Workflow lint against the live /object_info.
 
