@@ -16,6 +16,8 @@ import ipaddress
 import json
 import os
 import re
+import ssl
+import stat
 import sys
 import tomllib
 import types
@@ -41,7 +43,7 @@ from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.config.durations import format_duration, format_size, parse_duration, parse_size
-from comfywatch.parse.text import clean
+from comfywatch.parse.text import clean, sanitize
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -86,6 +88,8 @@ _RESERVED_LABELS = frozenset(
 MAX_CONFIG_BYTES = 2**20
 #: Largest secret file read (headers, tokens, keys): a few lines, never a disk image named by mistake.
 MAX_SECRET_BYTES = 64 * 2**10
+#: Largest CA file read: a system's whole bundle (about 150 certificates) is some 220 KB.
+MAX_CA_FILE_BYTES = 4 * 2**20
 MAX_TARGETS = 10_000
 MAX_SHARDS = 1_000
 MAX_MODULES = 100
@@ -672,6 +676,9 @@ class Config(_Strict):
 
 def url_problem(url: str) -> str | None:
     """Why *url* cannot be a target's address, or None. The text never repeats the URL: it may hold a password."""
+    if sanitize(url) != url:
+        # Such a URL cannot be requested, and its text would reach the url label and every log line about it.
+        return "contains control characters or invalid Unicode"
     try:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed IPv6 bracket
@@ -767,11 +774,17 @@ class Credentials:
 def read_bounded_text(path: Path, limit: int) -> str:
     """The UTF-8 text of *path*; ValueError with a one-line reason (never the content) when it cannot be had.
 
-    At most *limit* bytes are read, so a huge file or an endless device (``/dev/zero``) costs nothing.
+    Only a regular file is read, at most *limit* bytes of it: a FIFO (whose opening waits for a writer, and whose
+    reading for its data), a device (``/dev/zero`` never ends) or a directory is refused without waiting.
     """
     try:
-        with open(path, "rb") as file:
-            if os.fstat(file.fileno()).st_size > limit:
+        # Non-blocking, so that opening a FIFO returns at once and fstat can refuse it.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(descriptor, "rb") as file:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise ValueError("not a regular file")
+            if status.st_size > limit:
                 raise ValueError(f"larger than {format_size(limit)}")
             data = file.read(limit + 1)
     except OSError as exc:
@@ -783,6 +796,18 @@ def read_bounded_text(path: Path, limit: int) -> str:
     except UnicodeDecodeError:
         # The codec's message quotes the offending byte, which may be part of a secret.
         raise ValueError("not valid UTF-8") from None
+
+
+def _ca_file_problem(path: Path) -> str | None:
+    """Why *path* cannot be a target's CA file (unreadable, or no certificate ssl can load), or None."""
+    try:
+        text = read_bounded_text(path, MAX_CA_FILE_BYTES)
+        ssl.create_default_context(cadata=text)
+    except ValueError as exc:
+        return str(exc)
+    except ssl.SSLError:
+        return "no PEM certificate ssl can load"
+    return None
 
 
 def _read_secret_file(path: Path, what: str) -> str:
@@ -1105,11 +1130,17 @@ def _load(path: Path | None, env: Mapping[str, str], source: str) -> Config:
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc), source) from None
     problems: list[str] = []
+    ca_problems: dict[Path, str | None] = {}  # a fleet shares one CA file: each is loaded once
     for index, target in enumerate(config.targets):
         try:
             resolve_credentials(target, env)
         except ValueError as exc:
             problems.append(f"targets[{index}]: {exc}")
+        if target.tls_ca_file is not None:
+            if target.tls_ca_file not in ca_problems:
+                ca_problems[target.tls_ca_file] = _ca_file_problem(target.tls_ca_file)
+            if (ca_problem := ca_problems[target.tls_ca_file]) is not None:
+                problems.append(f"targets[{index}]: cannot load tls_ca_file {str(target.tls_ca_file)!r}: {ca_problem}")
     for name, module in config.modules.items():
         try:
             resolve_module_credentials(module)

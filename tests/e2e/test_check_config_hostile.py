@@ -81,7 +81,14 @@ def test_a_file_over_the_size_bound(tmp_path: Path) -> None:
 
 
 def test_an_endless_device() -> None:
-    assert_refused(check_config("/dev/zero"), "/dev/zero: cannot read file: larger than 1MiB\n")
+    assert_refused(check_config("/dev/zero"), "/dev/zero: cannot read file: not a regular file\n")
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """Opening a FIFO for reading waits for a writer: check-config refuses it at once instead."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    assert_refused(check_config(str(fifo)), f"{fifo}: cannot read file: not a regular file\n")
 
 
 def test_permission_denied(tmp_path: Path) -> None:

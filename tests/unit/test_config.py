@@ -198,6 +198,9 @@ class TestTargets:
             # Hosts urlsplit accepts and the HTTP client refuses: a zero-width space, an empty IDNA label.
             ('[[targets]]\nname = "a"\nurl = "http://a\\u200bb:1"\n', "targets[0]: url: host is not a valid host name"),
             ('[[targets]]\nname = "a"\nurl = "http://xn--/"\n', "targets[0]: url: host is not a valid host name"),
+            # As in file_sd: the raw bytes would reach the url label and the logs.
+            ('[[targets]]\nname = "a"\nurl = "http://h\\u0000\\u001b:80/p\\u0007"\n',
+             "targets[0]: url: contains control characters or invalid Unicode"),
             (
                 '[[targets]]\nname = "a"\nkind = "remote"\nurl = "http://a"\n',
                 "targets[0].kind: Input should be 'local' or 'cloud'",

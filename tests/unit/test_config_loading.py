@@ -24,6 +24,7 @@ from comfywatch.config import (
     ConfigError,
     load_config,
 )
+from tests.certs import make_certs
 from tests.strategies import FUZZ
 
 DIGITS = sys.get_int_max_str_digits()
@@ -71,15 +72,44 @@ class TestHostileFiles:
         assert time.monotonic() - started < 1
 
     def test_an_endless_device(self) -> None:
-        """/dev/zero never ends and reports size 0: the read stops at the bound."""
-        started = time.monotonic()
-        assert problems_of(Path("/dev/zero")) == ["cannot read file: larger than 1MiB"]
-        assert time.monotonic() - started < 2
+        """/dev/zero never ends: a device is no config file, refused without reading it."""
+        assert problems_of(Path("/dev/zero")) == ["cannot read file: not a regular file"]
+
+    def test_a_fifo_without_a_writer(self, tmp_path: Path) -> None:
+        """A FIFO (opening one waits for a writer, which never comes) is refused at once; so is a directory."""
+        fifo = tmp_path / "config.toml"
+        os.mkfifo(fifo)
+        assert problems_of(fifo) == ["cannot read file: not a regular file"]
+        assert problems_of(tmp_path) == ["cannot read file: Is a directory"]
+
+    def test_a_secret_file_that_is_no_regular_file(self, tmp_path: Path) -> None:
+        """A secret file pointing at /dev/zero or a FIFO is a config problem, found without waiting."""
+        fifo = tmp_path / "key"
+        os.mkfifo(fifo)
+        for secret in ("/dev/zero", str(fifo)):
+            path = write(tmp_path, f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "{secret}"\n')
+            assert problems_of(path) == [f"targets[0]: cannot read api_key_file '{secret}': not a regular file"]
+
+    def test_a_ca_file_is_loaded_when_the_config_is(self, tmp_path: Path) -> None:
+        """A tls_ca_file that is missing, or holds no certificate ssl can load, is a config problem (check-config
+        and a reload see it, not the first request); a real CA loads, once for all the targets that share it."""
+        ca = make_certs(tmp_path / "certs").ca_cert
+        junk = tmp_path / "junk.pem"
+        junk.write_text("not a certificate\n")
+        targets = "".join(f'[[targets]]\nname = "t{index}"\nurl = "https://127.0.0.1:1"\ntls_ca_file = "{ca_file}"\n'
+                          for index, ca_file in enumerate((tmp_path / "nope.pem", junk, ca, ca)))
+        assert problems_of(write(tmp_path, targets)) == [
+            f"targets[0]: cannot load tls_ca_file '{tmp_path / 'nope.pem'}': No such file or directory",
+            f"targets[1]: cannot load tls_ca_file '{junk}': no PEM certificate ssl can load",
+        ]
 
     def test_a_huge_secret_file(self, tmp_path: Path) -> None:
-        """A secret file is bounded too: a key file pointing at /dev/zero is a config problem."""
-        path = write(tmp_path, '[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "/dev/zero"\n')
-        assert problems_of(path) == ["targets[0]: cannot read api_key_file '/dev/zero': larger than 64KiB"]
+        """A secret file is bounded too: a key file over MAX_SECRET_BYTES is a config problem."""
+        key = tmp_path / "key"
+        with key.open("wb") as file:
+            file.truncate(MAX_SECRET_BYTES + 1)
+        path = write(tmp_path, f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "{key}"\n')
+        assert problems_of(path) == [f"targets[0]: cannot read api_key_file '{key}': larger than 64KiB"]
         assert MAX_SECRET_BYTES == 64 * 2**10
 
     def test_an_unreadable_module_secret(self, tmp_path: Path) -> None:
