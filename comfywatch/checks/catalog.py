@@ -18,6 +18,7 @@ the server's log (``/internal/logs/raw``) for the node packs that failed to impo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import math
@@ -65,6 +66,11 @@ READ_BURST = 16
 MAX_TURN_WAIT = 120.0
 #: Largest workflow file read: API-format workflows are kilobytes.
 MAX_WORKFLOW_BYTES = 4 * 2**20
+#: The thread the watched workflows of every target are linted in. Not the event loop's default executor: aiohttp
+#: resolves host names in that one's threads, and a lint that outlives its check (cancelled at its time budget;
+#: a thread cannot be stopped) must not hold one of them. One thread, because lints are CPU work under the GIL
+#: that more threads would not finish sooner; a lint whose check is cancelled before its turn never starts.
+_LINT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="comfywatch-lint")
 
 
 def _read(file: Path) -> Any:
@@ -263,6 +269,8 @@ class CatalogCheck:
         self._reconnects: int | None = None
         self._version: str | None = None
         self._next_refresh = 0.0
+        #: This target's last lint: while it runs (its check cancelled meanwhile), no other one is started.
+        self._lint: concurrent.futures.Future[tuple[WorkflowVerdict, ...]] | None = None
 
     def _due(self, ctx: TargetContext) -> bool:
         state = ctx.state
@@ -294,11 +302,17 @@ class CatalogCheck:
         state = ctx.state
         api = ctx.local_api()
         response, models = await _fetch(api)
+        linted = True
         if self.workflows:
             # Watched workflows are linted against every read: their files may have changed since.
             observation = await _catalog(api, response, models, state.system)
             state.catalog = _summary(observation.catalog)
-            state.workflows = await asyncio.to_thread(lint_verdicts, self.workflows, observation.object_info)
+            verdicts = await self._lint_workflows(observation.object_info)
+            if verdicts is None:
+                linted = False
+                log.warning("workflow_lint_still_running", target=state.name)
+            else:
+                state.workflows = verdicts
         else:
             key = SummaryCache.key(response.body, models)
             if self._last is not None and self._last[0] == key:
@@ -310,14 +324,25 @@ class CatalogCheck:
                 state.catalog = await (self.summaries.summary(key, parse) if self.summaries else parse())
                 self._last = (key, state.catalog)
         try:
-            log = await observe_log(ctx)
+            server_log = await observe_log(ctx)
         except RequestFailed:
             # Counted by the client (endpoint "logs"); the catalogue above is no less current for it.
             pass
         else:
-            if log is None:
+            if server_log is None:
                 state.import_failures = None
-            elif log.startup_seen:
-                state.import_failures = log.failures
+            elif server_log.startup_seen:
+                state.import_failures = server_log.failures
         self._reconnects, self._next_refresh = reconnects, time.monotonic() + self.refresh_after
         self._version = version or self._version
+        if not linted:
+            self._next_refresh = 0.0  # the verdicts are of an older read: the next run reads and lints again
+
+    async def _lint_workflows(self, object_info: dict[str, Any]) -> tuple[WorkflowVerdict, ...] | None:
+        """The verdicts of the watched workflows against *object_info*, linted in the lint thread; None, and nothing
+        started, while this target's previous lint is still running."""
+        if self._lint is not None and not self._lint.done():
+            return None
+        self._lint = _LINT_POOL.submit(lint_verdicts, self.workflows, object_info)
+        # Cancelling the wrapper (the check's time budget) cancels a lint still waiting for the thread.
+        return await asyncio.wrap_future(self._lint)

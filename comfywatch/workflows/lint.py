@@ -21,18 +21,25 @@ Where this deliberately differs from the server (documented so nobody "fixes" it
   combos: Load Image, Load Video) have one that answers ``custom_validation_failed`` for a missing file, and
   the linter does the same; a custom node's hook may accept values the linter flags. Combos whose options
   the server does not list (``remote`` combos) are not checked.
+* A server chooses how big its catalogue is. The linter knows the first
+  :data:`~comfywatch.parse.catalog.MAX_CLASSES` classes of it, the ones the catalogue check keeps
+  (:func:`~comfywatch.parse.catalog.catalog_from`); a real server has a few thousand. The "Did you mean"
+  suggestion for an unknown class (difflib) is looked for within a fixed amount of work per run, so a lint
+  takes less than a second whatever the server sends: a real catalogue never runs out of it, a hostile one
+  loses only the suggestion.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import islice
 from typing import Any, Final
 
 from comfywatch.errors import ParseError
-from comfywatch.parse.catalog import combo_choices
+from comfywatch.parse.catalog import MAX_CLASSES, combo_choices
 from comfywatch.parse.nodeerrors import node_sort_key
 
 __all__ = [
@@ -134,6 +141,23 @@ _WIDGET_TYPES: Final = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
 _MAX_VALUE_CHARS: Final = 60
 _MAX_CHOICES_SHOWN: Final = 6
 _MAX_CYCLE_SHOWN: Final = 8
+
+# "Did you mean" searches (see _ClassIndex.close_match). difflib compares a name with every candidate in
+# two steps: a quick filter (lengths, then letter counts: linear in the candidate) and, for the candidates
+# that pass it, an alignment (ratio: about the product of the two lengths, more for repetitive names).
+#: How close a class name must be to be suggested (difflib's ratio).
+_FUZZY_CUTOFF: Final = 0.85
+#: Longest unknown class name that is searched for.
+_FUZZY_MAX_CHARS: Final = 100
+#: Unknown classes per lint run that are searched for; the rest get the install fix.
+_FUZZY_NAMES: Final = 20
+#: Catalogue names that go through difflib's quick filter per lint run: every search of a catalogue of 5,000
+#: classes. A search that would need more is not started.
+_FUZZY_CANDIDATES: Final = 100_000
+#: Characters of an unknown name times those of a candidate that difflib may align per lint run (real names
+#: pass the quick filter a few at a time: some 2,500 alignments of 20-character names). A search that runs
+#: out gives no suggestion.
+_FUZZY_PAIRS: Final = 1_000_000
 
 # Which models/ sub-folder a loader's file list comes from (folder_paths names in ComfyUI 0.3.64).
 _MODEL_FOLDER_BY_CLASS_INPUT: Final[Mapping[tuple[str, str], str]] = {
@@ -288,18 +312,24 @@ def _lenient_spec(name: str, entry: object) -> NodeSpec:
         return NodeSpec(name, {}, None, output_node, complete=False)
 
 
+def _kept(body: Mapping[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    # The catalogue check's rule (comfywatch.parse.catalog.catalog_from): the first MAX_CLASSES entries, in the
+    # server's order. The same classes are counted, fingerprinted and linted against.
+    return islice(body.items(), MAX_CLASSES)
+
+
 def parse_object_info(body: object, *, strict: bool = True) -> dict[str, NodeSpec]:
     """Parse a ``GET /object_info`` (or ``/object_info/{class}``) answer into node specs.
 
     Strict (the default) raises :class:`ParseError` naming the first malformed entry. With ``strict=False``
     a malformed class is kept as an unchecked ``NodeSpec`` (``complete=False``), because one badly written
     custom node must not stop a workflow that does not use it from being linted. The top level must always
-    be an object.
+    be an object. Only its first :data:`~comfywatch.parse.catalog.MAX_CLASSES` classes are read.
     """
     if not isinstance(body, Mapping):
         raise _fail("$", "object")
     specs: dict[str, NodeSpec] = {}
-    for name, entry in body.items():
+    for name, entry in _kept(body):
         if not isinstance(name, str):
             raise _fail("$", "string keys")
         specs[name] = _parse_node_spec(name, entry) if strict else _lenient_spec(name, entry)
@@ -309,12 +339,60 @@ def parse_object_info(body: object, *, strict: bool = True) -> dict[str, NodeSpe
 def _catalogue(object_info: object) -> Mapping[str, NodeSpec]:
     if not isinstance(object_info, Mapping):
         return {}
-    if all(isinstance(v, NodeSpec) for v in object_info.values()):
+    if len(object_info) <= MAX_CLASSES and all(isinstance(v, NodeSpec) for v in object_info.values()):
         return object_info
     return {
         str(name): entry if isinstance(entry, NodeSpec) else _lenient_spec(str(name), entry)
-        for name, entry in object_info.items()
+        for name, entry in _kept(object_info)
     }
+
+
+class _ClassIndex:
+    """The catalogue's class names by lowercase name and by length, built once per lint run (and only when
+    a class is unknown), with the fuzzy-search budgets of that run."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.lowered: dict[str, str] = {}
+        self.by_length: dict[int, list[str]] = {}
+        for name in names:
+            self.lowered[name.lower()] = name
+            self.by_length.setdefault(len(name), []).append(name)
+        self.candidates = _FUZZY_CANDIDATES
+        self.pairs = _FUZZY_PAIRS
+
+    def close_match(self, word: str) -> str | None:
+        """``difflib.get_close_matches(word, names, n=1, cutoff=_FUZZY_CUTOFF)``, the same answer, or None
+        when the run's budget does not cover the search.
+
+        The names whose length alone rules them out (difflib's ``real_quick_ratio``) are never looked at.
+        """
+        # The same float expression as difflib's real_quick_ratio, so exactly the lengths it lets through.
+        lengths = [
+            n
+            for n in self.by_length
+            if (2.0 * min(n, len(word)) / (n + len(word)) if n + len(word) else 1.0) >= _FUZZY_CUTOFF
+        ]
+        count = sum(len(self.by_length[n]) for n in lengths)
+        if count > self.candidates:
+            return None
+        self.candidates -= count
+        matcher = difflib.SequenceMatcher()
+        matcher.set_seq2(word)  # word as seq2 and candidates as seq1, as get_close_matches: ratio is asymmetric
+        best: tuple[float, str] | None = None
+        for n in lengths:
+            for name in self.by_length[n]:
+                matcher.set_seq1(name)
+                if matcher.real_quick_ratio() < _FUZZY_CUTOFF or matcher.quick_ratio() < _FUZZY_CUTOFF:
+                    continue
+                self.pairs -= max(1, n * len(word))
+                if self.pairs < 0:
+                    self.pairs = 0
+                    return None
+                score = matcher.ratio()
+                # get_close_matches keeps the largest (score, name): ties go to the later name in sort order.
+                if score >= _FUZZY_CUTOFF and (best is None or (score, name) > best):
+                    best = (score, name)
+        return None if best is None else best[1]
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -388,7 +466,8 @@ class _Linter:
         self.nodes: dict[Any, _Node] = {}
         self.problems: list[LintProblem] = []
         self.class_problems = False
-        self.fuzzy_budget = 20
+        self.fuzzy_names = _FUZZY_NAMES
+        self._index: _ClassIndex | None = None
 
     def add(self, node: _Node | None, code: LintCode, message: str, fix: str) -> None:
         self.problems.append(
@@ -475,13 +554,13 @@ class _Linter:
         return node
 
     def _unknown_class_fix(self, class_type: str) -> str:
-        lowered = {name.lower(): name for name in self.catalogue}
-        close = lowered.get(class_type.lower())
-        # Fuzzy matching costs a pass over every class: only for a few plausible names per run.
-        self.fuzzy_budget -= 1
-        if close is None and len(class_type) <= 100 and self.fuzzy_budget >= 0:
-            matches = difflib.get_close_matches(class_type, list(self.catalogue), n=1, cutoff=0.85)
-            close = matches[0] if matches else None
+        if self._index is None:
+            self._index = _ClassIndex(self.catalogue)
+        close = self._index.lowered.get(class_type.lower())
+        # Fuzzy matching costs a pass over the catalogue: only for a few plausible names per run.
+        self.fuzzy_names -= 1
+        if close is None and len(class_type) <= _FUZZY_MAX_CHARS and self.fuzzy_names >= 0:
+            close = self._index.close_match(class_type)
         if close is not None and close != class_type:
             return f"Did you mean {close!r}? Class names are case-sensitive; otherwise install its node pack."
         return (

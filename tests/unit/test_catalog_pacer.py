@@ -1,20 +1,27 @@
 """Catalogue reads take turns across the fleet: a burst at once, then a steady rate; a read whose turn is too far
 off is left to a later run of its check, and a server that went down while its read waited is not read. Reads of
-bytes already parsed (or being parsed) take that parse's summary."""
+bytes already parsed (or being parsed) take that parse's summary. A lint that outlives its check is not started
+again."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from comfywatch.checks import CheckSkipped
-from comfywatch.checks.catalog import CatalogCheck, FleetReads, ReadPacer, SummaryCache
+from comfywatch.checks import catalog as catalog_check
+from comfywatch.checks.catalog import CatalogCheck, CatalogObservation, FleetReads, ReadPacer, SummaryCache
 from comfywatch.checks.context import TargetContext
-from comfywatch.state import CatalogSummary, TargetState
+from comfywatch.parse.catalog import Catalog
+from comfywatch.state import CatalogSummary, TargetState, WorkflowVerdict
 from tests.helpers import Clock
 
 
@@ -190,3 +197,70 @@ async def test_a_parse_pushed_out_of_the_cache_still_serves_its_waiters() -> Non
     assert await parsing is SUMMARY
     assert await waiting is SUMMARY
     assert len(parses) == 1
+
+
+def _lint_context(monkeypatch: pytest.MonkeyPatch) -> TargetContext:
+    """A target that is up, whose catalogue read is stubbed out (an empty catalogue, no log route)."""
+    state = TargetState("gpu", "local", "http://gpu", endpoints=("system_stats",))
+    state.up = 1.0
+
+    async def fetch(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
+        return object(), {}
+
+    async def catalog(api: object, response: object, models: object, stats: object) -> CatalogObservation:
+        return CatalogObservation({}, Catalog({}, {}, {}))
+
+    async def no_log(ctx: object) -> None:
+        return None
+
+    monkeypatch.setattr(catalog_check, "_fetch", fetch)
+    monkeypatch.setattr(catalog_check, "_catalog", catalog)
+    monkeypatch.setattr(catalog_check, "observe_log", no_log)
+    return cast(TargetContext, SimpleNamespace(state=state, local_api=object))
+
+
+async def test_a_lint_that_outlives_its_check_is_not_started_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The first run's lint blocks and its check is cancelled (its time budget): the lint runs on, outside the
+    event loop's default executor (a one-thread one here, standing for the threads names are resolved in,
+    stays free), and the next run starts no second lint (the verdicts stay as they were). Once the lint has
+    ended, the next run lints again."""
+    loop = asyncio.get_running_loop()
+    resolver = ThreadPoolExecutor(max_workers=1)
+    loop.set_default_executor(resolver)
+    started: asyncio.Future[None] = loop.create_future()
+    release = threading.Event()
+    lints: list[int] = []
+    verdict = WorkflowVerdict("flow")
+
+    def lint(paths: Sequence[Path], object_info: dict[str, Any]) -> tuple[WorkflowVerdict, ...]:
+        lints.append(1)
+        if len(lints) == 1:
+            loop.call_soon_threadsafe(started.set_result, None)
+            release.wait()
+        return (verdict,)
+
+    monkeypatch.setattr(catalog_check, "lint_verdicts", lint)
+    context = _lint_context(monkeypatch)
+    check = CatalogCheck((tmp_path,), 1800.0)
+    try:
+        first = asyncio.create_task(check.check(context))
+        await started
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # A bound on a failure only (the executor is free at once when the lint is not in it).
+        async with asyncio.timeout(5.0):
+            assert await loop.run_in_executor(None, sum, (1, 2)) == 3
+        await check.check(context)
+        assert lints == [1]
+        assert context.state.workflows == ()
+    finally:
+        release.set()
+    # The lint thread takes jobs in order: this one runs once the blocked lint has returned.
+    await asyncio.wrap_future(catalog_check._LINT_POOL.submit(int))
+    await check.check(context)
+    assert lints == [1, 1]
+    assert context.state.workflows == (verdict,)
+    resolver.shutdown(wait=False)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import random
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -11,8 +13,12 @@ from typing import Any
 import pytest
 
 from comfywatch.errors import ParseError
+from comfywatch.parse.catalog import MAX_CLASSES, catalog_from
 from comfywatch.parse.nodeerrors import summarise_prompt_error
+from comfywatch.workflows import load_workflow
 from comfywatch.workflows.lint import (
+    _FUZZY_CANDIDATES,
+    _FUZZY_PAIRS,
     LintCode,
     LintProblem,
     NodeSpec,
@@ -528,3 +534,104 @@ def _recorded_partial_request() -> dict[str, Any]:
             body: dict[str, Any] = entry["request_body"]
             return body
     raise AssertionError("partial request not recorded")
+
+
+class _CountingMatcher(difflib.SequenceMatcher):  # type: ignore[type-arg]
+    """difflib's matcher, counting the names compared and the character pairs aligned."""
+
+    compared = 0
+    aligned = 0
+
+    def set_seq1(self, a: Any) -> None:
+        _CountingMatcher.compared += 1
+        super().set_seq1(a)
+
+    def ratio(self) -> float:
+        _CountingMatcher.aligned += len(self.a) * len(self.b)
+        return super().ratio()
+
+
+def _near_anagrams(words: tuple[str, ...], count: int) -> list[str]:
+    """*count* distinct names, each one of *words* shuffled with one letter added: they pass difflib's quick
+    filters (same length, same letters), so only its full alignment can tell them apart."""
+    rng = random.Random(7)
+    names: dict[str, None] = {}
+    while len(names) < count:
+        letters = list(words[len(names) % len(words)])
+        rng.shuffle(letters)
+        letters.insert(rng.randrange(len(letters) + 1), rng.choice("abcdefxyz"))
+        names["".join(letters)] = None
+    return list(names)
+
+
+def test_a_hostile_catalogue_costs_a_bounded_number_of_comparisons(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The built-in canary against 60,000 near-anagrams of its two class names: both nodes are unknown, and
+    the "Did you mean" searches compare at most _FUZZY_CANDIDATES names and align at most _FUZZY_PAIRS
+    character pairs, however many classes the server sends (it took 49 s for 1.86 million)."""
+    monkeypatch.setattr(difflib, "SequenceMatcher", _CountingMatcher)
+    monkeypatch.setattr(_CountingMatcher, "compared", 0)
+    monkeypatch.setattr(_CountingMatcher, "aligned", 0)
+    workflow = load_workflow("builtin:preview-image", "canary").template
+    body = {name: {} for name in _near_anagrams(("EmptyImage", "PreviewImage"), 3 * MAX_CLASSES)}
+    problems = lint_workflow(workflow, parse_object_info(body, strict=False))
+    assert _codes(problems) == [("1", "invalid_prompt"), ("2", "invalid_prompt")]
+    assert 0 < _CountingMatcher.compared <= _FUZZY_CANDIDATES
+    assert 0 < _CountingMatcher.aligned <= _FUZZY_PAIRS
+
+
+def test_the_linter_knows_the_classes_the_catalogue_keeps() -> None:
+    """A catalogue beyond MAX_CLASSES: the parsed specs hold exactly the classes catalog_from keeps, and a
+    class past the cap is unknown to the lint, whether it is given the body or the parsed specs."""
+    body: dict[str, Any] = {f"Filler{n}": {} for n in range(MAX_CLASSES)}
+    body["PreviewAny"] = OBJECT_INFO["PreviewAny"]
+    assert set(parse_object_info(body, strict=False)) == set(catalog_from(body, {}, None).classes)
+    workflow = {"1": {"class_type": "PreviewAny", "inputs": {"source": "x"}}}
+    assert _codes(lint_workflow(workflow, body)) == [("1", "invalid_prompt")]
+    assert _codes(lint_workflow(workflow, parse_object_info(body, strict=False))) == [("1", "invalid_prompt")]
+    specs: dict[str, NodeSpec] = {**{name: CATALOGUE["EmptyImage"] for name in list(body)[:-1]},
+                                  "PreviewAny": CATALOGUE["PreviewAny"]}
+    assert _codes(lint_workflow(workflow, specs)) == [("1", "invalid_prompt")]
+
+
+def _typo(names: list[str], rng: random.Random) -> str:
+    """One of *names* with a letter changed or dropped, that is not one of *names*."""
+    while True:
+        letters = list(rng.choice(names))
+        at = rng.randrange(len(letters))
+        if rng.random() < 0.5:
+            letters[at] = rng.choice("aeiouxXZ_")
+        else:
+            del letters[at]
+        typo = "".join(letters)
+        if typo not in names:
+            return typo
+
+
+def _expected_fix(class_type: str, names: list[str]) -> str:
+    # What the linter answered before its searches were bounded: a case-insensitive match, else difflib's.
+    lowered = {name.lower(): name for name in names}
+    close = lowered.get(class_type.lower())
+    if close is None:
+        matches = difflib.get_close_matches(class_type, names, n=1, cutoff=0.85)
+        close = matches[0] if matches else None
+    return f"Did you mean {close!r}?" if close is not None and close != class_type else "Install"
+
+
+def test_suggestions_on_a_real_sized_catalogue_are_difflibs() -> None:
+    """A catalogue of the recorded 478 classes and 4,780 custom-node-style variants of them (a server with
+    many node packs), a workflow of 20 misspelt classes: each node's fix suggests what difflib does."""
+    suffixes = ("Advanced", "V2", " (rgthree)", "|pysssss", "_Efficient", "SDXL", "Plus", "Batch", "Mask", "+")
+    info: dict[str, Any] = dict(OBJECT_INFO)
+    info.update({name + suffix: OBJECT_INFO[name] for name in OBJECT_INFO for suffix in suffixes})
+    names = list(info)
+    rng = random.Random(3)
+    workflow = {str(n): {"class_type": _typo(names, rng), "inputs": {}} for n in range(20)}
+    problems = lint_workflow(workflow, parse_object_info(info, strict=False))
+    assert len(problems) == 20
+    suggested = 0
+    for problem in problems:
+        assert problem.class_type is not None
+        expected = _expected_fix(problem.class_type, names)
+        assert problem.fix.startswith(expected)
+        suggested += expected != "Install"
+    assert suggested >= 10  # the check is about suggestions: most typos must have one
