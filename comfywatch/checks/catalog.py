@@ -41,7 +41,13 @@ from comfywatch.parse.serverlog import ServerLog
 from comfywatch.parse.system import SystemStats
 from comfywatch.parse.text import sanitize
 from comfywatch.state import CatalogSummary, WorkflowVerdict
-from comfywatch.workflows import MAX_WORKFLOW_FILES, WorkflowError, workflow_files
+from comfywatch.workflows import (
+    MAX_WORKFLOW_FILES,
+    WorkflowError,
+    WorkflowFileUnreadable,
+    read_workflow_file,
+    workflow_files,
+)
 from comfywatch.workflows.lint import NodeSpec, WorkflowFormat, detect_format, lint_workflow, parse_object_info
 
 __all__ = [
@@ -64,8 +70,6 @@ READ_BURST = 16
 #: Longest a read waits for its turn within one run of the check, leaving the read itself most of the run's
 #: time budget (``CHECK_INTERVAL - 5``); a longer queue leaves it to a later run.
 MAX_TURN_WAIT = 120.0
-#: Largest workflow file read: API-format workflows are kilobytes.
-MAX_WORKFLOW_BYTES = 4 * 2**20
 #: The thread the watched workflows of every target are linted in. Not the event loop's default executor: aiohttp
 #: resolves host names in that one's threads, and a lint that outlives its check (cancelled at its time budget;
 #: a thread cannot be stopped) must not hold one of them. One thread, because lints are CPU work under the GIL
@@ -73,18 +77,10 @@ MAX_WORKFLOW_BYTES = 4 * 2**20
 _LINT_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="comfywatch-lint")
 
 
-def _read(file: Path) -> Any:
-    with file.open("rb") as handle:
-        data = handle.read(MAX_WORKFLOW_BYTES + 1)
-    if len(data) > MAX_WORKFLOW_BYTES:
-        raise ValueError("too large")
-    return json.loads(data)
-
-
 def _verdict(name: str, file: Path, specs: Mapping[str, NodeSpec]) -> WorkflowVerdict:
     try:
-        workflow = _read(file)
-    except OSError:
+        workflow = read_workflow_file(file)
+    except WorkflowFileUnreadable:
         return WorkflowVerdict(name, (("unreadable", 1),))
     except (ValueError, RecursionError):
         return WorkflowVerdict(name, (("invalid_json", 1),))

@@ -63,7 +63,13 @@ from comfywatch.logs import configure_logging
 from comfywatch.parse.cloud import trusted_balance_usd
 from comfywatch.parse.history import Outcome
 from comfywatch.parse.system import SystemStats
-from comfywatch.workflows import WorkflowError, load_workflow, workflow_files
+from comfywatch.workflows import (
+    WorkflowError,
+    WorkflowFileUnreadable,
+    load_workflow,
+    read_workflow_file,
+    workflow_files,
+)
 from comfywatch.workflows.lint import NodeSpec, WorkflowFormat, detect_format, lint_workflow, parse_object_info
 
 __all__ = ["CheckResult", "Report", "TargetReport", "doctor_main", "run_doctor"]
@@ -506,9 +512,9 @@ async def _lint_checks(report: TargetReport, api: LocalApi, workflow_path: str) 
 async def _read_workflow(report: TargetReport, file: Path) -> Any:
     """The API-format workflow in *file*; None, with a failed ``workflow.lint`` saying why, if it is not one."""
     try:
-        workflow = json.loads(await asyncio.to_thread(file.read_text, encoding="utf-8"))
-    except OSError as exc:
-        report.add(CheckResult("workflow.lint", "fail", f"cannot read {file}: {exc.strerror}",
+        workflow = await asyncio.to_thread(read_workflow_file, file)
+    except WorkflowFileUnreadable as exc:
+        report.add(CheckResult("workflow.lint", "fail", f"cannot read {file}: {exc}",
                                DIAGNOSIS_HINTS[Diagnosis.WORKFLOW_UNREADABLE]))
         return None
     except (ValueError, RecursionError):
@@ -746,9 +752,11 @@ def _check_workflow_file(path: str) -> str | None:
     try:
         files = workflow_files(Path(path))
         if len(files) == 1 and files[0] == Path(path):
-            json.loads(Path(path).read_text(encoding="utf-8"))
+            read_workflow_file(Path(path))
     except WorkflowError as exc:
         return f"--workflow: {exc}"
+    except WorkflowFileUnreadable as exc:
+        return f"--workflow: cannot read {path}: {exc}"
     except OSError as exc:
         return f"--workflow: cannot read {path}: {exc.strerror or type(exc).__name__}"
     except (ValueError, RecursionError):

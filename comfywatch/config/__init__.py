@@ -62,6 +62,7 @@ __all__ = [
     "is_valid_name",
     "load_config",
     "probe_target_allowed",
+    "read_bounded_bytes",
     "read_bounded_text",
     "resolve_credentials",
     "resolve_module_credentials",
@@ -771,8 +772,8 @@ class Credentials:
         return [v for v in values if v]
 
 
-def read_bounded_text(path: Path, limit: int) -> str:
-    """The UTF-8 text of *path*; ValueError with a one-line reason (never the content) when it cannot be had.
+def read_bounded_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of *path*; ValueError with a one-line reason (never the content) when they cannot be had.
 
     Only a regular file is read, at most *limit* bytes of it: a FIFO (whose opening waits for a writer, and whose
     reading for its data), a device (``/dev/zero`` never ends) or a directory is refused without waiting.
@@ -791,6 +792,13 @@ def read_bounded_text(path: Path, limit: int) -> str:
         raise ValueError(exc.strerror or type(exc).__name__) from None
     if len(data) > limit:
         raise ValueError(f"larger than {format_size(limit)}")
+    return data
+
+
+def read_bounded_text(path: Path, limit: int) -> str:
+    """The UTF-8 text of *path*, read as :func:`read_bounded_bytes` reads it; ValueError with a one-line reason
+    (never the content) when it cannot be had."""
+    data = read_bounded_bytes(path, limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

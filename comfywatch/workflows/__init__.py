@@ -16,14 +16,32 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from comfywatch.config import VerifyConfig
+from comfywatch.config import VerifyConfig, read_bounded_bytes
 
-__all__ = ["BUILTINS", "MAX_WORKFLOW_FILES", "CanaryWorkflow", "WorkflowError", "load_workflow", "render_workflow",
-           "workflow_files"]
+__all__ = ["BUILTINS", "MAX_WORKFLOW_BYTES", "MAX_WORKFLOW_FILES", "CanaryWorkflow", "WorkflowError",
+           "WorkflowFileUnreadable", "load_workflow", "read_workflow_file", "render_workflow", "workflow_files"]
+
+#: Largest workflow file read: API-format workflows are kilobytes.
+MAX_WORKFLOW_BYTES = 4 * 2**20
 
 
 class WorkflowError(ValueError):
     """The canary workflow file cannot be used (unreadable, not JSON, not API format)."""
+
+
+class WorkflowFileUnreadable(Exception):
+    """A workflow file cannot be read (missing, unreadable, no regular file, too large); one line, no content."""
+
+
+def read_workflow_file(path: Path) -> Any:
+    """The decoded JSON of the workflow file *path*: :class:`WorkflowFileUnreadable` when it cannot be read (a FIFO
+    is not waited for, at most :data:`MAX_WORKFLOW_BYTES` are read), ValueError or RecursionError when it is
+    no JSON (in UTF-8, with or without a byte-order mark, or UTF-16 or 32, as json reads bytes). Blocking."""
+    try:
+        data = read_bounded_bytes(path, MAX_WORKFLOW_BYTES)
+    except ValueError as exc:
+        raise WorkflowFileUnreadable(str(exc)) from None
+    return json.loads(data)
 
 
 @dataclass(frozen=True)
@@ -71,9 +89,9 @@ def load_workflow(spec: str, name: str, verify: VerifyConfig | None = None) -> C
         text = resources.files(__package__).joinpath(f"{builtin}.json").read_text(encoding="utf-8")
         return CanaryWorkflow(name, _api_format(json.loads(text)), BUILTINS[builtin])
     try:
-        body = json.loads(Path(spec).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise WorkflowError(f"cannot read {spec}: {exc.strerror or type(exc).__name__}") from None
+        body = read_workflow_file(Path(spec))
+    except WorkflowFileUnreadable as exc:
+        raise WorkflowError(f"cannot read {spec}: {exc}") from None
     except (ValueError, RecursionError):
         raise WorkflowError(f"{spec} is not valid JSON") from None
     verify = verify or VerifyConfig()

@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from comfywatch.checks.catalog import lint_verdicts
 from comfywatch.errors import ParseError
 from comfywatch.parse.catalog import MAX_CLASSES, catalog_from
 from comfywatch.parse.nodeerrors import summarise_prompt_error
@@ -635,3 +638,13 @@ def test_suggestions_on_a_real_sized_catalogue_are_difflibs() -> None:
         assert problem.fix.startswith(expected)
         suggested += expected != "Install"
     assert suggested >= 10  # the check is about suggestions: most typos must have one
+
+
+def test_a_watched_fifo_is_unreadable_without_waiting(tmp_path: Path) -> None:
+    """A FIFO among the watched workflows (reading it would wait for a writer, in the lint's thread) is reported
+    unreadable at once; the other files are linted."""
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
+    verdicts = lint_verdicts([tmp_path], load_json("object_info.json"))
+    assert [(verdict.name, verdict.problems) for verdict in verdicts] == [
+        ("broken", (("invalid_json", 1),)), ("fifo", (("unreadable", 1),))]

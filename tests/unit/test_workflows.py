@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import re
 import time
@@ -15,11 +16,14 @@ import pytest
 from comfywatch.config import VerifyConfig
 from comfywatch.workflows import (
     BUILTINS,
+    MAX_WORKFLOW_BYTES,
     MAX_WORKFLOW_FILES,
     CanaryWorkflow,
     WorkflowError,
+    WorkflowFileUnreadable,
     fill_text,
     load_workflow,
+    read_workflow_file,
     render_workflow,
     workflow_files,
 )
@@ -123,14 +127,35 @@ class TestUserFiles:
             load_workflow(write_json(tmp_path, body), "w")
 
     def test_not_json(self, tmp_path: Path) -> None:
-        """A file that is not JSON (or not UTF-8) is reported as such."""
+        """A file that is not JSON (nor UTF-16 or 32, which json reads from bytes) is reported as such."""
         path = tmp_path / "w.json"
         path.write_text("{not json", encoding="utf-8")
         with pytest.raises(WorkflowError, match="is not valid JSON"):
             load_workflow(str(path), "w")
-        path.write_bytes(b"\xff\xfe{}")
+        path.write_bytes(b"\xff\xff{}")
         with pytest.raises(WorkflowError, match="is not valid JSON"):
             load_workflow(str(path), "w")
+
+    def test_a_byte_order_mark_is_read_past(self, tmp_path: Path) -> None:
+        """A workflow saved with a UTF-8 byte-order mark (as some Windows editors save) loads."""
+        path = tmp_path / "w.json"
+        path.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "workflows" / "canary_text_preview_any.json").read_bytes())
+        assert load_workflow(str(path), "w").template == load_json("workflows/canary_text_preview_any.json")
+
+    def test_no_regular_file_is_read(self, tmp_path: Path) -> None:
+        """A FIFO (which would wait for a writer), a device or a file over MAX_WORKFLOW_BYTES is reported as
+        unreadable at once, never read."""
+        fifo = tmp_path / "fifo.json"
+        os.mkfifo(fifo)
+        huge = tmp_path / "huge.json"
+        with huge.open("wb") as file:
+            file.truncate(MAX_WORKFLOW_BYTES + 1)
+        for path, reason in ((fifo, "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                             (huge, "larger than 4MiB")):
+            with pytest.raises(WorkflowError, match=f"cannot read .*: {reason}$"):
+                load_workflow(str(path), "w")
+            with pytest.raises(WorkflowFileUnreadable, match=f"^{reason}$"):
+                read_workflow_file(path)
 
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing file is reported with the OS reason."""
