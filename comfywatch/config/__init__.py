@@ -835,8 +835,20 @@ def parse_headers_file(text: str) -> dict[str, str]:
         name, sep, value = stripped.partition(":")
         if not sep or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
             raise ValueError(f"line {number}: expected 'Name: value'")
-        headers[name.strip()] = value.strip()
+        headers[name.strip()] = _header_value(value.strip(), f"line {number}")
     return headers
+
+
+# Control characters but the tab, which a header value may hold.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_value(value: str, what: str) -> str:
+    """*value*, which is sent as an HTTP header's, refused if it holds a line break or another control character:
+    no request could carry it, and each would fail as if the server had answered badly."""
+    if _CONTROL.search(value):
+        raise ValueError(f"{what}: holds a line break or another control character (a header value is one line)")
+    return value
 
 
 def _env_key_name(target_name: str) -> str:
@@ -852,7 +864,8 @@ def _secret_headers(headers_file: Path | None, bearer_token_file: Path | None) -
         except ValueError as exc:
             raise ValueError(f"headers_file: {exc}") from None
     if bearer_token_file is not None:
-        headers["Authorization"] = f"Bearer {_read_secret_file(bearer_token_file, 'bearer_token_file')}"
+        token = _header_value(_read_secret_file(bearer_token_file, "bearer_token_file"), "bearer_token_file")
+        headers["Authorization"] = f"Bearer {token}"
     return headers
 
 
@@ -883,6 +896,8 @@ def resolve_credentials(target: TargetConfig, env: Mapping[str, str] | None = No
         if target.api_key is not None:
             candidates.append(target.api_key.get_secret_value())
         api_key = next((c for c in candidates if c), None)
+        if api_key is not None:
+            _header_value(api_key, "api key")
     return Credentials(headers=headers, basic_auth=basic, api_key=api_key)
 
 

@@ -103,6 +103,22 @@ class TestHostileFiles:
             f"targets[1]: cannot load tls_ca_file '{junk}': no PEM certificate ssl can load",
         ]
 
+    def test_a_secret_sent_as_a_header_is_one_line(self, tmp_path: Path) -> None:
+        """A bearer token, a header or an API key file of two lines (or holding a control character) is a config
+        problem that names the file, never its content: no request could send it."""
+        token, headers, key = tmp_path / "token", tmp_path / "headers", tmp_path / "key"
+        token.write_text("s3cret-one\ns3cret-two\n")
+        headers.write_text("X-Fine: yes\nX-Proxy-Token: s3cret\x01three\n")
+        key.write_text("comfyui-s3cret\ncomfyui-s3cret-b\n")
+        path = write(tmp_path, f'[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\nbearer_token_file = "{token}"\n'
+                               f'[[targets]]\nname = "b"\nurl = "http://127.0.0.1:1"\nheaders_file = "{headers}"\n'
+                               f'[[targets]]\nname = "c"\nkind = "cloud"\napi_key_file = "{key}"\n')
+        one_line = "holds a line break or another control character (a header value is one line)"
+        problems = problems_of(path)
+        assert problems == [f"targets[0]: bearer_token_file: {one_line}",
+                            f"targets[1]: headers_file: line 2: {one_line}", f"targets[2]: api key: {one_line}"]
+        assert "s3cret" not in "".join(problems)
+
     def test_a_huge_secret_file(self, tmp_path: Path) -> None:
         """A secret file is bounded too: a key file over MAX_SECRET_BYTES is a config problem."""
         key = tmp_path / "key"
