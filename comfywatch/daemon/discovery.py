@@ -10,6 +10,11 @@ gives the scheme of entries written without one.
 Like Prometheus, a file that cannot be read or decoded keeps the targets of its last good read (a file
 caught half-written must not drop, and then re-create with empty state, every target it lists); a file
 that is deleted removes its targets.
+
+The work per file is bounded, not only its size: YAML aliases (``- *group`` repeated) make a small file
+decode to a document that lists one large group many times over, so at most :data:`MAX_ITEMS_PER_FILE`
+groups, labels and target entries are examined and :data:`MAX_PROBLEMS_PER_FILE` problems listed per file;
+the rest are counted in one summary problem each.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import yaml
 from pydantic import ValidationError
 
 from comfywatch.config import (
+    MAX_URL_CHARS,
     DiscoveryConfig,
     TargetConfig,
     is_valid_name,
@@ -37,9 +43,25 @@ from comfywatch.config import (
 )
 from comfywatch.parse.text import MAX_CHARS, sanitize
 
-__all__ = ["MAX_FILE_SD_BYTES", "discovery_fingerprint", "load_discovered", "parse_file_sd"]
+__all__ = [
+    "MAX_FILE_SD_BYTES",
+    "MAX_ITEMS_PER_FILE",
+    "MAX_PROBLEMS_PER_FILE",
+    "discovery_fingerprint",
+    "load_discovered",
+    "parse_file_sd",
+]
 
 MAX_TARGETS_PER_FILE = 10_000
+#: Groups, labels and target entries (valid or not) examined per file, each counting one: room for
+#: MAX_TARGETS_PER_FILE single-target groups with 18 labels each, or a valid entry for every invalid one. A
+#: file listing more (a YAML alias repeated) has the rest ignored, so its cost does not grow with the repeats.
+MAX_ITEMS_PER_FILE = 20 * MAX_TARGETS_PER_FILE
+#: Problems listed per file; the rest are counted in one line, so a file of bad entries costs a few log lines.
+MAX_PROBLEMS_PER_FILE = 100
+#: Longest label name or value looked at: validate_labels allows 128 characters, sanitize only shortens, and
+#: an aliased string of megabytes must not be scanned once per group that names it.
+_MAX_LABEL_TEXT = 1024
 #: Largest file_sd file read: MAX_TARGETS_PER_FILE targets with a few labels each take about 2 MB of JSON.
 MAX_FILE_SD_BYTES = 4 * 2**20
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
@@ -126,63 +148,123 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(messages) or "invalid target"
 
 
+class _Problems:
+    """One file's problem lines: the first MAX_PROBLEMS_PER_FILE kept, the rest only counted."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.kept: list[str] = []
+        self.unlisted = 0
+
+    def add(self, problem: str) -> None:
+        if len(self.kept) < MAX_PROBLEMS_PER_FILE:
+            self.kept.append(problem)
+        else:
+            self.unlisted += 1
+
+    def lines(self, *summary: str) -> list[str]:
+        """The kept problems, then the count of the others, then *summary* (always shown: it says what was cut)."""
+        more = [f"{self.source}: {self.unlisted} more problems not shown"] if self.unlisted else []
+        return [*self.kept, *more, *summary]
+
+
 def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list[TargetConfig], list[str]]:
-    """Targets and problems (``file.json[2].labels: ...``) from one decoded file; never raises."""
+    """Targets and problems (``file.json[2].labels: ...``) from one decoded file; never raises.
+
+    At most MAX_ITEMS_PER_FILE groups, labels and entries are examined, and MAX_PROBLEMS_PER_FILE problems
+    listed: the cost is bounded whatever the decoded document's size (which YAML aliases can multiply).
+    """
     targets: list[TargetConfig] = []
-    problems: list[str] = []
+    problems = _Problems(source)
     if data is None:  # an empty YAML file (or JSON ``null``) lists no targets, as in Prometheus
         return [], []
     if not isinstance(data, list):
         return [], [f"{source}: expected a list of target groups"]
+    items_cut = f"{source}: more than {MAX_ITEMS_PER_FILE} groups, labels and target entries; the rest ignored"
+    left = MAX_ITEMS_PER_FILE  # items that may still be examined
+    cut = False  # a group's entries were cut short: nothing after them is examined
     for index, group in enumerate(data):
         where = f"{source}[{index}]"
+        # Each part of a group is charged before it is looked at; len() is O(1), so a part too large to
+        # examine costs nothing more.
+        left -= 1
+        if left < 0 or cut:
+            return targets, problems.lines(items_cut)
         if not isinstance(group, dict):
-            problems.append(f"{where}: expected an object with 'targets' and 'labels'")
+            problems.add(f"{where}: expected an object with 'targets' and 'labels'")
             continue
         entries = group.get("targets")
         raw_labels = group.get("labels") or {}
-        if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-            problems.append(f"{where}.targets: expected a list of strings")
+        if isinstance(raw_labels, dict):
+            left -= len(raw_labels)
+            if left < 0:
+                return targets, problems.lines(items_cut)
+        if not isinstance(entries, list):
+            problems.add(f"{where}.targets: expected a list of strings")
+            continue
+        # Only the entries the budget still allows are examined, the type check included: with aliases one
+        # list of thousands of entries can stand for every group of the file.
+        examined = entries[:max(left, 0)]
+        left -= len(examined)
+        cut = len(examined) < len(entries)
+        if not all(isinstance(e, str) for e in examined):
+            problems.add(f"{where}.targets: expected a list of strings")
             continue
         if not isinstance(raw_labels, dict) or not all(isinstance(v, str) for v in raw_labels.values()):
-            problems.append(f"{where}.labels: expected string values")
+            problems.add(f"{where}.labels: expected string values")
             continue
         scheme = str(raw_labels.get("__scheme__", "http"))
         if scheme not in {"http", "https"}:
-            problems.append(f"{where}.labels: __scheme__ must be http or https")
+            problems.add(f"{where}.labels: __scheme__ must be http or https")
             continue
         # Label values become label values of every series of the target, and appear in logs: made encodable and
         # free of control characters as any server string is (their length is validated below).
-        labels = {str(k): sanitize(v) for k, v in raw_labels.items() if not str(k).startswith("__")}
+        kept = {str(k): v for k, v in raw_labels.items() if not str(k).startswith("__")}
+        # Refused on len() alone, before any pass over the text (what validate_labels would say of them).
+        long_key = next((k for k in kept if len(k) > _MAX_LABEL_TEXT), None)
+        if long_key is not None:
+            problems.add(f"{where}.labels: label name {long_key[:40]!r} is not a valid Prometheus label name "
+                         "of at most 128 characters")
+            continue
+        long_value = next((k for k, v in kept.items() if len(v) > _MAX_LABEL_TEXT), None)
+        if long_value is not None:
+            problems.add(f"{where}.labels: label {long_value[:40]!r}: value must be a string of at most 128 characters")
+            continue
+        labels = {k: sanitize(v) for k, v in kept.items()}
         name_label = labels.pop("name", None)
         try:
             labels = validate_labels(labels)
         except ValueError as exc:
-            problems.append(f"{where}.labels: {exc}")
+            problems.add(f"{where}.labels: {exc}")
             continue
         if name_label and len(entries) > 1:
-            problems.append(f"{where}.labels: 'name' ignored: it names a group of one target, this one has "
-                            f"{len(entries)}")
-        for position, entry in enumerate(entries):
+            problems.add(f"{where}.labels: 'name' ignored: it names a group of one target, this one has "
+                         f"{len(entries)}")
+        for position, entry in enumerate(examined):
             if len(targets) >= MAX_TARGETS_PER_FILE:
-                problems.append(f"{source}: more than {MAX_TARGETS_PER_FILE} targets; the rest ignored")
-                return targets, problems
+                targets_cut = f"{source}: more than {MAX_TARGETS_PER_FILE} targets; the rest ignored"
+                return targets, problems.lines(targets_cut)
+            # The URL would be refused anyway (TargetConfig.url); refused on len() alone, before any pass over
+            # it, as an aliased string of megabytes can be every entry of the file.
+            if len(entry) > MAX_URL_CHARS:
+                problems.add(f"{where}.targets[{position}]: url: longer than {MAX_URL_CHARS} characters")
+                continue
             url = _url(entry, scheme)
             bad_url = _url_problem(url)
             if bad_url is not None:
-                problems.append(f"{where}.targets[{position}]: {bad_url}")
+                problems.add(f"{where}.targets[{position}]: {bad_url}")
                 continue
             name = name_label if name_label and len(entries) == 1 else _name(url)
             if name is None:
-                problems.append(f"{where}.targets[{position}]: no valid target name can be made from this "
-                                "entry; give the group a 'name' label")
+                problems.add(f"{where}.targets[{position}]: no valid target name can be made from this "
+                             "entry; give the group a 'name' label")
                 continue
             try:
                 targets.append(TargetConfig(name=name, kind=config.kind, url=url, labels=labels,
                                             canary=config.canary))
             except ValidationError as exc:
-                problems.append(f"{where}.targets[{position}]: {_validation_message(exc)}")
-    return targets, problems
+                problems.add(f"{where}.targets[{position}]: {_validation_message(exc)}")
+    return targets, problems.lines(*([items_cut] if cut else []))
 
 
 def _read(path: str) -> tuple[Any, str | None]:
@@ -220,9 +302,12 @@ def load_discovered(config: DiscoveryConfig) -> tuple[list[TargetConfig], list[s
             problems.append(problem)
         targets, more = parse_file_sd(data, path, config)
         problems.extend(more)
+        # Listed within the same per-file bound: a file may repeat one target MAX_TARGETS_PER_FILE times.
+        duplicates = _Problems(path)
         for target in targets:
             if target.name in found:
-                problems.append(f"{path}: duplicate target {target.name!r} ignored")
+                duplicates.add(f"{path}: duplicate target {target.name!r} ignored")
                 continue
             found[target.name] = target
+        problems.extend(duplicates.lines())
     return list(found.values()), problems

@@ -18,7 +18,12 @@ import pytest
 import yaml
 
 from comfywatch.config import DiscoveryConfig
-from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
+from comfywatch.daemon.discovery import (
+    MAX_ITEMS_PER_FILE,
+    MAX_PROBLEMS_PER_FILE,
+    discovery_fingerprint,
+    load_discovered,
+)
 from comfywatch.sim.admin import SimHandle, start_sim
 from tests.helpers import Metrics, eventually, running_daemon, scrape
 
@@ -181,6 +186,34 @@ async def test_label_problems_are_logged_with_file_and_index(
         assert f"{path}[2].labels: at most 16 extra labels per target" in problems
         assert not any(f"{path}[3]" in problem for problem in problems)
         assert all(level == "warning" for level, event, _ in recorder.events if event == "discovery_problem")
+
+
+async def test_a_repeated_yaml_alias_logs_a_bounded_number_of_problems(
+    fleet: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A YAML file whose group of 5,000 bad entries is repeated by aliases past MAX_ITEMS_PER_FILE entries logs
+    at most MAX_PROBLEMS_PER_FILE of them plus two summary lines (the count of the rest, the cut), and the
+    good group listed before it comes up."""
+    import comfywatch.daemon.service
+
+    recorder = LogRecorder()
+    monkeypatch.setattr(comfywatch.daemon.service, "log", recorder)
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    path = sd / "bomb.yml"
+    group_size = 5000
+    write_atomically(path, (
+        f'- {{targets: ["{fleet.target_url(0)}"], labels: {{name: kept}}}}\n'
+        + "- &g {targets: [" + ", ".join(['"h:99999"'] * group_size) + "]}\n"
+        + "- *g\n" * (MAX_ITEMS_PER_FILE // group_size + 1)
+    ))
+    async with running_daemon(config(sd), tmp_path) as (_daemon, base):
+        await eventually(lambda: scrape(f"{base}/metrics"), lambda m: "kept" in up_targets(m), what="kept up")
+        # Distinct lines: the file may be read more than once, each read logging the same bounded list.
+        problems = set(recorder.problems())
+        assert len(problems) <= MAX_PROBLEMS_PER_FILE + 2
+        assert (f"{path}: more than {MAX_ITEMS_PER_FILE} groups, labels and target entries; the rest ignored"
+                in problems)
 
 
 async def test_hostile_label_text_costs_no_target_its_lines(fleet: SimHandle, tmp_path: Path) -> None:
