@@ -156,8 +156,9 @@ def load_web_config(path: Path) -> WebConfig:
     """Read and validate a ``web-config.yml``; build the TLS context and the user table.
 
     Raises:
-        WebConfigError: unreadable file, bad YAML, unknown or unsupported key, wrong type, unloadable
-            certificate or key, or a password entry that is not a bcrypt hash.
+        WebConfigError: unreadable file, bad or too deeply nested YAML, unknown or unsupported key, wrong
+            type, a file name with a NUL character, unloadable certificate or key, or a password entry that
+            is not a bcrypt hash.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -172,6 +173,9 @@ def load_web_config(path: Path) -> WebConfig:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         # The YAML error text can quote the offending line, which may hold a hash: say where, not what.
         raise WebConfigError(f"{path}: invalid YAML{where}") from None
+    except RecursionError:
+        # PyYAML's Python loader recurses once per level: a few thousand nested brackets exhaust the stack.
+        raise WebConfigError(f"{path}: invalid YAML: nested too deeply") from None
     if data is None:
         data = {}
     root = _mapping(data, path, "the file")
@@ -214,6 +218,14 @@ def _string(section: Mapping[str, Any], key: str, path: Path, prefix: str) -> st
     return value
 
 
+def _file(section: Mapping[str, Any], key: str, path: Path, prefix: str) -> str | None:
+    value = _string(section, key, path, prefix)
+    if value is not None and "\0" in value:
+        # No file name holds one, and ssl and os raise ValueError (not OSError) for it.
+        raise WebConfigError(f"{path}: {prefix}{key} must not contain a NUL character")
+    return value
+
+
 def _resolve(value: str, base: Path) -> Path:
     # Relative to the config file's directory, like the toolkit's SetDirectory.
     return (base / value) if not os.path.isabs(value) else Path(value)
@@ -221,10 +233,10 @@ def _resolve(value: str, base: Path) -> Path:
 
 def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLContext | None:
     p = "tls_server_config."
-    cert = _string(tls, "cert_file", path, p)
-    key = _string(tls, "key_file", path, p)
+    cert = _file(tls, "cert_file", path, p)
+    key = _file(tls, "key_file", path, p)
     client_auth = _string(tls, "client_auth_type", path, p)
-    client_ca = _string(tls, "client_ca_file", path, p)
+    client_ca = _file(tls, "client_ca_file", path, p)
     if not (cert or key or client_auth or client_ca):
         return None  # the toolkit's "TLS config is not present": plain HTTP
     if not cert:

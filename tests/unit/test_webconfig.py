@@ -338,6 +338,29 @@ class TestLoad:
         assert HASH not in str(info.value)
         assert HASH[7:20] not in str(info.value)
 
+    def test_deep_nesting_is_a_web_config_error(self, tmp_path: Path) -> None:
+        """YAML nested 5,000 deep (past the Python loader's recursion) is a WebConfigError naming the file and
+        saying why, not a RecursionError out of ``run``; the text after the nesting is not quoted back."""
+        depth = 5000
+        path = write_config(tmp_path, "basic_auth_users: " + "[" * depth + "]" * depth + f"\nx: {HASH}\n")
+        with pytest.raises(WebConfigError) as info:
+            load_web_config(path)
+        assert str(info.value) == f"{path}: invalid YAML: nested too deeply"
+
+    @pytest.mark.parametrize("key", ["cert_file", "key_file", "client_ca_file"])
+    def test_a_file_name_with_a_nul_character_is_a_web_config_error(
+        self, tmp_path: Path, pki: Pki, key: str
+    ) -> None:
+        """A NUL in any of the three file names (which ssl would reject with a bare ValueError) is a
+        WebConfigError naming the file and the key; the name itself is not quoted back."""
+        section = tls_section(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.client_ca))
+        section[key] = "secret\0name"
+        path = write_config(tmp_path, {"tls_server_config": section})
+        with pytest.raises(WebConfigError) as info:
+            load_web_config(path)
+        assert str(info.value) == f"{path}: tls_server_config.{key} must not contain a NUL character"
+        assert "secret" not in str(info.value)
+
 
 # Serving.
 
