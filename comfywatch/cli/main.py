@@ -137,9 +137,17 @@ def _report(exc: ConfigError) -> int:
 def _check_config(path_arg: str | None) -> int:
     # imported when the subcommand runs (start-up cost, see the module docstring)
     from comfywatch.config import config_file, load_config
+    from comfywatch.server.webconfig import WebConfigError, load_web_config
 
     path = config_file(path_arg)
     config = load_config(path)
+    if config.server.web_config_file is not None:
+        # Read as run reads it: a web config that run would refuse is no valid configuration either.
+        try:
+            load_web_config(config.server.web_config_file)
+        except WebConfigError as exc:  # its message names the file and the key
+            print(exc, file=sys.stderr)
+            return 2
     names = [t.name for t in config.targets]
     shown = ", ".join(names[:_NAMES_SHOWN]) + (f" and {len(names) - _NAMES_SHOWN} more"
                                                 if len(names) > _NAMES_SHOWN else "")

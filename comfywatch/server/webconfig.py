@@ -47,6 +47,8 @@ import yaml
 from aiohttp import BasicAuth, hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
+from comfywatch.config import MAX_CONFIG_BYTES, read_bounded_text
+
 __all__ = [
     "AUTH_REALM",
     "WebConfig",
@@ -161,11 +163,9 @@ def load_web_config(path: Path) -> WebConfig:
             is not a bcrypt hash.
     """
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WebConfigError(f"{path}: cannot read web config: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise WebConfigError(f"{path}: cannot read web config: not UTF-8 text") from None
+        text = read_bounded_text(path, MAX_CONFIG_BYTES)
+    except ValueError as exc:
+        raise WebConfigError(f"{path}: cannot read web config: {exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -110,3 +110,20 @@ def test_undecodable_environment() -> None:
     env = {"COMFYWATCH_TARGETS__0__NAME": "a", "COMFYWATCH_TARGETS__0__URL": "http://127.0.0.1:1",
            "COMFYWATCH_TARGETS__0__LABELS__RACK": "r\udcff"}
     assert_refused(check_config(env=env), "environment: targets[0].labels.rack: not valid UTF-8\n")
+
+
+@pytest.mark.parametrize(("web_config", "problem"), [
+    ("tls_server_config:\n  cert_file: \"a\\0b\"\n", "tls_server_config.cert_file must not contain a NUL character"),
+    ("[" * 5000 + "]" * 5000 + "\n", "invalid YAML: nested too deeply"),
+    (None, "cannot read web config: not a regular file"),
+], ids=["nul-in-a-file-name", "nested-5000-deep", "a-device"])
+def test_a_web_config_run_would_refuse_is_refused(tmp_path: Path, web_config: str | None, problem: str) -> None:
+    """check-config reads the web config as run does: one that run would refuse (here a NUL in a file name, YAML
+    nested 5000 deep, /dev/zero) exits 2 with the same line, never a traceback."""
+    web = tmp_path / "web.yml"
+    if web_config is None:
+        web = Path("/dev/zero")
+    else:
+        web.write_text(web_config, encoding="utf-8")
+    path = write(tmp_path, f'[server]\nweb_config_file = "{web}"\n[[targets]]\nname = "x"\nurl = "http://127.0.0.1:1"\n')
+    assert_refused(check_config(str(path)), f"{web}: {problem}\n")
