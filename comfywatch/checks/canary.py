@@ -6,7 +6,9 @@ output (``/view`` for images, the echoed text) -> delete our history entry. If t
 opened (a proxy dropping ``Upgrade``) the run falls back to polling ``/history/{id}`` and says so.
 When the run ends without knowing the prompt's fate (timeout, transport failure, a partly rejected
 workflow) it cancels only its own prompt (delete if pending, targeted interrupt if running), waits for it to
-leave the queue, then deletes its history entry. ``total`` runs from submit to the verified output.
+leave the queue, then deletes its history entry. A local ComfyUI is sent the prompt id the canary chose, so
+that cleanup also runs when ``POST /prompt`` fails after the prompt may have been queued (a timed-out or
+502 answer). ``total`` runs from submit to the verified output.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import HttpResult, RequestFailed
+from comfywatch.clients.local import LocalApi
 from comfywatch.clients.ws import WebSocketServer, connect
 from comfywatch.errors import Failure, ParseError, Reason, classify_exception
 from comfywatch.parse.canary_events import Progress, PromptFollower
@@ -51,8 +54,13 @@ SILENCE_CHECK_MAX = 30.0
 #: With the socket close (1 s) and the delete (3 s) a run ends within its timeout + 8 s: inside the
 #: daemon's budget for the check (timeout + 10 s), so the result is always recorded.
 CANCEL_WAIT = 4.0
-#: Failures after which the server is known to be done with the prompt.
+#: Failures after which the server is known to be done with the prompt (unless the raiser says otherwise).
 _PROMPT_OVER = frozenset({Reason.EXECUTION_ERROR, Reason.OOM, Reason.INTERRUPTED, Reason.LOST})
+#: How long closing a socket may take: a peer that never answers the close frame would otherwise hold the run
+#: for the connection's close_timeout (10 s). Cancelled, the close aborts the connection (clients/ws.py).
+WS_CLOSE_WAIT = 1.0
+#: Submit failures that prove the request never reached the server: nothing can have been queued.
+_NEVER_SENT = frozenset({Reason.DNS, Reason.TLS})
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -108,10 +116,12 @@ class CanaryApi(WebSocketServer, Protocol):
 
 
 class _Failed(Exception):
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, *, over: bool | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        #: Whether the server is known to be done with the prompt (no cancel needed); by reason by default.
+        self.over = reason in _PROMPT_OVER if over is None else over
 
 
 class CanaryRunner:
@@ -129,8 +139,9 @@ class CanaryRunner:
         on_accepted: Callable[[str], None] | None = None,
     ) -> None:
         self.api = api
-        #: Called with each accepted prompt id: the daemon marks it as already counted, so the jobs check
-        #: never counts a canary as a user's job (/api/jobs lists carry no client_id).
+        #: Called with each accepted prompt id (and with the id it chose when a failed submit may have queued
+        #: it): the daemon marks it as already counted, so the jobs check never counts a canary as a user's
+        #: job (/api/jobs lists carry no client_id).
         self.on_accepted = on_accepted
         self.workflow = workflow
         self.timeout = timeout
@@ -161,6 +172,9 @@ class CanaryRunner:
         follower: PromptFollower | None = None
         accepted_at: float | None = None
         finished = False  # the server is done with our prompt (no cancel needed)
+        # The prompt to clean up when the submit failed after the request may have queued it: without an
+        # answer there is no accepted id, only the one we sent.
+        unanswered_id: str | None = None
         try:
             if self.when_busy == "skip":
                 # Bounded by the canary's own deadline: a slow server must not stretch a run past it.
@@ -176,9 +190,14 @@ class CanaryRunner:
             if submit_start >= deadline:
                 raise TimeoutError  # never submit a prompt we no longer have time to follow
             measured_from = submit_start
+            own_id = self._own_prompt_id()
             try:
-                accepted = await self.api.submit(prompt, client_id, timeout=max(0.1, deadline - submit_start))
+                accepted = await self._submit(prompt, client_id, own_id, timeout=max(0.1, deadline - submit_start))
             except RequestFailed as failed:
+                if own_id is not None and _may_have_queued(failed):
+                    unanswered_id = own_id
+                    if self.on_accepted is not None:
+                        self.on_accepted(own_id)
                 raise self._submit_failure(failed, result) from None
             accepted_at = time.perf_counter()
             result.phases["submit"] = accepted_at - submit_start
@@ -191,7 +210,9 @@ class CanaryRunner:
                 raise self._partial_failure(accepted.node_errors, result)
             follower = PromptFollower(accepted.prompt_id)
             entry = await self._await_completion(ws, follower, deadline, result)
-            finished = True
+            # Over if the events said so, or history gave a verdict: an unknown one proves nothing, so the
+            # prompt is still cancelled if the run fails.
+            finished = entry is None or entry.outcome is not Outcome.UNKNOWN
             fetch_start = time.perf_counter()
             # The prompt is done; give the fetch at least a second even if that was at the deadline.
             async with asyncio.timeout(max(1.0, deadline - fetch_start)):
@@ -200,7 +221,7 @@ class CanaryRunner:
             result.ok = True
         except _Failed as failed:
             result.reason, result.detail = failed.reason, failed.detail
-            over = failed.reason in _PROMPT_OVER or (follower is not None and follower.finished)
+            over = failed.over or (follower is not None and follower.finished)
             finished = finished or over
         except RequestFailed as failed:
             result.reason, result.detail = failed.failure.reason, failed.failure.detail
@@ -214,11 +235,10 @@ class CanaryRunner:
                 if result.server_seconds is None:
                     result.server_seconds = follower.server_seconds
             if ws is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(1.0):
-                        await ws.close()
-            if result.prompt_id is not None:
-                await self._cleanup(result, cancel=not finished)
+                await _close(ws)
+            own = result.prompt_id or unanswered_id
+            if own is not None:
+                await self._cleanup(result, own, cancel=not finished)
         if result.ok:
             log.debug("canary_ok", canary=result.canary, total=round(result.phases["total"], 4))
         return result
@@ -228,6 +248,19 @@ class CanaryRunner:
     async def check(self, ctx: TargetContext) -> None:
         """One scheduled run, under the check contract: a success only when the output was verified."""
         check_outcome(await self.run())
+
+    def _own_prompt_id(self) -> str | None:
+        """The prompt id to send with the submit, so that it is known before any answer; ``None`` where the server
+        takes none. ComfyUI queues a prompt under a ``prompt_id`` in the request body (recorded from 0.3.64:
+        ``prompt_ok_custom_prompt_id.json``); Comfy Cloud documents no such field, so it is never sent one."""
+        return str(uuid.uuid4()) if isinstance(self.api, LocalApi) else None
+
+    async def _submit(self, prompt: Mapping[str, Any], client_id: str, prompt_id: str | None, *, timeout: float
+                      ) -> PromptAccepted:
+        api = self.api
+        if prompt_id is not None and isinstance(api, LocalApi):
+            return await api.submit(prompt, client_id, prompt_id=prompt_id, timeout=timeout)
+        return await api.submit(prompt, client_id, timeout=timeout)
 
     def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
         # errors.classify_status decides what a refusal is, as for every request; a validation refusal also
@@ -279,8 +312,7 @@ class CanaryRunner:
                         break
         except Exception:
             result.websocket_ok = False
-            with contextlib.suppress(Exception):
-                await ws.close()
+            await _close(ws)
             log.warning("canary_websocket_silent", canary=result.canary)
             return None
         result.websocket_ok = True
@@ -359,7 +391,8 @@ class CanaryRunner:
         if entry is None:
             raise _Failed(Reason.LOST, "prompt vanished from queue and history without an event (deleted "
                           "by someone else, or the job was lost)")
-        return entry
+        # Written before the prompt ended: it is still the server's, keep following the socket.
+        return entry if entry.finished else None
 
     async def _poll(self, follower: PromptFollower, deadline: float) -> HistoryEntry | None:
         """Poll /history/{id} with back-off; ``lost`` when the prompt is in neither queue nor history."""
@@ -373,14 +406,16 @@ class CanaryRunner:
                 raise TimeoutError
             try:
                 entry = await self.api.history_entry(follower.prompt_id, timeout=min(remaining, 5.0))
-                if entry is not None:
+                if entry is not None and entry.finished:
                     return entry
-                if not await self.api.in_flight(follower.prompt_id):
+                # An unfinished entry proves the server still has the prompt: poll on, never "lost".
+                if entry is None and not await self.api.in_flight(follower.prompt_id):
                     # Finished between the two reads? Look once more before calling it lost.
                     entry = await self.api.history_entry(follower.prompt_id, timeout=min(remaining, 5.0))
-                    if entry is not None:
+                    if entry is not None and entry.finished:
                         return entry
-                    raise _Failed(Reason.LOST, "prompt vanished from queue and history (server restarted?)")
+                    if entry is None:
+                        raise _Failed(Reason.LOST, "prompt vanished from queue and history (server restarted?)")
                 last_failure = None
             except RequestFailed as failed:
                 last_failure = failed.failure
@@ -412,8 +447,11 @@ class CanaryRunner:
                 result.phases["execute"] = result.server_seconds
                 result.phases["queue"] = max(0.0, waited - result.server_seconds)
             if entry.outcome is not Outcome.SUCCESS:
-                # History is the authority: its verdict wins over whatever the output check found.
-                raise _Failed(entry.failure_reason or Reason.EXECUTION_ERROR, f"history says {entry.outcome}")
+                # History is the authority: its verdict wins over whatever the output check found. Only a
+                # recognised failure proves the prompt over; after an unknown one the prompt is cancelled.
+                unfinished = "" if entry.finished else " (not finished)"
+                raise _Failed(entry.failure_reason or Reason.EXECUTION_ERROR,
+                              f"history says {entry.outcome}{unfinished}", over=entry.outcome is Outcome.FAILED)
             if verifying is None:
                 await self._verify(follower.outputs or entry.outputs, values, deadline)
             else:
@@ -446,15 +484,23 @@ class CanaryRunner:
                 # Canaries must never leave files in output/; the built-ins use temp/ only.
                 log.warning("canary_wrote_output", canary=self.workflow.name)
             fetched = await self.api.view(filename, str(subfolder or ""), kind)
+            if not fetched.body:
+                # Whatever its type says, an image of no bytes is no output.
+                raise _Failed(Reason.OUTPUT_INVALID, f"/view returned an empty {fetched.content_type[:40]} body")
             size = png_size(fetched.body)
             if fetched.content_type.startswith("image/png") or size is not None:
                 if size is None:
                     raise _Failed(Reason.OUTPUT_INVALID, "/view did not return a PNG")
-                if expect.image_size is not None and size != expect.image_size:
-                    raise _Failed(Reason.OUTPUT_INVALID, f"image is {size[0]}x{size[1]}, expected "
-                                  f"{expect.image_size[0]}x{expect.image_size[1]}")
             elif not fetched.content_type.startswith("image/"):
                 raise _Failed(Reason.OUTPUT_INVALID, f"/view returned {fetched.content_type[:40]}")
+            if expect.image_size is not None:
+                wanted = f"{expect.image_size[0]}x{expect.image_size[1]}"
+                if size is None:
+                    # Only a PNG's size is read: an image of another type cannot prove the expected size.
+                    raise _Failed(Reason.OUTPUT_INVALID, f"cannot read the size of a "
+                                  f"{fetched.content_type[:40]} image, expected a {wanted} PNG")
+                if size != expect.image_size:
+                    raise _Failed(Reason.OUTPUT_INVALID, f"image is {size[0]}x{size[1]}, expected {wanted}")
         if expect.text_equals_placeholder is not None:
             wanted = fill_text(expect.text_equals_placeholder, values)
             if wanted not in texts:
@@ -462,10 +508,8 @@ class CanaryRunner:
         if expect.text_matches is not None and not any(re.search(expect.text_matches, t) for t in texts):
             raise _Failed(Reason.OUTPUT_INVALID, "no text output matches the configured pattern")
 
-    async def _cleanup(self, result: CanaryResult, *, cancel: bool) -> None:
-        """Cancel our prompt if it may still be queued or running, then delete its history entry."""
-        prompt_id = result.prompt_id
-        assert prompt_id is not None
+    async def _cleanup(self, result: CanaryResult, prompt_id: str, *, cancel: bool) -> None:
+        """Cancel our prompt *prompt_id* if it may still be queued or running, then delete its history entry."""
         if cancel:
             try:
                 async with asyncio.timeout(CANCEL_WAIT):
@@ -491,6 +535,23 @@ class CanaryRunner:
             if again:
                 await self.api.cancel_own(prompt_id)
                 again = False
+
+
+def _may_have_queued(failed: RequestFailed) -> bool:
+    """Whether a failed ``POST /prompt`` may still have queued the prompt: anything but a request that never
+    left (DNS, TLS) or an answer refusing it (4xx). A 5xx from a proxy, a timed-out or cut answer, or a 200
+    that would not decode can each hide a queued prompt."""
+    status = failed.failure.status
+    if status is not None and 400 <= status < 500:
+        return False
+    return failed.failure.reason not in _NEVER_SENT
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close *ws* within :data:`WS_CLOSE_WAIT`, whatever the peer does with the close frame."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(WS_CLOSE_WAIT):
+            await ws.close()
 
 
 def _listed(outputs: dict[str, Any], key: str) -> list[Any]:

@@ -31,7 +31,8 @@ def _users(entries: list[HistoryEntry]) -> list[HistoryEntry]:
 
 
 def _count_history(state: TargetState, entries: list[HistoryEntry]) -> None:
-    users = _users(entries)
+    # An entry written before its prompt ended is left unseen, to be counted once it has an outcome.
+    users = [e for e in _users(entries) if e.finished]
     fresh = set(state.seen_jobs.new_ids([e.prompt_id for e in users]))
     for entry in users:
         if entry.prompt_id in fresh:

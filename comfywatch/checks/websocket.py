@@ -7,16 +7,23 @@ says how far the upgrade got and why it stopped; doctor words the verdict.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection
 
 from comfywatch.checks.context import TargetContext, ssl_context_for
 from comfywatch.clients.ws import connect
 from comfywatch.errors import Failure, classify_exception
 from comfywatch.parse.prompt import parse_ws_text
 
-__all__ = ["UpgradeObservation", "observe"]
+__all__ = ["CLOSE_WAIT", "UpgradeObservation", "observe"]
+
+#: How long closing the probe's socket may take once the observation is made (the connection's own close
+#: timeout is 10 s, and a peer that ignores the close frame would use all of it).
+CLOSE_WAIT = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,18 +41,23 @@ class UpgradeObservation:
 
 
 async def observe(ctx: TargetContext, timeout: float) -> UpgradeObservation:
-    """One attempt under one deadline (*timeout* seconds) over the upgrade and the first frame."""
+    """One attempt under one deadline (*timeout* seconds) over the upgrade and the first frame.
+
+    The socket is closed after the observation is made, within :data:`CLOSE_WAIT` of its own: a server that
+    never answers the close frame must not turn a status frame already received into a timeout.
+    """
     client_id = "comfywatch-doctor-" + uuid.uuid4().hex
     started = time.perf_counter()
     opened: float | None = None
+    ws: ClientConnection | None = None
     try:
         async with asyncio.timeout(timeout):
-            async with connect(ctx.local_api(), client_id, tls=ssl_context_for(ctx.config), open_timeout=None) as ws:
-                opened = time.perf_counter() - started
-                while True:
-                    message = await ws.recv()
-                    if isinstance(message, str) and parse_ws_text(message).type == "status":
-                        return UpgradeObservation(opened, status_frame=True)
+            ws = await connect(ctx.local_api(), client_id, tls=ssl_context_for(ctx.config), open_timeout=None)
+            opened = time.perf_counter() - started
+            while True:
+                message = await ws.recv()
+                if isinstance(message, str) and parse_ws_text(message).type == "status":
+                    return UpgradeObservation(opened, status_frame=True)
     except TimeoutError:
         return UpgradeObservation(opened, timed_out=True)
     except Exception as exc:
@@ -53,3 +65,9 @@ async def observe(ctx: TargetContext, timeout: float) -> UpgradeObservation:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return UpgradeObservation(opened, failure=classify_exception(exc),
                                   http_status=status if isinstance(status, int) else None)
+    finally:
+        if ws is not None:
+            # Cancelled by the timeout, close() aborts the connection (clients/ws.py): nothing is left open.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_WAIT):
+                    await ws.close()

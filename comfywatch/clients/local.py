@@ -129,11 +129,18 @@ class LocalApi:
         return page  # type: ignore[no-any-return]
 
     async def submit(
-        self, prompt: Mapping[str, Any], client_id: str, *, extra: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        self, prompt: Mapping[str, Any], client_id: str, *, prompt_id: str | None = None,
+        extra: Mapping[str, Any] | None = None, timeout: float | None = None,
     ) -> PromptAccepted:
-        """POST /prompt. A 400 raises RequestFailed whose ``body`` holds ComfyUI's node_errors."""
+        """POST /prompt. A 400 raises RequestFailed whose ``body`` holds ComfyUI's node_errors.
+
+        *prompt_id*: queue the prompt under this id instead of one the server picks (ComfyUI takes the body's
+        ``prompt_id`` as is, recorded in ``prompt_ok_custom_prompt_id.json``), so the caller knows it even when
+        no answer arrives. A server that ignores the field answers its own id, which is the one to use.
+        """
         payload: dict[str, Any] = {"prompt": prompt, "client_id": client_id}
+        if prompt_id is not None:
+            payload["prompt_id"] = prompt_id
         if extra:
             payload["extra_data"] = dict(extra)
         result = await self.http.request(

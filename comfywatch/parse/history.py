@@ -2,6 +2,8 @@
 
 A history entry exists only once a prompt has finished; ``{}`` means "unknown or not finished yet".
 Interrupted prompts also have ``status_str == "error"``: the last status message tells them apart.
+An entry with ``completed: false`` and neither a terminal message nor a terminal ``status_str`` (a server that
+writes its entry before the prompt ends) is not finished: :attr:`HistoryEntry.finished` is False.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ __all__ = ["HistoryEntry", "Outcome", "parse_history", "parse_history_entry"]
 class Outcome(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
-    #: Finished (it is in history) but neither success nor a recognised failure message.
+    #: Neither success nor a recognised failure message: finished with an unknown outcome, or (see
+    #: :attr:`HistoryEntry.finished`) not finished at all.
     UNKNOWN = "unknown"
 
 
@@ -37,6 +40,9 @@ class HistoryEntry:
     exception_type: str | None
     node_type: str | None
     outputs: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: False for an entry the server wrote before the prompt ended (``completed`` false, no terminal message or
+    #: ``status_str``): its outcome is still to come, so it is neither a success nor a failure yet.
+    finished: bool = True
 
     @property
     def server_seconds(self) -> float | None:
@@ -56,7 +62,7 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
     entry = as_map(value, path)
     status = as_map(entry.get("status"), f"{path}.status")
     status_str = as_opt_str(status.get("status_str"), f"{path}.status.status_str")
-    as_bool(status.get("completed"), f"{path}.status.completed")
+    completed = as_bool(status.get("completed"), f"{path}.status.completed")
     messages = as_list(status.get("messages", []), f"{path}.status.messages")
     outputs = entry.get("outputs", {})
     outputs = dict(as_map(outputs, f"{path}.outputs"))
@@ -109,6 +115,8 @@ def parse_history_entry(prompt_id: str, value: Any, path: str = "$") -> HistoryE
         exception_type=exception_type,
         node_type=node_type,
         outputs=outputs,
+        # Real failures are written with completed false too: only the absence of any verdict means "running".
+        finished=completed or outcome is not Outcome.UNKNOWN,
     )
 
 

@@ -15,9 +15,12 @@ import aiohttp
 import pytest
 
 from comfywatch.checks import jobs as jobs_check
+from comfywatch.checks.context import build_context
+from comfywatch.config import Config, TargetConfig
 from comfywatch.errors import possible_reasons
 from comfywatch.sim.admin import SimHandle, start_sim
 from comfywatch.state import JOB_REASONS_FROM_ZERO
+from tests.fixtures import load_json
 from tests.helpers import Metrics
 from tests.integration.conftest import TARGET, Watch, config_toml, sim_state_until, target_toml, watching
 
@@ -180,3 +183,26 @@ async def test_canary_prompts_are_not_counted_as_users_jobs(
         m = await watch.polls(2)
         assert watch.value(m, "comfyui_jobs_total") == 0.0
         await sim_state_until(sim, lambda s: s["history"] == [], "the canaries deleted their history entries")
+
+
+async def test_a_history_entry_written_before_its_job_ended_is_counted_once_it_has_ended() -> None:
+    """Reading ``/history``, an entry with ``completed`` false and no verdict yet (a server that writes it when
+    the job starts) is neither a job nor a failure; the same id is counted once, as a success, when it ends."""
+    async with await start_sim() as sim:
+        runtime = build_context(Config(), TargetConfig(name=TARGET, url=sim.url))
+        try:
+            await jobs_check.run(runtime)  # primes the seen set on the empty history (and finds no /api/jobs)
+            server = sim.server()
+            finished = load_json("history_success_preview.json")
+            prompt_id, entry = next(iter(finished.items()))
+            start = entry["status"]["messages"][0]
+            server.history[prompt_id] = {**entry, "outputs": {},
+                                         "status": {"status_str": None, "completed": False, "messages": [start]}}
+            await jobs_check.run(runtime)
+            assert (runtime.state.jobs_total, sum(runtime.state.job_failures.values())) == (0, 0)
+            server.history[prompt_id] = entry
+            await jobs_check.run(runtime)
+            await jobs_check.run(runtime)
+            assert (runtime.state.jobs_total, sum(runtime.state.job_failures.values())) == (1, 0)
+        finally:
+            await runtime.close()

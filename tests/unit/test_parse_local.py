@@ -540,6 +540,21 @@ class TestHistoryClassification:
         entry = parse_history_entry("p", _history_entry([], status_str=None))
         assert (entry.outcome, entry.failure_reason) == (Outcome.UNKNOWN, None)
 
+    def test_an_entry_without_a_verdict_yet_is_not_finished(self) -> None:
+        """``completed`` false with neither a terminal message nor a terminal status_str (an entry written when
+        the prompt started) is not finished; one marked ``completed`` is, even without a verdict."""
+        started = [["execution_start", {"prompt_id": "p", "timestamp": 5}]]
+        running = parse_history_entry("p", _history_entry(started, status_str=None))
+        assert (running.finished, running.outcome, running.failure_reason) == (False, Outcome.UNKNOWN, None)
+        body = _history_entry(started, status_str=None)
+        body["status"]["completed"] = True
+        assert parse_history_entry("p", body).finished is True
+
+    @pytest.mark.parametrize("name", HISTORY_FIXTURES)
+    def test_every_recorded_entry_is_finished(self, name: str) -> None:
+        """Every recorded entry is finished, failures included: ComfyUI writes them with ``completed`` false."""
+        assert all(entry.finished for entry in parse_history(load_json(name)))
+
     def test_clock_going_backwards(self) -> None:
         """An end before the start (clock step) gives no duration rather than a negative one."""
         messages = [["execution_start", {"timestamp": 5000}], ["execution_success", {"timestamp": 4000}]]
