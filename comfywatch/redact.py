@@ -40,7 +40,9 @@ __all__ = [
     "request_scope",
     "scrub",
     "scrub_output",
+    "secret_forms",
     "strip_userinfo",
+    "target_scope",
 ]
 
 MASK = "***"
@@ -160,7 +162,6 @@ class _RequestSecrets:
         self._lock = threading.Lock()
         self.secrets = inherited
         self.longest_first = _longest_first(inherited)
-        self.longest = max(map(len, inherited), default=0)
 
     def add(self, forms: frozenset[str]) -> None:
         # Tasks and threads the request starts share this object (they copy the context).
@@ -169,10 +170,27 @@ class _RequestSecrets:
                 return
             self.secrets = self.secrets | forms
             self.longest_first = _longest_first(self.secrets)
-            self.longest = max(map(len, self.secrets), default=0)
 
 
 _REQUEST: ContextVar[_RequestSecrets | None] = ContextVar("comfywatch_request_secrets", default=None)
+#: The secret forms of the target whose answer is being parsed (see :func:`target_scope`), longest first.
+_TARGET: ContextVar[tuple[str, ...]] = ContextVar("comfywatch_target_secrets", default=())
+
+
+def secret_forms(values: Iterable[str]) -> tuple[str, ...]:
+    """Every form *values* may appear in (as :meth:`SecretRegistry.register` masks them), longest first."""
+    return tuple(_longest_first(frozenset().union(*(_forms(value) for value in values))))
+
+
+@contextlib.contextmanager
+def target_scope(forms: tuple[str, ...]) -> Iterator[None]:
+    """Within this block, the strings parsers keep have *forms* (a target's :func:`secret_forms`) masked: what
+    that target's server was sent, and so may echo."""
+    token = _TARGET.set(forms)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
 
 
 class SecretRegistry:
@@ -187,7 +205,6 @@ class SecretRegistry:
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
         self._pattern: re.Pattern[str] | None = None
-        self._longest = 0
 
     def register(self, value: str) -> None:
         """Remember ``value`` (in all its forms) as a secret; later :meth:`scrub` calls replace it with ``***``.
@@ -220,7 +237,6 @@ class SecretRegistry:
     def _set(self, secrets: frozenset[str]) -> None:
         self._secrets = secrets
         self._pattern = re.compile("|".join(map(re.escape, _longest_first(secrets)))) if secrets else None
-        self._longest = max(map(len, secrets), default=0)
 
     @contextlib.contextmanager
     def request_scope(self) -> Iterator[None]:
@@ -244,10 +260,28 @@ class SecretRegistry:
         """How many strings the process-wide pattern holds (its size is the cost of every scrub)."""
         return len(self._secrets)
 
-    def longest_form(self) -> int:
-        """Length of the longest registered form (the current request's included); 0 when none is."""
+    def echoable(self) -> list[str]:
+        """The secrets a server's answer may echo, longest first: those of the target whose answer is being read
+        (:func:`target_scope`) and the current request's. A server can only echo what it was sent, so the
+        process-wide set (every target's) is not among them: searching it would cost every string of every
+        answer in proportion to the fleet, and one target's password could mask another target's ids."""
         request = _REQUEST.get()
-        return max(self._longest, request.longest if request is not None and request.owner is self else 0)
+        extra = request.longest_first if request is not None and request.owner is self else []
+        target = _TARGET.get()
+        if not extra:
+            return list(target)
+        return sorted({*target, *extra}, key=lambda s: (-len(s), s)) if target else extra
+
+    def scrub_known(self, text: str, echoable: list[str]) -> str:
+        """Return ``text`` with each of *echoable* (see :meth:`echoable`) replaced by ``***``; no shapes."""
+        for _ in range(_MAX_PASSES):
+            new = text
+            for secret in echoable:
+                new = new.replace(secret, MASK)
+            if new == text:
+                return new
+            text = new
+        return MASK
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every known secret and credential-shaped substring replaced by ``***``.
@@ -255,24 +289,11 @@ class SecretRegistry:
         Guarantee: no registered secret (the current request's included) occurs in the result, whatever
         surrounds it in ``text``.
         """
-        return self._scrub(text, shapes=True)
-
-    def scrub_known(self, text: str) -> str:
-        """Return ``text`` with every registered secret (the current request's included) replaced by ``***``.
-
-        The same guarantee as :meth:`scrub` without its shapes: for the strings a server sends, which are many
-        and short, and which leak a credential by echoing what they were sent.
-        """
-        return self._scrub(text, shapes=False)
-
-    def _scrub(self, text: str, *, shapes: bool) -> str:
         pattern = self._pattern
         request = _REQUEST.get()
         extra = request.longest_first if request is not None and request.owner is self else []
-        if not shapes and pattern is None and not extra:
-            return text  # nothing registered: the common case of every string a server sends
         for _ in range(_MAX_PASSES):
-            new = _mask_structure(text) if shapes else text
+            new = _mask_structure(text)
             if pattern is not None:
                 new = pattern.sub(MASK, new)
             for secret in extra:

@@ -20,7 +20,7 @@ from comfywatch.clients.cloud import CloudApi, RateBudget
 from comfywatch.clients.http import ClientSettings, FleetSession, HttpClient, RequestObserver, SharedSessions
 from comfywatch.clients.local import LocalApi
 from comfywatch.config import Config, Credentials, TargetConfig, resolve_credentials, url_without_userinfo
-from comfywatch.redact import register_secret
+from comfywatch.redact import register_secret, secret_forms
 from comfywatch.state import TargetState
 
 __all__ = ["LOCAL_ENDPOINTS", "Monitor", "TargetContext", "build_context", "ssl_context_for"]
@@ -175,6 +175,7 @@ def build_context(
         before_request=budget.take if budget is not None else None,
         shared=shared,
         fleet=fleet,
+        secret_forms=secret_forms(credentials.secret_values()),
     )
     return TargetContext(
         config=target, credentials=credentials, state=state, http=http,

@@ -29,6 +29,7 @@ from yarl import URL
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.errors import BodyTooLargeError, Failure, ParseError, Reason, classify_exception, classify_status
 from comfywatch.parse.phases import PhaseTimes
+from comfywatch.redact import target_scope
 
 __all__ = [
     "ClientSettings",
@@ -313,8 +314,12 @@ class HttpClient:
         before_request: Callable[[], Awaitable[None]] | None = None,
         shared: SharedSessions | None = None,
         fleet: FleetSession | None = None,
+        secret_forms: tuple[str, ...] = (),
     ) -> None:
         self.settings = settings
+        #: What this client sends that its server could echo (redact.secret_forms): masked in what its answers'
+        #: parsers keep.
+        self.secret_forms = secret_forms
         self.base = URL(settings.base_url.rstrip("/"))
         self.observer: RequestObserver = observer or _NullObserver()
         self._limiter = limiter
@@ -542,7 +547,8 @@ class HttpClient:
         ``request()`` already counted the exchange under its status code; this adds only the failure.
         """
         try:
-            return parser(json.loads(result.body))
+            with target_scope(self.secret_forms):
+                return parser(json.loads(result.body))
         except (ValueError, ParseError, RecursionError) as exc:
             failure = classify_exception(exc)
             if failure.reason is not Reason.INVALID_RESPONSE:

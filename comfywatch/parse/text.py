@@ -70,19 +70,20 @@ def sanitize(value: str) -> str:
 def clean(value: str, limit: int) -> tuple[str, bool]:
     """(*value* sanitized, each registered secret in it masked, at most *limit* characters; whether it was cut).
 
-    A cut value ends in ``…``. Secrets are those of :data:`comfywatch.redact.SECRETS` (with the current
-    request's): a server that echoes the password, token or API key it was sent does not get it into a label,
-    the status page or ``doctor`` output.
+    A cut value ends in ``…``. The secrets masked are those the server was sent
+    (:meth:`comfywatch.redact.SecretRegistry.echoable`): a server that echoes the password, token or API key it
+    was sent does not get it into a label, the status page or ``doctor`` output.
     """
-    cut = len(value) > limit
-    if cut:
-        # Cut first: cleaning only what is kept costs the same for 20 MB as for 256 characters. The cut leaves
-        # as much as the longest secret beyond the bound, so that a secret across it is masked whole, not halved.
-        value = value[: limit + SECRETS.longest_form()]
-    value = SECRETS.scrub_known(sanitize(value))
-    if cut:
-        value = value[: max(limit - 1, 0)] + ELLIPSIS
-    return value, cut
+    echoable = SECRETS.echoable()
+    # Cut first: cleaning only what is kept costs the same for 20 MB as for 256 characters. The cut leaves as
+    # much as the longest secret beyond the bound, so that a secret across it is masked whole, not halved.
+    reach = limit + (len(echoable[0]) if echoable else 0)
+    kept = sanitize(value[:reach])
+    if echoable:
+        kept = SECRETS.scrub_known(kept, echoable)
+    if len(value) > reach or len(kept) > limit:
+        return kept[: max(limit - 1, 0)] + ELLIPSIS, True
+    return kept, False
 
 
 def count_cut(what: Cut) -> None:

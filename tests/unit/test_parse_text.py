@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from comfywatch.parse.text import ELLIPSIS, MAX_CHARS, TRUNCATIONS, Cut, bounded, clean, sanitize
-from comfywatch.redact import MASK, register_secret, request_scope
+from comfywatch.redact import MASK, register_secret, request_scope, secret_forms, target_scope
 from tests.strategies import FUZZ
 
 #: Every code point, lone surrogates included (hypothesis leaves them out unless asked).
@@ -57,6 +57,17 @@ def test_clean_masks_a_secret_the_server_echoes() -> None:
         assert clean("posix S3cret/Passw0rd", MAX_CHARS) == (f"posix {MASK}", False)
         assert clean("0.3.64 S3cret%2FPassw0rd", MAX_CHARS) == (f"0.3.64 {MASK}", False)
     assert clean("posix S3cret/Passw0rd", MAX_CHARS) == ("posix S3cret/Passw0rd", False)
+
+
+def test_clean_masks_the_secrets_of_the_target_whose_answer_it_is() -> None:
+    """Inside a target's scope its own secrets are masked; another target's (registered process-wide, as every
+    configured target's are) are not searched: a server can only echo what it was sent, and the fleet's whole set
+    would cost every string in proportion to the fleet and could mask another target's ids."""
+    register_secret("other-target-Passw0rd")  # unique to this test: no other test's text holds it
+    with target_scope(secret_forms(["own-target-Passw0rd"])):
+        assert clean("own-target-Passw0rd other-target-Passw0rd", MAX_CHARS) == (
+            f"{MASK} other-target-Passw0rd", False)
+    assert clean("own-target-Passw0rd", MAX_CHARS) == ("own-target-Passw0rd", False)
 
 
 def test_clean_masks_a_secret_across_the_cut_whole() -> None:
