@@ -807,13 +807,15 @@ def read_bounded_text(path: Path, limit: int) -> str:
 
 
 def _ca_file_problem(path: Path) -> str | None:
-    """Why *path* cannot be a target's CA file (unreadable, or no certificate ssl can load), or None."""
+    """Why *path* cannot be a target's CA file (no regular file of at most MAX_CA_FILE_BYTES, or none that ssl
+    loads as the clients load it: by file name, comments and trusted-certificate blocks allowed), or None."""
     try:
-        text = read_bounded_text(path, MAX_CA_FILE_BYTES)
-        ssl.create_default_context(cadata=text)
+        read_bounded_bytes(path, MAX_CA_FILE_BYTES)
     except ValueError as exc:
         return str(exc)
-    except ssl.SSLError:
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError, TypeError):
         return "no PEM certificate ssl can load"
     return None
 

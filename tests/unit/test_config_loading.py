@@ -92,12 +92,15 @@ class TestHostileFiles:
 
     def test_a_ca_file_is_loaded_when_the_config_is(self, tmp_path: Path) -> None:
         """A tls_ca_file that is missing, or holds no certificate ssl can load, is a config problem (check-config
-        and a reload see it, not the first request); a real CA loads, once for all the targets that share it."""
+        and a reload see it, not the first request); a real CA loads, once for all the targets that share it, also
+        with the comments distribution bundles carry (UTF-8 or Latin-1)."""
         ca = make_certs(tmp_path / "certs").ca_cert
         junk = tmp_path / "junk.pem"
         junk.write_text("not a certificate\n")
+        commented = tmp_path / "commented.pem"
+        commented.write_bytes("# Főtanúsítvány\n".encode() + "# F\xf5\n".encode("latin-1") + ca.read_bytes())
         targets = "".join(f'[[targets]]\nname = "t{index}"\nurl = "https://127.0.0.1:1"\ntls_ca_file = "{ca_file}"\n'
-                          for index, ca_file in enumerate((tmp_path / "nope.pem", junk, ca, ca)))
+                          for index, ca_file in enumerate((tmp_path / "nope.pem", junk, ca, ca, commented)))
         assert problems_of(write(tmp_path, targets)) == [
             f"targets[0]: cannot load tls_ca_file '{tmp_path / 'nope.pem'}': No such file or directory",
             f"targets[1]: cannot load tls_ca_file '{junk}': no PEM certificate ssl can load",
