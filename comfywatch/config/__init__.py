@@ -43,6 +43,7 @@ from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.config.durations import format_duration, format_size, parse_duration, parse_size
+from comfywatch.parse.canary_events import MAX_OUTPUT_IMAGES
 from comfywatch.parse.text import clean, sanitize
 
 __all__ = [
@@ -450,7 +451,7 @@ class StatusConfig(_Strict):
 class VerifyConfig(_Strict):
     """What a user canary's output must look like."""
 
-    images: int | None = Field(default=None, ge=0, le=1000)
+    images: int | None = Field(default=None, ge=0, le=MAX_OUTPUT_IMAGES)
     text_matches: str | None = Field(default=None, max_length=1000)
     any_output: bool = True
 

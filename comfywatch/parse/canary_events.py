@@ -18,16 +18,21 @@ from comfywatch.errors import Reason, classify_execution_error
 from comfywatch.parse.prompt import MAX_FRAME_CHARS, WsEvent, ws_event
 from comfywatch.parse.text import bounded, sanitize
 
-__all__ = ["MAX_OUTPUT_ITEMS", "MAX_OUTPUT_NODES", "MAX_OUTPUT_TEXT_CHARS", "Progress", "PromptFollower"]
+__all__ = [
+    "MAX_OUTPUT_IMAGES", "MAX_OUTPUT_ITEMS", "MAX_OUTPUT_NODES", "MAX_OUTPUT_TEXT_CHARS", "Progress", "PromptFollower",
+]
 
 #: Output nodes a run keeps (``executed`` events of its prompt), and of each what the canary's verification reads:
 #: its first image records and texts. A server chooses how large an output is (a 4 Mi-character frame of empty
 #: objects decodes to about 100 MB), and a run keeps its outputs until it ends.
 MAX_OUTPUT_NODES: Final = 64
 MAX_OUTPUT_ITEMS: Final = 64
+#: Image records kept of one output: as many as a canary may be configured to expect (``verify.images``), so
+#: that the count it checks is never the cut's.
+MAX_OUTPUT_IMAGES: Final = 1000
 MAX_OUTPUT_TEXT_CHARS: Final = 16_384
 #: An image record's filename, subfolder and type are sent back to ``/view`` as given, so they are cut, not cleaned.
-_MAX_IMAGE_FIELD_CHARS: Final = 1024
+_MAX_IMAGE_FIELD_CHARS: Final = 256
 _IMAGE_FIELDS: Final = ("filename", "subfolder", "type")
 
 
@@ -167,7 +172,7 @@ def _kept_output(output: dict[str, Any]) -> dict[str, list[Any]]:
     kept: dict[str, list[Any]] = {}
     images = output.get("images")
     if isinstance(images, list):
-        records = itertools.islice((image for image in images if isinstance(image, dict)), MAX_OUTPUT_ITEMS)
+        records = itertools.islice((image for image in images if isinstance(image, dict)), MAX_OUTPUT_IMAGES)
         kept["images"] = [{key: _scalar(image[key]) for key in _IMAGE_FIELDS if key in image} for image in records]
     texts = output.get("text")
     if isinstance(texts, list):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from comfywatch.errors import ParseError, Reason
 from comfywatch.parse.canary_events import (
+    MAX_OUTPUT_IMAGES,
     MAX_OUTPUT_ITEMS,
     MAX_OUTPUT_NODES,
     MAX_OUTPUT_TEXT_CHARS,
@@ -241,10 +242,20 @@ class TestFailedRuns:
 
 
 class TestOutputsKept:
+    def test_as_many_image_records_as_a_canary_may_expect_are_kept(self) -> None:
+        """A canary may expect up to MAX_OUTPUT_IMAGES images: that many records are kept, so its count is the
+        server's; beyond it they are cut."""
+        image = {"filename": "a.png", "subfolder": "", "type": "temp"}
+        follower = PromptFollower("p")
+        for node, count in (("9", MAX_OUTPUT_IMAGES), ("10", MAX_OUTPUT_IMAGES + 5)):
+            follower.feed(WsEvent("executed", {"prompt_id": "p", "node": node, "output": {"images": [image] * count}},
+                                  "p"), 1.0)
+        assert [len(follower.outputs[node]["images"]) for node in ("9", "10")] == [MAX_OUTPUT_IMAGES] * 2
+
     def test_an_output_of_a_million_entries_keeps_what_verification_reads(self) -> None:
         """An ``executed`` frame just under the frame bound, its output a million empty objects beside images
-        and texts: the follower keeps the first MAX_OUTPUT_ITEMS image records (their scalar fields) and texts
-        (cut to MAX_OUTPUT_TEXT_CHARS), nothing else, however many the server sent."""
+        and texts: the follower keeps the image records (their scalar fields) and the first MAX_OUTPUT_ITEMS
+        texts (cut to MAX_OUTPUT_TEXT_CHARS), nothing else, however many the server sent."""
         image = {"filename": "a.png", "subfolder": "", "type": "temp", "extra": [1] * 100}
         output = {"images": [image, "not a record"] * 100, "text": ["t" * 10_000, 7, ["no"]] * 100,
                   "pad": [{}] * 1_000_000}
@@ -255,7 +266,7 @@ class TestOutputsKept:
         follower.feed_message(frame, 1.0)
         kept = follower.outputs["9"]
         assert set(kept) == {"images", "text"}
-        assert kept["images"] == [{"filename": "a.png", "subfolder": "", "type": "temp"}] * MAX_OUTPUT_ITEMS
+        assert kept["images"] == [{"filename": "a.png", "subfolder": "", "type": "temp"}] * 100
         assert kept["text"][:2] == ["t" * 10_000, 7] and len(kept["text"]) == MAX_OUTPUT_ITEMS
 
     def test_a_text_output_is_cut_not_cleaned(self) -> None:
