@@ -14,7 +14,6 @@ that cleanup also runs when ``POST /prompt`` fails after the prompt may have bee
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import ssl
 import struct
@@ -31,7 +30,7 @@ from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
-from comfywatch.clients.ws import WebSocketServer, connect
+from comfywatch.clients.ws import WebSocketServer, close_within, connect
 from comfywatch.errors import Failure, ParseError, Reason, classify_exception
 from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.history import HistoryEntry, Outcome
@@ -56,9 +55,6 @@ SILENCE_CHECK_MAX = 30.0
 CANCEL_WAIT = 4.0
 #: Failures after which the server is known to be done with the prompt (unless the raiser says otherwise).
 _PROMPT_OVER = frozenset({Reason.EXECUTION_ERROR, Reason.OOM, Reason.INTERRUPTED, Reason.LOST})
-#: How long closing a socket may take: a peer that never answers the close frame would otherwise hold the run
-#: for the connection's close_timeout (10 s). Cancelled, the close aborts the connection (clients/ws.py).
-WS_CLOSE_WAIT = 1.0
 #: Submit failures that prove the request never reached the server: nothing can have been queued.
 _NEVER_SENT = frozenset({Reason.DNS, Reason.TLS})
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -235,7 +231,7 @@ class CanaryRunner:
                 if result.server_seconds is None:
                     result.server_seconds = follower.server_seconds
             if ws is not None:
-                await _close(ws)
+                await close_within(ws)
             own = result.prompt_id or unanswered_id
             if own is not None:
                 await self._cleanup(result, own, cancel=not finished)
@@ -312,7 +308,7 @@ class CanaryRunner:
                         break
         except Exception:
             result.websocket_ok = False
-            await _close(ws)
+            await close_within(ws)
             log.warning("canary_websocket_silent", canary=result.canary)
             return None
         result.websocket_ok = True
@@ -545,13 +541,6 @@ def _may_have_queued(failed: RequestFailed) -> bool:
     if status is not None and 400 <= status < 500:
         return False
     return failed.failure.reason not in _NEVER_SENT
-
-
-async def _close(ws: ClientConnection) -> None:
-    """Close *ws* within :data:`WS_CLOSE_WAIT`, whatever the peer does with the close frame."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(WS_CLOSE_WAIT):
-            await ws.close()
 
 
 def _listed(outputs: dict[str, Any], key: str) -> list[Any]:

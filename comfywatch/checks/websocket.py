@@ -7,7 +7,6 @@ says how far the upgrade got and why it stopped; doctor words the verdict.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,15 +14,11 @@ from dataclasses import dataclass
 from websockets.asyncio.client import ClientConnection
 
 from comfywatch.checks.context import TargetContext, ssl_context_for
-from comfywatch.clients.ws import connect
+from comfywatch.clients.ws import close_within, connect
 from comfywatch.errors import Failure, classify_exception
 from comfywatch.parse.prompt import parse_ws_text
 
-__all__ = ["CLOSE_WAIT", "UpgradeObservation", "observe"]
-
-#: How long closing the probe's socket may take once the observation is made (the connection's own close
-#: timeout is 10 s, and a peer that ignores the close frame would use all of it).
-CLOSE_WAIT = 1.0
+__all__ = ["UpgradeObservation", "observe"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +38,8 @@ class UpgradeObservation:
 async def observe(ctx: TargetContext, timeout: float) -> UpgradeObservation:
     """One attempt under one deadline (*timeout* seconds) over the upgrade and the first frame.
 
-    The socket is closed after the observation is made, within :data:`CLOSE_WAIT` of its own: a server that
-    never answers the close frame must not turn a status frame already received into a timeout.
+    The socket is closed after the observation is made, within :data:`~comfywatch.clients.ws.CLOSE_WAIT` of its
+    own: a server that never answers the close frame must not turn a status frame already received into a timeout.
     """
     client_id = "comfywatch-doctor-" + uuid.uuid4().hex
     started = time.perf_counter()
@@ -67,7 +62,4 @@ async def observe(ctx: TargetContext, timeout: float) -> UpgradeObservation:
                                   http_status=status if isinstance(status, int) else None)
     finally:
         if ws is not None:
-            # Cancelled by the timeout, close() aborts the connection (clients/ws.py): nothing is left open.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(CLOSE_WAIT):
-                    await ws.close()
+            await close_within(ws)

@@ -31,6 +31,7 @@ timeout, or with reading paused behind unread frames (the peer's close frame cou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ from websockets.protocol import Event, State
 from comfywatch.errors import AbuseKind, WebSocketAbuse
 
 __all__ = [
+    "CLOSE_WAIT",
     "MAX_CONTROL_FRAMES_PER_SECOND",
     "MAX_DATA_FRAMES_PER_SECOND",
     "MAX_MESSAGE_BYTES",
@@ -56,6 +58,7 @@ __all__ = [
     "BoundedClientConnection",
     "WebSocketAbuse",
     "WebSocketServer",
+    "close_within",
     "connect",
 ]
 
@@ -74,6 +77,9 @@ MAX_QUEUED_BYTES = 4 * MAX_MESSAGE_BYTES
 #: and a pause inside it would hold back the last, the end marker the canary's clock is waiting for.
 MAX_QUEUED_FRAMES = 64
 WRITE_LIMIT = 32 * 1024
+#: How long closing a socket may take once comfywatch is done with it (:func:`close_within`): a peer that never
+#: answers the close frame would otherwise hold its caller for the connection's whole close timeout.
+CLOSE_WAIT = 1.0
 
 
 class WebSocketServer(Protocol):
@@ -232,6 +238,14 @@ def connect(
         create_connection=BoundedClientConnection,
         **secure,
     )
+
+
+async def close_within(ws: ClientConnection, seconds: float = CLOSE_WAIT) -> None:
+    """Close *ws* within *seconds*, whatever the peer does with the close frame; never raises (a cancellation of
+    the caller still propagates). Cut short, the close aborts the connection (:class:`BoundedClientConnection`)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            await ws.close()
 
 
 def _ssl_argument(tls: ssl.SSLContext | bool) -> ssl.SSLContext | bool:

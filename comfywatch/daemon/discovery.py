@@ -39,6 +39,7 @@ from comfywatch.config import (
     is_valid_name,
     read_bounded_text,
     strip_secrets_from_url,
+    url_problem,
     validate_labels,
 )
 from comfywatch.parse.text import MAX_CHARS, sanitize
@@ -111,16 +112,10 @@ def _url(entry: str, scheme: str) -> str:
 
 
 def _url_problem(url: str) -> str | None:
-    if sanitize(url) != url:
-        # Such a URL cannot be requested, and its text would reach the url label and every log line about it.
-        return "url: contains control characters or invalid Unicode"
-    try:
-        parts = urlsplit(url)
-        _ = parts.port
-    except ValueError:
-        return "url: invalid port"
-    if not parts.hostname:
-        return "url: expected http:// or https:// with a host"
+    # A target's rule (before the entry's name is made from the URL), then file_sd's own: the url label's length.
+    problem = url_problem(url)
+    if problem is not None:
+        return f"url: {problem}"
     if len(strip_secrets_from_url(url)) > MAX_CHARS:
         return f"url: longer than {MAX_CHARS} characters without its userinfo and query (it becomes the url label)"
     return None

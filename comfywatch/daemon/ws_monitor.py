@@ -20,7 +20,7 @@ from collections.abc import Callable
 import structlog
 
 from comfywatch.checks import CANARY_CLIENT_PREFIX
-from comfywatch.clients.ws import WebSocketServer, connect
+from comfywatch.clients.ws import WebSocketServer, close_within, connect
 from comfywatch.errors import Reason, classify_exception
 from comfywatch.parse.prompt import ws_event
 from comfywatch.state import TargetState
@@ -115,9 +115,7 @@ class WebSocketMonitor:
                 elif event.type in PROGRESS_EVENTS:
                     self.state.queue_tracker.progress(event.prompt_id, time.time())
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await ws.close()
+            await close_within(ws)
             raise
         except Exception as exc:
             # A peer cut off for flooding is counted; any other close is a restart or a network failure,
@@ -126,9 +124,7 @@ class WebSocketMonitor:
                 self.state.on_failure("ws", reason)
             # Any receive failure means the socket is gone or unusable; close it in case it is only the
             # latter, or each reconnect would leave one more connection (and its fd and tasks) behind.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await ws.close()
+            await close_within(ws)
         self.state.websocket_connected = 0.0
         self.state.monitor_forwarded = False
         self.state.monitor_connection += 1  # whatever was counted on the old socket no longer vouches

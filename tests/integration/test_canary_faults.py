@@ -16,9 +16,10 @@ import pytest
 from aiohttp import web
 
 from comfywatch.checks import websocket as websocket_check
-from comfywatch.checks.canary import WS_CLOSE_WAIT, CanaryRunner
+from comfywatch.checks.canary import CanaryRunner
 from comfywatch.checks.cloud import CloudCanaryApi
 from comfywatch.checks.context import build_context
+from comfywatch.clients.ws import CLOSE_WAIT
 from comfywatch.config import Config, TargetConfig, VerifyConfig
 from comfywatch.errors import Reason
 from comfywatch.sim.admin import SimHandle, start_sim
@@ -140,7 +141,7 @@ async def test_a_silent_socket_deaf_to_close_still_leaves_time_to_poll(
     monkeypatch: pytest.MonkeyPatch, release: asyncio.Event
 ) -> None:
     """A socket that upgrades, stays silent and never answers the close frame costs the wait for ``status``
-    plus at most :data:`WS_CLOSE_WAIT` (not the connection's 10 s close timeout): the run falls back to
+    plus at most :data:`CLOSE_WAIT` (not the connection's 10 s close timeout): the run falls back to
     polling and succeeds within its 4 s budget."""
     async with await start_sim(exec_ms=30) as sim:
         override(monkeypatch, sim, "/ws", "GET", deaf_socket(release, send_status=False))
@@ -150,7 +151,7 @@ async def test_a_silent_socket_deaf_to_close_still_leaves_time_to_poll(
         assert result.ok, result.as_dict()
         assert result.websocket_ok is False
         # status wait (a quarter of the budget) + the bounded close + a few polls.
-        assert elapsed < 1.0 + WS_CLOSE_WAIT + 1.5, elapsed
+        assert elapsed < 1.0 + CLOSE_WAIT + 1.5, elapsed
         assert_left_nothing(sim, result)
 
 
@@ -158,7 +159,7 @@ async def test_doctor_keeps_the_status_frame_of_a_socket_deaf_to_close(
     monkeypatch: pytest.MonkeyPatch, release: asyncio.Event
 ) -> None:
     """doctor's probe of a server that sends ``status`` at once but never answers the close frame reports the
-    status frame (not a timeout), and returns within :data:`websocket_check.CLOSE_WAIT` of receiving it."""
+    status frame (not a timeout), and returns within :data:`CLOSE_WAIT` of receiving it."""
     async with await start_sim() as sim:
         override(monkeypatch, sim, "/ws", "GET", deaf_socket(release, send_status=True))
         runtime = build_context(Config(), TargetConfig(name="t", url=sim.url))
@@ -170,7 +171,7 @@ async def test_doctor_keeps_the_status_frame_of_a_socket_deaf_to_close(
             await runtime.close()
         assert (seen.status_frame, seen.timed_out, seen.failure) == (True, False, None), seen
         assert seen.opened_seconds is not None
-        assert elapsed < seen.opened_seconds + websocket_check.CLOSE_WAIT + 1.0, elapsed
+        assert elapsed < seen.opened_seconds + CLOSE_WAIT + 1.0, elapsed
 
 
 # --------------------------------------------------------------------------------------------------------
