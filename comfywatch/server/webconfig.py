@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import ssl
+import stat
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -226,6 +227,17 @@ def _file(section: Mapping[str, Any], key: str, path: Path, prefix: str) -> str 
     return value
 
 
+def _no_fifo(file: Path, path: Path, key: str) -> None:
+    """Refuse a file ssl would wait on: it opens files by name, and opening a FIFO waits for a writer. A missing
+    file is left to ssl, which says so."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise WebConfigError(f"{path}: {key}: not a regular file: {file}")
+
+
 def _resolve(value: str, base: Path) -> Path:
     # Relative to the config file's directory, like the toolkit's SetDirectory.
     return (base / value) if not os.path.isabs(value) else Path(value)
@@ -250,6 +262,8 @@ def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLConte
     if ctx.minimum_version > ctx.maximum_version:
         raise WebConfigError(f"{path}: {p}min_version is above max_version")
     cert_path, key_path = _resolve(cert, base), _resolve(key, base)
+    _no_fifo(cert_path, path, f"{p}cert_file")
+    _no_fifo(key_path, path, f"{p}key_file")
     try:
         ctx.load_cert_chain(cert_path, key_path)
     except FileNotFoundError:
@@ -281,6 +295,7 @@ def _ssl_context(tls: Mapping[str, Any], base: Path, path: Path) -> ssl.SSLConte
         raise WebConfigError(f"{path}: {p}client_auth_type {mode_name} needs client_ca_file")
     if client_ca:
         ca_path = _resolve(client_ca, base)
+        _no_fifo(ca_path, path, f"{p}client_ca_file")
         try:
             ctx.load_verify_locations(cafile=ca_path)
         except FileNotFoundError:

@@ -362,6 +362,20 @@ class TestLoad:
         assert "secret" not in str(info.value)
 
 
+    @pytest.mark.parametrize("key", ["cert_file", "key_file", "client_ca_file"])
+    def test_a_fifo_is_refused_before_ssl_opens_it(self, tmp_path: Path, pki: Pki, key: str) -> None:
+        """ssl opens its files by name, and opening a FIFO waits for a writer: any of the three files that is a
+        FIFO is a WebConfigError at once, naming the key and the file."""
+        fifo = tmp_path / "fifo.pem"
+        os.mkfifo(fifo)
+        section = tls_section(pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file=str(pki.client_ca))
+        section[key] = str(fifo)
+        path = write_config(tmp_path, {"tls_server_config": section})
+        with pytest.raises(WebConfigError) as info:
+            load_web_config(path)
+        assert str(info.value) == f"{path}: tls_server_config.{key}: not a regular file: {fifo}"
+
+
 # Serving.
 
 
