@@ -14,7 +14,7 @@ import hashlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,15 @@ from comfywatch.checks import queue as queue_check
 from comfywatch.checks.catalog import FleetReads
 from comfywatch.checks.context import TargetContext, build_context, ssl_context_for
 from comfywatch.clients.http import FleetSession, RequestFailed
-from comfywatch.config import Config, ConfigError, TargetConfig, format_validation_error, load_config
+from comfywatch.config import (
+    Config,
+    ConfigError,
+    Credentials,
+    TargetConfig,
+    format_validation_error,
+    load_config,
+    resolve_credentials,
+)
 from comfywatch.daemon import fdlimit, sdnotify
 from comfywatch.daemon.discovery import discovery_fingerprint, load_discovered
 from comfywatch.daemon.limiter import FairLimiter
@@ -222,6 +230,8 @@ class Daemon:
         self._starting = 0
         #: One configuration switch at a time (SIGHUP and a discovery change may come together).
         self._applying = asyncio.Lock()
+        #: One reload at a time, from its read of the file to its switch (see :meth:`reload`).
+        self._reloading = asyncio.Lock()
         self.scrapes = ScrapeClock()
         #: Reloads, for the status page.
         self.events = EventLog()
@@ -524,25 +534,43 @@ class Daemon:
 
     async def _prepare(self, config: Config) -> _Plan:
         wanted = {t.name: t for t in self.owned_targets(config)}
+        # The secrets as their files hold them now, read off the loop (a fleet's files take a while): a rotated
+        # bearer_token_file leaves the settings equal, and only its contents tell that the target changed.
+        credentials = await asyncio.to_thread(self._resolve_credentials, wanted.values())
         defaults_changed = self.config is not None and (self.config.defaults != config.defaults
                                                         or self.config.metrics != config.metrics)
         drop = [name for name, runtime in self.runtimes.items()
-                if name not in wanted or wanted[name] != runtime.config or defaults_changed]
+                if name not in wanted or wanted[name] != runtime.config or defaults_changed
+                or credentials[name] != runtime.credentials]
         limiter = self.limiter or FairLimiter(config.server.max_concurrency)
         targets = [target for name, target in wanted.items() if name not in self.runtimes or name in drop]
         runtimes: list[TargetContext] = []
         try:
-            added = self._build(config, targets, limiter, len(wanted), runtimes)
+            added = self._build(config, targets, credentials, limiter, len(wanted), runtimes)
         except BaseException:
             for runtime in runtimes:
                 await runtime.close()
             raise
         return _Plan(config, limiter, len(wanted), drop, added)
 
-    def _build(self, config: Config, targets: list[TargetConfig], limiter: FairLimiter, fleet_size: int,
-               runtimes: list[TargetContext]) -> list[_Built]:
-        """*targets*' runtimes and jobs under *config*; each runtime joins *runtimes* once it exists (the caller
-        closes them when building fails)."""
+    def _resolve_credentials(self, targets: Iterable[TargetConfig]) -> dict[str, Credentials]:
+        """The secrets of *targets* by name, read from their files and the environment now.
+
+        Raises:
+            ConfigError: a secret file is gone or unreadable (the running configuration then stays).
+        """
+        resolved: dict[str, Credentials] = {}
+        for target in targets:
+            try:
+                resolved[target.name] = resolve_credentials(target, self.env)
+            except ValueError as exc:  # the message names the file, never its contents
+                raise ConfigError([f"target {target.name}: {exc}"], str(self.config_path or "environment")) from None
+        return resolved
+
+    def _build(self, config: Config, targets: list[TargetConfig], credentials: Mapping[str, Credentials],
+               limiter: FairLimiter, fleet_size: int, runtimes: list[TargetContext]) -> list[_Built]:
+        """*targets*' runtimes and jobs under *config*, with their *credentials* (by name); each runtime joins
+        *runtimes* once it exists (the caller closes them when building fails)."""
         old = self.config
         # Checks read the configuration they are built for from self.config (Cloud checks among them): it is
         # the new one only during this call, which never awaits, so nothing else ever sees it.
@@ -552,12 +580,10 @@ class Daemon:
             with request_scope():
                 added: list[_Built] = []
                 for target in targets:
-                    try:
-                        runtime = build_context(config, target, limiter=limiter.share(), env=self.env,
-                                                fleet=self.sessions)
-                    except ValueError as exc:  # a secret file validation read is gone or unreadable now
-                        source = str(self.config_path or "environment")
-                        raise ConfigError([f"target {target.name}: {exc}"], source) from None
+                    # The secrets the comparison with the running target read: what it is built with is what
+                    # decided that it be built.
+                    runtime = build_context(config, target, limiter=limiter.share(),
+                                            credentials=credentials[target.name], fleet=self.sessions)
                     runtimes.append(runtime)
                     added.append(self._build_jobs(config, runtime, fleet_size))
                 return added
@@ -703,11 +729,15 @@ class Daemon:
         if status != self._last_status:
             self._last_status = status
             sdnotify.notify(f"STATUS={status}")
-        if self._reload_requested.is_set():
-            self._reload_requested.clear()
-            task = asyncio.get_running_loop().create_task(self.reload())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        # A request made while a reload runs is served by the task request_reload started, once that reload ends.
+        if self._reload_requested.is_set() and not self._reloading.locked():
+            self._in_background(self._reload_now())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run *work* as a task of the daemon's own (cancelled at shutdown)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _discovery_fingerprint(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
         config = config or self.config
@@ -720,15 +750,35 @@ class Daemon:
             self._discovery_seen = fingerprint
             log.info("discovery_changed", files=len(fingerprint))
             try:
-                await self.apply_config(self.config)
+                await self._reapply()
             except Exception:
                 log.error("discovery_apply_failed", exc_info=True)
+
+    async def _reapply(self) -> None:
+        """Switch to the running configuration again (the targets discovery finds change)."""
+        async with self._applying:
+            # The configuration in force once the lock is had: one taken before it, while a reload was switching,
+            # would switch back to what that reload replaced.
+            if self.config is not None:
+                await self._switch(await self._prepare(self.config))
 
     # ----------------------------------------------------------------------------------------------------
     # Lifecycle.
 
     async def reload(self) -> bool:
-        """Load the configuration again and switch to it; on any failure keep the running one (False)."""
+        """Load the configuration again and switch to it; on any failure keep the running one (False).
+
+        Reloads run one at a time, each from its read of the file to its switch: a reload waits for the one under
+        way to end, then reads the file as it is then. A slow reload of an older file therefore never switches
+        after a later reload of a newer one, and reload_success and its timestamp are those of the last read.
+        """
+        async with self._reloading:
+            # This reload reads the file after every request made until now: they are served.
+            self._reload_requested.clear()
+            return await self._reload()
+
+    async def _reload(self) -> bool:
+        """:meth:`reload`, with the reload lock held."""
         sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             # Parsing a large or pathological file takes seconds: off the loop, so scrapes go on meanwhile.
@@ -782,18 +832,24 @@ class Daemon:
         self._stop.set()
 
     def request_reload(self) -> None:
+        """Reload soon (SIGHUP). Requests made while a reload runs coalesce into one more reload after it."""
+        if self._reloading.locked():
+            # Said, so that a second SIGHUP is seen to have been taken: it reloads once the reload under way ends.
+            log.info("reload_queued")
         self._reload_requested.set()
         # Also wake the loop now rather than at the next heartbeat.
         with contextlib.suppress(RuntimeError):
-            loop = asyncio.get_running_loop()
-            task = loop.create_task(self._reload_now())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            asyncio.get_running_loop()
+            self._in_background(self._reload_now())
 
     async def _reload_now(self) -> None:
-        if self._reload_requested.is_set():
+        """Reload if a request is still pending once the reload under way (if any) has ended."""
+        async with self._reloading:
+            # Cleared by a reload that began after the request, and so read the file after it: nothing to do.
+            if not self._reload_requested.is_set():
+                return
             self._reload_requested.clear()
-            await self.reload()
+            await self._reload()
 
     async def run(
         self, *, config: Config | None = None, install_signals: bool = True, ready_file: Path | None = None
