@@ -25,7 +25,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import overload
 from urllib.parse import quote, quote_plus
@@ -260,7 +260,7 @@ class SecretRegistry:
         """How many strings the process-wide pattern holds (its size is the cost of every scrub)."""
         return len(self._secrets)
 
-    def echoable(self) -> list[str]:
+    def echoable(self) -> Sequence[str]:
         """The secrets a server's answer may echo, longest first: those of the target whose answer is being read
         (:func:`target_scope`) and the current request's. A server can only echo what it was sent, so the
         process-wide set (every target's) is not among them: searching it would cost every string of every
@@ -268,11 +268,11 @@ class SecretRegistry:
         request = _REQUEST.get()
         extra = request.longest_first if request is not None and request.owner is self else []
         target = _TARGET.get()
-        if not extra:
-            return list(target)
-        return sorted({*target, *extra}, key=lambda s: (-len(s), s)) if target else extra
+        if not extra or not target:
+            return extra or target  # already longest first: no copy for each string a parser keeps
+        return _longest_first(frozenset(target).union(extra))
 
-    def scrub_known(self, text: str, echoable: list[str]) -> str:
+    def scrub_known(self, text: str, echoable: Sequence[str]) -> str:
         """Return ``text`` with each of *echoable* (see :meth:`echoable`) replaced by ``***``; no shapes."""
         for _ in range(_MAX_PASSES):
             new = text
