@@ -28,7 +28,6 @@ from comfywatch.errors import Failure, Reason, SkipReason
 from comfywatch.parse.cloud import CloudJob, CloudUser, JobDetail, JobGroup, trusted_balance_usd
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.prompt import PromptAccepted
-from comfywatch.parse.queue import QueueItem, QueueSnapshot
 from comfywatch.state import TargetState
 
 __all__ = ["BudgetedCanary", "CloudCanaryApi", "JobsObservation", "check_auth", "check_billing", "check_features",
@@ -150,19 +149,11 @@ async def check_features(ctx: TargetContext) -> None:
     )
 
 
-def _snapshot(running: Sequence[Any], pending: Sequence[Any]) -> QueueSnapshot:
-    def item(raw: Any) -> QueueItem:
-        return QueueItem(number=float(raw.number), prompt_id=raw.prompt_id, client_id=None,
-                         create_time_ms=raw.create_time_ms)
-
-    return QueueSnapshot(running=tuple(item(r) for r in running), pending=tuple(item(p) for p in pending))
-
-
 @_within_limits
 async def check_queue(ctx: TargetContext) -> None:
     queue = await ctx.cloud_api().queue()
     state = ctx.state
-    state.apply_queue(state.queue_tracker.observe(_snapshot(queue.running, queue.pending), time.time()))
+    state.apply_queue(state.queue_tracker.observe(queue, time.time()))
 
 
 #: Raw-state look-ups per jobs poll: each costs one request of the account's rate budget.
@@ -268,7 +259,7 @@ class CloudCanaryApi:
     async def busy(self) -> tuple[int, int]:
         with _paused_as_failure("queue"):
             queue = await self.api.queue()
-        return len(queue.running), len(queue.pending)
+        return queue.running_count, queue.pending_count
 
     async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
                      ) -> PromptAccepted:

@@ -22,6 +22,7 @@ from yarl import URL
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
 from comfywatch.errors import BodyTooLargeError, Failure, Reason, classify_exception, classify_status
 from comfywatch.parse import cloud as cloud_parse
+from comfywatch.parse.queue import QueueSnapshot
 
 __all__ = ["BUDGET_WAIT", "BudgetExhausted", "CloudApi", "PauseHolder", "RateBudget", "RetryAfterActive",
            "RetryAfterPause"]
@@ -180,7 +181,7 @@ class CloudApi:
     async def features(self) -> cloud_parse.Features:
         return await self._get("/api/features", "features", cloud_parse.parse_features, polled=True)
 
-    async def queue(self) -> cloud_parse.CloudQueue:
+    async def queue(self) -> QueueSnapshot:
         return await self._get("/api/queue", "queue", cloud_parse.parse_cloud_queue, polled=True)
 
     async def jobs(self, limit: int = 100) -> cloud_parse.JobsPage:

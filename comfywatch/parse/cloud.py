@@ -28,7 +28,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from comfywatch.errors import ParseError, Reason, classify_execution_error
-from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
+from comfywatch.parse.queue import MAX_QUEUE_ITEMS, QueueItem, QueueSnapshot
+from comfywatch.parse.text import MAX_CHARS, Cut, bounded, capped, sanitize
 
 __all__ = [
     "CREDITS_PER_USD",
@@ -39,8 +40,6 @@ __all__ = [
     "Balance",
     "BillingStatus",
     "CloudJob",
-    "CloudQueue",
-    "CloudQueueItem",
     "CloudUser",
     "ExecutionErrorInfo",
     "Features",
@@ -271,29 +270,6 @@ class Features:
     supports_preview_metadata: bool | None
     max_upload_size: int | None
     subscription_required: bool | None
-
-
-@dataclass(frozen=True, slots=True)
-class CloudQueueItem:
-    """One 5-tuple of ``GET /api/queue``: ``[number, prompt_id, workflow, output_ids, {create_time}]``."""
-
-    number: int
-    prompt_id: str
-    output_node_ids: tuple[str, ...]
-    create_time_ms: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CloudQueue:
-    """``GET /api/queue`` for this user (running and pending, pending oldest first)."""
-
-    running: tuple[CloudQueueItem, ...]
-    pending: tuple[CloudQueueItem, ...]
-
-    def oldest_pending_ms(self) -> int | None:
-        """Creation time of the oldest pending job (ms), or ``None``."""
-        times = [item.create_time_ms for item in self.pending if item.create_time_ms is not None]
-        return min(times) if times else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,36 +610,39 @@ def parse_features(body: object) -> Features:
 # Queue and submit
 
 
-def _queue_item(value: object, path: str) -> CloudQueueItem:
+def _queue_item(value: object, path: str) -> QueueItem:
     if not isinstance(value, list) or len(value) < 2:
         raise ParseError(f"{path}: expected array of at least 2 items")
-    outputs: tuple[str, ...] = ()
-    if len(value) > 3 and isinstance(value[3], list):
-        outputs = tuple(_str(node, f"{path}[3][{i}]", 64) for i, node in enumerate(value[3]))
     created: int | None = None
     if len(value) > 4 and value[4] is not None:
         created = _time_ms(_obj(value[4], f"{path}[4]").get("create_time"), f"{path}[4].create_time")
-    return CloudQueueItem(
-        number=_int(value[0], f"{path}[0]"),
+    return QueueItem(
+        number=float(_int(value[0], f"{path}[0]")),
         prompt_id=_str(value[1], f"{path}[1]", 128),
-        output_node_ids=outputs,
+        client_id=None,
         create_time_ms=created,
     )
 
 
-def parse_cloud_queue(body: object) -> CloudQueue:
-    """Parse ``GET /api/queue`` (5-tuples; missing lists count as empty)."""
+def parse_cloud_queue(body: object) -> QueueSnapshot:
+    """Parse ``GET /api/queue`` (5-tuples; missing lists count as empty). As for a local ``/queue``, the first
+    :data:`~comfywatch.parse.queue.MAX_QUEUE_ITEMS` entries of each list are read and the rest counted."""
     obj = _obj(body, "$")
-    lists: dict[str, tuple[CloudQueueItem, ...]] = {}
+    read: dict[str, tuple[QueueItem, ...]] = {}
+    unread: dict[str, int] = {}
     for key in ("queue_running", "queue_pending"):
         raw = obj.get(key)
         if raw is None:
-            lists[key] = ()
-            continue
+            raw = []
         if not isinstance(raw, list):
             raise ParseError(f"{key}: expected array")
-        lists[key] = tuple(_queue_item(item, f"{key}[{i}]") for i, item in enumerate(raw))
-    return CloudQueue(running=lists["queue_running"], pending=lists["queue_pending"])
+        kept = capped(raw, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
+        read[key] = tuple(_queue_item(item, f"{key}[{i}]") for i, item in enumerate(kept))
+        unread[key] = len(raw) - len(kept)
+    return QueueSnapshot(
+        running=read["queue_running"], pending=read["queue_pending"],
+        running_unread=unread["queue_running"], pending_unread=unread["queue_pending"],
+    )
 
 
 def parse_queue_remaining(body: object) -> int:

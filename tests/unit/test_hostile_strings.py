@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from comfywatch.export.collector import DaemonInfo, metrics_body
 from comfywatch.export.target_encoder import ENCODE_FAILURES
-from comfywatch.parse.cloud import parse_billing_status, parse_jobs_list
+from comfywatch.parse.cloud import parse_billing_status, parse_cloud_queue, parse_jobs_list
 from comfywatch.parse.history import parse_history
 from comfywatch.parse.jobs import parse_jobs
 from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text
@@ -123,6 +123,21 @@ class TestParsers:
                                                              for index in range(1_000_000)]}
         before = TRUNCATIONS[Cut.QUEUE_ITEMS]
         snapshot = parse_queue(body)
+        assert (len(snapshot.running), len(snapshot.pending)) == (1, MAX_QUEUE_ITEMS)
+        assert (snapshot.running_count, snapshot.pending_count) == (1, 1_000_000)
+        assert [item.prompt_id for item in snapshot.pending[:2]] == ["p0", "p1"]
+        assert TRUNCATIONS[Cut.QUEUE_ITEMS] == before + 1
+        view = QueueTracker(600, 4).observe(snapshot, NOW)
+        assert (view.running, view.pending) == (1, 1_000_000)
+
+    def test_a_cloud_queue_of_a_million_entries_reads_the_first_and_counts_all(self) -> None:
+        """Comfy Cloud's /api/queue is bounded as /queue is: the counts see every entry, the check keeps the first
+        MAX_QUEUE_ITEMS of each list, and the canary's busy check counts them all."""
+        body = {"queue_running": [[0, "r0", {}, ["9"], {"create_time": 1755684000000}]],
+                "queue_pending": [[index, f"p{index}", {}, ["9"] * 3, {"create_time": 1755684001000}]
+                                  for index in range(1_000_000)]}
+        before = TRUNCATIONS[Cut.QUEUE_ITEMS]
+        snapshot = parse_cloud_queue(body)
         assert (len(snapshot.running), len(snapshot.pending)) == (1, MAX_QUEUE_ITEMS)
         assert (snapshot.running_count, snapshot.pending_count) == (1, 1_000_000)
         assert [item.prompt_id for item in snapshot.pending[:2]] == ["p0", "p1"]
