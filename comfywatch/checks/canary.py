@@ -29,13 +29,13 @@ from websockets.asyncio.client import ClientConnection
 from comfywatch.checks import CANARY_CLIENT_PREFIX, CheckFailed, CheckSkipped
 from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import HttpResult, RequestFailed
-from comfywatch.clients.local import LocalApi
 from comfywatch.clients.ws import WebSocketServer, close_within, connect
 from comfywatch.errors import Failure, ParseError, Reason, classify_exception
 from comfywatch.parse.canary_events import Progress, PromptFollower
 from comfywatch.parse.history import HistoryEntry, Outcome
 from comfywatch.parse.nodeerrors import summarise_prompt_error
 from comfywatch.parse.prompt import PromptAccepted, ws_event
+from comfywatch.redact import target_scope
 from comfywatch.state import TargetState
 from comfywatch.workflows import CanaryWorkflow, fill_text, render_workflow
 
@@ -99,11 +99,20 @@ def png_size(data: bytes) -> tuple[int, int] | None:
 
 
 class CanaryApi(WebSocketServer, Protocol):
-    """What the canary needs from a server: local ComfyUI (:class:`LocalApi`) or Comfy Cloud."""
+    """What the canary needs from a server: a local ComfyUI (:class:`~comfywatch.clients.local.LocalApi`) or
+    Comfy Cloud."""
+
+    #: Whether the server queues a prompt under an id sent with it (so the canary knows its id before any answer).
+    takes_prompt_id: bool
+
+    @property
+    def secret_forms(self) -> tuple[str, ...]:
+        """What the server is sent that it could echo (:func:`comfywatch.redact.secret_forms`)."""
+        ...
 
     async def busy(self) -> tuple[int, int]: ...
-    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
-                     ) -> PromptAccepted: ...
+    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, prompt_id: str | None = None,
+                     timeout: float | None = None) -> PromptAccepted: ...
     async def history_entry(self, prompt_id: str, *, timeout: float | None = None) -> HistoryEntry | None: ...
     async def in_flight(self, prompt_id: str) -> bool: ...
     async def view(self, filename: str, subfolder: str, kind: str) -> HttpResult: ...
@@ -149,8 +158,11 @@ class CanaryRunner:
     async def run(self) -> CanaryResult:
         if self._lock.locked():
             return CanaryResult(self.workflow.name, skipped=True, detail="previous run still going")
+        # What the run keeps of the server's answers and events has the target's own secrets masked (a server may
+        # echo what it was sent); the scope's context is the run's task's own.
         async with self._lock:
-            result = await self._run()
+            with target_scope(self.api.secret_forms):
+                result = await self._run()
         if self.on_result is not None:
             self.on_result(result)
         return result
@@ -186,9 +198,10 @@ class CanaryRunner:
             if submit_start >= deadline:
                 raise TimeoutError  # never submit a prompt we no longer have time to follow
             measured_from = submit_start
-            own_id = self._own_prompt_id()
+            own_id = str(uuid.uuid4()) if self.api.takes_prompt_id else None
             try:
-                accepted = await self._submit(prompt, client_id, own_id, timeout=max(0.1, deadline - submit_start))
+                accepted = await self.api.submit(prompt, client_id, prompt_id=own_id,
+                                                 timeout=max(0.1, deadline - submit_start))
             except RequestFailed as failed:
                 if own_id is not None and _may_have_queued(failed):
                     unanswered_id = own_id
@@ -244,19 +257,6 @@ class CanaryRunner:
     async def check(self, ctx: TargetContext) -> None:
         """One scheduled run, under the check contract: a success only when the output was verified."""
         check_outcome(await self.run())
-
-    def _own_prompt_id(self) -> str | None:
-        """The prompt id to send with the submit, so that it is known before any answer; ``None`` where the server
-        takes none. ComfyUI queues a prompt under a ``prompt_id`` in the request body (recorded from 0.3.64:
-        ``prompt_ok_custom_prompt_id.json``); Comfy Cloud documents no such field, so it is never sent one."""
-        return str(uuid.uuid4()) if isinstance(self.api, LocalApi) else None
-
-    async def _submit(self, prompt: Mapping[str, Any], client_id: str, prompt_id: str | None, *, timeout: float
-                      ) -> PromptAccepted:
-        api = self.api
-        if prompt_id is not None and isinstance(api, LocalApi):
-            return await api.submit(prompt, client_id, prompt_id=prompt_id, timeout=timeout)
-        return await api.submit(prompt, client_id, timeout=timeout)
 
     def _submit_failure(self, failed: RequestFailed, result: CanaryResult) -> _Failed:
         # errors.classify_status decides what a refusal is, as for every request; a validation refusal also

@@ -261,8 +261,16 @@ class CloudCanaryApi:
             queue = await self.api.queue()
         return queue.running_count, queue.pending_count
 
-    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, timeout: float | None = None
-                     ) -> PromptAccepted:
+    #: Comfy Cloud documents no ``prompt_id`` in a submit: its prompts are queued under an id it picks.
+    takes_prompt_id = False
+
+    @property
+    def secret_forms(self) -> tuple[str, ...]:
+        return self.api.http.secret_forms
+
+    async def submit(self, prompt: Mapping[str, Any], client_id: str, *, prompt_id: str | None = None,
+                     timeout: float | None = None) -> PromptAccepted:
+        """POST the prompt; *prompt_id* is never sent (see :attr:`takes_prompt_id`)."""
         with _paused_as_failure("prompt"):
             result = await self.api.submit(prompt, client_id)
         return PromptAccepted(prompt_id=result.prompt_id, number=None, node_errors={})

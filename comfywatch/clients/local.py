@@ -197,6 +197,15 @@ class LocalApi:
                                           max_body=SERVER_LOG_MAX_BODY)
         return log
 
+    #: ComfyUI queues a prompt under the ``prompt_id`` its body carries (recorded from 0.3.64:
+    #: ``prompt_ok_custom_prompt_id.json``), so a caller can know the id before any answer.
+    takes_prompt_id = True
+
+    @property
+    def secret_forms(self) -> tuple[str, ...]:
+        """What this server is sent that it could echo (:func:`comfywatch.redact.secret_forms`)."""
+        return self.http.secret_forms
+
     def ws_url(self, client_id: str) -> str:
         return self.http.websocket_url(self.prefix + "/ws", {"clientId": client_id})
 

@@ -128,8 +128,9 @@ class PromptFollower:
             exc_type, message, node_type = (_text(data.get(key))
                                             for key in ("exception_type", "exception_message", "node_type"))
             self.failure = classify_execution_error(exc_type, message)
-            self.failure_detail = (f"{'?' if node_type is None else node_type}: "
-                                   f"{'error' if exc_type is None else exc_type}")[:200]
+            # The detail is shown (status page, logs): bounded as every kept string is, secrets masked.
+            self.failure_detail = (f"{'?' if node_type is None else bounded(node_type)}: "
+                                   f"{'error' if exc_type is None else bounded(exc_type)}")[:200]
             self.server_end_ms = _ms(data.get("timestamp")) or self.server_end_ms
             self.state, self.ended_at = Progress.FAILED, at
         elif kind == "execution_interrupted":
