@@ -129,13 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report(exc: ConfigError) -> int:
     """Every problem on its own ``source: problem`` line on stderr; the exit code of a configuration error."""
+    from comfywatch.cli.render import printable
+
     for problem in exc.problems:
-        print(f"{exc.source}: {problem}", file=sys.stderr)
+        print(printable(f"{exc.source}: {problem}"), file=sys.stderr)
     return 2
 
 
 def _check_config(path_arg: str | None) -> int:
     # imported when the subcommand runs (start-up cost, see the module docstring)
+    from comfywatch.cli.render import printable
     from comfywatch.config import config_file, load_config
     from comfywatch.server.webconfig import WebConfigError, load_web_config
 
@@ -146,13 +149,14 @@ def _check_config(path_arg: str | None) -> int:
         try:
             load_web_config(config.server.web_config_file)
         except WebConfigError as exc:  # its message names the file and the key
-            print(exc, file=sys.stderr)
+            print(printable(str(exc)), file=sys.stderr)
             return 2
     names = [t.name for t in config.targets]
     shown = ", ".join(names[:_NAMES_SHOWN]) + (f" and {len(names) - _NAMES_SHOWN} more"
                                                 if len(names) > _NAMES_SHOWN else "")
     count = f"{len(names)} target{'' if len(names) == 1 else 's'}" + (f": {shown}" if names else "")
-    print(f"{path or 'built-in defaults'}: OK ({count}; listen {config.server.listen})")
+    # The file's name is the operator's, its bytes perhaps not UTF-8 (surrogates) or a terminal's escapes.
+    print(printable(f"{path or 'built-in defaults'}: OK ({count}; listen {config.server.listen})"))
     return 0
 
 
@@ -167,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     pinned = malloc.pin_mmap_threshold()
     capped = malloc.cap_arenas()
     # imported when the subcommand runs (start-up cost, see the module docstring)
+    from comfywatch.cli.render import printable
     from comfywatch.config import ConfigError, config_file
     from comfywatch.daemon.service import Daemon, ListenError
     from comfywatch.logs import configure_logging, default_log_format
@@ -187,10 +192,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(daemon.run(config=config, ready_file=ready))
     except ListenError as exc:
-        print(exc, file=sys.stderr)
+        print(printable(str(exc)), file=sys.stderr)
         return 1
     except WebConfigError as exc:  # its message names the file and the key, like check-config's lines
-        print(exc, file=sys.stderr)
+        print(printable(str(exc)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0

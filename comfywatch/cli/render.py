@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from comfywatch.checks.canary import CanaryResult
 from comfywatch.errors import hint_for
 from comfywatch.parse.text import sanitize
 from comfywatch.redact import scrub, scrub_output
+
+if TYPE_CHECKING:
+    from comfywatch.checks.canary import CanaryResult
 
 __all__ = ["format_phases", "json_document", "printable"]
 

@@ -127,3 +127,21 @@ def test_a_web_config_run_would_refuse_is_refused(tmp_path: Path, web_config: st
         web.write_text(web_config, encoding="utf-8")
     path = write(tmp_path, f'[server]\nweb_config_file = "{web}"\n[[targets]]\nname = "x"\nurl = "http://127.0.0.1:1"\n')
     assert_refused(check_config(str(path)), f"{web}: {problem}\n")
+
+
+def test_a_file_name_with_escapes_or_bytes_that_are_not_utf8_prints_as_one_safe_line(tmp_path: Path) -> None:
+    """The OK line and a problem's line name the file as the terminal can show it: a terminal escape in the name
+    is no escape on the screen, and a byte that is not UTF-8 is a replacement character, not an encoding error."""
+    name = os.fsencode(tmp_path) + b"/\xff\x1b[31mred"
+    good, bad = name + b".toml", name + b"-bad.toml"
+    with open(good, "wb") as file:
+        file.write(b'[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\n')
+    with open(bad, "wb") as file:
+        file.write(b"bad")
+    shown = f"{tmp_path}/\ufffd [31mred"
+    strict = {"PYTHONIOENCODING": "utf-8:strict"}
+    ok = check_config(os.fsdecode(good), env=strict)
+    assert (ok.returncode, ok.stderr) == (0, "")
+    assert ok.stdout == f"{shown}.toml: OK (1 target: a; listen 127.0.0.1:9877)\n"
+    problem = "invalid TOML: Expected '=' after a key in a key/value pair (at end of document)"
+    assert_refused(check_config(os.fsdecode(bad), env=strict), f"{shown}-bad.toml: {problem}\n")
