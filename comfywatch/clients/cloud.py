@@ -227,8 +227,13 @@ class CloudApi:
         self._ensure_not_paused()
         redirect = await self.http.request("GET", "/api/view", endpoint="view", params=params, expect_ok=False)
         if redirect.status in {301, 302, 303, 307, 308}:
-            location = redirect.headers.get("Location", "")
-            return await fetch_unauthenticated(self.http, location)
+            try:
+                return await fetch_unauthenticated(self.http, redirect.headers.get("Location", ""))
+            except RequestFailed as failed:
+                # Counted as the view's failure, as one of /api/view itself is; storage is not the account's API,
+                # so its 429 pauses nothing.
+                self.http.observer.on_failure("view", failed.failure.reason)
+                raise
         if 200 <= redirect.status < 300:
             return redirect
         failure = classify_status(redirect.status, None, redirect.headers.get("Retry-After")) or Failure(

@@ -95,6 +95,19 @@ async def test_a_body_over_the_cap_is_refused(declared: int | None) -> None:
     assert failed.value.failure.detail == "response body larger than 100000 bytes"
 
 
+class Failures:
+    """A request observer that keeps the failures it is told of."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Reason]] = []
+
+    def on_exchange(self, endpoint: str, code: int | None, seconds: float) -> None:
+        return None
+
+    def on_failure(self, endpoint: str, reason: Reason) -> None:
+        self.seen.append((endpoint, reason))
+
+
 @contextlib.asynccontextmanager
 async def redirecting(location: str) -> AsyncIterator[HttpClient]:
     """An :class:`HttpClient` for a loopback ``/api/view`` that answers 302 to *location*."""
@@ -109,7 +122,7 @@ async def redirecting(location: str) -> AsyncIterator[HttpClient]:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout=10.0))
+    http = HttpClient(ClientSettings(base_url=f"http://127.0.0.1:{port}", timeout=10.0), observer=Failures())
     try:
         yield http
     finally:
@@ -122,9 +135,11 @@ async def redirecting(location: str) -> AsyncIterator[HttpClient]:
 async def test_a_redirect_to_an_unparsable_location_is_invalid_response(location: str) -> None:
     """``/api/view``'s 302 to a Location that is not a URL, or to none, makes ``CloudApi.view`` raise an
     ``invalid_response`` RequestFailed for ``view`` whose detail leaves the Location out, not a bare ValueError
-    (nor a fetch of the API's base)."""
+    (nor a fetch of the API's base); the failure is counted for ``view`` as one of ``/api/view`` itself is."""
     async with redirecting(location) as http:
         with pytest.raises(RequestFailed) as failed:
             await CloudApi(http).view("a.png", "", "temp")
+        assert isinstance(http.observer, Failures)
+        assert http.observer.seen == [("view", Reason.INVALID_RESPONSE)]
     assert (failed.value.failure.reason, failed.value.endpoint) == (Reason.INVALID_RESPONSE, "view")
     assert not location or location not in failed.value.failure.detail
