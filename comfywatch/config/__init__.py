@@ -43,6 +43,7 @@ from yarl import URL
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.config.durations import format_duration, format_size, parse_duration, parse_size
+from comfywatch.config.toml_bounds import dotted_line_problem
 from comfywatch.parse.canary_events import MAX_OUTPUT_IMAGES
 from comfywatch.parse.text import clean, sanitize
 
@@ -1106,6 +1107,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except ValueError as exc:
         problem = "file is not valid UTF-8" if str(exc) == "not valid UTF-8" else f"cannot read file: {exc}"
         raise ConfigError([problem], source) from None
+    if (long_key := dotted_line_problem(text)) is not None:
+        raise ConfigError([f"invalid TOML: {long_key}"], source)
     try:
         return tomllib.loads(text)
     except RecursionError:
