@@ -1,8 +1,7 @@
 """What tomllib is not given: a line with a very long dotted key.
 
 tomllib's work per dotted key grows with the square of its parts: one key of 20,000 parts (40 KB) takes it
-about 6 s, one of a mebibyte (the size bound of a configuration file) about an hour, and a reload would wait on
-it. Keys cannot span lines in TOML, so a bound on the dots of each line outside strings and comments bounds
+about 6 s, and a configuration file may hold 1 MiB; a reload would wait on it. Keys cannot span lines in TOML, so a bound on the dots of each line outside strings and comments bounds
 every key's parts. A number's own dot (``0.5``, a time's fraction) is not counted: a line of many numbers is no
 long key.
 """
