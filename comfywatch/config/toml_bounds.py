@@ -1,9 +1,9 @@
 """What tomllib is not given: a line with a very long dotted key.
 
 tomllib's work per dotted key grows with the square of its parts: one key of 20,000 parts (40 KB) takes it
-about 6 s, and a configuration file may hold 1 MiB; a reload would wait on it. Keys cannot span lines in TOML, so a bound on the dots of each line outside strings and comments bounds
-every key's parts. A number's own dot (``0.5``, a time's fraction) is not counted: a line of many numbers is no
-long key.
+about 6 s, and a configuration file may hold 1 MiB; a reload would wait on it. Keys cannot span lines in TOML,
+so a bound on the dots of each line outside strings and comments bounds every key's parts. A number's own dot
+(``0.5``, a time's fraction) is not counted: a line of many numbers is no long key.
 """
 
 from __future__ import annotations
