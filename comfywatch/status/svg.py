@@ -199,12 +199,22 @@ def _scale(unit: str, high: float) -> tuple[float, str]:
     return 1.0, _AXIS_TITLE.get(unit, unit)
 
 
+#: The largest magnitude an axis spans (see :func:`_nice_ticks`).
+_AXIS_LIMIT = 1e300
+
+
 def _nice_ticks(low: float, high: float, *, integer: bool, finest: float = 0.0) -> list[float]:
     """Round tick values covering [low, high] (four or so steps of 1, 2, 2.5 or 5 × a power of ten, none finer
-    than *finest*)."""
+    than *finest*), at least two and increasing.
+
+    A server chooses the values: beyond ±1e300 they are drawn at the edge (a wider axis overflows), and steps
+    are never finer than a billionth of the values (at 1e16, adding 1 or a cent changes nothing)."""
+    low, high = (min(max(value, -_AXIS_LIMIT), _AXIS_LIMIT) for value in (low, high))
+    magnitude = max(abs(low), abs(high))
     if high <= low:
-        high = low + 1.0
-    raw = max((high - low) / 4, finest)
+        high = low + max(1.0, magnitude * 1e-6)
+    # No step finer than the values can be told apart by.
+    raw = max((high - low) / 4, finest, magnitude * 1e-9)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
     if integer:

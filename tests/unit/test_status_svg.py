@@ -6,11 +6,14 @@ inside the plot, gaps break lines, a bar's segments add up to the bar.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from comfywatch.status import svg
 from comfywatch.status.model import Series
@@ -247,3 +250,30 @@ def test_meter_fills_by_headroom(free: int, level: str) -> None:
     assert fill == pytest.approx(svg.METER_WIDTH * min(free, 100) / 100, abs=0.01)
     assert root.findtext("title") == "VRAM headroom"
     assert root.findtext("desc") == f"{min(free, 100)}% free"
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.floats(allow_nan=False, allow_infinity=False),
+       st.booleans(), st.sampled_from([0.0, 0.01]))
+def test_ticks_increase_and_cover_any_finite_range(a: float, b: float, integer: bool, finest: float) -> None:
+    """Whatever a server reports (flat at 1e16, -1e38, subnormal, ±1.7e308): a handful of finite, increasing ticks
+    covering the values (clamped to ±1e300)."""
+    low, high = min(a, b), max(a, b)
+    ticks = svg._nice_ticks(low, high, integer=integer, finest=finest)
+    assert 2 <= len(ticks) <= 12
+    assert all(math.isfinite(tick) for tick in ticks)
+    assert all(after > before for before, after in itertools.pairwise(ticks))
+    # Within a billionth of a step: a value that close past the last tick is drawn on it.
+    slack = (ticks[1] - ticks[0]) * 1e-8
+    low, high = (min(max(value, -1e300), 1e300) for value in (low, high))
+    assert ticks[0] - slack <= low and ticks[-1] + slack >= high
+
+
+@pytest.mark.parametrize(("values", "unit"), [
+    ([1e16] * 5, "usd"), ([1e28] * 5, "usd"), ([-1e38] * 5, "bytes"), ([-1e30] * 5, "bytes"),
+    ([1.7e308, -1.7e308], "count"), ([2.0**53] * 3, "count"),
+])
+def test_a_flat_or_extreme_series_is_still_drawn(values: list[float], unit: str) -> None:
+    """A balance flat at 1e16 USD or a free memory of -1e38 bytes (a server's choice) draws a chart instead of
+    raising, so the target's page is still served."""
+    root = chart(series(list(values), unit))
+    assert len(line_paths(root)) + len(list(root.iter("circle"))) >= 1
