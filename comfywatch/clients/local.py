@@ -35,8 +35,8 @@ SYSTEM_STATS_MAX_BODY = 2**20
 SERVER_LOG_MAX_BODY = 4 * 2**20
 
 
-def _identity(body: Any) -> Any:
-    return body
+def _json_object(body: Any) -> dict[str, Any]:
+    return dict(as_map(body, "$"))
 
 
 class LocalApi:
@@ -179,7 +179,7 @@ class LocalApi:
     def decode_object_info(self, response: HttpResult) -> dict[str, Any]:
         """The catalogue of an :meth:`object_info_response`; a body that is not a JSON object is counted and
         raised as ``invalid_response``."""
-        return dict(as_map(self.http.decode(response, "object_info", _identity), "$"))
+        return self.http.decode(response, "object_info", _json_object)
 
     async def model_folders(self) -> tuple[str, ...]:
         folders, _ = await self._get("/models", "models", parse_model_folders)

@@ -6,9 +6,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+from aiohttp import web
+
 from comfywatch.sim.admin import start_sim
 from tests.conftest import TIMEOUT_FACTOR
 from tests.e2e.test_doctor import _env
+from tests.fixtures import load_json
 from tests.ports import closed_port
 
 
@@ -61,3 +64,30 @@ async def test_usage_errors_exit_2_and_an_unreachable_server_exits_1(tmp_path: P
         assert (code, out) == (1, ""), err
         assert err.startswith("comfywatch diff: cannot read the catalogue of http://127.0.0.1:"), err
         assert ": connect: " in err and "\n  fix: " in err, err
+
+
+async def test_a_catalogue_that_is_no_json_object_is_a_failure_line_not_a_traceback() -> None:
+    """``/object_info`` answering ``[]`` (JSON, but no catalogue) is the server's invalid_response: one line and
+    its fix on stderr, exit 1."""
+
+    async def not_an_object(request: web.Request) -> web.Response:
+        if request.path.endswith("/system_stats"):
+            return web.json_response(load_json("system_stats.json"))
+        return web.json_response([])  # /object_info, and an empty /models
+
+    app = web.Application()
+    app.router.add_get("/{route:.*}", not_an_object)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with await start_sim() as sim:
+            code, out, err = await diff(url, sim.url)
+    finally:
+        await runner.cleanup()
+    assert (code, out) == (1, ""), err
+    assert "Traceback" not in err, err
+    assert err.startswith(f"comfywatch diff: cannot read the catalogue of {url}: invalid_response: "), err
+    assert "\n  fix: " in err, err
