@@ -567,16 +567,14 @@ def canary_timeout(target: TargetConfig, timeout: float) -> float:
     return max(timeout, 30.0)
 
 
-async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetReport:
-    target = runtime.config
-    report = TargetReport(target.name, target.kind, target.public_url)
+async def _local_target(runtime: TargetContext, args: DoctorOptions, report: TargetReport) -> None:
     api = runtime.local
     assert api is not None
     later = ("websocket.upgrade", "server", *(("workflow.lint",) if args.workflow else ()), "canary.run")
     net = await network_check.observe(runtime, verify=True)
     if not _network_checks(report, net):
         _skip_after(report, "network", *later)
-        return report
+        return
     credentials_used = bool(runtime.credentials.headers or runtime.credentials.basic_auth)
     try:
         system = await system_check.observe(runtime)
@@ -591,7 +589,7 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
             answer = failure.detail
         report.add(_http_failure(failure, answer, credentials_used, args.timeout))
         _skip_after(report, "http.api", *later)
-        return report
+        return
     received_at = time.time()
     phases = _http_phases(net, system.result)
     steps = [("connect", phases["connect"]), ("tls", phases["tls"]), ("server", phases["processing"]),
@@ -613,21 +611,18 @@ async def _local_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
         report.add(stuck)
     else:
         # Runs even when the WebSocket check failed: the canary then polls, and shows what still works.
-        await _canary_check(report, runtime, api, canary_timeout(target, args.timeout))
-    return report
+        await _canary_check(report, runtime, api, canary_timeout(runtime.config, args.timeout))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Comfy Cloud.
 
-async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetReport:
-    target = runtime.config
-    report = TargetReport(target.name, target.kind, target.public_url)
+async def _cloud_target(runtime: TargetContext, args: DoctorOptions, report: TargetReport) -> None:
     api = runtime.cloud_api()
     if not runtime.credentials.api_key:
         report.add(CheckResult("cloud.auth", "fail", "no API key configured",
                                DIAGNOSIS_HINTS[Diagnosis.NO_CLOUD_API_KEY]))
-        return report
+        return
 
     async def attempt(check_id: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
@@ -646,7 +641,7 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
     if user is None:
         _skip_after(report, "cloud.auth", "cloud.subscription", "cloud.funds", "cloud.balance",
                     "cloud.concurrency", "cloud.recent_errors")
-        return report
+        return
     report.add(CheckResult("cloud.auth", "ok", f"API key valid (account status {user.status})"))
     status = await attempt("cloud.subscription", api.billing_status)
     if status is not None:
@@ -711,7 +706,6 @@ async def _cloud_target(runtime: TargetContext, args: DoctorOptions) -> TargetRe
                                    hint_for(common), details))
         else:
             report.add(CheckResult("cloud.recent_errors", "ok", summary, details=details))
-    return report
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -770,20 +764,23 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
     for configured in targets:
         # One patience for every step: the doctor's --timeout, not the daemon's polling timeout.
         target = configured.model_copy(update={"timeout": options.timeout})
-        runtime = build_context(config, target)
+        report = TargetReport(target.name, target.kind, target.public_url)
+        reports.append(report)
+        runtime: TargetContext | None = None
         try:
+            # Inside: building reads the target's secret and CA files, which may have changed since the load.
+            runtime = build_context(config, target)
             if target.kind == "cloud":
-                reports.append(await _cloud_target(runtime, options))
+                await _cloud_target(runtime, options, report)
             else:
-                reports.append(await _local_target(runtime, options))
-        except Exception as exc:  # a bug must not hide the other targets' results
-            report = TargetReport(target.name, target.kind, target.public_url)
+                await _local_target(runtime, options, report)
+        except Exception as exc:  # a bug must not hide this target's results so far, nor the other targets'
             report.add(CheckResult("doctor.internal", "fail", f"internal error: {type(exc).__name__}: "
                                                               f"{str(exc)[:200]}",
                                    DIAGNOSIS_HINTS[Diagnosis.DOCTOR_BUG]))
-            reports.append(report)
         finally:
-            await runtime.close()
+            if runtime is not None:
+                await runtime.close()
     return Report(reports, strict=options.strict)
 
 
@@ -813,7 +810,7 @@ def render_text(report: Report, *, color: bool) -> str:
             for line in check.details.get("lines", [])[:50]:
                 emit((f"      {line}", None))
             if check.id == "canary.run" and check.status != "skipped" and "table" in check.details:
-                for line in str(check.details["table"]).splitlines()[1:]:
+                for line in str(check.details["table"]).split("\n")[1:]:
                     # the summary already says the detail, and the hint follows as "fix:"
                     if not line.strip().startswith(("detail:", "fix:")):
                         emit((f"    {line}", None))
