@@ -32,11 +32,12 @@ MAX_ARGS: Final = 64
 #: Marks a value that was cut, so nobody mistakes it for the whole.
 ELLIPSIS: Final = "…"
 
-# C0 controls, DEL and C1 controls (ESC and CSI drive terminals; CR and LF forge lines), bidi embeddings,
-# overrides and isolates (they reorder the text around them on screen), and lone surrogates.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# C0 controls, DEL and C1 controls (ESC and CSI drive terminals; CR and LF forge lines), the line and paragraph
+# separators (str.splitlines breaks on them too), bidi embeddings, overrides and isolates (they reorder the text
+# around them on screen), and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]+")
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

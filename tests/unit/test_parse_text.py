@@ -14,7 +14,7 @@ from tests.strategies import FUZZ
 
 #: Every code point, lone surrogates included (hypothesis leaves them out unless asked).
 ANY_CHAR = st.characters(codec=None, exclude_categories=())
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 @pytest.mark.parametrize(
@@ -28,11 +28,13 @@ CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
         ("two\r\nlines\n", "two lines "),
         ("c1 \x9b csi \x85 nel \x7f del", "c1   csi   nel   del"),
         ("admin\u202egnp.exe \u2066isolated\u2069", "admingnp.exe isolated"),
+        ("KSampler\u2028\u2029\u2028✓ server.gpu all GPUs healthy", "KSampler ✓ server.gpu all GPUs healthy"),
         ("", ""),
     ],
 )
 def test_sanitize(raw: str, expected: str) -> None:
-    """Control-character runs become one space, bidi controls go, lone surrogates become U+FFFD; the rest stays."""
+    """Control-character runs (the line and paragraph separators among them: str.splitlines breaks on them)
+    become one space, bidi controls go, lone surrogates become U+FFFD; the rest stays."""
     assert sanitize(raw) == expected
 
 
