@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -36,8 +36,8 @@ HealthCheck = Callable[[], bool]
 GZIP_LEVEL = 3
 #: Bodies above this are compressed in a worker thread (zlib releases the GIL), so polls go on meanwhile.
 _THREAD_ABOVE = 1 << 20
-#: Longest a ``/metrics`` body may take to send (44 MB at 10,000 targets: 0.4 MB/s). A scraper that stops
-#: reading is cut off then: until it is, the scrape keeps chunks the encoders have since replaced.
+#: Longest a ``/metrics`` body (or a status page) may take to send (44 MB at 10,000 targets: 0.4 MB/s). A client
+#: that stops reading is cut off then: until it is, it keeps chunks the encoders have since replaced.
 SEND_SECONDS = 120.0
 #: Longest a connection may stay idle between requests, or take to send one (aiohttp's runner allows an hour):
 #: silent connections from anyone who can reach the port must not pile up against the descriptors the polls
@@ -84,10 +84,14 @@ class ExporterRunner(web.AppRunner):
                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
 
 
-def gzip_body(body: Body) -> list[bytes]:
+def _pieces(body: Body | bytes) -> Iterable[bytes]:
+    return body.pieces() if isinstance(body, Body) else (body,)
+
+
+def gzip_body(body: Body | bytes) -> list[bytes]:
     """*body* gzipped, piece by piece (a tenth of its size: see :data:`GZIP_LEVEL`)."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    compressed = [compressor.compress(piece) for piece in body.pieces()]
+    compressed = [compressor.compress(piece) for piece in _pieces(body)]
     compressed.append(compressor.flush())
     return [piece for piece in compressed if piece]
 
@@ -98,6 +102,40 @@ def _accepts_gzip(accept_encoding: str) -> bool:
         if coding.strip().lower() in {"gzip", "x-gzip"}:
             return params.replace(" ", "").lower() not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
     return False
+
+
+async def send_body(request: web.Request, body: Body | bytes, *, content_type: str,
+                    headers: Mapping[str, str] | None = None, cut_off_event: str = "response_cut_off"
+                    ) -> web.StreamResponse:
+    """Answer *request* with *body*, gzipped when the client takes it, as fast as the client reads and for at most
+    :data:`SEND_SECONDS`: a client that stops reading is cut off then (*cut_off_event*, a warning), so it holds
+    what it was sent for no longer; one that hangs up is no error."""
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding", **(headers or {})})
+    pieces: Iterable[bytes]
+    if len(body) > 4096 and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        packed = await asyncio.to_thread(gzip_body, body) if len(body) > _THREAD_ABOVE else gzip_body(body)
+        del body  # a slow client holds a tenth of the size, not the whole of it as well
+        response.headers["Content-Encoding"] = "gzip"
+        response.content_length = sum(map(len, packed))
+        pieces = packed
+    else:
+        pieces = _pieces(body)
+        response.content_length = len(body)
+    try:
+        async with asyncio.timeout(SEND_SECONDS):
+            await response.prepare(request)
+            if request.method != hdrs.METH_HEAD:
+                # Each write waits while the socket's buffer is full: a response holds chunks, not copies.
+                for piece in pieces:
+                    await response.write(piece)
+            await response.write_eof()
+    except ConnectionError:
+        pass  # the client hung up: its business, not the daemon's (aiohttp would log a traceback)
+    except TimeoutError:
+        log.warning(cut_off_event, peer=request.remote, seconds=SEND_SECONDS)
+        if request.transport is not None:
+            request.transport.abort()
+    return response
 
 
 def _status_of(source: MetricsSource) -> StatusSource:
@@ -125,33 +163,8 @@ def create_app(
             scrapes.scraped(time.monotonic())
         openmetrics, content_type = choose_format(request.headers.get("Accept"))
         states, daemon = source()
-        body = metrics_body(states, daemon=daemon, openmetrics=openmetrics)
-        response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding"})
-        pieces: Iterable[bytes]
-        if len(body) > 4096 and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
-            packed = await asyncio.to_thread(gzip_body, body) if len(body) > _THREAD_ABOVE else gzip_body(body)
-            del body  # a slow scraper holds a tenth of the size, not the whole of it as well
-            response.headers["Content-Encoding"] = "gzip"
-            response.content_length = sum(map(len, packed))
-            pieces = packed
-        else:
-            pieces = body.pieces()
-            response.content_length = len(body)
-        try:
-            async with asyncio.timeout(SEND_SECONDS):
-                await response.prepare(request)
-                if request.method != hdrs.METH_HEAD:
-                    # Each write waits while the socket's buffer is full: a scrape holds chunks, not copies.
-                    for piece in pieces:
-                        await response.write(piece)
-                await response.write_eof()
-        except ConnectionError:
-            pass  # the scraper hung up: a scrape's business, not the daemon's (aiohttp would log a traceback)
-        except TimeoutError:
-            log.warning("scrape_cut_off", peer=request.remote, seconds=SEND_SECONDS)
-            if request.transport is not None:
-                request.transport.abort()
-        return response
+        return await send_body(request, metrics_body(states, daemon=daemon, openmetrics=openmetrics),
+                               content_type=content_type, cut_off_event="scrape_cut_off")
 
     async def healthz(request: web.Request) -> web.Response:
         ok = healthy() if healthy is not None else True
@@ -163,6 +176,6 @@ def create_app(
     app = web.Application(middlewares=list(middlewares))  # type: ignore[arg-type]
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    add_status_routes(app, status or _status_of(source))
+    add_status_routes(app, status or _status_of(source), send_body)
     app.router.add_get("/probe", probe or no_probe)
     return app

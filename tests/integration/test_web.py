@@ -253,3 +253,45 @@ async def test_large_bodies_are_compressed_off_the_event_loop(base: str, monkeyp
     assert response.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(threaded) == gzip.decompress(inline)
     assert threads and threads[0] != threading.main_thread().name
+
+
+@pytest.mark.parametrize("path", ["/", "/api/v1/status"])
+async def test_status_pages_are_gzipped_when_asked(base: str, path: str) -> None:
+    """The status pages and documents go out as /metrics does: gzipped for a client that takes it (at 10,000
+    targets ``/api/v1/status`` is 9 MB), the same page once decompressed (but for the times in it)."""
+    _, plain = await _get(f"{base}{path}", None)
+    response, body = await _get(f"{base}{path}", "gzip")
+    assert response.status == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Cache-Control"] == "no-store"
+    unpacked = gzip.decompress(body)
+    assert len(plain) > 4096
+    number = re.compile(rb"\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+    assert number.sub(b"0", unpacked) == number.sub(b"0", plain)
+
+
+async def test_a_client_that_stops_reading_a_status_document_is_cut_off(
+        base: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that stops reading a large status document is disconnected once the send deadline has passed,
+    instead of holding the document (9 MB at 10,000 targets) for as long as it likes."""
+    cut_off = asyncio.Event()
+
+    class Log:
+        def warning(self, event: str, **fields: object) -> None:
+            if event == "response_cut_off":
+                cut_off.set()
+
+    size = 32 << 20
+    monkeypatch.setattr("comfywatch.server.status_routes.as_json", lambda _: {"pad": "x" * size})
+    monkeypatch.setattr("comfywatch.server.app.SEND_SECONDS", 0.5)
+    monkeypatch.setattr("comfywatch.server.app.log", Log())
+    reader, writer = await _raw(base, b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+    try:
+        received = len(await reader.read(1000))
+        await asyncio.wait_for(cut_off.wait(), 10)  # not reading meanwhile: the socket's buffers fill up
+        with contextlib.suppress(ConnectionResetError):
+            while data := await asyncio.wait_for(reader.read(1 << 20), 10):
+                received += len(data)
+    finally:
+        writer.close()
+    assert received < size / 2
