@@ -722,7 +722,8 @@ def config_file(option: str | None, env: Mapping[str, str] | None = None) -> Pat
 
 def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """Extra target labels: valid Prometheus names of at most 128 characters, not reserved, at most 16, values
-    of at most 128 characters."""
+    of at most 128 characters, made safe as a server's strings are (a label reaches every output: a terminal
+    through the status API, a browser, the logs)."""
     if len(labels) > 16:
         raise ValueError("at most 16 extra labels per target")
     checked: dict[str, str] = {}
@@ -735,7 +736,7 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"label name {key!r} is reserved by comfywatch")
         if not isinstance(value, str) or len(value) > 128:
             raise ValueError(f"label {key!r}: value must be a string of at most 128 characters")
-        checked[key] = value
+        checked[key] = sanitize(value)
     return checked
 
 

@@ -748,6 +748,15 @@ class TestHelpers:
             with pytest.raises(ValueError):
                 validate_labels(bad)
 
+    def test_label_values_are_made_safe_as_server_strings_are(self, tmp_path: Path) -> None:
+        """A label value from the TOML file with a terminal escape, a bidi override or a NUL is kept as the status
+        page shows it, in every output (the status API's JSON included), not as written."""
+        assert validate_labels({"owner": "alice\u202egnp.exe\x1b[2J\x00"}) == {"owner": "alicegnp.exe [2J "}
+        path = tmp_path / "comfywatch.toml"
+        path.write_text('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\n'
+                        'labels = { owner = "alice\\u202egnp.exe\\u001b[2J" }\n', encoding="utf-8")
+        assert load_config(path).targets[0].labels == {"owner": "alicegnp.exe [2J"}
+
     def test_shard_properties(self) -> None:
         """server.shard "i/N" is split into index and count."""
         config = load_config(None, {"COMFYWATCH_SERVER__SHARD": " 2/5 "})
