@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report(exc: ConfigError) -> int:
     """Every problem on its own ``source: problem`` line on stderr; the exit code of a configuration error."""
+    # imported when a command fails (start-up cost, see the module docstring)
     from comfywatch.cli.render import printable
 
     for problem in exc.problems:
