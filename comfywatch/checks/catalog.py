@@ -36,10 +36,10 @@ from comfywatch.checks.context import TargetContext
 from comfywatch.clients.http import HttpResult, RequestFailed
 from comfywatch.clients.local import LocalApi
 from comfywatch.errors import Reason
-from comfywatch.parse.catalog import Catalog, catalog_from
+from comfywatch.parse.catalog import MAX_MODELS_TOTAL, Catalog, catalog_from
 from comfywatch.parse.serverlog import ServerLog
 from comfywatch.parse.system import SystemStats
-from comfywatch.parse.text import sanitize
+from comfywatch.parse.text import Cut, count_cut, sanitize
 from comfywatch.state import CatalogSummary, WorkflowVerdict
 from comfywatch.workflows import (
     MAX_WORKFLOW_FILES,
@@ -112,13 +112,22 @@ def lint_verdicts(paths: Sequence[Path], object_info: dict[str, Any]) -> tuple[W
 
 
 async def _models(api: LocalApi) -> dict[str, tuple[str, ...]]:
-    """The files of every model folder; a folder that cannot be read is left out (and counted by the client)."""
+    """The files of every model folder, until :data:`~comfywatch.parse.catalog.MAX_MODELS_TOTAL` files are read
+    (the catalogue keeps no more, so the folders after are not requested); a folder that cannot be read is left
+    out (and counted by the client)."""
     files: dict[str, tuple[str, ...]] = {}
-    for folder in await api.model_folders():
+    read = 0
+    folders = await api.model_folders()
+    for index, folder in enumerate(folders):
+        if read >= MAX_MODELS_TOTAL:
+            log.warning("catalog_models_capped", files=read, folders_not_read=len(folders) - index)
+            count_cut(Cut.MODEL_FILES)
+            break
         try:
             files[folder] = await api.model_files(folder)
         except RequestFailed:
             continue
+        read += len(files[folder])
     return files
 
 
@@ -174,7 +183,9 @@ class SummaryCache:
     @staticmethod
     def key(object_info: bytes, models: Mapping[str, Sequence[str]]) -> bytes:
         digest = hashlib.blake2b(object_info, digest_size=16)
-        digest.update(json.dumps(models, sort_keys=True, ensure_ascii=True).encode())
+        # A folder at a time: the lists of a whole read, as one JSON text, would be tens of megabytes more.
+        for folder in sorted(models):
+            digest.update(json.dumps([folder, models[folder]], ensure_ascii=True).encode())
         return digest.digest()
 
     async def summary(self, key: bytes, parse: Callable[[], Awaitable[CatalogSummary]]) -> CatalogSummary:

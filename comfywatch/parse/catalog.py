@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Final
 
 from comfywatch.parse.shape import as_map
@@ -23,9 +25,9 @@ from comfywatch.parse.system import SystemStats
 from comfywatch.parse.text import bounded
 
 __all__ = [
-    "CORE_PACK", "HASH_CHARS", "MAX_CLASSES", "MAX_FOLDERS", "MAX_INPUTS", "MAX_MODELS", "MAX_OPTIONS",
-    "RENDER_LINES", "Catalog", "CatalogDiff", "NodeClass", "OptionDrift", "catalog_from", "combo_choices", "diff",
-    "render_diff",
+    "CORE_PACK", "HASH_CHARS", "MAX_CLASSES", "MAX_FOLDERS", "MAX_INPUTS", "MAX_MODELS", "MAX_MODELS_TOTAL",
+    "MAX_OPTIONS", "RENDER_LINES", "Catalog", "CatalogDiff", "NodeClass", "OptionDrift", "catalog_from",
+    "combo_choices", "diff", "render_diff",
 ]
 
 #: The pack of ComfyUI's own node classes (``nodes``, ``comfy_extras.*``, ``comfy_api_nodes.*``).
@@ -35,9 +37,13 @@ MAX_CLASSES: Final = 20_000
 #: Inputs kept per class and options kept per combo input.
 MAX_INPUTS: Final = 200
 MAX_OPTIONS: Final = 2_000
-#: Model files kept per folder, and folders kept.
+#: Model files kept per folder, and folders kept (ComfyUI has two dozen).
 MAX_MODELS: Final = 10_000
-MAX_FOLDERS: Final = 200
+MAX_FOLDERS: Final = 64
+#: Model files kept across all folders of one catalogue: a large library has thousands, while the two bounds above
+#: would let a server have 640,000 names of 256 characters (some 200 MB) held per read. Folders after the one that
+#: reaches it are left out (and not requested: :mod:`comfywatch.checks.catalog`).
+MAX_MODELS_TOTAL: Final = 100_000
 #: Lines of one section of :func:`render_diff` before "... and N more".
 RENDER_LINES: Final = 20
 #: Options named per side of one differing combo input in :func:`render_diff`.
@@ -48,17 +54,19 @@ HASH_CHARS: Final = 12
 _SECTIONS: Final = ("required", "optional")
 
 
-def combo_choices(kind: object, options: Mapping[str, Any]) -> tuple[Any, ...] | None:
-    """The allowed values of an ``object_info`` input declared as ``[kind, options]``, or None when it is not a
-    combo or its list is not served: older servers give the list as *kind*; newer ones give ``"COMBO"`` with the
-    list under ``options["options"]`` (a ``remote`` combo is fetched by the browser, so its list is not here)."""
+def combo_choices(kind: object, options: Mapping[str, Any], limit: int | None = None) -> tuple[Any, ...] | None:
+    """The allowed values of an ``object_info`` input declared as ``[kind, options]`` (the first *limit* of them,
+    if given), or None when it is not a combo or its list is not served: older servers give the list as *kind*;
+    newer ones give ``"COMBO"`` with the list under ``options["options"]`` (a ``remote`` combo is fetched by the
+    browser, so its list is not here)."""
     if isinstance(kind, list | tuple):
-        return tuple(kind)
-    if kind == "COMBO" and not options.get("remote"):
-        listed = options.get("options")
-        if isinstance(listed, list):
-            return tuple(listed)
-    return None
+        listed = kind
+    elif kind == "COMBO" and not options.get("remote") and isinstance(options.get("options"), list):
+        listed = options["options"]
+    else:
+        return None
+    # Sliced before it is copied: the server chooses the list's length.
+    return tuple(listed if limit is None else listed[:limit])
 
 
 def _pack(module: object) -> str:
@@ -132,7 +140,7 @@ def _node_class(entry: object, model_files: frozenset[str]) -> NodeClass | None:
         section = declared.get(section_name) if isinstance(declared, Mapping) else None
         if not isinstance(section, Mapping):
             continue
-        for raw_name, info in list(section.items())[:MAX_INPUTS]:
+        for raw_name, info in islice(section.items(), MAX_INPUTS):
             if not isinstance(raw_name, str):
                 continue
             name = bounded(raw_name)
@@ -140,7 +148,7 @@ def _node_class(entry: object, model_files: frozenset[str]) -> NodeClass | None:
             if not isinstance(info, list) or not info:
                 continue
             extra = info[1] if len(info) > 1 and isinstance(info[1], Mapping) else {}
-            choices = combo_choices(info[0], extra)
+            choices = combo_choices(info[0], extra, MAX_OPTIONS)
             if choices is not None:
                 options[name] = frozenset(_strings(choices, MAX_OPTIONS)) - model_files
     return NodeClass(pack=_pack(entry.get("python_module")), inputs=tuple(sorted(set(inputs))), options=options)
@@ -152,12 +160,17 @@ def catalog_from(object_info: object, models: Mapping[str, Sequence[str]], stats
     Raises ParseError only when *object_info* is not an object; malformed entries are skipped."""
     body = as_map(object_info, "object_info")
     kept_models: dict[str, tuple[str, ...]] = {}
-    for folder, files in list(models.items())[:MAX_FOLDERS]:
+    room = MAX_MODELS_TOTAL
+    for folder, files in islice(models.items(), MAX_FOLDERS):
+        if room == 0:
+            break
         if isinstance(folder, str) and isinstance(files, list | tuple):
-            kept_models[bounded(folder)] = tuple(sorted(set(_strings(files, MAX_MODELS))))
+            kept = tuple(sorted(set(_strings(files, min(MAX_MODELS, room)))))
+            kept_models[bounded(folder)] = kept
+            room -= len(kept)
     model_files = frozenset(file for files in kept_models.values() for file in files)
     classes: dict[str, NodeClass] = {}
-    for raw_name, entry in list(body.items())[:MAX_CLASSES]:
+    for raw_name, entry in islice(body.items(), MAX_CLASSES):
         node = _node_class(entry, model_files) if isinstance(raw_name, str) else None
         if node is not None:
             classes[bounded(raw_name)] = node
@@ -242,7 +255,7 @@ def _section(title: str, items: Sequence[str]) -> list[str]:
     return [title, *shown]
 
 
-def _classes(classes: Sequence[tuple[str, str]], missing_packs: Sequence[str]) -> list[str]:
+def _classes(classes: Sequence[tuple[str, str]], missing_packs: frozenset[str]) -> list[str]:
     # A class whose whole pack is missing is said once, through its pack.
     return [name if pack == CORE_PACK else f"{name} ({pack})" for name, pack in classes if pack not in missing_packs]
 
@@ -263,9 +276,9 @@ def render_diff(catalog_diff: CatalogDiff, name_a: str, name_b: str) -> list[str
     for packs, classes, side, other in (
         (d.packs_only_a, d.classes_only_a, name_a, name_b), (d.packs_only_b, d.classes_only_b, name_b, name_a),
     ):
-        counts = {pack: sum(1 for _, owner in classes if owner == pack) for pack in packs}
+        counts = Counter(owner for _, owner in classes)
         lines += _section(f"custom node packs only on {side}:", [f"{p} ({counts[p]} classes)" for p in packs])
-        lines += _section(f"node classes only on {side} (not on {other}):", _classes(classes, packs))
+        lines += _section(f"node classes only on {side} (not on {other}):", _classes(classes, frozenset(packs)))
     lines += _section(f"combo options that differ ({name_a} vs {name_b}):", [
         f"{drift.node_class}.{drift.input}: only on {name_a}: {_listed(drift.only_a)};"
         f" only on {name_b}: {_listed(drift.only_b)}"

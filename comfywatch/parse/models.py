@@ -9,33 +9,37 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from comfywatch.parse.catalog import MAX_FOLDERS, MAX_MODELS
 from comfywatch.parse.shape import as_list
 from comfywatch.parse.text import bounded
 
-__all__ = ["MAX_FOLDERS", "MAX_MODEL_FILES", "parse_model_files", "parse_model_folders"]
+__all__ = ["parse_model_files", "parse_model_folders"]
 
-MAX_FOLDERS: Final = 64
-#: Files kept per folder: a large model library has thousands.
-MAX_MODEL_FILES: Final = 20_000
 _FOLDER: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
 
 def parse_model_folders(body: object) -> tuple[str, ...]:
-    """The folder names of ``/models``, sorted; names that are not plain short words are left out.
+    """The folder names of ``/models``, sorted, at most :data:`~comfywatch.parse.catalog.MAX_FOLDERS` (the
+    catalogue's bound) of the first twice as many listed; names that are not plain short words are left out.
 
     Raises:
         ParseError: the answer is not a JSON list.
     """
-    names = {item for item in as_list(body, "$") if isinstance(item, str) and _FOLDER.fullmatch(item)}
+    # Twice the bound is read so that duplicates and unusable names do not leave the list short; the rest would
+    # cost a regular expression and a set entry each (a real server lists two dozen).
+    items = as_list(body, "$")[: MAX_FOLDERS * 2]
+    names = {item for item in items if isinstance(item, str) and _FOLDER.fullmatch(item)}
     return tuple(sorted(names)[:MAX_FOLDERS])
 
 
 def parse_model_files(body: object) -> tuple[str, ...]:
-    """The file names of ``/models/{folder}``, cleaned, sorted, at most :data:`MAX_MODEL_FILES`.
+    """The file names of ``/models/{folder}``, cleaned, sorted, at most
+    :data:`~comfywatch.parse.catalog.MAX_MODELS` (as many as the catalogue keeps of a folder).
 
     Raises:
         ParseError: the answer is not a JSON list.
     """
     items = as_list(body, "$")
-    names = {bounded(item) for item in items[: MAX_MODEL_FILES * 2] if isinstance(item, str)}
-    return tuple(sorted(names)[:MAX_MODEL_FILES])
+    # Twice the bound is read so that duplicates do not leave the folder short.
+    names = {bounded(item) for item in items[: MAX_MODELS * 2] if isinstance(item, str)}
+    return tuple(sorted(names)[:MAX_MODELS])

@@ -52,6 +52,8 @@ class Cut(StrEnum):
     ARGV = "argv"
     #: Entries of a ``/queue`` list beyond ``comfywatch.parse.queue.MAX_QUEUE_ITEMS``.
     QUEUE_ITEMS = "queue_items"
+    #: Model folders of one catalogue read left unread past ``comfywatch.parse.catalog.MAX_MODELS_TOTAL`` files.
+    MODEL_FILES = "model_files"
 
 
 T = TypeVar("T")

@@ -4,6 +4,7 @@ stably, diffed both ways, bounded against hostile input."""
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -12,10 +13,13 @@ from comfywatch.errors import ParseError
 from comfywatch.parse.catalog import (
     CORE_PACK,
     MAX_CLASSES,
+    MAX_INPUTS,
     MAX_MODELS,
+    MAX_MODELS_TOTAL,
     MAX_OPTIONS,
     RENDER_LINES,
     Catalog,
+    CatalogDiff,
     OptionDrift,
     catalog_from,
     diff,
@@ -125,6 +129,75 @@ def test_missing_pack_diff_and_render() -> None:
     assert render_diff(diff(full, full), "gpu-1", "gpu-2") == ["gpu-1 and gpu-2 offer the same catalogue"]
 
 
+def _node(module: str) -> dict[str, Any]:
+    return {"python_module": module, "input": {"required": {}}}
+
+
+def test_render_counts_the_classes_of_each_missing_pack_and_names_the_others() -> None:
+    """Packs one side lacks, with how many classes each, on both sides; the classes of those packs are said only
+    through them, the other classes (core ones, and new ones of a pack both sides have) by name."""
+    a = catalog_from({
+        "AlphaOne": _node("custom_nodes.alpha"), "AlphaTwo": _node("custom_nodes.alpha.sub"),
+        "AlphaThree": _node("custom_nodes.alpha"), "BetaOnly": _node("custom_nodes.beta"), "CoreOnA": _node("nodes"),
+        "GammaShared": _node("custom_nodes.gamma"), "GammaExtra": _node("custom_nodes.gamma"),
+    }, {}, None)
+    b = catalog_from({
+        "DeltaOne": _node("custom_nodes.delta"), "DeltaTwo": _node("custom_nodes.delta"),
+        "CoreOnB": _node("comfy_extras.x"), "GammaShared": _node("custom_nodes.gamma"),
+        "GammaNew": _node("custom_nodes.gamma"),
+    }, {}, None)
+    assert render_diff(diff(a, b), "gpu-1", "gpu-2") == [
+        "custom node packs only on gpu-1:",
+        "  alpha (3 classes)",
+        "  beta (1 classes)",
+        "node classes only on gpu-1 (not on gpu-2):",
+        "  CoreOnA",
+        "  GammaExtra (gamma)",
+        "custom node packs only on gpu-2:",
+        "  delta (2 classes)",
+        "node classes only on gpu-2 (not on gpu-1):",
+        "  CoreOnB",
+        "  GammaNew (gamma)",
+    ]
+
+
+class _CountedName(str):
+    """A pack name that counts how often it is compared for equality."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedName.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_render_compares_pack_names_a_few_times_per_class_however_many_packs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """2,000 classes in as many packs only A has (a server may send 20,000), and a few core classes: the packs
+    section lists the first packs and counts the rest, no pack's class is listed, and render_diff compares
+    pack names a few times per class, not once per pack and class (20,000 of each took 16 s)."""
+    count = 2_000
+    # Equal but not identical names, as a catalogue read from JSON has: no comparison is skipped by identity.
+    packs = tuple(_CountedName(f"pack{i:05}") for i in range(count))
+    classes = tuple((f"Class{i:05}", _CountedName(f"pack{i:05}")) for i in range(count))
+    core = tuple((f"Core{i}", CORE_PACK) for i in range(3))
+    found = CatalogDiff(packs_only_a=packs, packs_only_b=(), classes_only_a=core + classes, classes_only_b=(),
+                        options=(), models_only_a=(), models_only_b=(), versions=())
+    monkeypatch.setattr(_CountedName, "compared", 0)
+    lines = render_diff(found, "a", "b")
+    assert lines == [
+        "custom node packs only on a:",
+        *(f"  pack{i:05} (1 classes)" for i in range(RENDER_LINES)),
+        f"  ... and {count - RENDER_LINES} more",
+        "node classes only on a (not on b):",
+        "  Core0", "  Core1", "  Core2",
+    ]
+    assert _CountedName.compared <= 3 * (count + len(core))
+
+
 def test_render_caps_sections_and_versions() -> None:
     a = _catalog(models={"loras": [f"l{i:03}.safetensors" for i in range(RENDER_LINES + 5)]})
     b = catalog_from(_object_info(), {}, None)
@@ -158,6 +231,35 @@ def test_hostile_input_is_bounded_and_cleaned() -> None:
     assert len(catalog.models["checkpoints"]) == MAX_MODELS - 2  # three "m" kept once
     assert "junk" not in catalog.models
     assert len(catalog.nodes_hash) == 12 and catalog.versions == {}
+
+
+def test_model_files_beyond_the_catalogue_total_are_left_out() -> None:
+    """Full folders, the first of five files: the folder that reaches MAX_MODELS_TOTAL is cut to it, and the
+    folders after it are left out, however many the per-folder bounds allow."""
+    full = MAX_MODELS_TOTAL // MAX_MODELS
+    models: dict[str, Any] = {"a-first": [f"x{i}" for i in range(5)]}
+    models.update({f"f{n:02}": [f"f{n:02}-{i:05}" for i in range(MAX_MODELS)] for n in range(full + 2)})
+    catalog = catalog_from({}, models, None)
+    assert sum(catalog.model_counts.values()) == MAX_MODELS_TOTAL
+    assert catalog.model_counts[f"f{full - 1:02}"] == MAX_MODELS - 5
+    assert list(catalog.models) == list(models)[:full + 1]
+
+
+def test_a_huge_combo_or_input_list_is_not_copied_whole() -> None:
+    """A class with 200,000 inputs, the first a combo of a million options: only what is kept is copied (a copy
+    of either list is megabytes)."""
+    inputs: dict[str, Any] = {"pick": [["same"] * 1_000_000]}
+    inputs.update({f"i{n}": ["INT"] for n in range(200_000)})
+    info = {"Huge": {"input": {"required": inputs}}}
+    tracemalloc.start()
+    try:
+        catalog = catalog_from(info, {}, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert catalog.classes["Huge"].options["pick"] == {"same"}
+    assert len(catalog.classes["Huge"].inputs) == MAX_INPUTS
+    assert peak < 1_000_000
 
 
 def test_wrong_top_level_shape_is_a_parse_error() -> None:

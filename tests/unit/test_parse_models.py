@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from comfywatch.errors import ParseError
-from comfywatch.parse.models import MAX_FOLDERS, MAX_MODEL_FILES, parse_model_files, parse_model_folders
+from comfywatch.parse.catalog import MAX_FOLDERS, MAX_MODELS, catalog_from
+from comfywatch.parse.models import parse_model_files, parse_model_folders
 from tests.fixtures import load_json
 
 
@@ -25,7 +28,29 @@ def test_files_are_cleaned_deduplicated_and_bounded() -> None:
     files = parse_model_files(["b.safetensors", "a\x1b[31m.ckpt", "b.safetensors", "\ud800x", 3, "y" * 10_000])
     assert files[0] == "a [31m.ckpt" and "b.safetensors" in files and "\ufffdx" in files
     assert max(len(f) for f in files) <= 256 and len(files) == 4
-    assert len(parse_model_files([f"m{i}" for i in range(MAX_MODEL_FILES + 5)])) == MAX_MODEL_FILES
+    assert len(parse_model_files([f"m{i}" for i in range(MAX_MODELS + 5)])) == MAX_MODELS
+
+
+def test_a_folder_keeps_no_more_files_than_the_catalogue_keeps_of_it() -> None:
+    """What is read of a folder is what its catalogue holds: no names parsed, held and fingerprinted only for
+    catalog_from to drop them."""
+    files = parse_model_files([f"m{i:05}" for i in range(2 * MAX_MODELS)])
+    assert len(files) == MAX_MODELS
+    assert catalog_from({}, {"loras": files}, None).models["loras"] == files
+
+
+def test_a_list_of_a_million_folders_is_not_read_whole() -> None:
+    """A /models answer of a million names (2.9 million fit the body limit): the folders are taken from its
+    first entries, so no set or sort of the million is built (a set of them is tens of megabytes)."""
+    body = [f"f{n:07}" for n in range(1_000_000)]
+    tracemalloc.start()
+    try:
+        folders = parse_model_folders(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert folders == tuple(body[:MAX_FOLDERS])
+    assert peak < 1_000_000
 
 
 @pytest.mark.parametrize("body", [{}, "checkpoints", None, 3])
