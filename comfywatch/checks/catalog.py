@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import math
@@ -259,6 +260,9 @@ class FleetReads:
 
     pacer: ReadPacer = field(default_factory=ReadPacer)
     summaries: SummaryCache = field(default_factory=SummaryCache)
+    #: One catalogue decoded and parsed (and its workflows linted) at a time: decoded, a hostile 30 MB catalogue
+    #: takes half a gigabyte, and the pacer lets a burst of reads start together.
+    parsing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
 
 class CatalogCheck:
@@ -271,6 +275,7 @@ class CatalogCheck:
         self.refresh_after = refresh_after
         self.pacer = fleet.pacer if fleet is not None else None
         self.summaries = fleet.summaries if fleet is not None else None
+        self._parsing = fleet.parsing if fleet is not None else None
         #: The digest and summary of this server's last read (the fleet's cache may have forgotten it by the next).
         self._last: tuple[bytes, CatalogSummary] | None = None
         self._reconnects: int | None = None
@@ -312,9 +317,11 @@ class CatalogCheck:
         linted = True
         if self.workflows:
             # Watched workflows are linted against every read: their files may have changed since.
-            observation = await _catalog(api, response, models, state.system)
-            state.catalog = _summary(observation.catalog)
-            verdicts = await self._lint_workflows(observation.object_info)
+            async with self._parse_turn():
+                observation = await _catalog(api, response, models, state.system)
+                state.catalog = _summary(observation.catalog)
+                verdicts = await self._lint_workflows(observation.object_info)
+                del observation  # not held past the turn: the log read below may take seconds
             if verdicts is None:
                 linted = False
                 log.warning("workflow_lint_still_running", target=state.name)
@@ -326,7 +333,8 @@ class CatalogCheck:
                 state.catalog = self._last[1]  # unchanged since this server's last read
             else:
                 async def parse() -> CatalogSummary:
-                    return _summary((await _catalog(api, response, models, state.system)).catalog)
+                    async with self._parse_turn():
+                        return _summary((await _catalog(api, response, models, state.system)).catalog)
 
                 state.catalog = await (self.summaries.summary(key, parse) if self.summaries else parse())
                 self._last = (key, state.catalog)
@@ -344,6 +352,10 @@ class CatalogCheck:
         self._version = version or self._version
         if not linted:
             self._next_refresh = 0.0  # the verdicts are of an older read: the next run reads and lints again
+
+    def _parse_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The fleet's turn to decode and parse a catalogue (none to wait for alone)."""
+        return self._parsing if self._parsing is not None else contextlib.nullcontext()
 
     async def _lint_workflows(self, object_info: dict[str, Any]) -> tuple[WorkflowVerdict, ...] | None:
         """The verdicts of the watched workflows against *object_info*, linted in the lint thread; None, and nothing

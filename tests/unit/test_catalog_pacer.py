@@ -264,3 +264,62 @@ async def test_a_lint_that_outlives_its_check_is_not_started_again(
     assert lints == [1, 1]
     assert context.state.workflows == (verdict,)
     resolver.shutdown(wait=False)
+
+
+async def _settle() -> None:
+    """Let every task that can run go as far as it can (no timer: each turn of the loop runs what is ready)."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["summary", "with-workflows"])
+async def test_a_fleet_decodes_and_parses_one_catalogue_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, watched: bool
+) -> None:
+    """Three targets' reads arrive together (the pacer's burst): their catalogues, decoded a hostile half gigabyte
+    each, are parsed (and linted) one after the other, never side by side; alone, a check waits for no one."""
+    busy, most = 0, 0
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def fetch(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
+        return SimpleNamespace(body=f"catalogue {api}".encode()), {}
+
+    async def catalog(api: object, response: object, models: object, stats: object) -> CatalogObservation:
+        nonlocal busy, most
+        busy += 1
+        most = max(most, busy)
+        await gates[cast(int, api)].wait()
+        busy -= 1
+        return CatalogObservation({}, Catalog({}, {}, {}))
+
+    async def no_log(ctx: object) -> None:
+        return None
+
+    monkeypatch.setattr(catalog_check, "_fetch", fetch)
+    monkeypatch.setattr(catalog_check, "_catalog", catalog)
+    monkeypatch.setattr(catalog_check, "observe_log", no_log)
+    monkeypatch.setattr(catalog_check, "lint_verdicts", lambda paths, object_info: ())
+
+    def context(index: int) -> TargetContext:
+        state = TargetState(f"gpu-{index}", "local", f"http://gpu-{index}", endpoints=("system_stats",))
+        state.up = 1.0
+        return cast(TargetContext, SimpleNamespace(state=state, local_api=lambda: index))
+
+    fleet = FleetReads(ReadPacer(rate=1000.0, burst=3))
+    workflows = (tmp_path,) if watched else ()
+    reads = [asyncio.create_task(CatalogCheck(workflows, 1800.0, fleet).check(context(i))) for i in range(3)]
+    for gate in gates:
+        await _settle()  # room for a second parse to start, were it allowed to
+        gate.set()
+    await asyncio.gather(*reads)
+    assert most == 1
+
+    busy, most = 0, 0
+    for gate in gates:
+        gate.clear()
+    alone = [asyncio.create_task(CatalogCheck(workflows, 1800.0).check(context(i))) for i in range(3)]
+    await _settle()
+    assert most == 3
+    for gate in gates:
+        gate.set()
+    await asyncio.gather(*alone)
