@@ -9,7 +9,8 @@ gives the scheme of entries written without one.
 
 Like Prometheus, a file that cannot be read or decoded keeps the targets of its last good read (a file
 caught half-written must not drop, and then re-create with empty state, every target it lists); a file
-that is deleted removes its targets.
+that is deleted removes its targets. A file whose content the parser unexpectedly fails on is treated as
+one that cannot be decoded: a problem line for that file, never a reason to drop the other files' targets.
 
 The work per file is bounded, not only its size: YAML aliases (``- *group`` repeated) make a small file
 decode to a document that lists one large group many times over, so at most :data:`MAX_ITEMS_PER_FILE`
@@ -24,8 +25,10 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from time import time_ns
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +40,7 @@ from comfywatch.config import (
     DiscoveryConfig,
     TargetConfig,
     is_valid_name,
+    read_bounded_bytes,
     read_bounded_text,
     strip_secrets_from_url,
     url_problem,
@@ -69,6 +73,16 @@ _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
 #: Decoded content of each file's last successful read, by path: served again while the file is broken.
 _last_good: dict[str, Any] = {}
+#: The daemon loads off its event loop, and a cancelled load's thread may still run when the next one starts.
+_last_good_lock = threading.Lock()
+
+#: How long after its last change a file's stat is trusted to show its next change. File timestamps come from a
+#: coarse clock (milliseconds, seconds on some filesystems): a same-size rewrite in the tick the file was hashed
+#: in leaves its stat as it was, so a file changed that recently is hashed again at every refresh until then.
+_RACY_WINDOW_NS = 2 * 10**9
+#: Per path: the stat the file had when hashed, its digest, and whether that stat was old enough to be trusted.
+_digests: dict[str, tuple[tuple[int, ...], int, bool]] = {}
+_digests_lock = threading.Lock()
 
 
 # libyaml's safe loader when PyYAML was built with it: the pure-Python one takes seconds for a large file.
@@ -82,26 +96,52 @@ def _files(patterns: Iterable[str]) -> list[str]:
     return sorted(found)
 
 
+def _stat_key(status: os.stat_result) -> tuple[int, ...]:
+    # The ctime too: an in-place rewrite that restores the mtime (cp -p, rsync -t) still changes it.
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def _file_digest(path: str) -> int:
+    """A digest of the file's bytes, or -1 when it cannot be read (too large, not a regular file, gone)."""
+    try:
+        content = read_bounded_bytes(Path(path), MAX_FILE_SD_BYTES)
+    except ValueError:
+        return -1
+    return int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "big")
+
+
 def discovery_fingerprint(config: DiscoveryConfig) -> tuple[tuple[str, int, int], ...]:
     """(path, mtime_ns, content digest) of every matched file: a change means "reload".
 
     The digest (not just the size) catches a same-size rewrite within one mtime tick, such as a label
     value changed from ``a`` to ``b`` by a generator that rewrites the file right after creating it. A file
-    that cannot be read (too large, not UTF-8) has no digest: its mtime still tells when it changes.
+    that cannot be read (too large, not a regular file) has no digest: its mtime still tells when it changes.
+
+    It runs at every refresh, so a file is read and hashed again only when its stat (device, inode, size, mtime,
+    ctime) changed since, or when it had changed too recently for its stat to be trusted: a fleet's files that
+    did not change cost one stat each.
     """
+    # Taken before any file is looked at: a change made after a file is read is stamped no earlier than this.
+    started_ns = time_ns()
     out = []
-    for path in _files(config.files):
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        try:
-            content = read_bounded_text(Path(path), MAX_FILE_SD_BYTES).encode("utf-8")
-        except ValueError:
-            digest = -1
-        else:
-            digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "big")
-        out.append((path, st.st_mtime_ns, digest))
+    with _digests_lock:
+        current: dict[str, tuple[tuple[int, ...], int, bool]] = {}
+        for path in _files(config.files):
+            try:
+                status = os.stat(path)
+            except OSError:
+                continue
+            key = _stat_key(status)
+            known = _digests.get(path)
+            if known is not None and known[0] == key and known[2]:
+                current[path] = known
+            else:
+                settled = max(status.st_mtime_ns, status.st_ctime_ns) < started_ns - _RACY_WINDOW_NS
+                current[path] = (key, _file_digest(path), settled)
+            out.append((path, status.st_mtime_ns, current[path][1]))
+        # Only the files matched now: a deleted file's entry goes with it.
+        _digests.clear()
+        _digests.update(current)
     return tuple(out)
 
 
@@ -208,13 +248,18 @@ def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list
         if not isinstance(raw_labels, dict) or not all(isinstance(v, str) for v in raw_labels.values()):
             problems.add(f"{where}.labels: expected string values")
             continue
+        # YAML reads an unquoted 1, true, on or 2024-01-01 as a number, boolean or date, and str() of an integer
+        # of thousands of digits raises: a name is never made from one.
+        if not all(isinstance(k, str) for k in raw_labels):
+            problems.add(f"{where}.labels: label names must be strings (quote them in YAML)")
+            continue
         scheme = str(raw_labels.get("__scheme__", "http"))
         if scheme not in {"http", "https"}:
             problems.add(f"{where}.labels: __scheme__ must be http or https")
             continue
         # Label values become label values of every series of the target, and appear in logs: made encodable and
         # free of control characters as any server string is (their length is validated below).
-        kept = {str(k): v for k, v in raw_labels.items() if not str(k).startswith("__")}
+        kept = {k: v for k, v in raw_labels.items() if not k.startswith("__")}
         # Refused on len() alone, before any pass over the text (what validate_labels would say of them).
         long_key = next((k for k in kept if len(k) > _MAX_LABEL_TEXT), None)
         if long_key is not None:
@@ -274,35 +319,52 @@ def _read(path: str) -> tuple[Any, str | None]:
         return None, f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}"
 
 
-def _decode(path: str) -> tuple[Any, str | None]:
-    """(decoded data, problem); on a problem the data is the file's last good content, if any."""
+def _parse_or_problem(data: Any, path: str, config: DiscoveryConfig) -> tuple[list[TargetConfig], list[str]] | str:
+    """parse_file_sd's result, or the problem line when it raised after all."""
+    try:
+        return parse_file_sd(data, path, config)
+    except Exception as exc:
+        # parse_file_sd is written never to raise; a document that still makes it must cost its own file only.
+        # Only the type is said: the message may quote the file, and a URL in it may hold a password.
+        return f"{path}: cannot be used ({type(exc).__name__} while reading its target groups)"
+
+
+def _load_file(path: str, config: DiscoveryConfig) -> tuple[list[TargetConfig], list[str]]:
+    """One file's targets and problems; a file that cannot be read, decoded or parsed gives those of its last good
+    read, if any."""
     data, problem = _read(path)
     if problem is None:
-        _last_good[path] = data
-        return data, None
-    if path in _last_good:
-        return _last_good[path], f"{problem}; keeping the targets of its last good read"
-    return None, problem
+        parsed = _parse_or_problem(data, path, config)
+        if not isinstance(parsed, str):
+            _last_good[path] = data
+            return parsed
+        problem = parsed
+    if path not in _last_good:
+        return [], [problem]
+    kept = _parse_or_problem(_last_good[path], path, config)
+    if isinstance(kept, str):
+        return [], [problem, kept]
+    targets, more = kept
+    return targets, [f"{problem}; keeping the targets of its last good read", *more]
 
 
 def load_discovered(config: DiscoveryConfig) -> tuple[list[TargetConfig], list[str]]:
-    """Every target of every matched file; duplicate names keep the first (sorted by file path)."""
+    """Every target of every matched file; duplicate names keep the first (sorted by file path). Never raises for
+    a file's content: what a file costs is its own targets, with a problem line saying why."""
     found: dict[str, TargetConfig] = {}
     problems: list[str] = []
-    for gone in [p for p in _last_good if not os.path.exists(p)]:
-        del _last_good[gone]
-    for path in _files(config.files):
-        data, problem = _decode(path)
-        if problem is not None:
-            problems.append(problem)
-        targets, more = parse_file_sd(data, path, config)
-        problems.extend(more)
-        # Listed within the same per-file bound: a file may repeat one target MAX_TARGETS_PER_FILE times.
-        duplicates = _Problems(path)
-        for target in targets:
-            if target.name in found:
-                duplicates.add(f"{path}: duplicate target {target.name!r} ignored")
-                continue
-            found[target.name] = target
-        problems.extend(duplicates.lines())
+    with _last_good_lock:
+        for gone in [p for p in _last_good if not os.path.exists(p)]:
+            del _last_good[gone]
+        for path in _files(config.files):
+            targets, more = _load_file(path, config)
+            problems.extend(more)
+            # Listed within the same per-file bound: a file may repeat one target MAX_TARGETS_PER_FILE times.
+            duplicates = _Problems(path)
+            for target in targets:
+                if target.name in found:
+                    duplicates.add(f"{path}: duplicate target {target.name!r} ignored")
+                    continue
+                found[target.name] = target
+            problems.extend(duplicates.lines())
     return list(found.values()), problems
