@@ -259,20 +259,26 @@ class Daemon:
                 raise ConfigError(format_validation_error(exc), "command line") from None
         return config
 
-    def owned_targets(self, config: Config) -> list[TargetConfig]:
-        index, count = config.server.shard_index, config.server.shard_count
-        targets = list(config.targets) + self.discovered_targets(config)
-        return [t for t in targets if owns(t.name, index, count)]
+    @staticmethod
+    def owned_targets(config: Config) -> tuple[list[TargetConfig], list[str]]:
+        """The targets of *config* this replica watches, and the problems of the discovery files.
 
-    def discovered_targets(self, config: Config) -> list[TargetConfig]:
-        """Targets from file_sd files (see :mod:`comfywatch.daemon.discovery`); static names win on a clash."""
+        Run in a worker thread (a fleet's files take seconds to parse): it reads *config* and the files only, and
+        the caller logs the problems.
+        """
+        index, count = config.server.shard_index, config.server.shard_count
+        discovered, problems = Daemon.discovered_targets(config)
+        return [t for t in [*config.targets, *discovered] if owns(t.name, index, count)], problems
+
+    @staticmethod
+    def discovered_targets(config: Config) -> tuple[list[TargetConfig], list[str]]:
+        """Targets from file_sd files (see :mod:`comfywatch.daemon.discovery`), static names winning on a clash,
+        and the problems met."""
         if not config.discovery.files:
-            return []
+            return [], []
         static = {t.name for t in config.targets}
         found, problems = load_discovered(config.discovery)
-        for problem in problems:
-            log.warning("discovery_problem", problem=problem)
-        return [t for t in found if t.name not in static]
+        return [t for t in found if t.name not in static], problems
 
     # ----------------------------------------------------------------------------------------------------
     # Checks.
@@ -533,7 +539,10 @@ class Daemon:
             await self._switch(await self._prepare(config))
 
     async def _prepare(self, config: Config) -> _Plan:
-        wanted = {t.name: t for t in self.owned_targets(config)}
+        owned, problems = await asyncio.to_thread(self.owned_targets, config)
+        for problem in problems:
+            log.warning("discovery_problem", problem=problem)
+        wanted = {t.name: t for t in owned}
         # The secrets as their files hold them now, read off the loop (a fleet's files take a while): a rotated
         # bearer_token_file leaves the settings equal, and only its contents tell that the target changed.
         credentials = await asyncio.to_thread(self._resolve_credentials, wanted.values())
@@ -739,13 +748,16 @@ class Daemon:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _discovery_fingerprint(self, config: Config | None = None) -> tuple[tuple[str, int, int], ...]:
-        config = config or self.config
-        return discovery_fingerprint(config.discovery) if config is not None else ()
+    @staticmethod
+    async def _discovery_fingerprint(config: Config) -> tuple[tuple[str, int, int], ...]:
+        # In a worker thread: a file that changed is read and hashed (up to 4 MiB each).
+        return await asyncio.to_thread(discovery_fingerprint, config.discovery)
 
     async def _refresh_discovery(self) -> None:
-        """Re-read file_sd files when any changed (mtime/size); unchanged targets keep their state."""
-        fingerprint = self._discovery_fingerprint()
+        """Re-read file_sd files when any changed (stat or content); unchanged targets keep their state."""
+        if self.config is None:
+            return
+        fingerprint = await self._discovery_fingerprint(self.config)
         if fingerprint != self._discovery_seen and self.config is not None:
             self._discovery_seen = fingerprint
             log.info("discovery_changed", files=len(fingerprint))
@@ -890,7 +902,7 @@ class Daemon:
         self.scheduler.add_job(self._heartbeat, IntervalTrigger(seconds=HEARTBEAT_SECONDS), id="\0heartbeat",
                                next_run_time=datetime.now(UTC))
         # Fingerprint first: a file changing while targets are being set up is then seen at the next refresh.
-        self._discovery_seen = self._discovery_fingerprint(config)
+        self._discovery_seen = await self._discovery_fingerprint(config)
         try:
             await self.apply_config(config)
         except BaseException:
