@@ -212,20 +212,19 @@ async def test_a_scraper_hanging_up_while_its_body_is_gzipped_is_no_error(
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
 
 
-async def test_a_scraper_that_stops_reading_is_cut_off(base: str, large_body: bytes,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A scraper that stops reading a large body is disconnected once the send deadline has passed, instead of
-    holding the scrape (and the chunks it keeps) for good."""
+async def _received_before_cut_off(base: str, path: str, event: str, monkeypatch: pytest.MonkeyPatch) -> int:
+    """GET *path*, read its first bytes and stop reading until the exporter logs *event* (after a send deadline of
+    half a second); what arrived in all."""
     cut_off = asyncio.Event()
 
     class Log:
-        def warning(self, event: str, **fields: object) -> None:
-            if event == "scrape_cut_off":
+        def warning(self, logged: str, **fields: object) -> None:
+            if logged == event:
                 cut_off.set()
 
     monkeypatch.setattr("comfywatch.server.app.SEND_SECONDS", 0.5)
     monkeypatch.setattr("comfywatch.server.app.log", Log())
-    reader, writer = await _raw(base, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+    reader, writer = await _raw(base, f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n".encode())
     try:
         received = len(await reader.read(1000))
         await asyncio.wait_for(cut_off.wait(), 10)  # not reading meanwhile: the socket's buffers fill up
@@ -234,6 +233,14 @@ async def test_a_scraper_that_stops_reading_is_cut_off(base: str, large_body: by
                 received += len(data)
     finally:
         writer.close()
+    return received
+
+
+async def test_a_scraper_that_stops_reading_is_cut_off(base: str, large_body: bytes,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scraper that stops reading a large body is disconnected once the send deadline has passed, instead of
+    holding the scrape (and the chunks it keeps) for good."""
+    received = await _received_before_cut_off(base, "/metrics", "scrape_cut_off", monkeypatch)
     assert received < len(b"".join(_LARGE)) / 2
 
 
@@ -274,24 +281,6 @@ async def test_a_client_that_stops_reading_a_status_document_is_cut_off(
         base: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that stops reading a large status document is disconnected once the send deadline has passed,
     instead of holding the document (9 MB at 10,000 targets) for as long as it likes."""
-    cut_off = asyncio.Event()
-
-    class Log:
-        def warning(self, event: str, **fields: object) -> None:
-            if event == "response_cut_off":
-                cut_off.set()
-
     size = 32 << 20
     monkeypatch.setattr("comfywatch.server.status_routes.as_json", lambda _: {"pad": "x" * size})
-    monkeypatch.setattr("comfywatch.server.app.SEND_SECONDS", 0.5)
-    monkeypatch.setattr("comfywatch.server.app.log", Log())
-    reader, writer = await _raw(base, b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
-    try:
-        received = len(await reader.read(1000))
-        await asyncio.wait_for(cut_off.wait(), 10)  # not reading meanwhile: the socket's buffers fill up
-        with contextlib.suppress(ConnectionResetError):
-            while data := await asyncio.wait_for(reader.read(1 << 20), 10):
-                received += len(data)
-    finally:
-        writer.close()
-    assert received < size / 2
+    assert await _received_before_cut_off(base, "/api/v1/status", "response_cut_off", monkeypatch) < size / 2

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -199,23 +199,34 @@ async def test_a_parse_pushed_out_of_the_cache_still_serves_its_waiters() -> Non
     assert len(parses) == 1
 
 
-def _lint_context(monkeypatch: pytest.MonkeyPatch) -> TargetContext:
-    """A target that is up, whose catalogue read is stubbed out (an empty catalogue, no log route)."""
-    state = TargetState("gpu", "local", "http://gpu", endpoints=("system_stats",))
-    state.up = 1.0
+Fetch = Callable[[Any], Awaitable[tuple[object, dict[str, tuple[str, ...]]]]]
+Parse = Callable[[Any, object, object, object], Awaitable[CatalogObservation]]
 
-    async def fetch(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
-        return object(), {}
 
-    async def catalog(api: object, response: object, models: object, stats: object) -> CatalogObservation:
-        return CatalogObservation({}, Catalog({}, {}, {}))
+async def _empty_read(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
+    return object(), {}
+
+
+async def _empty_catalogue(api: object, response: object, models: object, stats: object) -> CatalogObservation:
+    return CatalogObservation({}, Catalog({}, {}, {}))
+
+
+def _stub_reads(monkeypatch: pytest.MonkeyPatch, fetch: Fetch = _empty_read, parse: Parse = _empty_catalogue) -> None:
+    """The catalogue check's requests and parse replaced by *fetch* and *parse*; no log route."""
 
     async def no_log(ctx: object) -> None:
         return None
 
     monkeypatch.setattr(catalog_check, "_fetch", fetch)
-    monkeypatch.setattr(catalog_check, "_catalog", catalog)
+    monkeypatch.setattr(catalog_check, "_catalog", parse)
     monkeypatch.setattr(catalog_check, "observe_log", no_log)
+
+
+def _lint_context(monkeypatch: pytest.MonkeyPatch) -> TargetContext:
+    """A target that is up, whose catalogue read is stubbed out (an empty catalogue, no log route)."""
+    state = TargetState("gpu", "local", "http://gpu", endpoints=("system_stats",))
+    state.up = 1.0
+    _stub_reads(monkeypatch)
     return cast(TargetContext, SimpleNamespace(state=state, local_api=object))
 
 
@@ -292,12 +303,7 @@ async def test_a_fleet_decodes_and_parses_one_catalogue_at_a_time(
         busy -= 1
         return CatalogObservation({}, Catalog({}, {}, {}))
 
-    async def no_log(ctx: object) -> None:
-        return None
-
-    monkeypatch.setattr(catalog_check, "_fetch", fetch)
-    monkeypatch.setattr(catalog_check, "_catalog", catalog)
-    monkeypatch.setattr(catalog_check, "observe_log", no_log)
+    _stub_reads(monkeypatch, fetch, catalog)
     monkeypatch.setattr(catalog_check, "lint_verdicts", lambda paths, object_info: ())
 
     def context(index: int) -> TargetContext:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ from comfywatch.parse.cloud import parse_billing_status, parse_cloud_queue, pars
 from comfywatch.parse.history import parse_history
 from comfywatch.parse.jobs import parse_jobs
 from comfywatch.parse.prompt import parse_prompt_accepted, parse_ws_text
-from comfywatch.parse.queue import MAX_QUEUE_ITEMS, parse_queue
+from comfywatch.parse.queue import MAX_QUEUE_ITEMS, QueueSnapshot, parse_queue
 from comfywatch.parse.system import Device, SystemStats, parse_system_stats
 from comfywatch.parse.text import ELLIPSIS, MAX_ARGS, MAX_CHARS, MAX_DEVICES, TRUNCATIONS, Cut
 from comfywatch.state import TargetState
@@ -115,29 +116,17 @@ class TestParsers:
         assert stats.argv == ("main.py", "--port", "8188", *[""] * (MAX_ARGS - 3))
         assert TRUNCATIONS[Cut.ARGV] == before + 1
 
-    def test_a_queue_of_a_million_entries_reads_the_first_and_counts_all(self) -> None:
-        """Entries of /queue beyond MAX_QUEUE_ITEMS are counted but never read (a target keeps what it read
-        until its next poll); the counts, ages and stall tracking see the whole queue, and one cut is counted."""
-        entry = load_json("queue_busy.json")["queue_pending"][0]
-        body = {"queue_running": [entry], "queue_pending": [[index, f"p{index}", {}, {}, []]
-                                                             for index in range(1_000_000)]}
+    @pytest.mark.parametrize("parse", [parse_queue, parse_cloud_queue], ids=["local", "cloud"])
+    def test_a_queue_of_a_million_entries_reads_the_first_and_counts_all(
+            self, parse: Callable[[object], QueueSnapshot]) -> None:
+        """Entries of /queue (and Comfy Cloud's /api/queue) beyond MAX_QUEUE_ITEMS are counted but never read (a
+        target keeps what it read until its next poll); the counts, ages, stall tracking and the canary's busy
+        check see the whole queue, and one cut is counted."""
+        created = {"create_time": 1755684001000}
+        body = {"queue_running": [[0, "r0", {}, ["9"], created]],
+                "queue_pending": [[index, f"p{index}", {}, ["9"], created] for index in range(1_000_000)]}
         before = TRUNCATIONS[Cut.QUEUE_ITEMS]
-        snapshot = parse_queue(body)
-        assert (len(snapshot.running), len(snapshot.pending)) == (1, MAX_QUEUE_ITEMS)
-        assert (snapshot.running_count, snapshot.pending_count) == (1, 1_000_000)
-        assert [item.prompt_id for item in snapshot.pending[:2]] == ["p0", "p1"]
-        assert TRUNCATIONS[Cut.QUEUE_ITEMS] == before + 1
-        view = QueueTracker(600, 4).observe(snapshot, NOW)
-        assert (view.running, view.pending) == (1, 1_000_000)
-
-    def test_a_cloud_queue_of_a_million_entries_reads_the_first_and_counts_all(self) -> None:
-        """Comfy Cloud's /api/queue is bounded as /queue is: the counts see every entry, the check keeps the first
-        MAX_QUEUE_ITEMS of each list, and the canary's busy check counts them all."""
-        body = {"queue_running": [[0, "r0", {}, ["9"], {"create_time": 1755684000000}]],
-                "queue_pending": [[index, f"p{index}", {}, ["9"] * 3, {"create_time": 1755684001000}]
-                                  for index in range(1_000_000)]}
-        before = TRUNCATIONS[Cut.QUEUE_ITEMS]
-        snapshot = parse_cloud_queue(body)
+        snapshot = parse(body)
         assert (len(snapshot.running), len(snapshot.pending)) == (1, MAX_QUEUE_ITEMS)
         assert (snapshot.running_count, snapshot.pending_count) == (1, 1_000_000)
         assert [item.prompt_id for item in snapshot.pending[:2]] == ["p0", "p1"]
