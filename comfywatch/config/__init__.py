@@ -734,9 +734,9 @@ def validate_labels(labels: Mapping[str, str]) -> dict[str, str]:
             )
         if key in _RESERVED_LABELS:
             raise ValueError(f"label name {key!r} is reserved by comfywatch")
-        if not isinstance(value, str) or len(value) > 128:
+        if not isinstance(value, str) or len(clean_value := sanitize(value)) > 128:
             raise ValueError(f"label {key!r}: value must be a string of at most 128 characters")
-        checked[key] = sanitize(value)
+        checked[key] = clean_value
     return checked
 
 

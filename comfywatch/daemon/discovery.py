@@ -46,7 +46,7 @@ from comfywatch.config import (
     url_problem,
     validate_labels,
 )
-from comfywatch.parse.text import MAX_CHARS, sanitize
+from comfywatch.parse.text import MAX_CHARS
 
 __all__ = [
     "MAX_FILE_SD_BYTES",
@@ -257,8 +257,6 @@ def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list
         if scheme not in {"http", "https"}:
             problems.add(f"{where}.labels: __scheme__ must be http or https")
             continue
-        # Label values become label values of every series of the target, and appear in logs: made encodable and
-        # free of control characters as any server string is (their length is validated below).
         kept = {k: v for k, v in raw_labels.items() if not k.startswith("__")}
         # Refused on len() alone, before any pass over the text (what validate_labels would say of them).
         long_key = next((k for k in kept if len(k) > _MAX_LABEL_TEXT), None)
@@ -270,10 +268,10 @@ def parse_file_sd(data: Any, source: str, config: DiscoveryConfig) -> tuple[list
         if long_value is not None:
             problems.add(f"{where}.labels: label {long_value[:40]!r}: value must be a string of at most 128 characters")
             continue
-        labels = {k: sanitize(v) for k, v in kept.items()}
-        name_label = labels.pop("name", None)
+        # The name, if given, must pass the target-name rule; the values are cleaned by validate_labels.
+        name_label = kept.pop("name", None)
         try:
-            labels = validate_labels(labels)
+            labels = validate_labels(kept)
         except ValueError as exc:
             problems.add(f"{where}.labels: {exc}")
             continue

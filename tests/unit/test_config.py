@@ -752,6 +752,8 @@ class TestHelpers:
         """A label value from the TOML file with a terminal escape, a bidi override or a NUL is kept as the status
         page shows it, in every output (the status API's JSON included), not as written."""
         assert validate_labels({"owner": "alice\u202egnp.exe\x1b[2J\x00"}) == {"owner": "alicegnp.exe [2J "}
+        # The bound is on the value kept: bidi controls removed do not count against it.
+        assert validate_labels({"rack": "r" * 128 + "\u202e\u202c"}) == {"rack": "r" * 128}
         path = tmp_path / "comfywatch.toml"
         path.write_text('[[targets]]\nname = "a"\nurl = "http://127.0.0.1:1"\n'
                         'labels = { owner = "alice\\u202egnp.exe\\u001b[2J" }\n', encoding="utf-8")
