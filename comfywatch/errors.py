@@ -233,6 +233,8 @@ class Diagnosis(StrEnum):
     CUSTOM_NODES_FAILED = "custom_nodes_failed"
     #: Some of ComfyUI's own optional node modules failed to import (a missing optional dependency).
     BUILTIN_NODES_FAILED = "builtin_nodes_failed"
+    #: A file the target's configuration names could not be read as it was when the configuration was loaded.
+    TARGET_FILES_CHANGED = "target_files_changed"
     #: doctor itself raised: a bug in comfywatch, not a finding about the target.
     DOCTOR_BUG = "doctor_bug"
 
@@ -442,6 +444,10 @@ DIAGNOSIS_HINTS: Mapping[Diagnosis, str] = {
         "Some of ComfyUI's own optional nodes did not load, usually for want of an optional dependency (e.g. "
         "torchaudio for the audio nodes): workflows using them fail. Install it into ComfyUI's Python "
         "(`pip install -r requirements.txt` in the ComfyUI folder) if you need them; otherwise nothing to do."
+    ),
+    Diagnosis.TARGET_FILES_CHANGED: (
+        "A file this target's configuration names (tls_ca_file, bearer_token_file, headers_file, api_key_file) "
+        "changed or went away after the configuration was read: run `comfywatch check-config` and fix the file."
     ),
     Diagnosis.DOCTOR_BUG: "This is a comfywatch bug: please report it with this output.",
 }

@@ -766,10 +766,15 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
         target = configured.model_copy(update={"timeout": options.timeout})
         report = TargetReport(target.name, target.kind, target.public_url)
         reports.append(report)
-        runtime: TargetContext | None = None
         try:
-            # Inside: building reads the target's secret and CA files, which may have changed since the load.
+            # Building reads the target's secret and CA files again, which may have changed since the load.
             runtime = build_context(config, target)
+        except (OSError, ValueError, ConfigError) as exc:
+            report.add(CheckResult("config.files", "fail", f"cannot read the target's files: "
+                                                           f"{type(exc).__name__}: {str(exc)[:200]}",
+                                   DIAGNOSIS_HINTS[Diagnosis.TARGET_FILES_CHANGED]))
+            continue
+        try:
             if target.kind == "cloud":
                 await _cloud_target(runtime, options, report)
             else:
@@ -779,8 +784,7 @@ async def run_doctor(config: Config, targets: list[TargetConfig], options: Docto
                                                               f"{str(exc)[:200]}",
                                    DIAGNOSIS_HINTS[Diagnosis.DOCTOR_BUG]))
         finally:
-            if runtime is not None:
-                await runtime.close()
+            await runtime.close()
     return Report(reports, strict=options.strict)
 
 
