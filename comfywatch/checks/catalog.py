@@ -112,7 +112,7 @@ def lint_verdicts(paths: Sequence[Path], object_info: dict[str, Any]) -> tuple[W
     return tuple(_verdict(name, files[name], specs) for name in names)
 
 
-async def _models(api: LocalApi) -> dict[str, tuple[str, ...]]:
+async def _models(api: LocalApi, target: str) -> dict[str, tuple[str, ...]]:
     """The files of every model folder, until :data:`~comfywatch.parse.catalog.MAX_MODELS_TOTAL` files are read
     (the catalogue keeps no more, so the folders after are not requested); a folder that cannot be read is left
     out (and counted by the client)."""
@@ -121,7 +121,7 @@ async def _models(api: LocalApi) -> dict[str, tuple[str, ...]]:
     folders = await api.model_folders()
     for index, folder in enumerate(folders):
         if read >= MAX_MODELS_TOTAL:
-            log.warning("catalog_models_capped", files=read, folders_not_read=len(folders) - index)
+            log.warning("catalog_models_capped", target=target, files=read, folders_not_read=len(folders) - index)
             count_cut(Cut.MODEL_FILES)
             break
         try:
@@ -139,11 +139,11 @@ class CatalogObservation:
     catalog: Catalog
 
 
-async def _fetch(api: LocalApi) -> tuple[HttpResult, dict[str, tuple[str, ...]]]:
+async def _fetch(api: LocalApi, target: str) -> tuple[HttpResult, dict[str, tuple[str, ...]]]:
     # Kept undecoded while the folders are read: decoded, the catalogue is megabytes of objects, held only while
     # it is parsed (and not at all when its digest is known).
     response = await api.object_info_response()
-    return response, await _models(api)
+    return response, await _models(api, target)
 
 
 async def _catalog(api: LocalApi, response: HttpResult, models: Mapping[str, Sequence[str]],
@@ -161,7 +161,7 @@ async def observe(ctx: TargetContext, stats: SystemStats | None) -> CatalogObser
         RequestFailed: ``/object_info`` or ``/models`` could not be read.
     """
     api = ctx.local_api()
-    response, models = await _fetch(api)
+    response, models = await _fetch(api, ctx.config.name)
     return await _catalog(api, response, models, stats)
 
 
@@ -313,7 +313,7 @@ class CatalogCheck:
         reconnects, version = ctx.state.monitor_reconnects, ctx.state.server_version
         state = ctx.state
         api = ctx.local_api()
-        response, models = await _fetch(api)
+        response, models = await _fetch(api, state.name)
         linted = True
         if self.workflows:
             # Watched workflows are linted against every read: their files may have changed since.

@@ -4,6 +4,8 @@ aiohttp reads them, about 600 bytes a URL, a fleet's worth of memory at 10,000 t
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from comfywatch.checks.catalog import observe
 from comfywatch.clients.http import ClientSettings, HttpClient
 from comfywatch.clients.local import LocalApi
@@ -13,10 +15,11 @@ POLLED = {"/api/system_stats", "/api/queue", "/api/history"}
 
 
 class _Context:
-    """The one thing the catalogue read asks of a target's context."""
+    """What the catalogue read asks of a target's context: its API, and its name for a warning."""
 
     def __init__(self, api: LocalApi) -> None:
         self.api = api
+        self.config = SimpleNamespace(name="sim")
 
     def local_api(self) -> LocalApi:
         return self.api

@@ -199,11 +199,11 @@ async def test_a_parse_pushed_out_of_the_cache_still_serves_its_waiters() -> Non
     assert len(parses) == 1
 
 
-Fetch = Callable[[Any], Awaitable[tuple[object, dict[str, tuple[str, ...]]]]]
+Fetch = Callable[[Any, str], Awaitable[tuple[object, dict[str, tuple[str, ...]]]]]
 Parse = Callable[[Any, object, object, object], Awaitable[CatalogObservation]]
 
 
-async def _empty_read(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
+async def _empty_read(api: object, target: str) -> tuple[object, dict[str, tuple[str, ...]]]:
     return object(), {}
 
 
@@ -292,7 +292,7 @@ async def test_a_fleet_decodes_and_parses_one_catalogue_at_a_time(
     busy, most = 0, 0
     gates = [asyncio.Event() for _ in range(3)]
 
-    async def fetch(api: object) -> tuple[object, dict[str, tuple[str, ...]]]:
+    async def fetch(api: object, target: str) -> tuple[object, dict[str, tuple[str, ...]]]:
         return SimpleNamespace(body=f"catalogue {api}".encode()), {}
 
     async def catalog(api: object, response: object, models: object, stats: object) -> CatalogObservation:

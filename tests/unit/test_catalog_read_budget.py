@@ -39,7 +39,7 @@ async def test_folders_past_the_catalogue_total_are_not_requested() -> None:
     """64 full folders would be 640,000 names (some 200 MB at 256 characters each): the read stops asking once
     MAX_MODELS_TOTAL are in, says so in one warning and one counted cut, and the catalogue holds that many."""
     library = _Library(64)
-    ctx = cast(TargetContext, SimpleNamespace(local_api=lambda: library))
+    ctx = cast(TargetContext, SimpleNamespace(local_api=lambda: library, config=SimpleNamespace(name="gpu")))
     cuts = TRUNCATIONS[Cut.MODEL_FILES]
     with structlog.testing.capture_logs() as logs:
         observation = await catalog_check.observe(ctx, None)
@@ -48,6 +48,6 @@ async def test_folders_past_the_catalogue_total_are_not_requested() -> None:
     assert library.requested == list(library.folders[:full])
     assert sum(observation.catalog.model_counts.values()) == MAX_MODELS_TOTAL
     capped = [entry for entry in logs if entry["event"] == "catalog_models_capped"]
-    assert capped == [{"event": "catalog_models_capped", "log_level": "warning", "files": MAX_MODELS_TOTAL,
-                       "folders_not_read": 64 - full}]
+    assert capped == [{"event": "catalog_models_capped", "log_level": "warning", "target": "gpu",
+                       "files": MAX_MODELS_TOTAL, "folders_not_read": 64 - full}]
 
