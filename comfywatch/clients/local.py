@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from comfywatch.basic_auth import basic_auth_header
 from comfywatch.clients.http import HttpClient, HttpResult, RequestFailed
@@ -36,7 +36,8 @@ SERVER_LOG_MAX_BODY = 4 * 2**20
 
 
 def _json_object(body: Any) -> dict[str, Any]:
-    return dict(as_map(body, "$"))
+    as_map(body, "$")  # a ParseError unless it is an object: the catalogue itself is not copied
+    return cast(dict[str, Any], body)
 
 
 class LocalApi:

@@ -77,7 +77,7 @@ def dotted_line_problem(text: str) -> str | None:
             if not _is_number_dot(text, start):
                 dots += 1
                 if dots > MAX_DOTS_PER_LINE:
-                    return f"line {line}: more than {MAX_DOTS_PER_LINE} dotted key parts"
+                    return f"line {line}: more than {MAX_DOTS_PER_LINE} dots outside strings, comments and numbers"
             at = start + 1
         else:
             if text.startswith(char * 3, start):

@@ -210,11 +210,11 @@ def _nice_ticks(low: float, high: float, *, integer: bool, finest: float = 0.0) 
     A server chooses the values: beyond ±1e300 they are drawn at the edge (a wider axis overflows), and steps
     are never finer than a billionth of the values (at 1e16, adding 1 or a cent changes nothing)."""
     low, high = (min(max(value, -_AXIS_LIMIT), _AXIS_LIMIT) for value in (low, high))
-    magnitude = max(abs(low), abs(high))
+    size = max(abs(low), abs(high))
     if high <= low:
-        high = low + max(1.0, magnitude * 1e-6)
+        high = low + max(1.0, size * 1e-6)
     # No step finer than the values can be told apart by.
-    raw = max((high - low) / 4, finest, magnitude * 1e-9)
+    raw = max((high - low) / 4, finest, size * 1e-9)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
     if integer:

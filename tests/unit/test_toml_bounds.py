@@ -15,7 +15,7 @@ from comfywatch.config.toml_bounds import MAX_DOTS_PER_LINE, dotted_line_problem
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = MAX_DOTS_PER_LINE
-PROBLEM = f"more than {LIMIT} dotted key parts"
+PROBLEM = f"more than {LIMIT} dots outside strings, comments and numbers"
 
 #: One key part each way TOML spells one.
 PARTS = st.sampled_from(["a", "k_1", "9", '"quoted.part"', "'lit.eral'", '"esc\\".aped"'])
