@@ -28,8 +28,8 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from comfywatch.errors import ParseError, Reason, classify_execution_error
-from comfywatch.parse.queue import MAX_QUEUE_ITEMS, QueueItem, QueueSnapshot
-from comfywatch.parse.text import MAX_CHARS, Cut, bounded, capped, sanitize
+from comfywatch.parse.queue import QueueItem, QueueSnapshot, snapshot_of
+from comfywatch.parse.text import MAX_CHARS, bounded, sanitize
 
 __all__ = [
     "CREDITS_PER_USD",
@@ -625,24 +625,16 @@ def _queue_item(value: object, path: str) -> QueueItem:
 
 
 def parse_cloud_queue(body: object) -> QueueSnapshot:
-    """Parse ``GET /api/queue`` (5-tuples; missing lists count as empty). As for a local ``/queue``, the first
-    :data:`~comfywatch.parse.queue.MAX_QUEUE_ITEMS` entries of each list are read and the rest counted."""
+    """Parse ``GET /api/queue`` (5-tuples; missing lists count as empty), bounded as a local ``/queue`` is
+    (:func:`~comfywatch.parse.queue.snapshot_of`)."""
     obj = _obj(body, "$")
-    read: dict[str, tuple[QueueItem, ...]] = {}
-    unread: dict[str, int] = {}
+    lists: dict[str, list[object]] = {}
     for key in ("queue_running", "queue_pending"):
         raw = obj.get(key)
-        if raw is None:
-            raw = []
-        if not isinstance(raw, list):
+        if raw is not None and not isinstance(raw, list):
             raise ParseError(f"{key}: expected array")
-        kept = capped(raw, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
-        read[key] = tuple(_queue_item(item, f"{key}[{i}]") for i, item in enumerate(kept))
-        unread[key] = len(raw) - len(kept)
-    return QueueSnapshot(
-        running=read["queue_running"], pending=read["queue_pending"],
-        running_unread=unread["queue_running"], pending_unread=unread["queue_pending"],
-    )
+        lists[key] = raw or []
+    return snapshot_of(lists["queue_running"], lists["queue_pending"], _queue_item)
 
 
 def parse_queue_remaining(body: object) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -9,7 +10,7 @@ from comfywatch.errors import ParseError
 from comfywatch.parse.shape import as_float, as_list, as_map, as_str, opt_timestamp_ms
 from comfywatch.parse.text import Cut, bounded, capped
 
-__all__ = ["MAX_QUEUE_ITEMS", "QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining"]
+__all__ = ["MAX_QUEUE_ITEMS", "QueueItem", "QueueSnapshot", "parse_queue", "parse_queue_remaining", "snapshot_of"]
 
 #: Entries read of each list of ``/queue``; the rest are counted, not read. A target keeps what it read until
 #: its next poll (job ages, stalls), so a queue of millions of entries would cost its daemon gigabytes and
@@ -74,19 +75,24 @@ def _item(value: Any, path: str) -> QueueItem:
     return QueueItem(number=number, prompt_id=prompt_id, client_id=client_id, create_time_ms=create_ms)
 
 
-def parse_queue(body: Any) -> QueueSnapshot:
-    """Parse ``{"queue_running": [...], "queue_pending": [...]}``."""
-    root = as_map(body, "$")
-    running = as_list(root.get("queue_running"), "queue_running")
-    pending = as_list(root.get("queue_pending"), "queue_pending")
+def snapshot_of(running: list[Any], pending: list[Any], item: Callable[[Any, str], QueueItem]) -> QueueSnapshot:
+    """The snapshot of a queue's two lists, each entry parsed by *item* (given the entry and its path): the first
+    :data:`MAX_QUEUE_ITEMS` of each list, the rest counted (one cut each)."""
     read_running = capped(running, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
     read_pending = capped(pending, MAX_QUEUE_ITEMS, Cut.QUEUE_ITEMS)
     return QueueSnapshot(
-        running=tuple(_item(v, f"queue_running[{i}]") for i, v in enumerate(read_running)),
-        pending=tuple(_item(v, f"queue_pending[{i}]") for i, v in enumerate(read_pending)),
+        running=tuple(item(v, f"queue_running[{i}]") for i, v in enumerate(read_running)),
+        pending=tuple(item(v, f"queue_pending[{i}]") for i, v in enumerate(read_pending)),
         running_unread=len(running) - len(read_running),
         pending_unread=len(pending) - len(read_pending),
     )
+
+
+def parse_queue(body: Any) -> QueueSnapshot:
+    """Parse ``{"queue_running": [...], "queue_pending": [...]}``."""
+    root = as_map(body, "$")
+    return snapshot_of(as_list(root.get("queue_running"), "queue_running"),
+                       as_list(root.get("queue_pending"), "queue_pending"), _item)
 
 
 def parse_queue_remaining(body: Any) -> int:
