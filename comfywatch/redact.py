@@ -25,7 +25,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import overload
 from urllib.parse import quote, quote_plus
@@ -147,6 +147,23 @@ def _forms(value: str) -> frozenset[str]:
             forms.update((root, quote(root, safe=""), quote(root), quote_plus(root),
                           json.dumps(root)[1:-1], json.dumps(root, ensure_ascii=False)[1:-1]))
     return frozenset(forms)
+
+
+def _replaced(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def _until_stable(text: str, one_pass: Callable[[str], str]) -> str:
+    """*one_pass* applied until it changes nothing: masking can join the halves of a secret around what it
+    removed. A text still changing after :data:`_MAX_PASSES` passes is masked whole."""
+    for _ in range(_MAX_PASSES):
+        new = one_pass(text)
+        if new == text:
+            return new
+        text = new
+    return MASK
 
 
 def _longest_first(secrets: frozenset[str]) -> list[str]:
@@ -274,14 +291,7 @@ class SecretRegistry:
 
     def scrub_known(self, text: str, echoable: Sequence[str]) -> str:
         """Return ``text`` with each of *echoable* (see :meth:`echoable`) replaced by ``***``; no shapes."""
-        for _ in range(_MAX_PASSES):
-            new = text
-            for secret in echoable:
-                new = new.replace(secret, MASK)
-            if new == text:
-                return new
-            text = new
-        return MASK
+        return _until_stable(text, lambda current: _replaced(current, echoable))
 
     def scrub(self, text: str) -> str:
         """Return ``text`` with every known secret and credential-shaped substring replaced by ``***``.
@@ -292,16 +302,14 @@ class SecretRegistry:
         pattern = self._pattern
         request = _REQUEST.get()
         extra = request.longest_first if request is not None and request.owner is self else []
-        for _ in range(_MAX_PASSES):
-            new = _mask_structure(text)
+
+        def one_pass(current: str) -> str:
+            masked = _mask_structure(current)
             if pattern is not None:
-                new = pattern.sub(MASK, new)
-            for secret in extra:
-                new = new.replace(secret, MASK)
-            if new == text:
-                return new
-            text = new
-        return MASK
+                masked = pattern.sub(MASK, masked)
+            return _replaced(masked, extra)
+
+        return _until_stable(text, one_pass)
 
     @overload
     def scrub_output(self, value: str) -> str: ...
