@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Final
@@ -27,7 +27,7 @@ from comfywatch.parse.text import bounded
 __all__ = [
     "CORE_PACK", "HASH_CHARS", "MAX_CLASSES", "MAX_FOLDERS", "MAX_INPUTS", "MAX_MODELS", "MAX_MODELS_TOTAL",
     "MAX_OPTIONS", "RENDER_LINES", "Catalog", "CatalogDiff", "NodeClass", "OptionDrift", "catalog_from",
-    "combo_choices", "diff", "render_diff",
+    "combo_choices", "diff", "kept_classes", "render_diff",
 ]
 
 #: The pack of ComfyUI's own node classes (``nodes``, ``comfy_extras.*``, ``comfy_api_nodes.*``).
@@ -52,6 +52,12 @@ RENDER_OPTIONS: Final = 10
 HASH_CHARS: Final = 12
 
 _SECTIONS: Final = ("required", "optional")
+
+
+def kept_classes(object_info: Mapping[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    """The classes of an ``/object_info`` that are read: the first :data:`MAX_CLASSES`, in the server's order.
+    The same ones are counted, fingerprinted and linted against."""
+    return islice(object_info.items(), MAX_CLASSES)
 
 
 def combo_choices(kind: object, options: Mapping[str, Any], limit: int | None = None) -> tuple[Any, ...] | None:
@@ -170,7 +176,7 @@ def catalog_from(object_info: object, models: Mapping[str, Sequence[str]], stats
             room -= len(kept)
     model_files = frozenset(file for files in kept_models.values() for file in files)
     classes: dict[str, NodeClass] = {}
-    for raw_name, entry in islice(body.items(), MAX_CLASSES):
+    for raw_name, entry in kept_classes(body):
         node = _node_class(entry, model_files) if isinstance(raw_name, str) else None
         if node is not None:
             classes[bounded(raw_name)] = node

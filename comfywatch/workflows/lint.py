@@ -32,14 +32,13 @@ Where this deliberately differs from the server (documented so nobody "fixes" it
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import islice
 from typing import Any, Final
 
 from comfywatch.errors import ParseError
-from comfywatch.parse.catalog import MAX_CLASSES, combo_choices
+from comfywatch.parse.catalog import MAX_CLASSES, combo_choices, kept_classes
 from comfywatch.parse.nodeerrors import node_sort_key
 
 __all__ = [
@@ -312,12 +311,6 @@ def _lenient_spec(name: str, entry: object) -> NodeSpec:
         return NodeSpec(name, {}, None, output_node, complete=False)
 
 
-def _kept(body: Mapping[Any, Any]) -> Iterator[tuple[Any, Any]]:
-    # The catalogue check's rule (comfywatch.parse.catalog.catalog_from): the first MAX_CLASSES entries, in the
-    # server's order. The same classes are counted, fingerprinted and linted against.
-    return islice(body.items(), MAX_CLASSES)
-
-
 def parse_object_info(body: object, *, strict: bool = True) -> dict[str, NodeSpec]:
     """Parse a ``GET /object_info`` (or ``/object_info/{class}``) answer into node specs.
 
@@ -329,7 +322,7 @@ def parse_object_info(body: object, *, strict: bool = True) -> dict[str, NodeSpe
     if not isinstance(body, Mapping):
         raise _fail("$", "object")
     specs: dict[str, NodeSpec] = {}
-    for name, entry in _kept(body):
+    for name, entry in kept_classes(body):
         if not isinstance(name, str):
             raise _fail("$", "string keys")
         specs[name] = _parse_node_spec(name, entry) if strict else _lenient_spec(name, entry)
@@ -343,7 +336,7 @@ def _catalogue(object_info: object) -> Mapping[str, NodeSpec]:
         return object_info
     return {
         str(name): entry if isinstance(entry, NodeSpec) else _lenient_spec(str(name), entry)
-        for name, entry in _kept(object_info)
+        for name, entry in kept_classes(object_info)
     }
 
 
