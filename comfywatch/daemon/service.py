@@ -758,7 +758,7 @@ class Daemon:
         if self.config is None:
             return
         fingerprint = await self._discovery_fingerprint(self.config)
-        if fingerprint != self._discovery_seen and self.config is not None:
+        if fingerprint != self._discovery_seen:
             self._discovery_seen = fingerprint
             log.info("discovery_changed", files=len(fingerprint))
             try:
